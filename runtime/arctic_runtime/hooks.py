@@ -1,0 +1,221 @@
+"""Thin adapters installed into vLLM by ``patches.PATCH_POINTS``.
+
+Each hook reads vLLM state, calls pure code (``speculation``, ``settings``) and writes the result
+back. No vLLM import happens here: hooks receive vLLM objects as arguments. Per-process state lives
+on the vLLM object it belongs to (the scheduler, the model runner), never in module globals, because
+the EngineCore and the workers are separate processes on most setups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from arctic_runtime import __version__
+from arctic_runtime.settings import ADDITIONAL_CONFIG_KEY, parse_runtime_config
+from arctic_runtime.speculation import (
+    FieldError,
+    InvalidSetting,
+    SpeculationCap,
+    SpeculationCounters,
+    apply_cap,
+    empty_drafts,
+    parse_cap,
+    split_arctic_keys,
+)
+
+logger = logging.getLogger("arctic_runtime")
+
+#: RPC names answered by the engine core (through ``collective_rpc``).
+RPC_GET_STATE = "arctic_get_state"
+RPC_SET_CAP = "arctic_set_speculation_cap"
+#: RPC names answered by each worker.
+RPC_WORKER_STATE = "arctic_worker_state"
+RPC_WORKER_SET_CAP = "arctic_worker_set_speculation_cap"
+
+#: Draft methods whose proposer keeps no state between steps, so a step can skip it entirely.
+STATELESS_PROPOSERS = frozenset({"ngram"})
+
+
+def process_info(role: str) -> dict[str, Any]:
+    from arctic_runtime import patches  # local: patches imports this module
+
+    return {"role": role, "pid": os.getpid(), "arctic_serve": __version__, "patches": patches.applied_targets()}
+
+
+# --------------------------------------------------------------------------------------------
+# Front end: engine arguments
+# --------------------------------------------------------------------------------------------
+
+
+def fold_arctic_args(speculative_config: Mapping[str, Any] | None, additional_config: Mapping[str, Any] | None
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Move Arctic-compatible cap keys out of ``speculative_config`` into ``additional_config``.
+
+    Returns the new (speculative_config, additional_config); validates the result, raising
+    InvalidSetting that names the field as the user wrote it.
+    """
+    additional = dict(additional_config or {})
+    section = dict(additional.get(ADDITIONAL_CONFIG_KEY) or {})
+    spec_section = dict(section.get("speculation") or {})
+    new_spec: dict[str, Any] | None = None
+    if speculative_config is not None:
+        for_vllm, ours = split_arctic_keys(speculative_config)
+        errors = [
+            FieldError(
+                f"speculative_config.{key}",
+                f"conflicts with additional_config.{ADDITIONAL_CONFIG_KEY}.speculation.{key}="
+                f"{spec_section[key]!r}; set it in one place",
+            )
+            for key, value in ours.items()
+            if key in spec_section and spec_section[key] != value
+        ]
+        if errors:
+            raise InvalidSetting(errors)
+        spec_section.update(ours)
+        new_spec = for_vllm or None
+    if spec_section:
+        section["speculation"] = spec_section
+        additional[ADDITIONAL_CONFIG_KEY] = section
+    parse_runtime_config(additional)  # validate now, in the front end, before any process starts
+    return new_spec, additional
+
+
+def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.speculative_config, self.additional_config = fold_arctic_args(
+            self.speculative_config, self.additional_config
+        )
+        return original(self, *args, **kwargs)
+
+    return create_engine_config
+
+
+# --------------------------------------------------------------------------------------------
+# Engine core: the scheduler applies the cap
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EngineSpeculationState:
+    """The engine core's speculation state: the source of truth for the cap."""
+
+    method: str | None
+    num_speculative_tokens: int
+    cap: SpeculationCap
+    counters: SpeculationCounters = field(default_factory=SpeculationCounters)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "num_speculative_tokens": self.num_speculative_tokens,
+            **self.cap.as_dict(),
+            "counters": self.counters.as_dict(),
+        }
+
+
+def engine_state(scheduler: Any) -> EngineSpeculationState:
+    """The state kept on vLLM's Scheduler, created on first use from its config."""
+    state: EngineSpeculationState | None = getattr(scheduler, "_arctic_state", None)
+    if state is None:
+        config = scheduler.vllm_config
+        spec = config.speculative_config
+        state = EngineSpeculationState(
+            method=None if spec is None else str(spec.method),
+            num_speculative_tokens=0 if spec is None else int(spec.num_speculative_tokens or 0),
+            cap=parse_runtime_config(config.additional_config).speculation,
+        )
+        scheduler._arctic_state = state
+    return state
+
+
+def wrap_schedule(original: Callable[..., Any]) -> Callable[..., Any]:
+    def schedule(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = engine_state(self)
+        if state.method is not None and self.running:
+            state.counters.record(apply_cap(self.running, state.cap))
+        return original(self, *args, **kwargs)
+
+    return schedule
+
+
+def wrap_engine_core_collective_rpc(original: Callable[..., Any]) -> Callable[..., Any]:
+    def collective_rpc(
+        self: Any,
+        method: Any,
+        timeout: float | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if method == RPC_GET_STATE:
+            return [engine_core_state(self, original, include_workers=bool((kwargs or {}).get("workers")))]
+        if method == RPC_SET_CAP:
+            state = engine_state(self.scheduler)
+            # Validated again here: the engine core is the source of truth and may be reached by
+            # clients other than our admin API (e.g. LLM.collective_rpc).
+            new_cap = parse_cap(dict(kwargs or {}))
+            if new_cap != state.cap:
+                state.counters.cap_changes += 1
+            state.cap = new_cap
+            original(self, RPC_WORKER_SET_CAP, timeout, (), new_cap.as_dict())
+            logger.info("arctic-serve: speculation cap set to %s", new_cap.as_dict())
+            return [engine_core_state(self, original, include_workers=True)]
+        return original(self, method, timeout, args, kwargs)
+
+    return collective_rpc
+
+
+def engine_core_state(engine_core: Any, original_rpc: Callable[..., Any], *, include_workers: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "engine_core": process_info("engine_core"),
+        "speculation": engine_state(engine_core.scheduler).as_dict(),
+    }
+    if include_workers:
+        result["workers"] = original_rpc(engine_core, RPC_WORKER_STATE, None, (), None)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+# --------------------------------------------------------------------------------------------
+
+
+def _runner_cap(runner: Any) -> SpeculationCap:
+    cap: SpeculationCap | None = getattr(runner, "_arctic_cap", None)
+    if cap is None:
+        cap = parse_runtime_config(runner.vllm_config.additional_config).speculation
+        runner._arctic_cap = cap
+    return cap
+
+
+def worker_set_speculation_cap(self: Any, soft_cap: int | None, hard_cap: int | None) -> dict[str, Any]:
+    """Added to vLLM's WorkerBase: store the cap where this worker's model runner reads it."""
+    cap = parse_cap({"soft_cap": soft_cap, "hard_cap": hard_cap})
+    runner = getattr(self, "model_runner", None)
+    if runner is not None:
+        runner._arctic_cap = cap
+    return worker_state(self)
+
+
+def worker_state(self: Any) -> dict[str, Any]:
+    """Added to vLLM's WorkerBase: this worker's pid, patches and cap."""
+    info = process_info("worker")
+    runner = getattr(self, "model_runner", None)
+    info["speculation"] = None if runner is None else _runner_cap(runner).as_dict()
+    info["rank"] = getattr(self, "rank", None)
+    return info
+
+
+def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
+    def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
+        spec = self.speculative_config
+        if spec is not None and spec.method in STATELESS_PROPOSERS:
+            req_ids = self.input_batch.req_ids
+            if _runner_cap(self).drafting_slots(len(req_ids)) == 0:
+                return empty_drafts(req_ids)
+        return original(self, *args, **kwargs)
+
+    return propose_draft_token_ids
