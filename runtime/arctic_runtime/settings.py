@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ def plugin_enabled(environ: Mapping[str, str] | None = None) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise InvalidSetting([FieldError(ENV_ENABLED, f"must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")])
+    raise InvalidSetting(
+        [FieldError(ENV_ENABLED, f"must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")]
+    )
 
 
 class AdminTokenError(RuntimeError):
@@ -61,7 +63,9 @@ def admin_token(environ: Mapping[str, str] | None = None) -> str | None:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise AdminTokenError(f"{ENV_ADMIN_TOKEN_FILE}={path}: cannot read the token file ({exc.strerror})") from exc
+        raise AdminTokenError(
+            f"{ENV_ADMIN_TOKEN_FILE}={path}: cannot read the token file ({exc.strerror})"
+        ) from exc
     if not token:
         raise AdminTokenError(f"{ENV_ADMIN_TOKEN_FILE}={path}: the token file is empty")
     return token
@@ -71,7 +75,7 @@ def admin_token(environ: Mapping[str, str] | None = None) -> str | None:
 class RuntimeConfig:
     """Our engine settings, as carried in ``additional_config["arctic"]``."""
 
-    speculation: SpeculationCap = SpeculationCap()
+    speculation: SpeculationCap = field(default_factory=SpeculationCap)
 
     def as_additional_config(self) -> dict[str, Any]:
         return {"speculation": self.speculation.as_dict()}

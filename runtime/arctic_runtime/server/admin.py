@@ -38,7 +38,7 @@ ADMIN_OFF = _error(
 )
 
 
-def authorize(authorization: str | None, token: str | None | AdminTokenError) -> Reply | None:
+def authorize(authorization: str | None, token: str | AdminTokenError | None) -> Reply | None:
     """None if the request may proceed, else the reply to send (404 off, 401 missing/wrong token)."""
     if token is None:
         return ADMIN_OFF
@@ -73,7 +73,9 @@ def parse_cap_body(raw: bytes, *, current: SpeculationCap, partial: bool) -> Spe
     try:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
-        return Reply(422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]})
+        return Reply(
+            422, {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]}
+        )
     if not isinstance(data, dict):
         return Reply(
             422,

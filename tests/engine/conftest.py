@@ -1,0 +1,50 @@
+"""Engine fixtures: vanilla and plugin-enabled offline runs, computed once per test session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import engine_env
+from tests.engine.prompts import MAX_TOKENS, PROMPTS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_offline(
+    model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    request = {
+        "model": str(model),
+        "prompts": PROMPTS,
+        "max_tokens": MAX_TOKENS,
+        "speculative_config": speculative_config,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.engine.offline_runner", json.dumps(request)],
+        cwd=REPO,
+        env=engine_env(enabled),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"engine run failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+@pytest.fixture(scope="session")
+def vanilla(smollm2_dir: Path) -> dict[str, Any]:
+    return run_offline(smollm2_dir, enabled=False)
+
+
+@pytest.fixture(scope="session")
+def enabled_defaults(smollm2_dir: Path) -> dict[str, Any]:
+    return run_offline(smollm2_dir, enabled=True)

@@ -1,0 +1,112 @@
+"""The adapters' own logic, on plain objects shaped like the vLLM ones they receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from arctic_runtime import hooks
+from arctic_runtime.speculation import InvalidSetting, SpeculationCap
+
+
+def test_fold_moves_arctic_keys_into_additional_config() -> None:
+    spec, additional = hooks.fold_arctic_args(
+        {
+            "method": "ngram",
+            "num_speculative_tokens": 3,
+            "disable_by_batch_size": 4,
+            "hard_disable_by_batch_size": 8,
+        },
+        {"other": 1},
+    )
+    assert spec == {"method": "ngram", "num_speculative_tokens": 3}
+    assert additional == {"other": 1, "arctic": {"speculation": {"soft_cap": 4, "hard_cap": 8}}}
+
+
+def test_fold_leaves_plain_configs_alone() -> None:
+    assert hooks.fold_arctic_args(None, {}) == (None, {})
+    assert hooks.fold_arctic_args({"method": "ngram"}, None) == ({"method": "ngram"}, {})
+
+
+def test_fold_only_cap_keys_means_no_speculation() -> None:
+    spec, additional = hooks.fold_arctic_args({"disable_by_batch_size": 4}, {})
+    assert spec is None
+    assert additional["arctic"]["speculation"] == {"soft_cap": 4}
+
+
+def test_fold_rejects_bad_and_conflicting_values() -> None:
+    with pytest.raises(InvalidSetting, match="hard_cap"):
+        hooks.fold_arctic_args(
+            {"method": "ngram", "disable_by_batch_size": 8, "hard_disable_by_batch_size": 2}, {}
+        )
+    with pytest.raises(InvalidSetting, match=r"speculative_config\.soft_cap: conflicts"):
+        hooks.fold_arctic_args({"disable_by_batch_size": 8}, {"arctic": {"speculation": {"soft_cap": 4}}})
+
+
+@dataclass
+class Req:
+    spec_token_ids: list[int] = field(default_factory=list)
+
+
+def fake_scheduler(method: str | None, additional: dict[str, Any]) -> Any:
+    spec = None if method is None else SimpleNamespace(method=method, num_speculative_tokens=3)
+    return SimpleNamespace(
+        vllm_config=SimpleNamespace(speculative_config=spec, additional_config=additional), running=[]
+    )
+
+
+def test_schedule_applies_the_cap_before_vllm_schedules() -> None:
+    seen: list[list[list[int]]] = []
+    schedule = hooks.wrap_schedule(lambda self: seen.append([list(r.spec_token_ids) for r in self.running]))
+    sched = fake_scheduler("ngram", {"arctic": {"speculation": {"soft_cap": 1}}})
+    sched.running = [Req([1]), Req([2])]
+    schedule(sched)
+    assert seen == [[[1], []]]
+    state = hooks.engine_state(sched)
+    assert state.counters.steps["soft_capped"] == 1 and state.counters.request_steps_dropped == 1
+
+
+def test_schedule_without_speculation_counts_nothing() -> None:
+    schedule = hooks.wrap_schedule(lambda self: None)
+    sched = fake_scheduler(None, {})
+    sched.running = [Req([])]
+    schedule(sched)
+    assert hooks.engine_state(sched).counters.steps == {"open": 0, "soft_capped": 0, "hard_capped": 0}
+
+
+def test_engine_rpc_sets_the_cap_and_forwards_to_workers() -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def original(self: Any, method: str, timeout: Any, args: Any, kwargs: Any) -> list[Any]:
+        calls.append((method, kwargs))
+        return [{"worker": 0}]
+
+    rpc = hooks.wrap_engine_core_collective_rpc(original)
+    core = SimpleNamespace(scheduler=fake_scheduler("ngram", {}))
+    state = rpc(core, hooks.RPC_SET_CAP, kwargs={"soft_cap": 2, "hard_cap": 5})[0]
+    assert state["speculation"]["soft_cap"] == 2 and state["speculation"]["counters"]["cap_changes"] == 1
+    assert calls[0] == (hooks.RPC_WORKER_SET_CAP, {"soft_cap": 2, "hard_cap": 5})
+    assert hooks.engine_state(core.scheduler).cap == SpeculationCap(2, 5)
+    # an invalid cap is refused in the engine too, and the old one stays
+    with pytest.raises(InvalidSetting):
+        rpc(core, hooks.RPC_SET_CAP, kwargs={"soft_cap": 9, "hard_cap": 5})
+    assert hooks.engine_state(core.scheduler).cap == SpeculationCap(2, 5)
+    # other RPCs pass through untouched
+    assert rpc(core, "some_vllm_method", None, (1,), None) == [{"worker": 0}]
+
+
+def test_ngram_proposer_is_skipped_only_when_nobody_may_draft() -> None:
+    propose = hooks.wrap_propose_draft_token_ids(lambda self, *a: "proposed")
+    runner = SimpleNamespace(
+        speculative_config=SimpleNamespace(method="ngram"),
+        input_batch=SimpleNamespace(req_ids=["a", "b"]),
+        vllm_config=SimpleNamespace(additional_config={}),
+    )
+    assert propose(runner) == "proposed"
+    runner._arctic_cap = SpeculationCap(hard_cap=2)
+    assert propose(runner) == [[], []]
+    runner.speculative_config = SimpleNamespace(method="suffix")  # stateful: must always see the batch
+    assert propose(runner) == "proposed"

@@ -1,0 +1,109 @@
+"""What ``arctic-serve serve`` runs, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arctic_runtime import launcher
+from arctic_runtime.launcher import ServeOptions, UserError, plan_server
+
+
+def opts(**kw: object) -> ServeOptions:
+    base: dict[str, object] = {"model": "/m", "served_model_name": "m"}
+    base.update(kw)
+    return ServeOptions(**base)  # type: ignore[arg-type]
+
+
+def arg(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_cpu_plan() -> None:
+    plan = plan_server(
+        opts(soft_cap=4, hard_cap=16, admin_token_file="/t"), {}, "/py", "/venv/lib/libiomp5.so"
+    )
+    assert plan.argv[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
+    assert arg(plan.argv, "--dtype") == "float32" and "--enforce-eager" in plan.argv
+    assert (arg(plan.argv, "--host"), arg(plan.argv, "--port")) == ("127.0.0.1", "8000")
+    spec = json.loads(arg(plan.argv, "--speculative-config"))
+    assert (
+        spec["method"] == "ngram"
+        and spec["disable_by_batch_size"] == 4
+        and spec["hard_disable_by_batch_size"] == 16
+    )
+    assert plan.env["ARCTIC_SERVE_ENABLED"] == "1"
+    assert plan.env["VLLM_PLUGINS"] == "arctic_serve,arctic_serve_admin"
+    assert plan.env["ARCTIC_SERVE_ADMIN_TOKEN_FILE"] == "/t"
+    assert plan.env["LD_PRELOAD"] == "/venv/lib/libiomp5.so" and plan.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_gpu_plan_uses_vllm_defaults_and_passes_extra_args() -> None:
+    plan = plan_server(
+        opts(device="gpu", speculation="none", extra_args=("--max-num-seqs", "64")), {}, "py", None
+    )
+    assert "--dtype" not in plan.argv and "--speculative-config" not in plan.argv
+    assert plan.argv[-2:] == ["--max-num-seqs", "64"]
+    assert "LD_PRELOAD" not in plan.env and "VLLM_CPU_KVCACHE_SPACE" not in plan.env
+
+
+def test_plan_keeps_the_users_plugins_and_token() -> None:
+    env = {"VLLM_PLUGINS": "lora_resolver", "ARCTIC_SERVE_ADMIN_TOKEN": "x", "LD_PRELOAD": "/lib/tc.so"}
+    plan = plan_server(opts(admin_token_file="/t"), env, "py", "/iomp.so")
+    assert plan.env["VLLM_PLUGINS"] == "lora_resolver,arctic_serve,arctic_serve_admin"
+    assert "ARCTIC_SERVE_ADMIN_TOKEN_FILE" not in plan.env  # the user's token wins
+    assert plan.env["LD_PRELOAD"] == "/iomp.so:/lib/tc.so"
+
+
+def test_generated_admin_token_is_private_and_stable(tmp_path: Path) -> None:
+    path, hint = launcher.ensure_admin_token(tmp_path, {})
+    assert path is not None and hint == f"$(cat {path})"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(Path(path).read_text().strip()) >= 32
+    assert launcher.ensure_admin_token(tmp_path, {})[0] == path
+    assert launcher.ensure_admin_token(tmp_path, {"ARCTIC_SERVE_ADMIN_TOKEN": "x"}) == (
+        None,
+        "$ARCTIC_SERVE_ADMIN_TOKEN",
+    )
+
+
+def test_port_in_use_is_one_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            launcher.check_port_free("127.0.0.1", port)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "arctic_runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_errors_are_one_line_without_traceback() -> None:
+    proc = run_cli("serve", "--soft-cap", "5", "--hard-cap", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "arctic-serve: error: --hard-cap: must be >= soft_cap (got hard_cap=2, soft_cap=5); "
+        "the hard cap turns drafting off for everyone, so it cannot be below the soft cap"
+    ]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_cli("serve", "--port", str(busy.getsockname()[1]))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("arctic-serve: error: cannot listen on 127.0.0.1:")
+    proc = run_cli("serve", "--model", "/no/such/folder", "--port", "0")
+    assert proc.returncode == 2 and "--model /no/such/folder: not a folder" in proc.stderr

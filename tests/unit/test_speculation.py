@@ -1,0 +1,134 @@
+"""The speculation cap's semantics and validation (pure code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arctic_runtime.speculation import (
+    InvalidSetting,
+    SpeculationCap,
+    SpeculationCounters,
+    apply_cap,
+    parse_cap,
+    split_arctic_keys,
+)
+
+
+@dataclass
+class Req:
+    spec_token_ids: list[int] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "running", "slots"),
+    [
+        (None, None, 100, 100),  # no cap
+        (4, None, 4, 4),  # at the soft cap everybody drafts
+        (4, None, 5, 4),  # above it only the first 4
+        (None, 8, 7, 7),
+        (None, 8, 8, 0),  # at the hard cap nobody drafts
+        (4, 8, 6, 4),
+        (4, 8, 9, 0),
+        (0, None, 3, 0),  # soft cap 0: drafting off
+        (None, 0, 0, 0),
+    ],
+)
+def test_drafting_slots(soft: int | None, hard: int | None, running: int, slots: int) -> None:
+    assert SpeculationCap(soft, hard).drafting_slots(running) == slots
+
+
+caps = st.builds(
+    SpeculationCap,
+    soft_cap=st.one_of(st.none(), st.integers(0, 64)),
+    hard_cap=st.one_of(st.none(), st.integers(0, 64)),
+)
+
+
+@given(cap=caps, n=st.integers(0, 200), m=st.integers(0, 200))
+def test_slots_are_bounded_and_never_exceed_the_soft_cap(cap: SpeculationCap, n: int, m: int) -> None:
+    slots = cap.drafting_slots(n)
+    assert 0 <= slots <= n
+    if cap.soft_cap is not None:
+        assert slots <= cap.soft_cap
+    if cap.hard_cap is not None and n >= cap.hard_cap:
+        assert slots == 0
+
+
+def test_apply_cap_keeps_drafts_of_the_first_requests_only() -> None:
+    running = [Req([1, 2]), Req([]), Req([3]), Req([4]), Req([5, 6])]
+    outcome = apply_cap(running, SpeculationCap(soft_cap=3))
+    assert [r.spec_token_ids for r in running] == [[1, 2], [], [3], [], []]
+    assert (outcome.mode, outcome.drafted, outcome.dropped) == ("soft_capped", 2, 2)
+
+
+def test_apply_cap_hard_and_open() -> None:
+    running = [Req([1]), Req([2])]
+    assert apply_cap(running, SpeculationCap()).mode == "open"
+    assert [r.spec_token_ids for r in running] == [[1], [2]]
+    outcome = apply_cap(running, SpeculationCap(hard_cap=2))
+    assert (outcome.mode, outcome.drafted, outcome.dropped) == ("hard_capped", 0, 2)
+    assert all(r.spec_token_ids == [] for r in running)
+
+
+def test_counters_record_steps() -> None:
+    counters = SpeculationCounters()
+    counters.record(apply_cap([Req([1]), Req([2])], SpeculationCap(soft_cap=1)))
+    counters.record(apply_cap([Req([1])], SpeculationCap(hard_cap=1)))
+    assert counters.steps == {"open": 0, "soft_capped": 1, "hard_capped": 1}
+    assert (counters.steps_drafting, counters.steps_not_drafting) == (1, 1)
+    assert (counters.request_steps_drafted, counters.request_steps_dropped) == (1, 2)
+
+
+def test_parse_cap_accepts_valid_input() -> None:
+    assert parse_cap({"soft_cap": 4, "hard_cap": 16}) == SpeculationCap(4, 16)
+    assert parse_cap({"soft_cap": 4, "hard_cap": 4}) == SpeculationCap(4, 4)
+    assert parse_cap({}) == SpeculationCap()
+    assert parse_cap({"hard_cap": 9}, base=SpeculationCap(2, 5)) == SpeculationCap(2, 9)
+    assert parse_cap({"hard_cap": None}, base=SpeculationCap(2, 5)) == SpeculationCap(2, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"soft_cap": -1}, "soft_cap", ">= 0"),
+        ({"soft_cap": 1.5}, "soft_cap", "whole number"),
+        ({"soft_cap": "3"}, "soft_cap", "whole number"),
+        ({"hard_cap": False}, "hard_cap", "whole number"),
+        ({"hard_cap": 10**9}, "hard_cap", "<="),
+        ({"soft_cap": 5, "hard_cap": 2}, "hard_cap", "must be >= soft_cap (got hard_cap=2, soft_cap=5)"),
+        ({"sof_cap": 5}, "sof_cap", "unknown field; allowed fields: soft_cap, hard_cap"),
+    ],
+)
+def test_parse_cap_names_the_field(data: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(InvalidSetting) as info:
+        parse_cap(data)
+    assert [e.field for e in info.value.errors] == [field]
+    assert words in info.value.errors[0].message
+
+
+def test_parse_cap_reports_every_problem_at_once() -> None:
+    with pytest.raises(InvalidSetting) as info:
+        parse_cap({"soft_cap": -2, "hard_cap": "x", "extra": 1}, prefix="cfg.")
+    assert sorted(e.field for e in info.value.errors) == ["cfg.extra", "cfg.hard_cap", "cfg.soft_cap"]
+
+
+def test_partial_update_checks_against_the_current_cap() -> None:
+    with pytest.raises(InvalidSetting, match="hard_cap"):
+        parse_cap({"hard_cap": 1}, base=SpeculationCap(soft_cap=4))
+
+
+def test_split_arctic_keys() -> None:
+    for_vllm, ours = split_arctic_keys(
+        {
+            "method": "ngram",
+            "disable_by_batch_size": 8,
+            "hard-disable-by-batch-size": 32,
+            "num_speculative_tokens": 3,
+        }
+    )
+    assert for_vllm == {"method": "ngram", "num_speculative_tokens": 3}
+    assert ours == {"soft_cap": 8, "hard_cap": 32}
