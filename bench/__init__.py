@@ -1,0 +1,1 @@
+"""Benchmarks for arctic-serve: `make bench SUITE=...`; results in bench/results/."""

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run benchmark suites on a GPU host that has torch 2.11 + CUDA but no package index, after
+# ../shared/gpu/bundle.sh delivered vLLM 0.26.0 (see README.md here). Usage, from the repo root:
+#   bash bench/gpu/host.sh SUITE [SUITE...]
+# Installs this checkout into /var/tmp/arctic-site, builds Arctic Inference 0.3.0 from the shipped
+# sdist when a suite needs it, runs each suite, and copies results (and logs) to $OUT if set.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source /var/tmp/gpu-bundle/env.sh
+out=${OUT:-bench/results}
+site=/var/tmp/arctic-site
+rm -rf "$site"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
+export PYTHONPATH=$site:$PYTHONPATH
+if [[ " $* " == *reference-8b* ]]; then
+  sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
+  ai=/var/tmp/ai-site
+  if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then
+    rm -rf /var/tmp/ai-src && mkdir -p /var/tmp/ai-src && tar xzf "$sdist" -C /var/tmp/ai-src
+    start=$(date +%s)
+    (cd /var/tmp/ai-src/arctic_inference-0.3.0 && python3 -m pip install -q --no-index --no-deps \
+      --no-build-isolation --target "$ai" . > "$out/arctic-inference-build.log" 2>&1) \
+      && echo "arctic-inference 0.3.0 built in $(( $(date +%s) - start )) s" \
+      || { echo "arctic-inference build FAILED (log: arctic-inference-build.log)"; tail -20 "$out/arctic-inference-build.log"; }
+  fi
+  export PYTHONPATH=$ai:$PYTHONPATH
+  python3 -c "import arctic_inference.suffix_decoding as s; print('arctic-inference suffix decoding:', s.__file__)" || true
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
+for suite in "$@"; do
+  python3 -m bench run --suite "$suite" --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
+done
+ls bench/results/*.json >/dev/null 2>&1 && cp bench/results/*.json "$out"/ 2>/dev/null || true
+python3 - <<'PY'
+import glob, json
+for f in sorted(glob.glob("bench/results/*.json")):
+    d = json.load(open(f))
+    print(f, f"{d['duration_s']:.0f}s", json.dumps(d.get("ratios")))
+    for e, r in d["engines"].items():
+        for c, v in r.get("cases", {}).items():
+            print(" ", e, c, {k: round(x["median"], 3) for k, x in v.items()})
+        if "error" in r: print(" ", e, "ERROR", r["error"][-300:])
+    if d.get("floor"): print("  floor", d["floor"])
+PY

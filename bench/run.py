@@ -1,0 +1,184 @@
+"""Run a suite: every engine in its own process, then ratios within the run, then one JSON file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.suites import ENGINES, SUITES, Suite, llama_8b_config, llama_weight_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cmd(*argv: str) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """What produced the numbers: GPU, driver, software versions, commit."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    gpu = _cmd("nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader")
+    env["gpu"] = gpu.splitlines()[0] if gpu else None
+    probe = (
+        "import json, torch, vllm; print(json.dumps({'torch': torch.__version__, 'vllm': vllm.__version__, "
+        "'cuda': torch.version.cuda}))"
+    )
+    versions = _cmd(sys.executable, "-c", probe)
+    env.update(json.loads(versions.splitlines()[-1]) if versions else {"vllm": None})
+    from arctic_runtime import __version__
+
+    env["arctic_serve"] = __version__
+    env["commit"] = os.environ.get("ARCTIC_BENCH_COMMIT") or _cmd("git", "-C", str(REPO), "rev-parse", "HEAD")
+    return env
+
+
+def model_folder(suite: Suite, work: Path) -> str:
+    if suite.model == "smollm2":
+        from arctic_runtime.models import ensure_smollm2
+
+        return str(ensure_smollm2())
+    folder = work / suite.model
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(llama_8b_config(), indent=2))
+    return str(folder)
+
+
+def engine_env(extra: dict[str, str], device: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARCTIC_SERVE_", "ARCTIC_INFERENCE_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "PYTHONUNBUFFERED": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    if device == "cpu":
+        from arctic_runtime.launcher import CPU_KV_CACHE_GIB, find_iomp
+
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+        iomp = find_iomp()
+        if iomp:
+            env["LD_PRELOAD"] = iomp
+    env.update(extra)
+    return env
+
+
+def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> dict[str, Any]:
+    engine = ENGINES[engine_name]
+    if engine.requires and importlib.util.find_spec(engine.requires) is None:
+        return {"error": f"not run: {engine.requires} is not importable"}
+    plan = {
+        "model": model,
+        "engine_args": {**suite.engine_args, **engine.engine_args},
+        "cases": [asdict(c) for c in suite.cases],
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker", json.dumps(plan)],
+        cwd=REPO,
+        env=engine_env(engine.env, suite.device),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        print(f"bench: engine {engine_name} failed (rc={proc.returncode}):\n{tail}", file=sys.stderr)
+        return {"error": f"rc={proc.returncode}: {tail[-2000:]}", "wall_s": wall}
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result["wall_s"] = wall
+    return result
+
+
+#: The figure each case kind is compared on, and whether higher is better.
+HEADLINE = {"latency": [("tpot_ms", False), ("ttft_ms", False)], "throughput": [("output_tok_s", True)]}
+
+
+def ratios(suite: Suite, engines: dict[str, dict[str, Any]], baseline: str = "vanilla") -> dict[str, Any]:
+    """engine/baseline medians for each case's headline figures (same run, same machine)."""
+    out: dict[str, Any] = {}
+    base = engines.get(baseline, {})
+    if "cases" not in base:
+        return out
+    for name, result in engines.items():
+        if name == baseline or "cases" not in result:
+            continue
+        row: dict[str, float] = {}
+        for case in suite.cases:
+            for figure, _higher in HEADLINE[case.kind]:
+                b = base["cases"][case.name][figure]["median"]
+                v = result["cases"][case.name][figure]["median"]
+                row[f"{case.name}.{figure}"] = v / b
+        out[f"{name}/{baseline}"] = row
+    return out
+
+
+def floor(suite: Suite) -> dict[str, Any] | None:
+    """Single-request decode floor: weight bytes over measured device copy bandwidth."""
+    if not suite.measure_floor:
+        return None
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.floor"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        return {"error": proc.stderr[-1000:]}
+    measured: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    weight_bytes = llama_weight_bytes(llama_8b_config())
+    measured["weight_bytes"] = weight_bytes
+    measured["floor_ms_per_token"] = weight_bytes / (measured["copy_bandwidth_gb_s"] * 1e9) * 1e3
+    return measured
+
+
+def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeout_s: float = 1800) -> Path:
+    suite = SUITES[name]
+    chosen = engines or list(suite.engines)
+    started = time.perf_counter()
+    work = out_dir / ".work"
+    model = model_folder(suite, work)
+    result: dict[str, Any] = {
+        "suite": suite.name,
+        "description": suite.description,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment(),
+        "config": {
+            "model": suite.model,
+            "device": suite.device,
+            "engine_args": suite.engine_args,
+            "cases": [asdict(c) for c in suite.cases],
+            "engines": {e: asdict(ENGINES[e]) for e in chosen},
+        },
+        "floor": floor(suite),
+        "engines": {},
+    }
+    for engine in chosen:
+        print(f"bench: {suite.name}: engine {engine} ...", file=sys.stderr, flush=True)
+        result["engines"][engine] = run_engine(suite, engine, model, timeout_s)
+    result["ratios"] = ratios(suite, result["engines"])
+    result["duration_s"] = time.perf_counter() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = result["created"].replace(":", "").replace("-", "")
+    path = out_dir / f"{suite.name}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"bench: wrote {path} ({result['duration_s']:.0f} s)", file=sys.stderr)
+    return path

@@ -1,0 +1,189 @@
+"""Benchmark suites and engines as plain data. ``python -m bench run --suite NAME`` runs one.
+
+A suite names a model, engine settings, the engines to compare and the cases to run in each.
+Every engine runs in its own process, started once per suite, and runs every case there; ratios
+between engines are computed within one suite run (machines are noisy; runs on different days
+are not compared).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CaseKind = Literal["latency", "throughput"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement. Prompts are random token ids (seeded), so any model folder works.
+
+    latency: one request at a time; TTFT = a 1-token generation, TPOT = (E2E(output_len) - TTFT) /
+      (output_len - 1), each measured ``repeats`` times after one warm-up.
+    throughput: ``num_prompts`` requests submitted at once; output and total tokens per second over
+      the wall time of the whole batch, ``repeats`` times after one warm-up.
+    """
+
+    name: str
+    kind: CaseKind
+    input_len: int
+    output_len: int
+    num_prompts: int = 1
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How an engine is started: environment and extra engine arguments.
+
+    ``vanilla`` sets VLLM_PLUGINS to an empty allowlist so no plugin at all is loaded.
+    """
+
+    name: str
+    env: dict[str, str]
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    requires: str | None = None  # an importable module this engine needs (else it is reported, not run)
+
+
+ENGINES: dict[str, Engine] = {
+    "vanilla": Engine("vanilla", {"VLLM_PLUGINS": "", "ARCTIC_SERVE_ENABLED": "0"}),
+    "arctic-serve-off": Engine(
+        "arctic-serve-off", {"VLLM_PLUGINS": "arctic_serve", "ARCTIC_SERVE_ENABLED": "1"}
+    ),
+    "arctic-inference-off": Engine(
+        "arctic-inference-off",
+        {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
+        requires="arctic_inference",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    model: Literal["smollm2", "llama-3.1-8b-shape"]
+    device: Literal["cpu", "gpu"]
+    engines: tuple[str, ...]
+    cases: tuple[Case, ...]
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    measure_floor: bool = False  # weight bytes / measured copy bandwidth (GPU)
+
+
+CPU_ENGINE_ARGS: dict[str, Any] = {
+    "dtype": "float32",
+    "enforce_eager": True,
+    "max_model_len": 1024,
+    "max_num_batched_tokens": 512,
+}
+GPU_8B_ARGS: dict[str, Any] = {
+    "dtype": "bfloat16",
+    "load_format": "dummy",
+    "max_model_len": 4096,
+    "gpu_memory_utilization": 0.90,
+    "skip_tokenizer_init": True,
+}
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            name="cpu-smoke",
+            description="The harness on CPU with the real SmolLM2-135M (CI keeps it from rotting).",
+            model="smollm2",
+            device="cpu",
+            engines=("vanilla", "arctic-serve-off"),
+            cases=(
+                Case("latency-64-16", "latency", 64, 16, repeats=2),
+                Case("throughput-8x64-32", "throughput", 64, 32, num_prompts=8, repeats=1),
+            ),
+            engine_args=CPU_ENGINE_ARGS,
+        ),
+        Suite(
+            name="overhead-8b",
+            description=(
+                "Llama-3.1-8B shape, dummy weights, bf16, CUDA graphs: the cost of enabling the plugin."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-off"),
+            cases=(
+                Case("latency-512-256", "latency", 512, 256, repeats=5),
+                Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
+            ),
+            engine_args=GPU_8B_ARGS,
+            measure_floor=True,
+        ),
+        Suite(
+            name="reference-8b",
+            description=(
+                "The same cases for Arctic Inference 0.3.0 enabled with its features off, beside vanilla."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-inference-off"),
+            cases=(
+                Case("latency-512-256", "latency", 512, 256, repeats=5),
+                Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
+            ),
+            engine_args=GPU_8B_ARGS,
+        ),
+        Suite(
+            name="throughput-8b",
+            description="Offline throughput, Llama-3.1-8B shape: prefill-heavy, mixed and decode-heavy.",
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-off"),
+            cases=(
+                Case("prefill-heavy-256x2000-250", "throughput", 2000, 250, num_prompts=256, repeats=2),
+                Case("mixed-256x1000-250", "throughput", 1000, 250, num_prompts=256, repeats=2),
+                Case("decode-heavy-256x128-1000", "throughput", 128, 1000, num_prompts=256, repeats=2),
+            ),
+            engine_args=GPU_8B_ARGS,
+        ),
+    )
+}
+
+
+def llama_8b_config() -> dict[str, Any]:
+    """Llama-3.1-8B's architecture (no weights: vLLM's dummy loader fills random ones)."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "tie_word_embeddings": False,
+        "hidden_act": "silu",
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def llama_weight_bytes(config: dict[str, Any], bytes_per_param: int = 2) -> int:
+    """Bytes of weights one decode step reads (every parameter once; embeddings: one row, ignored)."""
+    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim", h // heads)
+    attn = h * heads * head_dim + 2 * h * kv_heads * head_dim + heads * head_dim * h
+    mlp = 3 * h * inter
+    norms = 2 * h
+    per_layer = attn + mlp + norms
+    lm_head = config["vocab_size"] * h
+    total: int = (layers * per_layer + lm_head + h) * bytes_per_param
+    return total

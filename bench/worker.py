@@ -1,0 +1,92 @@
+"""Runs inside one engine process: start vLLM's offline ``LLM`` once, run every case, print JSON.
+
+    python -m bench.worker '{"model": DIR, "engine_args": {...}, "cases": [...]}'
+
+The last stdout line starting with ``RESULT `` holds the result. Kept free of timing tricks: each
+case warms up once, then is timed with ``time.perf_counter`` around whole ``generate`` calls (which
+return only when every token is on the host, so no device synchronisation is missed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def prompts(n: int, length: int, vocab: int, seed: int) -> list[dict[str, list[int]]]:
+    """``n`` random token-id prompts of ``length`` tokens, away from special ids at both ends."""
+    rng = np.random.default_rng(seed)
+    return [{"prompt_token_ids": rng.integers(1000, vocab - 1000, size=length).tolist()} for _ in range(n)]
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    median = statistics.median(values)
+    return {
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread_rel": (max(values) - min(values)) / median if median else 0.0,
+        "values": values,
+    }
+
+
+def run_latency(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    prompt = prompts(1, case["input_len"], vocab, seed=1)
+    first = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+    full = SamplingParams(max_tokens=case["output_len"], temperature=0.0, ignore_eos=True)
+    llm.generate(prompt, full, use_tqdm=False)  # warm-up
+    ttft, e2e, tpot = [], [], []
+    for _ in range(case["repeats"]):
+        t0 = time.perf_counter()
+        llm.generate(prompt, first, use_tqdm=False)
+        t1 = time.perf_counter()
+        out = llm.generate(prompt, full, use_tqdm=False)
+        t2 = time.perf_counter()
+        assert len(out[0].outputs[0].token_ids) == case["output_len"]
+        ttft.append((t1 - t0) * 1e3)
+        e2e.append((t2 - t1) * 1e3)
+        tpot.append(((t2 - t1) - (t1 - t0)) * 1e3 / (case["output_len"] - 1))
+    return {"ttft_ms": stats(ttft), "e2e_ms": stats(e2e), "tpot_ms": stats(tpot)}
+
+
+def run_throughput(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    batch = prompts(case["num_prompts"], case["input_len"], vocab, seed=2)
+    params = SamplingParams(max_tokens=case["output_len"], temperature=0.0, ignore_eos=True)
+    llm.generate(batch[: max(1, len(batch) // 8)], params, use_tqdm=False)  # warm-up
+    elapsed, out_tps, total_tps = [], [], []
+    for _ in range(case["repeats"]):
+        t0 = time.perf_counter()
+        outs = llm.generate(batch, params, use_tqdm=False)
+        dt = time.perf_counter() - t0
+        out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        assert out_tokens == case["num_prompts"] * case["output_len"]
+        elapsed.append(dt)
+        out_tps.append(out_tokens / dt)
+        total_tps.append((out_tokens + case["num_prompts"] * case["input_len"]) / dt)
+    return {"elapsed_s": stats(elapsed), "output_tok_s": stats(out_tps), "total_tok_s": stats(total_tps)}
+
+
+def main() -> None:
+    plan = json.loads(sys.argv[1])
+    t0 = time.perf_counter()
+    from vllm import LLM
+
+    llm = LLM(plan["model"], seed=0, **plan["engine_args"])
+    start_s = time.perf_counter() - t0
+    vocab = int(llm.llm_engine.model_config.get_vocab_size())
+    runners = {"latency": run_latency, "throughput": run_throughput}
+    cases = {case["name"]: runners[case["kind"]](llm, case, vocab) for case in plan["cases"]}
+    print("RESULT " + json.dumps({"start_s": start_s, "cases": cases}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The benchmark harness end to end on CPU with the real model, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.report import render
+
+from tests.conftest import engine_env
+
+pytestmark = pytest.mark.engine
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--suite", "cpu-smoke", "--out", str(out)],
+        cwd=REPO,
+        env=engine_env(False),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(out.glob("cpu-smoke-*.json"))
+    assert len(files) == 1
+    run = json.loads(files[0].read_text())
+    assert run["environment"]["vllm"] == "0.26.0" and run["environment"]["arctic_serve"] == "0.1.0"
+    assert set(run["engines"]) == {"vanilla", "arctic-serve-off"}
+    for engine in run["engines"].values():
+        assert "error" not in engine, engine.get("error")
+        latency = engine["cases"]["latency-64-16"]
+        assert 0 < latency["ttft_ms"]["median"] < latency["e2e_ms"]["median"]
+        assert latency["tpot_ms"]["median"] > 0 and len(latency["tpot_ms"]["values"]) == 2
+        assert engine["cases"]["throughput-8x64-32"]["output_tok_s"]["median"] > 0
+    ratio = run["ratios"]["arctic-serve-off/vanilla"]
+    assert set(ratio) == {"latency-64-16.tpot_ms", "latency-64-16.ttft_ms", "throughput-8x64-32.output_tok_s"}
+    assert all(0.2 < r < 5 for r in ratio.values())  # same engine twice: anything else is a harness bug
+    text = render(out, tmp_path / "docs")
+    assert "| vanilla |" in text and "| arctic-serve-off |" in text
