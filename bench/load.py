@@ -320,6 +320,8 @@ async def run_load(
             "ignore_eos": True,
             "stream": True,
             "stream_options": {"include_usage": True},
+            # token ids in every chunk: exact TTFT and token counts, also without a tokenizer
+            "return_token_ids": True,
         }
         async with semaphore:
             outcomes[i] = await _one_request(session, url, payload, timeout_s)

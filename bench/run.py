@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.suites import ENGINES, SUITES, Suite, llama_8b_config, llama_weight_bytes
+from bench.suites import ENGINES, SUITES, Engine, Suite, llama_8b_config, llama_weight_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,8 @@ def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> 
     engine = ENGINES[engine_name]
     if engine.requires and importlib.util.find_spec(engine.requires) is None:
         return {"error": f"not run: {engine.requires} is not importable"}
+    if suite.online:
+        return run_online_engine(suite, engine, model, timeout_s)
     plan = {
         "model": model,
         "engine_args": {**suite.engine_args, **engine.engine_args},
@@ -105,8 +107,99 @@ def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> 
     return result
 
 
+def server_argv(model: str, port: int, engine_args: dict[str, Any]) -> list[str]:
+    """vLLM's OpenAI server command for the same engine arguments the offline runs use."""
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "bench",
+    ]
+    for key, value in engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]
+        elif value is not False and value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_online_engine(suite: Suite, engine: Engine, model: str, timeout_s: float) -> dict[str, Any]:
+    """Start the OpenAI server once, drive each rate with open-loop Poisson load, stop the server."""
+    import socket
+    import urllib.request
+
+    import numpy as np
+
+    from bench.load import run_load_sync, summarize
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    argv = server_argv(model, port, {**suite.engine_args, **engine.engine_args})
+    log = REPO / "bench" / "results" / ".work" / f"server-{engine.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=engine_env(engine.env, suite.device), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        while True:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+                return {"error": f"server did not start (rc={proc.poll()}): {log.read_text()[-1500:]}"}
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        result: dict[str, Any] = {"start_s": time.perf_counter() - t0, "online": {}}
+        vocab = 30000  # prompt token ids below every supported model's vocabulary size
+        rng = np.random.default_rng(3)
+        for case in suite.online:
+            rows = []
+            warm = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(8)]
+            run_load_sync(base, "bench", warm, case.output_len, rate_per_s=float("inf"))
+            for rate in case.rates:
+                n = max(8, int(rate * case.seconds_per_rate))
+                prompts = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(n)]
+                results, wall = run_load_sync(
+                    base, "bench", prompts, case.output_len, rate_per_s=rate, seed=int(rate)
+                )
+                rows.append({"rate_per_s": rate, **summarize(results, wall)})
+                tps = rows[-1]["throughput_output_tok_s"]
+                print(
+                    f"bench: {engine.name} {case.name} rate {rate}/s: {tps:.0f} output tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            result["online"][case.name] = rows
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 #: The figure each case kind is compared on, and whether higher is better.
-HEADLINE = {"latency": [("tpot_ms", False), ("ttft_ms", False)], "throughput": [("output_tok_s", True)]}
+HEADLINE = {
+    "latency": [("tpot_ms", False), ("ttft_ms", False)],
+    "throughput": [("output_tok_s", True)],
+    "acceptance": [],
+}
 
 
 def ratios(suite: Suite, engines: dict[str, dict[str, Any]], baseline: str = "vanilla") -> dict[str, Any]:

@@ -11,17 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CaseKind = Literal["latency", "throughput"]
+CaseKind = Literal["latency", "throughput", "acceptance"]
 
 
 @dataclass(frozen=True)
 class Case:
     """One measurement. Prompts are random token ids (seeded), so any model folder works.
 
-    latency: one request at a time; TTFT = a 1-token generation, TPOT = (E2E(output_len) - TTFT) /
-      (output_len - 1), each measured ``repeats`` times after one warm-up.
+    latency: ``num_prompts`` requests decoding together (1 = single-request latency); TTFT = a 1-token
+      generation, TPOT = (E2E(output_len) - TTFT) / (output_len - 1), ``repeats`` times after a warm-up.
     throughput: ``num_prompts`` requests submitted at once; output and total tokens per second over
-      the wall time of the whole batch, ``repeats`` times after one warm-up.
+      the wall time of the whole batch, ``repeats`` times after one warm-up with the same batch.
+    acceptance: real prompts (bench/texts.py) on a real model; vLLM's spec-decode counters give the
+      accept rate and tokens per drafting step of the engine's draft method.
     """
 
     name: str
@@ -30,6 +32,17 @@ class Case:
     output_len: int
     num_prompts: int = 1
     repeats: int = 3
+
+
+@dataclass(frozen=True)
+class OnlineCase:
+    """Open-loop load through the OpenAI server: Poisson arrivals at each rate (bench/load.py)."""
+
+    name: str
+    rates: tuple[float, ...]
+    seconds_per_rate: float
+    input_len: int
+    output_len: int
 
 
 @dataclass(frozen=True)
@@ -45,11 +58,42 @@ class Engine:
     requires: str | None = None  # an importable module this engine needs (else it is reported, not run)
 
 
+_PLUGIN_ON = {"VLLM_PLUGINS": "arctic_serve", "ARCTIC_SERVE_ENABLED": "1"}
+
+
+def _verify_engine(k: int) -> Engine:
+    """Plugin on, k drafts per request per step, acceptance forced to 0 (see bench/proposers.py)."""
+    return Engine(
+        f"verify-k{k}",
+        _PLUGIN_ON,
+        {
+            "speculative_config": {
+                "method": "custom_class",
+                "model": "bench.proposers.FixedLengthProposer",
+                "num_speculative_tokens": k,
+                "rejection_sample_method": "synthetic",
+                "synthetic_acceptance_rates": [0.0] * k,
+            }
+        },
+    )
+
+
 ENGINES: dict[str, Engine] = {
     "vanilla": Engine("vanilla", {"VLLM_PLUGINS": "", "ARCTIC_SERVE_ENABLED": "0"}),
-    "arctic-serve-off": Engine(
-        "arctic-serve-off", {"VLLM_PLUGINS": "arctic_serve", "ARCTIC_SERVE_ENABLED": "1"}
+    "arctic-serve-off": Engine("arctic-serve-off", _PLUGIN_ON),
+    "arctic-serve-ngram3": Engine(
+        "arctic-serve-ngram3",
+        _PLUGIN_ON,
+        {
+            "speculative_config": {
+                "method": "ngram",
+                "num_speculative_tokens": 3,
+                "prompt_lookup_max": 4,
+                "prompt_lookup_min": 2,
+            }
+        },
     ),
+    **{f"verify-k{k}": _verify_engine(k) for k in (1, 3, 5)},
     "arctic-inference-off": Engine(
         "arctic-inference-off",
         {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
@@ -68,6 +112,7 @@ class Suite:
     cases: tuple[Case, ...]
     engine_args: dict[str, Any] = field(default_factory=dict)
     measure_floor: bool = False  # weight bytes / measured copy bandwidth (GPU)
+    online: tuple[OnlineCase, ...] = ()  # served through the OpenAI server instead of offline LLM
 
 
 CPU_ENGINE_ARGS: dict[str, Any] = {
@@ -129,6 +174,54 @@ SUITES: dict[str, Suite] = {
             engine_args=GPU_8B_ARGS,
         ),
         Suite(
+            name="verify-8b",
+            description=(
+                "Cost of a verification step with k draft tokens at batch 1-64, Llama-3.1-8B shape: "
+                "time per output token with k drafts per request per step and acceptance forced to 0, "
+                "beside vanilla without speculation."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "verify-k1", "verify-k3", "verify-k5"),
+            cases=tuple(
+                Case(f"batch-{b}-128-128", "latency", 128, 128, num_prompts=b, repeats=3)
+                for b in (1, 4, 16, 64)
+            ),
+            engine_args=GPU_8B_ARGS,
+        ),
+        Suite(
+            name="acceptance-cpu",
+            description="n-gram acceptance on real SmolLM2-135M outputs for real prompts (CPU, greedy).",
+            model="smollm2",
+            device="cpu",
+            engines=("arctic-serve-ngram3",),
+            cases=(Case("acceptance-128", "acceptance", 0, 128),),
+            engine_args={**CPU_ENGINE_ARGS, "disable_log_stats": False},
+        ),
+        Suite(
+            name="online-8b",
+            description=(
+                "Online serving, Llama-3.1-8B shape: Poisson arrivals through the OpenAI server, "
+                "1000 in / 250 out, at several request rates."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-off"),
+            cases=(),
+            engine_args=GPU_8B_ARGS,
+            online=(OnlineCase("poisson-1000-250", (4.0, 16.0, 32.0), 20.0, 1000, 250),),
+        ),
+        Suite(
+            name="online-cpu",
+            description="The online harness on CPU with the real SmolLM2 (keeps it from rotting).",
+            model="smollm2",
+            device="cpu",
+            engines=("arctic-serve-off",),
+            cases=(),
+            engine_args=CPU_ENGINE_ARGS,
+            online=(OnlineCase("poisson-64-16", (2.0,), 4.0, 64, 16),),
+        ),
+        Suite(
             name="throughput-8b",
             description="Offline throughput, Llama-3.1-8B shape: prefill-heavy, mixed and decode-heavy.",
             model="llama-3.1-8b-shape",
@@ -137,7 +230,7 @@ SUITES: dict[str, Suite] = {
             cases=(
                 Case("prefill-heavy-256x2000-250", "throughput", 2000, 250, num_prompts=256, repeats=2),
                 Case("mixed-256x1000-250", "throughput", 1000, 250, num_prompts=256, repeats=2),
-                Case("decode-heavy-256x128-1000", "throughput", 128, 1000, num_prompts=256, repeats=2),
+                Case("decode-heavy-256x128-1000", "throughput", 128, 1000, num_prompts=256, repeats=1),
             ),
             engine_args=GPU_8B_ARGS,
         ),
