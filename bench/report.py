@@ -58,9 +58,16 @@ def case_rows(run: dict[str, Any]) -> list[str]:
     ratios = run.get("ratios", {})
     for case in cases:
         name = case["name"]
+        if case["kind"] == "acceptance":
+            continue
         if case["kind"] == "latency":
+            who = (
+                "1 request"
+                if case["num_prompts"] == 1
+                else f"{case['num_prompts']} requests decoding together"
+            )
             lines += [
-                f"**{name}** (1 request, {case['input_len']} in / {case['output_len']} out, "
+                f"**{name}** ({who}, {case['input_len']} in / {case['output_len']} out, "
                 f"median of {case['repeats']})",
                 "",
                 "| engine | TTFT ms | TPOT ms | TPOT spread | TPOT vs vanilla |",
@@ -123,6 +130,157 @@ def floor_lines(run: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def online_cases(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's online cases (results written before the config recorded them: the suite's own)."""
+    if run["config"].get("online"):
+        cases: list[dict[str, Any]] = run["config"]["online"]
+        return cases
+    from dataclasses import asdict
+
+    from bench.suites import SUITES
+
+    suite = SUITES.get(run["suite"])
+    return [asdict(c) for c in suite.online] if suite else []
+
+
+def online_lines(run: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for case in online_cases(run):
+        lines += [
+            f"**{case['name']}** (Poisson arrivals for {case['seconds_per_rate']:.0f} s per rate, "
+            f"{case['input_len']} in / {case['output_len']} out, streamed)",
+            "",
+            "| engine | offered req/s | achieved req/s | output tok/s | TTFT p50 / p95 / p99 ms | "
+            "TPOT p50 / p95 ms | E2E p50 / p95 / p99 s | failed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for engine, res in run["engines"].items():
+            rows = res.get("online", {}).get(case["name"])
+            if rows is None:
+                lines.append(f"| {engine} | {_error(res)} | | | | | | |")
+                continue
+            for row in rows:
+                ttft = " / ".join(_fmt(row["ttft_s"][q] * 1e3, 0) for q in ("p50", "p95", "p99"))
+                tpot = " / ".join(_fmt(row["tpot_s"][q] * 1e3, 1) for q in ("p50", "p95"))
+                e2e = " / ".join(_fmt(row["e2e_s"][q]) for q in ("p50", "p95", "p99"))
+                lines.append(
+                    f"| {engine} | {row['rate_per_s']:g} | {_fmt(row['request_rate_achieved'])} | "
+                    f"{_fmt(row['throughput_output_tok_s'], 0)} | {ttft} | {tpot} | {e2e} | {row['failed']} |"
+                )
+        lines.append("")
+    return lines
+
+
+def acceptance_lines(run: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for case in run["config"]["cases"]:
+        if case["kind"] != "acceptance":
+            continue
+        lines += [
+            f"**{case['name']}** (real prompts from bench/texts.py, greedy, "
+            f"up to {case['output_len']} tokens)",
+            "",
+            "| engine | prompts | output tokens | drafts | draft tokens | accepted | accept rate | "
+            "tokens per drafting step | tokens per step |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for engine, res in run["engines"].items():
+            if "cases" not in res:
+                lines.append(f"| {engine} | {_error(res)} | | | | | | | |")
+                continue
+            c = res["cases"][case["name"]]
+            lines.append(
+                f"| {engine} | {c['prompts']} | {c['output_tokens']} | {c['num_drafts']:.0f} | "
+                f"{c['num_draft_tokens']:.0f} | {c['num_accepted_tokens']:.0f} | "
+                f"{_fmt(c['accept_rate'], 3)} | "
+                f"{_fmt(c['tokens_per_drafting_step'], 3)} | {_fmt(tokens_per_step(c), 3)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def tokens_per_step(case: dict[str, Any]) -> float:
+    """Mean tokens a request gains per engine step: every step yields 1 token plus accepted drafts."""
+    out, accepted = case["output_tokens"], case["num_accepted_tokens"]
+    return float(out / (out - accepted)) if out > accepted else float("nan")
+
+
+def implied_speedup_lines(verify: dict[str, Any], acceptance: dict[str, Any] | None) -> list[str]:
+    """Break-even acceptance from the verify suite, and the speedup implied by measured acceptance."""
+    ratios = verify.get("ratios", {})
+    cases = [c for c in verify["config"]["cases"] if c["kind"] == "latency"]
+    engines = sorted(k.split("/")[0] for k in ratios)
+    if not engines:
+        return []
+    lines = [
+        "Verification cost relative to no speculation (TPOT with k drafts per request and acceptance "
+        "forced to 0, over vanilla's TPOT at the same batch). Drafting pays only when a request gains "
+        "more tokens per step than this ratio.",
+        "",
+        "| batch | " + " | ".join(f"{e} cost" for e in engines) + " |",
+        "| ---: | " + " | ".join("---:" for _ in engines) + " |",
+    ]
+    for case in cases:
+        cells = [_fmt(ratios[f"{e}/vanilla"][f"{case['name']}.tpot_ms"], 3) for e in engines]
+        lines.append(f"| {case['num_prompts']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if acceptance is None:
+        return lines
+    acc_case = next(iter(next(iter(acceptance["engines"].values())).get("cases", {}).values()), None)
+    if acc_case is None or "verify-k3" not in engines:
+        return lines
+    tau = tokens_per_step(acc_case)
+    lines += [
+        f"Implied per-request decode speedup of n-gram k=3 = tokens per step on real outputs "
+        f"({tau:.3f}, from {acceptance['suite']} {acceptance['created']}, SmolLM2-135M, greedy) "
+        "/ verify-k3 cost:",
+        "",
+        "| batch | implied speedup |",
+        "| ---: | ---: |",
+    ]
+    for case in cases:
+        cost = ratios["verify-k3/vanilla"][f"{case['name']}.tpot_ms"]
+        lines.append(f"| {case['num_prompts']} | {_fmt(tau / cost, 3)} |")
+    return [*lines, ""]
+
+
+def plot_online(run: dict[str, Any], out: Path) -> bool:
+    """Latency vs load: TTFT and E2E percentiles against the offered request rate, per engine."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cases = online_cases(run)
+    if not cases:
+        return False
+    name = cases[0]["name"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for engine, res in run["engines"].items():
+        rows = res.get("online", {}).get(name)
+        if not rows:
+            continue
+        rates = [r["rate_per_s"] for r in rows]
+        for ax, key, scale in ((axes[0], "ttft_s", 1e3), (axes[1], "e2e_s", 1.0)):
+            for q, style in (("p50", "-o"), ("p95", "--s")):
+                ax.plot(rates, [r[key][q] * scale for r in rows], style, label=f"{engine} {q}")
+    axes[0].set_ylabel("TTFT (ms)")
+    axes[0].set_yscale("log")
+    axes[1].set_ylabel("end-to-end latency (s)")
+    for ax in axes:
+        ax.set_xlabel("offered load (requests / s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run['suite']} {name}: {_env_line(run)[:70]}", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_throughput(run: dict[str, Any], out: Path) -> bool:
     """Bar chart: output tok/s per engine for each throughput case (if matplotlib is installed)."""
     try:
@@ -178,8 +336,15 @@ def render(results_dir: Path, docs: Path) -> str:
             ]
             lines += floor_lines(run)
             lines += case_rows(run)
+            lines += acceptance_lines(run)
+            lines += online_lines(run)
+            if suite.startswith("verify"):
+                acceptance = max(by_suite.get("acceptance-cpu", []), key=lambda r: r["created"], default=None)
+                lines += implied_speedup_lines(run, acceptance)
             png = docs / "img" / f"{run['_file'].removesuffix('.json')}.png"
-            if plot_throughput(run, png):
+            if plot_online(run, png):
+                lines += [f"![{suite}: latency vs load](img/{png.name})", ""]
+            elif plot_throughput(run, png):
                 lines += [f"![{suite} throughput](img/{png.name})", ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -147,7 +148,7 @@ def run_online_engine(suite: Suite, engine: Engine, model: str, timeout_s: float
         port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     argv = server_argv(model, port, {**suite.engine_args, **engine.engine_args})
-    log = REPO / "bench" / "results" / ".work" / f"server-{engine.name}.log"
+    log = Path(tempfile.gettempdir()) / "arctic-bench" / f"server-{engine.name}-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "wb") as out:

@@ -28,7 +28,7 @@ if [[ " $* " == *reference-8b* ]]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 for suite in "$@"; do
-  python3 -m bench run --suite "$suite" --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
+  python3 -m bench run --suite "${suite%%:*}" $([[ $suite == *:* ]] && echo --engines "${suite#*:}") --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
 done
 ls bench/results/*.json >/dev/null 2>&1 && cp bench/results/*.json "$out"/ 2>/dev/null || true
 python3 - <<'PY'

@@ -44,3 +44,26 @@ def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir:
     assert all(0.2 < r < 5 for r in ratio.values())  # same engine twice: anything else is a harness bug
     text = render(out, tmp_path / "docs")
     assert "| vanilla |" in text and "| arctic-serve-off |" in text
+
+
+def test_online_cpu_suite_serves_poisson_load_without_failures(tmp_path: Path, smollm2_dir: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--suite", "online-cpu", "--out", str(out)],
+        cwd=REPO,
+        env=engine_env(False),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(next(out.glob("online-cpu-*.json")).read_text())
+    assert run["config"]["online"][0]["name"] == "poisson-64-16"
+    rows = run["engines"]["arctic-serve-off"]["online"]["poisson-64-16"]
+    assert [r["rate_per_s"] for r in rows] == [2.0]
+    row = rows[0]
+    assert row["failed"] == 0 and row["requests"] == 8 and row["output_tokens"] == 8 * 16
+    assert 0 < row["ttft_s"]["p50"] <= row["e2e_s"]["p50"] and row["tpot_s"]["p50"] > 0
+    text = render(out, tmp_path / "docs")
+    assert "| arctic-serve-off | 2 |" in text and "latency vs load" in text

@@ -97,3 +97,34 @@ def test_report_renders_every_engine_and_error(tmp_path: Path) -> None:
     assert "| arctic-serve-off | 95 | 300 | 2.50 | 0.0% | 0.9500 |" in text
     assert "arctic-inference-off | not run: arctic_inference is not importable" in text
     assert "make bench SUITE=cpu-smoke" in text and "bench/results/cpu-smoke-x.json" in text
+
+
+def test_implied_speedup_divides_tokens_per_step_by_verify_cost() -> None:
+    from bench.report import implied_speedup_lines, tokens_per_step
+
+    acceptance_case = {"output_tokens": 100, "num_accepted_tokens": 20}
+    assert tokens_per_step(acceptance_case) == 100 / 80
+    verify = {
+        "config": {"cases": [{"name": "batch-1", "kind": "latency", "num_prompts": 1}]},
+        "ratios": {"verify-k3/vanilla": {"batch-1.tpot_ms": 1.25}},
+    }
+    acceptance = {
+        "suite": "acceptance-cpu",
+        "created": "t",
+        "engines": {"e": {"cases": {"a": acceptance_case}}},
+    }
+    lines = implied_speedup_lines(verify, acceptance)
+    assert "| 1 | 1.250 |" in lines  # the break-even table
+    assert "| 1 | 1.000 |" in lines  # 1.25 tokens per step / 1.25 cost
+
+
+def test_failed_engines_are_reported_not_hidden(tmp_path: Path) -> None:
+    run = fake_run()
+    run["engines"]["vanilla"] = {"error": "rc=1: CUDA out of memory | boom"}
+    run["ratios"] = ratios(SUITES["cpu-smoke"], run["engines"])
+    assert run["ratios"] == {}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cpu-smoke-y.json").write_text(json.dumps(run))
+    text = render(results, tmp_path / "docs")
+    assert "| vanilla | rc=1: CUDA out of memory / boom |" in text
