@@ -129,6 +129,12 @@ GPU_8B_ARGS: dict[str, Any] = {
     "skip_tokenizer_init": True,
 }
 
+#: The issue's first numbers: one request (512 in / 256 out) and 256 x 1024/256 offline.
+OVERHEAD_CASES = (
+    Case("latency-512-256", "latency", 512, 256, repeats=5),
+    Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
+)
+
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -152,10 +158,7 @@ SUITES: dict[str, Suite] = {
             model="llama-3.1-8b-shape",
             device="gpu",
             engines=("vanilla", "arctic-serve-off"),
-            cases=(
-                Case("latency-512-256", "latency", 512, 256, repeats=5),
-                Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
-            ),
+            cases=OVERHEAD_CASES,
             engine_args=GPU_8B_ARGS,
             measure_floor=True,
         ),
@@ -167,10 +170,7 @@ SUITES: dict[str, Suite] = {
             model="llama-3.1-8b-shape",
             device="gpu",
             engines=("vanilla", "arctic-inference-off"),
-            cases=(
-                Case("latency-512-256", "latency", 512, 256, repeats=5),
-                Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
-            ),
+            cases=OVERHEAD_CASES,
             engine_args=GPU_8B_ARGS,
         ),
         Suite(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench.report import render
@@ -16,10 +17,10 @@ pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir: Path) -> None:
-    out = tmp_path / "results"
+def run_suite(suite: str, out: Path) -> dict[str, Any]:
+    """``python -m bench run`` as a user runs it; the one result file it wrote."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--suite", "cpu-smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench", "run", "--suite", suite, "--out", str(out)],
         cwd=REPO,
         env=engine_env(False),
         capture_output=True,
@@ -28,9 +29,15 @@ def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    files = list(out.glob("cpu-smoke-*.json"))
+    files = list(out.glob(f"{suite}-*.json"))
     assert len(files) == 1
-    run = json.loads(files[0].read_text())
+    result: dict[str, Any] = json.loads(files[0].read_text())
+    return result
+
+
+def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir: Path) -> None:
+    out = tmp_path / "results"
+    run = run_suite("cpu-smoke", out)
     assert run["environment"]["vllm"] == "0.26.0" and run["environment"]["arctic_serve"] == "0.1.0"
     assert set(run["engines"]) == {"vanilla", "arctic-serve-off"}
     for engine in run["engines"].values():
@@ -48,17 +55,7 @@ def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir:
 
 def test_online_cpu_suite_serves_poisson_load_without_failures(tmp_path: Path, smollm2_dir: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--suite", "online-cpu", "--out", str(out)],
-        cwd=REPO,
-        env=engine_env(False),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads(next(out.glob("online-cpu-*.json")).read_text())
+    run = run_suite("online-cpu", out)
     assert run["config"]["online"][0]["name"] == "poisson-64-16"
     rows = run["engines"]["arctic-serve-off"]["online"]["poisson-64-16"]
     assert [r["rate_per_s"] for r in rows] == [2.0]
