@@ -260,6 +260,7 @@ def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeou
             "device": suite.device,
             "engine_args": suite.engine_args,
             "cases": [asdict(c) for c in suite.cases],
+            "online": [asdict(c) for c in suite.online],
             "engines": {e: asdict(ENGINES[e]) for e in chosen},
         },
         "floor": floor(suite),
