@@ -73,6 +73,41 @@ def _cmd_patches(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_suffix_sim(args: argparse.Namespace) -> int:
+    from arctic_runtime.suffix import SuffixConfig, SuffixConfigError, sim
+
+    try:
+        config = SuffixConfig(
+            max_depth=args.max_depth,
+            max_spec_tokens=args.max_spec_tokens,
+            max_spec_factor=args.max_spec_factor,
+            max_spec_offset=args.max_spec_offset,
+            min_token_prob=args.min_token_prob,
+            max_cached_requests=args.max_cached_requests,
+        )
+    except SuffixConfigError as exc:
+        print(f"arctic-serve: error: --{exc.field.replace('_', '-')}: {exc.message}", file=sys.stderr)
+        return 2
+    if args.compare_arctic and not sim.arctic_available():
+        print(
+            f"arctic-serve: error: --compare-arctic: {sim.ARCTIC_MODULE} is not importable "
+            "(pip install arctic-inference)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        requests = sim.load_trace(args.trace)
+    except sim.TraceError as exc:
+        print(f"arctic-serve: error: {exc}", file=sys.stderr)
+        return 2
+    ours = sim.simulate(requests, config)
+    if args.compare_arctic:
+        print(json.dumps({"ours": ours, "arctic_inference": sim.simulate_arctic(requests, config)}))
+    else:
+        print(json.dumps(ours))
+    return 0
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -135,6 +170,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pts.add_argument("--check", action="store_true")
     pts.set_defaults(func=_cmd_patches)
+
+    from arctic_runtime.suffix.tree import SuffixConfig  # pure Python, no vLLM or torch
+
+    defaults = SuffixConfig()
+    ssim = sub.add_parser(
+        "suffix-sim",
+        help="replay a JSONL trace through suffix decoding; print acceptance and CPU cost as JSON",
+        description='Replay requests ({"prompt": [ids], "output": [ids]} per line) in file order '
+        "through suffix decoding (one global tree across requests) and print one JSON object.",
+    )
+    ssim.add_argument("--trace", required=True, help="JSONL file, one request per line")
+    ssim.add_argument(
+        "--max-depth", type=int, default=defaults.max_depth, help="tokens (default: %(default)s)"
+    )
+    ssim.add_argument(
+        "--max-spec-tokens", type=int, default=defaults.max_spec_tokens, help="tokens (default: %(default)s)"
+    )
+    ssim.add_argument(
+        "--max-spec-factor",
+        type=float,
+        default=defaults.max_spec_factor,
+        help="draft tokens per matched token (default: %(default)s)",
+    )
+    ssim.add_argument(
+        "--max-spec-offset",
+        type=float,
+        default=defaults.max_spec_offset,
+        help="tokens added to the factor limit (default: %(default)s)",
+    )
+    ssim.add_argument(
+        "--min-token-prob",
+        type=float,
+        default=defaults.min_token_prob,
+        help="stop drafting below this path probability (default: %(default)s)",
+    )
+    ssim.add_argument(
+        "--max-cached-requests",
+        type=int,
+        default=defaults.max_cached_requests,
+        help="responses kept in the global tree, 0: none (default: %(default)s)",
+    )
+    ssim.add_argument(
+        "--compare-arctic",
+        action="store_true",
+        help="also replay through arctic_inference.suffix_decoding (exit 2 if not installed)",
+    )
+    ssim.set_defaults(func=_cmd_suffix_sim)
     return parser
 
 
