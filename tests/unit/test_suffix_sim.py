@@ -20,6 +20,8 @@ from arctic_runtime.suffix.sim import (
     load_trace,
     simulate,
 )
+from arctic_runtime.suffix.tree import native_available
+from tests.unit.suffix_backends import NATIVE_MISSING, NATIVE_REQUIRED
 
 
 def edit_trace(requests: int = 5, seed: int = 0) -> list[TraceRequest]:
@@ -56,7 +58,8 @@ def write_trace(path: Path, trace: list[TraceRequest]) -> Path:
 def test_repetitive_edit_trace_accepts_several_tokens_per_step() -> None:
     trace = edit_trace()
     result = simulate(trace, SuffixConfig())
-    assert tuple(result) == RESULT_KEYS
+    assert tuple(result) == (*RESULT_KEYS, "backend")
+    assert result["backend"] == ("native" if native_available() else "python")
     assert result["requests"] == len(trace)
     assert result["output_tokens"] == sum(len(r.output) for r in trace)
     assert result["tokens_per_step"] > 1.5
@@ -81,6 +84,17 @@ def test_disabling_the_global_tree_changes_only_what_other_requests_contribute()
     assert with_global["steps"] < without["steps"]
 
 
+@pytest.mark.skipif(not native_available() and not NATIVE_REQUIRED, reason=NATIVE_MISSING)
+def test_both_backends_accept_the_same_tokens() -> None:
+    trace = edit_trace(requests=6, seed=5)
+    python, native = (simulate(trace, SuffixConfig(), backend=b) for b in ("python", "native"))
+    assert (python["backend"], native["backend"]) == ("python", "native")
+    timings = {"us_per_speculate", "us_per_update", "backend"}
+    assert {k: v for k, v in python.items() if k not in timings} == {
+        k: v for k, v in native.items() if k not in timings
+    }
+
+
 def test_cli_prints_one_json_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "t.jsonl", edit_trace(requests=2))
     assert (
@@ -89,7 +103,8 @@ def test_cli_prints_one_json_object(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert len(out.strip().splitlines()) == 1
     result = json.loads(out)
-    assert tuple(result) == RESULT_KEYS and result["requests"] == 2
+    assert tuple(result) == (*RESULT_KEYS, "backend") and result["requests"] == 2
+    assert result["backend"] in {"native", "python"}
 
 
 def test_cli_runs_without_vllm_or_torch(tmp_path: Path) -> None:
@@ -103,7 +118,7 @@ def test_cli_runs_without_vllm_or_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(trace)], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert set(json.loads(proc.stdout)) == set(RESULT_KEYS)
+    assert set(json.loads(proc.stdout)) == {*RESULT_KEYS, "backend"}
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Suffix decoding's trie, matching, speculation and cache (pure Python, no engine)."""
+"""Suffix decoding's trie, matching, speculation and cache (no engine). Cache-level tests run on both
+backends (``suffix_backends.BACKENDS``); the trie-level ones test the Python reference classes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from arctic_runtime.suffix import (
     speculate_path,
     speculate_tree,
 )
-from arctic_runtime.suffix.tree import Snapshot
+from arctic_runtime.suffix.tree import BackendChoice, Snapshot
+from tests.unit.suffix_backends import BACKENDS
+
+backends = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def build(sequences: Sequence[Sequence[int]], max_depth: int = 8) -> SuffixTree:
@@ -130,9 +134,10 @@ def test_match_equals_longest_first_search(
 # ----------------------------------------------------------------------------- speculation
 
 
-def test_repeated_pattern_drafts_the_continuation() -> None:
+@backends
+def test_repeated_pattern_drafts_the_continuation(backend: BackendChoice) -> None:
     line = [10, 11, 12, 13, 14, 15]
-    cache = SuffixDecodingCache(max_spec_tokens=8)
+    cache = SuffixDecodingCache(max_spec_tokens=8, backend=backend)
     cache.start_request("r", line * 3 + [10, 11])
     draft = cache.speculate("r")
     assert draft.source == "local" and draft.match_len == 14
@@ -158,7 +163,8 @@ def test_min_token_prob_cuts_the_draft() -> None:
     assert speculate_path(node, limit=5, min_token_prob=0.7) == ([], [])
 
 
-def test_spec_factor_limits_draft_length_to_the_match_length() -> None:
+@backends
+def test_spec_factor_limits_draft_length_to_the_match_length(backend: BackendChoice) -> None:
     assert draft_limit(3, 16, 1.0, 0.0) == 3
     assert draft_limit(3, 16, 0.5, 0.0) == 2
     assert draft_limit(30, 16, 0.1, 0.0) == 3  # 0.1 * 30 is 3.0000000000000004 in floating point
@@ -168,7 +174,7 @@ def test_spec_factor_limits_draft_length_to_the_match_length() -> None:
     assert draft_limit(40, 16, 1.0, 0.0) == 16
     stream = list(range(100, 120))
     for factor, expected in ((1.0, 2), (2.0, 4), (0.5, 1)):
-        cache = SuffixDecodingCache(max_spec_factor=factor)
+        cache = SuffixDecodingCache(max_spec_factor=factor, backend=backend)
         cache.start_request(0, [*stream, 50, 51, 100, 101])  # a 2-token match of a long run
         draft = cache.speculate(0)
         assert draft.match_len == 2 and len(draft.token_ids) == expected
@@ -190,8 +196,9 @@ def test_tree_draft_has_branches_and_valid_parents() -> None:
     assert len(speculate_tree(node, limit=4, max_nodes=3, min_token_prob=0.0)[0]) == 3
 
 
-def test_cache_tree_draft() -> None:
-    cache = SuffixDecodingCache()
+@backends
+def test_cache_tree_draft(backend: BackendChoice) -> None:
+    cache = SuffixDecodingCache(backend=backend)
     cache.start_request(0, [1, 2, 3, 1, 2, 4, 1, 2, 3, 9, 1, 2])
     draft = cache.speculate_tree(0)
     assert draft.source == "local" and draft.token_ids[:2] == [3, 4] and draft.parents[:2] == [-1, -1]
@@ -201,10 +208,11 @@ def test_cache_tree_draft() -> None:
 # ----------------------------------------------------------------------------- the cache
 
 
-def test_global_tree_helps_a_second_identical_request() -> None:
+@backends
+def test_global_tree_helps_a_second_identical_request(backend: BackendChoice) -> None:
     prompt = [1, 2, 3, 4]
     output = [50 + (i * 7) % 13 for i in range(40)]  # no repetition inside one response
-    cache = SuffixDecodingCache()
+    cache = SuffixDecodingCache(backend=backend)
 
     def replay(req_id: int) -> list[Draft]:
         cache.start_request(req_id, prompt)
@@ -230,36 +238,48 @@ def test_global_tree_helps_a_second_identical_request() -> None:
     assert cache.num_cached_responses == 2
 
 
-def test_eviction_is_fifo_and_bounded() -> None:
-    cache = SuffixDecodingCache(max_cached_requests=2)
+@backends
+def test_eviction_is_fifo_and_bounded(backend: BackendChoice) -> None:
+    cache = SuffixDecodingCache(max_cached_requests=2, backend=backend)
     responses = [[10, 11, 12], [20, 21, 22], [30, 31, 32], [40, 41, 42]]
     for i, response in enumerate(responses):
         cache.start_request(i, [1])
         cache.add_tokens(i, response)
         cache.stop_request(i)
         assert cache.num_cached_responses == min(i + 1, 2)
-    assert cache.global_tree.snapshot() == build(responses[2:], max_depth=64).snapshot()
     memory = cache.memory_estimate()
     assert memory["cached_responses"] == 2 and memory["cached_tokens"] == 6
-    assert memory["global_nodes"] == cache.global_tree.count_nodes() == 2 * (3 + 2 + 1)
+    assert memory["global_nodes"] == 2 * (3 + 2 + 1)
     assert memory["estimated_bytes"] == memory["global_nodes"] * memory["bytes_per_node"]
+    assert memory["allocated_bytes"] >= memory["estimated_bytes"]
+    if backend == "python":  # the Python SuffixTree itself
+        assert cache.global_tree.snapshot() == build(responses[2:], max_depth=64).snapshot()
+        assert memory["global_nodes"] == cache.global_tree.count_nodes()
+    # Only the last two responses are left: 40 41 is continued by 42, 10 11 is gone.
+    cache.start_request("y", [40, 41])
+    assert cache.speculate("y").token_ids == [42]
+    cache.stop_request("y", cache_response=False)
+    cache.start_request("z", [10, 11])
+    assert cache.speculate("z").source == "none"
 
 
-def test_disabled_global_tree_and_aborts_cache_nothing() -> None:
-    off = SuffixDecodingCache(max_cached_requests=0)
+@backends
+def test_disabled_global_tree_and_aborts_cache_nothing(backend: BackendChoice) -> None:
+    off = SuffixDecodingCache(max_cached_requests=0, backend=backend)
     off.start_request(0, [1])
     off.add_tokens(0, [5, 6, 7])
     off.stop_request(0)
-    assert off.num_cached_responses == 0 and off.global_tree.num_nodes == 0
-    on = SuffixDecodingCache()
+    assert off.num_cached_responses == 0 and off.memory_estimate()["global_nodes"] == 0
+    on = SuffixDecodingCache(backend=backend)
     on.start_request(0, [1])
     on.add_tokens(0, [5, 6, 7])
     on.stop_request(0, cache_response=False)
-    assert on.num_cached_responses == 0 and on.global_tree.num_nodes == 0
+    assert on.num_cached_responses == 0 and on.memory_estimate()["global_nodes"] == 0
 
 
-def test_stop_request_frees_the_local_tree() -> None:
-    cache = SuffixDecodingCache()
+@backends
+def test_stop_request_frees_the_local_tree(backend: BackendChoice) -> None:
+    cache = SuffixDecodingCache(backend=backend)
     cache.start_request("a", [1, 2, 3, 1, 2])
     cache.start_request("b", [4, 5])
     assert cache.active_requests == {"a", "b"}
@@ -276,12 +296,25 @@ def test_stop_request_frees_the_local_tree() -> None:
     assert cache.speculate_batch(["a"]) == [Draft()]
 
 
-def test_batch_helpers_match_single_calls() -> None:
-    cache = SuffixDecodingCache()
+@backends
+def test_batch_helpers_match_single_calls(backend: BackendChoice) -> None:
+    cache = SuffixDecodingCache(backend=backend)
     for req_id in range(3):
         cache.start_request(req_id, [req_id, 7, 8, 9, req_id, 7, 8])
     cache.add_tokens_batch([(0, [9]), (1, [])])
     assert cache.speculate_batch(range(3)) == [cache.speculate(i) for i in range(3)]
+    assert cache.speculate_batch(range(3), 1) == [cache.speculate(i, max_spec_tokens=1) for i in range(3)]
+    single = SuffixDecodingCache(backend=backend)
+    for req_id in range(3):
+        single.start_request(req_id, [req_id, 7, 8, 9, req_id, 7, 8])
+    single.add_tokens_batch([(0, [9]), (1, [])])
+    updates = [(0, [7, 8]), (2, [9]), (1, [])]
+    expected = []
+    for req_id, tokens in updates:
+        single.add_tokens(req_id, tokens)
+        expected.append(single.speculate(req_id))
+    assert cache.add_tokens_and_speculate(updates) == expected
+    assert cache.tokens(0) == single.tokens(0) == [0, 7, 8, 9, 0, 7, 8, 9, 7, 8]
 
 
 # ----------------------------------------------------------------------------- eviction property
@@ -320,7 +353,8 @@ def test_remove_leaves_exactly_the_tree_of_the_rest(
 @settings(max_examples=25, deadline=None)
 @given(responses=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), max_size=10))
 def test_global_tree_holds_exactly_the_last_responses(responses: list[list[int]]) -> None:
-    cache = SuffixDecodingCache(max_depth=6, max_spec_tokens=2, max_cached_requests=3)
+    # The Python backend's SuffixTree (the native one is compared with it in test_suffix_native.py).
+    cache = SuffixDecodingCache(max_depth=6, max_spec_tokens=2, max_cached_requests=3, backend="python")
     for i, response in enumerate(responses):
         cache.start_request(i, [9])
         cache.add_tokens(i, response)
@@ -349,8 +383,9 @@ def test_invalid_config_names_the_field(kwargs: dict[str, float], field_name: st
     with pytest.raises(SuffixConfigError, match=rf"^{field_name}: must be .* got ") as info:
         SuffixConfig(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field_name
-    with pytest.raises(ValueError, match=rf"^{field_name}: "):
-        SuffixDecodingCache(**kwargs)  # type: ignore[arg-type]
+    for backend in ("auto", "python"):
+        with pytest.raises(ValueError, match=rf"^{field_name}: "):
+            SuffixDecodingCache(**kwargs, backend=backend)  # type: ignore[arg-type]
 
 
 def test_default_config_is_valid_and_documented() -> None:

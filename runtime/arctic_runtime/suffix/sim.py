@@ -7,7 +7,8 @@ draft (``speculate``), accept the longest draft prefix equal to the true next ou
 more token (the one the target model produces itself; none once the output is complete), feed the
 accepted tokens back (``add_tokens``). Then ``stop_request``.
 
-``simulate`` runs our ``SuffixDecodingCache``; ``simulate_arctic`` runs Arctic Inference's (when
+``simulate`` runs our ``SuffixDecodingCache`` (the native backend when it is built, else the Python
+one; its result says which under ``backend``); ``simulate_arctic`` runs Arctic Inference's (when
 installed) through the same loop. Neither needs vLLM or torch.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arctic_runtime.suffix.tree import SuffixConfig, SuffixDecodingCache
+from arctic_runtime.suffix.tree import BackendChoice, SuffixConfig, SuffixDecodingCache
 
 RESULT_KEYS = (
     "requests",
@@ -158,16 +159,21 @@ def _replay(
     return tally.result()
 
 
-def simulate(requests: Sequence[TraceRequest], config: SuffixConfig) -> dict[str, Any]:
-    """Replay ``requests`` through our ``SuffixDecodingCache``; returns the ``RESULT_KEYS`` dict."""
-    cache = SuffixDecodingCache(config=config)
-    return _replay(
+def simulate(
+    requests: Sequence[TraceRequest], config: SuffixConfig, backend: BackendChoice = "auto"
+) -> dict[str, Any]:
+    """Replay ``requests`` through our ``SuffixDecodingCache``; returns the ``RESULT_KEYS`` dict plus
+    ``backend`` ("native" or "python": the cache backend that ran)."""
+    cache = SuffixDecodingCache(config=config, backend=backend)
+    result = _replay(
         requests,
         start=cache.start_request,
         speculate=lambda req_id, _sequence: cache.speculate(req_id).token_ids,
         update=cache.add_tokens,
         stop=cache.stop_request,
     )
+    result["backend"] = cache.backend
+    return result
 
 
 def arctic_available() -> bool:

@@ -7,7 +7,10 @@ holds three layers:
   tokens, with occurrence counts; incremental ``extend``, exact ``remove``, ``match``.
 * ``speculate_path`` / ``speculate_tree``: drafts read off a matched node.
 * ``SuffixConfig`` and ``SuffixDecodingCache``: per-request local trees plus one global tree of
-  recent responses, and the choice between their drafts.
+  recent responses, and the choice between their drafts. The cache runs either on these Python
+  classes (``backend="python"``) or, by default when it is built, on the C++ extension
+  ``arctic_runtime.suffix._native`` (``backend="native"``), which implements the same cache with
+  identical results; see ``SuffixDecodingCache``.
 
 Counting convention (what every count means). For a sequence ``x[0..n)`` and every start ``s``, the
 path ``x[s : min(s + max_depth, n))`` is added to the trie, each node on it getting ``+1``. So a node
@@ -21,15 +24,19 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from arctic_runtime.suffix._native import Cache as _NativeCache
 
 # A node is a plain object (two slots) with one dict of children. Measured with tracemalloc on CPython
 # 3.11 x86-64: 48 bytes for the object plus 224 bytes for a dict holding one child, ~272 bytes for
 # the typical node of a deep, thin trie (most nodes have exactly one child). Counts above 256 and
-# token ids not shared with other objects add 28 bytes each, which the estimate ignores.
+# token ids not shared with other objects add 28 bytes each, which the estimate ignores. The native
+# backend's node is 16 bytes (``_native.BYTES_PER_NODE``).
 BYTES_PER_NODE = 272
 
 # Float slack for ceil(max_spec_factor * match_len + max_spec_offset): 0.1 * 30 is 3.0000000000000004
@@ -393,9 +400,10 @@ class SuffixConfig:
     max_cached_requests: int = 1000
     """Responses. How many finished responses the global trie holds (FIFO: the oldest is removed
     when a new one arrives beyond the limit); 0 disables the global trie. Memory grows with the
-    response tokens (up to max_depth nodes per token, ~272 bytes per node in CPython: see
-    ``memory_estimate``), so 1000 responses of a few hundred tokens is the order of GBs in the
-    worst case (all-distinct text) and much less for the repetitive workloads this targets.
+    response tokens (up to max_depth nodes per token; a global-trie node is 24 bytes in the native
+    backend, with its sibling and suffix links, ~272 bytes in the Python one: see ``memory_estimate``),
+    so 1000 responses of a few hundred tokens is the order of 100s of MB natively (GBs in Python)
+    in the worst case (all-distinct text) and much less for the repetitive workloads this targets.
     Range: 0..10_000_000."""
 
     def __post_init__(self) -> None:
@@ -447,6 +455,11 @@ class SuffixConfig:
 Source = Literal["local", "global", "none"]
 
 
+# Draft and TreeDraft must stay plain frozen dataclasses without __post_init__: the native backend
+# builds them the way their generated __init__ does (object.__new__, then object.__setattr__ per
+# field) without calling it (tests/unit/test_suffix_native.py checks this).
+
+
 @dataclass(frozen=True)
 class Draft:
     """A linear draft. ``score`` is the sum of the tokens' path probabilities (the expected number
@@ -473,12 +486,45 @@ class TreeDraft:
     source: Source = "none"
 
 
+Backend = Literal["native", "python"]
+BackendChoice = Literal["auto", "native", "python"]
+
+
+class NativeBackendUnavailable(ImportError):
+    """``backend="native"`` was asked for but ``arctic_runtime.suffix._native`` does not import (the
+    package was installed without a C++ compiler, or the build failed)."""
+
+
+def _import_native() -> tuple[type[_NativeCache] | None, str]:
+    try:
+        from arctic_runtime.suffix._native import Cache
+    except ImportError as exc:
+        return None, str(exc)
+    return Cache, ""
+
+
+_NATIVE_CACHE, _NATIVE_IMPORT_ERROR = _import_native()
+
+
+def native_available() -> bool:
+    """Whether the C++ backend (``arctic_runtime.suffix._native``) is built and importable."""
+    return _NATIVE_CACHE is not None
+
+
 class SuffixDecodingCache:
     """Per-request local tries and a global trie of recent responses; see the package docstring.
 
     Settings are ``SuffixConfig``'s fields as keywords, or a whole ``config`` (which then wins).
     Request ids are any hashable values; an id may be reused once its request has stopped. Not
     thread-safe: one engine loop owns a cache.
+
+    ``backend``: "native" runs the whole cache in the C++ extension ``arctic_runtime.suffix._native``
+    (one call per request per step, no Python objects per trie node; ``NativeBackendUnavailable``,
+    an ``ImportError``, if it is not built); "python" on this module's ``SuffixTree``; "auto" (the
+    default) picks native when it imports. ``self.backend`` says which one runs. Both give identical
+    drafts, probabilities, scores and node counts. Native-only limits: token ids must fit in a signed
+    32-bit int (``OverflowError`` otherwise) and be ints (``TypeError``); the Python ``SuffixTree``
+    objects (``global_tree``, ``local_tree``) exist only with ``backend="python"``.
     """
 
     def __init__(
@@ -491,6 +537,7 @@ class SuffixDecodingCache:
         max_cached_requests: int = SuffixConfig.max_cached_requests,
         *,
         config: SuffixConfig | None = None,
+        backend: BackendChoice = "auto",
     ) -> None:
         self.config = (
             config
@@ -504,31 +551,81 @@ class SuffixDecodingCache:
                 max_cached_requests=max_cached_requests,
             )
         )
+        if backend not in ("auto", "native", "python"):
+            raise ValueError(f"backend: must be 'auto', 'native' or 'python', got {backend!r}")
+        if backend == "native" and _NATIVE_CACHE is None:
+            raise NativeBackendUnavailable(
+                "suffix decoding: backend='native' needs the C++ extension arctic_runtime.suffix._native, "
+                f"which does not import ({_NATIVE_IMPORT_ERROR}); reinstall with a C++17 compiler "
+                "(pip install -e .) or use backend='python'"
+            )
+        self._native: _NativeCache | None = None
+        self.backend: Backend = "python"
+        if backend != "python" and _NATIVE_CACHE is not None:
+            cfg = self.config
+            self._native = _NATIVE_CACHE(
+                cfg.max_depth,
+                cfg.max_spec_tokens,
+                cfg.max_spec_factor,
+                cfg.max_spec_offset,
+                cfg.min_token_prob,
+                cfg.max_cached_requests,
+                Draft,
+                TreeDraft,
+            )
+            self.backend = "native"
+        # The Python backend's state (left empty with the native one).
         self._local: dict[Hashable, SuffixTree] = {}
         self._responses: dict[Hashable, list[int]] = {}
         self._global = SuffixTree(self.config.max_depth)
-        self._cached: deque[int] = deque()  # global-tree keys, oldest first
+        self._cached: OrderedDict[int, Hashable] = OrderedDict()  # global-tree key -> req_id, oldest first
+        self._cached_key: dict[Hashable, int] = {}  # req_id -> key of its latest cached response
         self._next_key = 0
 
     # ------------------------------------------------------------------------- request lifecycle
 
     @property
     def active_requests(self) -> frozenset[Hashable]:
+        if self._native is not None:
+            return self._native.active_requests()
         return frozenset(self._local)
 
     @property
     def num_cached_responses(self) -> int:
+        if self._native is not None:
+            return self._native.num_cached_responses()
         return len(self._cached)
+
+    def _python_only(self, what: str) -> None:
+        if self._native is not None:
+            raise NotImplementedError(
+                f"SuffixDecodingCache.{what} returns a Python SuffixTree: only with backend='python' "
+                "(this cache runs on the native backend)"
+            )
 
     @property
     def global_tree(self) -> SuffixTree:
+        """The global ``SuffixTree`` (``backend="python"`` only; ``NotImplementedError`` otherwise)."""
+        self._python_only("global_tree")
         return self._global
 
     def local_tree(self, req_id: Hashable) -> SuffixTree:
+        """The request's local ``SuffixTree`` (``backend="python"`` only; ``NotImplementedError``
+        otherwise)."""
+        self._python_only("local_tree")
         return self._local[req_id]
+
+    def tokens(self, req_id: Hashable) -> list[int]:
+        """The request's token sequence so far: prompt + added tokens (a copy)."""
+        if self._native is not None:
+            return self._native.tokens(req_id)
+        return list(self._local[req_id].tokens(req_id))
 
     def start_request(self, req_id: Hashable, prompt_ids: Iterable[int]) -> None:
         """Build the request's local trie from its prompt. ``ValueError`` if it is already active."""
+        if self._native is not None:
+            self._native.start_request(req_id, prompt_ids)
+            return
         if req_id in self._local:
             raise ValueError(f"request {req_id!r} is already active")
         tree = SuffixTree(self.config.max_depth)
@@ -538,12 +635,18 @@ class SuffixDecodingCache:
 
     def add_tokens(self, req_id: Hashable, token_ids: Sequence[int]) -> None:
         """Append generated tokens: into the local trie, and to the response kept for the global one."""
+        if self._native is not None:
+            self._native.add_tokens(req_id, token_ids)
+            return
         self._local[req_id].extend(req_id, token_ids)
         self._responses[req_id].extend(token_ids)
 
     def stop_request(self, req_id: Hashable, cache_response: bool = True) -> None:
         """Free the local trie; with ``cache_response`` (and the global trie on) insert the response
         into the global trie, evicting the oldest responses beyond ``max_cached_requests``."""
+        if self._native is not None:
+            self._native.stop_request(req_id, cache_response)
+            return
         del self._local[req_id]
         response = self._responses.pop(req_id)
         if not cache_response or not response or self.config.max_cached_requests == 0:
@@ -551,9 +654,28 @@ class SuffixDecodingCache:
         key = self._next_key
         self._next_key += 1
         self._global.extend(key, response)
-        self._cached.append(key)
+        self._cached[key] = req_id
+        self._cached_key[req_id] = key
         while len(self._cached) > self.config.max_cached_requests:
-            self._global.remove(self._cached.popleft())
+            self._drop_cached(*self._cached.popitem(last=False))
+
+    def evict_response(self, req_id: Hashable) -> bool:
+        """Remove the latest response that request ``req_id`` left in the global trie, if it is still
+        held (e.g. the partial response of a preempted request that is about to resume). Returns
+        whether one was removed; an id with no cached response is not an error."""
+        if self._native is not None:
+            return self._native.evict_response(req_id)
+        key = self._cached_key.get(req_id)
+        if key is None:
+            return False
+        del self._cached[key]
+        self._drop_cached(key, req_id)
+        return True
+
+    def _drop_cached(self, key: int, req_id: Hashable) -> None:
+        self._global.remove(key)
+        if self._cached_key.get(req_id) == key:
+            del self._cached_key[req_id]
 
     # ------------------------------------------------------------------------- speculation
 
@@ -583,6 +705,8 @@ class SuffixDecodingCache:
         model's maximum length). The global trie is skipped when the local draft already scores the
         cap, since no draft can score more.
         """
+        if self._native is not None:
+            return self._native.speculate(req_id, max_spec_tokens)
         cfg = self.config
         cap = cfg.max_spec_tokens if max_spec_tokens is None else min(max_spec_tokens, cfg.max_spec_tokens)
         local = self._local[req_id]
@@ -601,18 +725,39 @@ class SuffixDecodingCache:
 
     def speculate_batch(self, req_ids: Iterable[Hashable], max_spec_tokens: int | None = None) -> list[Draft]:
         """``speculate`` for each request, in order."""
+        if self._native is not None:
+            return self._native.speculate_batch(req_ids, max_spec_tokens)
         return [self.speculate(req_id, max_spec_tokens) for req_id in req_ids]
 
     def add_tokens_batch(self, updates: Iterable[tuple[Hashable, Sequence[int]]]) -> None:
         """``add_tokens`` for each ``(req_id, token_ids)``."""
+        if self._native is not None:
+            self._native.add_tokens_batch(updates)
+            return
         for req_id, token_ids in updates:
             self.add_tokens(req_id, token_ids)
+
+    def add_tokens_and_speculate(
+        self, updates: Iterable[tuple[Hashable, Sequence[int]]], max_spec_tokens: int | None = None
+    ) -> list[Draft]:
+        """One engine step for a batch: for each ``(req_id, token_ids)`` in order, ``add_tokens`` then
+        ``speculate``; one draft per update. With the native backend this is a single call for the
+        whole batch (the cheapest way to drive the cache)."""
+        if self._native is not None:
+            return self._native.add_tokens_and_speculate(updates, max_spec_tokens)
+        drafts = []
+        for req_id, token_ids in updates:
+            self.add_tokens(req_id, token_ids)
+            drafts.append(self.speculate(req_id, max_spec_tokens))
+        return drafts
 
     def speculate_tree(
         self, req_id: Hashable, max_spec_tokens: int | None = None, max_nodes: int | None = None
     ) -> TreeDraft:
         """The better-scoring tree draft of the local and the global trie (ties: local). Depth is
         limited like a linear draft; ``max_nodes`` (default: the token cap) bounds the tree size."""
+        if self._native is not None:
+            return self._native.speculate_tree(req_id, max_spec_tokens, max_nodes)
         cfg = self.config
         budget = cfg.max_spec_tokens if max_nodes is None else max_nodes
         best = TreeDraft()
@@ -628,11 +773,39 @@ class SuffixDecodingCache:
     # ------------------------------------------------------------------------- accounting
 
     def memory_estimate(self) -> dict[str, int]:
-        """Node counts and an estimated size: ``estimated_bytes = nodes * BYTES_PER_NODE`` (272:
-        one node object plus a one-child dict on CPython 3.11, measured; token lists and Python's
-        own overheads are left out)."""
+        """Node counts and sizes. ``estimated_bytes = nodes * bytes_per_node``; ``allocated_bytes``
+        is what the backend really holds.
+
+        Python backend: ``bytes_per_node`` is ``BYTES_PER_NODE`` (272: one node object plus a
+        one-child dict on CPython 3.11, measured; token lists and Python's own overheads are left out)
+        and ``allocated_bytes`` equals the estimate. Native backend: ``bytes_per_node`` is the node
+        record (16 bytes); ``allocated_bytes`` counts every allocation of the native cache (node
+        arrays with their growth room and free nodes, hash tables, suffix links and sibling links
+        of the global trie, token sequences, active-node lists).
+        """
+        if self._native is not None:
+            (
+                local_trees,
+                local_nodes,
+                cached_responses,
+                cached_tokens,
+                global_nodes,
+                bytes_per_node,
+                allocated,
+            ) = self._native.memory()
+            return {
+                "local_trees": local_trees,
+                "local_nodes": local_nodes,
+                "cached_responses": cached_responses,
+                "cached_tokens": cached_tokens,
+                "global_nodes": global_nodes,
+                "bytes_per_node": bytes_per_node,
+                "estimated_bytes": (local_nodes + global_nodes) * bytes_per_node,
+                "allocated_bytes": allocated,
+            }
         local_nodes = sum(tree.num_nodes for tree in self._local.values())
         global_nodes = self._global.num_nodes
+        estimated = (local_nodes + global_nodes) * BYTES_PER_NODE
         return {
             "local_trees": len(self._local),
             "local_nodes": local_nodes,
@@ -640,5 +813,6 @@ class SuffixDecodingCache:
             "cached_tokens": self._global.root.count,
             "global_nodes": global_nodes,
             "bytes_per_node": BYTES_PER_NODE,
-            "estimated_bytes": (local_nodes + global_nodes) * BYTES_PER_NODE,
+            "estimated_bytes": estimated,
+            "allocated_bytes": estimated,
         }

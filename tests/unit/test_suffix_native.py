@@ -1,0 +1,352 @@
+"""The native (C++) suffix decoding backend: built, selectable, and identical to the Python reference.
+
+The differential tests drive a Python-backend cache and a native-backend cache with the same random
+operations (small vocabularies so that tokens repeat, tiny caches so that eviction happens, several
+settings) and require identical drafts (tokens, probabilities, scores, match lengths, sources),
+identical errors and identical node counts after every operation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import random
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arctic_runtime.suffix import tree as suffix_tree
+from arctic_runtime.suffix.tree import (
+    Draft,
+    NativeBackendUnavailable,
+    SuffixConfig,
+    SuffixDecodingCache,
+    TreeDraft,
+    native_available,
+)
+from tests.unit.suffix_backends import BACKENDS, NATIVE_MISSING, NATIVE_REQUIRED
+
+needs_native = pytest.mark.skipif(not native_available() and not NATIVE_REQUIRED, reason=NATIVE_MISSING)
+COUNT_KEYS = ("local_trees", "local_nodes", "cached_responses", "cached_tokens", "global_nodes")
+
+
+def test_native_extension_is_built() -> None:
+    """Fails (never skips) under ARCTIC_REQUIRE_ENGINE=1 when the extension did not build."""
+    if not NATIVE_REQUIRED and not native_available():
+        pytest.skip(NATIVE_MISSING)
+    native = importlib.import_module("arctic_runtime.suffix._native")
+    assert native.BYTES_PER_NODE == 16
+    assert SuffixDecodingCache().backend == "native"
+
+
+# ----------------------------------------------------------------------------- choosing a backend
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SuffixDecodingCache(backend="python").backend == "python"
+    assert SuffixDecodingCache().backend == ("native" if native_available() else "python")
+    with pytest.raises(ValueError, match="backend: must be 'auto', 'native' or 'python'"):
+        SuffixDecodingCache(backend="fast")  # type: ignore[arg-type]
+    monkeypatch.setattr(suffix_tree, "_NATIVE_CACHE", None)  # as on a machine without a compiler
+    assert SuffixDecodingCache().backend == "python"
+    with pytest.raises(
+        NativeBackendUnavailable, match="backend='native' needs the C\\+\\+ extension"
+    ) as info:
+        SuffixDecodingCache(backend="native")
+    assert isinstance(info.value, ImportError)
+
+
+@needs_native
+def test_python_trees_are_python_backend_only() -> None:
+    cache = SuffixDecodingCache(backend="native")
+    cache.start_request(0, [1, 2])
+    with pytest.raises(NotImplementedError, match="only with backend='python'"):
+        cache.global_tree  # noqa: B018
+    with pytest.raises(NotImplementedError, match="only with backend='python'"):
+        cache.local_tree(0)
+
+
+def test_drafts_stay_plain_frozen_dataclasses() -> None:
+    """The native backend fills Draft/TreeDraft the way their generated __init__ does, without
+    calling it: that is only right while they are frozen dataclasses with these fields and no
+    __post_init__."""
+    for cls, names in (
+        (Draft, ["token_ids", "probs", "score", "match_len", "source"]),
+        (TreeDraft, ["token_ids", "parents", "probs", "score", "match_len", "source"]),
+    ):
+        assert [f.name for f in dataclasses.fields(cls)] == names
+        assert not hasattr(cls, "__post_init__")
+        assert vars(cls)["__dataclass_params__"].frozen
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_native_drafts_are_real_drafts(backend: str) -> None:
+    cache = SuffixDecodingCache(backend=backend)  # type: ignore[arg-type]
+    cache.start_request("r", [1, 2, 3, 1, 2, 3, 1, 2])
+    draft = cache.speculate("r")
+    assert type(draft) is Draft and draft == Draft([3, 1, 2], [1.0, 1.0, 1.0], 3.0, 5, "local")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.score = 1.0  # type: ignore[misc]
+    tree_draft = cache.speculate_tree("r")
+    assert type(tree_draft) is TreeDraft and tree_draft.parents == [-1, 0, 1]
+    assert repr(draft).startswith("Draft(token_ids=[3, 1, 2]")
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_errors_match_the_reference(backend: str) -> None:
+    cache = SuffixDecodingCache(backend=backend)  # type: ignore[arg-type]
+    key = ("req", 1)
+    for call in (
+        lambda: cache.add_tokens(key, [1]),
+        lambda: cache.speculate(key),
+        lambda: cache.speculate_tree(key),
+        lambda: cache.stop_request(key),
+        lambda: cache.speculate_batch([key]),
+        lambda: cache.add_tokens_batch([(key, [1])]),
+        lambda: cache.add_tokens_and_speculate([(key, [1])]),
+        lambda: cache.tokens(key),
+    ):
+        with pytest.raises(KeyError) as info:
+            call()
+        assert info.value.args == (key,)  # a tuple id is the key, not the exception's arguments
+    cache.start_request(key, [1, 2])
+    with pytest.raises(ValueError, match=r"^request \('req', 1\) is already active$"):
+        cache.start_request(key, [3])
+    with pytest.raises(TypeError):
+        cache.start_request([1], [1])  # type: ignore[arg-type]  # an unhashable id
+    assert not cache.evict_response("never cached")
+
+
+@needs_native
+def test_native_token_ids_must_be_32_bit_ints() -> None:
+    cache = SuffixDecodingCache(backend="native")
+    cache.start_request(0, [2**31 - 1, -(2**31)])
+    with pytest.raises(OverflowError, match="does not fit in 32 bits"):
+        cache.add_tokens(0, [2**31])
+    with pytest.raises(TypeError):
+        cache.add_tokens(0, [1.5])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        cache.add_tokens(0, 5)  # type: ignore[arg-type]
+    assert cache.tokens(0) == [2**31 - 1, -(2**31)]  # failed calls add nothing
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@needs_native
+def test_native_memory_is_released() -> None:
+    cache = SuffixDecodingCache(max_depth=16, max_spec_tokens=4, max_cached_requests=2, backend="native")
+    rng = random.Random(0)
+    empty = cache.memory_estimate()["allocated_bytes"]
+    for i in range(20):
+        cache.start_request(i, [rng.randrange(1000) for _ in range(3000)])
+    full = cache.memory_estimate()
+    assert full["bytes_per_node"] == 16 and full["local_nodes"] > 20 * 3000 * 10
+    # Nodes cost their 16 bytes plus little: chunk slack, one idle slab, the hash tables.
+    assert full["allocated_bytes"] < 1.5 * full["estimated_bytes"]
+    for i in range(20):
+        cache.add_tokens(i, [rng.randrange(1000) for _ in range(100)])
+        cache.stop_request(i)
+    after = cache.memory_estimate()
+    assert after["local_nodes"] == 0 and after["cached_responses"] == 2
+    # One slab (2 MB) of idle chunks is kept for the next requests, the rest went back to the OS.
+    assert after["allocated_bytes"] < 4 * 2**20 < full["allocated_bytes"] / 4
+    for i in (18, 19):
+        assert cache.evict_response(i)
+    assert cache.memory_estimate()["global_nodes"] == 0
+    assert cache.memory_estimate()["allocated_bytes"] < empty + 4 * 2**20
+
+
+# ----------------------------------------------------------------------------- differential tests
+
+
+class Pair:
+    """One Python-backend and one native-backend cache, driven together and compared."""
+
+    def __init__(self, config: SuffixConfig) -> None:
+        self.ref = SuffixDecodingCache(config=config, backend="python")
+        self.nat = SuffixDecodingCache(config=config, backend="native")
+        self.calls = 0
+
+    def same(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` on both caches: same result or same exception type and message."""
+        self.calls += 1
+        results = []
+        for cache in (self.ref, self.nat):
+            try:
+                results.append(("ok", getattr(cache, method)(*args, **kwargs)))
+            except (KeyError, ValueError, TypeError) as exc:
+                results.append((type(exc).__name__, str(exc)))
+        assert results[0] == results[1], f"call {self.calls}: python {results[0]!r} != native {results[1]!r}"
+        assert_exact(results[0][1], results[1][1])
+        self.check_state()
+        return results[0][1]
+
+    def check_state(self) -> None:
+        ref, nat = self.ref.memory_estimate(), self.nat.memory_estimate()
+        assert {k: ref[k] for k in COUNT_KEYS} == {k: nat[k] for k in COUNT_KEYS}
+        assert self.ref.active_requests == self.nat.active_requests
+        assert self.ref.num_cached_responses == self.nat.num_cached_responses
+
+
+def assert_exact(a: object, b: object) -> None:
+    """Equal, and floats equal bit for bit (== already; this also rules out 0.0 vs -0.0)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.copysign(1.0, a) == math.copysign(1.0, b) and a.hex() == b.hex()
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        for x, y in zip(a, b, strict=True):
+            assert_exact(x, y)
+    elif dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        assert type(a) is type(b)
+        for f in dataclasses.fields(a):
+            assert_exact(getattr(a, f.name), getattr(b, f.name))
+
+
+def random_config(rng: random.Random) -> SuffixConfig:
+    depth = rng.choice([2, 3, 4, 6, 8, 12, 24])
+    return SuffixConfig(
+        max_depth=depth,
+        max_spec_tokens=rng.randint(1, depth - 1),
+        max_spec_factor=rng.choice([0.0, 0.1, 0.5, 0.7, 1.0, 1.3, 2.0, 3]),
+        max_spec_offset=rng.choice([0.0, 0.0, -2.0, -0.5, 0.3, 1.0, 4]),
+        min_token_prob=rng.choice([0.0, 0.01, 0.1, 0.1, 0.25, 0.5, 1]),
+        max_cached_requests=rng.choice([0, 1, 2, 3, 5, 1000]),
+    )
+
+
+def drive(pair: Pair, rng: random.Random, ops: int, vocab: int, ids: list[Hashable]) -> None:
+    """Random operations on both caches (including some that must fail the same way)."""
+
+    def tokens(n_max: int) -> list[int]:
+        base = rng.randrange(4)  # a few offsets so that patterns recur at different spots
+        return [base + rng.randrange(vocab) for _ in range(rng.randrange(n_max + 1))]
+
+    active: list[Hashable] = []
+    for _ in range(ops):
+        roll = rng.random()
+        req: Hashable = rng.choice(active) if active and roll < 0.9 else rng.choice(ids)
+        cap = rng.choice([None, None, None, 0, 1, 2, 5, 100, -1])
+        if roll < 0.12 or not active:
+            prompt = tokens(30)
+            pair.same("start_request", req, prompt)
+            if req not in active and req in pair.ref.active_requests:
+                active.append(req)
+        elif roll < 0.40:
+            new = tokens(6)
+            pair.same("add_tokens", req, new)
+        elif roll < 0.62:
+            pair.same("speculate", req, cap)
+        elif roll < 0.72:
+            budget = rng.choice([None, None, 0, 1, 3, 8, 40])
+            pair.same("speculate_tree", req, cap, budget)
+        elif roll < 0.80:
+            batch = [(r, tokens(3)) for r in rng.sample(active, rng.randint(1, len(active)))]
+            pair.same("add_tokens_and_speculate", batch, cap)
+        elif roll < 0.84:
+            pair.same("speculate_batch", list(active), cap)
+        elif roll < 0.87:
+            pair.same("evict_response", rng.choice(ids))
+        elif roll < 0.90:
+            pair.same("tokens", req)
+        else:
+            keep = rng.random() < 0.8
+            pair.same("stop_request", req, cache_response=keep)
+            if req in active and req not in pair.ref.active_requests:
+                active.remove(req)
+    for req in list(active):  # everything stopped: the local tries are gone on both sides
+        pair.same("stop_request", req)
+    assert pair.nat.memory_estimate()["local_nodes"] == 0
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), vocab=st.sampled_from([1, 2, 3, 5, 12, 40]))
+def test_random_operations_give_identical_results(seed: int, vocab: int) -> None:
+    rng = random.Random(seed)
+    pair = Pair(random_config(rng))
+    drive(pair, rng, ops=80, vocab=vocab, ids=[0, 1, 2, "a", ("b", 1)])
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(6))
+def test_long_random_runs_give_identical_results(seed: int) -> None:
+    """Longer runs, larger tries: many children per node (the hash-table path), deep tries, eviction
+    with reinsertion (children re-ordered as in a dict), the kept global match across changes."""
+    rng = random.Random(1000 + seed)
+    depth = [8, 16, 32, 64, 5, 24][seed]
+    config = SuffixConfig(
+        max_depth=depth,
+        max_spec_tokens=max(1, depth // 3),
+        max_spec_factor=[1.0, 0.5, 2.0, 1.0, 1.0, 0.3][seed],
+        min_token_prob=[0.1, 0.0, 0.05, 0.2, 0.0, 0.1][seed],
+        max_cached_requests=[4, 2, 8, 1000, 3, 1][seed],
+    )
+    pair = Pair(config)
+    drive(pair, rng, ops=700, vocab=[20, 6, 30, 12, 3, 50][seed], ids=list(range(8)))
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(
+    responses=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=15), max_size=12),
+    contexts=st.lists(st.lists(st.integers(0, 3), max_size=12), min_size=1, max_size=4),
+    depth=st.integers(2, 8),
+    cached=st.integers(1, 4),
+)
+def test_global_matches_equal_the_reference(
+    responses: list[list[int]], contexts: list[list[int]], depth: int, cached: int
+) -> None:
+    """The native global match (suffix links, kept up to date per request) against the reference's
+    longest-first + binary search, across insertions and FIFO evictions."""
+    pair = Pair(SuffixConfig(max_depth=depth, max_spec_tokens=1, max_cached_requests=cached))
+    for i, context in enumerate(contexts):
+        pair.same("start_request", ("ctx", i), context)
+    for i, response in enumerate(responses):
+        pair.same("start_request", i, [9])
+        pair.same("add_tokens", i, response)
+        pair.same("stop_request", i)
+        for j in range(len(contexts)):
+            pair.same("speculate", ("ctx", j))
+            pair.same("add_tokens", ("ctx", j), response[:2])
+            pair.same("speculate_tree", ("ctx", j), None, 6)
+
+
+@needs_native
+def test_evicting_a_response_moves_the_kept_global_match() -> None:
+    pair = Pair(SuffixConfig(max_depth=8, max_spec_tokens=2, max_cached_requests=10))
+    for req, response in (("z", [8, 8, 8]), ("x", [1, 2, 3, 4, 5])):
+        pair.same("start_request", req, [9])
+        pair.same("add_tokens", req, response)
+        pair.same("stop_request", req)
+    pair.same("start_request", "a", [1, 2, 3])
+    assert pair.same("speculate", "a") == Draft([4, 5], [1.0, 1.0], 2.0, 3, "global")
+    pair.same("add_tokens", "a", [4])
+    assert pair.same("evict_response", "x") is True
+    assert pair.same("speculate", "a") == Draft()  # x's nodes are gone, z's remain
+    pair.same("add_tokens", "a", [8, 8])
+    assert pair.same("speculate", "a").token_ids == [8]
+
+
+@needs_native
+def test_batch_updates_unpack_like_the_reference() -> None:
+    pair = Pair(SuffixConfig())
+    pair.same("start_request", "a", [1, 2, 3, 1, 2])
+    pair.same("add_tokens_batch", [["a", [3]], ("a", (1,))])  # lists and tuples
+    assert pair.same("add_tokens_and_speculate", [("a", [2])]) == [
+        Draft([3, 1, 2], [1.0, 1.0, 1.0], 3.0, 5, "local")
+    ]
+    updates: list[tuple[Hashable, list[int]]] = [("a", [])]
+    for cache in (pair.ref, pair.nat):  # any iterable of pairs
+        assert cache.speculate_batch(r for r in ["a"]) == cache.add_tokens_and_speculate(iter(updates))
+    for bad in ([("a",)], [("a", [1], 2)], [5], [("b", [1])]):
+        pair.same("add_tokens_batch", bad)
+        pair.same("add_tokens_and_speculate", bad)
+    pair.same("speculate_batch", 5)
+    assert pair.same("tokens", "a") == [1, 2, 3, 1, 2, 3, 1, 2]
