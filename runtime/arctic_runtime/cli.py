@@ -33,7 +33,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         device=device,
         speculation=args.speculation,
-        num_speculative_tokens=args.num_speculative_tokens,
+        num_speculative_tokens=args.num_speculative_tokens
+        if args.num_speculative_tokens is not None
+        else launcher.DEFAULT_SPEC_TOKENS.get(args.speculation, 3),
         soft_cap=args.soft_cap,
         hard_cap=args.hard_cap,
         extra_args=launcher.parse_extra(args.vllm_args),
@@ -136,11 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--speculation",
-        choices=["ngram", "none"],
+        choices=["ngram", "suffix", "none"],
         default="ngram",
-        help="draft method (default: ngram, model-free)",
+        help="draft method, both model-free: ngram (default) or suffix (our suffix decoding)",
     )
-    serve.add_argument("--num-speculative-tokens", type=int, default=3)
+    serve.add_argument(
+        "--num-speculative-tokens",
+        type=int,
+        default=None,
+        help="most draft tokens per step (default: 3 for ngram, 16 for suffix)",
+    )
     serve.add_argument(
         "--soft-cap",
         type=_non_negative,

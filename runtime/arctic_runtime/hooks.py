@@ -209,21 +209,106 @@ def worker_set_speculation_cap(self: Any, soft_cap: int | None, hard_cap: int | 
 
 
 def worker_state(self: Any) -> dict[str, Any]:
-    """Added to vLLM's WorkerBase: this worker's pid, patches and cap."""
+    """Added to vLLM's WorkerBase: this worker's pid, patches and cap (and its suffix cache)."""
     info = process_info("worker")
     runner = getattr(self, "model_runner", None)
     info["speculation"] = None if runner is None else _runner_cap(runner).as_dict()
     info["rank"] = getattr(self, "rank", None)
+    drafter = getattr(getattr(runner, "drafter", None), "_arctic_drafter", None)
+    if drafter is not None:
+        info["suffix"] = drafter.state()
     return info
 
 
 def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
     def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
         spec = self.speculative_config
-        if spec is not None and spec.method in STATELESS_PROPOSERS:
+        if spec is not None:
             req_ids = self.input_batch.req_ids
-            if _runner_cap(self).drafting_slots(len(req_ids)) == 0:
+            drafting = _runner_cap(self).drafting_slots(len(req_ids)) > 0
+            if spec.method in STATELESS_PROPOSERS and not drafting:
                 return empty_drafts(req_ids)
+            if spec.method == "suffix":
+                # Suffix decoding must see every token, so it always runs; it only skips drafting.
+                self.drafter._arctic_drafting = drafting
         return original(self, *args, **kwargs)
 
     return propose_draft_token_ids
+
+
+# --------------------------------------------------------------------------------------------
+# Suffix decoding: our implementation behind vLLM's "suffix" method
+# --------------------------------------------------------------------------------------------
+
+_SUFFIX_KEYS = (
+    "suffix_decoding_max_tree_depth",
+    "num_speculative_tokens",
+    "suffix_decoding_max_spec_factor",
+    "suffix_decoding_min_token_prob",
+    "suffix_decoding_max_cached_requests",
+)
+
+
+def replace_validate_suffix_decoding(original: Callable[..., Any]) -> Callable[..., Any]:
+    """SpeculativeConfig._validate_suffix_decoding without the arctic_inference requirement: our
+    settings check (errors name ``speculative_config.<key>``) and our draft-cap default."""
+
+    def _validate_suffix_decoding(self: Any) -> None:
+        from arctic_runtime.suffix.engine import suffix_config
+
+        config = suffix_config({key: getattr(self, key) for key in _SUFFIX_KEYS})
+        if self.num_speculative_tokens is None:
+            self.num_speculative_tokens = config.max_spec_tokens
+            logger.info(
+                "arctic-serve: suffix decoding drafts at most %d tokens (num_speculative_tokens)",
+                config.max_spec_tokens,
+            )
+
+    return _validate_suffix_decoding
+
+
+def replace_suffix_proposer_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    """SuffixDecodingProposer.__init__ building our SuffixDrafter instead of Arctic Inference's cache."""
+
+    def __init__(self: Any, vllm_config: Any) -> None:
+        from arctic_runtime.suffix.engine import SuffixDrafter, suffix_config
+
+        spec = vllm_config.speculative_config
+        self.num_speculative_tokens = spec.num_speculative_tokens
+        self.max_model_len = vllm_config.model_config.max_model_len
+        self._arctic_drafting = True
+        self._arctic_drafter = SuffixDrafter(
+            suffix_config({key: getattr(spec, key) for key in _SUFFIX_KEYS}), self.max_model_len
+        )
+        logger.info("arctic-serve: suffix decoding (%s backend)", self._arctic_drafter.cache.backend)
+
+    return __init__
+
+
+def replace_suffix_proposer_propose(original: Callable[..., Any]) -> Callable[..., Any]:
+    """SuffixDecodingProposer.propose: read the batch, let the drafter update and draft."""
+
+    def propose(
+        self: Any,
+        num_speculative_tokens: int,
+        input_batch: Any,
+        sampled_token_ids: list[list[int]],
+        slot_mappings: Any = None,
+    ) -> list[list[int]]:
+        from arctic_runtime.suffix.engine import BatchRow
+
+        token_ids = input_batch.token_ids_cpu
+        num_tokens = input_batch.num_tokens_no_spec
+        num_prompt = input_batch.num_prompt_tokens
+        rows = [
+            BatchRow(
+                req_id=req_id,
+                token_ids=token_ids[i, : int(num_tokens[i])],  # a numpy view: no copy
+                num_prompt_tokens=int(num_prompt[i]),
+                sampled=bool(sampled_token_ids[i]),
+            )
+            for i, req_id in enumerate(input_batch.req_ids)
+        ]
+        return self._arctic_drafter.step(rows, num_speculative_tokens, self._arctic_drafting)  # type: ignore[no-any-return]
+
+    return propose

@@ -40,7 +40,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     device: str = "cpu"  # "cpu" or "gpu"
-    speculation: str = "ngram"  # "ngram" or "none"
+    speculation: str = "ngram"  # "ngram", "suffix" or "none"
     num_speculative_tokens: int = 3
     soft_cap: int | None = None
     hard_cap: int | None = None
@@ -78,15 +78,23 @@ def _plugins_allowlist(current: str | None) -> str:
     return ",".join(names)
 
 
+#: ``--num-speculative-tokens`` when not given, per ``--speculation``.
+DEFAULT_SPEC_TOKENS = {"ngram": 3, "suffix": 16}
+#: Suffix decoding's tree depth for ``arctic-serve serve``: a 48-token match plus a 16-token draft.
+SUFFIX_TREE_DEPTH = 64
+
+
 def speculative_config(opts: ServeOptions) -> dict[str, Any] | None:
     if opts.speculation == "none":
         return None
     config: dict[str, Any] = {
         "method": opts.speculation,
         "num_speculative_tokens": opts.num_speculative_tokens,
-        "prompt_lookup_max": 4,
-        "prompt_lookup_min": 2,
     }
+    if opts.speculation == "ngram":
+        config.update(prompt_lookup_max=4, prompt_lookup_min=2)
+    elif opts.speculation == "suffix":
+        config["suffix_decoding_max_tree_depth"] = SUFFIX_TREE_DEPTH
     if opts.soft_cap is not None:
         config["disable_by_batch_size"] = opts.soft_cap
     if opts.hard_cap is not None:

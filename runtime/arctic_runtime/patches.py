@@ -23,21 +23,22 @@ from arctic_runtime import hooks
 #: The vLLM minor release these patch points were written and tested against.
 SUPPORTED_VLLM = "0.26"
 
-Action = Literal["wrap", "add"]
+Action = Literal["wrap", "replace", "add"]
 
 
 @dataclass(frozen=True)
 class PatchPoint:
-    """One vLLM symbol we wrap (keep the original, run ours around it) or add (a new method)."""
+    """One vLLM symbol we wrap (keep the original, run ours around it), replace (ours instead of
+    the original, which is kept for inspection but not called) or add (a new method)."""
 
     target: str  # "module.path:Class.attribute"
     action: Action
-    #: wrap: the original's parameter names, in order, that our wrapper relies on.
+    #: wrap/replace: the original's parameter names, in order, that our code relies on.
     #: add: the parameter names of the method we add.
     params: tuple[str, ...]
     process: str  # where it runs: "front end", "engine core" or "worker"
     reason: str
-    #: wrap: takes the original, returns the replacement. add: the method itself.
+    #: wrap/replace: takes the original, returns the replacement. add: the method itself.
     implementation: Callable[..., Any]
 
     @property
@@ -125,9 +126,40 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         reason=(
             "Skip the n-gram proposer's CPU work in steps where the hard cap holds for the whole "
             "batch: the scheduler would drop every draft anyway. Only stateless proposers are "
-            "skipped (suffix decoding must see every token)."
+            "skipped; suffix decoding is told to update its tries without drafting."
         ),
         implementation=hooks.wrap_propose_draft_token_ids,
+    ),
+    PatchPoint(
+        target="vllm.config.speculative:SpeculativeConfig._validate_suffix_decoding",
+        action="replace",
+        params=("self",),
+        process="front end",
+        reason=(
+            "method 'suffix' is served by our implementation: drop vLLM's arctic_inference "
+            "requirement, check the suffix keys with errors that name them, and default "
+            "num_speculative_tokens so the tree keeps room for the match."
+        ),
+        implementation=hooks.replace_validate_suffix_decoding,
+    ),
+    PatchPoint(
+        target="vllm.v1.spec_decode.suffix_decoding:SuffixDecodingProposer.__init__",
+        action="replace",
+        params=("self", "vllm_config"),
+        process="worker",
+        reason="Build our suffix drafter (arctic_runtime.suffix) from vLLM's suffix keys.",
+        implementation=hooks.replace_suffix_proposer_init,
+    ),
+    PatchPoint(
+        target="vllm.v1.spec_decode.suffix_decoding:SuffixDecodingProposer.propose",
+        action="replace",
+        params=("self", "num_speculative_tokens", "input_batch", "sampled_token_ids", "slot_mappings"),
+        process="worker",
+        reason=(
+            "Draft with our suffix cache: keep every request's trie equal to prompt + output "
+            "(resumed requests included), honour the live cap, never draft past max_model_len."
+        ),
+        implementation=hooks.replace_suffix_proposer_propose,
     ),
 )
 
@@ -161,7 +193,7 @@ def check(point: PatchPoint) -> None:
     """Raise PatchError unless ``point`` can be applied to the installed vLLM as registered."""
     owner = _resolve_owner(point)
     current = owner.__dict__.get(point.attribute)
-    if point.action == "wrap":
+    if point.action in ("wrap", "replace"):
         if current is None:
             raise PatchError(f"{point.target}: not defined on {point.owner_path} (inherited or removed)")
         found = _param_names(_original(current))
@@ -193,7 +225,7 @@ def apply(point: PatchPoint) -> bool:
         return False
     owner = _resolve_owner(point)
     replacement: Callable[..., Any]
-    if point.action == "wrap":
+    if point.action in ("wrap", "replace"):
         original = owner.__dict__[point.attribute]
         replacement = functools.wraps(original)(point.implementation(original))
         replacement.__arctic_original__ = original  # type: ignore[attr-defined]

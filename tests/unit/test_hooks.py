@@ -109,4 +109,7 @@ def test_ngram_proposer_is_skipped_only_when_nobody_may_draft() -> None:
     runner._arctic_cap = SpeculationCap(hard_cap=2)
     assert propose(runner) == [[], []]
     runner.speculative_config = SimpleNamespace(method="suffix")  # stateful: must always see the batch
-    assert propose(runner) == "proposed"
+    runner.drafter = SimpleNamespace(_arctic_drafting=True)
+    assert propose(runner) == "proposed" and runner.drafter._arctic_drafting is False  # told not to draft
+    runner._arctic_cap = SpeculationCap(hard_cap=3)
+    assert propose(runner) == "proposed" and runner.drafter._arctic_drafting is True

@@ -107,3 +107,13 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
     assert proc.stderr.strip().startswith("arctic-serve: error: cannot listen on 127.0.0.1:")
     proc = run_cli("serve", "--model", "/no/such/folder", "--port", "0")
     assert proc.returncode == 2 and "--model /no/such/folder: not a folder" in proc.stderr
+
+
+def test_suffix_plan_sets_the_tree_depth_and_the_cli_defaults_the_draft_cap() -> None:
+    plan = plan_server(opts(speculation="suffix", num_speculative_tokens=16), {}, "py", None)
+    spec = json.loads(arg(plan.argv, "--speculative-config"))
+    assert spec == {"method": "suffix", "num_speculative_tokens": 16, "suffix_decoding_max_tree_depth": 64}
+    from arctic_runtime.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--speculation", "suffix"])
+    assert args.num_speculative_tokens is None  # filled per method: 16 for suffix, 3 for ngram
