@@ -310,6 +310,69 @@ def plot_throughput(run: dict[str, Any], out: Path) -> bool:
     return True
 
 
+def engine_state_lines(run: dict[str, Any]) -> list[str]:
+    """Spec-decode counters and our suffix drafter's own time per step, where the run recorded them."""
+    lines: list[str] = []
+    for engine, res in run["engines"].items():
+        counters = res.get("spec_counters")
+        suffix = None
+        for worker in (res.get("arctic_state") or {}).get("workers", []):
+            suffix = worker.get("suffix") or suffix
+        if counters:
+            drafted = counters.get("num_draft_tokens", 0.0)
+            accepted = counters.get("num_accepted_tokens", 0.0)
+            rate = f"{accepted / drafted:.3f}" if drafted else "-"
+            lines.append(
+                f"- {engine}: {drafted:,.0f} draft tokens, {accepted:,.0f} accepted (rate {rate}) over "
+                "all cases and warm-ups"
+            )
+        if suffix:
+            rows = suffix["rows"] / max(1, suffix["steps"])
+            lines.append(
+                f"- {engine}: our suffix drafter ({suffix['backend']} backend) spent "
+                f"**{suffix['us_per_step']:.1f} us per engine step** ({rows:.1f} requests per step on "
+                f"average, {suffix['steps']:,} steps, {suffix['drafted_tokens']:,} tokens drafted)"
+            )
+    return [*lines, ""] if lines else []
+
+
+def suffix_accept_lines(run: dict[str, Any]) -> list[str]:
+    """Tables for ``bench/suffix_accept.py`` results: ours vs Arctic per trace and setting."""
+    env = run["environment"]
+    lines = [
+        f"## {run['suite']} ({run['created']})",
+        "",
+        run["description"],
+        "",
+        f"- Environment: Python {env['python']} on {env['machine']} ({env['cpus']} cores), "
+        f"arctic-inference {env.get('arctic_inference') or 'not installed'}",
+        f"- Command: `make bench-suffix`; result file `bench/results/{run['_file']}`; took "
+        f"{run['duration_s']:.0f} s",
+        "",
+        "| trace | setting | requests | output tokens | ours tok/step | Arctic tok/step | ratio | "
+        "ours accept rate | Arctic accept rate | ours us/step | Arctic us/step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for trace, rows in run["traces"].items():
+        for setting in run["configs"]:
+            row = rows[setting]
+            ours, arctic = row["ours"], row.get("arctic")
+            ours_us = ours["us_per_speculate"] + ours["us_per_update"]
+            a_us = arctic["us_per_speculate"] + arctic["us_per_update"] if arctic else None
+            lines.append(
+                f"| {trace} | {setting} | {rows['requests']} | {rows['output_tokens']:,} | "
+                f"{ours['tokens_per_step']:.3f} | {_fmt(arctic and arctic['tokens_per_step'], 3)} | "
+                f"{_fmt(row.get('ratio_tokens_per_step'), 3)} | {ours['accept_rate']:.3f} | "
+                f"{_fmt(arctic and arctic['accept_rate'], 3)} | {ours_us:.1f} | {_fmt(a_us, 1)} |"
+            )
+    lines += [
+        "",
+        "us/step: one request's speculate + update in the simulated loop (CPU time on this machine).",
+        "",
+    ]
+    return lines
+
+
 def render(results_dir: Path, docs: Path) -> str:
     runs = load_results(results_dir)
     by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -322,6 +385,9 @@ def render(results_dir: Path, docs: Path) -> str:
     ]
     for suite in sorted(by_suite):
         for run in sorted(by_suite[suite], key=lambda r: r["created"]):
+            if run.get("kind") == "suffix-accept":
+                lines += suffix_accept_lines(run)
+                continue
             starts = ", ".join(f"{e} {r.get('start_s', 0):.0f} s" for e, r in run["engines"].items())
             lines += [
                 f"## {suite} ({run['created']})",
@@ -338,6 +404,7 @@ def render(results_dir: Path, docs: Path) -> str:
             lines += case_rows(run)
             lines += acceptance_lines(run)
             lines += online_lines(run)
+            lines += engine_state_lines(run)
             if suite.startswith("verify"):
                 acceptance = max(by_suite.get("acceptance-cpu", []), key=lambda r: r["created"], default=None)
                 lines += implied_speedup_lines(run, acceptance)

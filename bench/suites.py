@@ -59,6 +59,11 @@ class Engine:
 
 
 _PLUGIN_ON = {"VLLM_PLUGINS": "arctic_serve", "ARCTIC_SERVE_ENABLED": "1"}
+SUFFIX_SPEC: dict[str, Any] = {
+    "method": "suffix",
+    "num_speculative_tokens": 16,
+    "suffix_decoding_max_tree_depth": 64,
+}
 
 
 def _verify_engine(k: int) -> Engine:
@@ -94,6 +99,15 @@ ENGINES: dict[str, Engine] = {
         },
     ),
     **{f"verify-k{k}": _verify_engine(k) for k in (1, 3, 5)},
+    # Suffix decoding at the same settings: ours (plugin on) and vLLM's own proposer, which uses
+    # Arctic Inference's suffix cache (plugin off; vLLM imports arctic_inference itself).
+    "arctic-serve-suffix": Engine("arctic-serve-suffix", _PLUGIN_ON, {"speculative_config": SUFFIX_SPEC}),
+    "vllm-suffix-arctic": Engine(
+        "vllm-suffix-arctic",
+        {"VLLM_PLUGINS": "", "ARCTIC_SERVE_ENABLED": "0"},
+        {"speculative_config": SUFFIX_SPEC},
+        requires="arctic_inference",
+    ),
     "arctic-inference-off": Engine(
         "arctic-inference-off",
         {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
@@ -188,6 +202,22 @@ SUITES: dict[str, Suite] = {
                 for b in (1, 4, 16, 64)
             ),
             engine_args=GPU_8B_ARGS,
+        ),
+        Suite(
+            name="suffix-8b",
+            description=(
+                "Suffix decoding in the engine loop, Llama-3.1-8B shape (dummy weights: acceptance is "
+                "not meaningful here, cost is): time per output token at batch 1 and 64 for ours and "
+                "for vLLM's proposer with Arctic Inference's cache, beside vanilla; our drafter's own "
+                "time per step is read from the worker."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-suffix", "vllm-suffix-arctic"),
+            cases=tuple(
+                Case(f"batch-{b}-128-256", "latency", 128, 256, num_prompts=b, repeats=3) for b in (1, 64)
+            ),
+            engine_args={**GPU_8B_ARGS, "disable_log_stats": False},
         ),
         Suite(
             name="acceptance-cpu",

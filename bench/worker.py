@@ -10,6 +10,7 @@ return only when every token is on the host, so no device synchronisation is mis
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -83,9 +84,8 @@ def spec_counters(llm: Any) -> dict[str, float]:
     totals: dict[str, float] = {}
     for metric in llm.get_metrics():
         if metric.name.startswith("vllm:spec_decode_num_") and hasattr(metric, "value"):
-            totals[metric.name.removeprefix("vllm:spec_decode_")] = (
-                totals.get(metric.name, 0.0) + metric.value
-            )
+            key = metric.name.removeprefix("vllm:spec_decode_")
+            totals[key] = totals.get(key, 0.0) + metric.value
     return totals
 
 
@@ -124,7 +124,13 @@ def main() -> None:
     vocab = int(llm.llm_engine.model_config.get_vocab_size())
     runners = {"latency": run_latency, "throughput": run_throughput, "acceptance": run_acceptance}
     cases = {case["name"]: runners[case["kind"]](llm, case, vocab) for case in plan["cases"]}
-    print("RESULT " + json.dumps({"start_s": start_s, "cases": cases}), flush=True)
+    result: dict[str, Any] = {"start_s": start_s, "cases": cases}
+    if plan["engine_args"].get("disable_log_stats") is False:
+        result["spec_counters"] = spec_counters(llm)
+    if os.environ.get("ARCTIC_SERVE_ENABLED") == "1":
+        # the plugin's view from the engine core and the worker (our suffix drafter's time per step)
+        result["arctic_state"] = llm.collective_rpc("arctic_get_state", kwargs={"workers": True})[0]
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ site=/var/tmp/arctic-site
 rm -rf "$site"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
 export PYTHONPATH=$site:$PYTHONPATH
-if [[ " $* " == *reference-8b* ]]; then
+if [[ " $* " == *reference-8b* || " $* " == *suffix* ]]; then
   sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
   ai=/var/tmp/ai-site
   if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then
@@ -27,7 +27,12 @@ if [[ " $* " == *reference-8b* ]]; then
   python3 -c "import arctic_inference.suffix_decoding as s; print('arctic-inference suffix decoding:', s.__file__)" || true
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
+python3 -c "from arctic_runtime.suffix import SuffixDecodingCache as C; print('arctic-serve suffix backend:', C().backend)"
 for suite in "$@"; do
+  if [ "$suite" = suffix-accept ]; then  # the simulator on this host's CPU: ours vs Arctic on real traces
+    python3 -m bench.suffix_accept --out bench/results 2>&1 | grep -v '^bench: suffix-accept' || true
+    continue
+  fi
   python3 -m bench run --suite "${suite%%:*}" $([[ $suite == *:* ]] && echo --engines "${suite#*:}") --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
 done
 ls bench/results/*.json >/dev/null 2>&1 && cp bench/results/*.json "$out"/ 2>/dev/null || true
@@ -36,9 +41,19 @@ import glob, json
 for f in sorted(glob.glob("bench/results/*.json")):
     d = json.load(open(f))
     print(f, f"{d['duration_s']:.0f}s", json.dumps(d.get("ratios")))
+    if d.get("kind") == "suffix-accept":
+        for t, rows in d["traces"].items():
+            for name, row in rows.items():
+                if isinstance(row, dict):
+                    print(" ", t, name, {k: v for k, v in row.items() if k.startswith("ratio")},
+                          round(row["ours"]["tokens_per_step"], 3), row["ours"]["us_per_speculate"])
+        continue
     for e, r in d["engines"].items():
         for c, v in r.get("cases", {}).items():
             print(" ", e, c, {k: round(x["median"], 3) for k, x in v.items()})
         if "error" in r: print(" ", e, "ERROR", r["error"][-300:])
+        for w in (r.get("arctic_state") or {}).get("workers", []):
+            if w.get("suffix"): print(" ", e, "suffix drafter", {k: w["suffix"][k] for k in ("backend", "us_per_step", "steps", "rows", "drafted_tokens")})
+        if r.get("spec_counters"): print(" ", e, "spec", r["spec_counters"])
     if d.get("floor"): print("  floor", d["floor"])
 PY

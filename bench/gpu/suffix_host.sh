@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Suffix decoding on the GPU host's CPU, no vLLM needed (one short command): builds this checkout
+# (with the native suffix backend) and Arctic Inference 0.3.0 from its sdist, then runs the
+# simulator comparison on bench/traces and the per-step cost at batch 64 for each backend.
+# Ship the sdist and nanobind wheel in .gpu-files/ (carry it):
+#   pip download --no-deps --no-binary :all: --no-build-isolation arctic-inference==0.3.0 -d .gpu-files
+#   pip download --no-deps nanobind==2.9.2 -d .gpu-files
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-bench/results}
+mkdir -p "$out"
+site=/var/tmp/arctic-site
+tools=/var/tmp/ai-tools
+ai=/var/tmp/ai-site
+rm -rf "$site" && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
+python3 -m pip install -q --no-index --no-deps --target "$tools" .gpu-files/nanobind-*.whl
+rm -rf /var/tmp/ai-src && mkdir -p /var/tmp/ai-src && tar xzf .gpu-files/arctic_inference-0.3.0.tar.gz -C /var/tmp/ai-src
+start=$(date +%s)
+(cd /var/tmp/ai-src/arctic_inference-0.3.0 && PYTHONPATH=$tools python3 -m pip install -q --no-index --no-deps \
+  --no-build-isolation --target "$ai" . > "$out/arctic-inference-build.log" 2>&1) \
+  && echo "arctic-inference 0.3.0 built in $(( $(date +%s) - start )) s" \
+  || { echo "arctic-inference build FAILED"; tail -20 "$out/arctic-inference-build.log"; }
+export PYTHONPATH=$site:$ai:.
+python3 -c "import platform; from arctic_runtime.suffix import SuffixDecodingCache as C; print('backend:', C().backend, platform.processor())"
+lscpu | grep -E 'Model name|^CPU\(s\)' || true
+ARCTIC_BENCH_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown) python3 -m bench.suffix_accept --out "$out" 2>/dev/null
+for backend in native python; do
+  python3 -m bench.suffix_speed --backend "$backend" > "$out/suffix-speed-$backend.json" && tail -c 600 "$out/suffix-speed-$backend.json"
+done
