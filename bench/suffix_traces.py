@@ -23,17 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.texts import PARSE_CONFIG
+
 FUNCTIONS = [
-    """def parse_config(path):
-    with open(path) as f:
-        lines = f.read().splitlines()
-    config = {}
-    for line in lines:
-        if not line or line.startswith("#"):
-            continue
-        key, value = line.split("=", 1)
-        config[key.strip()] = value.strip()
-    return config""",
+    PARSE_CONFIG.rstrip(),
     """def merge_sorted(a, b):
     out = []
     i = j = 0

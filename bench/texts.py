@@ -3,7 +3,7 @@ text where model-free drafting is expected to help (code edits, lists, repeated 
 
 from __future__ import annotations
 
-_CODE = """def parse_config(path):
+PARSE_CONFIG = """def parse_config(path):
     with open(path) as f:
         lines = f.read().splitlines()
     config = {}
@@ -24,9 +24,10 @@ def acceptance_prompts() -> list[str]:
         "List the first ten prime numbers, separated by commas.",
         "Count from 1 to 30: 1, 2, 3,",
         "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, Monday, Tuesday,",
-        f"Rewrite this function with type hints, keeping everything else the same:\n\n{_CODE}",
-        f"Add a docstring to this function and return the full code:\n\n{_CODE}",
-        f"Rename the variable `config` to `settings` in this code and print the whole function:\n\n{_CODE}",
+        f"Rewrite this function with type hints, keeping everything else the same:\n\n{PARSE_CONFIG}",
+        f"Add a docstring to this function and return the full code:\n\n{PARSE_CONFIG}",
+        "Rename the variable `config` to `settings` in this code and print the whole function:\n\n"
+        + PARSE_CONFIG,
         "Convert to JSON: name Alice, age 30, city Paris; name Bob, age 25, city Rome; name Carol, age 35,",
         "<ul>\n  <li>apple</li>\n  <li>banana</li>\n  <li>cherry</li>\n  <li>",
         "Translate to French: Good morning. How are you? I am fine, thank you.",

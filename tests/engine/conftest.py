@@ -16,6 +16,25 @@ from tests.engine.prompts import MAX_TOKENS, PROMPTS
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_module(
+    module: str, request: dict[str, Any], *, enabled: bool, timeout: float = 600
+) -> dict[str, Any]:
+    """Run ``python -m module REQUEST_JSON`` in its own process, as a user's engine; its RESULT line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(request)],
+        cwd=REPO,
+        env=engine_env(enabled),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
 def run_offline(
     model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -25,19 +44,7 @@ def run_offline(
         "max_tokens": MAX_TOKENS,
         "speculative_config": speculative_config,
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.engine.offline_runner", json.dumps(request)],
-        cwd=REPO,
-        env=engine_env(enabled),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"engine run failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    return result
+    return run_module("tests.engine.offline_runner", request, enabled=enabled)
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,11 @@ import sys
 from typing import Any
 
 
-def main() -> None:
-    request = json.loads(sys.argv[1])
-    from vllm import LLM, SamplingParams
-    from vllm.v1.core.sched.scheduler import Scheduler
+def cpu_llm(request: dict[str, Any], **extra: Any) -> Any:
+    """vLLM's offline ``LLM`` with the engine tests' CPU settings for ``request["model"]``."""
+    from vllm import LLM
 
-    from arctic_runtime import patches
-
-    llm = LLM(
+    return LLM(
         request["model"],
         dtype="float32",
         enforce_eager=True,
@@ -29,7 +26,18 @@ def main() -> None:
         max_num_batched_tokens=512,
         seed=0,
         speculative_config=request.get("speculative_config"),
+        **extra,
     )
+
+
+def main() -> None:
+    request = json.loads(sys.argv[1])
+    from vllm import SamplingParams
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    from arctic_runtime import patches
+
+    llm = cpu_llm(request)
     outputs = llm.generate(
         request["prompts"], SamplingParams(temperature=0.0, max_tokens=request["max_tokens"])
     )

@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from tests.engine.offline_runner import cpu_llm
 from tests.engine.prompts import MAX_TOKENS, PROMPTS
 
 EDIT_PROMPTS = [
@@ -47,18 +48,9 @@ def suffix_state(llm: Any) -> dict[str, Any]:
 
 def main() -> None:
     request = json.loads(sys.argv[1])
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    llm = LLM(
-        request["model"],
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=1024,
-        max_num_batched_tokens=512,
-        seed=0,
-        speculative_config=request["speculative_config"],
-        disable_log_stats=False,
-    )
+    llm = cpu_llm(request, disable_log_stats=False)
     greedy = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
     result: dict[str, Any] = {"suffix_state_start": suffix_state(llm)}
 

@@ -5,16 +5,12 @@ One engine process runs every scenario (``suffix_runner``); the tests below read
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import engine_env
-from tests.engine.conftest import REPO
+from tests.engine.conftest import run_module
 
 pytestmark = pytest.mark.engine
 
@@ -24,19 +20,7 @@ SPEC = {"method": "suffix", "num_speculative_tokens": 8, "suffix_decoding_max_tr
 @pytest.fixture(scope="module")
 def suffix_run(smollm2_dir: Path) -> dict[str, Any]:
     request = {"model": str(smollm2_dir), "speculative_config": SPEC}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.engine.suffix_runner", json.dumps(request)],
-        cwd=REPO,
-        env=engine_env(True),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"suffix run failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    return result
+    return run_module("tests.engine.suffix_runner", request, enabled=True, timeout=900)
 
 
 def test_our_implementation_serves_method_suffix(suffix_run: dict[str, Any]) -> None:
