@@ -6,7 +6,8 @@ drawn from a shared pool, some copied from the prompt, some fresh). Each step, f
 against the true stream (longest matching draft prefix plus the target model's own token). Only
 the ``add_tokens`` and ``speculate`` calls are timed (``time.perf_counter_ns``), summed over the
 batch: that is what the engine loop would pay per step on one core. Before the measured steps,
-``--warm-requests`` finished responses fill the global tree so global matching is exercised too.
+``--warm-requests`` finished responses fill the global tree so global matching is exercised too; the
+batch's own responses go into it live as they are generated (and are matched by each other).
 
 Before the measured run, ``--warmup-passes`` (default 1) untimed replays of the same workload on a
 throwaway cache touch the memory the run needs once: the first touch of fresh memory (page faults;
@@ -22,8 +23,9 @@ timed per call: ``us_per_step_batched``. Both replays draft exactly the same tok
 whole batch, one ``add_tokens`` + one ``speculate`` call per request), ``us_per_request`` (per
 request per step), percentiles, the split between update and speculate, ``us_per_step_batched``
 (and its p50), the acceptance seen, memory (``bytes_per_node``: the node record;
-``allocated_bytes_per_node``: everything the cache holds divided by its nodes) and the issue's
-target (``target_us_per_step``: 300 us per step for the batch on one core).
+``allocated_bytes_per_node``: everything the cache holds divided by its trie nodes, natively below
+the record size because unique paths are stored as tails) and the issue's target
+(``target_us_per_step``: 300 us per step for the batch on one core).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The native (C++) suffix decoding backend: built, selectable, and identical to the Python reference.
 
 The differential tests drive a Python-backend cache and a native-backend cache with the same random
-operations (small vocabularies so that tokens repeat, tiny caches so that eviction happens, several
-settings) and require identical drafts (tokens, probabilities, scores, match lengths, sources),
-identical errors and identical node counts after every operation.
+operations (small vocabularies so that tokens repeat and counts tie, tiny caches so that eviction
+happens, several settings, several requests active at once so that they match each other's live
+responses, aborts and evictions) and require identical drafts (tokens, probabilities, scores, match
+lengths, sources), identical errors and identical node counts after every operation.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def test_native_extension_is_built() -> None:
     if not NATIVE_REQUIRED and not native_available():
         pytest.skip(NATIVE_MISSING)
     native = importlib.import_module("arctic_runtime.suffix._native")
-    assert native.BYTES_PER_NODE == 16
+    assert native.BYTES_PER_NODE == 20
     assert SuffixDecodingCache().backend == "native"
 
 
@@ -142,26 +143,38 @@ def test_native_token_ids_must_be_32_bit_ints() -> None:
 
 @needs_native
 def test_native_memory_is_released() -> None:
-    cache = SuffixDecodingCache(max_depth=16, max_spec_tokens=4, max_cached_requests=2, backend="native")
+    # Local tries: unique paths are kept as tails (a head record per suffix, the rest implicit), so
+    # far less than a node record per trie node is held; a stopped request's chunks go back to the
+    # pool, and idle memory beyond a slab more than is in use goes back to the OS.
+    cache = SuffixDecodingCache(max_depth=16, max_spec_tokens=4, max_cached_requests=0, backend="native")
     rng = random.Random(0)
     empty = cache.memory_estimate()["allocated_bytes"]
-    for i in range(20):
-        cache.start_request(i, [rng.randrange(1000) for _ in range(3000)])
+    for i in range(40):
+        cache.start_request(i, [rng.randrange(20) for _ in range(5000)])
     full = cache.memory_estimate()
-    assert full["bytes_per_node"] == 16 and full["local_nodes"] > 20 * 3000 * 10
-    # Nodes cost their 16 bytes plus little: chunk slack, one idle slab, the hash tables.
-    assert full["allocated_bytes"] < 1.5 * full["estimated_bytes"]
-    for i in range(20):
-        cache.add_tokens(i, [rng.randrange(1000) for _ in range(100)])
+    assert full["bytes_per_node"] == 20 and full["local_nodes"] > 40 * 5000 * 10
+    assert full["allocated_bytes"] < full["estimated_bytes"] / 2
+    for i in range(40):
         cache.stop_request(i)
     after = cache.memory_estimate()
-    assert after["local_nodes"] == 0 and after["cached_responses"] == 2
-    # One slab (2 MB) of idle chunks is kept for the next requests, the rest went back to the OS.
-    assert after["allocated_bytes"] < 4 * 2**20 < full["allocated_bytes"] / 4
+    assert after["local_nodes"] == 0
+    assert after["allocated_bytes"] < empty + 2**20 < full["allocated_bytes"] / 3
+    # The global trie: live responses are in it, finished ones stay up to max_cached_requests;
+    # emptied, it gives its memory back.
+    cache = SuffixDecodingCache(max_depth=16, max_spec_tokens=4, max_cached_requests=2, backend="native")
+    for i in range(20):
+        cache.start_request(i, [rng.randrange(1000) for _ in range(300)])
+        cache.add_tokens(i, [rng.randrange(1000) for _ in range(1000)])
+    full = cache.memory_estimate()
+    assert full["global_nodes"] > 20 * 1000 * 10 and full["cached_tokens"] == 20 * 1000
+    assert full["allocated_bytes"] < full["estimated_bytes"] / 2  # mostly unique text: tails
+    for i in range(20):
+        cache.stop_request(i)
+    assert cache.num_cached_responses == 2 and cache.memory_estimate()["cached_tokens"] == 2000
     for i in (18, 19):
         assert cache.evict_response(i)
     assert cache.memory_estimate()["global_nodes"] == 0
-    assert cache.memory_estimate()["allocated_bytes"] < empty + 4 * 2**20
+    assert cache.memory_estimate()["allocated_bytes"] < empty + 2**20
 
 
 # ----------------------------------------------------------------------------- differential tests
@@ -303,8 +316,9 @@ def test_long_random_runs_give_identical_results(seed: int) -> None:
 def test_global_matches_equal_the_reference(
     responses: list[list[int]], contexts: list[list[int]], depth: int, cached: int
 ) -> None:
-    """The native global match (suffix links, kept up to date per request) against the reference's
-    longest-first + binary search, across insertions and FIFO evictions."""
+    """The native global matching (the live response's active nodes, matching statistics over suffix
+    links for suffixes reaching into the prompt) against the reference's walks, across insertions,
+    live responses and FIFO evictions."""
     pair = Pair(SuffixConfig(max_depth=depth, max_spec_tokens=1, max_cached_requests=cached))
     for i, context in enumerate(contexts):
         pair.same("start_request", ("ctx", i), context)
@@ -319,7 +333,7 @@ def test_global_matches_equal_the_reference(
 
 
 @needs_native
-def test_evicting_a_response_moves_the_kept_global_match() -> None:
+def test_evicting_a_response_changes_the_global_match() -> None:
     pair = Pair(SuffixConfig(max_depth=8, max_spec_tokens=2, max_cached_requests=10))
     for req, response in (("z", [8, 8, 8]), ("x", [1, 2, 3, 4, 5])):
         pair.same("start_request", req, [9])
@@ -329,7 +343,7 @@ def test_evicting_a_response_moves_the_kept_global_match() -> None:
     assert pair.same("speculate", "a") == Draft([4, 5], [1.0, 1.0], 2.0, 3, "global")
     pair.same("add_tokens", "a", [4])
     assert pair.same("evict_response", "x") is True
-    assert pair.same("speculate", "a") == Draft()  # x's nodes are gone, z's remain
+    assert pair.same("speculate", "a") == Draft()  # x's nodes are gone, z's and a's live [4] remain
     pair.same("add_tokens", "a", [8, 8])
     assert pair.same("speculate", "a").token_ids == [8]
 
@@ -350,3 +364,119 @@ def test_batch_updates_unpack_like_the_reference() -> None:
         pair.same("add_tokens_and_speculate", bad)
     pair.same("speculate_batch", 5)
     assert pair.same("tokens", "a") == [1, 2, 3, 1, 2, 3, 1, 2]
+
+
+# ----------------------------------------------------------------------------- policies, differentially
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(4))
+def test_concurrent_requests_give_identical_results(seed: int) -> None:
+    """Many requests decoding at once, one engine step at a time (add_tokens_and_speculate and tree
+    drafts), from a shared pool of phrases: they match each other's live responses; some are aborted,
+    some finish, finished responses are evicted (FIFO and evict_response), ids are reused."""
+    rng = random.Random(7000 + seed)
+    depth = [8, 16, 24, 64][seed]
+    config = SuffixConfig(
+        max_depth=depth,
+        max_spec_tokens=[3, 5, 8, 16][seed],
+        max_spec_factor=[1.0, 0.5, 2.0, 1.0][seed],
+        min_token_prob=[0.1, 0.0, 0.2, 0.1][seed],
+        max_cached_requests=[2, 5, 1, 1000][seed],
+    )
+    pair = Pair(config)
+    phrases = [[rng.randrange(12) for _ in range(rng.randint(2, 6))] for _ in range(8)]
+    active: dict[int, int] = {}  # req_id -> tokens added
+    next_id = 0
+    for _ in range(120):
+        while len(active) < 6:
+            req = next_id % 10  # ids come back
+            next_id += 1
+            if req in active:
+                continue
+            if rng.random() < 0.3:
+                pair.same("evict_response", req)
+            pair.same("start_request", req, [tok for p in rng.sample(phrases, 2) for tok in p])
+            active[req] = 0
+        updates = []
+        for req in active:
+            phrase = rng.choice(phrases) if rng.random() < 0.8 else [rng.randrange(12)]
+            updates.append((req, phrase[: rng.randint(1, len(phrase))]))
+        pair.same("add_tokens_and_speculate", updates)
+        for req in list(active):
+            if rng.random() < 0.2:
+                pair.same("speculate_tree", req, None, rng.choice([None, 3, 10]))
+            if rng.random() < 0.08:
+                pair.same("stop_request", req, cache_response=rng.random() < 0.7)
+                del active[req]
+    for req in list(active):
+        pair.same("stop_request", req)
+
+
+@needs_native
+def test_equal_counts_and_every_length_give_identical_results() -> None:
+    """Tiny vocabularies: nearly every choice is a tie of counts (broken by recency) and nearly every
+    length matches (the search over lengths and its shortcuts)."""
+    for seed in range(30):
+        rng = random.Random(9000 + seed)
+        config = SuffixConfig(
+            max_depth=rng.choice([4, 6, 10, 20]),
+            max_spec_tokens=rng.choice([1, 2, 3]),
+            max_spec_factor=rng.choice([0.5, 1.0, 3.0]),
+            min_token_prob=rng.choice([0.0, 0.1, 0.3]),
+            max_cached_requests=rng.choice([1, 3, 1000]),
+        )
+        pair = Pair(config)
+        drive(pair, rng, ops=60, vocab=rng.choice([1, 2, 3]), ids=[0, 1, 2, 3])
+
+
+@needs_native
+def test_a_request_reaching_another_live_requests_tail_end() -> None:
+    """Request 0's output walks into the tail that ends request 1's live response: that node is
+    request 1's active node, and stays it as a plain node (found by fuzzing)."""
+    pair = Pair(SuffixConfig(max_depth=6, max_spec_tokens=1, max_cached_requests=1))
+    pair.same("start_request", 1, [2])
+    pair.same("start_request", 0, [2, 0, 1])
+    pair.same("add_tokens", 1, [0])
+    pair.same("add_tokens", 0, [1, 0, 1])
+    assert pair.same("speculate", 1) == Draft([1], [1.0], 1.0, 1, "global")
+    pair.same("add_tokens", 1, [1, 0])
+    pair.same("speculate_tree", 1)
+
+
+@needs_native
+def test_tail_stamps_break_tree_ties_like_the_reference() -> None:
+    """A tree draft whose equal-probability candidates include tail nodes of the local trie (whose
+    stamps are their tokens' clocks) and plain nodes of other parents (found by fuzzing)."""
+    pair = Pair(SuffixConfig(max_depth=6, max_spec_tokens=4, max_spec_factor=5.0, min_token_prob=0.0))
+    sequence = [1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1]
+    sequence += [0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 1]
+    pair.same("start_request", 0, sequence)
+    draft = pair.same("speculate_tree", 0, None, 200)
+    assert len(draft.token_ids) == 25
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(3))
+def test_renumbered_stamps_give_identical_results(seed: int) -> None:
+    """Stamps are 32 bits natively; before a trie's clock would pass 2**32 - 1 its stamps are
+    renumbered in order. Move the native clocks (the global trie's and the active requests') close
+    to the end, repeatedly, so that this happens mid-run in every trie."""
+    rng = random.Random(5000 + seed)
+    pair = Pair(SuffixConfig(max_depth=8, max_spec_tokens=3, max_cached_requests=3))
+    native = pair.nat._native
+    assert native is not None
+    for req in range(4):
+        pair.same("start_request", req, [rng.randrange(3) for _ in range(12)])
+    for _ in range(40):
+        native._advance_stamp_clock(2**32 - 1 - rng.randrange(30))
+        for req in range(4):
+            pair.same(
+                "add_tokens_and_speculate", [(req, [rng.randrange(3) for _ in range(rng.randrange(6))])]
+            )
+            pair.same("speculate_tree", req)
+        req = rng.randrange(4)
+        pair.same("stop_request", req, cache_response=rng.random() < 0.8)
+        pair.same("start_request", req, [rng.randrange(3) for _ in range(rng.randrange(12))])
+    with pytest.raises(OverflowError):
+        native._advance_stamp_clock(2**32)

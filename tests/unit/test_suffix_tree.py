@@ -140,11 +140,13 @@ def test_repeated_pattern_drafts_the_continuation(backend: BackendChoice) -> Non
     cache = SuffixDecodingCache(max_spec_tokens=8, backend=backend)
     cache.start_request("r", line * 3 + [10, 11])
     draft = cache.speculate("r")
-    assert draft.source == "local" and draft.match_len == 14
-    # The longest match's earlier occurrence is one period back, so its continuation runs into the
-    # request's own tail after one period: 6 tokens (the cap, 8, is not reached).
-    assert draft.token_ids == [12, 13, 14, 15, 10, 11]
-    assert draft.probs == [1.0] * 6 and draft.score == 6.0  # the request's own occurrence is discounted
+    # Every match length is scored. The longest with a continuation (14 tokens) occurs once before,
+    # one period back, so its draft runs into the request's own tail after one period: 6 tokens,
+    # score 6. The last 8 tokens occur twice before: all 8 allowed tokens are drafted, the last two
+    # backed by only one of the two occurrences: score 6 + 2 * 0.5 = 7, so the shorter match wins.
+    assert draft.source == "local" and draft.match_len == 8
+    assert draft.token_ids == [12, 13, 14, 15, 10, 11, 12, 13]
+    assert draft.probs == [1.0] * 6 + [0.5, 0.5] and draft.score == 7.0  # own occurrence discounted
     # A fresh context: only [10, 11, 12] matches (preceded by 9 now, by 15 or nothing before).
     cache.add_tokens("r", [9, 10, 11, 12])
     draft = cache.speculate("r")
@@ -159,7 +161,8 @@ def test_min_token_prob_cuts_the_draft() -> None:
     tokens, probs = speculate_path(node, limit=5, min_token_prob=0.5)
     assert tokens == [3] and probs == [pytest.approx(2 / 3)]  # 2/3 * 1/2 = 1/3 < 0.5
     tokens, probs = speculate_path(node, limit=5, min_token_prob=0.3)
-    assert tokens == [3, 5, 0, 1, 2] and probs == pytest.approx([2 / 3] + [1 / 3] * 4)
+    # 5 and 6 are both seen once after [1, 2, 3]: the one counted more recently, 6, is drafted.
+    assert tokens == [3, 6, 0, 1, 2] and probs == pytest.approx([2 / 3] + [1 / 3] * 4)
     assert speculate_path(node, limit=5, min_token_prob=0.7) == ([], [])
 
 
@@ -186,8 +189,10 @@ def test_tree_draft_has_branches_and_valid_parents() -> None:
     node = tree.walk([1, 2])
     assert node is not None
     tokens, parents, probs = speculate_tree(node, limit=4, max_nodes=10, min_token_prob=0.2)
-    assert tokens[:2] == [3, 4] and parents[:2] == [-1, -1]
-    assert sorted(zip(tokens[2:4], parents[2:4], strict=True)) == [(5, 0), (6, 0)]
+    # 3 (2/3) first; then five candidates of 1/3 each are taken newest first (higher stamp): 4 and
+    # its 0 (counted at the end of the sequence), then 6 and what follows it, then 5 and its tail.
+    assert tokens == [3, 4, 0, 6, 0, 1, 5, 0, 1]
+    assert parents == [-1, -1, 1, 0, 3, 4, 0, 6, 7]
     for i, parent in enumerate(parents):
         assert parent < i
         assert probs[i] <= (1.0 if parent == -1 else probs[parent])
@@ -201,7 +206,10 @@ def test_cache_tree_draft(backend: BackendChoice) -> None:
     cache = SuffixDecodingCache(backend=backend)
     cache.start_request(0, [1, 2, 3, 1, 2, 4, 1, 2, 3, 9, 1, 2])
     draft = cache.speculate_tree(0)
-    assert draft.source == "local" and draft.token_ids[:2] == [3, 4] and draft.parents[:2] == [-1, -1]
+    # After [1, 2]: 3 twice, 4 once; after [1, 2, 3]: 1 once, 9 once. 9 and 4 tie at 1/3: 9 was
+    # counted more recently, so it is taken first.
+    assert draft.source == "local" and draft.match_len == 2
+    assert draft.token_ids == [3, 9, 4, 1, 1] and draft.parents == [-1, 0, -1, 2, 0]
     assert math.isclose(draft.score, sum(draft.probs))
 
 

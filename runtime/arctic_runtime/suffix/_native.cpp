@@ -3,29 +3,38 @@
 // arithmetic in the same order, same tie-breaking, same node counts); tests/unit/test_suffix_native.py
 // checks that against the reference with random operations.
 //
-// Layout. A trie node is 16 bytes: token, count, newest child, next older sibling. A node's
-// children form a singly linked list, newest first: "the first inserted child" is the list's last,
-// so ties in the greedy draft go to the last of equal counts and the tree draft walks the list
-// backwards, which reproduces the reference's dict order. A child is found by scanning the list
-// while it is short; a node with more than kScanLimit children also has them in the trie's
-// open-addressing hash table keyed by (parent, token) (marked by the top bit of its count).
+// Layout. A node record is 20 bytes: token, count, newest child, next older sibling, stamp (the trie's
+// clock at the node's latest increment: the clock moves on by one per appended token, so siblings
+// never share a stamp and the greedy draft's tie-break, "most recently incremented", is the highest
+// stamp). A node's children form a singly linked list, newest first: the reference's dict order is
+// the list backwards, which the tree draft walks (its last tie-break is push order). A child is
+// found by scanning the list while it is short; a node with more than kScanLimit children also has
+// them in the trie's open-addressing hash table keyed by (parent, token) (marked by the top bit of
+// its count). Stamps are 32 bits: before the clock would pass 2**32 - 1 (billions of tokens through
+// one global trie), all stamps are renumbered 1..k in their order, which changes no comparison.
 //
-// Memory. Nodes live in 32 KB chunks (2048 nodes) handed out by one pool per cache, carved from
+// Tails (see Trie). A trie keeps its sequences' tokens, and a unique path (a suffix that occurs once,
+// from the depth where it first left the trie down to max_depth) is one record, a tail head, whose
+// nodes below are implicit and read from the tokens. New text (most tokens, most depths) then costs
+// no node at all; a second occurrence turns the head into a plain node, the next one into the head.
+//
+// Memory. Records live in 40 KB chunks (2048 records) handed out by one pool per cache, carved from
 // 2 MB slabs that are asked for as transparent huge pages: one page fault per 2 MB instead of one
 // per 4 KB, and a finished request's chunks are reused by the next ones without faulting again.
 // Idle chunks beyond one slab more than are in use are given back to the OS (madvise DONTNEED).
-// Each request has its own local trie (its chunks go back to the pool when it stops), its active
-// nodes by depth and its token sequence. The global trie (responses of finished requests) also keeps,
-// per node, the previous sibling (O(1) unlink when eviction deletes a node; deleted nodes go on a
-// free list and are reused) and the suffix link (the node of the path minus its first token).
+// Each request has its own local trie (its chunks go back to the pool when it stops), holding its
+// prompt + output. The global trie (responses of running requests, inserted as their tokens arrive,
+// and of finished ones) also keeps, per record, the previous sibling (O(1) unlink when a removal
+// deletes a record; deleted records go on a free list and are reused) and the suffix link (the node
+// of the path minus its first token), both in pool chunks too.
 //
-// Global matching. With suffix links, the longest suffix of a context found in the trie is computed
-// in one left-to-right pass (matching statistics), and kept up to date per request as tokens are
-// appended (O(1) amortized lookups per token) until the global trie changes (its version moves on
-// every insertion or removal), after which it is recomputed from the last max_match_len tokens. The
-// match speculation needs is then the longest of those suffixes that has a continuation, found by
-// following suffix links. This equals the reference's longest-first + binary search, because "the
-// last L tokens occur and have a continuation" is monotone in L (see SuffixTree.match in tree.py).
+// Matching (tree.py's best_over_lengths). Every match length is scored, from the longest down. In
+// the local trie the node of each length is the request's active node at that depth. In the global
+// trie the nodes of the suffixes within the request's live response are its active nodes there;
+// when the response is shorter than the longest length allowed, the longest suffix of the context
+// that occurs is found in one left-to-right pass over the last max_match_len tokens with suffix
+// links (matching statistics), and shorter lengths follow suffix links: the node of the last L - 1
+// tokens is the suffix link of the node of the last L.
 //
 // Floating point: compiled with -ffp-contract=off so no multiply-add is fused; Python never fuses.
 
@@ -57,14 +66,24 @@ constexpr uint32_t kCountMask = 0x7FFFFFFFu;  // in Node::count: the occurrence 
 constexpr uint32_t kScanLimit = 8;            // children found by scanning the sibling list
 constexpr uint32_t kMaxNodes = 0xFFFFFFF0u;   // node indices stay below NIL
 constexpr double kCeilSlack = 1e-9;           // tree.py's _CEIL_SLACK
+constexpr uint32_t kStampMax = 0xFFFFFFFFu;   // the clock is renumbered before it passes this
+
+inline void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
 
 struct Node {
   int32_t token;
   uint32_t count;  // occurrences | kHashed
   uint32_t first;  // newest child, NIL if none
   uint32_t next;   // next older sibling (on the free list: the next free node)
+  uint32_t stamp;  // the trie's clock at the latest increment of count
 };
-static_assert(sizeof(Node) == 16, "Node is 16 bytes");
+static_assert(sizeof(Node) == 20, "Node is 20 bytes");
 
 // A trie too large for 32-bit counts or indices (billions of tokens): OverflowError.
 struct CapacityError : std::runtime_error {
@@ -81,11 +100,47 @@ inline uint64_t mix(uint32_t parent, int32_t token) {
   return x;
 }
 
-// (parent, token) -> child, linear probing, backward-shift deletion, load factor <= 1/2.
+constexpr size_t kHugePage = size_t{2} << 20;  // 2 MB: one transparent huge page
+
+// `bytes` (a multiple of kHugePage) of zeroed memory, 2 MB aligned and asked for as transparent huge
+// pages: one page fault and one TLB entry per 2 MB.
+#ifndef _WIN32
+void* alloc_huge(size_t bytes) {
+  void* raw = mmap(nullptr, bytes + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+  if (aligned > start) munmap(raw, aligned - start);
+  const uintptr_t end = start + bytes + kHugePage;
+  if (end > aligned + bytes) munmap(reinterpret_cast<void*>(aligned + bytes), end - aligned - bytes);
+  void* p = reinterpret_cast<void*>(aligned);
+#ifdef MADV_HUGEPAGE
+  madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+void free_huge(void* p, size_t bytes) { munmap(p, bytes); }
+#else
+void* alloc_huge(size_t bytes) {
+  void* p = std::calloc(bytes, 1);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void free_huge(void* p, size_t) { std::free(p); }
+#endif
+
+// (parent, token) -> child, linear probing, backward-shift deletion, load factor <= 1/2. Tables of
+// 2 MB and more are on huge pages (in a large global trie every lookup is a cache miss; this spares
+// the TLB miss on top).
 class ChildMap {
  public:
+  ChildMap() = default;
+  ChildMap(const ChildMap&) = delete;
+  ChildMap& operator=(const ChildMap&) = delete;
+  ~ChildMap() { release(); }
+
   uint32_t find(uint32_t parent, int32_t token) const {
-    if (slots_.empty()) return NIL;
+    if (size_ == 0) return NIL;
     size_t i = mix(parent, token) & mask_;
     for (;;) {
       const Slot& s = slots_[i];
@@ -95,8 +150,12 @@ class ChildMap {
     }
   }
 
+  void prefetch(uint32_t parent, int32_t token) const {
+    if (size_ != 0) ::prefetch(&slots_[mix(parent, token) & mask_]);
+  }
+
   void insert(uint32_t parent, int32_t token, uint32_t child) {  // the key must be absent
-    if ((used_ + 1) * 2 > slots_.size()) grow();
+    if ((used_ + 1) * 2 > size_) grow();
     size_t i = mix(parent, token) & mask_;
     while (slots_[i].parent != NIL) i = (i + 1) & mask_;
     slots_[i] = Slot{parent, token, child};
@@ -104,7 +163,7 @@ class ChildMap {
   }
 
   void erase(uint32_t parent, int32_t token) {
-    if (slots_.empty()) return;
+    if (size_ == 0) return;
     size_t i = mix(parent, token) & mask_;
     for (;;) {
       const Slot& s = slots_[i];
@@ -129,12 +188,14 @@ class ChildMap {
   }
 
   void release() {
-    std::vector<Slot>().swap(slots_);
+    free_slots(slots_, size_);
+    slots_ = nullptr;
+    size_ = 0;
     mask_ = 0;
     used_ = 0;
   }
 
-  size_t bytes() const { return slots_.capacity() * sizeof(Slot); }
+  size_t bytes() const { return alloc_bytes(size_); }
 
  private:
   struct Slot {
@@ -143,20 +204,47 @@ class ChildMap {
     uint32_t child;
   };
 
+  static bool huge(size_t size) { return size * sizeof(Slot) >= kHugePage; }
+  static size_t alloc_bytes(size_t size) {
+    const size_t bytes = size * sizeof(Slot);
+    return huge(size) ? (bytes + kHugePage - 1) & ~(kHugePage - 1) : bytes;
+  }
+  static Slot* alloc_slots(size_t size) {
+    void* p = huge(size) ? alloc_huge(alloc_bytes(size)) : std::malloc(alloc_bytes(size));
+    if (p == nullptr) throw std::bad_alloc();
+    Slot* slots = static_cast<Slot*>(p);
+    std::fill(slots, slots + size, Slot{NIL, 0, NIL});
+    return slots;
+  }
+  static void free_slots(Slot* slots, size_t size) {
+    if (slots == nullptr) return;
+    if (huge(size)) {
+      free_huge(slots, alloc_bytes(size));
+    } else {
+      std::free(slots);
+    }
+  }
+
   void grow() {
-    const size_t size = slots_.empty() ? 16 : slots_.size() * 2;
-    std::vector<Slot> old(size, Slot{NIL, 0, NIL});
-    old.swap(slots_);
+    const size_t size = size_ == 0 ? 16 : size_ * 2;
+    Slot* fresh = alloc_slots(size);
+    Slot* old = slots_;
+    const size_t old_size = size_;
+    slots_ = fresh;
+    size_ = size;
     mask_ = size - 1;
-    for (const Slot& s : old) {
+    for (size_t k = 0; k < old_size; ++k) {
+      const Slot& s = old[k];
       if (s.parent == NIL) continue;
       size_t i = mix(s.parent, s.token) & mask_;
       while (slots_[i].parent != NIL) i = (i + 1) & mask_;
       slots_[i] = s;
     }
+    free_slots(old, old_size);
   }
 
-  std::vector<Slot> slots_;
+  Slot* slots_ = nullptr;
+  size_t size_ = 0;
   size_t mask_ = 0;
   size_t used_ = 0;
 };
@@ -166,9 +254,9 @@ class NodePool {
  public:
   static constexpr size_t kShift = 11;
   static constexpr size_t kChunkNodes = size_t{1} << kShift;  // 2048 nodes
-  static constexpr size_t kChunkBytes = kChunkNodes * sizeof(Node);  // 32 KB
-  static constexpr size_t kSlabBytes = size_t{2} << 20;  // 2 MB: one transparent huge page
-  static constexpr size_t kChunksPerSlab = kSlabBytes / kChunkBytes;
+  static constexpr size_t kChunkBytes = kChunkNodes * sizeof(Node);  // 40 KB
+  static constexpr size_t kSlabBytes = kHugePage;
+  static constexpr size_t kChunksPerSlab = kSlabBytes / kChunkBytes;  // 51 (8 KB of a slab unused)
 
   NodePool() = default;
   NodePool(const NodePool&) = delete;
@@ -220,31 +308,8 @@ class NodePool {
     for (size_t k = kChunksPerSlab; k-- > 0;) warm_.push_back(reinterpret_cast<Node*>(slab + k * kChunkBytes));
   }
 
-#ifndef _WIN32
-  // 2 MB aligned, so that the kernel can back it with one huge page.
-  static void* alloc_slab() {
-    void* raw = mmap(nullptr, 2 * kSlabBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) throw std::bad_alloc();
-    const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
-    const uintptr_t aligned = (start + kSlabBytes - 1) & ~(uintptr_t{kSlabBytes} - 1);
-    if (aligned > start) munmap(raw, aligned - start);
-    const uintptr_t end = start + 2 * kSlabBytes;
-    if (end > aligned + kSlabBytes) munmap(reinterpret_cast<void*>(aligned + kSlabBytes), end - aligned - kSlabBytes);
-    void* slab = reinterpret_cast<void*>(aligned);
-#ifdef MADV_HUGEPAGE
-    madvise(slab, kSlabBytes, MADV_HUGEPAGE);
-#endif
-    return slab;
-  }
-  static void free_slab(void* slab) { munmap(slab, kSlabBytes); }
-#else
-  static void* alloc_slab() {
-    void* slab = std::malloc(kSlabBytes);
-    if (slab == nullptr) throw std::bad_alloc();
-    return slab;
-  }
-  static void free_slab(void* slab) { std::free(slab); }
-#endif
+  static void* alloc_slab() { return alloc_huge(kSlabBytes); }
+  static void free_slab(void* slab) { free_huge(slab, kSlabBytes); }
 
   std::vector<void*> slabs_;
   std::vector<Node*> warm_;  // idle chunks, resident
@@ -252,77 +317,148 @@ class NodePool {
   size_t in_use_ = 0;
 };
 
-// A growable array of trivially copyable T in malloc'd chunks of 4096 (the global trie's links).
+// A growable array of trivially copyable T (the global trie's links) in the pool's chunks: on huge
+// pages like the nodes (links of random nodes are read and written: no TLB miss on top of the cache
+// miss), and handed back to the pool when released.
 template <typename T>
 class ChunkedArray {
  public:
-  static constexpr size_t kShift = 12;
-  static constexpr size_t kChunk = size_t{1} << kShift;
+  static constexpr size_t kChunk = NodePool::kChunkBytes / sizeof(T);  // 10240 uint32
 
-  ChunkedArray() = default;
+  explicit ChunkedArray(NodePool& pool) : pool_(pool) {}
   ChunkedArray(const ChunkedArray&) = delete;
   ChunkedArray& operator=(const ChunkedArray&) = delete;
   ~ChunkedArray() { release(); }
 
-  T& operator[](size_t i) { return chunks_[i >> kShift][i & (kChunk - 1)]; }
-  const T& operator[](size_t i) const { return chunks_[i >> kShift][i & (kChunk - 1)]; }
-  size_t bytes() const { return chunks_.size() * kChunk * sizeof(T) + chunks_.capacity() * sizeof(T*); }
+  T& operator[](size_t i) { return chunks_[i / kChunk][i % kChunk]; }
+  const T& operator[](size_t i) const { return chunks_[i / kChunk][i % kChunk]; }
+  size_t bytes() const { return chunks_.capacity() * sizeof(T*); }  // the chunks are the pool's
 
   void ensure(size_t n) {  // room for indices < n
-    while ((chunks_.size() << kShift) < n) {
+    while (chunks_.size() * kChunk < n) {
       chunks_.reserve(chunks_.size() + 1);
-      void* p = std::malloc(kChunk * sizeof(T));
-      if (p == nullptr) throw std::bad_alloc();
-      chunks_.push_back(static_cast<T*>(p));
+      chunks_.push_back(reinterpret_cast<T*>(pool_.get()));
     }
   }
 
   void release() {
-    for (T* chunk : chunks_) std::free(chunk);
+    for (T* chunk : chunks_) pool_.put(reinterpret_cast<Node*>(chunk));
     std::vector<T*>().swap(chunks_);
   }
 
  private:
+  NodePool& pool_;
   std::vector<T*> chunks_;
 };
 
-struct Match {
+constexpr uint32_t kTailTag = 0x80000000u;       // in Node::first of a tail head: kTailTag | tail id
+constexpr uint32_t kVirtual = 0xFFFFFFFEu;       // in an active list: the node is in that suffix's own tail
+constexpr uint32_t kMaxRecords = kTailTag - 16;  // record indices stay below kTailTag
+
+// A trie node as drafting and matching see it: the record `node` (depth 0), or the implicit node at
+// `depth` in the tail whose head record is `node`.
+struct Ref {
   uint32_t node;
+  uint32_t depth;
+};
+
+struct Match {
+  Ref node;
   long length;
 };
 
-// A trie of every suffix (truncated at max_depth) of the sequences inserted, with counts; see tree.py's
-// SuffixTree. `global` tries also keep previous siblings and suffix links (removal, fast matching).
+// A trie of every suffix (truncated at max_depth) of the sequences inserted, with counts and stamps;
+// see tree.py's SuffixTree. A local trie holds one sequence (a request's prompt + output), the global
+// trie many (responses, live and finished); the trie keeps each sequence's tokens and, per token, the
+// clock when it came (its stamp). `global` tries also keep previous siblings and suffix links (removal,
+// matching).
+//
+// Tails. Most suffixes of new text are unique after a few tokens: inserted node by node they would
+// cost a new node per depth per token. Instead, when a suffix of sequence S starting at s first leaves
+// the trie at depth d0 (no child for its next token), one record is created there, a *tail head*: count
+// 1, `first` = kTailTag | the id of a Tail entry {S, s, d0, parent record}. The nodes below it on the
+// suffix's path, S[s .. s + d) for d0 < d <= min(max_depth, len(S) - s), are implicit: count 1, one
+// child (S's next token), stamp S.stamps[s + d - 1] (a head's stamp is found the same way), so appending
+// a token to S extends each of its open tails without touching memory. When another occurrence walks
+// into a tail head, the head becomes a plain node counted twice and the tail's next implicit node (if
+// any) its new head. Plain nodes are created only that way (and the root), so a plain node's suffix
+// link is always a plain node; a tail node's is found from its head's parent's. Counts, stamps and
+// node counts (records + implicit nodes) are exactly the reference trie's; only the storage differs.
 class Trie {
  public:
-  Trie(NodePool& pool, int max_depth, bool global) : pool_(pool), max_depth_(max_depth), global_(global) {
-    reset();
+  struct Seq {
+    std::vector<int32_t> tokens;
+    std::vector<uint32_t> stamps;  // stamps[i]: the clock when tokens[i] was appended
+    // While the sequence may grow: active[d] is the node of its last d tokens, d < max_depth (kVirtual:
+    // in that suffix's own tail). Empty once closed.
+    std::vector<uint32_t> active;
+  };
+  struct Tail {
+    uint32_t seq;
+    uint32_t start;
+    uint32_t depth;   // of the head
+    uint32_t parent;  // the head's parent: a plain record
+  };
+
+  Trie(NodePool& pool, int max_depth, bool global)
+      : pool_(pool), max_depth_(max_depth), global_(global), prev_(pool), slink_(pool) {
+    reset_nodes();
   }
   Trie(const Trie&) = delete;
   Trie& operator=(const Trie&) = delete;
-  ~Trie() { release(); }
+  ~Trie() { release_nodes(); }
 
-  void reset() {
-    release();
-    size_ = 0;
-    free_head_ = NIL;
-    num_nodes_ = 0;
-    ++version_;
-    append(Node{0, 0, NIL, NIL});  // the root
+  // ---- sequences
+
+  uint32_t add_sequence() {
+    uint32_t id;
+    if (!free_seqs_.empty()) {
+      id = free_seqs_.back();
+      free_seqs_.pop_back();
+    } else {
+      free_seqs_.reserve(seqs_.size() + 1);  // remove() never allocates
+      seqs_.emplace_back();
+      id = static_cast<uint32_t>(seqs_.size() - 1);
+    }
+    seqs_[id].active.assign(1, 0);  // the root
+    return id;
   }
+  // The sequence will not grow any more: its active nodes are not needed.
+  void close(uint32_t seq) { std::vector<uint32_t>().swap(seqs_[seq].active); }
+  const std::vector<int32_t>& tokens(uint32_t seq) const { return seqs_[seq].tokens; }
+  const std::vector<uint32_t>& active(uint32_t seq) const { return seqs_[seq].active; }
 
-  size_t num_nodes() const { return num_nodes_; }
+  // ---- sizes
+
+  size_t num_nodes() const { return num_nodes_ + implicit_; }  // as the reference counts them
   uint32_t root_count() const { return count(0); }
-  uint64_t version() const { return version_; }
-  // Bytes held besides the node chunks (those are the pool's): chunk table, links, hash table.
+  // Bytes held besides the node chunks (those are the pool's): chunk table, link chunk tables, hash
+  // table, sequences, tails, scratch.
   size_t overhead_bytes() const {
-    return chunks_.capacity() * sizeof(Node*) + prev_.bytes() + slink_.bytes() + map_.bytes() +
-           stack_.capacity() * sizeof(uint32_t);
+    size_t bytes = chunks_.capacity() * sizeof(Node*) + prev_.bytes() + slink_.bytes() + map_.bytes() +
+                   stack_.capacity() * sizeof(uint32_t) + created_.capacity() * sizeof(Created) +
+                   tails_.capacity() * sizeof(Tail) + free_tails_.capacity() * sizeof(uint32_t) +
+                   seqs_.capacity() * sizeof(Seq) + free_seqs_.capacity() * sizeof(uint32_t);
+    for (const Seq& s : seqs_) {
+      bytes += (s.tokens.capacity() + s.stamps.capacity() + s.active.capacity()) * sizeof(uint32_t);
+    }
+    return bytes;
   }
+
+  // ---- records
 
   const Node& node(uint32_t i) const { return chunks_[i >> NodePool::kShift][i & (NodePool::kChunkNodes - 1)]; }
   uint32_t count(uint32_t i) const { return node(i).count & kCountMask; }
-  bool has_children(uint32_t i) const { return node(i).first != NIL; }
+  bool is_head(uint32_t i) const {
+    const uint32_t first = node(i).first;
+    return first != NIL && (first & kTailTag) != 0;
+  }
+  uint32_t record_stamp(uint32_t i) const {
+    const Node& n = node(i);
+    if (n.first == NIL || (n.first & kTailTag) == 0) return n.stamp;
+    const Tail& t = tails_[n.first & ~kTailTag];
+    return seqs_[t.seq].stamps[t.start + t.depth - 1];
+  }
 
   uint32_t find_child(uint32_t parent, int32_t token) const {
     const Node& p = node(parent);
@@ -333,32 +469,154 @@ class Trie {
     return NIL;
   }
 
-  // Append `tokens` to a sequence whose active nodes (depth 0 .. < max_depth) are `active`.
-  void extend(std::vector<uint32_t>& active, const int32_t* tokens, size_t n) {
+  // ---- any node (Ref)
+
+  bool in_tail(Ref r) const { return r.depth != 0 || is_head(r.node); }
+  uint32_t ref_count(Ref r) const { return r.depth != 0 ? 1 : count(r.node); }
+  // The only child of a tail node (its sequence's next token), if the tail goes on below it.
+  bool tail_child(Ref r, Ref& child, int32_t& token, uint32_t& stamp) const {
+    const Tail& t = tails_[node(r.node).first & ~kTailTag];
+    const Seq& s = seqs_[t.seq];
+    const size_t depth = r.depth != 0 ? r.depth : t.depth;
+    if (depth >= static_cast<size_t>(max_depth_) || t.start + depth >= s.tokens.size()) return false;
+    child = Ref{r.node, static_cast<uint32_t>(depth + 1)};
+    token = s.tokens[t.start + depth];
+    stamp = s.stamps[t.start + depth];
+    return true;
+  }
+  bool has_children(Ref r) const {
+    if (!in_tail(r)) return node(r.node).first != NIL;
+    Ref child{NIL, 0};
+    int32_t token;
+    uint32_t stamp;
+    return tail_child(r, child, token, stamp);
+  }
+  // The child of `r` for `token`; node NIL if none.
+  Ref child_of(Ref r, int32_t token) const {
+    if (in_tail(r)) {
+      Ref child{NIL, 0};
+      int32_t next;
+      uint32_t stamp;
+      if (tail_child(r, child, next, stamp) && next == token) return child;
+      return Ref{NIL, 0};
+    }
+    return Ref{find_child(r.node, token), 0};
+  }
+
+  // The node of `r`'s path less its first token (global tries; `r` is not the root). A plain node's is
+  // stored. A tail node's: the head's parent's link, then down the rest of the path, which is short
+  // and ends at once in another tail where it enters one.
+  Ref suffix_link(Ref r) const {
+    if (!in_tail(r)) return Ref{slink_[r.node], 0};
+    const Tail& t = tails_[node(r.node).first & ~kTailTag];
+    const Seq& s = seqs_[t.seq];
+    const size_t depth = r.depth != 0 ? r.depth : t.depth;  // the result has depth - 1 tokens
+    Ref cur{0, 0};
+    size_t cur_depth = 0;
+    if (t.depth >= 2) {
+      cur = Ref{slink_[t.parent], 0};
+      cur_depth = t.depth - 2;
+    }
+    for (size_t i = t.start + 1 + cur_depth; i < t.start + depth; ++i) {
+      if (in_tail(cur)) {  // the rest of the path is that tail's
+        const size_t base = cur.depth != 0 ? cur.depth : tails_[node(cur.node).first & ~kTailTag].depth;
+        return Ref{cur.node, static_cast<uint32_t>(base + (t.start + depth - i))};
+      }
+      cur = Ref{find_child(cur.node, s.tokens[i]), 0};
+    }
+    return cur;
+  }
+
+  // CapacityError unless `n` more tokens fit (the root's count is the number of tokens).
+  void check_room(size_t n) const {
     if (n > static_cast<size_t>(kCountMask - count(0))) {
       throw CapacityError("a suffix trie cannot hold more than 2**31 - 1 tokens");
     }
-    ++version_;
-    const size_t max_depth = static_cast<size_t>(max_depth_);
-    for (size_t k = 0; k < n; ++k) {
-      const int32_t token = tokens[k];
-      at(0).count += 1;
-      const size_t depth = active.size();
-      uint32_t carry = 0;  // the new active node one level up: the root, then each new child
-      for (size_t d = 0; d < depth; ++d) {
-        const uint32_t parent = active[d];
-        active[d] = carry;
-        const uint32_t child = child_or_create(parent, token, carry);
-        at(child).count += 1;
-        carry = child;
-      }
-      if (depth < max_depth) active.push_back(carry);  // else: depth max_depth is never extended
+  }
+
+  // Tests: move the clock on to `value` (never back), so that the renumbering runs soon.
+  void advance_clock(uint32_t value) { clock_ = std::max(clock_, value); }
+
+  // Ask for a sequence's active nodes' cache lines (they were last touched an engine step ago), so
+  // that they arrive while the caller does other work before extend().
+  void prefetch_active(uint32_t seq) const {
+    for (uint32_t a : seqs_[seq].active) {
+      if (a != kVirtual) prefetch(&node(a));
     }
   }
 
-  // Take out every count a sequence of `tokens` added (global tries only); tree.py's remove().
-  void remove(const int32_t* tokens, size_t n) {
-    ++version_;
+  // Append `tokens` to sequence `seq` (not closed).
+  void extend(uint32_t seq_id, const int32_t* tokens, size_t n) {
+    check_room(n);
+    Seq& seq = seqs_[seq_id];
+    std::vector<uint32_t>& active = seq.active;
+    const size_t total = seq.tokens.size() + n;
+    if (seq.tokens.capacity() < total) seq.tokens.reserve(std::max(total, 2 * seq.tokens.capacity()));
+    if (seq.stamps.capacity() < total) seq.stamps.reserve(std::max(total, 2 * seq.stamps.capacity()));
+    const size_t max_depth = static_cast<size_t>(max_depth_);
+    for (size_t k = 0; k < n; ++k) {
+      const int32_t token = tokens[k];
+      if (clock_ == kStampMax) renumber_stamps();
+      const uint32_t stamp = ++clock_;
+      const size_t pos = seq.tokens.size();
+      seq.tokens.push_back(token);
+      seq.stamps.push_back(stamp);
+      at(0).count += 1;
+      const size_t depth = active.size();
+      if (depth < max_depth) active.push_back(0);  // else: depth max_depth is never extended
+      uint32_t* const act = active.data();
+      const size_t kept = active.size();
+      created_.clear();
+      // Deepest first: a tail that a shallower suffix walks into has been extended already, and
+      // act[d + 1] has been stepped when act[d]'s suffix overwrites it.
+      for (size_t d = depth; d-- > 0;) {
+        const uint32_t parent = act[d];
+        if (parent == kVirtual) {  // the suffix's own tail grows by an implicit node
+          ++implicit_;
+          if (d + 1 < kept) act[d + 1] = kVirtual;
+          continue;
+        }
+        Node& p = at(parent);
+        uint32_t child = NIL;
+        uint32_t siblings = 0;
+        if (p.first == NIL) {
+        } else if (p.count & kHashed) {
+          child = map_.find(parent, token);
+        } else {
+          for (child = p.first; child != NIL; child = node(child).next, ++siblings) {
+            if (node(child).token == token) break;
+          }
+        }
+        if (child == NIL) {  // the suffix leaves the trie: a new tail
+          const uint32_t id = new_tail(Tail{seq_id, static_cast<uint32_t>(pos - d), static_cast<uint32_t>(d + 1), parent});
+          child = add_child(parent, p, token, siblings);
+          Node& head = at(child);
+          head.count = 1;
+          head.first = kTailTag | id;
+          if (d + 1 < kept) act[d + 1] = kVirtual;
+          continue;
+        }
+        if (node(child).first != NIL && (node(child).first & kTailTag) != 0) {
+          split(child, stamp);
+          if (global_) created_.push_back(Created{child, static_cast<uint32_t>(d)});
+        } else {
+          Node& c = at(child);
+          c.count += 1;
+          c.stamp = stamp;
+        }
+        if (d + 1 < kept) act[d + 1] = child;
+      }
+      // A new plain node's suffix link: the new active node one level up (act[0] is the root). Its
+      // path occurs at least twice, so that node is plain too.
+      for (const Created& c : created_) slink_[c.node] = act[c.parent_depth];
+    }
+  }
+
+  // Take out sequence `seq`'s counts, nodes and tails, and forget it (global tries); tree.py's remove().
+  void remove(uint32_t seq_id) {
+    Seq& seq = seqs_[seq_id];
+    const size_t n = seq.tokens.size();
+    const int32_t* tokens = seq.tokens.data();
     at(0).count -= static_cast<uint32_t>(n);
     const size_t max_depth = static_cast<size_t>(max_depth_);
     for (size_t start = 0; start < n; ++start) {
@@ -367,118 +625,193 @@ class Trie {
       for (size_t i = start; i < end; ++i) {
         const uint32_t child = find_child(parent, tokens[i]);
         if (child == NIL) break;  // cannot happen while the counts are consistent
+        if (is_head(child)) {     // this suffix's own tail (no other path goes through a tail)
+          unlink(parent, child);
+          free_subtree(child);
+          break;
+        }
         at(child).count -= 1;
         if (count(child) == 0) {
           unlink(parent, child);
-          free_subtree(child);  // a chain of end - i nodes: no other occurrence is left below
+          free_subtree(child);  // what hangs below is only the rest of this suffix
           break;
         }
         parent = child;
       }
     }
-    if (num_nodes_ == 0 && count(0) == 0) reset();  // empty: give the memory back
+    std::vector<int32_t>().swap(seq.tokens);
+    std::vector<uint32_t>().swap(seq.stamps);
+    std::vector<uint32_t>().swap(seq.active);
+    free_seqs_.push_back(seq_id);  // room reserved by add_sequence
+    if (num_nodes_ == 0 && count(0) == 0) reset_nodes();  // empty: give the memory back
   }
 
-  // Matching (global tries only). advance() appends one token to a context whose longest suffix of
-  // at most `cap` tokens found in the trie is (node, length), keeping that invariant.
-  void advance(uint32_t& node_index, long& length, int32_t token, long cap) const {
+  // Matching (global tries). advance() appends one token to a context whose longest suffix of at most
+  // `cap` tokens found in the trie is (node, length), keeping that invariant.
+  void advance(Ref& node_ref, long& length, int32_t token, long cap) const {
     for (;;) {
-      const uint32_t child = find_child(node_index, token);
-      if (child != NIL) {
-        node_index = child;
+      const Ref child = child_of(node_ref, token);
+      if (child.node != NIL) {
+        node_ref = child;
         ++length;
         break;
       }
       if (length == 0) return;
-      node_index = slink_[node_index];
+      node_ref = suffix_link(node_ref);
       --length;
     }
     if (length > cap) {
-      node_index = slink_[node_index];
+      node_ref = suffix_link(node_ref);
       --length;
     }
   }
 
   // The longest suffix of context[0..n) of at most `cap` tokens found in the trie.
   Match longest_present(const int32_t* context, size_t n, long cap) const {
-    Match m{0, 0};
+    Match m{Ref{0, 0}, 0};
     const long limit = std::min(static_cast<long>(n), cap);
     if (limit <= 0) return m;
     for (size_t i = n - static_cast<size_t>(limit); i < n; ++i) advance(m.node, m.length, context[i], cap);
     return m;
   }
 
-  // The longest suffix of `m` (itself included) whose node has a child: tree.py's match() result.
-  Match with_continuation(Match m) const {
-    while (m.length > 0 && !has_children(m.node)) {
-      m.node = slink_[m.node];
-      --m.length;
-    }
-    return m;
-  }
-
  private:
+  struct Created {
+    uint32_t node;
+    uint32_t parent_depth;
+  };
+
   Node& at(uint32_t i) { return chunks_[i >> NodePool::kShift][i & (NodePool::kChunkNodes - 1)]; }
 
-  void release() {
+  void reset_nodes() {
+    release_nodes();
+    size_ = 0;
+    free_head_ = NIL;
+    num_nodes_ = 0;
+    implicit_ = 0;
+    clock_ = 0;  // no stamp is left to compare with (every sequence left is empty)
+    append(Node{0, 0, NIL, NIL, 0});  // the root
+  }
+
+  void release_nodes() {
     for (Node* chunk : chunks_) pool_.put(chunk);
     std::vector<Node*>().swap(chunks_);
     prev_.release();
     slink_.release();
     map_.release();
     std::vector<uint32_t>().swap(stack_);
+    std::vector<Created>().swap(created_);
+    std::vector<Tail>().swap(tails_);
+    std::vector<uint32_t>().swap(free_tails_);
   }
 
+  uint32_t new_tail(const Tail& t) {
+    if (!free_tails_.empty()) {
+      const uint32_t id = free_tails_.back();
+      free_tails_.pop_back();
+      tails_[id] = t;
+      return id;
+    }
+    if (tails_.size() >= kTailTag - 1) throw CapacityError("a suffix trie cannot hold more tails");
+    free_tails_.reserve(tails_.size() + 1);  // free_tail never allocates
+    tails_.push_back(t);
+    return static_cast<uint32_t>(tails_.size() - 1);
+  }
+  void free_tail(uint32_t id) { free_tails_.push_back(id); }
+
+  size_t tail_end(const Tail& t) const {  // the depth of the tail's deepest node
+    return std::min(static_cast<size_t>(max_depth_), seqs_[t.seq].tokens.size() - t.start);
+  }
+
+  // A second occurrence reaches tail head `h` (its own sequence already extended by the current token,
+  // if it is the sequence being extended): it becomes a plain node counted twice, and the tail's next
+  // implicit node, if any, its new head.
+  void split(uint32_t h, uint32_t stamp) {
+    const uint32_t id = node(h).first & ~kTailTag;
+    const Tail t = tails_[id];
+    const size_t end = tail_end(t);
+    Node& head = at(h);
+    head.count = 2;
+    head.stamp = stamp;
+    head.first = NIL;
+    if (end > t.depth) {
+      const uint32_t c = add_child(h, head, seqs_[t.seq].tokens[t.start + t.depth], 0);
+      Node& next = at(c);
+      next.count = 1;
+      next.first = kTailTag | id;
+      tails_[id].depth = t.depth + 1;
+      tails_[id].parent = h;
+      --implicit_;  // that node is a record now
+    } else {
+      // The head was the tail's only node: the end of its sequence's suffix. If that sequence is still
+      // growing (another one reached its tail), the suffix's active node is this record from now on.
+      free_tail(id);
+      std::vector<uint32_t>& owner = seqs_[t.seq].active;
+      if (t.depth < owner.size()) owner[t.depth] = h;
+    }
+  }
+
+  // Give the stamps the values 1..k in the same order (equal stamps stay equal) and set the clock to
+  // k: no comparison between stamps changes. Once per ~4 billion tokens at most.
+  void renumber_stamps() {
+    std::vector<uint32_t> stamps;
+    for (const Seq& s : seqs_) stamps.insert(stamps.end(), s.stamps.begin(), s.stamps.end());
+    // Free records have count 0; a tail head's stamp is its sequence's.
+    for (uint32_t i = 1; i < size_; ++i) {
+      if (count(i) != 0 && !is_head(i)) stamps.push_back(node(i).stamp);
+    }
+    std::sort(stamps.begin(), stamps.end());
+    stamps.erase(std::unique(stamps.begin(), stamps.end()), stamps.end());
+    if (stamps.size() >= kStampMax) throw CapacityError("a suffix trie ran out of 32-bit stamps");
+    auto rank = [&stamps](uint32_t stamp) {
+      return static_cast<uint32_t>(std::lower_bound(stamps.begin(), stamps.end(), stamp) - stamps.begin()) + 1;
+    };
+    for (uint32_t i = 1; i < size_; ++i) {
+      if (count(i) != 0 && !is_head(i)) at(i).stamp = rank(node(i).stamp);
+    }
+    for (Seq& s : seqs_) {
+      for (uint32_t& stamp : s.stamps) stamp = rank(stamp);
+    }
+    clock_ = static_cast<uint32_t>(stamps.size());
+  }
+
+  // A fresh record slot at the end (node chunks and link arrays grow a chunk at a time).
   uint32_t append(const Node& value) {
-    if (size_ >= kMaxNodes) throw CapacityError("a suffix trie cannot hold more than 2**32 - 16 nodes");
-    if ((size_ >> NodePool::kShift) == chunks_.size()) {
-      chunks_.reserve(chunks_.size() + 1);
-      chunks_.push_back(pool_.get());
-    }
-    if (global_) {
-      prev_.ensure(size_ + 1);
-      slink_.ensure(size_ + 1);
-    }
+    if ((size_ & (NodePool::kChunkNodes - 1)) == 0) add_chunk();
     const uint32_t i = static_cast<uint32_t>(size_++);
     at(i) = value;
     return i;
   }
 
-  uint32_t alloc(int32_t token) {
-    uint32_t i;
-    if (free_head_ != NIL) {
-      i = free_head_;
-      free_head_ = node(i).next;
-      at(i) = Node{token, 0, NIL, NIL};
-    } else {
-      i = append(Node{token, 0, NIL, NIL});
+  void add_chunk() {
+    if (size_ >= kMaxRecords) throw CapacityError("a suffix trie cannot hold more than 2**31 - 16 node records");
+    chunks_.reserve(chunks_.size() + 1);
+    if (global_) {
+      prev_.ensure(size_ + NodePool::kChunkNodes);
+      slink_.ensure(size_ + NodePool::kChunkNodes);
     }
-    ++num_nodes_;
-    return i;
+    chunks_.push_back(pool_.get());
   }
 
-  uint32_t child_or_create(uint32_t parent, int32_t token, uint32_t link) {
-    const bool hashed = (node(parent).count & kHashed) != 0;
-    uint32_t siblings = 0;
-    if (hashed) {
-      const uint32_t found = map_.find(parent, token);
-      if (found != NIL) return found;
-    } else {
-      for (uint32_t c = node(parent).first; c != NIL; c = node(c).next, ++siblings) {
-        if (node(c).token == token) return c;
-      }
-    }
-    const uint32_t child = alloc(token);
-    Node& p = at(parent);
+  // A new child record of `parent` (whose record is `p`) for `token`, newest in its sibling list;
+  // `siblings`: how many children it had (it joins the hash table past kScanLimit).
+  uint32_t add_child(uint32_t parent, Node& p, int32_t token, uint32_t siblings) {
     const uint32_t old_first = p.first;
-    at(child).next = old_first;
+    uint32_t child;
+    if (free_head_ != NIL) {
+      child = free_head_;
+      free_head_ = node(child).next;
+      at(child) = Node{token, 0, NIL, old_first, 0};
+    } else {
+      child = append(Node{token, 0, NIL, old_first, 0});
+    }
+    ++num_nodes_;
     p.first = child;
-    if (global_) {
-      slink_[child] = link;
+    if (global_) {  // a plain node's suffix link is set by extend()
       prev_[child] = NIL;
       if (old_first != NIL) prev_[old_first] = child;
     }
-    if (hashed) {
+    if (p.count & kHashed) {
       map_.insert(parent, token, child);
     } else if (siblings + 1 > kScanLimit) {
       p.count |= kHashed;
@@ -499,18 +832,25 @@ class Trie {
     if (node(parent).count & kHashed) map_.erase(parent, node(child).token);
   }
 
+  // Free `top` and every record below it (tails: their implicit nodes go too).
   void free_subtree(uint32_t top) {
     stack_.clear();
     stack_.push_back(top);
     while (!stack_.empty()) {
       const uint32_t i = stack_.back();
       stack_.pop_back();
-      const bool hashed = (node(i).count & kHashed) != 0;
-      for (uint32_t c = node(i).first; c != NIL; c = node(c).next) {
-        if (hashed) map_.erase(i, node(c).token);
-        stack_.push_back(c);
+      if (is_head(i)) {
+        const uint32_t id = node(i).first & ~kTailTag;
+        implicit_ -= tail_end(tails_[id]) - tails_[id].depth;
+        free_tail(id);
+      } else {
+        const bool hashed = (node(i).count & kHashed) != 0;
+        for (uint32_t c = node(i).first; c != NIL; c = node(c).next) {
+          if (hashed) map_.erase(i, node(c).token);
+          stack_.push_back(c);
+        }
       }
-      at(i) = Node{0, 0, NIL, free_head_};
+      at(i) = Node{0, 0, NIL, free_head_, 0};
       free_head_ = i;
       --num_nodes_;
     }
@@ -520,36 +860,36 @@ class Trie {
   int max_depth_;
   bool global_;
   std::vector<Node*> chunks_;
-  size_t size_ = 0;  // node slots used (nodes + free list + root)
+  size_t size_ = 0;  // record slots used (records + free list + root)
   ChunkedArray<uint32_t> prev_;   // global only: previous (newer) sibling
-  ChunkedArray<uint32_t> slink_;  // global only: suffix link
+  ChunkedArray<uint32_t> slink_;  // global only: suffix link of a plain node
   ChildMap map_;
   uint32_t free_head_ = NIL;
-  size_t num_nodes_ = 0;
-  uint64_t version_ = 0;
+  size_t num_nodes_ = 0;  // records, not counting the root
+  size_t implicit_ = 0;   // nodes in tails below their heads
+  uint32_t clock_ = 0;    // tokens appended (renumbered: see renumber_stamps); the latest stamp
+  std::vector<Seq> seqs_;
+  std::vector<uint32_t> free_seqs_;
+  std::vector<Tail> tails_;
+  std::vector<uint32_t> free_tails_;
   std::vector<uint32_t> stack_;
+  std::vector<Created> created_;  // extend(): nodes made plain for one token (global tries)
 };
 
 struct Request {
-  Request(NodePool& pool, int max_depth) : trie(pool, max_depth, false) { active.push_back(0); }
-  Trie trie;
-  std::vector<uint32_t> active;  // active[d]: node of the last d tokens, d < max_depth
-  std::vector<int32_t> tokens;   // prompt + output
+  Request(NodePool& pool, int max_depth) : trie(pool, max_depth, false), seq(trie.add_sequence()) {}
+  Trie trie;     // the local trie: one sequence, the prompt + output
+  uint32_t seq;  // that sequence in `trie`
   size_t prompt_len = 0;
-  // The longest suffix of `tokens` (at most max_match_len) in the global trie, valid while the
-  // global trie's version is `global_version`.
-  uint32_t global_node = 0;
-  long global_length = 0;
-  uint64_t global_version = 0;  // 0: never computed (trie versions start at 1)
+  uint32_t global_seq = NIL;  // with the global trie on: the live response's sequence there
 
-  size_t bytes() const {
-    return sizeof(Request) + trie.overhead_bytes() + active.capacity() * sizeof(uint32_t) +
-           tokens.capacity() * sizeof(int32_t);
-  }
+  const std::vector<int32_t>& tokens() const { return trie.tokens(seq); }
+  size_t response_len() const { return tokens().size() - prompt_len; }
+  size_t bytes() const { return sizeof(Request) + trie.overhead_bytes(); }
 };
 
 struct CachedResponse {
-  std::vector<int32_t> tokens;
+  uint32_t seq;      // in the global trie
   PyObject* req_id;  // owned
 };
 
@@ -560,9 +900,8 @@ struct Config {
   double max_spec_offset;
   double min_token_prob;
   Py_ssize_t max_cached_requests;
-  long max_match_len() const { return max_depth - max_spec_tokens; }
-  // tree.py's match(context, max_match_len) tries suffixes of at most this many tokens.
-  long match_cap() const { return std::min(static_cast<long>(max_depth) - 1, max_match_len()); }
+  long max_match_len() const { return max_depth - max_spec_tokens; }  // <= max_depth - 1
+  bool global_on() const { return max_cached_requests > 0; }
 };
 
 enum Source { kNone = 0, kLocal = 1, kGlobal = 2 };
@@ -579,17 +918,19 @@ struct DraftOut {
 struct Candidate {
   double prob;
   uint64_t order;
+  uint32_t stamp;
   int32_t parent;
   int32_t depth;
-  uint32_t node;
+  Ref node;
   int32_t token;
 };
 
-// Max-heap order for std::push_heap: the top is the highest prob, then the lowest order (tree.py's
-// heapq of (-prob, order, ...)).
+// Max-heap order for std::push_heap: the top is the highest prob, then the highest stamp, then the
+// lowest order (tree.py's heapq of (-prob, -stamp, order, ...)).
 struct CandidateLess {
   bool operator()(const Candidate& a, const Candidate& b) const {
     if (a.prob != b.prob) return a.prob < b.prob;
+    if (a.stamp != b.stamp) return a.stamp < b.stamp;
     return a.order > b.order;
   }
 };
@@ -609,10 +950,14 @@ struct State {
   uint64_t next_key = 0;
   // scratch
   std::vector<int32_t> token_buf;
-  std::vector<uint32_t> active_buf;
   std::vector<Candidate> heap;
   std::vector<uint32_t> children;
   DraftOut a, b;
+  // limits[L]: draft_limit(L, limits_cap, ...) for L in 0..max_match_len (drafts of one call share a
+  // cap: usually the configured one, so the table is rarely recomputed).
+  std::vector<long> limits;
+  long long limits_cap = LLONG_MIN;
+  void set_limits(long long cap);
 };
 
 // ------------------------------------------------------------------------- arithmetic as in Python
@@ -623,6 +968,15 @@ long draft_limit(long match_len, long long cap, double factor, double offset) {
   long long limit = cap;
   if (by_match < static_cast<double>(limit)) limit = static_cast<long long>(by_match);
   return limit < 0 ? 0 : static_cast<long>(limit);
+}
+
+void State::set_limits(long long cap) {
+  if (cap == limits_cap && !limits.empty()) return;
+  limits.resize(static_cast<size_t>(cfg.max_match_len()) + 1);
+  for (size_t length = 0; length < limits.size(); ++length) {
+    limits[length] = draft_limit(static_cast<long>(length), cap, cfg.max_spec_factor, cfg.max_spec_offset);
+  }
+  limits_cap = cap;
 }
 
 // Python's built-in sum() over a list of floats: from 0 (int), so the first float is taken as is;
@@ -651,34 +1005,47 @@ double py_sum(const std::vector<double>& values) {
 
 // ------------------------------------------------------------------------- drafts (tree.py)
 
-// speculate_path: the most frequent child (ties: inserted first) while the path probability holds.
-void speculate_path(const Trie& trie, uint32_t node, long limit, double min_token_prob, bool discount_self,
+// speculate_path: the most frequent child (ties: the highest stamp) while the path probability holds.
+void speculate_path(const Trie& trie, Ref node, long limit, double min_token_prob, bool discount_self,
                     DraftOut& out) {
   out.tokens.clear();
   out.probs.clear();
   double prob = 1.0;
-  long long denominator = static_cast<long long>(trie.count(node)) - (discount_self ? 1 : 0);
-  while (static_cast<long>(out.tokens.size()) < limit && trie.has_children(node) && denominator > 0) {
-    uint32_t best = NIL;
+  long long denominator = static_cast<long long>(trie.ref_count(node)) - (discount_self ? 1 : 0);
+  while (static_cast<long>(out.tokens.size()) < limit && denominator > 0) {
+    Ref best{NIL, 0};
     uint32_t best_count = 0;
-    for (uint32_t c = trie.node(node).first; c != NIL; c = trie.node(c).next) {
-      const uint32_t count = trie.count(c);
-      if (count >= best_count) {  // newest first: the last of equal counts is the oldest
-        best = c;
-        best_count = count;
+    int32_t best_token = 0;
+    if (trie.in_tail(node)) {  // one child: the sequence's next token
+      uint32_t stamp;
+      if (!trie.tail_child(node, best, best_token, stamp)) break;
+      best_count = 1;
+    } else {
+      uint32_t best_stamp = 0;
+      for (uint32_t c = trie.node(node.node).first; c != NIL; c = trie.node(c).next) {
+        const uint32_t count = trie.count(c);
+        const uint32_t stamp = trie.record_stamp(c);
+        // Siblings have distinct stamps; on a full tie the list's last (the dict's first) would win.
+        if (count > best_count || (count == best_count && stamp >= best_stamp)) {
+          best.node = c;
+          best_count = count;
+          best_stamp = stamp;
+        }
       }
+      if (best.node == NIL) break;  // no children
+      best_token = trie.node(best.node).token;
     }
     prob *= static_cast<double>(best_count) / static_cast<double>(denominator);
     if (prob < min_token_prob) break;
-    out.tokens.push_back(trie.node(best).token);
+    out.tokens.push_back(best_token);
     out.probs.push_back(prob);
     node = best;
     denominator = best_count;
   }
 }
 
-// speculate_tree: best-first expansion by path probability (ties: first pushed).
-void speculate_tree(State& st, const Trie& trie, uint32_t node, long limit, long long max_nodes,
+// speculate_tree: best-first expansion by path probability (ties: the highest stamp, then first pushed).
+void speculate_tree(State& st, const Trie& trie, Ref node, long limit, long long max_nodes,
                     double min_token_prob, bool discount_self, DraftOut& out) {
   out.tokens.clear();
   out.parents.clear();
@@ -689,19 +1056,31 @@ void speculate_tree(State& st, const Trie& trie, uint32_t node, long limit, long
   heap.clear();
   uint64_t order = 0;
   const CandidateLess less;
-  auto push_children = [&](uint32_t parent_node, int32_t parent_index, double parent_prob, int32_t depth) {
-    long long denominator = trie.count(parent_node);
+  auto push = [&](double prob, uint32_t stamp, int32_t parent_index, int32_t depth, Ref ref, int32_t token) {
+    heap.push_back(Candidate{prob, order, stamp, parent_index, depth, ref, token});
+    std::push_heap(heap.begin(), heap.end(), less);
+    ++order;
+  };
+  auto push_children = [&](Ref parent, int32_t parent_index, double parent_prob, int32_t depth) {
+    long long denominator = trie.ref_count(parent);
     if (parent_index == -1 && discount_self) denominator -= 1;
     if (denominator <= 0 || depth >= limit) return;
+    if (trie.in_tail(parent)) {
+      Ref child{NIL, 0};
+      int32_t token;
+      uint32_t stamp;
+      if (!trie.tail_child(parent, child, token, stamp)) return;
+      const double prob = parent_prob * 1.0 / static_cast<double>(denominator);
+      if (prob >= min_token_prob) push(prob, stamp, parent_index, depth + 1, child, token);
+      return;
+    }
     children.clear();
-    for (uint32_t c = trie.node(parent_node).first; c != NIL; c = trie.node(c).next) children.push_back(c);
+    for (uint32_t c = trie.node(parent.node).first; c != NIL; c = trie.node(c).next) children.push_back(c);
     for (size_t k = children.size(); k-- > 0;) {  // oldest first: dict order
       const uint32_t c = children[k];
       const double prob = parent_prob * static_cast<double>(trie.count(c)) / static_cast<double>(denominator);
       if (prob >= min_token_prob) {
-        heap.push_back(Candidate{prob, order, parent_index, depth + 1, c, trie.node(c).token});
-        std::push_heap(heap.begin(), heap.end(), less);
-        ++order;
+        push(prob, trie.record_stamp(c), parent_index, depth + 1, Ref{c, 0}, trie.node(c).token);
       }
     }
   };
@@ -717,71 +1096,53 @@ void speculate_tree(State& st, const Trie& trie, uint32_t node, long limit, long
   }
 }
 
-// tree.py's SuffixTree.match_sequence: binary search over the request's active nodes.
-Match match_sequence(const Request& r, long max_len, int max_depth) {
-  long limit = std::min(static_cast<long>(r.active.size()) - 1, static_cast<long>(max_depth) - 1);
-  limit = std::min(limit, max_len);
-  if (limit <= 0) return Match{0, 0};
-  if (r.trie.has_children(r.active[limit])) return Match{r.active[limit], limit};
-  long lo = 0, hi = limit - 1;
-  while (lo < hi) {
-    const long mid = (lo + hi + 1) / 2;
-    if (r.trie.has_children(r.active[mid])) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return Match{r.active[lo], lo};
-}
-
-// tree.py's global_tree.match(tokens, max_match_len) for request r, from its kept state.
-Match match_global(State& st, Request& r) {
-  if (r.global_version != st.global.version()) {
-    const Match m = st.global.longest_present(r.tokens.data(), r.tokens.size(), st.cfg.match_cap());
-    r.global_node = m.node;
-    r.global_length = m.length;
-    r.global_version = st.global.version();
-  }
-  return st.global.with_continuation(Match{r.global_node, r.global_length});
-}
-
-// SuffixDecodingCache.speculate: the better greedy draft of the local and global tries.
-void speculate(State& st, Request& r, long long cap, DraftOut& best) {
+// tree.py's best_over_lengths: the best draft over the match lengths longest..1 of one trie, where
+// node_at(L) gives the node of the last L tokens (called for descending L only; node kVirtual: in the
+// request's own tail). A candidate replaces `best` only if it scores strictly more. kTree: tree drafts
+// of at most `budget` nodes.
+template <bool kTree, typename NodeAt>
+void best_over_lengths(State& st, const Trie& trie, NodeAt&& node_at, long longest, long own_len,
+                       long long budget, Source source, DraftOut& best) {
   const Config& cfg = st.cfg;
-  const Match local = match_sequence(r, cfg.max_match_len(), cfg.max_depth);
-  long limit = draft_limit(local.length, cap, cfg.max_spec_factor, cfg.max_spec_offset);
-  speculate_path(r.trie, local.node, limit, cfg.min_token_prob, local.length > 0, best);
-  if (!best.tokens.empty()) {
-    best.score = py_sum(best.probs);
-    best.match_len = local.length;
-    best.source = kLocal;
-  } else {
-    best.probs.clear();
-    best.score = 0.0;
-    best.match_len = 0;
-    best.source = kNone;
-  }
-  if (!st.cached.empty() && best.score < static_cast<double>(cap)) {
-    const Match g = match_global(st, r);
-    limit = draft_limit(g.length, cap, cfg.max_spec_factor, cfg.max_spec_offset);
-    DraftOut& other = (&best == &st.a) ? st.b : st.a;
-    speculate_path(st.global, g.node, limit, cfg.min_token_prob, false, other);
-    if (!other.tokens.empty()) {
-      const double score = py_sum(other.probs);
-      if (score > best.score) {
-        best.tokens.swap(other.tokens);
-        best.probs.swap(other.probs);
-        best.score = score;
-        best.match_len = g.length;
-        best.source = kGlobal;
-      }
+  DraftOut& cand = (&best == &st.a) ? st.b : st.a;
+  const long* limits = st.limits.data();
+  uint32_t above = NIL;  // the count of the node one length longer (counts never reach NIL)
+  for (long length = longest; length > 0; --length) {
+    const long limit = limits[length];
+    const long long bound = kTree ? std::min(static_cast<long long>(limit), budget) : limit;
+    if (static_cast<double>(bound) <= best.score) break;
+    const Ref node = node_at(length);
+    if (node.node == kVirtual) {  // in the request's own tail: count 1 (itself), no child yet
+      above = 1;
+      continue;
+    }
+    const uint32_t count = trie.ref_count(node);
+    if (count == above) continue;
+    above = count;
+    if (!trie.has_children(node)) continue;
+    const bool discount = length <= own_len;
+    if (kTree) {
+      speculate_tree(st, trie, node, limit, budget, cfg.min_token_prob, discount, cand);
+    } else {
+      speculate_path(trie, node, limit, cfg.min_token_prob, discount, cand);
+    }
+    if (cand.tokens.empty()) continue;
+    const double score = py_sum(cand.probs);
+    if (score > best.score) {
+      std::swap(best.tokens, cand.tokens);
+      std::swap(best.probs, cand.probs);
+      if (kTree) std::swap(best.parents, cand.parents);
+      best.score = score;
+      best.match_len = length;
+      best.source = source;
     }
   }
 }
 
-// SuffixDecodingCache.speculate_tree.
-void speculate_tree_draft(State& st, Request& r, long long cap, long long budget, DraftOut& best) {
+// SuffixDecodingCache._search: the local trie's lengths, then the global trie's with the local best
+// as the draft to beat.
+template <bool kTree>
+void search(State& st, Request& r, long long cap, long long budget, DraftOut& best) {
   const Config& cfg = st.cfg;
   best.tokens.clear();
   best.parents.clear();
@@ -789,37 +1150,35 @@ void speculate_tree_draft(State& st, Request& r, long long cap, long long budget
   best.score = 0.0;
   best.match_len = 0;
   best.source = kNone;
-  DraftOut& cand = st.b;
-  const Match local = match_sequence(r, cfg.max_match_len(), cfg.max_depth);
-  long limit = draft_limit(local.length, cap, cfg.max_spec_factor, cfg.max_spec_offset);
-  speculate_tree(st, r.trie, local.node, limit, budget, cfg.min_token_prob, local.length > 0, cand);
-  if (!cand.tokens.empty()) {
-    const double score = py_sum(cand.probs);
-    if (score > best.score) {
-      std::swap(best.tokens, cand.tokens);
-      std::swap(best.parents, cand.parents);
-      std::swap(best.probs, cand.probs);
-      best.score = score;
-      best.match_len = local.length;
-      best.source = kLocal;
-    }
+  st.set_limits(cap);
+  const std::vector<uint32_t>& active = r.trie.active(r.seq);
+  long longest = std::min(static_cast<long>(active.size()) - 1, cfg.max_match_len());
+  best_over_lengths<kTree>(
+      st, r.trie, [&active](long length) { return Ref{active[static_cast<size_t>(length)], 0}; }, longest,
+      longest, budget, kLocal, best);
+  if (!cfg.global_on() || st.global.root_count() == 0) return;
+  const std::vector<int32_t>& context = r.tokens();
+  const long own_len = static_cast<long>(r.response_len());
+  longest = std::min(static_cast<long>(context.size()), cfg.max_match_len());
+  Match m{Ref{0, 0}, 0};
+  const Trie& global = st.global;
+  const std::vector<uint32_t>& own = global.active(r.global_seq);
+  if (own_len >= longest) {
+    m = Match{Ref{own[static_cast<size_t>(longest)], 0}, longest};
+  } else {
+    m = global.longest_present(context.data(), context.size(), longest);
   }
-  if (!st.cached.empty()) {
-    const Match g = match_global(st, r);
-    limit = draft_limit(g.length, cap, cfg.max_spec_factor, cfg.max_spec_offset);
-    speculate_tree(st, st.global, g.node, limit, budget, cfg.min_token_prob, false, cand);
-    if (!cand.tokens.empty()) {
-      const double score = py_sum(cand.probs);
-      if (score > best.score) {
-        std::swap(best.tokens, cand.tokens);
-        std::swap(best.parents, cand.parents);
-        std::swap(best.probs, cand.probs);
-        best.score = score;
-        best.match_len = g.length;
-        best.source = kGlobal;
-      }
-    }
-  }
+  best_over_lengths<kTree>(
+      st, global,
+      [&m, &global, &own, own_len](long length) {
+        if (length <= own_len) return Ref{own[static_cast<size_t>(length)], 0};  // no chain of lookups
+        while (m.length > length) {
+          m.node = global.suffix_link(m.node);
+          --m.length;
+        }
+        return m.node;
+      },
+      m.length, own_len, budget, kGlobal, best);
 }
 
 // ------------------------------------------------------------------------- the Python type
@@ -1111,9 +1470,9 @@ PyObject* Cache_start_request(CacheObject* self, PyObject* const* args, Py_ssize
   if (!to_tokens(args[1], st.token_buf)) return nullptr;
   NATIVE_TRY
   std::unique_ptr<Request> r(new Request(st.pool, st.cfg.max_depth));
-  r->tokens = st.token_buf;
   r->prompt_len = st.token_buf.size();
-  r->trie.extend(r->active, st.token_buf.data(), st.token_buf.size());
+  r->trie.extend(r->seq, st.token_buf.data(), st.token_buf.size());
+  if (st.cfg.global_on()) r->global_seq = st.global.add_sequence();  // its live response, empty so far
   Py_ssize_t slot;
   if (!st.free_slots.empty()) {
     slot = st.free_slots.back();
@@ -1136,17 +1495,19 @@ PyObject* Cache_start_request(CacheObject* self, PyObject* const* args, Py_ssize
 
 bool add_tokens(CacheObject* self, PyObject* req_id, PyObject* tokens) {
   State& st = *self->st;
-  if (lookup(self, req_id) == nullptr) return false;  // KeyError first, like the reference
+  const Request* before = lookup(self, req_id);
+  if (before == nullptr) return false;  // KeyError first, like the reference
+  before->trie.prefetch_active(before->seq);  // these lines arrive while the tokens are converted
+  if (st.cfg.global_on()) st.global.prefetch_active(before->global_seq);
   if (!to_tokens(tokens, st.token_buf)) return false;
   // Again: converting the tokens may have run Python code (__index__) that stopped the request.
   Request* r = lookup(self, req_id);
   if (r == nullptr) return false;
-  r->trie.extend(r->active, st.token_buf.data(), st.token_buf.size());  // checks capacity first
-  r->tokens.insert(r->tokens.end(), st.token_buf.begin(), st.token_buf.end());
-  if (r->global_version == st.global.version()) {  // keep the global match up to date
-    const long cap = st.cfg.match_cap();
-    for (int32_t token : st.token_buf) st.global.advance(r->global_node, r->global_length, token, cap);
-  }
+  const bool live = st.cfg.global_on();
+  r->trie.check_room(st.token_buf.size());
+  if (live) st.global.check_room(st.token_buf.size());
+  r->trie.extend(r->seq, st.token_buf.data(), st.token_buf.size());
+  if (live) st.global.extend(r->global_seq, st.token_buf.data(), st.token_buf.size());
   return true;
 }
 
@@ -1161,7 +1522,7 @@ PyObject* Cache_add_tokens(CacheObject* self, PyObject* const* args, Py_ssize_t 
 // Remove the oldest (or a given) cached response from the global trie.
 void drop_cached(CacheObject* self, std::map<uint64_t, CachedResponse>::iterator it) {
   State& st = *self->st;
-  st.global.remove(it->second.tokens.data(), it->second.tokens.size());
+  st.global.remove(it->second.seq);
   PyObject* req_id = it->second.req_id;
   // Forget req_id -> key only if it still names this response (not a later one of the same id).
   if (req_id != nullptr) {
@@ -1195,19 +1556,19 @@ PyObject* Cache_stop_request(CacheObject* self, PyObject* const* args, Py_ssize_
   std::unique_ptr<Request> r(st.slots[static_cast<size_t>(slot)]);
   st.slots[static_cast<size_t>(slot)] = nullptr;
   st.free_slots.push_back(slot);  // capacity reserved by start_request: no allocation
-  if (!cache_response || r->tokens.size() <= r->prompt_len || st.cfg.max_cached_requests == 0) {
+  if (!st.cfg.global_on()) Py_RETURN_NONE;
+  NATIVE_TRY
+  if (!cache_response || r->response_len() == 0) {  // an abort (or nothing to cache): it leaves the trie
+    st.global.remove(r->global_seq);
     Py_RETURN_NONE;
   }
-  NATIVE_TRY
-  CachedResponse resp;
-  resp.tokens.assign(r->tokens.begin() + static_cast<std::ptrdiff_t>(r->prompt_len), r->tokens.end());
+  CachedResponse resp;  // the response stays in the global trie, now as a finished one
+  resp.seq = r->global_seq;
   resp.req_id = nullptr;
   r.reset();
   const uint64_t key = st.next_key++;
-  st.active_buf.clear();
-  st.active_buf.push_back(0);
-  st.global.extend(st.active_buf, resp.tokens.data(), resp.tokens.size());
-  auto it = st.cached.emplace(key, std::move(resp)).first;
+  auto it = st.cached.emplace(key, resp).first;
+  st.global.close(resp.seq);  // it will not grow any more
   PyObject* key_obj = PyLong_FromUnsignedLongLong(key);
   if (key_obj == nullptr) return nullptr;
   const int rc = PyDict_SetItem(self->cached_ids, req_id, key_obj);
@@ -1247,7 +1608,7 @@ PyObject* speculate_one(CacheObject* self, PyObject* req_id, long long cap) {
   Request* r = lookup(self, req_id);
   if (r == nullptr) return nullptr;
   State& st = *self->st;
-  speculate(st, *r, cap, st.a);
+  search<false>(st, *r, cap, 0, st.a);
   return make_draft(self, st.a, false);
 }
 
@@ -1277,7 +1638,7 @@ PyObject* Cache_speculate_tree(CacheObject* self, PyObject* const* args, Py_ssiz
   Request* r = lookup(self, args[0]);
   if (r == nullptr) return nullptr;
   NATIVE_TRY
-  speculate_tree_draft(st, *r, cap, budget, st.a);
+  search<true>(st, *r, cap, budget, st.a);
   return make_draft(self, st.a, true);
   NATIVE_CATCH
 }
@@ -1379,7 +1740,7 @@ PyObject* Cache_add_tokens_and_speculate(CacheObject* self, PyObject* const* arg
 PyObject* Cache_tokens(CacheObject* self, PyObject* req_id) {
   Request* r = lookup(self, req_id);
   if (r == nullptr) return nullptr;
-  return int_list(r->tokens);
+  return int_list(r->tokens());
 }
 
 PyObject* Cache_active_requests(CacheObject* self, PyObject*) { return PyFrozenSet_New(self->ids); }
@@ -1400,12 +1761,29 @@ PyObject* Cache_memory(CacheObject* self, PyObject*) {
   }
   bytes += st.slots.capacity() * sizeof(Request*) + st.free_slots.capacity() * sizeof(Py_ssize_t);
   for (const auto& item : st.cached) {
-    bytes += sizeof(item) + 32 + item.second.tokens.capacity() * sizeof(int32_t);  // 32: the map's links
+    bytes += sizeof(item) + 32;  // 32: the map's links; the tokens are the global trie's
   }
   return Py_BuildValue("(nnnnnnn)", static_cast<Py_ssize_t>(local_trees), static_cast<Py_ssize_t>(local_nodes),
                        static_cast<Py_ssize_t>(st.cached.size()), static_cast<Py_ssize_t>(st.global.root_count()),
                        static_cast<Py_ssize_t>(st.global.num_nodes()), static_cast<Py_ssize_t>(sizeof(Node)),
                        static_cast<Py_ssize_t>(bytes));
+}
+
+// Tests only: move every trie's clock on to `value` (never back), so that a test can make the stamp
+// renumbering run after a few tokens and check that no draft changes.
+PyObject* Cache_advance_stamp_clock(CacheObject* self, PyObject* arg) {
+  const unsigned long value = PyLong_AsUnsignedLong(arg);
+  if (PyErr_Occurred()) return nullptr;
+  if (value > kStampMax) {
+    PyErr_SetString(PyExc_OverflowError, "a stamp is 32 bits");
+    return nullptr;
+  }
+  State& st = *self->st;
+  st.global.advance_clock(static_cast<uint32_t>(value));
+  for (Request* r : st.slots) {
+    if (r != nullptr) r->trie.advance_clock(static_cast<uint32_t>(value));
+  }
+  Py_RETURN_NONE;
 }
 
 PyMethodDef Cache_methods[] = {
@@ -1436,6 +1814,8 @@ PyMethodDef Cache_methods[] = {
     {"memory", reinterpret_cast<PyCFunction>(Cache_memory), METH_NOARGS,
      "memory() -> (local_trees, local_nodes, cached_responses, cached_tokens, global_nodes, "
      "bytes_per_node, allocated_bytes)"},
+    {"_advance_stamp_clock", reinterpret_cast<PyCFunction>(Cache_advance_stamp_clock), METH_O,
+     "_advance_stamp_clock(value, /): tests only, move every trie's clock on to value"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -4,10 +4,12 @@ See the package docstring (``arctic_runtime.suffix``) for the public API and its
 holds three layers:
 
 * ``SuffixTree``: a trie over every suffix of each inserted sequence, truncated at ``max_depth``
-  tokens, with occurrence counts; incremental ``extend``, exact ``remove``, ``match``.
+  tokens, with occurrence counts and recency stamps; incremental ``extend``, exact ``remove``,
+  ``match``.
 * ``speculate_path`` / ``speculate_tree``: drafts read off a matched node.
-* ``SuffixConfig`` and ``SuffixDecodingCache``: per-request local trees plus one global tree of
-  recent responses, and the choice between their drafts. The cache runs either on these Python
+* ``SuffixConfig`` and ``SuffixDecodingCache``: per-request local trees plus one global tree of the
+  responses of active and recently finished requests, the search over match lengths and the choice
+  between the tries' drafts. The cache runs either on these Python
   classes (``backend="python"``) or, by default when it is built, on the C++ extension
   ``arctic_runtime.suffix._native`` (``backend="native"``), which implements the same cache with
   identical results; see ``SuffixDecodingCache``.
@@ -18,6 +20,11 @@ at depth ``d`` whose path is ``P`` has ``count`` = number of positions where ``P
 sequences in the tree), and the root's count is the total number of tokens. A child's count is at
 most its parent's; the difference is the number of occurrences of ``P`` that end a sequence (or sit
 at depth ``max_depth``, where nodes have no children).
+
+Recency convention. Each trie has a clock that moves on by one per appended token; every node whose
+count that token increments gets the clock's new value as its ``stamp`` (removing counts leaves
+stamps alone). Siblings never share a stamp (one token increments at most one child of a node), so
+"the most recently incremented child" is always well defined; it breaks ties between equal counts.
 """
 
 from __future__ import annotations
@@ -25,19 +32,20 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     from arctic_runtime.suffix._native import Cache as _NativeCache
 
-# A node is a plain object (two slots) with one dict of children. Measured with tracemalloc on CPython
-# 3.11 x86-64: 48 bytes for the object plus 224 bytes for a dict holding one child, ~272 bytes for
-# the typical node of a deep, thin trie (most nodes have exactly one child). Counts above 256 and
-# token ids not shared with other objects add 28 bytes each, which the estimate ignores. The native
-# backend's node is 16 bytes (``_native.BYTES_PER_NODE``).
-BYTES_PER_NODE = 272
+# A node is a plain object (three slots) with one dict of children. Measured with tracemalloc on
+# CPython 3.11 x86-64: 56 bytes for the object plus 224 bytes for a dict holding one child, ~280 bytes
+# for the typical node of a deep, thin trie (most nodes have exactly one child). Counts above 256 and
+# token ids not shared with other objects add 28 bytes each, which the estimate ignores (a stamp is
+# shared by the up to max_depth nodes one token increments). The native backend's node is 20 bytes
+# (``_native.BYTES_PER_NODE``).
+BYTES_PER_NODE = 280
 
 # Float slack for ceil(max_spec_factor * match_len + max_spec_offset): 0.1 * 30 is 3.0000000000000004
 # in binary floating point and must give 3, not 4.
@@ -45,12 +53,14 @@ _CEIL_SLACK = 1e-9
 
 
 class _Node:
-    """One trie node: how many times its path occurred, and its children keyed by token id."""
+    """One trie node: how many times its path occurred, when it was last counted (the trie's clock
+    at its latest increment), and its children keyed by token id."""
 
-    __slots__ = ("children", "count")
+    __slots__ = ("children", "count", "stamp")
 
     def __init__(self) -> None:
         self.count = 0
+        self.stamp = 0
         self.children: dict[int, _Node] = {}
 
 
@@ -69,6 +79,8 @@ class SuffixTree:
     the node of the last ``d`` tokens), for depths below ``max_depth``. Appending token ``t`` steps
     every active node into its child ``t`` (creating it if needed) and counts one more occurrence
     there, so one token costs O(max_depth) dictionary operations regardless of the sequence length.
+    Each appended token also moves the trie's ``clock`` on by one and stamps the nodes it counted
+    with it (see the module docstring).
     """
 
     def __init__(self, max_depth: int) -> None:
@@ -79,6 +91,8 @@ class SuffixTree:
         self._tokens: dict[Hashable, list[int]] = {}
         self._active: dict[Hashable, list[_Node]] = {}
         self._num_nodes = 0
+        self.clock = 0
+        """Tokens appended so far (over all sequences, never decreasing): the latest stamp."""
 
     # ----------------------------------------------------------------------------- updates
 
@@ -92,7 +106,9 @@ class SuffixTree:
         root = self.root
         max_depth = self.max_depth
         created = 0
+        clock = self.clock
         for token in new_tokens:
+            clock += 1
             root.count += 1
             stepped = [root]
             for node in active:
@@ -101,11 +117,13 @@ class SuffixTree:
                     child = node.children[token] = _Node()
                     created += 1
                 child.count += 1
+                child.stamp = clock
                 stepped.append(child)
             if len(stepped) > max_depth:
                 stepped.pop()  # a node at depth max_depth is never extended
             active = stepped
             tokens.append(token)
+        self.clock = clock
         self._active[seq_id] = active
         self._num_nodes += created
 
@@ -152,6 +170,12 @@ class SuffixTree:
         """The tokens of ``seq_id`` so far (do not modify)."""
         return self._tokens[seq_id]
 
+    def active_nodes(self, seq_id: Hashable) -> Sequence[_Node]:
+        """The nodes of the suffixes ending at the last token of ``seq_id``, by length: item ``d``
+        is the node of its last ``d`` tokens (item 0 the root), for ``d < min(len, max_depth)`` + 1
+        (do not modify). Each count includes the sequence's own, current occurrence."""
+        return self._active[seq_id]
+
     def count_nodes(self) -> int:
         """Nodes counted by walking the trie (O(nodes); for tests)."""
         total = 0
@@ -186,10 +210,11 @@ class SuffixTree:
         """The node of the longest suffix of ``context`` found in the trie, and that suffix's length.
 
         Only suffixes of at most ``min(len(context), max_depth, max_len)`` tokens are tried. With
-        ``require_continuation`` (the default, and what speculation needs) the suffix must also have
-        been seen followed by some token, i.e. its node must have a child; then lengths are capped at
-        ``max_depth - 1`` since deeper nodes never have children. Returns ``(root, 0)`` when nothing
-        matches.
+        ``require_continuation`` (the default) the suffix must also have been seen followed by some
+        token, i.e. its node must have a child; then lengths are capped at ``max_depth - 1`` since
+        deeper nodes never have children. Returns ``(root, 0)`` when nothing matches. (The cache's
+        speculation scores every length, see ``SuffixDecodingCache``; it uses this with
+        ``require_continuation=False`` for the longest length that occurs at all.)
 
         Search order: the longest allowed suffix is tried first (in repetitive text it usually
         matches, for one walk of its length). If it fails, the answer is found by binary search
@@ -234,7 +259,8 @@ class SuffixTree:
         The suffixes of the sequence's own tail are its active nodes, so the longest one that has a
         continuation (an earlier occurrence followed by a token) is found by binary search over that
         list: no dictionary lookups at all. The sequence's own, current occurrence of the match is
-        part of the node's count (see ``speculate_path``'s ``discount_self``).
+        part of the node's count (see ``speculate_path``'s ``discount_self``). The cache scores
+        every length instead of taking the longest (``active_nodes``); this stays for tests and tools.
         """
         active = self._active[seq_id]
         limit = min(len(active) - 1, self.max_depth - 1)
@@ -264,8 +290,9 @@ def draft_limit(match_len: int, max_spec_tokens: int, max_spec_factor: float, ma
     return max(0, min(max_spec_tokens, by_match))
 
 
-def _by_count(item: tuple[int, _Node]) -> int:
-    return item[1].count
+def _by_count_then_recency(item: tuple[int, _Node]) -> tuple[int, int]:
+    node = item[1]
+    return node.count, node.stamp
 
 
 def _first_denominator(node: _Node, discount_self: bool) -> int:
@@ -275,8 +302,9 @@ def _first_denominator(node: _Node, discount_self: bool) -> int:
 def speculate_path(
     node: _Node, limit: int, min_token_prob: float, discount_self: bool = False
 ) -> tuple[list[int], list[float]]:
-    """A greedy draft from ``node``: the most frequent child at each step (ties: the child inserted
-    first), while the path probability stays >= ``min_token_prob``, at most ``limit`` tokens.
+    """A greedy draft from ``node``: the most frequent child at each step (ties: the child counted
+    most recently, i.e. the highest ``stamp``), while the path probability stays >=
+    ``min_token_prob``, at most ``limit`` tokens.
 
     The path probability of a drafted token is the product of ``child.count / parent.count`` along
     the walk: the trie's estimate that the whole draft up to and including it is accepted. Returns
@@ -284,9 +312,9 @@ def speculate_path(
 
     ``discount_self``: the matched node's count includes one occurrence that is the request itself,
     at its very end, whose next token is what we are drafting (so it has no child yet). That
-    occurrence is no evidence, so the first denominator leaves it out. Use it for a match in the
-    request's own local tree (``match_sequence``) of at least one token (the root's count has no
-    such occurrence).
+    occurrence is no evidence, so the first denominator leaves it out. Use it for a match of at
+    least one token in the request's own local tree, and in the global tree when the matched suffix
+    lies within the request's live response there (the root's count has no such occurrence).
     """
     tokens: list[int] = []
     probs: list[float] = []
@@ -297,7 +325,7 @@ def speculate_path(
         if len(children) == 1:
             ((best_token, best),) = children.items()
         else:
-            best_token, best = max(children.items(), key=_by_count)  # first of equal counts wins
+            best_token, best = max(children.items(), key=_by_count_then_recency)
         prob *= best.count / denominator
         if prob < min_token_prob:
             break
@@ -314,19 +342,21 @@ def speculate_tree(
     """A tree-shaped draft from ``node``: best-first expansion by path probability.
 
     Candidates are the children of the nodes taken so far; the most probable candidate is taken
-    next (ties: the earlier candidate), until ``max_nodes`` tokens are taken or no candidate has a
-    path probability >= ``min_token_prob``. No branch is deeper than ``limit`` tokens. Returns
-    ``(tokens, parents, probs)``: ``parents[i]`` is the index in the lists of token ``i``'s parent,
-    -1 for a child of the matched node; a parent always comes before its children. The draft's
-    expected number of accepted tokens is ``sum(probs)``.
+    next (ties: the one with the higher ``stamp``, i.e. counted more recently; then the one pushed
+    first, children being pushed in their parent's dict order), until ``max_nodes`` tokens are taken
+    or no candidate has a path probability >= ``min_token_prob``. No branch is deeper than ``limit``
+    tokens. Returns ``(tokens, parents, probs)``: ``parents[i]`` is the index in the lists of token
+    ``i``'s parent, -1 for a child of the matched node; a parent always comes before its children.
+    The draft's expected number of accepted tokens is ``sum(probs)``.
     """
     tokens: list[int] = []
     parents: list[int] = []
     probs: list[float] = []
     if limit <= 0 or max_nodes <= 0:
         return tokens, parents, probs
-    order = 0  # tie-break: first pushed, first taken
-    heap: list[tuple[float, int, int, int, int, _Node]] = []  # (-prob, order, parent, depth, token, node)
+    order = 0  # the last tie-break: first pushed, first taken
+    # (-prob, -stamp, order, parent, depth, token, node)
+    heap: list[tuple[float, int, int, int, int, int, _Node]] = []
 
     def push_children(parent_node: _Node, parent_index: int, parent_prob: float, depth: int) -> None:
         nonlocal order
@@ -338,12 +368,12 @@ def speculate_tree(
         for token, child in parent_node.children.items():
             prob = parent_prob * child.count / denominator
             if prob >= min_token_prob:
-                heapq.heappush(heap, (-prob, order, parent_index, depth + 1, token, child))
+                heapq.heappush(heap, (-prob, -child.stamp, order, parent_index, depth + 1, token, child))
                 order += 1
 
     push_children(node, -1, 1.0, 0)
     while heap and len(tokens) < max_nodes:
-        neg_prob, _, parent_index, depth, token, child = heapq.heappop(heap)
+        neg_prob, _, _, parent_index, depth, token, child = heapq.heappop(heap)
         tokens.append(token)
         parents.append(parent_index)
         probs.append(-neg_prob)
@@ -398,13 +428,14 @@ class SuffixConfig:
     whether accepted or not; below 10 % it is almost always wasted. Range: 0..1."""
 
     max_cached_requests: int = 1000
-    """Responses. How many finished responses the global trie holds (FIFO: the oldest is removed
-    when a new one arrives beyond the limit); 0 disables the global trie. Memory grows with the
-    response tokens (up to max_depth nodes per token; a global-trie node is 24 bytes in the native
-    backend, with its sibling and suffix links, ~272 bytes in the Python one: see ``memory_estimate``),
-    so 1000 responses of a few hundred tokens is the order of 100s of MB natively (GBs in Python)
-    in the worst case (all-distinct text) and much less for the repetitive workloads this targets.
-    Range: 0..10_000_000."""
+    """Responses. How many finished responses the global trie holds besides the live responses of
+    the running requests (FIFO: the oldest is removed when a new one finishes beyond the limit); 0
+    disables the global trie, live insertion included. Memory grows with the response tokens: the
+    reference trie has up to max_depth nodes per token (~280 bytes each in the Python backend, so
+    1000 responses of a few hundred tokens can take GBs there); the native backend stores unique
+    paths as tails read from the stored tokens, so it holds a record of 28 bytes per node where texts
+    share paths and a few tens of bytes per token elsewhere (see ``memory_estimate``): tens of MB
+    for such a cache. Range: 0..10_000_000."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, allowed: str) -> None:
@@ -486,6 +517,64 @@ class TreeDraft:
     source: Source = "none"
 
 
+_D = TypeVar("_D", Draft, TreeDraft)
+
+
+def best_over_lengths(
+    node_at: Callable[[int], _Node],
+    longest: int,
+    own_len: int,
+    limit_at: Callable[[int], int],
+    size_cap: int | None,
+    draft: Callable[[_Node, int, int, bool], _D | None],
+    best: _D,
+) -> _D:
+    """The best draft over every match length in one trie: the matching policy.
+
+    ``node_at(L)`` is the node of the context's last ``L`` tokens for every ``L`` in
+    ``1..longest`` (all of them occur in the trie); ``limit_at(L)`` the draft limit of a match of
+    ``L`` tokens (``draft_limit``: non-decreasing in ``L``); ``draft(node, L, limit, discount_self)``
+    the draft read from ``node`` (None if it has no tokens), ``discount_self`` being ``L <=
+    own_len`` (the request's own, current occurrence of the suffix is in the counts). ``best`` is
+    the draft to beat (a fresh ``Draft()`` / ``TreeDraft()``, or the other trie's best); a candidate
+    replaces it only if it scores strictly more.
+
+    Lengths are tried from ``longest`` down, so among equal scores the longer match wins (and an
+    earlier ``best`` beats this trie's equal scores). Two shortcuts leave the result as if every
+    length had been drafted:
+
+    * The search stops once ``min(limit_at(L), size_cap)`` is at most the best score: a draft's
+      score is a sum of probabilities, each at most 1, over at most ``limit`` tokens (tree drafts:
+      at most ``size_cap`` nodes, and at most 1 per depth level), and ``limit_at`` only shrinks
+      as ``L`` does, so no shorter match can score more.
+    * A length whose node has the same count as the next longer length's node is skipped: every
+      occurrence of the shorter suffix is then an occurrence of the longer one, so both nodes have
+      the same continuations with the same counts (the draft is far from the depth cut: ``L + 1 +
+      limit <= max_depth``), and the shorter draft is at most the longer one's (its limit is at
+      most as large) and cannot beat it. (Stamps could differ between the two subtrees only after a
+      removal took away occurrences that a later increment of one of them came from: then the
+      skipped length might have broken a tie differently. Skipping it is the policy all the same.)
+      A node without children drafts nothing and is not drafted from.
+    """
+    above = -1  # the count of the node one length longer; -1 for the longest length
+    for length in range(longest, 0, -1):
+        limit = limit_at(length)
+        bound = limit if size_cap is None else min(limit, size_cap)
+        if bound <= best.score:
+            break
+        node = node_at(length)
+        count = node.count
+        if count == above:
+            continue
+        above = count
+        if not node.children:
+            continue
+        candidate = draft(node, length, limit, length <= own_len)
+        if candidate is not None and candidate.score > best.score:
+            best = candidate
+    return best
+
+
 Backend = Literal["native", "python"]
 BackendChoice = Literal["auto", "native", "python"]
 
@@ -512,7 +601,8 @@ def native_available() -> bool:
 
 
 class SuffixDecodingCache:
-    """Per-request local tries and a global trie of recent responses; see the package docstring.
+    """Per-request local tries and a global trie of the responses of active and recently finished
+    requests; see the package docstring.
 
     Settings are ``SuffixConfig``'s fields as keywords, or a whole ``config`` (which then wins).
     Request ids are any hashable values; an id may be reused once its request has stopped. Not
@@ -574,11 +664,12 @@ class SuffixDecodingCache:
                 TreeDraft,
             )
             self.backend = "native"
-        # The Python backend's state (left empty with the native one).
+        # The Python backend's state (left empty with the native one). Every response in the global
+        # tree is a sequence there under its own integer key, from its request's start on.
         self._local: dict[Hashable, SuffixTree] = {}
-        self._responses: dict[Hashable, list[int]] = {}
         self._global = SuffixTree(self.config.max_depth)
-        self._cached: OrderedDict[int, Hashable] = OrderedDict()  # global-tree key -> req_id, oldest first
+        self._live: dict[Hashable, int] = {}  # active req_id -> key of its response (global tree on)
+        self._cached: OrderedDict[int, Hashable] = OrderedDict()  # finished: key -> req_id, oldest first
         self._cached_key: dict[Hashable, int] = {}  # req_id -> key of its latest cached response
         self._next_key = 0
 
@@ -622,7 +713,8 @@ class SuffixDecodingCache:
         return list(self._local[req_id].tokens(req_id))
 
     def start_request(self, req_id: Hashable, prompt_ids: Iterable[int]) -> None:
-        """Build the request's local trie from its prompt. ``ValueError`` if it is already active."""
+        """Build the request's local trie from its prompt (and, with the global trie on, an empty
+        live response there). ``ValueError`` if it is already active."""
         if self._native is not None:
             self._native.start_request(req_id, prompt_ids)
             return
@@ -631,38 +723,49 @@ class SuffixDecodingCache:
         tree = SuffixTree(self.config.max_depth)
         tree.extend(req_id, prompt_ids)
         self._local[req_id] = tree
-        self._responses[req_id] = []
+        if self.config.max_cached_requests > 0:
+            key = self._next_key
+            self._next_key += 1
+            self._global.extend(key, ())
+            self._live[req_id] = key
 
     def add_tokens(self, req_id: Hashable, token_ids: Sequence[int]) -> None:
-        """Append generated tokens: into the local trie, and to the response kept for the global one."""
+        """Append generated tokens to the request's local trie and (global trie on) to its live
+        response in the global trie, where every other request can match them from now on."""
         if self._native is not None:
             self._native.add_tokens(req_id, token_ids)
             return
-        self._local[req_id].extend(req_id, token_ids)
-        self._responses[req_id].extend(token_ids)
+        local = self._local[req_id]
+        tokens = list(token_ids)
+        local.extend(req_id, tokens)
+        key = self._live.get(req_id)
+        if key is not None:
+            self._global.extend(key, tokens)
 
     def stop_request(self, req_id: Hashable, cache_response: bool = True) -> None:
-        """Free the local trie; with ``cache_response`` (and the global trie on) insert the response
-        into the global trie, evicting the oldest responses beyond ``max_cached_requests``."""
+        """Free the local trie. With ``cache_response`` a non-empty response stays in the global
+        trie and joins the FIFO of finished responses (the oldest beyond ``max_cached_requests``
+        are removed); without it (an abort) the response is removed from the global trie."""
         if self._native is not None:
             self._native.stop_request(req_id, cache_response)
             return
         del self._local[req_id]
-        response = self._responses.pop(req_id)
-        if not cache_response or not response or self.config.max_cached_requests == 0:
+        key = self._live.pop(req_id, None)
+        if key is None:  # the global trie is off
             return
-        key = self._next_key
-        self._next_key += 1
-        self._global.extend(key, response)
+        if not cache_response or not self._global.tokens(key):
+            self._global.remove(key)
+            return
         self._cached[key] = req_id
         self._cached_key[req_id] = key
         while len(self._cached) > self.config.max_cached_requests:
             self._drop_cached(*self._cached.popitem(last=False))
 
     def evict_response(self, req_id: Hashable) -> bool:
-        """Remove the latest response that request ``req_id`` left in the global trie, if it is still
-        held (e.g. the partial response of a preempted request that is about to resume). Returns
-        whether one was removed; an id with no cached response is not an error."""
+        """Remove the latest finished response that request ``req_id`` left in the global trie, if
+        it is still held (e.g. the partial response of a preempted request that is about to resume).
+        Returns whether one was removed; an id with no cached response is not an error. The live
+        response of an active request of that id is not touched."""
         if self._native is not None:
             return self._native.evict_response(req_id)
         key = self._cached_key.get(req_id)
@@ -679,49 +782,71 @@ class SuffixDecodingCache:
 
     # ------------------------------------------------------------------------- speculation
 
-    def _candidates(
-        self, req_id: Hashable, max_spec_tokens: int | None
-    ) -> list[tuple[Source, _Node, int, int]]:
-        """(source, matched node, match length, draft limit) of the local then the global trie."""
+    def _search(
+        self,
+        req_id: Hashable,
+        max_spec_tokens: int | None,
+        size_cap: int | None,
+        draft: Callable[[_Node, int, int, bool, Source], _D | None],
+        best: _D,
+    ) -> _D:
+        """``best_over_lengths`` in the local trie, then in the global trie with the local best as
+        the draft to beat (so ties go to local)."""
         cfg = self.config
         cap = cfg.max_spec_tokens if max_spec_tokens is None else min(max_spec_tokens, cfg.max_spec_tokens)
+        factor, offset = cfg.max_spec_factor, cfg.max_spec_offset
+
+        def limit_at(length: int) -> int:
+            return draft_limit(length, cap, factor, offset)
+
+        def local_draft(node: _Node, length: int, limit: int, discount: bool) -> _D | None:
+            return draft(node, length, limit, discount, "local")
+
+        def global_draft(node: _Node, length: int, limit: int, discount: bool) -> _D | None:
+            return draft(node, length, limit, discount, "global")
+
         local = self._local[req_id]
-        out: list[tuple[Source, _Node, int, int]] = []
-        node, length = local.match_sequence(req_id, cfg.max_match_len)
-        out.append(
-            ("local", node, length, draft_limit(length, cap, cfg.max_spec_factor, cfg.max_spec_offset))
-        )
-        if len(self._global):
-            context = local.tokens(req_id)
-            node, length = self._global.match(context, cfg.max_match_len)
-            limit = draft_limit(length, cap, cfg.max_spec_factor, cfg.max_spec_offset)
-            out.append(("global", node, length, limit))
-        return out
+        active = local.active_nodes(req_id)
+        longest = min(len(active) - 1, cfg.max_match_len)  # max_match_len <= max_depth - 1
+        best = best_over_lengths(active.__getitem__, longest, longest, limit_at, size_cap, local_draft, best)
+        key = self._live.get(req_id)
+        if key is None or self._global.root.count == 0:
+            return best
+        # The live response's active nodes are the nodes of the context's suffixes that lie within
+        # it; longer suffixes (into the prompt) are walked from the root.
+        context = local.tokens(req_id)
+        n = len(context)
+        own = self._global.active_nodes(key)
+        own_len = len(self._global.tokens(key))
+        longest = min(n, cfg.max_match_len)
+        if own_len < longest:
+            longest = self._global.match(context, longest, require_continuation=False)[1]
+
+        def node_at(length: int) -> _Node:
+            if length <= own_len:
+                return own[length]
+            node = self._global.walk(context, n - length)
+            assert node is not None  # every length up to the longest occurring one occurs
+            return node
+
+        return best_over_lengths(node_at, longest, own_len, limit_at, size_cap, global_draft, best)
 
     def speculate(self, req_id: Hashable, max_spec_tokens: int | None = None) -> Draft:
-        """The better-scoring greedy draft of the local and the global trie (ties: local).
+        """The best greedy draft over every match length of the local and the global trie (ties:
+        within a trie the longer match, between the tries local; see the package docstring).
 
         ``max_spec_tokens`` lowers the configured cap for this call (e.g. the room left before the
-        model's maximum length). The global trie is skipped when the local draft already scores the
-        cap, since no draft can score more.
+        model's maximum length).
         """
         if self._native is not None:
             return self._native.speculate(req_id, max_spec_tokens)
-        cfg = self.config
-        cap = cfg.max_spec_tokens if max_spec_tokens is None else min(max_spec_tokens, cfg.max_spec_tokens)
-        local = self._local[req_id]
-        node, length = local.match_sequence(req_id, cfg.max_match_len)
-        limit = draft_limit(length, cap, cfg.max_spec_factor, cfg.max_spec_offset)
-        tokens, probs = speculate_path(node, limit, cfg.min_token_prob, discount_self=length > 0)
-        best = Draft(tokens, probs, sum(probs), length, "local") if tokens else Draft()
-        if len(self._global) and best.score < cap:
-            node, length = self._global.match(local.tokens(req_id), cfg.max_match_len)
-            limit = draft_limit(length, cap, cfg.max_spec_factor, cfg.max_spec_offset)
-            tokens, probs = speculate_path(node, limit, cfg.min_token_prob)
-            score = sum(probs)
-            if tokens and score > best.score:
-                best = Draft(tokens, probs, score, length, "global")
-        return best
+        min_prob = self.config.min_token_prob
+
+        def draft(node: _Node, length: int, limit: int, discount: bool, source: Source) -> Draft | None:
+            tokens, probs = speculate_path(node, limit, min_prob, discount_self=discount)
+            return Draft(tokens, probs, sum(probs), length, source) if tokens else None
+
+        return self._search(req_id, max_spec_tokens, None, draft, Draft())
 
     def speculate_batch(self, req_ids: Iterable[Hashable], max_spec_tokens: int | None = None) -> list[Draft]:
         """``speculate`` for each request, in order."""
@@ -754,34 +879,37 @@ class SuffixDecodingCache:
     def speculate_tree(
         self, req_id: Hashable, max_spec_tokens: int | None = None, max_nodes: int | None = None
     ) -> TreeDraft:
-        """The better-scoring tree draft of the local and the global trie (ties: local). Depth is
-        limited like a linear draft; ``max_nodes`` (default: the token cap) bounds the tree size."""
+        """The best tree draft over every match length of the local and the global trie, chosen
+        like ``speculate``'s. Depth is limited like a linear draft; ``max_nodes`` (default: the
+        token cap) bounds the tree size."""
         if self._native is not None:
             return self._native.speculate_tree(req_id, max_spec_tokens, max_nodes)
         cfg = self.config
         budget = cfg.max_spec_tokens if max_nodes is None else max_nodes
-        best = TreeDraft()
-        for source, node, length, limit in self._candidates(req_id, max_spec_tokens):
-            tokens, parents, probs = speculate_tree(
-                node, limit, budget, cfg.min_token_prob, discount_self=source == "local" and length > 0
-            )
-            score = sum(probs)
-            if tokens and score > best.score:
-                best = TreeDraft(tokens, parents, probs, score, length, source)
-        return best
+        min_prob = cfg.min_token_prob
+
+        def draft(node: _Node, length: int, limit: int, discount: bool, source: Source) -> TreeDraft | None:
+            tokens, parents, probs = speculate_tree(node, limit, budget, min_prob, discount_self=discount)
+            return TreeDraft(tokens, parents, probs, sum(probs), length, source) if tokens else None
+
+        return self._search(req_id, max_spec_tokens, budget, draft, TreeDraft())
 
     # ------------------------------------------------------------------------- accounting
 
     def memory_estimate(self) -> dict[str, int]:
-        """Node counts and sizes. ``estimated_bytes = nodes * bytes_per_node``; ``allocated_bytes``
-        is what the backend really holds.
+        """Node counts and sizes. Node counts are the reference trie's on both backends (local tries
+        summed; ``cached_tokens`` counts every token in the global trie, live responses included);
+        ``estimated_bytes = nodes * bytes_per_node``; ``allocated_bytes`` is what the backend really
+        holds.
 
-        Python backend: ``bytes_per_node`` is ``BYTES_PER_NODE`` (272: one node object plus a
-        one-child dict on CPython 3.11, measured; token lists and Python's own overheads are left out)
-        and ``allocated_bytes`` equals the estimate. Native backend: ``bytes_per_node`` is the node
-        record (16 bytes); ``allocated_bytes`` counts every allocation of the native cache (node
-        arrays with their growth room and free nodes, hash tables, suffix links and sibling links
-        of the global trie, token sequences, active-node lists).
+        Python backend: ``bytes_per_node`` is ``BYTES_PER_NODE`` (280: one node object of three slots
+        plus a one-child dict on CPython 3.11, measured; token lists and Python's own overheads are
+        left out) and ``allocated_bytes`` equals the estimate. Native backend: ``bytes_per_node`` is
+        the node record (20 bytes); ``allocated_bytes`` counts every allocation of the native cache
+        (record chunks with their growth room and free records, hash tables, the global trie's
+        sibling and suffix links, tail entries, stored tokens with their stamps, active-node lists).
+        Unique paths are stored as tails (one record each), so ``allocated_bytes`` is usually well
+        below the estimate.
         """
         if self._native is not None:
             (
