@@ -344,8 +344,9 @@ def suffix_accept_lines(run: dict[str, Any]) -> list[str]:
         "",
         run["description"],
         "",
-        f"- Environment: Python {env['python']} on {env['machine']} ({env['cpus']} cores), "
-        f"arctic-inference {env.get('arctic_inference') or 'not installed'}",
+        f"- Environment: {env.get('host') or 'this machine'}: Python {env['python']} on {env['machine']} "
+        f"({env['cpus']} cores), arctic-inference {env.get('arctic_inference') or 'not installed'}, "
+        f"commit {env.get('commit')}",
         f"- Command: `make bench-suffix`; result file `bench/results/{run['_file']}`; took "
         f"{run['duration_s']:.0f} s",
         "",
@@ -373,6 +374,29 @@ def suffix_accept_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
+    """One ``bench/suffix_speed.py --out`` result: the per-step cost against the 300 us target."""
+    env, r = run["environment"], run["result"]
+    host = env.get("host") or f"{env['cpus']} cores"
+    return [
+        f"## {run['suite']} ({run['created']}, {host})",
+        "",
+        run["description"],
+        "",
+        f"- Environment: Python {env['python']} on {env['machine']} ({host}), commit {env.get('commit')}",
+        f"- Command: `python -m bench.suffix_speed --backend {r['backend']} --out bench/results`; "
+        f"result file `bench/results/{run['_file']}`",
+        "",
+        "| backend | batch | depth | us/step mean | p50 | p90 | update | speculate | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| {r['backend']} | {r['batch']} | {r['max_depth']} | {r['us_per_step']:.1f} | "
+        f"{r['us_per_step_p50']:.1f} | {r['us_per_step_p90']:.1f} | {r['us_update_per_step']:.1f} | "
+        f"{r['us_speculate_per_step']:.1f} | {r['target_us_per_step']:.0f} | "
+        f"{'yes' if r['meets_target'] else '**no**'} |",
+        "",
+    ]
+
+
 def render(results_dir: Path, docs: Path) -> str:
     runs = load_results(results_dir)
     by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -387,6 +411,9 @@ def render(results_dir: Path, docs: Path) -> str:
         for run in sorted(by_suite[suite], key=lambda r: r["created"]):
             if run.get("kind") == "suffix-accept":
                 lines += suffix_accept_lines(run)
+                continue
+            if run.get("kind") == "suffix-speed":
+                lines += suffix_speed_lines(run)
                 continue
             starts = ", ".join(f"{e} {r.get('start_s', 0):.0f} s" for e, r in run["engines"].items())
             lines += [

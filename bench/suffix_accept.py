@@ -6,8 +6,9 @@ Replays every trace (``bench/suffix_traces.py`` made them from SmolLM2's real an
 simulator (``arctic_runtime.suffix.sim``: draft, accept the longest correct prefix plus the model's
 own token, feed back) with our cache and, when ``arctic_inference`` is importable, with Arctic
 Inference's ``SuffixDecodingCache`` at the same settings, all in this one process so the timings
-share a machine. Also times the per-step cost of a 64-request batch (``bench.suffix_speed``) for each
-available backend. Writes ``bench/results/suffix-accept-<time>.json``.
+share a machine. Writes ``bench/results/suffix-accept-<time>.json`` (``ARCTIC_BENCH_HOST`` and
+``ARCTIC_BENCH_COMMIT`` label the machine and the code). The per-step cost of a 64-request batch is
+``bench/suffix_speed.py``'s.
 
 Ratios are ours / Arctic: tokens per step above 1 means we accept more; microseconds below 1 means
 we are cheaper.
@@ -66,6 +67,7 @@ def run(traces_dir: Path, out_dir: Path) -> Path:
             "cpu": platform.processor() or None,
             "cpus": os.cpu_count(),
             "arctic_inference": _arctic_version() if have_arctic else None,
+            "host": os.environ.get("ARCTIC_BENCH_HOST"),
             "commit": os.environ.get("ARCTIC_BENCH_COMMIT"),
         },
         "configs": {name: cfg.__dict__ for name, cfg in CONFIGS.items()},

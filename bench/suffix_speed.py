@@ -36,6 +36,7 @@ import json
 import platform
 import random
 import time
+from pathlib import Path
 
 from arctic_runtime.suffix import SuffixDecodingCache
 from arctic_runtime.suffix.tree import BackendChoice
@@ -211,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="untimed replays before measuring, so that memory is touched once (default: %(default)s)",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write bench/results-style JSON (suite suffix-speed) into this folder, for the report",
+    )
     args = parser.parse_args(argv)
     if args.no_gc:
         gc.disable()
@@ -218,7 +224,36 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.depth, args.steps, args.warm_requests, args.seed, args.backend, args.warmup_passes
     )
     print(json.dumps(result))
+    if args.out is not None:
+        print(write_result(result, args.out))
     return 0
+
+
+def write_result(result: dict[str, object], out_dir: Path) -> Path:
+    """``result`` as ``<out_dir>/suffix-speed-<time>.json`` with the fields the report reads."""
+    import datetime as dt
+    import os
+
+    now = dt.datetime.now(dt.UTC)
+    wrapped = {
+        "suite": "suffix-speed",
+        "kind": "suffix-speed",
+        "description": "CPU cost of suffix decoding per engine step (update + speculate for the whole "
+        "batch, one core): python -m bench.suffix_speed",
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "host": os.environ.get("ARCTIC_BENCH_HOST"),
+            "commit": os.environ.get("ARCTIC_BENCH_COMMIT"),
+        },
+        "result": result,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"suffix-speed-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(wrapped, indent=2) + "\n")
+    return path
 
 
 if __name__ == "__main__":
