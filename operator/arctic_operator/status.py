@@ -1,0 +1,145 @@
+"""Pure status: what the operator observed -> the resource's ``status`` (conditions, counts, endpoint).
+
+``compute_status`` is called after every reconcile with plain data: the resource's generation, the
+problems found in its spec (``validate()`` errors or a ``PlanError``), the plan that was applied and
+the workload's own status as the API server returned it. It returns the whole status object; the
+kopf layer patches it onto the status subresource. Conditions keep their ``lastTransitionTime``
+while their status does not change (as metav1.Condition requires), so a status patch on every
+timer tick does not look like a flapping resource.
+
+Conditions (one each; reasons are CamelCase, messages are for a person):
+
+* ``Degraded``: True with ``InvalidSpec`` when the spec cannot be served as written (the message
+  lists every field and what is allowed) or ``RolloutStuck`` when the workload reports that its
+  rollout exceeded its progress deadline; else False (``AsExpected``).
+* ``Progressing``: True while the workload is being created, rolled out or scaled (``Creating``,
+  ``RollingOut``, ``Scaling``, ``ModelLoading`` while replicas exist but are not ready yet); else
+  False (``Stable``).
+* ``Ready``: True when at least the desired number of replicas is ready on the current spec
+  (``ReplicasReady``); False with ``NoReadyReplicas`` / ``NotEnoughReplicas`` / ``InvalidSpec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from arctic_operator.plan import Plan, PlanError, selector_string
+from arctic_operator.validation import FieldError
+
+ConditionDict = dict[str, Any]
+
+
+def _condition(
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+    previous: Sequence[ConditionDict],
+) -> ConditionDict:
+    value = "True" if status else "False"
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = (
+        old["lastTransitionTime"]
+        if old and old.get("status") == value and "lastTransitionTime" in old
+        else now
+    )
+    return {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def _problems(errors: Sequence[FieldError] | PlanError | None) -> str | None:
+    if errors is None:
+        return None
+    if isinstance(errors, PlanError):
+        return str(errors)
+    if not errors:
+        return None
+    return "; ".join(str(e) for e in errors)
+
+
+def _rollout_stuck(workload: Mapping[str, Any]) -> str | None:
+    for c in workload.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            return str(c.get("message") or "the rollout exceeded its progress deadline")
+    return None
+
+
+def compute_status(
+    *,
+    name: str,
+    namespace: str,
+    generation: int,
+    now: datetime,
+    previous: Mapping[str, Any] | None,
+    errors: Sequence[FieldError] | PlanError | None,
+    plan: Plan | None,
+    workload: Mapping[str, Any] | None,
+    service_port: int,
+    engine: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status for one observation (see the module docstring). ``workload`` is the Deployment's
+    or StatefulSet's ``status`` (None: not created yet); ``plan`` None when the spec is invalid."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    old_conditions: Sequence[ConditionDict] = (previous or {}).get("conditions") or []
+    status: dict[str, Any] = {"observedGeneration": generation}
+    problems = _problems(errors)
+    ws = workload or {}
+    replicas = int(ws.get("replicas") or 0)
+    ready = int(ws.get("readyReplicas") or 0)
+    updated = int(ws.get("updatedReplicas") or 0)
+    status.update(replicas=replicas, readyReplicas=ready, updatedReplicas=updated)
+    if plan is not None:
+        status["selector"] = selector_string(plan.selector)
+    status["endpoint"] = f"http://{name}.{namespace}.svc:{service_port}/v1"
+    if engine:
+        status["engine"] = dict(engine)
+
+    def cond(type_: str, value: bool, reason: str, message: str) -> ConditionDict:
+        return _condition(type_, value, reason, message, generation, stamp, old_conditions)
+
+    if problems is not None:
+        status["conditions"] = [
+            cond("Ready", ready > 0, "InvalidSpec", "the current spec is not served: " + problems),
+            cond("Progressing", False, "InvalidSpec", "nothing is rolled out until the spec is fixed"),
+            cond("Degraded", True, "InvalidSpec", problems),
+        ]
+        return status
+    desired = plan.replicas if plan is not None else 0
+    stuck = _rollout_stuck(ws)
+    if workload is None:
+        progressing = (True, "Creating", "creating the engines' workload")
+    elif updated < min(replicas, desired):
+        progressing = (True, "RollingOut", f"{updated} of {desired} replicas run the current spec")
+    elif replicas != desired:
+        progressing = (True, "Scaling", f"scaling from {replicas} to {desired} replicas")
+    elif ready < desired:
+        progressing = (
+            True,
+            "ModelLoading",
+            f"{ready} of {desired} replicas ready (engines loading the model)",
+        )
+    else:
+        progressing = (False, "Stable", f"{desired} replicas run the current spec")
+    if ready >= desired > 0:
+        ready_cond = (True, "ReplicasReady", f"{ready} of {desired} replicas ready")
+    elif ready == 0:
+        ready_cond = (False, "NoReadyReplicas", f"0 of {desired} replicas ready")
+    else:
+        ready_cond = (False, "NotEnoughReplicas", f"{ready} of {desired} replicas ready")
+    degraded = (True, "RolloutStuck", stuck) if stuck else (False, "AsExpected", "")
+    status["conditions"] = [
+        cond("Ready", *ready_cond),
+        cond("Progressing", *progressing),
+        cond("Degraded", *degraded),
+    ]
+    return status

@@ -1,0 +1,122 @@
+"""Status from observations (pure): conditions users and Argo CD read, counts the scale subresource reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from arctic_operator.plan import Plan, PlanError, labels
+from arctic_operator.status import compute_status
+from arctic_operator.validation import FieldError
+
+T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+T1 = datetime(2026, 11, 25, 12, 5, 0, tzinfo=UTC)
+
+
+def status(
+    workload: dict[str, Any] | None,
+    *,
+    replicas: int = 2,
+    errors: Any = None,
+    previous: dict[str, Any] | None = None,
+    now: datetime = T0,
+) -> dict[str, Any]:
+    plan = None if errors else Plan(replicas=replicas, selector=labels("llama"))
+    return compute_status(
+        name="llama",
+        namespace="ml",
+        generation=3,
+        now=now,
+        previous=previous,
+        errors=errors,
+        plan=plan,
+        workload=workload,
+        service_port=8000,
+        engine={"speculationMethod": "suffix", "softCap": 32},
+    )
+
+
+def conditions(s: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in s["conditions"]}
+
+
+def test_all_replicas_ready_is_ready_and_stable() -> None:
+    s = status({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2})
+    assert conditions(s) == {
+        "Ready": ("True", "ReplicasReady"),
+        "Progressing": ("False", "Stable"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert s["observedGeneration"] == 3 and (s["replicas"], s["readyReplicas"], s["updatedReplicas"]) == (
+        2,
+        2,
+        2,
+    )
+    assert s["endpoint"] == "http://llama.ml.svc:8000/v1" and s["engine"]["softCap"] == 32
+    assert s["selector"] == (
+        "app.kubernetes.io/component=engine,app.kubernetes.io/instance=llama,"
+        "app.kubernetes.io/managed-by=arctic-serve-operator,app.kubernetes.io/name=arctic-serve"
+    )
+
+
+def test_lifecycle_reasons() -> None:
+    assert conditions(status(None))["Progressing"] == ("True", "Creating")
+    loading = status({"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2})
+    assert conditions(loading)["Progressing"] == ("True", "ModelLoading")
+    assert conditions(loading)["Ready"] == ("False", "NotEnoughReplicas")
+    rolling = status({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 1})
+    assert conditions(rolling)["Progressing"] == ("True", "RollingOut")
+    scaling = status({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}, replicas=4)
+    assert conditions(scaling)["Progressing"] == ("True", "Scaling")
+    assert conditions(scaling)["Ready"] == ("False", "NotEnoughReplicas")
+
+
+def test_invalid_spec_is_degraded_naming_every_field() -> None:
+    errors = [
+        FieldError("spec.speculation.hardCap", "must be >= spec.speculation.softCap", "got 2 < 4"),
+        FieldError(
+            "spec.parallelism.tensor", "tensor x ulysses must equal gpusPerPod", "got 2 x 1 = 2, gpusPerPod 4"
+        ),
+    ]
+    s = status({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}, errors=errors)
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+    assert degraded["message"] == (
+        "spec.speculation.hardCap: must be >= spec.speculation.softCap (got 2 < 4); "
+        "spec.parallelism.tensor: tensor x ulysses must equal gpusPerPod (got 2 x 1 = 2, gpusPerPod 4)"
+    )
+    assert "selector" not in s
+    unsupported = status(None, errors=PlanError("spec.swiftKV.enabled", "not in this runtime release yet"))
+    assert conditions(unsupported)["Degraded"] == ("True", "InvalidSpec")
+
+
+def test_stuck_rollout_is_degraded() -> None:
+    workload = {
+        "replicas": 2,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+        "conditions": [
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "llama-5d9" has timed out progressing.',
+            }
+        ],
+    }
+    degraded = next(c for c in status(workload)["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutStuck")
+    assert "timed out" in degraded["message"]
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    first = status({"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}, now=T0)
+    same = status({"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}, previous=first, now=T1)
+    flipped = status({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}, previous=first, now=T1)
+
+    def since(s: dict[str, Any], type_: str) -> str:
+        return str(next(c for c in s["conditions"] if c["type"] == type_)["lastTransitionTime"])
+
+    assert since(same, "Ready") == "2026-11-25T12:00:00Z"
+    assert since(flipped, "Ready") == "2026-11-25T12:05:00Z"  # False -> True
+    assert since(flipped, "Degraded") == "2026-11-25T12:00:00Z"  # still False
