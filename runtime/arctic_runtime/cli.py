@@ -43,6 +43,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return launcher.run_server(opts, cache)
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from arctic_operator.main import run  # kopf and the Kubernetes client; never vLLM or torch
+
+    return run()
+
+
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
     from arctic_runtime import models
 
@@ -177,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pts.add_argument("--check", action="store_true")
     pts.set_defaults(func=_cmd_patches)
+
+    op = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (kopf); settings from ARCTIC_OPERATOR_* variables",
+        description="Reconcile ArcticInferenceServices. Settings (the Helm chart sets them): "
+        "ARCTIC_OPERATOR_WATCH_NAMESPACE (empty: all), ARCTIC_OPERATOR_HEALTH_PORT (8080, GET /healthz), "
+        "ARCTIC_OPERATOR_METRICS_PORT (9090, 0: off), ARCTIC_OPERATOR_LOG_LEVEL, "
+        "ARCTIC_OPERATOR_RUNTIME_IMAGE, ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE, ARCTIC_OPERATOR_MONITORING, "
+        "ARCTIC_OPERATOR_RESYNC_SECONDS (60).",
+    )
+    op.set_defaults(func=_cmd_operator)
 
     from arctic_runtime.suffix.tree import SuffixConfig  # pure Python, no vLLM or torch
 

@@ -1,0 +1,39 @@
+"""``arctic-serve operator``: run the kopf operator with the settings from the environment."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from arctic_operator.settings import SettingsError, from_env
+
+
+def run() -> int:
+    """Start the operator; returns only when it stops. A bad setting is one line and exit code 2."""
+    try:
+        settings = from_env()
+    except SettingsError as exc:
+        print(f"arctic-serve operator: {exc}", file=sys.stderr)
+        return 2
+    import kopf
+
+    from arctic_operator.handlers import register
+
+    # one JSON object per line (kopf's formatter: timestamp, level, message, and the object it is about)
+    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "debug")
+    logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)  # kopf's and the process's own metrics
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    namespaces = [settings.watch_namespace] if settings.watch_namespace else []
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )
+    return 0

@@ -1,0 +1,79 @@
+"""The operator's settings, from the environment the Helm chart sets (``ARCTIC_OPERATOR_*``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from arctic_operator.plan import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
+
+
+class SettingsError(ValueError):
+    """An ``ARCTIC_OPERATOR_*`` variable with a value that is not allowed (the message names it)."""
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    watch_namespace: str = ""
+    """Namespace to watch; empty: every namespace (cluster-wide RBAC). ARCTIC_OPERATOR_WATCH_NAMESPACE."""
+    health_port: int = 8080
+    """Port of GET /healthz (liveness and readiness of the operator pod). ARCTIC_OPERATOR_HEALTH_PORT."""
+    metrics_port: int = 9090
+    """Port of the operator's own Prometheus metrics; 0: off. ARCTIC_OPERATOR_METRICS_PORT."""
+    log_level: str = "info"
+    """debug, info, warning or error. ARCTIC_OPERATOR_LOG_LEVEL."""
+    runtime_image: str = DEFAULT_IMAGE
+    """Engine image for GPU pods of resources that name none. ARCTIC_OPERATOR_RUNTIME_IMAGE."""
+    runtime_cpu_image: str = DEFAULT_CPU_IMAGE
+    """Engine image for CPU pods (gpusPerPod 0). ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE."""
+    monitoring: bool = False
+    """Whether the chart granted RBAC for ServiceMonitors/PodMonitors (they are made only if the
+    cluster also serves their CRDs). ARCTIC_OPERATOR_MONITORING."""
+    resync_seconds: float = 60.0
+    """How often every resource is reconciled even without events: drift on the objects the
+    operator owns (a hand-edited Deployment) is put back within this time. ARCTIC_OPERATOR_RESYNC_SECONDS."""
+
+
+def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    low = 0 if allow_zero else 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a port number {low}..65535, got {raw!r}") from None
+    if not low <= value <= 65535:
+        raise SettingsError(f"{name}: must be a port number {low}..65535, got {raw!r}")
+    return value
+
+
+def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Settings from ``env`` (default: the process environment); SettingsError names a bad variable."""
+    env = os.environ if env is None else env
+    level = env.get("ARCTIC_OPERATOR_LOG_LEVEL", "info").lower() or "info"
+    if level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError(
+            f"ARCTIC_OPERATOR_LOG_LEVEL: must be debug, info, warning or error, got {level!r}"
+        )
+    monitoring = env.get("ARCTIC_OPERATOR_MONITORING", "false").lower()
+    if monitoring not in {"true", "false", ""}:
+        raise SettingsError(f"ARCTIC_OPERATOR_MONITORING: must be true or false, got {monitoring!r}")
+    raw_resync = env.get("ARCTIC_OPERATOR_RESYNC_SECONDS", "")
+    try:
+        resync = float(raw_resync) if raw_resync else 60.0
+    except ValueError:
+        resync = -1.0
+    if not 1.0 <= resync <= 86400.0:
+        raise SettingsError(f"ARCTIC_OPERATOR_RESYNC_SECONDS: must be 1..86400 seconds, got {raw_resync!r}")
+    return OperatorSettings(
+        watch_namespace=env.get("ARCTIC_OPERATOR_WATCH_NAMESPACE", ""),
+        health_port=_port(env, "ARCTIC_OPERATOR_HEALTH_PORT", 8080),
+        metrics_port=_port(env, "ARCTIC_OPERATOR_METRICS_PORT", 9090, allow_zero=True),
+        log_level=level,
+        runtime_image=env.get("ARCTIC_OPERATOR_RUNTIME_IMAGE") or DEFAULT_IMAGE,
+        runtime_cpu_image=env.get("ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE") or DEFAULT_CPU_IMAGE,
+        monitoring=monitoring == "true",
+        resync_seconds=resync,
+    )
