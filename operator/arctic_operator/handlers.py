@@ -17,10 +17,21 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from prometheus_client import Counter, Histogram
 
 from arctic_operator.api import GROUP, PLURAL, VERSION
 from arctic_operator.reconcile import Cluster, reconcile
 from arctic_operator.settings import OperatorSettings
+
+RECONCILES = Counter(
+    "arctic_operator_reconciles_total",
+    "Reconcile passes over ArcticInferenceServices, by result (ok, invalid_spec, error).",
+    ["result"],
+)
+RECONCILE_SECONDS = Histogram("arctic_operator_reconcile_seconds", "Time of one reconcile pass.")
+APPLIED = Counter(
+    "arctic_operator_objects_applied_total", "Child objects created or patched, by action.", ["action"]
+)
 
 
 def cluster_from_environment() -> Cluster:
@@ -57,7 +68,16 @@ def register(
         settings.watching.server_timeout = 300
 
     def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC))
+        with RECONCILE_SECONDS.time():
+            try:
+                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC))
+            except Exception:
+                RECONCILES.labels(result="error").inc()
+                raise  # kopf retries with backoff and logs it
+        invalid = any(reason == "InvalidSpec" for _, reason, _ in outcome.events)
+        RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
+        for action in ("created", "patched"):
+            APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
         patch.status.update(outcome.status)
         for kind, reason, message in outcome.events:
             kopf.event(body, type=kind, reason=reason, message=message[:1024])

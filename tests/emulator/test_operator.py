@@ -137,6 +137,15 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
         assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.swiftKV.enabled:")
         assert apps.read_namespaced_deployment("smollm2-cpu", NS).spec.replicas == 2
 
+    from prometheus_client import REGISTRY
+
+    assert (
+        REGISTRY.get_sample_value("arctic_operator_reconciles_total", {"result": "invalid_spec"}) or 0
+    ) >= 1
+    assert (
+        REGISTRY.get_sample_value("arctic_operator_objects_applied_total", {"action": "created"}) or 0
+    ) >= 3
+
     # a restarted operator finds everything in place and creates nothing twice
     before = names(api_client)
     with operator(emulated_api, api_client):
