@@ -112,9 +112,7 @@ def _apply(cluster: Cluster, obj: dict[str, Any]) -> str:
     current = cluster.get(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
     if current is None:
         return f"{where}: created" if cluster.create(obj) else f"{where}: exists"
-    if (meta.get("annotations") or {}).get(CREATE_ONLY) == "true":
-        return f"{where}: unchanged"
-    if obj["kind"] == "Secret":
+    if (meta.get("annotations") or {}).get(CREATE_ONLY) == "true":  # the admin-token Secret
         return f"{where}: unchanged"
     desired = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     if not _differs(desired, current):
