@@ -344,6 +344,11 @@ def desired_replicas(spec: ArcticInferenceServiceSpec, current: int | None) -> i
     return low if current is None else max(low, min(high, current))
 
 
+def workload_kind(spec: ArcticInferenceServiceSpec) -> str:
+    """StatefulSet when the model cache is a PVC (one claim per replica), else Deployment."""
+    return "StatefulSet" if spec.model_cache.volume == "pvc" else "Deployment"
+
+
 def workload(resource: ArcticInferenceService, inputs: PlanInputs, replicas: int) -> dict[str, Any]:
     spec = resource.spec
     name = resource.metadata.name or ""
@@ -352,7 +357,7 @@ def workload(resource: ArcticInferenceService, inputs: PlanInputs, replicas: int
         "selector": {"matchLabels": labels(name)},
         "template": pod_template(resource, inputs),
     }
-    if spec.model_cache.volume == "pvc":
+    if workload_kind(spec) == "StatefulSet":
         claim: dict[str, Any] = {
             "metadata": {"name": "model-cache", "labels": labels(name)},
             "spec": {

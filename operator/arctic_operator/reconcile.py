@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from arctic_operator.plan import PlanError, PlanInputs, plan
+from arctic_operator.plan import PlanError, PlanInputs, plan, workload_kind
 from arctic_operator.settings import OperatorSettings
 from arctic_operator.status import compute_status
 from arctic_operator.validation import parse, validate
@@ -156,7 +156,7 @@ def reconcile(
         admin_token=_token(cluster, name, namespace),
         service_monitor_crd=settings.monitoring and cluster.has_crd(MONITOR_CRDS["ServiceMonitor"]),
         pod_monitor_crd=settings.monitoring and cluster.has_crd(MONITOR_CRDS["PodMonitor"]),
-        current_replicas=_current_replicas(cluster, resource.spec.model_cache.volume, name, namespace),
+        current_replicas=_current_replicas(cluster, workload_kind(resource.spec), name, namespace),
         default_image=settings.runtime_image,
         default_cpu_image=settings.runtime_cpu_image,
     )
@@ -175,8 +175,7 @@ def reconcile(
     if patched:
         outcome.events.append(("Normal", "Updated", ", ".join(a.split(":")[0] for a in patched)))
     outcome.events += [("Warning", "MonitoringUnavailable", w) for w in desired.warnings]
-    workload_obj = desired.objects[1]
-    live = cluster.get(workload_obj["apiVersion"], workload_obj["kind"], name, namespace)
+    live = cluster.get("apps/v1", workload_kind(resource.spec), name, namespace)
     spec = resource.spec.speculation
     engine: dict[str, Any] = {"speculationMethod": spec.method, "swiftKV": resource.spec.swift_kv.enabled}
     if spec.soft_cap is not None:
@@ -187,8 +186,7 @@ def reconcile(
     return outcome
 
 
-def _current_replicas(cluster: Cluster, cache_volume: str, name: str, namespace: str) -> int | None:
-    kind = "StatefulSet" if cache_volume == "pvc" else "Deployment"
+def _current_replicas(cluster: Cluster, kind: str, name: str, namespace: str) -> int | None:
     live = cluster.get("apps/v1", kind, name, namespace)
     if live is None:
         return None

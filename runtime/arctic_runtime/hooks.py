@@ -240,23 +240,15 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
 # Suffix decoding: our implementation behind vLLM's "suffix" method
 # --------------------------------------------------------------------------------------------
 
-_SUFFIX_KEYS = (
-    "suffix_decoding_max_tree_depth",
-    "num_speculative_tokens",
-    "suffix_decoding_max_spec_factor",
-    "suffix_decoding_min_token_prob",
-    "suffix_decoding_max_cached_requests",
-)
-
 
 def replace_validate_suffix_decoding(original: Callable[..., Any]) -> Callable[..., Any]:
     """SpeculativeConfig._validate_suffix_decoding without the arctic_inference requirement: our
     settings check (errors name ``speculative_config.<key>``) and our draft-cap default."""
 
     def _validate_suffix_decoding(self: Any) -> None:
-        from arctic_runtime.suffix.engine import suffix_config
+        from arctic_runtime.suffix.engine import suffix_config_of
 
-        config = suffix_config({key: getattr(self, key) for key in _SUFFIX_KEYS})
+        config = suffix_config_of(self)
         if self.num_speculative_tokens is None:
             self.num_speculative_tokens = config.max_spec_tokens
             logger.info(
@@ -271,15 +263,13 @@ def replace_suffix_proposer_init(original: Callable[..., Any]) -> Callable[..., 
     """SuffixDecodingProposer.__init__ building our SuffixDrafter instead of Arctic Inference's cache."""
 
     def __init__(self: Any, vllm_config: Any) -> None:
-        from arctic_runtime.suffix.engine import SuffixDrafter, suffix_config
+        from arctic_runtime.suffix.engine import SuffixDrafter, suffix_config_of
 
         spec = vllm_config.speculative_config
         self.num_speculative_tokens = spec.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
         self._arctic_drafting = True
-        self._arctic_drafter = SuffixDrafter(
-            suffix_config({key: getattr(spec, key) for key in _SUFFIX_KEYS}), self.max_model_len
-        )
+        self._arctic_drafter = SuffixDrafter(suffix_config_of(spec), self.max_model_len)
         logger.info("arctic-serve: suffix decoding (%s backend)", self._arctic_drafter.cache.backend)
 
     return __init__

@@ -93,6 +93,11 @@ def _as_list(tokens: Sequence[int]) -> list[int]:
     return list(tokens) if tolist is None else list(tolist())
 
 
+def suffix_config_of(vllm_speculative_config: Any) -> SuffixConfig:
+    """``suffix_config`` read from the attributes of vLLM's ``SpeculativeConfig`` (``VLLM_KEYS``)."""
+    return suffix_config({key: getattr(vllm_speculative_config, key) for key in VLLM_KEYS.values()})
+
+
 @dataclass(frozen=True)
 class BatchRow:
     """One request of the engine's batch this step.
