@@ -60,6 +60,9 @@ def case_rows(run: dict[str, Any]) -> list[str]:
         name = case["name"]
         if case["kind"] == "acceptance":
             continue
+        if case["kind"] == "e2e":
+            lines += e2e_lines(case, engines, ratios)
+            continue
         if case["kind"] == "latency":
             who = (
                 "1 request"
@@ -105,6 +108,32 @@ def case_rows(run: dict[str, Any]) -> list[str]:
                 )
         lines.append("")
     return lines
+
+
+def e2e_lines(case: dict[str, Any], engines: dict[str, Any], ratios: dict[str, Any]) -> list[str]:
+    """The real model end to end: per round, time per output token and acceptance."""
+    name = case["name"]
+    lines = [
+        f"**{name}** (the real prompts one request at a time, greedy, up to {case['output_len']} tokens, "
+        f"{case['repeats']} rounds; round 1 cold, medians over rounds 2..)",
+        "",
+        "| engine | ms per token | vs vanilla | tokens per drafting step | per round: ms/token (tok/step) |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for engine, res in engines.items():
+        if "cases" not in res:
+            lines.append(f"| {engine} | {_error(res)} | | | |")
+            continue
+        c = res["cases"][name]
+        ratio = ratios.get(f"{engine}/vanilla", {}).get(f"{name}.ms_per_token")
+        rounds = ", ".join(
+            f"{r['ms_per_token']:.3f} ({r['tokens_per_drafting_step']:.2f})" for r in c["rounds"]
+        )
+        lines.append(
+            f"| {engine} | {_fmt(c['ms_per_token']['median'], 3)} | {_ratio(ratio)} | "
+            f"{_fmt(c['tokens_per_drafting_step']['median'], 2)} | {rounds} |"
+        )
+    return [*lines, ""]
 
 
 def floor_lines(run: dict[str, Any]) -> list[str]:

@@ -200,6 +200,7 @@ HEADLINE = {
     "latency": [("tpot_ms", False), ("ttft_ms", False)],
     "throughput": [("output_tok_s", True)],
     "acceptance": [],
+    "e2e": [("ms_per_token", False)],
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CaseKind = Literal["latency", "throughput", "acceptance"]
+CaseKind = Literal["latency", "throughput", "acceptance", "e2e"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Case:
       the wall time of the whole batch, ``repeats`` times after one warm-up with the same batch.
     acceptance: real prompts (bench/texts.py) on a real model; vLLM's spec-decode counters give the
       accept rate and tokens per drafting step of the engine's draft method.
+    e2e: the same real prompts one request at a time, ``repeats`` rounds: wall time per output token
+      and acceptance per round (round 1 cold; figures from rounds 2..).
     """
 
     name: str
@@ -218,6 +220,20 @@ SUITES: dict[str, Suite] = {
                 Case(f"batch-{b}-128-256", "latency", 128, 256, num_prompts=b, repeats=3) for b in (1, 64)
             ),
             engine_args={**GPU_8B_ARGS, "disable_log_stats": False},
+        ),
+        Suite(
+            name="smollm2-gpu",
+            description=(
+                "The real SmolLM2-135M end to end on the GPU, one request at a time on real prompts, "
+                "repeated: time per output token and acceptance, without speculation, with our suffix "
+                "decoding and with vLLM's suffix proposer (Arctic Inference's cache). A 135M model's "
+                "step is overhead-bound, so this shows drafting's cost where it cannot pay."
+            ),
+            model="smollm2",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-suffix", "vllm-suffix-arctic"),
+            cases=(Case("e2e-real-prompts-128", "e2e", 0, 128, repeats=4),),
+            engine_args={"dtype": "bfloat16", "max_model_len": 2048, "disable_log_stats": False},
         ),
         Suite(
             name="acceptance-cpu",

