@@ -7,8 +7,14 @@ them is reported in ``PodSample.missing`` and makes the sample incomplete.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
 
 #: quantity -> the series names it has had, newest first. Counters are listed without ``_total``
 #: (prometheus_client's parser strips it from the family name).
@@ -34,7 +40,8 @@ class MetricsParseError(ValueError):
 @dataclass(frozen=True)
 class PodSample:
     """One scrape of one pod. Gauges are summed over label sets (one engine per pod, but vLLM labels
-    series by model name and engine index); counters are cumulative as scraped."""
+    series by model name and engine index), except the KV cache usage, a fraction, which is
+    averaged; counters are cumulative as scraped."""
 
     time: float
     """When it was scraped (seconds, the controller's clock)."""
@@ -64,9 +71,69 @@ class PodSample:
         return not self.missing
 
 
+def _series_values(text: str) -> dict[str, list[float]]:
+    """Sample name -> its values over label sets, for the series that carry a metric's value (a
+    gauge's own series, a counter's ``_total``); histogram parts and ``_created`` are left out."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except Exception as exc:  # the parser raises ValueError, and others on odd input
+        raise MetricsParseError(f"not Prometheus text format: {exc}") from exc
+    values: dict[str, list[float]] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name not in (family.name, family.name + "_total"):
+                continue
+            value = float(sample.value)
+            if math.isnan(value):
+                continue
+            values.setdefault(sample.name, []).append(value)
+    return values
+
+
+def _lookup(values: dict[str, list[float]], quantity: str) -> list[float] | None:
+    """The values of ``quantity`` under its newest name present (a counter with or without
+    ``_total``), or None when it is under none of its names."""
+    for name in ALIASES[quantity]:
+        for series in (name, name + "_total"):
+            if series in values:
+                return values[series]
+    return None
+
+
+def _total(values: dict[str, list[float]], quantity: str) -> float | None:
+    found = _lookup(values, quantity)
+    return None if found is None else math.fsum(found)
+
+
+def _cap(values: dict[str, list[float]], quantity: str) -> int | None:
+    total = _total(values, quantity)
+    if total is None or math.isinf(total):
+        return None
+    return max(0, round(total))
+
+
 def parse_metrics(text: str, time: float) -> PodSample:
-    """Parse one /metrics body. Raises MetricsParseError on text that is not Prometheus format."""
-    raise NotImplementedError
+    """Parse one /metrics body. Raises MetricsParseError on text that is not Prometheus format.
+
+    Gauges and counters are summed over their label sets, except the KV cache usage, a fraction,
+    which is averaged (summing would exceed 1 with two engines in a pod). NaN values are skipped.
+    """
+    values = _series_values(text)
+    kv = _lookup(values, "kv_cache_usage")
+    sample = PodSample(
+        time=time,
+        running=_total(values, "running"),
+        waiting=_total(values, "waiting"),
+        kv_cache_usage=None if kv is None else math.fsum(kv) / len(kv),
+        drafts=_total(values, "drafts"),
+        draft_tokens=_total(values, "draft_tokens"),
+        accepted_tokens=_total(values, "accepted_tokens"),
+        soft_cap=_cap(values, "soft_cap"),
+        hard_cap=_cap(values, "hard_cap"),
+        cap_reported=_lookup(values, "soft_cap") is not None or _lookup(values, "hard_cap") is not None,
+    )
+    missing = tuple(quantity for quantity in REQUIRED if getattr(sample, quantity) is None)
+    return dataclasses.replace(sample, missing=missing)
 
 
 @dataclass(frozen=True)
@@ -98,20 +165,89 @@ class PodWindow:
     """Time of the newest complete sample."""
 
 
+def counter_increase(values: Sequence[float]) -> float:
+    """How much a counter grew over consecutive readings; a drop is a reset (the engine restarted),
+    after which the counter counts from zero (Prometheus' ``increase`` without extrapolation)."""
+    total = 0.0
+    for before, after in itertools.pairwise(values):
+        total += after - before if after >= before else after
+    return total
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
 class MetricsWindow:
     """Per-pod samples of the last ``window_s`` seconds (bounded; old samples dropped on add)."""
 
+    max_samples: int = 1000
+    """Most samples kept per pod, whatever their times (a bound on memory for a wrong clock or a
+    very short scrape interval): 30 s at a scrape per second needs 30."""
+
     def __init__(self, window_s: float = 30.0) -> None:
         self.window_s = window_s
-        raise NotImplementedError
+        """Seconds of samples kept and summarised per pod. 30: long enough to average the queue
+        over several scrapes and to see drafts at low load; short enough to follow load changes."""
+        self._samples: dict[str, deque[PodSample]] = {}
 
     def add(self, pod: str, sample: PodSample) -> None:
-        raise NotImplementedError
+        samples = self._samples.setdefault(pod, deque(maxlen=self.max_samples))
+        if samples and sample.time < samples[-1].time:
+            samples.clear()  # the clock went back: the old samples can no longer be placed
+        samples.append(sample)
+        while samples[0].time < sample.time - self.window_s:
+            samples.popleft()
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop every pod not in ``keep`` (pods that are gone)."""
-        raise NotImplementedError
+        kept = set(keep)
+        for pod in [pod for pod in self._samples if pod not in kept]:
+            del self._samples[pod]
+
+    def pods(self) -> tuple[str, ...]:
+        """Pods with samples."""
+        return tuple(self._samples)
+
+    def samples(self, pod: str) -> tuple[PodSample, ...]:
+        """The pod's samples kept, oldest first."""
+        return tuple(self._samples.get(pod, ()))
 
     def summary(self, pod: str, now: float, max_age_s: float) -> PodWindow | None:
-        """The pod's window, or None if it has no complete sample newer than ``max_age_s``."""
-        raise NotImplementedError
+        """The pod's window, or None if it has no complete sample newer than ``max_age_s``.
+
+        Means and counter increases use the complete samples of ``[now - window_s, now]``; the
+        counters' increases run from the oldest to the newest of those that report them.
+        """
+        window = [
+            sample
+            for sample in self._samples.get(pod, ())
+            if sample.complete and now - self.window_s <= sample.time <= now
+        ]
+        if not window or window[-1].time < now - max_age_s:
+            return None
+        newest = window[-1]
+        running = [sample.running for sample in window if sample.running is not None]
+        waiting = [sample.waiting for sample in window if sample.waiting is not None]
+        kv = [sample.kv_cache_usage for sample in window if sample.kv_cache_usage is not None]
+        drafts = counter_increase([sample.drafts for sample in window if sample.drafts is not None])
+        draft_tokens = counter_increase(
+            [sample.draft_tokens for sample in window if sample.draft_tokens is not None]
+        )
+        accepted = counter_increase(
+            [sample.accepted_tokens for sample in window if sample.accepted_tokens is not None]
+        )
+        return PodWindow(
+            pod=pod,
+            samples=len(window),
+            running=_mean(running),
+            waiting=_mean(waiting),
+            waiting_last=newest.waiting if newest.waiting is not None else 0.0,
+            kv_cache_usage=_mean(kv) if kv else None,
+            accepted_per_draft=accepted / drafts if drafts > 0 else None,
+            acceptance_rate=accepted / draft_tokens if draft_tokens > 0 else None,
+            drafts=drafts,
+            soft_cap=newest.soft_cap,
+            hard_cap=newest.hard_cap,
+            newest=newest.time,
+        )
