@@ -17,7 +17,7 @@ NATIVE_SRC := setup.py runtime/arctic_runtime/suffix/_native.cpp
 NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
-.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix
+.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix bench-control
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ suffix-sim: setup ## replay a trace through suffix decoding: make suffix-sim TRA
 
 bench-suffix: setup ## suffix decoding, ours vs Arctic Inference (if importable), on bench/traces/*.jsonl
 	$(PY) -m bench.suffix_accept
+
+bench-control: setup ## control-loop simulator: our policies vs static caps and KEDA on 3 traces (bench/results/control-*.json)
+	$(PY) -m bench.control --plot docs/img/control-latency.png
 
 .PHONY: crds
 crds: setup ## regenerate crds/ from the typed models (and the chart's copy)

@@ -19,6 +19,8 @@ INTRO = Path(__file__).with_name("report_intro.md")
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(results_dir.glob("*.json")):
+        if path.name.startswith("control-"):
+            continue  # the control-loop simulator's rows: control_lines()
         data = json.loads(path.read_text())
         data["_file"] = path.name
         runs.append(data)
@@ -469,7 +471,56 @@ def render(results_dir: Path, docs: Path) -> str:
                 lines += [f"![{suite}: latency vs load](img/{png.name})", ""]
             elif plot_throughput(run, png):
                 lines += [f"![{suite} throughput](img/{png.name})", ""]
+    lines += control_lines(results_dir, docs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def control_lines(results_dir: Path, docs: Path) -> list[str]:
+    """The control-loop simulator (``make bench-control``): bench/results/control-<trace>.json rows."""
+    traces = sorted(p for p in results_dir.glob("control-*.json") if p.name != "control-config.json")
+    if not traces:
+        return []
+    config_path = results_dir / "control-config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    sources = config.get("calibration", {}).get("sources", {})
+    lines = [
+        "## Control loop (simulated)",
+        "",
+        "Replica and speculation-cap policies on traffic traces, in `bench/control.py`'s simulator: "
+        "continuous-batching replicas whose step time, verify cost, prefill time and start time come "
+        "from the H100 results above (module docstring: the model and its assumptions). `ours` = the "
+        "operator's decide_replicas + decide_cap; `static-cap-N` = the same replica policy with the "
+        "soft cap fixed at N; `keda-waiting-5` = KEDA on summed waiting requests with HPA defaults.",
+        "",
+        f"- Command: `make bench-control`; commit {str(config.get('commit'))[:10]}, seed "
+        f"{config.get('seed')}, created {config.get('created')}, took {config.get('duration_s')} s",
+    ]
+    lines += [f"- Calibration {what}: {source}" for what, source in sources.items()]
+    ours = config.get("policies", {}).get("ours", {})
+    if ours:
+        lines.append(
+            f"- ours and static-cap-N: spec.autoscaling {json.dumps(ours.get('autoscaling'))}; ours' "
+            f"capController {json.dumps(ours.get('speculation', {}).get('capController'))}; a pod is "
+            f"ready {config.get('pod_start_s', 0):.0f} s after it is created"
+        )
+    lines += [
+        "",
+        "| trace | policy | TTFT p50 s | TTFT p95 s | E2E p95 s | GPU-seconds | mean replicas | "
+        "scale events | cap changes | drafted |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for path in traces:
+        for row in json.loads(path.read_text()):
+            lines.append(
+                f"| {row['trace']} | {row['policy']} | {_fmt(row['p50_ttft_s'], 3)} | "
+                f"{_fmt(row['p95_ttft_s'], 3)} | {_fmt(row['p95_e2e_s'])} | {_fmt(row['gpu_seconds'], 0)} | "
+                f"{_fmt(row.get('mean_replicas'))} | {row.get('scale_events', '-')} | "
+                f"{row.get('cap_changes', '-')} | {_fmt(row.get('drafted_fraction'))} |"
+            )
+    lines.append("")
+    if (docs / "img" / "control-latency.png").exists():
+        lines += ["![control loop: p95 TTFT and GPU-seconds](img/control-latency.png)", ""]
+    return lines
 
 
 def write_report(results_dir: Path | None = None, docs: Path | None = None) -> Path:

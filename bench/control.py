@@ -1,0 +1,1181 @@
+"""The control-loop simulator (issue 6, "Proving it works"): one service under a traffic trace,
+driven by a replica policy and a speculation-cap policy, compared on TTFT, end-to-end latency and
+GPU-seconds.
+
+``python -m bench.control [--traces steady,bursty,diurnal] [--quick] [--seed N] [--out DIR]
+[--plot PNG]`` writes ``DIR/control-<trace>.json`` (a JSON list of rows, one per policy, with the
+issue's keys ``policy, trace, p50_ttft_s, p95_ttft_s, p95_e2e_s, gpu_seconds`` plus extras) and
+``DIR/control-config.json`` (calibration, the files it came from, settings, commit).
+
+Model (deterministic for a seed; pure Python; the whole comparison runs in seconds):
+
+* Requests arrive as a Poisson process with a time-varying rate (``Trace``). Each has a prompt
+  length, an output length (log-normal around 1000 in / 250 out) and an acceptance class: how many
+  draft tokens a drafting step accepts on average, measured by our suffix decoding on real traces
+  (``bench/results/suffix-accept-*.json``: edit, agent, chat-repeat; one third each).
+* A replica is a continuous-batching engine (``Replica``): ``max_num_seqs`` slots, a FIFO queue,
+  chunked prefill within a token budget. One engine step takes the vanilla decode step time at the
+  number of decoding requests b (interpolated from the H100 measurements), times
+  ``1 + (verify_cost(b) - 1) x drafting / b`` when some requests draft, plus the prefill time of the
+  prompt tokens scheduled in that step. Only requests among the first soft-cap positions draft, and
+  nobody with hard-cap or more running (the runtime's caps); a drafting request gains
+  ``1 + accepted`` tokens per step (fractional: the class mean), the others 1.
+* Replicas start as pods: ready after the pod start overhead plus the measured engine start, and
+  count GPU-seconds from creation. Scale-down cancels a loading pod first, else drains the least
+  loaded ready one (no new requests; it counts until its running and queued requests finish).
+  Requests go to the ready, non-draining replica with the fewest running + waiting requests.
+* Policies (``POLICIES``): ``ours`` is the operator's ``decide_replicas`` + ``decide_cap`` on means
+  over a 30 s window of 5 s scrapes, as the controller runs them; ``static-cap-N`` keeps our
+  replica policy and fixes the soft cap at N (no hard cap), so that it isolates the cap;
+  ``keda-waiting-5`` is KEDA's Prometheus trigger on the summed waiting requests with the HPA's
+  default behaviour and the soft cap fixed at 64 (Arctic Inference's default), no hard cap.
+
+Engine time between events is fast-forwarded: while nothing changes in a replica's batch (no
+admission, prefill or completion) its steps are identical, so an "epoch" of n steps is one update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import datetime as dt
+import heapq
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from arctic_operator.api import AutoscalingSpec, AutoscalingTargets, CapControllerSpec, SpeculationSpec
+from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap
+from arctic_operator.control.replicas import (
+    ReplicaObservation,
+    ReplicaPolicy,
+    ReplicaState,
+    decide_replicas,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+# --------------------------------------------------------------------------------------------
+# Calibration: from the newest result file of each suite
+# --------------------------------------------------------------------------------------------
+
+K_DRAFT = 3
+"""Draft tokens per drafting request per step whose verify cost we use (verify-k3). Our suffix
+decoding drafts 1.1-3.9 tokens per step on average on the three traces (suffix-accept-*.json,
+mean_draft_len), so k=3 is the closest measured cost."""
+
+SUFFIX_SETTING = "depth64-spec16"
+"""The suffix-accept setting whose acceptance we use: our defaults (tree depth 64, up to 16 tokens)."""
+
+CLASS_WEIGHTS: dict[str, float] = {"edit": 1 / 3, "agent": 1 / 3, "chat-repeat": 1 / 3}
+"""Share of requests per acceptance class (bench/traces/<class>.jsonl): an even mix, by choice.
+Mean accepted tokens per drafting step: (2.83 + 2.03 + 0.29) / 3 = 1.72 with the current results."""
+
+POD_START_OVERHEAD_S = 60.0
+"""Seconds from pod creation to the engine process starting: scheduling, image start (cached image)
+and reading 16 GB of weights, which our start_s measurements do not include (they load dummy
+weights). An assumption, not a measurement."""
+
+KV_CAPACITY_TOKENS = 440_000
+"""KV-cache tokens per replica. Llama-3.1-8B keeps 2 x 32 layers x 8 KV heads x 128 x 2 bytes =
+128 KiB per token; vLLM at gpu_memory_utilization 0.9 on an 80 GB H100 (81559 MiB) leaves
+~77 GB - 16 GB weights - ~2 GB activations = ~59 GB for it: ~440k tokens."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-replica timings (seconds) and acceptance, with the files they came from."""
+
+    decode_batches: tuple[int, ...]
+    """Decoding requests at which the vanilla step time was measured (increasing)."""
+    decode_step_s: tuple[float, ...]
+    """Seconds per engine step (= per output token of each request) at those batch sizes."""
+    verify_batches: tuple[int, ...]
+    verify_cost: tuple[float, ...]
+    """Step time with k=3 drafts per request (acceptance forced to 0) / vanilla, at verify_batches."""
+    prefill_s_per_token: float
+    engine_start_s: float
+    """Median engine start (process start to ready) over the engines of the calibration runs."""
+    accepted_per_step: dict[str, float]
+    """Acceptance class -> mean accepted draft tokens per drafting step."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """What -> result file (or how it was derived)."""
+
+
+def newest(results_dir: Path, prefix: str) -> Path | None:
+    """The newest ``<prefix>-<UTC timestamp>.json`` (names sort by time)."""
+    files = sorted(results_dir.glob(f"{prefix}-[0-9]*.json"))
+    return files[-1] if files else None
+
+
+def _load(results_dir: Path, prefix: str) -> tuple[Path, dict[str, Any]]:
+    path = newest(results_dir, prefix)
+    if path is None:
+        raise FileNotFoundError(f"no {prefix}-<time>.json in {results_dir}: run `make bench SUITE={prefix}`")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return path, data
+
+
+def _latency_case(run: dict[str, Any], engine: str, name: str, metric: str) -> float:
+    return float(run["engines"][engine]["cases"][name][metric]["median"])
+
+
+def load_calibration(results_dir: Path = RESULTS) -> Calibration:
+    """Read the newest verify-8b, overhead-8b, throughput-8b and suffix-accept results."""
+    verify_path, verify = _load(results_dir, "verify-8b")
+    overhead_path, overhead = _load(results_dir, "overhead-8b")
+    throughput_path, throughput = _load(results_dir, "throughput-8b")
+    accept_path, accept = _load(results_dir, "suffix-accept")
+
+    batches, steps, costs = [], [], []
+    for case in sorted(
+        (c for c in verify["config"]["cases"] if c["kind"] == "latency"), key=lambda c: c["num_prompts"]
+    ):
+        vanilla = _latency_case(verify, "vanilla", case["name"], "tpot_ms")
+        drafted = _latency_case(verify, f"verify-k{K_DRAFT}", case["name"], "tpot_ms")
+        batches.append(int(case["num_prompts"]))
+        steps.append(vanilla / 1e3)
+        costs.append(drafted / vanilla)
+    verify_batches = tuple(batches)
+    # The largest batch: the offline 256-request case, elapsed / output length (its prompts were
+    # prefilled in the warm-up run, so nearly all of it is decode steps with ~1000-token contexts).
+    big = next(c for c in overhead["config"]["cases"] if c["kind"] == "throughput")
+    big_elapsed = float(overhead["engines"]["vanilla"]["cases"][big["name"]]["elapsed_s"]["median"])
+    if big["num_prompts"] > batches[-1]:
+        batches.append(int(big["num_prompts"]))
+        steps.append(big_elapsed / big["output_len"])
+    single = next(c for c in overhead["config"]["cases"] if c["kind"] == "latency")
+    prefill = _latency_case(overhead, "vanilla", single["name"], "ttft_ms") / 1e3 / single["input_len"]
+    starts = [
+        float(res["start_s"])
+        for run in (verify, overhead, throughput)
+        for res in run["engines"].values()
+        if "start_s" in res
+    ]
+    accepted = {
+        trace: float(rows[SUFFIX_SETTING]["ours"]["mean_accepted_per_step"])
+        for trace, rows in accept["traces"].items()
+        if trace in CLASS_WEIGHTS
+    }
+    missing = set(CLASS_WEIGHTS) - set(accepted)
+    if missing:
+        raise ValueError(f"{accept_path.name} has no traces {sorted(missing)}")
+    return Calibration(
+        decode_batches=tuple(batches),
+        decode_step_s=tuple(steps),
+        verify_batches=verify_batches,
+        verify_cost=tuple(costs),
+        prefill_s_per_token=prefill,
+        engine_start_s=statistics.median(starts),
+        accepted_per_step=accepted,
+        sources={
+            "decode_step_s": f"{verify_path.name} vanilla tpot_ms (batch "
+            f"{', '.join(map(str, verify_batches))}); "
+            f"{overhead_path.name} vanilla {big['name']} elapsed_s / {big['output_len']} (batch "
+            f"{big['num_prompts']})",
+            "verify_cost": f"{verify_path.name} verify-k{K_DRAFT} tpot_ms / vanilla tpot_ms",
+            "prefill_s_per_token": f"{overhead_path.name} vanilla {single['name']} ttft_ms / "
+            f"{single['input_len']}",
+            "engine_start_s": f"median start_s of the engines in {verify_path.name}, {overhead_path.name}, "
+            f"{throughput_path.name}",
+            "accepted_per_step": f"{accept_path.name} {SUFFIX_SETTING} ours mean_accepted_per_step",
+        },
+    )
+
+
+def interpolate_log(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Linear in log(x) between measured points, flat outside them."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    upper = bisect.bisect_left(xs, x)
+    lower = upper - 1
+    weight = (math.log(x) - math.log(xs[lower])) / (math.log(xs[upper]) - math.log(xs[lower]))
+    return ys[lower] + weight * (ys[upper] - ys[lower])
+
+
+def step_time_s(cal: Calibration, decoding: int, drafting: int, prefill_tokens: int) -> float:
+    """One engine step: decode of ``decoding`` requests (``drafting`` of them with k drafts), plus
+    the prefill of ``prefill_tokens`` prompt tokens."""
+    decode = 0.0
+    if decoding > 0:
+        decode = interpolate_log(cal.decode_batches, cal.decode_step_s, decoding)
+        if drafting > 0:
+            cost = interpolate_log(cal.verify_batches, cal.verify_cost, decoding)
+            decode *= 1 + (cost - 1) * drafting / decoding
+    return decode + prefill_tokens * cal.prefill_s_per_token
+
+
+def drafting_slots(running: int, soft_cap: int | None, hard_cap: int | None) -> int:
+    """How many of the first running requests (scheduler order) may draft under the runtime's caps."""
+    if hard_cap is not None and running >= hard_cap:
+        return 0
+    return running if soft_cap is None else min(soft_cap, running)
+
+
+# --------------------------------------------------------------------------------------------
+# Traces and requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Arrival rate over time (requests per second)."""
+
+    name: str
+    kind: str
+    """steady | bursty | diurnal"""
+    duration_s: float
+    base_rate: float
+    peak_rate: float
+    period_s: float = 0.0
+    """bursty: one burst per period, at its end; diurnal: unused (one day = duration)."""
+    burst_s: float = 0.0
+    initial_replicas: int = 1
+    """Replicas ready at time 0 (already running before the trace)."""
+
+    def rate(self, t: float) -> float:
+        if self.kind == "steady":
+            return self.base_rate
+        if self.kind == "bursty":
+            in_burst = t % self.period_s >= self.period_s - self.burst_s
+            return self.peak_rate if in_burst else self.base_rate
+        if self.kind == "diurnal":
+            phase = (1 - math.cos(2 * math.pi * t / self.duration_s)) / 2
+            return self.base_rate + (self.peak_rate - self.base_rate) * phase
+        raise ValueError(f"unknown trace kind {self.kind!r}")
+
+    def scaled(self, factor: float) -> Trace:
+        """The same shape in ``factor`` of the time (for --quick)."""
+        return replace(
+            self,
+            duration_s=self.duration_s * factor,
+            period_s=self.period_s * factor,
+            burst_s=self.burst_s * factor,
+        )
+
+
+TRACES: dict[str, Trace] = {
+    t.name: t
+    for t in (
+        # ~1.3 replicas' worth of load at one level: does a policy settle without flapping?
+        Trace("steady", "steady", duration_s=1800, base_rate=25, peak_rate=25, initial_replicas=2),
+        # 5 req/s with a 2-minute burst to 30 req/s every 10 minutes: shorter than a replica's start.
+        Trace("bursty", "bursty", 1800, base_rate=5, peak_rate=30, period_s=600, burst_s=120),
+        # A day compressed to an hour: 3 req/s at night, 40 req/s at noon.
+        Trace("diurnal", "diurnal", 3600, base_rate=3, peak_rate=40),
+    )
+}
+
+PROMPT_MEAN, PROMPT_SIGMA, PROMPT_RANGE = 1000.0, 0.5, (32, 3072)
+"""Prompt tokens: log-normal with this mean and log-sigma, clipped (max_model_len 4096)."""
+OUTPUT_MEAN, OUTPUT_SIGMA, OUTPUT_RANGE = 250.0, 0.5, (8, 1024)
+"""Output tokens, likewise."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    arrival: float
+    prompt_tokens: int
+    output_tokens: int
+    klass: str
+    accepted_per_step: float
+
+
+def _lognormal(rng: random.Random, mean: float, sigma: float, bounds: tuple[int, int]) -> int:
+    value = rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+    return max(bounds[0], min(bounds[1], round(value)))
+
+
+def generate_requests(trace: Trace, cal: Calibration, seed: int) -> list[Request]:
+    """Poisson arrivals at ``trace.rate(t)`` (thinning), each with lengths and an acceptance class."""
+    rng = random.Random(f"{trace.name}/{seed}")
+    peak = max(trace.base_rate, trace.peak_rate)
+    classes, weights = list(CLASS_WEIGHTS), list(CLASS_WEIGHTS.values())
+    requests: list[Request] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(peak)
+        if t >= trace.duration_s:
+            return requests
+        if rng.random() * peak > trace.rate(t):
+            continue
+        klass = rng.choices(classes, weights)[0]
+        requests.append(
+            Request(
+                id=len(requests),
+                arrival=t,
+                prompt_tokens=_lognormal(rng, PROMPT_MEAN, PROMPT_SIGMA, PROMPT_RANGE),
+                output_tokens=_lognormal(rng, OUTPUT_MEAN, OUTPUT_SIGMA, OUTPUT_RANGE),
+                klass=klass,
+                accepted_per_step=cal.accepted_per_step[klass],
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The engine: one replica
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 256
+    """Running requests per replica: the largest batch we measured (256 x 1024/256)."""
+    max_num_batched_tokens: int = 8192
+    """Tokens per step (decode + draft + prefill chunks): vLLM's chunked-prefill budget for the
+    OpenAI server."""
+    kv_capacity_tokens: int = KV_CAPACITY_TOKENS
+    gpus_per_replica: int = 1
+    """Llama-3.1-8B in bf16 fits one H100."""
+
+
+_EPS = 1e-6
+
+
+@dataclass
+class _Live:
+    """A request inside a replica."""
+
+    req: Request
+    prefill_left: int
+    tokens_left: float
+    """Output tokens still to produce after the first (fractional: drafting gains the class mean)."""
+    context: float = 0.0
+    """Tokens in the KV cache."""
+    first_token_at: float | None = None
+    done_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a scrape of one replica sees (vLLM gauges and counters)."""
+
+    time: float
+    running: int
+    waiting: int
+    kv_cache_usage: float
+    drafts: float
+    accepted: float
+
+
+class Replica:
+    """A continuous-batching engine; its steps run in epochs of identical steps."""
+
+    def __init__(
+        self,
+        pod_id: int,
+        created: float,
+        ready_at: float,
+        cal: Calibration,
+        engine: EngineConfig,
+        caps: tuple[int | None, int | None],
+    ) -> None:
+        self.id = pod_id
+        self.created = created
+        self.ready_at = ready_at
+        self.ready = ready_at <= created
+        self.draining = False
+        self.stopped_at: float | None = None
+        self.cal, self.engine = cal, engine
+        self.soft_cap, self.hard_cap = caps
+        self.running: list[_Live] = []
+        self.waiting: deque[_Live] = deque()
+        self.kv_tokens = 0.0
+        # counters, as of the start of the current epoch
+        self.drafts = 0.0
+        self.accepted = 0.0
+        self.decode_request_steps = 0.0
+        self.drafting_request_steps = 0.0
+        # the current epoch: ``steps`` identical steps of ``step_s`` from ``epoch_start``
+        self.busy = False
+        self.epoch_start = 0.0
+        self.step_s = 0.0
+        self.steps = 0
+        self.version = 0
+        self._rates: list[float] = []
+        self._chunks: list[int] = []
+        self._decoding = 0
+        self._drafting = 0
+        self._accept_per_step = 0.0
+        self._tokens_per_step = 0.0
+
+    @property
+    def epoch_end(self) -> float:
+        return self.epoch_start + self.steps * self.step_s
+
+    @property
+    def load(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    @property
+    def active(self) -> bool:
+        return self.stopped_at is None and not self.draining
+
+    def can_admit(self) -> bool:
+        if not self.waiting or len(self.running) >= self.engine.max_num_seqs:
+            return False
+        return (
+            not self.running
+            or self.kv_tokens + self.waiting[0].prefill_left <= self.engine.kv_capacity_tokens
+        )
+
+    def plan(self, now: float) -> float | None:
+        """Start an epoch at ``now`` (admitting what fits); its end, or None when idle."""
+        while self.can_admit():
+            self.running.append(self.waiting.popleft())
+        if not self.running:
+            self.busy = False
+            return None
+        slots = drafting_slots(len(self.running), self.soft_cap, self.hard_cap)
+        budget = self.engine.max_num_batched_tokens
+        rates, chunks = [0.0] * len(self.running), [0] * len(self.running)
+        decoding = drafting = 0
+        accept = 0.0
+        prefilling: list[int] = []
+        steps = sys.maxsize  # until the first completion
+        for pos, live in enumerate(self.running):
+            if live.prefill_left > 0:
+                prefilling.append(pos)
+                continue
+            decoding += 1
+            rate = 1.0
+            if pos < slots:
+                drafting += 1
+                rate += live.req.accepted_per_step
+                accept += live.req.accepted_per_step
+                budget -= K_DRAFT
+            budget -= 1
+            rates[pos] = rate
+            steps = min(steps, math.ceil(live.tokens_left / rate - 1e-9))
+        prefill = 0
+        for pos in prefilling:
+            if budget <= 0:
+                break
+            chunks[pos] = min(self.running[pos].prefill_left, budget)
+            budget -= chunks[pos]
+            prefill += chunks[pos]
+        if prefill > 0:
+            steps = 1  # the batch changes after this step
+        self.busy = True
+        self.epoch_start, self.steps = now, max(1, steps)
+        self.step_s = step_time_s(self.cal, decoding, drafting, prefill)
+        self._rates, self._chunks = rates, chunks
+        self._decoding, self._drafting = decoding, drafting
+        self._accept_per_step = accept
+        self._tokens_per_step = sum(rates)
+        self.version += 1
+        return self.epoch_end
+
+    def cut(self, now: float) -> bool:
+        """End the epoch at the first step boundary at or after ``now`` (an arrival or a cap change
+        takes effect there). True if the epoch got shorter."""
+        if not self.busy or now >= self.epoch_end:
+            return False
+        done = max(1, math.ceil((now - self.epoch_start) / self.step_s - 1e-9))
+        if done >= self.steps:
+            return False
+        self.steps = done
+        self.version += 1
+        return True
+
+    def finish_epoch(self) -> list[_Live]:
+        """Credit the epoch's steps; the requests that finished (at ``epoch_end``)."""
+        end, n = self.epoch_end, self.steps
+        finished: list[_Live] = []
+        keep: list[_Live] = []
+        for live, rate, chunk in zip(self.running, self._rates, self._chunks, strict=True):
+            if chunk > 0:
+                live.prefill_left -= chunk
+                live.context += chunk
+                self.kv_tokens += chunk
+                if live.prefill_left == 0:
+                    live.first_token_at = end
+                    live.context += 1
+                    self.kv_tokens += 1
+            elif rate > 0:
+                gained = min(live.tokens_left, n * rate)
+                live.tokens_left -= n * rate
+                live.context += gained
+                self.kv_tokens += gained
+            if live.first_token_at is not None and live.tokens_left <= _EPS:
+                live.done_at = end
+                self.kv_tokens -= live.context
+                finished.append(live)
+            else:
+                keep.append(live)
+        self.running = keep
+        self.drafts += n * self._drafting
+        self.accepted += n * self._accept_per_step
+        self.decode_request_steps += n * self._decoding
+        self.drafting_request_steps += n * self._drafting
+        self.busy = False
+        return finished
+
+    def sample(self, now: float) -> Sample:
+        """The metrics a scrape at ``now`` would read."""
+        elapsed = 0
+        if self.busy:
+            elapsed = min(self.steps, math.floor((now - self.epoch_start) / self.step_s + 1e-9))
+        kv = self.kv_tokens + elapsed * self._tokens_per_step if self.busy else self.kv_tokens
+        return Sample(
+            time=now,
+            running=len(self.running),
+            waiting=len(self.waiting),
+            kv_cache_usage=min(1.0, kv / self.engine.kv_capacity_tokens),
+            drafts=self.drafts + (elapsed * self._drafting if self.busy else 0),
+            accepted=self.accepted + (elapsed * self._accept_per_step if self.busy else 0.0),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster and the event loop
+# --------------------------------------------------------------------------------------------
+
+_EPOCH, _READY, _ARRIVAL, _TICK = range(4)
+"""Event kinds, in the order they run at equal times."""
+
+
+class Controller(Protocol):
+    """A policy adapter: ticks every ``tick_s`` and acts on the cluster."""
+
+    tick_s: float
+
+    def initial_caps(self) -> tuple[int | None, int | None]: ...
+
+    def tick(self, now: float, cluster: Cluster) -> None: ...
+
+
+class Cluster:
+    """The service: replicas, the router, the event loop. Controllers act on it by ``scale_to`` and
+    ``set_caps``."""
+
+    def __init__(
+        self,
+        cal: Calibration,
+        engine: EngineConfig,
+        controller: Controller,
+        initial_replicas: int,
+        pod_start_s: float,
+    ) -> None:
+        self.cal, self.engine, self.controller = cal, engine, controller
+        self.pod_start_s = pod_start_s
+        self.pods: list[Replica] = []
+        self.desired = 0
+        self.scale_events = 0
+        self.cap_changes = 0
+        self.now = 0.0
+        self._events: list[tuple[float, int, int, int, int]] = []
+        self._seq = 0
+        self._pending: deque[_Live] = deque()
+        self.done: list[_Live] = []
+        for _ in range(initial_replicas):
+            self._add_pod(0.0, ready_at=0.0)
+        self.desired = initial_replicas
+
+    # -- events
+    def _push(self, t: float, kind: int, ref: int = 0, version: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t, kind, self._seq, ref, version))
+
+    def _schedule(self, pod: Replica, end: float | None) -> None:
+        if end is not None:
+            self._push(end, _EPOCH, pod.id, pod.version)
+
+    # -- what controllers see and do
+    def active_pods(self) -> list[Replica]:
+        return [p for p in self.pods if p.active]
+
+    def ready_pods(self) -> list[Replica]:
+        return [p for p in self.pods if p.active and p.ready]
+
+    def loading_pods(self) -> list[Replica]:
+        return [p for p in self.pods if p.active and not p.ready]
+
+    def _add_pod(self, now: float, ready_at: float) -> None:
+        pod = Replica(len(self.pods), now, ready_at, self.cal, self.engine, self.controller.initial_caps())
+        self.pods.append(pod)
+        if not pod.ready:
+            self._push(ready_at, _READY, pod.id)
+
+    def _stop_if_idle(self, pod: Replica, now: float) -> None:
+        if pod.draining and pod.load == 0 and not pod.busy and pod.stopped_at is None:
+            pod.stopped_at = now
+
+    def scale_to(self, desired: int, now: float) -> None:
+        """Set the workload's replicas: start pods, or cancel loading ones (newest first) and then
+        drain the least loaded ready ones."""
+        if desired == self.desired:
+            return
+        self.scale_events += 1
+        self.desired = desired
+        while len(self.active_pods()) < desired:
+            self._add_pod(now, now + self.pod_start_s)
+        while len(self.active_pods()) > desired:
+            loading = self.loading_pods()
+            if loading:
+                loading[-1].stopped_at = now
+                continue
+            victim = min(self.ready_pods(), key=lambda p: (p.load, -p.id))
+            victim.draining = True
+            self._stop_if_idle(victim, now)
+
+    def set_caps(self, pod: Replica, soft: int | None, hard: int | None, now: float) -> None:
+        if (soft, hard) == (pod.soft_cap, pod.hard_cap):
+            return
+        self.cap_changes += 1
+        pod.soft_cap, pod.hard_cap = soft, hard
+        if pod.cut(now):
+            self._schedule(pod, pod.epoch_end)
+
+    # -- requests
+    def _route(self, live: _Live, now: float) -> None:
+        ready = self.ready_pods()
+        if not ready:
+            self._pending.append(live)
+            return
+        pod = min(ready, key=lambda p: (p.load, p.id))
+        pod.waiting.append(live)
+        if not pod.busy:
+            self._schedule(pod, pod.plan(now))
+        elif len(pod.running) < self.engine.max_num_seqs and pod.cut(now):
+            self._schedule(pod, pod.epoch_end)
+
+    def run(self, requests: Sequence[Request], horizon_s: float) -> float:
+        """Simulate until every request finished (or ``horizon_s``); the end time."""
+        for req in requests:
+            self._push(req.arrival, _ARRIVAL, req.id)
+        self._push(self.controller.tick_s, _TICK)
+        total = len(requests)
+        if total == 0:
+            return 0.0
+        end = 0.0
+        while self._events:
+            t, kind, _, ref, version = heapq.heappop(self._events)
+            if t > horizon_s:
+                break
+            self.now = t
+            if kind == _EPOCH:
+                pod = self.pods[ref]
+                if version != pod.version or not pod.busy:
+                    continue
+                finished = pod.finish_epoch()
+                self.done.extend(finished)
+                self._schedule(pod, pod.plan(t))
+                self._stop_if_idle(pod, t)
+                if len(self.done) == total:
+                    end = t
+                    break
+            elif kind == _READY:
+                pod = self.pods[ref]
+                if pod.stopped_at is None:
+                    pod.ready = True
+                    while self._pending:
+                        self._route(self._pending.popleft(), t)
+            elif kind == _ARRIVAL:
+                req = requests[ref]
+                self._route(_Live(req, req.prompt_tokens, float(req.output_tokens - 1)), t)
+            else:
+                self.controller.tick(t, self)
+                self._push(t + self.controller.tick_s, _TICK)
+        return end or self.now
+
+    def gpu_seconds(self, end: float) -> float:
+        return sum(
+            ((p.stopped_at if p.stopped_at is not None else end) - p.created) * self.engine.gpus_per_replica
+            for p in self.pods
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------
+
+WINDOW_S = 30.0
+"""Seconds of samples per pod the operator's policies see (control/metrics.py MetricsWindow's
+default)."""
+OPERATOR_TICK_S = 5.0
+"""Seconds between the operator's scrapes and decisions ("every few seconds")."""
+HPA_SYNC_S = 15.0
+"""Seconds between HPA evaluations of KEDA's metric (kube-controller-manager's default)."""
+MIN_REPLICAS, MAX_REPLICAS = 1, 8
+CAP_MIN, CAP_MAX = 1, 64
+"""spec.speculation.capController min/max defaults."""
+FIXED_CAP = 64
+"""The soft cap of keda-waiting-5 and the initial one of ours: Arctic Inference's default
+disable_by_batch_size (and capController.max)."""
+STATIC_CAPS = (0, 8, 64)
+POLICIES = ("ours", *(f"static-cap-{n}" for n in STATIC_CAPS), "keda-waiting-5")
+
+
+RUNNING_TARGET = 32
+"""Requests, spec.autoscaling.targets.runningRequestsPerReplica of ours and static-cap-N, on top of
+the CR's default targets (5 waiting per replica, 80 % KV cache). Why: waiting stays 0 until a
+replica is full (256 running), so the default targets alone scale down to one replica under any
+load that fits it on paper, it saturates, and the service cycles (measured here: ``--running-target
+0``). 32 keeps a replica where its step time is flat (6.7-7.6 ms up to batch 64) and where drafting
+pays. Chosen after trying 0, 64 and 32 on these traces (see docs/benchmarks.md)."""
+
+
+def autoscaling_spec(running_target: int | None = RUNNING_TARGET) -> AutoscalingSpec:
+    """The CR's spec.autoscaling for ours and static-cap-N: the default targets plus
+    ``running_target`` running per replica (None: defaults only), scale-up after 60 s, scale-down
+    after 300 s (the defaults)."""
+    targets = AutoscalingTargets(
+        waiting_requests_per_replica=5, kv_cache_usage=0.8, running_requests_per_replica=running_target
+    )
+    return AutoscalingSpec(min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS, targets=targets)
+
+
+def speculation_spec() -> SpeculationSpec:
+    return SpeculationSpec(
+        method="suffix",
+        soft_cap=FIXED_CAP,
+        cap_controller=CapControllerSpec(enabled=True, min=CAP_MIN, max=CAP_MAX),
+    )
+
+
+@dataclass
+class _Windows:
+    """Per-pod samples of the last ``window_s`` seconds, summarised like control/metrics.py's PodWindow."""
+
+    window_s: float
+    samples: dict[int, deque[Sample]] = field(default_factory=dict)
+
+    def add(self, pod: int, sample: Sample) -> None:
+        window = self.samples.setdefault(pod, deque())
+        window.append(sample)
+        while window[0].time < sample.time - self.window_s:
+            window.popleft()
+
+    def forget(self, keep: set[int]) -> None:
+        for pod in [p for p in self.samples if p not in keep]:
+            del self.samples[pod]
+
+    def means(self, pod: int) -> tuple[float, float, float, float | None]:
+        """(running, waiting, KV usage) means, accepted per draft over the window (None: no drafts)."""
+        window = self.samples[pod]
+        n = len(window)
+        drafts = window[-1].drafts - window[0].drafts
+        accepted = window[-1].accepted - window[0].accepted
+        return (
+            sum(s.running for s in window) / n,
+            sum(s.waiting for s in window) / n,
+            sum(s.kv_cache_usage for s in window) / n,
+            accepted / drafts if drafts > 0 else None,
+        )
+
+
+class OperatorController:
+    """ours (``cap_policy`` set) or static-cap-N (``fixed_caps``): the operator's replica policy
+    fed the way its controller feeds it."""
+
+    def __init__(
+        self,
+        cap_policy: CapPolicy | None,
+        fixed_caps: tuple[int | None, int | None],
+        running_target: int | None = RUNNING_TARGET,
+    ) -> None:
+        self.tick_s = OPERATOR_TICK_S
+        self.replica_policy = ReplicaPolicy.from_spec(autoscaling_spec(running_target))
+        self.cap_policy = cap_policy
+        self.fixed_caps = fixed_caps
+        self.windows = _Windows(WINDOW_S)
+        self.replica_state = ReplicaState()
+        self.cap_states: dict[int, CapState] = {}
+
+    def initial_caps(self) -> tuple[int | None, int | None]:
+        return self.fixed_caps
+
+    def tick(self, now: float, cluster: Cluster) -> None:
+        ready = cluster.ready_pods()
+        for pod in ready:
+            self.windows.add(pod.id, pod.sample(now))
+        self.windows.forget({p.id for p in ready})
+        means = {pod.id: self.windows.means(pod.id) for pod in ready}
+        obs = ReplicaObservation(
+            time=now,
+            current=cluster.desired,
+            ready=len(ready),
+            loading=len(cluster.loading_pods()),
+            observed=len(ready),
+            waiting_total=sum(m[1] for m in means.values()),
+            running_total=sum(m[0] for m in means.values()),
+            kv_cache_usage_mean=statistics.fmean(m[2] for m in means.values()) if means else None,
+        )
+        decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
+        cluster.scale_to(decision.desired, now)
+        if self.cap_policy is None:
+            return
+        for pod in ready:
+            if not pod.active:
+                continue
+            running, waiting, _, accepted = means[pod.id]
+            cap_obs = CapObservation(
+                now, running, waiting, accepted, pod.soft_cap, pod.hard_cap, complete=True
+            )
+            cap, self.cap_states[pod.id] = decide_cap(
+                self.cap_policy, cap_obs, self.cap_states.get(pod.id, CapState())
+            )
+            if cap.changed and cap.soft_cap is not None:
+                cluster.set_caps(pod, cap.soft_cap, cap.hard_cap, now)
+
+
+class KedaController:
+    """KEDA's Prometheus trigger ``sum(vllm:num_requests_waiting)`` with threshold 5 (AverageValue),
+    acted on by the HPA with its default behaviour: desired = ceil(total waiting / 5) outside a 10 %
+    tolerance, clamped to [min, max]; scale up at once (at most max(4 pods, 100 %) per sync), scale
+    down to the largest recommendation of the last 300 s. The caps never change."""
+
+    threshold = 5.0
+    tolerance = 0.1
+    scale_down_window_s = 300.0
+
+    def __init__(self, caps: tuple[int | None, int | None]) -> None:
+        self.tick_s = HPA_SYNC_S
+        self.caps = caps
+        self.history: deque[tuple[float, int]] = deque()
+
+    def initial_caps(self) -> tuple[int | None, int | None]:
+        return self.caps
+
+    def tick(self, now: float, cluster: Cluster) -> None:
+        current = cluster.desired
+        if not self.history:
+            # The HPA has been running at the initial count before the trace (as ours' window has).
+            self.history.append((0.0, current))
+        waiting = sum(pod.sample(now).waiting for pod in cluster.ready_pods())
+        ratio = waiting / (self.threshold * current)
+        raw = current if abs(ratio - 1) <= self.tolerance else math.ceil(waiting / self.threshold - 1e-9)
+        raw = max(MIN_REPLICAS, min(MAX_REPLICAS, raw))
+        self.history.append((now, raw))
+        while self.history[0][0] < now - self.scale_down_window_s:
+            self.history.popleft()
+        if raw > current:
+            desired = min(raw, current + max(4, current))
+        else:
+            desired = min(current, max(r for _, r in self.history))
+        cluster.scale_to(desired, now)
+
+
+def make_controller(policy: str, running_target: int | None = RUNNING_TARGET) -> Controller:
+    if policy == "ours":
+        return OperatorController(CapPolicy.from_spec(speculation_spec()), (FIXED_CAP, None), running_target)
+    if policy.startswith("static-cap-"):
+        cap = int(policy.removeprefix("static-cap-"))
+        return OperatorController(None, (cap, None), running_target)
+    if policy == "keda-waiting-5":
+        return KedaController((FIXED_CAP, None))
+    raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+
+
+# --------------------------------------------------------------------------------------------
+# One run, rows, files
+# --------------------------------------------------------------------------------------------
+
+TAIL_S = 3600.0
+"""Seconds after the trace's end within which every request must finish (else counted unfinished)."""
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    policy: str
+    trace: str
+    requests: int
+    completed: int
+    end_s: float
+    gpu_seconds: float
+    ttft_s: tuple[float, ...]
+    e2e_s: tuple[float, ...]
+    scale_events: int
+    cap_changes: int
+    max_replicas: int
+    drafted_fraction: float
+    """Drafting request-steps / decoding request-steps."""
+    pods: tuple[tuple[float, float], ...]
+    """(created, stopped) per pod."""
+
+    def row(self) -> dict[str, Any]:
+        def r(x: float) -> float:
+            return round(x, 4)
+
+        return {
+            "policy": self.policy,
+            "trace": self.trace,
+            "p50_ttft_s": r(percentile(self.ttft_s, 50)),
+            "p95_ttft_s": r(percentile(self.ttft_s, 95)),
+            "p95_e2e_s": r(percentile(self.e2e_s, 95)),
+            "gpu_seconds": round(self.gpu_seconds, 1),
+            "p50_e2e_s": r(percentile(self.e2e_s, 50)),
+            "p99_ttft_s": r(percentile(self.ttft_s, 99)),
+            "requests": self.requests,
+            "completed": self.completed,
+            "unfinished": self.requests - self.completed,
+            "end_s": round(self.end_s, 1),
+            "mean_replicas": r(self.gpu_seconds / self.end_s) if self.end_s else 0.0,
+            "max_replicas": self.max_replicas,
+            "scale_events": self.scale_events,
+            "cap_changes": self.cap_changes,
+            "drafted_fraction": r(self.drafted_fraction),
+        }
+
+
+def simulate(
+    policy: str,
+    trace: Trace,
+    cal: Calibration,
+    seed: int = 0,
+    engine: EngineConfig | None = None,
+    requests: Sequence[Request] | None = None,
+    controller: Controller | None = None,
+    running_target: int | None = RUNNING_TARGET,
+) -> RunResult:
+    """One policy on one trace."""
+    engine = engine or EngineConfig()
+    requests = generate_requests(trace, cal, seed) if requests is None else requests
+    cluster = Cluster(
+        cal,
+        engine,
+        controller or make_controller(policy, running_target),
+        trace.initial_replicas,
+        pod_start_s=POD_START_OVERHEAD_S + cal.engine_start_s,
+    )
+    end = cluster.run(requests, trace.duration_s + TAIL_S)
+    decode = sum(p.decode_request_steps for p in cluster.pods)
+    drafted = sum(p.drafting_request_steps for p in cluster.pods)
+    live_over_time = sorted(
+        [(p.created, 1) for p in cluster.pods]
+        + [(p.stopped_at, -1) for p in cluster.pods if p.stopped_at is not None]
+    )
+    most = alive = 0
+    for _, change in live_over_time:
+        alive += change
+        most = max(most, alive)
+    return RunResult(
+        policy=policy,
+        trace=trace.name,
+        requests=len(requests),
+        completed=len(cluster.done),
+        end_s=end,
+        gpu_seconds=cluster.gpu_seconds(end),
+        ttft_s=tuple(
+            live.first_token_at - live.req.arrival for live in cluster.done if live.first_token_at is not None
+        ),
+        e2e_s=tuple(live.done_at - live.req.arrival for live in cluster.done if live.done_at is not None),
+        scale_events=cluster.scale_events,
+        cap_changes=cluster.cap_changes,
+        max_replicas=most,
+        drafted_fraction=drafted / decode if decode else 0.0,
+        pods=tuple((p.created, p.stopped_at if p.stopped_at is not None else end) for p in cluster.pods),
+    )
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def config_record(
+    cal: Calibration, traces: Sequence[Trace], seed: int, quick: bool, running_target: int | None
+) -> dict[str, Any]:
+    return {
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": _commit(),
+        "command": "python -m bench.control " + " ".join(sys.argv[1:]),
+        "seed": seed,
+        "quick": quick,
+        "calibration": asdict(cal),
+        "engine": asdict(EngineConfig()),
+        "pod_start_s": POD_START_OVERHEAD_S + cal.engine_start_s,
+        "pod_start_overhead_s": POD_START_OVERHEAD_S,
+        "k_draft": K_DRAFT,
+        "class_weights": CLASS_WEIGHTS,
+        "requests": {
+            "prompt": {"mean": PROMPT_MEAN, "log_sigma": PROMPT_SIGMA, "range": PROMPT_RANGE},
+            "output": {"mean": OUTPUT_MEAN, "log_sigma": OUTPUT_SIGMA, "range": OUTPUT_RANGE},
+        },
+        "traces": [asdict(t) for t in traces],
+        "policies": {
+            "ours": {
+                "autoscaling": autoscaling_spec(running_target).model_dump(by_alias=True, exclude_none=True),
+                "speculation": speculation_spec().model_dump(by_alias=True, exclude_none=True),
+                "tick_s": OPERATOR_TICK_S,
+                "window_s": WINDOW_S,
+            },
+            "static-cap-N": f"ours' replica policy; soft cap N fixed, no hard cap; N in {list(STATIC_CAPS)}",
+            "keda-waiting-5": {
+                "trigger": "sum(vllm:num_requests_waiting), AverageValue 5",
+                "sync_s": HPA_SYNC_S,
+                "scale_down_window_s": KedaController.scale_down_window_s,
+                "soft_cap": FIXED_CAP,
+                "hard_cap": None,
+            },
+            "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS},
+        },
+    }
+
+
+def _simulate_job(job: tuple[str, Trace, Calibration, int, int | None]) -> RunResult:
+    policy, trace, cal, seed, running_target = job
+    return simulate(policy, trace, cal, seed, running_target=running_target)
+
+
+def run_all(
+    traces: Sequence[Trace],
+    cal: Calibration,
+    seed: int,
+    policies: Sequence[str] = POLICIES,
+    running_target: int | None = RUNNING_TARGET,
+    jobs: int = 1,
+) -> dict[str, list[RunResult]]:
+    """Every policy on every trace (the same requests for all policies of a trace), in ``jobs``
+    processes."""
+    work = [(p, t, cal, seed, running_target) for t in traces for p in policies]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+            runs = list(pool.map(_simulate_job, work))
+    else:
+        runs = [_simulate_job(job) for job in work]
+    results: dict[str, list[RunResult]] = {t.name: [] for t in traces}
+    for run in runs:
+        results[run.trace].append(run)
+    return results
+
+
+def write_results(results: dict[str, list[RunResult]], out: Path, config: dict[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for trace, runs in results.items():
+        path = out / f"control-{trace}.json"
+        path.write_text(json.dumps([run.row() for run in runs], indent=1) + "\n")
+        paths.append(path)
+    config_path = out / "control-config.json"
+    config_path.write_text(json.dumps(config, indent=1, default=str) + "\n")
+    return [*paths, config_path]
+
+
+def plot_rows(rows_by_trace: dict[str, list[dict[str, Any]]], out: Path) -> bool:
+    """p95 TTFT and GPU-seconds per policy, one column per trace (False without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    traces = list(rows_by_trace)
+    fig, axes = plt.subplots(2, len(traces), figsize=(4 * len(traces), 6), squeeze=False)
+    for col, trace in enumerate(traces):
+        rows = rows_by_trace[trace]
+        names = [r["policy"] for r in rows]
+        colors = [
+            "tab:green" if n == "ours" else "tab:gray" if n.startswith("static") else "tab:orange"
+            for n in names
+        ]
+        for row_i, (key, label) in enumerate(
+            (("p95_ttft_s", "p95 TTFT (s)"), ("gpu_seconds", "GPU-seconds"))
+        ):
+            ax = axes[row_i][col]
+            ax.bar(range(len(rows)), [r[key] for r in rows], color=colors)
+            ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+            ax.set_ylabel(label)
+            if key == "p95_ttft_s":
+                ax.set_yscale("log")
+                ax.set_ylim(bottom=0.01)
+                ax.set_title(trace)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        "Control-loop simulator (Llama-3.1-8B shape on H100, calibrated from bench/results)", fontsize=9
+    )
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+QUICK_FACTOR = 0.1
+"""--quick: every trace in this fraction of its time (same rates), for a smoke test."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.control", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where control-<trace>.json go")
+    parser.add_argument("--traces", default=",".join(TRACES), help=f"comma-separated of {', '.join(TRACES)}")
+    parser.add_argument("--quick", action="store_true", help=f"traces shortened to x{QUICK_FACTOR} (smoke)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="calibration: bench result files")
+    parser.add_argument("--plot", type=Path, help="also write the PNG plot here")
+    parser.add_argument(
+        "--running-target",
+        type=int,
+        default=RUNNING_TARGET,
+        help="ours/static-cap-N: running requests per replica target (0: the CR's default targets only)",
+    )
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.traces.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRACES]
+    if unknown or not names:
+        print(f"bench.control: unknown traces {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
+        return 2
+    traces = [TRACES[n].scaled(QUICK_FACTOR) if args.quick else TRACES[n] for n in names]
+    cal = load_calibration(args.results)
+    started = time.perf_counter()
+    running_target = args.running_target or None
+    results = run_all(traces, cal, args.seed, running_target=running_target, jobs=max(1, args.jobs))
+    config = config_record(cal, traces, args.seed, args.quick, running_target)
+    config["duration_s"] = round(time.perf_counter() - started, 2)
+    for path in write_results(results, args.out, config):
+        print(f"bench.control: wrote {path}")
+    for trace, runs in results.items():
+        for run in runs:
+            row = run.row()
+            print(
+                f"{trace:8} {row['policy']:15} TTFT p50 {row['p50_ttft_s']:7.3f} "
+                f"p95 {row['p95_ttft_s']:7.3f} s  E2E p95 {row['p95_e2e_s']:7.2f} s  "
+                f"GPU-s {row['gpu_seconds']:8.0f}  replicas mean {row['mean_replicas']:.2f} "
+                f"max {row['max_replicas']}  drafted {row['drafted_fraction']:.2f}  "
+                f"scale {row['scale_events']} caps {row['cap_changes']}  unfinished {row['unfinished']}"
+            )
+    if args.plot and plot_rows({t: [r.row() for r in runs] for t, runs in results.items()}, args.plot):
+        print(f"bench.control: wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
