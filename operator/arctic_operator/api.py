@@ -680,6 +680,136 @@ class EngineStatus(ApiModel):
     """Whether SwiftKV is on."""
 
 
+#: Most entries kept in status.autoscaling.lastDecisions and status.capController.lastChanges.
+MAX_STATUS_HISTORY = 20
+#: Most pods listed in status.pods (spec.autoscaling.maxReplicas is at most 1000).
+MAX_STATUS_PODS = 1000
+
+
+class ReplicaDecisionRecord(ApiModel):
+    """One decision of the operator's autoscaler that changed the replica count or why it held."""
+
+    time: datetime
+    """When it was decided (RFC 3339)."""
+    current: int = Field(ge=0, json_schema_extra={"format": "int32"})
+    """The workload's replicas before the decision."""
+    desired: int = Field(ge=0, json_schema_extra={"format": "int32"})
+    """The replicas it chose (equal to current: no change)."""
+    reason: str = Field(min_length=1, max_length=128, pattern=CONDITION_REASON)
+    """CamelCase: ScaleUp, ScaleDown, WithinTolerance, Stabilizing, Cooldown, PodsLoading,
+    MetricsIncomplete, NoMetrics, AtMinimum, AtMaximum."""
+    message: str = Field(default="", max_length=1024)
+    """The decision in one sentence, with the numbers it was made from."""
+
+
+class AutoscalingStatus(ApiModel):
+    """What the operator's autoscaler (spec.autoscaling) sees and decided. The replica count lives
+    in the workload's spec.replicas, never in this resource's spec."""
+
+    desired_replicas: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int32"})
+    """Replicas the autoscaler wants now."""
+    current_replicas: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int32"})
+    """The workload's spec.replicas when the latest decision was made."""
+    reason: str | None = Field(default=None, max_length=128, pattern=CONDITION_REASON)
+    """Reason of the latest decision (CamelCase). Holding reasons: WithinTolerance (load near the
+    targets), Stabilizing (waiting for the scale-up or scale-down window), Cooldown (a recent
+    change), PodsLoading (no scale-down while pods load the model), MetricsIncomplete or NoMetrics
+    (some ready pods' metrics could not be read: no scale-down)."""
+    message: str | None = Field(default=None, max_length=1024)
+    """The latest decision in one sentence, with its numbers."""
+    metrics_complete: bool | None = None
+    """Whether every ready pod's metrics were read (false: see status.pods[].metricsError; the
+    autoscaler never removes a replica then)."""
+    ready_pods: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int32"})
+    """Ready engine pods."""
+    observed_pods: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int32"})
+    """Ready pods whose metrics were read (a fresh, complete window)."""
+    loading_pods: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int32"})
+    """Pods that exist but are not ready yet (starting or loading the model)."""
+    waiting_requests: float | None = Field(default=None, ge=0)
+    """Requests waiting for a batch slot, summed over the observed pods (mean over the metrics
+    window)."""
+    running_requests: float | None = Field(default=None, ge=0)
+    """Requests in the running batches, summed over the observed pods (mean over the window)."""
+    kv_cache_usage: float | None = Field(default=None, ge=0)
+    """KV cache usage (0..1), averaged over the observed pods that report it."""
+    last_scale_time: datetime | None = None
+    """When the autoscaler last changed the replica count (RFC 3339)."""
+    last_decisions: list[ReplicaDecisionRecord] | None = Field(default=None, max_length=MAX_STATUS_HISTORY)
+    """The latest decisions, oldest first: every change, and every change of the reason it held
+    for."""
+
+
+class CapChangeRecord(ApiModel):
+    """One change of a pod's speculation cap by the operator's cap controller."""
+
+    time: datetime
+    """When it was decided (RFC 3339)."""
+    pod: str = Field(max_length=253)
+    """The pod whose cap changed."""
+    soft_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The new soft cap; absent: none."""
+    hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The new hard cap; absent: none."""
+    previous_soft_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The soft cap the controller had set before; absent: none yet."""
+    previous_hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The hard cap the controller had set before; absent: none yet."""
+    reason: str = Field(min_length=1, max_length=128, pattern=CONDITION_REASON)
+    """CamelCase: Raised, Lowered, QueuePressure, ..."""
+    message: str = Field(default="", max_length=1024)
+    """The decision in one sentence, with the running/waiting requests and acceptance it used."""
+    result: str = Field(default="", max_length=1024)
+    """Ok when the pod's admin API took the cap, else the error (the controller retries every
+    interval)."""
+
+
+class CapControllerStatus(ApiModel):
+    """What the operator's cap controller (spec.speculation.capController) changed."""
+
+    last_changes: list[CapChangeRecord] | None = Field(default=None, max_length=MAX_STATUS_HISTORY)
+    """The latest cap changes over all pods, oldest first."""
+
+
+class PodControlStatus(ApiModel):
+    """One engine pod as the operator's control loop sees it."""
+
+    name: str = Field(max_length=253)
+    """The pod's name."""
+    ready: bool = False
+    """Whether the pod passes its readiness probe (only ready pods are scraped)."""
+    metrics: Literal["Ok", "Error", "Incomplete", "NotReady"] = "NotReady"
+    """Ok: its /metrics were read this interval. Error: they could not be read (metricsError says
+    why). Incomplete: read, but without a quantity the policies need. NotReady: not scraped."""
+    metrics_error: str | None = Field(default=None, max_length=1024)
+    """Why the metrics could not be used (timeout, connection refused, HTTP status, parse error)."""
+    running: float | None = Field(default=None, ge=0)
+    """Mean running requests over the metrics window."""
+    waiting: float | None = Field(default=None, ge=0)
+    """Mean waiting requests over the metrics window."""
+    kv_cache_usage: float | None = Field(default=None, ge=0)
+    """Mean KV cache usage (0..1) over the window, if reported."""
+    acceptance_rate: float | None = Field(default=None, ge=0)
+    """Accepted / drafted tokens over the window; absent when nothing was drafted."""
+    configured_soft_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The soft cap the cap controller set for this pod; absent: none set yet (the spec's)."""
+    configured_hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The hard cap the cap controller set for this pod; absent: none set yet (the spec's)."""
+    effective_soft_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The soft cap the engine reports (arctic_speculation_soft_cap, or its answer to the last
+    change); absent: no cap, or not reported. Differs from configuredSoftCap while a change is on
+    its way or after the pod restarted (the controller sets it again)."""
+    effective_hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
+    """The hard cap the engine reports; absent: no cap, or not reported."""
+    cap_reason: str | None = Field(default=None, max_length=128, pattern=CONDITION_REASON)
+    """Reason of the cap controller's latest decision for this pod (CamelCase; e.g. Dwell or
+    WithinHysteresis when it held)."""
+    cap_message: str | None = Field(default=None, max_length=1024)
+    """The cap controller's latest decision for this pod, in one sentence."""
+    cap_error: str | None = Field(default=None, max_length=1024)
+    """Why the last attempt to set this pod's cap failed (wrong token, admin API off, timeout)."""
+
+
 class ArcticInferenceServiceStatus(ApiModel):
     """Observed state, written by the operator (status subresource)."""
 
@@ -702,6 +832,16 @@ class ArcticInferenceServiceStatus(ApiModel):
     """URL of the OpenAI-compatible API inside the cluster, e.g. http://NAME.NAMESPACE.svc:8000/v1."""
     engine: EngineStatus | None = None
     """Engine settings in effect."""
+    autoscaling: AutoscalingStatus | None = None
+    """The operator's autoscaler: what it sees, its latest decision and why (spec.autoscaling)."""
+    cap_controller: CapControllerStatus | None = None
+    """The operator's cap controller: its latest changes (spec.speculation.capController)."""
+    pods: list[PodControlStatus] | None = Field(
+        default=None, max_length=MAX_STATUS_PODS, json_schema_extra=_list_map("name")
+    )
+    """Engine pods as the control loop sees them: metrics, load, acceptance, and the speculation
+    cap configured by the operator versus in effect on the engine. Present while spec.autoscaling
+    or spec.speculation.capController is on."""
 
 
 # --------------------------------------------------------------------------------------------
