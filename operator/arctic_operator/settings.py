@@ -33,6 +33,10 @@ class OperatorSettings:
     resync_seconds: float = 60.0
     """How often every resource is reconciled even without events: drift on the objects the
     operator owns (a hand-edited Deployment) is put back within this time. ARCTIC_OPERATOR_RESYNC_SECONDS."""
+    scrape_seconds: float = 5.0
+    """How often the control loop scrapes the engines' /metrics and decides replicas and speculation
+    caps, for resources with spec.autoscaling or spec.speculation.capController.enabled.
+    ARCTIC_OPERATOR_SCRAPE_SECONDS."""
 
 
 def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
@@ -67,6 +71,13 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         resync = -1.0
     if not 1.0 <= resync <= 86400.0:
         raise SettingsError(f"ARCTIC_OPERATOR_RESYNC_SECONDS: must be 1..86400 seconds, got {raw_resync!r}")
+    raw_scrape = env.get("ARCTIC_OPERATOR_SCRAPE_SECONDS", "")
+    try:
+        scrape = float(raw_scrape) if raw_scrape else 5.0
+    except ValueError:
+        scrape = -1.0
+    if not 1.0 <= scrape <= 3600.0:
+        raise SettingsError(f"ARCTIC_OPERATOR_SCRAPE_SECONDS: must be 1..3600 seconds, got {raw_scrape!r}")
     return OperatorSettings(
         watch_namespace=env.get("ARCTIC_OPERATOR_WATCH_NAMESPACE", ""),
         health_port=_port(env, "ARCTIC_OPERATOR_HEALTH_PORT", 8080),
@@ -76,4 +87,5 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         runtime_cpu_image=env.get("ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE") or DEFAULT_CPU_IMAGE,
         monitoring=monitoring == "true",
         resync_seconds=resync,
+        scrape_seconds=scrape,
     )

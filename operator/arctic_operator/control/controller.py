@@ -1,12 +1,49 @@
 """One ``ServiceController`` per ArcticInferenceService: scrape its ready pods, run the policies,
 apply the results (replicas on the workload, caps through each pod's admin API), and describe it
 all for status. I/O lives here and in ``scrape``/``admin_client``; decisions in ``replicas``/``cap``.
+
+A tick:
+
+1. scrapes every ready pod's /metrics (bounded concurrency, per-request timeout); a pod that does
+   not answer, answers garbage or lacks a required series is *not observed* this tick;
+2. adds the samples to the per-pod window and summarises each observed pod (``PodWindow``);
+3. asks ``decide_replicas`` with the totals over the observed pods (it holds, and never scales
+   down, while ``observed < ready``) -- the caller patches the workload when the decision changed;
+4. asks ``decide_cap`` per ready pod (an unobserved pod's observation is marked incomplete, so the
+   policy holds) and pushes the caps that changed, plus the configured caps a pod has lost (the
+   engine reports a different cap, e.g. after a restart);
+5. renders the status fields (``autoscaling``, ``capController``, ``pods``) and the events.
+
+The controller keeps everything in memory (windows, policy states, the last N decisions): an
+operator restart starts the windows afresh, which only delays decisions by one window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import aiohttp
+
+from arctic_operator.control.admin_client import AdminError, EffectiveCap, put_cap
+from arctic_operator.control.cap import CapDecision, CapObservation, CapPolicy, CapState, decide_cap
+from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
+from arctic_operator.control.replicas import (
+    ReplicaDecision,
+    ReplicaObservation,
+    ReplicaPolicy,
+    ReplicaState,
+    decide_replicas,
+)
+from arctic_operator.control.scrape import scrape
+from arctic_operator.plan import ENGINE_CONTAINER, ENGINE_PORT_NAME
+
+#: Event = (type, reason, message), as kopf.event takes them.
+Event = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -25,9 +62,9 @@ class PodTarget:
 class TickResult:
     """What one tick decided and did, for status, events and logs."""
 
-    replicas: Any | None = None
+    replicas: ReplicaDecision | None = None
     """ReplicaDecision, or None when autoscaling is off."""
-    caps: dict[str, Any] = field(default_factory=dict)
+    caps: dict[str, CapDecision] = field(default_factory=dict)
     """pod -> CapDecision (cap controller on)."""
     pushed: dict[str, str] = field(default_factory=dict)
     """pod -> "ok" or the error of pushing its cap."""
@@ -35,3 +72,543 @@ class TickResult:
     """pod -> why its metrics could not be read this tick."""
     status: dict[str, Any] = field(default_factory=dict)
     """The status fields to patch (camelCase)."""
+    events: list[Event] = field(default_factory=list)
+    """Events to post on the resource: scale and cap changes, new scrape or push failures."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Intervals and limits of one controller (the policies have their own settings)."""
+
+    window_s: float = 30.0
+    """Seconds of samples per pod that the policies see (means, acceptance)."""
+    max_age_s: float = 20.0
+    """A pod whose newest complete sample is older than this is not observed."""
+    scrape_timeout_s: float = 2.0
+    """Seconds one /metrics request may take."""
+    admin_timeout_s: float = 5.0
+    """Seconds one cap change through the admin API may take."""
+    concurrency: int = 16
+    """Most requests (scrapes, cap changes) in flight at once."""
+    history: int = 10
+    """Replica decisions and cap changes kept for status."""
+    reapply_grace_s: float = 10.0
+    """After a successful cap change, seconds during which a different cap in the pod's metrics is
+    taken as not yet refreshed (the runtime mirrors the engine's cap into /metrics every second)
+    rather than lost."""
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "max_age_s", "scrape_timeout_s", "admin_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.concurrency < 1 or self.history < 1:
+            raise ValueError("concurrency and history: must be at least 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Running"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _engine_port(pod: Mapping[str, Any], default_port: int) -> int:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    ordered = sorted(containers, key=lambda c: c.get("name") != ENGINE_CONTAINER)  # the engine first
+    for container in ordered:
+        for port in container.get("ports") or []:
+            if port.get("name") == ENGINE_PORT_NAME and port.get("containerPort"):
+                return int(port["containerPort"])
+    return default_port
+
+
+def pod_target(pod: Mapping[str, Any], default_port: int) -> PodTarget:
+    """A Pod object (as the API returns it) -> PodTarget: URLs from status.podIP and the container
+    port named "http" (else ``default_port``, spec.service.port)."""
+    name = str((pod.get("metadata") or {}).get("name"))
+    ip = (pod.get("status") or {}).get("podIP")
+    base = None
+    if ip:
+        host = f"[{ip}]" if ":" in str(ip) else str(ip)
+        base = f"http://{host}:{_engine_port(pod, default_port)}"
+    return PodTarget(
+        name=name,
+        ready=_pod_ready(pod),
+        metrics_url=None if base is None else base + "/metrics",
+        admin_url=base,
+    )
+
+
+def pod_targets(pods: Iterable[Mapping[str, Any]], default_port: int) -> tuple[list[PodTarget], int]:
+    """Every live pod as a PodTarget (sorted by name), and how many are loading (exist, are not
+    being deleted, and are not ready yet). Terminating and finished pods are left out."""
+    targets: list[PodTarget] = []
+    loading = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        if meta.get("deletionTimestamp") or phase in ("Succeeded", "Failed"):
+            continue
+        target = pod_target(pod, default_port)
+        targets.append(target)
+        loading += not target.ready
+    targets.sort(key=lambda t: t.name)
+    return targets, loading
+
+
+def rfc3339(t: float) -> str:
+    """Unix seconds -> an RFC 3339 UTC timestamp, as Kubernetes writes them."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _num(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """Absent is how status says "unset": drop None values."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def decision_record(decision: ReplicaDecision) -> dict[str, Any]:
+    """One entry of status.autoscaling.lastDecisions."""
+    return {
+        "time": rfc3339(decision.time),
+        "current": decision.current,
+        "desired": decision.desired,
+        "reason": decision.reason,
+        "message": decision.message[:1024],
+    }
+
+
+def autoscaling_status(
+    decision: ReplicaDecision,
+    obs: ReplicaObservation,
+    history: Sequence[ReplicaDecision],
+    last_scale_time: float | None,
+) -> dict[str, Any]:
+    """status.autoscaling for the latest decision and the observation it was made from."""
+    return _clean(
+        {
+            "desiredReplicas": decision.desired,
+            "currentReplicas": decision.current,
+            "reason": decision.reason,
+            "message": decision.message[:1024],
+            "metricsComplete": obs.observed >= obs.ready,
+            "readyPods": obs.ready,
+            "observedPods": obs.observed,
+            "loadingPods": obs.loading,
+            "waitingRequests": _num(obs.waiting_total),
+            "runningRequests": _num(obs.running_total),
+            "kvCacheUsage": _num(obs.kv_cache_usage_mean),
+            "lastScaleTime": None if last_scale_time is None else rfc3339(last_scale_time),
+            "lastDecisions": [decision_record(d) for d in history],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class CapChange:
+    """A cap change the controller made, for status.capController.lastChanges."""
+
+    pod: str
+    decision: CapDecision
+    result: str
+    """"Ok", or the error of pushing it."""
+
+
+def cap_change_record(change: CapChange) -> dict[str, Any]:
+    d = change.decision
+    return _clean(
+        {
+            "time": rfc3339(d.time),
+            "pod": change.pod,
+            "softCap": d.soft_cap,
+            "hardCap": d.hard_cap,
+            "previousSoftCap": d.previous_soft_cap,
+            "previousHardCap": d.previous_hard_cap,
+            "reason": d.reason,
+            "message": d.message[:1024],
+            "result": change.result[:1024],
+        }
+    )
+
+
+def pod_status(
+    target: PodTarget,
+    *,
+    error: str | None,
+    incomplete: bool,
+    window: PodWindow | None,
+    cap_state: CapState | None,
+    cap_decision: CapDecision | None,
+    effective: EffectiveCap | None,
+    cap_error: str | None,
+) -> dict[str, Any]:
+    """One entry of status.pods."""
+    if not target.ready:
+        metrics = "NotReady"
+    elif incomplete:
+        metrics = "Incomplete"
+    elif error is not None:
+        metrics = "Error"
+    else:
+        metrics = "Ok"
+    return _clean(
+        {
+            "name": target.name,
+            "ready": target.ready,
+            "metrics": metrics,
+            "metricsError": None if error is None else error[:1024],
+            "running": None if window is None else _num(window.running),
+            "waiting": None if window is None else _num(window.waiting),
+            "kvCacheUsage": None if window is None else _num(window.kv_cache_usage),
+            "acceptanceRate": None if window is None else _num(window.acceptance_rate),
+            "configuredSoftCap": None if cap_state is None else cap_state.soft_cap,
+            "configuredHardCap": (
+                None if cap_state is None or cap_state.soft_cap is None else cap_state.hard_cap
+            ),
+            "effectiveSoftCap": None if effective is None else effective.soft_cap,
+            "effectiveHardCap": None if effective is None else effective.hard_cap,
+            "capReason": None if cap_decision is None else cap_decision.reason,
+            "capMessage": None if cap_decision is None else cap_decision.message[:1024],
+            "capError": None if cap_error is None else cap_error[:1024],
+        }
+    )
+
+
+def replica_observation(
+    now: float,
+    current: int,
+    ready: int,
+    loading: int,
+    windows: Sequence[PodWindow],
+) -> ReplicaObservation:
+    """The autoscaler's input: totals over the observed pods' windows."""
+    kv = [w.kv_cache_usage for w in windows if w.kv_cache_usage is not None]
+    return ReplicaObservation(
+        time=now,
+        current=current,
+        ready=ready,
+        loading=loading,
+        observed=len(windows),
+        waiting_total=sum(w.waiting for w in windows),
+        running_total=sum(w.running for w in windows),
+        kv_cache_usage_mean=sum(kv) / len(kv) if kv else None,
+    )
+
+
+def cap_observation(now: float, window: PodWindow | None) -> CapObservation:
+    """The cap policy's input for one pod; without a window the observation is incomplete."""
+    if window is None:
+        return CapObservation(
+            time=now,
+            running=0.0,
+            waiting=0.0,
+            accepted_per_draft=None,
+            effective_soft_cap=None,
+            effective_hard_cap=None,
+            complete=False,
+        )
+    return CapObservation(
+        time=now,
+        running=window.running,
+        waiting=window.waiting,
+        accepted_per_draft=window.accepted_per_draft,
+        effective_soft_cap=window.soft_cap,
+        effective_hard_cap=window.hard_cap,
+        complete=True,
+    )
+
+
+def _caps(soft: int | None, hard: int | None) -> str:
+    return f"soft cap {'none' if soft is None else soft}, hard cap {'none' if hard is None else hard}"
+
+
+# --------------------------------------------------------------------------------------------
+# The controller
+# --------------------------------------------------------------------------------------------
+
+
+class ServiceController:
+    """The control loop's memory for one ArcticInferenceService (see the module docstring).
+
+    ``replica_policy``, ``cap_policy`` and ``admin_token`` are plain attributes: the caller sets
+    them from the live spec and Secret before each tick (a changed policy keeps the windows and
+    states). None turns that half of the loop off.
+    """
+
+    def __init__(
+        self,
+        replica_policy: ReplicaPolicy | None = None,
+        cap_policy: CapPolicy | None = None,
+        *,
+        admin_token: str | None = None,
+        config: ControllerConfig | None = None,
+        session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
+    ) -> None:
+        self.replica_policy = replica_policy
+        self.cap_policy = cap_policy
+        self.admin_token = admin_token
+        self.config = config or ControllerConfig()
+        self.session_factory = session_factory
+        self.window = MetricsWindow(self.config.window_s)
+        self.replica_state = ReplicaState()
+        self.cap_states: dict[str, CapState] = {}
+        self.decisions: deque[ReplicaDecision] = deque(maxlen=self.config.history)
+        self.cap_changes: deque[CapChange] = deque(maxlen=self.config.history)
+        self.last_scale_time: float | None = None
+        self._effective: dict[str, EffectiveCap] = {}
+        self._pushed_at: dict[str, float] = {}
+        self._cap_errors: dict[str, str] = {}
+        self._cap_decisions: dict[str, CapDecision] = {}
+        self._scrape_failing: set[str] = set()
+        self.status_written: float | None = None
+        """When the caller last patched the status from a tick (its clock)."""
+
+    # ---- one tick -----------------------------------------------------------------------
+
+    async def tick(
+        self, pods: Sequence[PodTarget], current_replicas: int, loading: int, now: float
+    ) -> TickResult:
+        """Scrape, decide, push caps; the workload's replicas are the caller's to patch
+        (``result.replicas.changed``)."""
+        result = TickResult()
+        names = [p.name for p in pods]
+        ready = [p for p in pods if p.ready]
+        targets = {p.name: p.metrics_url for p in ready if p.metrics_url}
+        for p in ready:
+            if not p.metrics_url:
+                result.scrape_errors[p.name] = "the pod has no IP address yet"
+        async with self.session_factory() as session:
+            scraped = await scrape(
+                session,
+                targets,
+                now,
+                timeout_s=self.config.scrape_timeout_s,
+                concurrency=self.config.concurrency,
+            )
+            samples, incomplete = self._record(scraped, result)
+            self.window.forget(names)
+            self._forget(names)
+            windows: dict[str, PodWindow] = {}
+            for pod in samples:
+                summary = self.window.summary(pod, now, self.config.max_age_s)
+                if summary is not None:
+                    windows[pod] = summary
+            if self.replica_policy is not None:
+                obs = replica_observation(
+                    now, current_replicas, len(ready), loading, [windows[p] for p in sorted(windows)]
+                )
+                decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
+                result.replicas = decision
+                self._remember(decision, result)
+                result.status["autoscaling"] = autoscaling_status(
+                    decision, obs, list(self.decisions), self.last_scale_time
+                )
+            if self.cap_policy is not None:
+                await self._caps(session, self.cap_policy, ready, windows, samples, now, result)
+                result.status["capController"] = {
+                    "lastChanges": [cap_change_record(c) for c in self.cap_changes]
+                }
+        self._scrape_events(ready, result)
+        result.status["pods"] = [
+            pod_status(
+                p,
+                error=result.scrape_errors.get(p.name),
+                incomplete=p.name in incomplete,
+                window=windows.get(p.name),
+                cap_state=self.cap_states.get(p.name) if self.cap_policy is not None else None,
+                cap_decision=self._cap_decisions.get(p.name) if self.cap_policy is not None else None,
+                effective=self._effective.get(p.name),
+                cap_error=self._cap_errors.get(p.name) if self.cap_policy is not None else None,
+            )
+            for p in pods
+        ]
+        return result
+
+    def _record(
+        self, scraped: Mapping[str, PodSample | str], result: TickResult
+    ) -> tuple[dict[str, PodSample], set[str]]:
+        """Add samples to the window; (complete samples by pod, pods with incomplete samples)."""
+        samples: dict[str, PodSample] = {}
+        incomplete: set[str] = set()
+        for pod, got in scraped.items():
+            if isinstance(got, str):
+                result.scrape_errors[pod] = got
+                continue
+            self.window.add(pod, got)
+            if got.cap_reported:
+                self._effective[pod] = EffectiveCap(got.soft_cap, got.hard_cap)
+            if not got.complete:
+                incomplete.add(pod)
+                result.scrape_errors[pod] = "metrics incomplete: no " + ", ".join(got.missing)
+                continue
+            samples[pod] = got
+        return samples, incomplete
+
+    def _forget(self, keep: Sequence[str]) -> None:
+        live = set(keep)
+        for memory in (
+            self.cap_states,
+            self._effective,
+            self._pushed_at,
+            self._cap_errors,
+            self._cap_decisions,
+        ):
+            for pod in [p for p in memory if p not in live]:
+                del memory[pod]
+        self._scrape_failing &= live
+
+    def _remember(self, decision: ReplicaDecision, result: TickResult) -> None:
+        """Keep the decision for status if it changed the count or the reason; events for changes."""
+        last = self.decisions[-1] if self.decisions else None
+        if decision.changed or last is None or last.reason != decision.reason:
+            self.decisions.append(decision)
+        if decision.changed:
+            self.last_scale_time = decision.time
+            reason = "ScaledUp" if decision.desired > decision.current else "ScaledDown"
+            result.events.append(
+                (
+                    "Normal",
+                    reason,
+                    f"replicas {decision.current} -> {decision.desired} ({decision.reason}): "
+                    f"{decision.message}",
+                )
+            )
+
+    def _scrape_events(self, ready: Sequence[PodTarget], result: TickResult) -> None:
+        """A Warning when a pod's metrics start failing (not on every tick while they fail)."""
+        for p in ready:
+            error = result.scrape_errors.get(p.name)
+            if error is None:
+                self._scrape_failing.discard(p.name)
+            elif p.name not in self._scrape_failing:
+                self._scrape_failing.add(p.name)
+                result.events.append(
+                    (
+                        "Warning",
+                        "MetricsUnavailable",
+                        f"pod {p.name}: {error}; the autoscaler and cap controller hold for it",
+                    )
+                )
+
+    # ---- caps ---------------------------------------------------------------------------
+
+    async def _caps(
+        self,
+        session: aiohttp.ClientSession,
+        policy: CapPolicy,
+        ready: Sequence[PodTarget],
+        windows: Mapping[str, PodWindow],
+        samples: Mapping[str, PodSample],
+        now: float,
+        result: TickResult,
+    ) -> None:
+        pushes: dict[str, tuple[str, PodTarget, CapDecision]] = {}  # pod -> (why, target, decision)
+        for target in ready:
+            pod = target.name
+            window = windows.get(pod)
+            decision, state = decide_cap(
+                policy, cap_observation(now, window), self.cap_states.get(pod, CapState())
+            )
+            self.cap_states[pod] = state
+            self._cap_decisions[pod] = decision
+            result.caps[pod] = decision
+            if window is None or target.admin_url is None or state.soft_cap is None:
+                continue  # never act on a pod that was not observed; nothing configured yet
+            configured = EffectiveCap(state.soft_cap, state.hard_cap)
+            if decision.changed:
+                pushes[pod] = ("changed", target, decision)
+            elif self._lost(pod, configured, samples.get(pod), now):
+                pushes[pod] = ("reapply", target, decision)
+        if not pushes:
+            return
+        if self.admin_token is None:
+            for pod, (why, _, decision) in pushes.items():
+                self._pushed(pod, why, decision, "the admin token Secret could not be read", now, result)
+            return
+        gate = asyncio.Semaphore(self.config.concurrency)
+        token = self.admin_token
+
+        async def push(target: PodTarget) -> EffectiveCap | str:
+            state = self.cap_states[target.name]
+            async with gate:
+                try:
+                    assert target.admin_url is not None
+                    return await put_cap(
+                        session,
+                        target.admin_url,
+                        token,
+                        state.soft_cap,
+                        state.hard_cap,
+                        timeout_s=self.config.admin_timeout_s,
+                    )
+                except AdminError as exc:
+                    return str(exc)
+
+        pods = list(pushes)
+        answers = await asyncio.gather(*(push(pushes[p][1]) for p in pods))
+        for pod, answer in zip(pods, answers, strict=True):
+            why, _, decision = pushes[pod]
+            self._pushed(pod, why, decision, answer, now, result)
+
+    def _lost(self, pod: str, configured: EffectiveCap, sample: PodSample | None, now: float) -> bool:
+        """Whether the engine no longer has the cap the controller configured (pod restart)."""
+        pushed_at = self._pushed_at.get(pod)
+        if pushed_at is not None and now - pushed_at < self.config.reapply_grace_s:
+            return False
+        if sample is not None and sample.cap_reported:
+            return EffectiveCap(sample.soft_cap, sample.hard_cap) != configured
+        return self._effective.get(pod) != configured  # not reported: trust the last answer
+
+    def _pushed(
+        self,
+        pod: str,
+        why: str,
+        decision: CapDecision,
+        answer: EffectiveCap | str,
+        now: float,
+        result: TickResult,
+    ) -> None:
+        state = self.cap_states[pod]
+        if isinstance(answer, EffectiveCap):
+            result.pushed[pod] = "ok"
+            self._effective[pod] = answer
+            self._pushed_at[pod] = now
+            self._cap_errors.pop(pod, None)
+        else:
+            result.pushed[pod] = answer
+            if self._cap_errors.get(pod) != answer:
+                result.events.append(("Warning", "CapUpdateFailed", f"pod {pod}: {answer}"))
+            self._cap_errors[pod] = answer
+        if why == "changed":
+            self.cap_changes.append(
+                CapChange(pod, decision, "Ok" if isinstance(answer, EffectiveCap) else answer)
+            )
+            if isinstance(answer, EffectiveCap):
+                result.events.append(
+                    (
+                        "Normal",
+                        "CapChanged",
+                        f"pod {pod}: {_caps(decision.previous_soft_cap, decision.previous_hard_cap)} -> "
+                        f"{_caps(decision.soft_cap, decision.hard_cap)} ({decision.reason}): "
+                        f"{decision.message}",
+                    )
+                )
+        elif isinstance(answer, EffectiveCap):
+            result.events.append(
+                (
+                    "Normal",
+                    "CapReapplied",
+                    f"pod {pod}: the engine had lost the configured cap (after a restart?); set "
+                    f"{_caps(state.soft_cap, state.hard_cap)} again",
+                )
+            )
