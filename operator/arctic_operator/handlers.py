@@ -4,6 +4,14 @@ Every event (create, update, resume after an operator restart) and a timer every
 ``resync_seconds`` run the same level-based pass, so a lost event costs one interval, not
 correctness. Handlers only ever patch ``status`` and post events; the spec belongs to the user.
 
+The control loop (``control``, issue 6) is a kopf daemon per resource with spec.autoscaling or
+spec.speculation.capController.enabled: every ``scrape_seconds`` it runs ``control.kube.control_pass``
+(scrape the pods, decide, set replicas on the workload and caps on the pods, patch
+status.autoscaling/capController/pods). A daemon rather than a timer: kopf posts every successful
+timer run as an Event, which every few seconds would flood the resource's events. Its in-memory
+state (``ServiceController``) lives in the daemon, so it goes with the resource, and comes back
+fresh when the operator restarts.
+
 ``register(registry, settings)`` adds the handlers to a kopf registry (a fresh one in tests, kopf's
 default one in ``arctic-serve operator``).
 """
@@ -13,6 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
+import time
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +31,8 @@ import kopf
 from prometheus_client import Counter, Histogram
 
 from arctic_operator.api import GROUP, PLURAL, VERSION
+from arctic_operator.control.controller import ServiceController
+from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
 from arctic_operator.reconcile import Cluster, reconcile
 from arctic_operator.settings import OperatorSettings
 
@@ -49,9 +62,14 @@ def register(
     registry: kopf.OperatorRegistry,
     op_settings: OperatorSettings,
     make_cluster: Callable[[], Cluster] = cluster_from_environment,
+    control_tuning: ControlTuning | None = None,
 ) -> None:
-    """Add the operator's handlers to ``registry``; ``make_cluster`` gives the API access (once)."""
+    """Add the operator's handlers to ``registry``; ``make_cluster`` gives the API access (once);
+    ``control_tuning`` overrides the control loop's windows and policy timings (tests)."""
     clusters: list[Cluster] = []
+    tuning = control_tuning or ControlTuning()
+    # per resource uid: reconcile and the autoscaler's replica patch never interleave
+    locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def cluster() -> Cluster:
         if not clusters:
@@ -68,7 +86,7 @@ def register(
         settings.watching.server_timeout = 300
 
     def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        with RECONCILE_SECONDS.time():
+        with RECONCILE_SECONDS.time(), locks[str(body.get("metadata", {}).get("uid"))]:
             try:
                 outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC))
             except Exception:
@@ -85,7 +103,51 @@ def register(
         if changed:
             logger.info("applied: %s", ", ".join(changed))
 
+    async def control(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
+        uid = str(body.get("metadata", {}).get("uid"))
+        controller = ServiceController(config=tuning.config)
+        last_error = ""
+        while not stopped:
+            started = time.monotonic()
+            try:
+                await control_pass(
+                    cluster(),
+                    body,
+                    controller,
+                    tuning,
+                    locks[uid],
+                    time.time(),
+                    lambda t, r, m: kopf.event(body, type=t, reason=r, message=m),
+                )
+                last_error = ""
+            except Exception as exc:  # log it, keep the loop alive: the next interval tries again
+                error = f"{type(exc).__name__}: {exc}"
+                if error != last_error:  # one log line (and Event) per new error, not per interval
+                    logger.exception("control loop failed: %s", error)
+                last_error = error
+            await stopped.wait(max(0.0, op_settings.scrape_seconds - (time.monotonic() - started)))
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH:
+            try:  # the spec turned the loop off: its status fields go too
+                await clear_status(cluster(), body)
+            except Exception as exc:
+                logger.warning("could not clear the control loop's status: %s", exc)
+
+    def forget(body: kopf.Body, **_: Any) -> None:
+        locks.pop(str(body.get("metadata", {}).get("uid")), None)
+
     kopf.on.startup(registry=registry)(configure)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="control",
+        when=lambda spec, **_: wants_control(spec),
+        # on stop, let the pass in flight finish (it ends at its next wait), then cancel it
+        cancellation_backoff=15.0,
+        cancellation_timeout=5.0,
+    )(control)
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget", optional=True)(forget)
     for decorator in (
         kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-create"),
         kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-update", field="spec"),

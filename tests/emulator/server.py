@@ -15,6 +15,7 @@ merge keys (strategic merge is a JSON merge patch whose lists replace), paginati
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import json
@@ -510,6 +511,11 @@ class ApiState:
                 raise invalid(rt, name, [(f.path, f.message) for f in failures])
         elif rt.scale is not None and rt.group == "apps":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
+        elif rt.kind == "Secret" and obj.get("stringData"):
+            # write-only convenience field: merged into data (base64), never stored
+            data = obj.setdefault("data", {})
+            for key, value in obj.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
         return obj
 
     # ---- writes ---------------------------------------------------------------------------

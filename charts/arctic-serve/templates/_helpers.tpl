@@ -105,6 +105,11 @@ The operator's workload permissions: the same rules whether they land in the Clu
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create, update]
+# The control loop (spec.autoscaling, capController) lists a resource's engine pods by label to
+# scrape their /metrics and reach their admin API. Read only, no watch.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
 # kopf posts handler progress and errors as core/v1 Events on the objects it handles.
 - apiGroups: [""]
   resources: [events]
