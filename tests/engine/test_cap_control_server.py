@@ -1,0 +1,365 @@
+"""The operator's speculation-cap controller closing the loop on a real engine (issue 6).
+
+A real server (``arctic-serve serve``: our runtime on vLLM's CPU build, the real SmolLM2 model,
+n-gram speculation with 3 draft tokens, at most ``MAX_NUM_SEQS`` running requests) listens on
+loopback. The operator's ``ServiceController`` -- its scraper, metrics window, cap policy and admin
+client, unchanged -- looks at it as one ready pod and ticks every second, while a bounded load
+generator keeps 1, then 16, then 1 request(s) in flight:
+
+* low load: the cap sits at its highest (soft = ``MAX_NUM_SEQS``), and the engine drafts;
+* high load (a queue of ~12 behind 4 running): the cap comes down until nobody drafts: the
+  engine's own counters (``vllm:spec_decode_num_drafts_total``, the runtime's drafting-steps
+  counters) stop growing while steps keep running;
+* low load again: the cap goes back up to its highest and the engine drafts again;
+* no request fails or is cut short while the cap changes under it.
+
+Everything asserted is read from the engine: /metrics and the admin API's GET. The controller's
+decisions are only logged (they are in the assertion messages).
+
+Settings, chosen for a 2-core machine and a test of ~1.5 minutes including the engine start:
+
+* Cost model: the policy's default ``VerifyCostModel`` is the H100's (Llama-3.1-8B). Here the model
+  is this server's, measured on the 2-core CPU machine with ngram and 3 draft tokens (step time
+  with drafts / without, from the runtime's step counters): ~1.0 with one running request, ~1.3
+  with four (``CPU_COST``). With the ~1.8 tokens accepted per draft that these repetitive prompts
+  get, drafting pays at every batch size this engine can run, so the break-even size is the
+  policy's maximum (4) and the cap comes down only through queue pressure: break-even x
+  running / (running + waiting) = 4 x 4 / 16 = 1, i.e. soft 1, hard 2 (hard = 2 x soft): with 4
+  running, nobody drafts.
+* Time: a 4 s metrics window, a 3 s dwell and a tick per second, instead of the operator's 30 s
+  (the policy's logic is the same; only its time constants are short).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from arctic_operator.control.cap import CapPolicy, VerifyCostModel
+from arctic_operator.control.controller import ControllerConfig, PodTarget, ServiceController
+from tests.engine.loadgen import Load, LoadStats
+from tests.engine.prompts import PROMPTS
+from tests.engine.server import Server, metric_sum, serve
+
+pytestmark = pytest.mark.engine
+
+T = TypeVar("T")
+
+MODEL = "smollm2-135m-instruct"
+MAX_NUM_SEQS = 4
+"""Most requests the engine runs at once; more wait in its queue (vllm:num_requests_waiting)."""
+LOW, HIGH = 1, 16
+"""Requests kept in flight by the load generator in the low and high phases."""
+MAX_TOKENS = 48
+REPETITIVE = [PROMPTS[i] for i in (1, 2, 3, 4)]
+"""Prompts whose continuations n-gram speculation drafts well (counting, repeated text, code)."""
+
+CPU_COST = VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.0, 1.3))
+POLICY = CapPolicy(min_cap=1, max_cap=MAX_NUM_SEQS, dwell_s=3.0, cost_model=CPU_COST)
+CONFIG = ControllerConfig(window_s=4.0, max_age_s=3.0)
+TICK_S = 1.0
+HIGHEST = (POLICY.max_cap, POLICY.hard_for(POLICY.max_cap))
+"""The caps the controller sets at low load: soft 4, hard 8."""
+
+SPAN_S = 3.0
+"""Seconds over which drafting is judged on or off (three of the runtime's metric refreshes)."""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iterator[Server]:
+    with serve(
+        tmp_path_factory.mktemp("cap-control"),
+        "--speculation",
+        "ngram",
+        "--num-speculative-tokens",
+        "3",
+        "--",
+        "--max-num-seqs",
+        str(MAX_NUM_SEQS),
+    ) as srv:
+        yield srv
+
+
+# --------------------------------------------------------------------------------------------
+# The test's own view of the engine (not the operator's parser)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """One reading of the engine's /metrics."""
+
+    at: float
+    """arctic_state_timestamp_seconds: when the runtime last refreshed its arctic_* snapshot."""
+    running: float
+    waiting: float
+    drafts: float
+    """vllm:spec_decode_num_drafts_total: drafts vLLM verified."""
+    drafting_on: float
+    """Scheduler steps in which some request drafted."""
+    drafting_off: float
+    """Scheduler steps in which nobody drafted."""
+    cap_changes: float
+    soft_cap: float
+    hard_cap: float
+
+    def describe(self) -> str:
+        return (
+            f"running {self.running:g}, waiting {self.waiting:g}, cap {self.soft_cap:g}/{self.hard_cap:g}, "
+            f"drafts {self.drafts:g}, drafting steps on {self.drafting_on:g} off {self.drafting_off:g}"
+        )
+
+
+@dataclass(frozen=True)
+class Span:
+    """How the engine's counters moved between two readings."""
+
+    start: EngineMetrics
+    end: EngineMetrics
+
+    @property
+    def drafts(self) -> float:
+        return self.end.drafts - self.start.drafts
+
+    @property
+    def drafting_on(self) -> float:
+        return self.end.drafting_on - self.start.drafting_on
+
+    @property
+    def drafting_off(self) -> float:
+        return self.end.drafting_off - self.start.drafting_off
+
+    def drafting_now(self) -> bool:
+        """vLLM verified drafts, and steps carried them."""
+        return self.drafts > 0 and self.drafting_on > 0
+
+    def stopped_with_queue(self) -> bool:
+        """Requests queued, steps ran, and none of them drafted."""
+        return self.drafts == 0 and self.drafting_on == 0 and self.drafting_off > 0 and self.end.waiting > 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.end.at - self.start.at:.1f}s: +{self.drafts:g} drafts, drafting steps "
+            f"+{self.drafting_on:g} on / +{self.drafting_off:g} off; now {self.end.describe()}"
+        )
+
+
+class Engine:
+    """Reads the engine's /metrics and its admin API's GET."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.session, self.base, self.token = session, base, token
+
+    async def metrics(self) -> EngineMetrics:
+        async with self.session.get(self.base + "/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return EngineMetrics(
+            at=samples["arctic_state_timestamp_seconds"],
+            running=metric_sum(samples, "vllm:num_requests_running"),
+            waiting=metric_sum(samples, "vllm:num_requests_waiting"),
+            drafts=metric_sum(samples, "vllm:spec_decode_num_drafts_total"),
+            drafting_on=metric_sum(samples, "arctic_speculation_drafting_steps_total", drafting="on"),
+            drafting_off=metric_sum(samples, "arctic_speculation_drafting_steps_total", drafting="off"),
+            cap_changes=metric_sum(samples, "arctic_speculation_cap_changes_total"),
+            soft_cap=samples["arctic_speculation_soft_cap"],
+            hard_cap=samples["arctic_speculation_hard_cap"],
+        )
+
+    async def metrics_after(self, after: float) -> EngineMetrics:
+        """The first reading whose arctic_* snapshot is newer than ``after`` (refreshed each second)."""
+        return await until(
+            f"the engine's arctic_* metrics to be refreshed after {after:.1f}",
+            lambda: self._newer(after),
+            timeout_s=10,
+        )
+
+    async def _newer(self, after: float) -> EngineMetrics | None:
+        reading = await self.metrics()
+        return reading if reading.at > after else None
+
+    async def span(self, seconds: float = SPAN_S) -> Span:
+        start = await self.metrics_after(time.time())
+        return Span(start, await self.metrics_after(start.at + seconds))
+
+    async def cap(self) -> tuple[int | None, int | None]:
+        """The engine's caps as its admin API's GET reports them (None: no cap)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.session.get(self.base + "/arctic/v1/speculation", headers=headers) as response:
+            body: dict[str, Any] = await response.json()
+            assert response.status == 200, body
+        return body["soft_cap"], body["hard_cap"]
+
+
+async def until(what: str, check: Callable[[], Awaitable[T | None]], *, timeout_s: float) -> T:
+    """Poll ``check`` until it returns something other than None."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+# --------------------------------------------------------------------------------------------
+# The operator's controller, ticking against the engine
+# --------------------------------------------------------------------------------------------
+
+
+class ControlLoop:
+    """Ticks the real ServiceController every ``TICK_S`` with the server as its one ready pod, as
+    the operator's timer does; keeps a log line per tick for the assertion messages."""
+
+    def __init__(self, server: Server) -> None:
+        assert server.token is not None
+        self.controller = ServiceController(cap_policy=POLICY, admin_token=server.token, config=CONFIG)
+        self.pod = PodTarget(
+            name="engine-0", ready=True, metrics_url=server.base + "/metrics", admin_url=server.base
+        )
+        self.started = time.monotonic()
+        self.log: list[str] = []
+        self.pushes: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            result = await self.controller.tick([self.pod], 1, 0, time.time())
+            decision = result.caps[self.pod.name]
+            line = f"{decision.reason}: {decision.message}"
+            if self.pod.name in result.scrape_errors:
+                line += f" [metrics: {result.scrape_errors[self.pod.name]}]"
+            if self.pod.name in result.pushed:
+                line += f" [pushed: {result.pushed[self.pod.name]}]"
+                self.pushes.append(result.pushed[self.pod.name])
+            self.note(line)
+            await asyncio.sleep(TICK_S)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()  # the controller raised: that is the failure
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def alive(self) -> None:
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()
+            raise AssertionError("the control loop stopped")
+
+    def note(self, line: str) -> None:
+        self.log.append(f"{time.monotonic() - self.started:6.1f}s {line}")
+
+    def recent(self, n: int = 30) -> str:
+        return "\n".join(self.log[-n:])
+
+
+# --------------------------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------------------------
+
+
+async def scenario(server: Server, loop: ControlLoop) -> tuple[list[str], LoadStats]:
+    """The three phases; returns a line per phase (durations, caps, counters) and the load's stats."""
+    assert server.token is not None
+    report: list[str] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        Load(
+            server.base, model=MODEL, prompts=REPETITIVE, max_tokens=MAX_TOKENS, max_concurrency=HIGH
+        ) as load,
+    ):
+        engine = Engine(session, server.base, server.token)
+        changes_before = (await engine.metrics()).cap_changes
+
+        async def cap_is(wanted: tuple[int | None, int | None]) -> tuple[int | None, int | None] | None:
+            loop.alive()
+            cap = await engine.cap()
+            return cap if cap == wanted else None
+
+        async def span_where(want: Callable[[Span], bool]) -> Span | None:
+            loop.alive()
+            span = await engine.span()
+            loop.note(f"engine: {span.describe()}")
+            return span if want(span) else None
+
+        # Low load: the controller sets the highest cap and the engine drafts.
+        began = time.monotonic()
+        loop.start()
+        await load.set_concurrency(LOW)
+        await until("the highest cap at low load", lambda: cap_is(HIGHEST), timeout_s=20)
+        low = await until("drafting at low load", lambda: span_where(Span.drafting_now), timeout_s=20)
+        report.append(f"low: {time.monotonic() - began:.1f}s, cap {HIGHEST}, {low.describe()}")
+
+        # High load: a queue builds, the cap comes down, nobody drafts while steps keep running...
+        began = time.monotonic()
+        await load.set_concurrency(HIGH)
+        stopped = await until(
+            "drafting to stop under high load", lambda: span_where(Span.stopped_with_queue), timeout_s=45
+        )
+        stopped_after = time.monotonic() - began
+        soft, hard = await engine.cap()
+        assert soft is not None and soft < POLICY.max_cap, f"soft cap {soft} under high load"
+        assert hard is not None and hard <= MAX_NUM_SEQS, (
+            f"hard cap {hard}: {MAX_NUM_SEQS} running requests could still draft"
+        )
+        # ... and it stays off while the queue lasts.
+        held = await engine.span()
+        loop.note(f"engine: {held.describe()}")
+        assert held.stopped_with_queue(), f"drafting came back under load: {held.describe()}"
+        report.append(
+            f"high: drafting stopped within {stopped_after:.1f}s, cap ({soft}, {hard}), "
+            f"{stopped.describe()}; then {held.describe()}"
+        )
+
+        # Low load again: the queue drains, the cap goes back up, the engine drafts again.
+        began = time.monotonic()
+        await load.set_concurrency(LOW)
+        await until("the highest cap once load dropped", lambda: cap_is(HIGHEST), timeout_s=60)
+        raised_after = time.monotonic() - began
+        again = await until("drafting once load dropped", lambda: span_where(Span.drafting_now), timeout_s=20)
+        report.append(f"low again: cap {HIGHEST} within {raised_after:.1f}s, {again.describe()}")
+
+        await loop.stop()
+        await load.set_concurrency(0)
+        changes = (await engine.metrics()).cap_changes - changes_before
+        report.append(f"{changes:g} cap changes reached the engine")
+        assert changes >= 3, "the cap should have gone down (at least once) and up again"
+    return report, load.stats
+
+
+def test_cap_controller_follows_load_on_a_real_engine(server: Server) -> None:
+    loop = ControlLoop(server)
+    began = time.monotonic()
+    try:
+        report, stats = asyncio.run(scenario(server, loop))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe controller's last ticks and the engine:\n{loop.recent()}") from None
+    print("\n".join(report), f"\nscenario: {time.monotonic() - began:.1f}s\n{loop.recent(200)}")
+    latencies = sorted(stats.latencies_s) or [0.0]
+    print(
+        f"requests: {stats.sent} sent, {stats.ok} good, {len(stats.failures)} failed; latency "
+        f"median {latencies[len(latencies) // 2]:.1f}s, max {latencies[-1]:.1f}s"
+    )
+    assert stats.failures == [], stats.failures[:5]
+    assert stats.ok == stats.sent > 0
+    assert set(loop.pushes) == {"ok"}, loop.pushes
