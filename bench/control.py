@@ -120,12 +120,20 @@ def newest(results_dir: Path, prefix: str) -> Path | None:
     return files[-1] if files else None
 
 
-def _load(results_dir: Path, prefix: str) -> tuple[Path, dict[str, Any]]:
-    path = newest(results_dir, prefix)
-    if path is None:
+def _load(results_dir: Path, prefix: str, engine: str = "vanilla") -> tuple[Path, dict[str, Any]]:
+    """The newest ``<prefix>-<time>.json`` whose run has ``engine`` and ``vanilla`` with results
+    (a suite may be rerun for some engines only, e.g. ``verify-8b:vanilla,verify-k5``)."""
+    if newest(results_dir, prefix) is None:
         raise FileNotFoundError(f"no {prefix}-<time>.json in {results_dir}: run `make bench SUITE={prefix}`")
-    data: dict[str, Any] = json.loads(path.read_text())
-    return path, data
+    for path in sorted(results_dir.glob(f"{prefix}-[0-9]*.json"), reverse=True):
+        data: dict[str, Any] = json.loads(path.read_text())
+        engines = data.get("engines", {})
+        if "engines" not in data or all("cases" in engines.get(e, {}) for e in {engine, "vanilla"}):
+            return path, data
+    raise FileNotFoundError(
+        f"no {prefix}-<time>.json in {results_dir} has results for {engine} and vanilla: "
+        f"run `make bench SUITE={prefix}`"
+    )
 
 
 def _latency_case(run: dict[str, Any], engine: str, name: str, metric: str) -> float:
@@ -134,7 +142,7 @@ def _latency_case(run: dict[str, Any], engine: str, name: str, metric: str) -> f
 
 def load_calibration(results_dir: Path = RESULTS) -> Calibration:
     """Read the newest verify-8b, overhead-8b, throughput-8b and suffix-accept results."""
-    verify_path, verify = _load(results_dir, "verify-8b")
+    verify_path, verify = _load(results_dir, "verify-8b", f"verify-k{K_DRAFT}")
     overhead_path, overhead = _load(results_dir, "overhead-8b")
     throughput_path, throughput = _load(results_dir, "throughput-8b")
     accept_path, accept = _load(results_dir, "suffix-accept")
