@@ -316,15 +316,18 @@ class SuffixSpec(ApiModel):
 
 
 class CapControllerSpec(ApiModel):
-    """The operator's live control of the soft cap: from the engines' metrics (running batch size,
-    acceptance) it moves the soft cap within [min, max] through the runtime's admin API, without a
-    restart. The hard cap stays as set."""
+    """The operator's live control of each pod's caps: from the engine's metrics (running and
+    waiting requests, acceptance) it sets the soft cap to the largest batch size at which drafting
+    still pays (scaled down while requests wait), within [min, max], and the hard cap to twice the
+    soft cap (never above spec.speculation.hardCap, if set), through the
+    runtime's admin API, without a restart. docs/control.md explains the policy."""
 
     enabled: bool = False
-    """Let the operator move the soft cap. Off: the caps stay as set in the spec."""
+    """Let the operator move the caps. Off: the caps stay as set in the spec."""
     min: int = Field(default=1, ge=0, le=MAX_CAP)
-    """Lowest soft cap the controller sets (running requests that keep drafting). 1: at least one
-    request keeps drafting, so acceptance stays measurable."""
+    """Lowest soft cap the controller sets (running requests that keep drafting). With 1, one
+    request drafts while fewer than 2 run (the hard cap is twice the soft cap), so acceptance is
+    measured again as soon as load drops; the last measured acceptance is used until then."""
     max: int = Field(default=64, ge=0, le=MAX_CAP)
     """Highest soft cap the controller sets. 64 is Arctic Inference's default disable_by_batch_size;
     above it, drafting rarely pays on current GPUs."""
