@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from arctic_operator.plan import PlanError, PlanInputs, plan, workload_kind
+from arctic_operator.plan import PlanError, PlanInputs, plan, selector_string, workload_kind
 from arctic_operator.settings import OperatorSettings
-from arctic_operator.status import compute_status
+from arctic_operator.status import POD_FAILURE_REASONS, compute_status
 from arctic_operator.validation import parse, validate
 
 MONITOR_CRDS = {
@@ -81,6 +81,11 @@ class Cluster:
             content_type="application/merge-patch+json",
         )
 
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``namespace`` matching ``label_selector``."""
+        listing = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+        return list(listing.to_dict().get("items") or [])
+
     def has_crd(self, name: str) -> bool:
         return self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None) is not None
 
@@ -131,7 +136,9 @@ def reconcile(
     previous = body.get("status") or {}
     port = int(((body.get("spec") or {}).get("service") or {}).get("port") or 8000)
 
-    def status_of(errors: Any, desired: Any, workload: Any, engine: Any = None) -> dict[str, Any]:
+    def status_of(
+        errors: Any, desired: Any, workload: Any, engine: Any = None, pods: Any = ()
+    ) -> dict[str, Any]:
         return compute_status(
             name=name,
             namespace=namespace,
@@ -143,6 +150,7 @@ def reconcile(
             workload=workload,
             service_port=port,
             engine=engine,
+            pods=pods,
         )
 
     # The spec is the user's and the status is ours: validate what the user wrote (the status may
@@ -176,13 +184,23 @@ def reconcile(
         outcome.events.append(("Normal", "Updated", ", ".join(a.split(":")[0] for a in patched)))
     outcome.events += [("Warning", "MonitoringUnavailable", w) for w in desired.warnings]
     live = cluster.get("apps/v1", workload_kind(resource.spec), name, namespace)
+    pods = cluster.list("v1", "Pod", namespace, selector_string(desired.selector)) if live else []
     spec = resource.spec.speculation
     engine: dict[str, Any] = {"speculationMethod": spec.method, "swiftKV": resource.spec.swift_kv.enabled}
     if spec.soft_cap is not None:
         engine["softCap"] = spec.soft_cap
     if spec.hard_cap is not None:
         engine["hardCap"] = spec.hard_cap
-    outcome.status = status_of(None, desired, (live or {}).get("status") or ({} if live else None), engine)
+    outcome.status = status_of(
+        None, desired, (live or {}).get("status") or ({} if live else None), engine, pods
+    )
+    degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
+    before: dict[str, Any] = next(
+        (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded"), {}
+    )
+    # one Warning when pods start failing (or fail differently), not one per resync
+    if degraded["reason"] in POD_FAILURE_REASONS and before.get("reason") != degraded["reason"]:
+        outcome.events.append(("Warning", degraded["reason"], degraded["message"]))
     return outcome
 
 

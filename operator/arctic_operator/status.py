@@ -10,8 +10,12 @@ timer tick does not look like a flapping resource.
 Conditions (one each; reasons are CamelCase, messages are for a person):
 
 * ``Degraded``: True with ``InvalidSpec`` when the spec cannot be served as written (the message
-  lists every field and what is allowed) or ``RolloutStuck`` when the workload reports that its
-  rollout exceeded its progress deadline; else False (``AsExpected``).
+  lists every field and what is allowed), ``RolloutStuck`` when the workload reports that its
+  rollout exceeded its progress deadline, ``EngineCrashLooping`` when an engine container keeps
+  restarting (the message names the pod, the restarts and how the container last ended, e.g.
+  ``OOMKilled``), ``ImagePullFailing`` when a pod cannot pull its image, ``PodsFailing`` for other
+  container start errors or failed pods; else False (``AsExpected``). Pod problems are read from
+  the pods themselves, so they show within one resync, long before a rollout's deadline.
 * ``Progressing``: True while the workload is being created, rolled out or scaled (``Creating``,
   ``RollingOut``, ``Scaling``, ``ModelLoading`` while replicas exist but are not ready yet); else
   False (``Stable``).
@@ -74,6 +78,52 @@ def _rollout_stuck(workload: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: Degraded reasons that come from the pods (the kopf layer posts a Warning event when one appears).
+POD_FAILURE_REASONS = ("EngineCrashLooping", "ImagePullFailing", "PodsFailing")
+_IMAGE_ERRORS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+_START_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+#: At most this many pods are named in one message (the rest are counted).
+_MAX_NAMED = 3
+
+
+def pod_failures(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) for pods whose containers cannot run, or None. Pure: ``pods`` are Pod
+    objects as the API server returns them."""
+    found: list[tuple[int, str]] = []  # (rank of the reason, what to say)
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        ps = pod.get("status") or {}
+        if ps.get("phase") == "Failed":
+            found.append(
+                (2, f"pod {name} failed: {ps.get('reason') or ''} {ps.get('message') or ''}".strip())
+            )
+            continue
+        for cs in [*(ps.get("initContainerStatuses") or []), *(ps.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            where = f"pod {name} container {cs.get('name', '?')}"
+            if reason == "CrashLoopBackOff":
+                ended = (
+                    f"; last ended {last.get('reason') or 'with an error'} (exit code {last.get('exitCode')})"
+                    if last
+                    else ""
+                )
+                found.append((0, f"{where} keeps crashing ({cs.get('restartCount', 0)} restarts{ended})"))
+            elif reason in _IMAGE_ERRORS:
+                found.append((1, f"{where}: {reason}: {waiting.get('message') or 'cannot pull the image'}"))
+            elif reason in _START_ERRORS:
+                found.append((2, f"{where}: {reason}: {waiting.get('message') or 'cannot start'}"))
+    if not found:
+        return None
+    found.sort(key=lambda f: f[0])
+    reason = POD_FAILURE_REASONS[found[0][0]]
+    said = [text for _, text in found[:_MAX_NAMED]]
+    if len(found) > _MAX_NAMED:
+        said.append(f"and {len(found) - _MAX_NAMED} more")
+    return reason, "; ".join(said)
+
+
 def compute_status(
     *,
     name: str,
@@ -86,9 +136,11 @@ def compute_status(
     workload: Mapping[str, Any] | None,
     service_port: int,
     engine: Mapping[str, Any] | None = None,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The status for one observation (see the module docstring). ``workload`` is the Deployment's
-    or StatefulSet's ``status`` (None: not created yet); ``plan`` None when the spec is invalid."""
+    or StatefulSet's ``status`` (None: not created yet); ``plan`` None when the spec is invalid;
+    ``pods`` the engine pods (for crash loops and image pull errors)."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     old_conditions: Sequence[ConditionDict] = (previous or {}).get("conditions") or []
     status: dict[str, Any] = {"observedGeneration": generation}
@@ -136,7 +188,13 @@ def compute_status(
         ready_cond = (False, "NoReadyReplicas", f"0 of {desired} replicas ready")
     else:
         ready_cond = (False, "NotEnoughReplicas", f"{ready} of {desired} replicas ready")
-    degraded = (True, "RolloutStuck", stuck) if stuck else (False, "AsExpected", "")
+    failing = pod_failures(pods)
+    if failing:
+        degraded = (True, *failing)
+    elif stuck:
+        degraded = (True, "RolloutStuck", stuck)
+    else:
+        degraded = (False, "AsExpected", "")
     status["conditions"] = [
         cond("Ready", *ready_cond),
         cond("Progressing", *progressing),

@@ -122,6 +122,53 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
             lambda: _image(apps.read_namespaced_deployment("smollm2-cpu", NS)) != "evil",
         )
 
+        # an engine pod that keeps crashing: Degraded names the pod and how it ended, one Warning event;
+        # the pod gone -> Degraded clears (the test plays the kubelet: the emulator runs no pods)
+        core = client.CoreV1Api(api_client)
+        selector = deployment.spec.selector.match_labels
+        core.create_namespaced_pod(
+            NS,
+            {
+                "metadata": {"name": "smollm2-cpu-6d4-x1", "labels": selector},
+                "spec": {"containers": [{"name": "engine", "image": "runtime"}]},
+            },
+        )
+        core.patch_namespaced_pod_status(
+            "smollm2-cpu-6d4-x1",
+            NS,
+            {
+                "status": {
+                    "phase": "Running",
+                    "containerStatuses": [
+                        {
+                            "name": "engine",
+                            "image": "runtime",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 5,
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                        }
+                    ],
+                }
+            },
+        )
+        crash = wait_for(
+            "Degraded: crash loop",
+            lambda: (c := condition("Degraded")) and c["reason"] == "EngineCrashLooping" and c,
+        )
+        assert crash["status"] == "True" and "smollm2-cpu-6d4-x1" in crash["message"]
+        assert "5 restarts" in crash["message"] and "OOMKilled" in crash["message"]
+        wait_for(
+            "a Warning event",
+            lambda: [e for e in core.list_namespaced_event(NS).items if e.reason == "EngineCrashLooping"],
+        )
+        time.sleep(2.5)  # two more resyncs: still one event
+        crash_events = [e for e in core.list_namespaced_event(NS).items if e.reason == "EngineCrashLooping"]
+        assert len(crash_events) == 1 and crash_events[0].type == "Warning"
+        core.delete_namespaced_pod("smollm2-cpu-6d4-x1", NS)
+        wait_for("Degraded to clear", lambda: (c := condition("Degraded")) and c["status"] == "False")
+
         # update: two replicas -> rolled out to the Deployment, and a PDB appears
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, NS, PLURAL, "smollm2-cpu", {"spec": {"replicas": 2}}

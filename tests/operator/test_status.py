@@ -120,3 +120,92 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
     assert since(same, "Ready") == "2026-11-25T12:00:00Z"
     assert since(flipped, "Ready") == "2026-11-25T12:05:00Z"  # False -> True
     assert since(flipped, "Degraded") == "2026-11-25T12:00:00Z"  # still False
+
+
+def pod(name: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": status}
+
+
+CRASHING = pod(
+    "llama-7c9-abcde",
+    phase="Running",
+    containerStatuses=[
+        {
+            "name": "engine",
+            "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+        }
+    ],
+)
+HEALTHY = pod(
+    "llama-7c9-fghij",
+    phase="Running",
+    containerStatuses=[{"name": "engine", "restartCount": 0, "state": {"running": {}}}],
+)
+
+
+def with_pods(pods: list[dict[str, Any]], workload: dict[str, Any] | None = None) -> dict[str, Any]:
+    plan = Plan(replicas=2, selector=labels("llama"))
+    return compute_status(
+        name="llama",
+        namespace="ml",
+        generation=3,
+        now=T0,
+        previous=None,
+        errors=None,
+        plan=plan,
+        workload=workload or {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2},
+        service_port=8000,
+        pods=pods,
+    )
+
+
+def test_a_crash_looping_engine_is_degraded_with_pod_restarts_and_how_it_ended() -> None:
+    s = with_pods([HEALTHY, CRASHING])
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "EngineCrashLooping")
+    assert "llama-7c9-abcde" in degraded["message"] and "engine" in degraded["message"]
+    assert "4 restarts" in degraded["message"] and "OOMKilled" in degraded["message"]
+    assert "137" in degraded["message"]
+    # still reported as loading/not ready beside it
+    assert conditions(s)["Ready"] == ("False", "NotEnoughReplicas")
+
+
+def test_image_pull_errors_and_start_errors_have_their_own_reasons() -> None:
+    pulling = pod(
+        "p1",
+        containerStatuses=[
+            {"name": "engine", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such tag"}}}
+        ],
+    )
+    config = pod(
+        "p2",
+        containerStatuses=[
+            {
+                "name": "engine",
+                "state": {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "x" not found'}
+                },
+            }
+        ],
+    )
+    assert conditions(with_pods([pulling]))["Degraded"] == ("True", "ImagePullFailing")
+    s = with_pods([config])
+    assert conditions(s)["Degraded"] == ("True", "PodsFailing")
+    assert 'secret "x" not found' in next(c for c in s["conditions"] if c["type"] == "Degraded")["message"]
+    # a crash loop outranks the others when several pods fail
+    assert conditions(with_pods([config, pulling, CRASHING]))["Degraded"] == ("True", "EngineCrashLooping")
+
+
+def test_healthy_or_starting_pods_are_not_degraded() -> None:
+    starting = pod(
+        "p3", containerStatuses=[{"name": "engine", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    )
+    assert conditions(with_pods([HEALTHY, starting]))["Degraded"] == ("False", "AsExpected")
+
+
+def test_many_failing_pods_are_counted_not_all_named() -> None:
+    crashing = [{**CRASHING, "metadata": {"name": f"llama-{i}"}} for i in range(6)]
+    message = next(c for c in with_pods(crashing)["conditions"] if c["type"] == "Degraded")["message"]
+    assert "llama-0" in message and "llama-5" not in message and "and 3 more" in message

@@ -131,9 +131,7 @@ def same_but_numbers(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _list_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    pods = cluster.dyn.resources.get(api_version="v1", kind="Pod")
-    listing = pods.get(namespace=namespace, label_selector=selector).to_dict()
-    return list(listing.get("items") or [])
+    return cluster.list("v1", "Pod", namespace, selector)
 
 
 def _admin_token(cluster: Cluster, name: str, namespace: str) -> str | None:
