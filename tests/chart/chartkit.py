@@ -70,6 +70,8 @@ BAD_VALUES = (
     BadValue("operator.replicas=2", r"operator[./]replicas", "two active operators would fight"),
     BadValue("operator.replicaCount=1", r"replicaCount", "unknown key (a typo)"),
     BadValue("operatr.replicas=1", r"operatr", "unknown top-level key"),
+    BadValue("operator.scrapeSeconds=0", r"operator[./]scrapeSeconds", "the control loop needs >= 1 s"),
+    BadValue("operator.resyncSeconds=0", r"operator[./]resyncSeconds", "a resync needs >= 1 s"),
     BadValue("operator.watchNamespace=Models_NS", r"operator[./]watchNamespace", "not a namespace name"),
     BadValue("operator.healthPort=70000", r"operator[./]healthPort", "port out of range"),
     BadValue("operator.image.pullPolicy=Sometimes", r"operator[./]image[./]pullPolicy", "not an enum value"),

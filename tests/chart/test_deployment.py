@@ -99,6 +99,19 @@ def test_operator_is_told_its_scope_ports_and_runtime_image(
     assert env["ARCTIC_OPERATOR_RUNTIME_IMAGE"] == "ghcr.io/arctic-serve/runtime:0.1.0"
     assert env["ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE"] == "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert (env["ARCTIC_OPERATOR_SCRAPE_SECONDS"], env["ARCTIC_OPERATOR_RESYNC_SECONDS"]) == ("5", "60")
+
+
+def test_loop_intervals_reach_the_operator_and_it_accepts_them(chart: Path) -> None:
+    from arctic_operator.settings import from_env
+
+    docs = chartkit.documents(
+        chartkit.template(chart, ["operator.scrapeSeconds=2", "operator.resyncSeconds=30"])
+    )
+    env = {k: v for k, v in env_of(container(docs)).items() if isinstance(v, str)}
+    settings = from_env(env)
+    assert settings.resync_seconds == 30.0
+    assert settings.scrape_seconds == 2.0
 
 
 def test_image_defaults_to_app_version_and_a_digest_pins_it(rendered: Docs, chart: Path) -> None:

@@ -126,13 +126,11 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
         # the pod gone -> Degraded clears (the test plays the kubelet: the emulator runs no pods)
         core = client.CoreV1Api(api_client)
         selector = deployment.spec.selector.match_labels
-        core.create_namespaced_pod(
-            NS,
-            {
-                "metadata": {"name": "smollm2-cpu-6d4-x1", "labels": selector},
-                "spec": {"containers": [{"name": "engine", "image": "runtime"}]},
-            },
-        )
+        crashing: Any = {
+            "metadata": {"name": "smollm2-cpu-6d4-x1", "labels": selector},
+            "spec": {"containers": [{"name": "engine", "image": "runtime"}]},
+        }
+        core.create_namespaced_pod(NS, crashing)
         core.patch_namespaced_pod_status(
             "smollm2-cpu-6d4-x1",
             NS,
