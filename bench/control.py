@@ -37,7 +37,6 @@ admission, prefill or completion) its steps are identical, so an "epoch" of n st
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime as dt
 import heapq
 import json
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from arctic_operator.api import AutoscalingSpec, AutoscalingTargets, CapControllerSpec, SpeculationSpec
-from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap
+from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap, interpolate_log
 from arctic_operator.control.replicas import (
     ReplicaObservation,
     ReplicaPolicy,
@@ -201,18 +200,6 @@ def load_calibration(results_dir: Path = RESULTS) -> Calibration:
             "accepted_per_step": f"{accept_path.name} {SUFFIX_SETTING} ours mean_accepted_per_step",
         },
     )
-
-
-def interpolate_log(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Linear in log(x) between measured points, flat outside them."""
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        return ys[-1]
-    upper = bisect.bisect_left(xs, x)
-    lower = upper - 1
-    weight = (math.log(x) - math.log(xs[lower])) / (math.log(xs[upper]) - math.log(xs[lower]))
-    return ys[lower] + weight * (ys[upper] - ys[lower])
 
 
 def step_time_s(cal: Calibration, decoding: int, drafting: int, prefill_tokens: int) -> float:

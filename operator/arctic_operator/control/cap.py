@@ -25,13 +25,28 @@ Details:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from arctic_operator.api import SpeculationSpec
+
+
+def interpolate_log(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """``ys`` at ``x``, linear in log(x) between the measured points ``xs`` (increasing, > 0), flat
+    outside them. Step times and verify costs grow roughly with log(batch size) on a GPU."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    upper = bisect.bisect_left(xs, x)
+    lower = upper - 1
+    weight = (math.log(x) - math.log(xs[lower])) / (math.log(xs[upper]) - math.log(xs[lower]))
+    return ys[lower] + weight * (ys[upper] - ys[lower])
 
 
 @dataclass(frozen=True)
@@ -52,16 +67,7 @@ class VerifyCostModel:
             raise ValueError("batch_sizes must be increasing and >= 1")
 
     def cost(self, batch: float) -> float:
-        sizes, ratios = self.batch_sizes, self.cost_ratios
-        if batch <= sizes[0]:
-            return ratios[0]
-        if batch >= sizes[-1]:
-            return ratios[-1]
-        upper = next(i for i, size in enumerate(sizes) if size >= batch)
-        lower = upper - 1
-        span = math.log(sizes[upper]) - math.log(sizes[lower])
-        weight = (math.log(batch) - math.log(sizes[lower])) / span
-        return ratios[lower] + weight * (ratios[upper] - ratios[lower])
+        return interpolate_log(self.batch_sizes, self.cost_ratios, batch)
 
 
 @dataclass(frozen=True)
