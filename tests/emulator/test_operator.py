@@ -205,3 +205,26 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
             "children to be deleted",
             lambda: names(api_client) == {"deployments": [], "services": [], "secrets": [], "pdbs": []},
         )
+
+
+def test_resyncs_do_not_flood_the_events(
+    emulated_api: EmulatedApiServer, api_client: client.ApiClient
+) -> None:
+    """A resource left alone gets its Created event, not one event per resync."""
+    custom = client.CustomObjectsApi(api_client)
+    core = client.CoreV1Api(api_client)
+    body = yaml.safe_load(SAMPLE.read_text())
+    body["metadata"]["name"] = "quiet"
+    with operator(emulated_api, api_client):
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+        wait_for(
+            "the Created event",
+            lambda: [e for e in core.list_namespaced_event(NS).items if e.reason == "Created"],
+        )
+        time.sleep(4)  # four resyncs (resync_seconds=1)
+        reasons = [
+            e.reason for e in core.list_namespaced_event(NS).items if e.involved_object.name == "quiet"
+        ]
+        assert reasons.count("Created") == 1, reasons
+        assert len(reasons) <= 2, reasons  # Created (+ a status-change Updated at most); no per-resync events
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "quiet")
