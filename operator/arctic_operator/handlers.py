@@ -7,10 +7,10 @@ correctness. Handlers only ever patch ``status`` and post events; the spec belon
 The control loop (``control``, issue 6) is a kopf daemon per resource with spec.autoscaling or
 spec.speculation.capController.enabled: every ``scrape_seconds`` it runs ``control.kube.control_pass``
 (scrape the pods, decide, set replicas on the workload and caps on the pods, patch
-status.autoscaling/capController/pods). A daemon rather than a timer: kopf posts every successful
-timer run as an Event, which every few seconds would flood the resource's events. Its in-memory
-state (``ServiceController``) lives in the daemon, so it goes with the resource, and comes back
-fresh when the operator restarts.
+status.autoscaling/capController/pods). A daemon rather than a timer: its in-memory state
+(``ServiceController``: metric windows, recent decisions) lives in the daemon's frame, so it goes
+with the resource (or when the spec turns the loop off), and comes back fresh when the operator
+restarts.
 
 ``register(registry, settings)`` adds the handlers to a kopf registry (a fresh one in tests, kopf's
 default one in ``arctic-serve operator``).
