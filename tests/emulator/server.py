@@ -957,6 +957,8 @@ class EmulatedApiServer:
             )
         if parts == ["api"]:
             return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+        if parts[:2] == ["openapi", "v3"]:
+            return _json(self._openapi_v3("/".join(parts[2:])))
         if parts == ["apis"]:
             groups = [self._group(g, vs) for g, vs in sorted(state.groups().items()) if g]
             return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -1010,6 +1012,35 @@ class EmulatedApiServer:
         if not rt.namespaced and ns is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return await self._resource(request, rt, ns, name, sub)
+
+    def _openapi_v3(self, gv_path: str) -> Obj:
+        """OpenAPI v3 as far as clients read it: the root lists a document per group-version, and
+        each document has every resource's paths with the PATCH operation's group-version-kind and
+        its ``fieldValidation`` parameter. kubectl reads that to learn the server validates fields
+        itself (``fieldValidation=Strict``: unknown fields and schema/CEL errors are rejected here),
+        so plain ``kubectl apply`` needs no client-side schemas."""
+        served: dict[str, list[ResourceType]] = {}
+        for (g, v, _), rt in sorted(self.state.types.items()):
+            served.setdefault(f"apis/{g}/{v}" if g else f"api/{v}", []).append(rt)
+        if not gv_path:
+            return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulated"} for gv in served}}
+        if gv_path not in served:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        paths: Obj = {}
+        for rt in served[gv_path]:
+            scope = "/namespaces/{namespace}" if rt.namespaced else ""
+            gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+            patch = {
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {"name": name, "in": "query", "schema": {"type": "string"}}
+                    for name in ("dryRun", "fieldManager", "fieldValidation", "force")
+                ],
+                "responses": {"200": {"description": "OK"}},
+            }
+            paths[f"/{gv_path}{scope}/{rt.plural}/{{name}}"] = {"patch": patch}
+        info = {"title": "Kubernetes (emulated)", "version": "v1.37.0"}
+        return {"openapi": "3.0.0", "info": info, "paths": paths, "components": {"schemas": {}}}
 
     @staticmethod
     def _group(group: str, versions: list[str]) -> Obj:

@@ -287,8 +287,8 @@ def test_kubectl_apply_get_scale_delete(kubectl: Path, kubeconfig: Path) -> None
         assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
         return proc.stdout
 
-    assert "created" in run("apply", "--validate=false", "-f", str(SAMPLE))
-    assert "unchanged" in run("apply", "--validate=false", "-f", str(SAMPLE))
+    assert "created" in run("apply", "-f", str(SAMPLE))  # validation on: the server checks fields
+    assert "unchanged" in run("apply", "-f", str(SAMPLE))
     assert "smollm2-cpu" in run("get", "ais")
     assert "scaled" in run("scale", "ais", "smollm2-cpu", "--replicas=3")
     assert run("get", "ais", "smollm2-cpu", "-o", "jsonpath={.spec.replicas}/{.metadata.generation}") == "3/2"
@@ -302,7 +302,7 @@ def test_kubectl_apply_get_scale_delete(kubectl: Path, kubeconfig: Path) -> None
         '{"status":{"replicas":3}}',
     )
     assert run("get", "arcticinferenceservices", "-o", "jsonpath={.items[0].status.replicas}") == "3"
-    assert "serverside-applied" in run("apply", "--server-side", "--validate=false", "-f", str(SAMPLE))
+    assert "serverside-applied" in run("apply", "--server-side", "-f", str(SAMPLE))
     assert "deleted" in run("delete", "-f", str(SAMPLE), "--timeout=20s")
     assert (
         "No resources found"
@@ -313,3 +313,33 @@ def test_kubectl_apply_get_scale_delete(kubectl: Path, kubeconfig: Path) -> None
             timeout=60,
         ).stderr
     )
+
+
+def test_kubectl_apply_rejects_a_typo_and_a_broken_rule_naming_the_field(
+    kubectl: Path, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """With validation on (kubectl's default), kubectl learns from OpenAPI v3 that the server
+    validates fields, sends fieldValidation=Strict, and shows the server's answer."""
+    sample = yaml.safe_load(SAMPLE.read_text())
+
+    def apply(doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "cr.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return subprocess.run(
+            [str(kubectl), "--kubeconfig", str(kubeconfig), "apply", "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    typo = {**sample, "spec": {**sample["spec"], "replicaz": 2}}
+    proc = apply(typo)
+    assert proc.returncode != 0 and "replicaz" in proc.stderr, proc.stderr
+
+    both = {**sample, "spec": {**sample["spec"], "replicas": 2, "autoscaling": {"maxReplicas": 3}}}
+    proc = apply(both)
+    assert proc.returncode != 0 and "spec.replicas" in proc.stderr and "autoscaling" in proc.stderr, (
+        proc.stderr
+    )
+
+    assert "created" in apply(sample).stdout  # nothing half-applied before: the valid one is new
