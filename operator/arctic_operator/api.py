@@ -83,6 +83,7 @@ HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 MODEL_URI = r"^(s3|gs|https)://[^\s]+$"
 # Relative, no leading "/", no segment starting with "." (so no ".." and no hidden folders).
 RELATIVE_PATH = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$"
+ABSOLUTE_PATH = r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$"
 NO_WHITESPACE = r"^\S+$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h))+$"
@@ -175,7 +176,7 @@ class PvcModelSource(ApiModel):
 
 
 class ModelSource(ApiModel):
-    """Where the weights come from. Exactly one of hub, pvc or uri."""
+    """Where the weights come from. Exactly one of hub, pvc, uri or imagePath."""
 
     hub: str | None = Field(default=None, max_length=200, pattern=HUB_ID)
     """A Hugging Face Hub repository id, owner/name (e.g. meta-llama/Llama-3.1-8B-Instruct),
@@ -188,13 +189,18 @@ class ModelSource(ApiModel):
     """An object-store or web location of the model folder: s3://bucket/prefix, gs://bucket/prefix or
     https://host/path, copied into the model cache when a pod starts. Credentials come from spec.env
     (e.g. AWS_ACCESS_KEY_ID from a Secret) or the pod's workload identity."""
+    image_path: str | None = Field(default=None, max_length=1024, pattern=ABSOLUTE_PATH)
+    """An absolute folder inside the engine image (spec.runtime.image) that holds the model, for
+    weights baked into a custom image (air-gapped clusters, the kind e2e suite): e.g.
+    /models/SmolLM2-135M-Instruct. Nothing is downloaded and the model cache is not used. Keep it out
+    of the folders the operator mounts (/models-cache, and /models with a pvc source)."""
 
 
 class ModelSpec(ApiModel):
     """The model to serve."""
 
     source: ModelSource
-    """Where the weights come from: exactly one of hub, pvc or uri."""
+    """Where the weights come from: exactly one of hub, pvc, uri or imagePath."""
     served_name: str | None = Field(default=None, max_length=256, pattern=NO_WHITESPACE)
     """The model name clients send in OpenAI requests (the "model" field) and that /v1/models lists
     (vLLM's --served-model-name). Absent: the resource's name."""

@@ -203,6 +203,8 @@ def model_location(spec: ArcticInferenceServiceSpec) -> tuple[str, list[str]]:
     if source.pvc is not None:
         path = f"{PVC_MODEL_PATH}/{source.pvc.path}" if source.pvc.path else PVC_MODEL_PATH
         return path, []
+    if source.image_path is not None:
+        return source.image_path, []
     assert source.uri is not None  # exactly one source: checked by the CRD and validate()
     return source.uri, ["--load-format", "runai_streamer"]
 

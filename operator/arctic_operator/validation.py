@@ -105,7 +105,9 @@ class Rule:
 
 
 def _source_kinds(source: ModelSource) -> list[str]:
-    return [name for name in ("hub", "pvc", "uri") if getattr(source, name) is not None]
+    """The sources set, by their names in the API (camelCase)."""
+    names = {"hub": "hub", "pvc": "pvc", "uri": "uri", "image_path": "imagePath"}
+    return [api for name, api in names.items() if getattr(source, name) is not None]
 
 
 def _exactly_one_source(source: ModelSource | None) -> str | None:
@@ -244,7 +246,10 @@ _MANAGED_FLAG_SPELLINGS: tuple[str, ...] = tuple(
 # The rules
 # --------------------------------------------------------------------------------------------
 
-_ONE_SOURCE_CEL = "(has(self.hub) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1"
+_ONE_SOURCE_CEL = (
+    "(has(self.hub) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0)"
+    " + (has(self.imagePath) ? 1 : 0) == 1"
+)
 _FLAGS_CEL_LIST = "[" + ", ".join(f"'{flag}'" for flag in _MANAGED_FLAG_SPELLINGS) + "]"
 _SHOWN_FLAGS = ", ".join(MANAGED_ENGINE_FLAGS)
 
@@ -254,7 +259,7 @@ RULES: tuple[Rule, ...] = (
         at="spec.model.source",
         field="spec.model.source",
         cel=_ONE_SOURCE_CEL,
-        message="must set exactly one of hub, pvc or uri",
+        message="must set exactly one of hub, pvc, uri or imagePath",
         check=_model_source,
     ),
     Rule(
@@ -351,7 +356,7 @@ RULES: tuple[Rule, ...] = (
         at="spec.speculation.draftModel.source",
         field="spec.speculation.draftModel.source",
         cel=_ONE_SOURCE_CEL,
-        message="must set exactly one of hub, pvc or uri",
+        message="must set exactly one of hub, pvc, uri or imagePath",
         check=_draft_source,
     ),
     Rule(

@@ -180,3 +180,17 @@ def test_every_planned_object_passes_the_kubernetes_schemas(tmp_path: Path) -> N
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_model_baked_into_the_image_is_served_from_its_path_without_a_download() -> None:
+    obj = yaml.safe_load((SAMPLES / "smollm2-cpu.yaml").read_text())
+    obj["metadata"].update({"namespace": "ml", "uid": "1234-5678"})
+    obj["spec"]["model"] = {"source": {"imagePath": "/models/SmolLM2-135M-Instruct"}}
+    obj["spec"]["runtime"] = {"image": "registry.example/arctic-serve/runtime-cpu-smollm2:0.1.0"}
+    c = engine(plan(parse(obj), INPUTS))
+    assert arg(c, "--model") == "/models/SmolLM2-135M-Instruct"
+    assert "--revision" not in c["args"] and "--load-format" not in c["args"]
+    assert c["image"] == "registry.example/arctic-serve/runtime-cpu-smollm2:0.1.0"
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    # no volume is mounted over the image's own folder (it would hide the weights)
+    assert not any(path == m or path.startswith(m + "/") for m in mounts for path in [arg(c, "--model")])

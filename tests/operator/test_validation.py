@@ -57,6 +57,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("model-source-exactly-one", {"spec.model.source.uri": "s3://bucket/m"}, "got hub and uri"),
     ("model-source-exactly-one", {"spec.model.source": {}}, "got none"),
     (
+        "model-source-exactly-one",
+        {"spec.model.source.imagePath": "/models/smollm2"},
+        "got hub and imagePath",
+    ),
+    (
+        "model-revision-needs-hub",
+        {"spec.model.source": {"imagePath": "/models/smollm2"}, "spec.model.revision": "main"},
+        "got source imagePath",
+    ),
+    (
         "model-revision-needs-hub",
         {"spec.model.source": {"pvc": {"claimName": "models"}}, "spec.model.revision": "main"},
         "got source pvc",
