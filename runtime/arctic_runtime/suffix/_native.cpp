@@ -569,13 +569,25 @@ class Trie {
       created_.clear();
       // Deepest first: a tail that a shallower suffix walks into has been extended already, and
       // act[d + 1] has been stepped when act[d]'s suffix overwrites it.
-      for (size_t d = depth; d-- > 0;) {
-        const uint32_t parent = act[d];
-        if (parent == kVirtual) {  // the suffix's own tail grows by an implicit node
-          ++implicit_;
-          if (d + 1 < kept) act[d + 1] = kVirtual;
-          continue;
+      // The deepest suffixes are the ones in their own tails (kVirtual): a suffix that occurs once
+      // makes every longer one occur once, so act[0..depth) is real nodes, then kVirtual only. Each
+      // of those grows by an implicit node and stays virtual: one step for all of them, their
+      // boundary found by bisection, instead of a loop turn each (most suffixes of fresh text).
+      size_t lo = 0;
+      for (size_t hi = depth; lo < hi;) {
+        const size_t mid = (lo + hi) / 2;
+        if (act[mid] == kVirtual) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
         }
+      }
+      if (lo < depth) {
+        implicit_ += depth - lo;
+        if (depth < kept) act[depth] = kVirtual;  // the deepest one's successor; the rest are already
+      }
+      for (size_t d = lo; d-- > 0;) {
+        const uint32_t parent = act[d];
         Node& p = at(parent);
         uint32_t child = NIL;
         uint32_t siblings = 0;
