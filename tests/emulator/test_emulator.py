@@ -137,7 +137,9 @@ def test_custom_resource_defaults_validation_and_patches(
     cel["spec"]["model"]["source"]["uri"] = "s3://bucket/model"  # hub and uri: the CEL rule fails
     with pytest.raises(ApiException) as exc:
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, cel)
-    assert exc.value.status == 422 and "exactly one of hub, pvc or uri" in error_body(exc)["message"]
+    assert (
+        exc.value.status == 422 and "exactly one of hub, pvc, uri or imagePath" in error_body(exc)["message"]
+    )
 
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}/smollm2-cpu"
     patches: list[tuple[str, Any]] = [
