@@ -53,6 +53,17 @@ def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = Fa
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, high: float) -> float:
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= high:
+        raise SettingsError(f"{name}: must be 1..{high:g} seconds, got {raw!r}")
+    return value
+
+
 def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Settings from ``env`` (default: the process environment); SettingsError names a bad variable."""
     env = os.environ if env is None else env
@@ -64,20 +75,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     monitoring = env.get("ARCTIC_OPERATOR_MONITORING", "false").lower()
     if monitoring not in {"true", "false", ""}:
         raise SettingsError(f"ARCTIC_OPERATOR_MONITORING: must be true or false, got {monitoring!r}")
-    raw_resync = env.get("ARCTIC_OPERATOR_RESYNC_SECONDS", "")
-    try:
-        resync = float(raw_resync) if raw_resync else 60.0
-    except ValueError:
-        resync = -1.0
-    if not 1.0 <= resync <= 86400.0:
-        raise SettingsError(f"ARCTIC_OPERATOR_RESYNC_SECONDS: must be 1..86400 seconds, got {raw_resync!r}")
-    raw_scrape = env.get("ARCTIC_OPERATOR_SCRAPE_SECONDS", "")
-    try:
-        scrape = float(raw_scrape) if raw_scrape else 5.0
-    except ValueError:
-        scrape = -1.0
-    if not 1.0 <= scrape <= 3600.0:
-        raise SettingsError(f"ARCTIC_OPERATOR_SCRAPE_SECONDS: must be 1..3600 seconds, got {raw_scrape!r}")
+    resync = _seconds(env, "ARCTIC_OPERATOR_RESYNC_SECONDS", 60.0, 86400.0)
+    scrape = _seconds(env, "ARCTIC_OPERATOR_SCRAPE_SECONDS", 5.0, 3600.0)
     return OperatorSettings(
         watch_namespace=env.get("ARCTIC_OPERATOR_WATCH_NAMESPACE", ""),
         health_port=_port(env, "ARCTIC_OPERATOR_HEALTH_PORT", 8080),
