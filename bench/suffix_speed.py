@@ -37,9 +37,10 @@ import platform
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from arctic_runtime.suffix import SuffixDecodingCache
-from arctic_runtime.suffix.tree import BackendChoice
+from arctic_runtime.suffix.tree import BackendChoice, SuffixConfig
 
 TARGET_US_PER_STEP = 300.0
 
@@ -60,22 +61,80 @@ def make_stream(rng: random.Random, pool: list[list[int]], lines: int) -> tuple[
     return [tok for line in prompt_lines for tok in line], output
 
 
-def _setup(
-    batch: int, depth: int, warm_requests: int, seed: int, backend: BackendChoice
-) -> tuple[SuffixDecodingCache, list[tuple[list[int], list[int]]]]:
-    """A cache with ``warm_requests`` finished responses and ``batch`` started requests (ids 0..batch-1)."""
+def _warm(
+    cache: SuffixDecodingCache, batch: int, warm_requests: int, seed: int
+) -> list[tuple[list[int], list[int]]]:
+    """Put ``warm_requests`` finished responses into ``cache``'s global tree; the batch's streams."""
     rng = random.Random(seed)
     pool = [[rng.randrange(1000, 20_000) for _ in range(rng.randrange(5, 15))] for _ in range(400)]
-    cache = SuffixDecodingCache(max_depth=depth, backend=backend)
-    for i in range(warm_requests):  # finished responses for the global tree
+    for i in range(warm_requests):
         prompt, output = make_stream(rng, pool, 24)
         cache.start_request(("warm", i), prompt)
         cache.add_tokens(("warm", i), output[:400])
         cache.stop_request(("warm", i))
-    streams = [make_stream(rng, pool, 24) for _ in range(batch)]
+    return [make_stream(rng, pool, 24) for _ in range(batch)]
+
+
+def _setup(
+    batch: int, depth: int, warm_requests: int, seed: int, backend: BackendChoice
+) -> tuple[SuffixDecodingCache, list[tuple[list[int], list[int]]]]:
+    """A cache with ``warm_requests`` finished responses and ``batch`` started requests (ids 0..batch-1)."""
+    cache = SuffixDecodingCache(max_depth=depth, backend=backend)
+    streams = _warm(cache, batch, warm_requests, seed)
     for req_id, (prompt, _) in enumerate(streams):
         cache.start_request(req_id, prompt)
     return cache, streams
+
+
+def _engine_steps(
+    batch: int, depth: int, steps: int, warm_requests: int, seed: int, backend: BackendChoice
+) -> tuple[list[int], int]:
+    """The same workload through the engine's own entry point, ``SuffixDrafter.propose``, fed the way
+    vLLM's suffix proposer feeds it (a ``max_model_len``-wide token buffer, numpy when installed,
+    with the token counts per row): (ns per propose call, drafted). The first call is the prefill
+    step, where every request is started with its prompt (the other replays start them untimed): it
+    is left out of the times, not of the drafts."""
+    from arctic_runtime.suffix.engine import SuffixDrafter
+
+    config = SuffixConfig(max_depth=depth)
+    max_model_len = 4096
+    drafter = SuffixDrafter(config, max_model_len, backend=backend)
+    streams = _warm(drafter.cache, batch, warm_requests, seed)
+    try:
+        import numpy as np
+
+        buffer: Any = np.zeros((batch, max_model_len), dtype=np.int32)
+    except ImportError:
+        buffer = [[0] * max_model_len for _ in range(batch)]
+    num_tokens = [0] * batch
+    num_prompt = [len(prompt) for prompt, _ in streams]
+    produced = [0] * batch
+    pending: list[list[int]] = []
+    for i, (prompt, output) in enumerate(streams):
+        buffer[i][: len(prompt)] = prompt
+        num_tokens[i] = len(prompt)
+        pending.append(output[:1])  # the prefill's token
+        produced[i] = 1
+    req_ids = list(range(batch))
+    sampled = [[0]] * batch  # every row sampled a token each step
+    clock = time.perf_counter_ns
+    step_ns: list[int] = []
+    drafted = 0
+    for step in range(steps):
+        for i, accepted in enumerate(pending):  # what the engine wrote into its buffer this step
+            buffer[i][num_tokens[i] : num_tokens[i] + len(accepted)] = accepted
+            num_tokens[i] += len(accepted)
+        t0 = clock()
+        drafts = drafter.propose(
+            req_ids, buffer, num_tokens, num_prompt, sampled, config.max_spec_tokens, True
+        )
+        if step > 0:
+            step_ns.append(clock() - t0)
+        for i, draft in enumerate(drafts):
+            pending[i] = _accept(draft, streams[i][1], produced[i])
+            produced[i] += len(pending[i])
+            drafted += len(draft)
+    return step_ns, drafted
 
 
 def _accept(draft: list[int], output: list[int], start: int) -> list[int]:
@@ -159,11 +218,18 @@ def run(
     batched_ns, batched_drafted = _batched_steps(batch, depth, steps, warm_requests, seed, backend)
     if batched_drafted != drafted:
         raise RuntimeError("the batched replay drafted differently from the per-call one")
+    engine_ns, engine_drafted = _engine_steps(batch, depth, steps, warm_requests, seed, backend)
+    if engine_drafted != drafted:
+        raise RuntimeError(
+            "the engine replay (SuffixDrafter.propose) drafted differently from the per-call one"
+        )
 
     step_ns.sort()
     batched_ns.sort()
+    engine_ns.sort()
     mean_us = sum(step_ns) / len(step_ns) / 1e3
     batched_us = sum(batched_ns) / len(batched_ns) / 1e3
+    engine_us = sum(engine_ns) / len(engine_ns) / 1e3
     return {
         "backend": used_backend,
         "batch": batch,
@@ -179,11 +245,15 @@ def run(
         "us_speculate_per_step": round(speculate_ns / steps / 1e3, 1),
         "us_per_step_batched": round(batched_us, 1),
         "us_per_step_batched_p50": round(batched_ns[len(batched_ns) // 2] / 1e3, 1),
+        "us_per_step_engine": round(engine_us, 1),
+        "us_per_step_engine_p50": round(engine_ns[len(engine_ns) // 2] / 1e3, 1),
+        "us_per_step_engine_p90": round(engine_ns[int(len(engine_ns) * 0.9)] / 1e3, 1),
         "tokens_per_request_step": round(emitted / (steps * batch), 2),
         "accept_rate": round(accepted / drafted, 3) if drafted else 0.0,
         "target_us_per_step": TARGET_US_PER_STEP,
         "meets_target": mean_us < TARGET_US_PER_STEP,
         "meets_target_batched": batched_us < TARGET_US_PER_STEP,
+        "meets_target_engine": engine_us < TARGET_US_PER_STEP,
         "gc_enabled": gc.isenabled(),
         "nodes": nodes,
         "bytes_per_node": memory["bytes_per_node"],

@@ -5,6 +5,9 @@
 # Ship the sdist and nanobind wheel in .gpu-files/ (carry it):
 #   pip download --no-deps --no-binary :all: --no-build-isolation arctic-inference==0.3.0 -d .gpu-files
 #   pip download --no-deps nanobind==2.9.2 -d .gpu-files
+# With a baseline (bash bench/gpu/suffix_host.sh .gpu-files/baseline-COMMIT.tar.gz, a tarball of an
+# older checkout: git archive COMMIT runtime operator kernels bench setup.py pyproject.toml README.md),
+# the per-step cost is measured for both, alternated three times on the same host (ratios).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-bench/results}
@@ -25,4 +28,22 @@ python3 -c "import platform; from arctic_runtime.suffix import SuffixDecodingCac
 lscpu | grep -E 'Model name|^CPU\(s\)' || true
 ARCTIC_BENCH_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown) python3 -m bench.suffix_accept --out "$out" 2>/dev/null
 # the native backend only: the Python one takes ~30 ms per step, minutes for the whole run
-python3 -m bench.suffix_speed --backend native > "$out/suffix-speed-native.json" && tail -c 700 "$out/suffix-speed-native.json"
+ARCTIC_BENCH_HOST="GPU host CPU ($(lscpu | sed -n 's/^Model name: *//p' | head -1), via the device tool)" \
+  ARCTIC_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+  python3 -m bench.suffix_speed --backend native --out "$out" | tail -c 900
+baseline=${1:-}
+if [ -n "$baseline" ]; then
+  base=/var/tmp/base-src
+  rm -rf "$base" /var/tmp/base-site && mkdir -p "$base" && tar xzf "$baseline" -C "$base"
+  (cd "$base" && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /var/tmp/base-site . 2>&1 | grep -v WARNING || true)
+  for round in 1 2 3; do
+    for side in baseline head; do
+      if [ "$side" = baseline ]; then
+        line=$(cd "$base" && PYTHONPATH=/var/tmp/base-site:. python3 -m bench.suffix_speed --backend native)
+      else
+        line=$(python3 -m bench.suffix_speed --backend native)
+      fi
+      echo "{\"round\": $round, \"side\": \"$side\", \"baseline\": \"$(basename "$baseline")\", \"result\": $line}" | tee -a "$out/suffix-speed-ab.jsonl" | cut -c1-400
+    done
+  done
+fi

@@ -285,20 +285,15 @@ def replace_suffix_proposer_propose(original: Callable[..., Any]) -> Callable[..
         sampled_token_ids: list[list[int]],
         slot_mappings: Any = None,
     ) -> list[list[int]]:
-        from arctic_runtime.suffix.engine import BatchRow
-
-        token_ids = input_batch.token_ids_cpu
-        num_tokens = input_batch.num_tokens_no_spec
-        num_prompt = input_batch.num_prompt_tokens
-        rows = [
-            BatchRow(
-                req_id=req_id,
-                token_ids=token_ids[i, : int(num_tokens[i])],  # a numpy view: no copy
-                num_prompt_tokens=int(num_prompt[i]),
-                sampled=bool(sampled_token_ids[i]),
-            )
-            for i, req_id in enumerate(input_batch.req_ids)
-        ]
-        return self._arctic_drafter.step(rows, num_speculative_tokens, self._arctic_drafting)  # type: ignore[no-any-return]
+        batch = input_batch
+        return self._arctic_drafter.propose(  # type: ignore[no-any-return]
+            batch.req_ids,
+            batch.token_ids_cpu,
+            batch.num_tokens_no_spec,
+            batch.num_prompt_tokens,
+            sampled_token_ids,
+            num_speculative_tokens,
+            self._arctic_drafting,
+        )
 
     return propose

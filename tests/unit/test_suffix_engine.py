@@ -7,6 +7,7 @@ import pytest
 from arctic_runtime.speculation import InvalidSetting
 from arctic_runtime.suffix.engine import BatchRow, SuffixDrafter, suffix_config
 from arctic_runtime.suffix.tree import SuffixConfig
+from tests.unit.suffix_backends import BACKENDS
 
 LINE = [5, 6, 7, 8, 9, 10, 11, 12]
 
@@ -15,9 +16,14 @@ def row(req_id: str, tokens: list[int], num_prompt: int, sampled: bool = True) -
     return BatchRow(req_id=req_id, token_ids=tokens, num_prompt_tokens=num_prompt, sampled=sampled)
 
 
-def drafter(max_model_len: int = 1000, **overrides: object) -> SuffixDrafter:
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def drafter(backend: str, max_model_len: int = 1000, **overrides: object) -> SuffixDrafter:
     values = {"suffix_decoding_max_tree_depth": 24, "num_speculative_tokens": 8, **overrides}
-    return SuffixDrafter(suffix_config(values), max_model_len, backend="python")
+    return SuffixDrafter(suffix_config(values), max_model_len, backend=backend)  # type: ignore[arg-type]
 
 
 def test_vllm_keys_map_onto_our_settings() -> None:
@@ -56,8 +62,8 @@ def test_bad_values_name_the_vllm_field(values: dict[str, object], field: str) -
         suffix_config(values)
 
 
-def test_trie_follows_prompt_plus_output_and_drafts_repeats() -> None:
-    d = drafter()
+def test_trie_follows_prompt_plus_output_and_drafts_repeats(backend: str) -> None:
+    d = drafter(backend)
     prompt = LINE * 3
     tokens = [*prompt, 5]
     (draft,) = d.step([row("a", tokens, len(prompt))], 8, drafting=True)
@@ -68,31 +74,31 @@ def test_trie_follows_prompt_plus_output_and_drafts_repeats() -> None:
     assert d.cache.memory_estimate()["local_trees"] == 1 and d.active_requests == {"a"}
 
 
-def test_prefilling_rows_draft_nothing_and_are_not_started() -> None:
-    d = drafter()
+def test_prefilling_rows_draft_nothing_and_are_not_started(backend: str) -> None:
+    d = drafter(backend)
     assert d.step([row("a", [], 16, sampled=False)], 8, drafting=True) == [[]]
     assert d.active_requests == frozenset()
 
 
-def test_no_drafts_when_the_cap_holds_but_tries_keep_up() -> None:
-    d = drafter()
+def test_no_drafts_when_the_cap_holds_but_tries_keep_up(backend: str) -> None:
+    d = drafter(backend)
     prompt = LINE * 3
     assert d.step([row("a", [*prompt, 5], len(prompt))], 8, drafting=False) == [[]]
     (draft,) = d.step([row("a", [*prompt, 5, 6], len(prompt))], 8, drafting=True)
     assert draft[:3] == [7, 8, 9]  # the token added in the capped step is in the trie
 
 
-def test_drafts_stop_at_max_model_len() -> None:
+def test_drafts_stop_at_max_model_len(backend: str) -> None:
     prompt = LINE * 3
-    d = drafter(max_model_len=len(prompt) + 4)
+    d = drafter(backend, max_model_len=len(prompt) + 4)
     (draft,) = d.step([row("a", [*prompt, 5], len(prompt))], 8, drafting=True)
     assert draft == [6, 7]  # positions len+1 .. max_model_len-1: room for 2, the 3rd is the bonus
     (draft,) = d.step([row("a", [*prompt, 5, 6, 7, 8], len(prompt))], 8, drafting=True)
     assert draft == []
 
 
-def test_finished_requests_are_stopped_and_their_response_is_cached() -> None:
-    d = drafter()
+def test_finished_requests_are_stopped_and_their_response_is_cached(backend: str) -> None:
+    d = drafter(backend)
     prompt = [1, 2, 3, 4]
     d.step([row("a", [*prompt, *LINE], len(prompt)), row("b", [*prompt, 9], len(prompt))], 8, True)
     d.step([row("b", [*prompt, 9, 9], len(prompt))], 8, True)
@@ -102,8 +108,8 @@ def test_finished_requests_are_stopped_and_their_response_is_cached() -> None:
     assert draft == [8, 9, 10]  # a 3-token match drafts at most 3 tokens (max_spec_factor 1.0)
 
 
-def test_a_resumed_request_keeps_its_history_and_is_cached_once() -> None:
-    d = drafter()
+def test_a_resumed_request_keeps_its_history_and_is_cached_once(backend: str) -> None:
+    d = drafter(backend)
     prompt = [1, 2, 3, 4]
     out = [*LINE, *LINE[:2]]
     d.step([row("a", [*prompt, *out], len(prompt))], 8, True)
@@ -113,6 +119,6 @@ def test_a_resumed_request_keeps_its_history_and_is_cached_once() -> None:
     d.step([row("a", [*prompt, *out, 7], len(prompt)), row("b", [7, 7, 7, 7], 2)], 8, True)
     assert d.cache.num_cached_responses == 0  # a's partial response was evicted
     assert d.cache.memory_estimate()["local_trees"] == 2
-    assert list(d.cache.local_tree("a").tokens("a")) == [*prompt, *out, 7]
+    assert d.cache.tokens("a") == [*prompt, *out, 7]
     d.step([row("b", [7, 7, 7, 7, 7], 2)], 8, True)
     assert d.cache.num_cached_responses == 1  # a, once, with its whole response

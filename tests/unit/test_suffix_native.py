@@ -480,3 +480,85 @@ def test_renumbered_stamps_give_identical_results(seed: int) -> None:
         pair.same("start_request", req, [rng.randrange(3) for _ in range(rng.randrange(12))])
     with pytest.raises(OverflowError):
         native._advance_stamp_clock(2**32)
+
+
+# ----------------------------------------------------------------------------- the engine's batch
+
+
+@needs_native
+@pytest.mark.parametrize(("seed", "layout"), [(0, "int32"), (1, "int64"), (2, "lists"), (3, "int32")])
+def test_engine_batches_give_identical_results(seed: int, layout: str) -> None:
+    """sync_and_draft driven like vLLM's suffix proposer drives it: a fixed-width token buffer
+    (numpy int32/int64 as InputBatch keeps it, or nested lists), rows in a changing order, some rows
+    still prefilling, requests that leave (stopped by the caller) and come back (restarted from
+    their whole history, their partial response evicted), caps that vary and rows near the model's
+    length. Drafts, counts and cached responses stay identical to the reference's."""
+    np = pytest.importorskip("numpy")
+    rng = random.Random(9000 + seed)
+    max_model_len = 48
+    config = SuffixConfig(
+        max_depth=[8, 16, 24, 12][seed], max_spec_tokens=[3, 5, 8, 4][seed], max_cached_requests=4
+    )
+    pair = Pair(config)
+    phrases = [[rng.randrange(10) for _ in range(rng.randint(2, 5))] for _ in range(6)]
+    history: dict[int, list[int]] = {}  # every request the engine holds: prompt + output
+    prompt_len: dict[int, int] = {}
+    next_id = 0
+    for _ in range(150):
+        while len(history) < 5:
+            prompt = [tok for p in rng.sample(phrases, 2) for tok in p]
+            history[next_id], prompt_len[next_id] = list(prompt), len(prompt)
+            next_id += 1
+        for req in history:  # each step emits 1..4 tokens, never past the model's length
+            room = max_model_len - len(history[req])
+            if room > 0:
+                phrase = rng.choice(phrases)
+                history[req] += phrase[: min(room, rng.randint(1, 4))]
+        rows = rng.sample(list(history), rng.randint(1, len(history)))  # some are preempted this step
+        width = max_model_len
+        buffer = np.zeros((len(rows), width), dtype=np.int64 if layout == "int64" else np.int32)
+        for i, req in enumerate(rows):
+            buffer[i, : len(history[req])] = history[req]
+        token_rows: Any = buffer.tolist() if layout == "lists" else buffer
+        num_tokens = np.array([len(history[r]) for r in rows], dtype=np.int32)
+        num_prompt = (
+            [prompt_len[r] for r in rows] if layout == "lists" else np.array([prompt_len[r] for r in rows])
+        )
+        sampled = [[1] if rng.random() < 0.9 else [] for _ in rows]
+        cap = rng.choice([None, config.max_spec_tokens, 2, 0])
+        drafts = pair.same(
+            "sync_and_draft", rows, token_rows, num_tokens, num_prompt, sampled, cap, max_model_len
+        )
+        assert len(drafts) == len(rows)
+        for draft, req, flag in zip(drafts, rows, sampled, strict=True):
+            assert flag or draft == []
+            assert len(history[req]) + len(draft) <= max_model_len - 1 or draft == []
+            if flag:
+                assert pair.same("tokens", req) == history[req]  # the tries hold prompt + output
+        for gone in pair.ref.active_requests - set(rows):  # left the batch this step: the caller stops it
+            pair.same("stop_request", gone)
+        for req in [r for r in history if len(history[r]) >= max_model_len or rng.random() < 0.03]:
+            del history[req]  # finished; if still active it is stopped when it leaves a batch
+
+
+@needs_native
+def test_engine_batch_errors() -> None:
+    np = pytest.importorskip("numpy")
+    pair = Pair(SuffixConfig())
+    rows = np.array([[1, 2, 3, 0]], dtype=np.int32)
+    args = (["a"], rows, [3], [2], [[1]], None, 100)
+    assert pair.same("sync_and_draft", *args) == [[]]
+    assert pair.same("tokens", "a") == [1, 2, 3]
+    assert pair.nat.num_active_requests == pair.ref.num_active_requests == 1
+    for cache in (pair.ref, pair.nat):  # a row too few: the rows before it are done, "b" is not started
+        with pytest.raises(IndexError):
+            cache.sync_and_draft(["a", "b"], rows, [3, 3], [2, 2], [[1], [1]], None, 100)
+    pair.check_state()
+    pair.same("sync_and_draft", ["a"], rows, [3], [2], [[1]], "x", 100)  # a cap that is no int
+    with pytest.raises(TypeError, match="token_rows: expected a 2-D array of signed integers"):
+        pair.nat.sync_and_draft(["a"], rows.astype(np.float32), [3], [2], [[1]], None, 100)
+    with pytest.raises(TypeError, match="num_tokens: expected a 1-D array"):
+        pair.nat.sync_and_draft(["a"], rows, np.array([[3]]), [2], [[1]], None, 100)
+    with pytest.raises(OverflowError, match="does not fit in 32 bits"):
+        pair.nat.sync_and_draft(["c"], np.array([[2**40, 1]]), [2], [1], [[1]], None, 100)
+    assert pair.nat.active_requests == {"a"}

@@ -23,6 +23,9 @@ Public API (``SuffixDecodingCache``)::
     cache.stop_request(req_id, cache_response=False)   # abort: take the response out as well
     cache.evict_response(req_id)              # drop the finished response req_id left cached
     drafts = cache.add_tokens_and_speculate([(req_id, token_ids), ...])  # a whole step, one call
+    token_lists = cache.sync_and_draft(req_ids, token_rows, num_tokens, num_prompt_tokens, sampled,
+                                       max_spec_tokens, max_model_len)  # an engine's batch, as is
+    cache.num_active_requests                 # how many requests are active
     cache.memory_estimate()                   # node counts and bytes
     cache.backend                             # "native" or "python"
 
@@ -34,8 +37,9 @@ Backends (``SuffixDecodingCache(..., backend="auto" | "native" | "python")``):
 * **native**: the whole cache in C++ (``_native.cpp``, plain CPython C API, compiled by setuptools
   when the package is installed: ``pip install -e .`` / ``make setup``; optional, so an install
   without a C++17 compiler still works). One Python->C call per request per step (or one per step
-  with ``add_tokens_and_speculate``), no Python object per node. ``auto`` (the default) uses it when
-  it imports; ``native`` raises ``NativeBackendUnavailable`` (an ``ImportError``) when it does not.
+  with ``add_tokens_and_speculate`` / ``sync_and_draft``), no Python object per node. ``auto`` (the
+  default) uses it when it imports; ``native`` raises ``NativeBackendUnavailable`` (an
+  ``ImportError``) when it does not.
 * **python**: ``tree.py``'s ``SuffixTree``, the readable reference; ``global_tree`` and
   ``local_tree`` (which return ``SuffixTree`` objects) exist only on this backend.
 

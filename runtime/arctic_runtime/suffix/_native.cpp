@@ -586,6 +586,16 @@ class Trie {
         implicit_ += depth - lo;
         if (depth < kept) act[depth] = kVirtual;  // the deepest one's successor; the rest are already
       }
+      // The depths' lookups are independent: ask for every parent's first child (or hash slot) before
+      // walking any list, so that their cache misses overlap instead of following one another.
+      for (size_t d = 0; d < lo; ++d) {
+        const Node& p = node(act[d]);
+        if (p.count & kHashed) {
+          map_.prefetch(act[d], token);
+        } else if (p.first != NIL) {
+          prefetch(&node(p.first));
+        }
+      }
       for (size_t d = lo; d-- > 0;) {
         const uint32_t parent = act[d];
         Node& p = at(parent);
@@ -1466,6 +1476,8 @@ PyObject* Cache_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
 
 // ---- requests
 
+Request* start(CacheObject* self, PyObject* req_id, const std::vector<int32_t>& prompt);
+
 PyObject* Cache_start_request(CacheObject* self, PyObject* const* args, Py_ssize_t nargs) {
   if (!check_nargs("start_request", nargs, 2, 2)) return nullptr;
   PyObject* req_id = args[0];
@@ -1481,9 +1493,17 @@ PyObject* Cache_start_request(CacheObject* self, PyObject* const* args, Py_ssize
   State& st = *self->st;
   if (!to_tokens(args[1], st.token_buf)) return nullptr;
   NATIVE_TRY
+  if (start(self, req_id, st.token_buf) == nullptr) return nullptr;
+  Py_RETURN_NONE;
+  NATIVE_CATCH
+}
+
+// Start `req_id` (not active) with `prompt`: its request, or nullptr with a Python error set. May throw.
+Request* start(CacheObject* self, PyObject* req_id, const std::vector<int32_t>& prompt) {
+  State& st = *self->st;
   std::unique_ptr<Request> r(new Request(st.pool, st.cfg.max_depth));
-  r->prompt_len = st.token_buf.size();
-  r->trie.extend(r->seq, st.token_buf.data(), st.token_buf.size());
+  r->prompt_len = prompt.size();
+  r->trie.extend(r->seq, prompt.data(), prompt.size());
   if (st.cfg.global_on()) r->global_seq = st.global.add_sequence();  // its live response, empty so far
   Py_ssize_t slot;
   if (!st.free_slots.empty()) {
@@ -1500,9 +1520,17 @@ PyObject* Cache_start_request(CacheObject* self, PyObject* const* args, Py_ssize
   Py_DECREF(index);
   if (rc < 0) return nullptr;
   st.free_slots.pop_back();
-  st.slots[static_cast<size_t>(slot)] = r.release();
-  Py_RETURN_NONE;
-  NATIVE_CATCH
+  st.slots[static_cast<size_t>(slot)] = r.get();
+  return r.release();
+}
+
+// Append `tokens` to request `r`: its local trie and, with the global trie on, its live response.
+void extend(State& st, Request& r, const std::vector<int32_t>& tokens) {
+  const bool live = st.cfg.global_on();
+  r.trie.check_room(tokens.size());
+  if (live) st.global.check_room(tokens.size());
+  r.trie.extend(r.seq, tokens.data(), tokens.size());
+  if (live) st.global.extend(r.global_seq, tokens.data(), tokens.size());
 }
 
 bool add_tokens(CacheObject* self, PyObject* req_id, PyObject* tokens) {
@@ -1515,11 +1543,7 @@ bool add_tokens(CacheObject* self, PyObject* req_id, PyObject* tokens) {
   // Again: converting the tokens may have run Python code (__index__) that stopped the request.
   Request* r = lookup(self, req_id);
   if (r == nullptr) return false;
-  const bool live = st.cfg.global_on();
-  r->trie.check_room(st.token_buf.size());
-  if (live) st.global.check_room(st.token_buf.size());
-  r->trie.extend(r->seq, st.token_buf.data(), st.token_buf.size());
-  if (live) st.global.extend(r->global_seq, st.token_buf.data(), st.token_buf.size());
+  extend(st, *r, st.token_buf);
   return true;
 }
 
@@ -1595,22 +1619,27 @@ PyObject* Cache_stop_request(CacheObject* self, PyObject* const* args, Py_ssize_
   NATIVE_CATCH
 }
 
-PyObject* Cache_evict_response(CacheObject* self, PyObject* req_id) {
+// Drop the finished response `req_id` left cached: 1 if there was one, 0 if not, -1 with a Python error.
+// May throw.
+int evict(CacheObject* self, PyObject* req_id) {
   PyObject* key_obj = PyDict_GetItemWithError(self->cached_ids, req_id);
-  if (key_obj == nullptr) {
-    if (PyErr_Occurred()) return nullptr;
-    Py_RETURN_FALSE;
-  }
+  if (key_obj == nullptr) return PyErr_Occurred() ? -1 : 0;
   const unsigned long long key = PyLong_AsUnsignedLongLong(key_obj);
-  if (PyErr_Occurred()) return nullptr;
+  if (PyErr_Occurred()) return -1;
   auto it = self->st->cached.find(key);
   if (it == self->st->cached.end()) {
     PyErr_SetString(PyExc_RuntimeError, "suffix native backend: cached response index out of step");
-    return nullptr;
+    return -1;
   }
-  NATIVE_TRY
   drop_cached(self, it);
-  Py_RETURN_TRUE;
+  return 1;
+}
+
+PyObject* Cache_evict_response(CacheObject* self, PyObject* req_id) {
+  NATIVE_TRY
+  const int found = evict(self, req_id);
+  if (found < 0) return nullptr;
+  return PyBool_FromLong(found);
   NATIVE_CATCH
 }
 
@@ -1733,6 +1762,183 @@ fail:
   return nullptr;
 }
 
+// ---- the engine's batch
+
+// The integers of a 1-D or 2-D table: a buffer of signed integers (numpy arrays of any strides, as
+// vLLM's InputBatch keeps them: read in place) or, without the buffer protocol, (nested) Python
+// sequences of ints (read item by item, like the reference).
+class IntTable {
+ public:
+  IntTable() = default;
+  IntTable(const IntTable&) = delete;
+  IntTable& operator=(const IntTable&) = delete;
+  ~IntTable() {
+    if (has_view_) PyBuffer_Release(&view_);
+  }
+
+  bool open(PyObject* obj, int ndim, const char* name) {
+    obj_ = obj;
+    if (!PyObject_CheckBuffer(obj)) return true;
+    if (PyObject_GetBuffer(obj, &view_, PyBUF_RECORDS_RO) < 0) return false;
+    has_view_ = true;
+    const char* f = view_.format != nullptr ? view_.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;  // x86-64 and aarch64 are little-endian
+    const bool ok = f[0] != '\0' && f[1] == '\0' && std::strchr("bhilq", f[0]) != nullptr &&
+                    view_.ndim == ndim;
+    if (!ok) {
+      PyErr_Format(PyExc_TypeError, "%s: expected a %d-D array of signed integers, got format '%s' with %d dimensions",
+                   name, ndim, view_.format != nullptr ? view_.format : "B", view_.ndim);
+      return false;
+    }
+    return true;
+  }
+
+  // Item i of a 1-D table.
+  bool get(Py_ssize_t i, long long* out) const {
+    if (has_view_) {
+      if (i >= view_.shape[0]) return index_error();
+      *out = read(static_cast<const char*>(view_.buf) + i * view_.strides[0]);
+      return true;
+    }
+    PyObject* item = PySequence_GetItem(obj_, i);
+    if (item == nullptr) return false;
+    *out = PyLong_AsLongLong(item);
+    Py_DECREF(item);
+    return !(*out == -1 && PyErr_Occurred());
+  }
+
+  // Columns [lo, hi) of row i of a 2-D table (clamped to the row, like a slice) into `out`.
+  bool row(Py_ssize_t i, Py_ssize_t lo, Py_ssize_t hi, std::vector<int32_t>& out) const {
+    if (!has_view_) {
+      PyObject* row = PySequence_GetItem(obj_, i);
+      if (row == nullptr) return false;
+      PyObject* slice = PySequence_GetSlice(row, lo, hi);
+      Py_DECREF(row);
+      if (slice == nullptr) return false;
+      const bool ok = to_tokens(slice, out);
+      Py_DECREF(slice);
+      return ok;
+    }
+    if (i >= view_.shape[0]) return index_error();
+    hi = std::min(hi, view_.shape[1]);
+    out.clear();
+    if (lo >= hi) return true;
+    out.resize(static_cast<size_t>(hi - lo));
+    const char* p = static_cast<const char*>(view_.buf) + i * view_.strides[0] + lo * view_.strides[1];
+    for (Py_ssize_t k = 0; k < hi - lo; ++k, p += view_.strides[1]) {
+      const long long value = read(p);
+      if (value < INT32_MIN || value > INT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "token id %lld does not fit in 32 bits (native suffix backend)", value);
+        return false;
+      }
+      out[static_cast<size_t>(k)] = static_cast<int32_t>(value);
+    }
+    return true;
+  }
+
+ private:
+  long long read(const char* p) const {
+    switch (view_.itemsize) {
+      case 1: return *reinterpret_cast<const int8_t*>(p);
+      case 2: return *reinterpret_cast<const int16_t*>(p);
+      case 4: return *reinterpret_cast<const int32_t*>(p);
+      default: return *reinterpret_cast<const int64_t*>(p);
+    }
+  }
+  static bool index_error() {
+    PyErr_SetString(PyExc_IndexError, "index out of range");
+    return false;
+  }
+
+  PyObject* obj_ = nullptr;
+  Py_buffer view_{};
+  bool has_view_ = false;
+};
+
+// The active request of `req_id`, or nullptr: none (no error set) or the lookup failed (error set).
+Request* find(CacheObject* self, PyObject* req_id) {
+  PyObject* slot = PyDict_GetItemWithError(self->ids, req_id);  // borrowed
+  return slot != nullptr ? self->st->slots[static_cast<size_t>(PyLong_AsSsize_t(slot))] : nullptr;
+}
+
+// sync_and_draft(req_ids, token_rows, num_tokens, num_prompt_tokens, sampled, max_spec_tokens,
+// max_model_len): the engine's step over its batch (tree.py's sync_and_draft says what it does).
+PyObject* Cache_sync_and_draft(CacheObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (!check_nargs("sync_and_draft", nargs, 7, 7)) return nullptr;
+  State& st = *self->st;
+  long long cap = 0;
+  if (!parse_cap(args[5], st.cfg.max_spec_tokens, &cap)) return nullptr;
+  const long long max_model_len = PyLong_AsLongLong(args[6]);
+  if (max_model_len == -1 && PyErr_Occurred()) return nullptr;
+  IntTable rows, num_tokens, num_prompt;
+  if (!rows.open(args[1], 2, "token_rows") || !num_tokens.open(args[2], 1, "num_tokens") ||
+      !num_prompt.open(args[3], 1, "num_prompt_tokens")) {
+    return nullptr;
+  }
+  PyObject* ids = as_fast(args[0]);
+  if (ids == nullptr) return nullptr;
+  PyObject* sampled = args[4];
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(ids);
+  PyObject* out = PyList_New(n);
+  std::vector<int32_t>& buf = st.token_buf;
+  if (out == nullptr) goto fail;
+  try {
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* req_id = PySequence_Fast_GET_ITEM(ids, i);
+      PyObject* flag = PySequence_GetItem(sampled, i);
+      if (flag == nullptr) goto fail;
+      const int was_sampled = PyObject_IsTrue(flag);
+      Py_DECREF(flag);
+      if (was_sampled < 0) goto fail;
+      PyObject* draft = nullptr;
+      if (was_sampled) {
+        long long count = 0;
+        if (!num_tokens.get(i, &count)) goto fail;
+        Request* r = find(self, req_id);
+        if (r == nullptr && PyErr_Occurred()) goto fail;  // a failing __hash__ or __eq__
+        if (r == nullptr) {  // not seen yet, or seen again after it left: start it from its prompt
+          long long prompt_len = 0;
+          if (!num_prompt.get(i, &prompt_len)) goto fail;
+          if (evict(self, req_id) < 0) goto fail;
+          if (!rows.row(i, 0, static_cast<Py_ssize_t>(std::max(prompt_len, 0LL)), buf)) goto fail;
+          r = start(self, req_id, buf);
+          if (r == nullptr) goto fail;
+        }
+        const long long have = static_cast<long long>(r->tokens().size());
+        if (count > have) {
+          if (!rows.row(i, static_cast<Py_ssize_t>(have), static_cast<Py_ssize_t>(count), buf)) goto fail;
+          extend(st, *r, buf);
+        }
+        const long long room = std::min(cap, max_model_len - 1 - count);
+        if (room > 0) {
+          search<false>(st, *r, room, 0, st.a);
+          draft = int_list(st.a.tokens);
+        }
+      }
+      if (draft == nullptr) draft = PyList_New(0);
+      if (draft == nullptr) goto fail;
+      PyList_SET_ITEM(out, i, draft);
+    }
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    goto fail;
+  } catch (const CapacityError& exc) {
+    PyErr_SetString(PyExc_OverflowError, exc.what());
+    goto fail;
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "suffix native backend: unexpected C++ exception");
+    goto fail;
+  }
+  Py_DECREF(ids);
+  return out;
+fail:
+  Py_DECREF(ids);
+  Py_XDECREF(out);
+  return nullptr;
+}
+
+PyObject* Cache_num_active_requests(CacheObject* self, PyObject*) { return PyLong_FromSsize_t(PyDict_Size(self->ids)); }
+
 PyObject* Cache_add_tokens_batch(CacheObject* self, PyObject* updates) {
   return batch(self, updates, nullptr, Batch::kAdd);
 }
@@ -1813,6 +2019,12 @@ PyMethodDef Cache_methods[] = {
      METH_FASTCALL, "speculate(req_id, max_spec_tokens=None, /) -> Draft"},
     {"speculate_batch", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Cache_speculate_batch)),
      METH_FASTCALL, "speculate_batch(req_ids, max_spec_tokens=None, /) -> list[Draft]"},
+    {"sync_and_draft", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Cache_sync_and_draft)),
+     METH_FASTCALL,
+     "sync_and_draft(req_ids, token_rows, num_tokens, num_prompt_tokens, sampled, max_spec_tokens, "
+     "max_model_len, /) -> list[list[int]]"},
+    {"num_active_requests", reinterpret_cast<PyCFunction>(Cache_num_active_requests), METH_NOARGS,
+     "num_active_requests() -> int"},
     {"add_tokens_and_speculate",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Cache_add_tokens_and_speculate)),
      METH_FASTCALL, "add_tokens_and_speculate(updates, max_spec_tokens=None, /) -> list[Draft]"},

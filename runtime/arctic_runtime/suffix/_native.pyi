@@ -1,6 +1,7 @@
 """Types of the C++ backend (``_native.cpp``); use ``SuffixDecodingCache(backend=...)``, not this."""
 
 from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 from arctic_runtime.suffix.tree import Draft, TreeDraft
 
@@ -31,6 +32,18 @@ class Cache:
     def add_tokens_and_speculate(
         self, updates: Iterable[tuple[Hashable, Sequence[int]]], max_spec_tokens: int | None = None, /
     ) -> list[Draft]: ...
+    def sync_and_draft(
+        self,
+        req_ids: Sequence[Hashable],
+        token_rows: Any,
+        num_tokens: Any,
+        num_prompt_tokens: Any,
+        sampled: Sequence[Any],
+        max_spec_tokens: int | None,
+        max_model_len: int,
+        /,
+    ) -> list[list[int]]: ...
+    def num_active_requests(self) -> int: ...
     def speculate_tree(
         self, req_id: Hashable, max_spec_tokens: int | None = None, max_nodes: int | None = None, /
     ) -> TreeDraft: ...

@@ -15,7 +15,7 @@ Settings. vLLM's ``speculative_config`` keys map onto ``SuffixConfig`` as follow
 
 A value out of range raises ``InvalidSetting`` naming the vLLM field (``speculative_config.<key>``).
 
-Keeping the cache in step (``SuffixDrafter.step``, once per engine step, for every request in the
+Keeping the cache in step (``SuffixDrafter.propose``, once per engine step, for every request in the
 batch in batch order):
 
 * A request the drafter has not seen starts with its prompt, then everything generated so far is
@@ -87,12 +87,6 @@ def suffix_config(values: Mapping[str, Any]) -> SuffixConfig:
         raise InvalidSetting([FieldError(f"speculative_config.{key}", message)]) from exc
 
 
-def _as_list(tokens: Sequence[int]) -> list[int]:
-    """Plain ints from a list or a numpy slice (``tolist`` converts numpy ints in one C loop)."""
-    tolist = getattr(tokens, "tolist", None)
-    return list(tokens) if tolist is None else list(tolist())
-
-
 def suffix_config_of(vllm_speculative_config: Any) -> SuffixConfig:
     """``suffix_config`` read from the attributes of vLLM's ``SpeculativeConfig`` (``VLLM_KEYS``)."""
     return suffix_config({key: getattr(vllm_speculative_config, key) for key in VLLM_KEYS.values()})
@@ -100,12 +94,11 @@ def suffix_config_of(vllm_speculative_config: Any) -> SuffixConfig:
 
 @dataclass(frozen=True)
 class BatchRow:
-    """One request of the engine's batch this step.
+    """One request of the engine's batch this step, for ``SuffixDrafter.step``.
 
-    ``token_ids``: prompt + output so far (including the tokens sampled this step), exactly
-    ``num_tokens`` long (a list, or a numpy view of the engine's token buffer: only the new tokens
-    are ever copied); ``sampled``: whether the step produced a token for it (False while its
-    prompt is still being prefilled in chunks).
+    ``token_ids``: prompt + output so far (including the tokens sampled this step); ``sampled``:
+    whether the step produced a token for it (False while its prompt is still being prefilled in
+    chunks).
     """
 
     req_id: Hashable
@@ -121,58 +114,74 @@ class SuffixDrafter:
         self.config = config
         self.max_model_len = max_model_len
         self.cache = SuffixDecodingCache(config=config, backend=backend)
-        self._seen: dict[Hashable, int] = {}  # tokens added to each active request's trie
         self.steps = 0
         self.drafted_tokens = 0
-        self.step_ns = 0  # wall time inside step(), summed: the drafter's cost in the engine loop
+        self.step_ns = 0  # wall time inside propose(), summed: the drafter's cost in the engine loop
         self.rows = 0
 
     @property
     def active_requests(self) -> frozenset[Hashable]:
-        return frozenset(self._seen)
+        return self.cache.active_requests
 
-    def _sync(self, row: BatchRow) -> None:
-        seen = self._seen.get(row.req_id)
-        if seen is None:
-            self.cache.evict_response(row.req_id)  # a resumed request: drop its partial response
-            self.cache.start_request(row.req_id, _as_list(row.token_ids[: row.num_prompt_tokens]))
-            seen = row.num_prompt_tokens
-        n = len(row.token_ids)
-        if n > seen:
-            self.cache.add_tokens(row.req_id, _as_list(row.token_ids[seen:n]))
-        self._seen[row.req_id] = max(n, seen)
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        token_ids: Sequence[Sequence[int]],
+        num_tokens: Sequence[int],
+        num_prompt_tokens: Sequence[int],
+        sampled: Sequence[Any],
+        num_speculative_tokens: int,
+        drafting: bool,
+    ) -> list[list[int]]:
+        """Update every request's tries and return one draft per row (empty where none).
 
-    def step(self, rows: Sequence[BatchRow], num_speculative_tokens: int, drafting: bool) -> list[list[int]]:
-        """Update every request's trie and return one draft per row (empty where none)."""
+        The batch comes as parallel per-row sequences, the way vLLM's ``InputBatch`` holds it:
+        ``token_ids[i][:num_tokens[i]]`` is row i's prompt + output (a row of a numpy buffer is
+        fine: only the new tokens are copied), ``num_prompt_tokens[i]`` its prompt length, and
+        ``sampled[i]`` is truthy when the step produced a token for it. The whole batch goes to the
+        cache in one call (``SuffixDecodingCache.sync_and_draft``: the native backend reads numpy
+        buffers in place, no Python object per row but the drafts).
+        """
         started = time.perf_counter_ns()
+        cache = self.cache
+        drafts = cache.sync_and_draft(
+            req_ids,
+            token_ids,
+            num_tokens,
+            num_prompt_tokens,
+            sampled,
+            num_speculative_tokens if drafting else 0,
+            self.max_model_len,
+        )
+        if cache.num_active_requests > sum(map(bool, sampled)):
+            # Every sampled row's request is active now; more active ones: some may have left the
+            # batch (or sit in it unsampled): stop those that left, which frees their local trie.
+            present = set(req_ids)
+            for req_id in [r for r in cache.active_requests if r not in present]:
+                cache.stop_request(req_id)
         self.steps += 1
-        self.rows += len(rows)
-        drafts: list[list[int]] = []
-        present = set()
-        for row in rows:
-            present.add(row.req_id)
-            if not row.sampled:
-                drafts.append([])
-                continue
-            self._sync(row)
-            room = min(num_speculative_tokens, self.max_model_len - len(row.token_ids) - 1)
-            if not drafting or room <= 0:
-                drafts.append([])
-                continue
-            draft = self.cache.speculate(row.req_id, max_spec_tokens=room).token_ids
-            self.drafted_tokens += len(draft)
-            drafts.append(list(draft))
-        for req_id in [r for r in self._seen if r not in present]:
-            del self._seen[req_id]
-            self.cache.stop_request(req_id)
+        self.rows += len(req_ids)
+        self.drafted_tokens += sum(map(len, drafts))
         self.step_ns += time.perf_counter_ns() - started
         return drafts
+
+    def step(self, rows: Sequence[BatchRow], num_speculative_tokens: int, drafting: bool) -> list[list[int]]:
+        """``propose`` for a list of ``BatchRow`` (tests and simple callers)."""
+        return self.propose(
+            [r.req_id for r in rows],
+            [r.token_ids for r in rows],
+            [len(r.token_ids) for r in rows],
+            [r.num_prompt_tokens for r in rows],
+            [r.sampled for r in rows],
+            num_speculative_tokens,
+            drafting,
+        )
 
     def state(self) -> dict[str, Any]:
         """What the worker reports about its suffix cache (for the admin API and tests)."""
         return {
             "backend": self.cache.backend,
-            "active_requests": len(self._seen),
+            "active_requests": self.cache.num_active_requests,
             "cached_responses": self.cache.num_cached_responses,
             "steps": self.steps,
             "drafted_tokens": self.drafted_tokens,

@@ -34,7 +34,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from operator import index
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from arctic_runtime.suffix._native import Cache as _NativeCache
@@ -595,6 +596,12 @@ def _import_native() -> tuple[type[_NativeCache] | None, str]:
 _NATIVE_CACHE, _NATIVE_IMPORT_ERROR = _import_native()
 
 
+def _ints(tokens: Any) -> list[int]:
+    """Plain ints from a list slice or a numpy view."""
+    tolist = getattr(tokens, "tolist", None)
+    return [int(t) for t in tokens] if tolist is None else list(tolist())
+
+
 def native_available() -> bool:
     """Whether the C++ backend (``arctic_runtime.suffix._native``) is built and importable."""
     return _NATIVE_CACHE is not None
@@ -680,6 +687,12 @@ class SuffixDecodingCache:
         if self._native is not None:
             return self._native.active_requests()
         return frozenset(self._local)
+
+    @property
+    def num_active_requests(self) -> int:
+        if self._native is not None:
+            return self._native.num_active_requests()
+        return len(self._local)
 
     @property
     def num_cached_responses(self) -> int:
@@ -874,6 +887,53 @@ class SuffixDecodingCache:
         for req_id, token_ids in updates:
             self.add_tokens(req_id, token_ids)
             drafts.append(self.speculate(req_id, max_spec_tokens))
+        return drafts
+
+    def sync_and_draft(
+        self,
+        req_ids: Sequence[Hashable],
+        token_rows: Any,
+        num_tokens: Any,
+        num_prompt_tokens: Any,
+        sampled: Sequence[Any],
+        max_spec_tokens: int | None,
+        max_model_len: int,
+    ) -> list[list[int]]:
+        """An engine step over its whole batch, given the way vLLM's ``InputBatch`` holds it:
+        parallel per-row tables, ``token_rows[i][:num_tokens[i]]`` row i's prompt + output so far
+        (numpy arrays are read in place by the native backend; nested sequences work too),
+        ``num_prompt_tokens[i]`` its prompt length, ``sampled[i]`` truthy when the step produced a
+        token for it. For each row in order: not sampled (a prompt still being prefilled), no draft
+        and nothing else; a request not active is started from its prompt (after
+        ``evict_response``: a preempted request that comes back is never counted twice); the
+        tokens beyond what its tries hold are added; then the token ids of ``speculate(req_id,
+        room)`` with ``room = min(max_spec_tokens, max_model_len - 1 - num_tokens[i])`` (none when
+        room <= 0: a draft never runs past the model's length). Requests are never stopped here.
+        """
+        if self._native is not None:
+            return self._native.sync_and_draft(
+                req_ids, token_rows, num_tokens, num_prompt_tokens, sampled, max_spec_tokens, max_model_len
+            )
+        cap = (
+            self.config.max_spec_tokens
+            if max_spec_tokens is None
+            else min(index(max_spec_tokens), self.config.max_spec_tokens)
+        )
+        drafts: list[list[int]] = []
+        for i, req_id in enumerate(req_ids):
+            if not sampled[i]:
+                drafts.append([])
+                continue
+            count = index(num_tokens[i])
+            row = token_rows[i]
+            if req_id not in self._local:
+                self.evict_response(req_id)
+                self.start_request(req_id, _ints(row[: max(index(num_prompt_tokens[i]), 0)]))
+            have = len(self._local[req_id].tokens(req_id))
+            if count > have:
+                self.add_tokens(req_id, _ints(row[have:count]))
+            room = min(cap, index(max_model_len) - 1 - count)
+            drafts.append(self.speculate(req_id, room).token_ids if room > 0 else [])
         return drafts
 
     def speculate_tree(
