@@ -61,12 +61,26 @@ def make_stream(rng: random.Random, pool: list[list[int]], lines: int) -> tuple[
     return [tok for line in prompt_lines for tok in line], output
 
 
+def make_repeat_stream(rng: random.Random) -> tuple[list[int], list[int]]:
+    """(prompt, output) of the ``repeat`` workload: a random 128-token prompt, then one token over and
+    over, as a model with dummy weights answers (the GPU suites' 8B shape): every draft is accepted
+    and every suffix is shared, the tries' worst case."""
+    return [rng.randrange(1000, 20_000) for _ in range(128)], [7] * 4000
+
+
 def _warm(
-    cache: SuffixDecodingCache, batch: int, warm_requests: int, seed: int
+    cache: SuffixDecodingCache, batch: int, warm_requests: int, seed: int, workload: str = "edit"
 ) -> list[tuple[list[int], list[int]]]:
     """Put ``warm_requests`` finished responses into ``cache``'s global tree; the batch's streams."""
     rng = random.Random(seed)
     pool = [[rng.randrange(1000, 20_000) for _ in range(rng.randrange(5, 15))] for _ in range(400)]
+    if workload == "repeat":
+        for i in range(warm_requests):
+            prompt, output = make_repeat_stream(rng)
+            cache.start_request(("warm", i), prompt)
+            cache.add_tokens(("warm", i), output[:400])
+            cache.stop_request(("warm", i))
+        return [make_repeat_stream(rng) for _ in range(batch)]
     for i in range(warm_requests):
         prompt, output = make_stream(rng, pool, 24)
         cache.start_request(("warm", i), prompt)
@@ -76,18 +90,24 @@ def _warm(
 
 
 def _setup(
-    batch: int, depth: int, warm_requests: int, seed: int, backend: BackendChoice
+    batch: int, depth: int, warm_requests: int, seed: int, backend: BackendChoice, workload: str = "edit"
 ) -> tuple[SuffixDecodingCache, list[tuple[list[int], list[int]]]]:
     """A cache with ``warm_requests`` finished responses and ``batch`` started requests (ids 0..batch-1)."""
     cache = SuffixDecodingCache(max_depth=depth, backend=backend)
-    streams = _warm(cache, batch, warm_requests, seed)
+    streams = _warm(cache, batch, warm_requests, seed, workload)
     for req_id, (prompt, _) in enumerate(streams):
         cache.start_request(req_id, prompt)
     return cache, streams
 
 
 def _engine_steps(
-    batch: int, depth: int, steps: int, warm_requests: int, seed: int, backend: BackendChoice
+    batch: int,
+    depth: int,
+    steps: int,
+    warm_requests: int,
+    seed: int,
+    backend: BackendChoice,
+    workload: str = "edit",
 ) -> tuple[list[int], int]:
     """The same workload through the engine's own entry point, ``SuffixDrafter.propose``, fed the way
     vLLM's suffix proposer feeds it (a ``max_model_len``-wide token buffer, numpy when installed,
@@ -99,7 +119,7 @@ def _engine_steps(
     config = SuffixConfig(max_depth=depth)
     max_model_len = 4096
     drafter = SuffixDrafter(config, max_model_len, backend=backend)
-    streams = _warm(drafter.cache, batch, warm_requests, seed)
+    streams = _warm(drafter.cache, batch, warm_requests, seed, workload)
     try:
         import numpy as np
 
@@ -148,10 +168,16 @@ def _accept(draft: list[int], output: list[int], start: int) -> list[int]:
 
 
 def _batched_steps(
-    batch: int, depth: int, steps: int, warm_requests: int, seed: int, backend: BackendChoice
+    batch: int,
+    depth: int,
+    steps: int,
+    warm_requests: int,
+    seed: int,
+    backend: BackendChoice,
+    workload: str = "edit",
 ) -> tuple[list[int], int]:
     """The same workload through ``add_tokens_and_speculate``, one call per step: (ns per step, drafted)."""
-    cache, streams = _setup(batch, depth, warm_requests, seed, backend)
+    cache, streams = _setup(batch, depth, warm_requests, seed, backend, workload)
     produced = [1] * batch
     pending = [output[:1] for _, output in streams]
     clock = time.perf_counter_ns
@@ -177,11 +203,12 @@ def run(
     seed: int,
     backend: BackendChoice = "auto",
     warmup_passes: int = 1,
+    workload: str = "edit",
 ) -> dict[str, object]:
     for _ in range(warmup_passes):
-        _batched_steps(batch, depth, steps, warm_requests, seed, backend)
+        _batched_steps(batch, depth, steps, warm_requests, seed, backend, workload)
     gc.collect()
-    cache, streams = _setup(batch, depth, warm_requests, seed, backend)
+    cache, streams = _setup(batch, depth, warm_requests, seed, backend, workload)
     produced = [0] * batch
     pending: list[list[int]] = [[] for _ in range(batch)]  # accepted last step, not yet added
     for req_id, (_, output) in enumerate(streams):  # the prefill's first token
@@ -215,10 +242,10 @@ def run(
     used_backend = cache.backend
     del cache
 
-    batched_ns, batched_drafted = _batched_steps(batch, depth, steps, warm_requests, seed, backend)
+    batched_ns, batched_drafted = _batched_steps(batch, depth, steps, warm_requests, seed, backend, workload)
     if batched_drafted != drafted:
         raise RuntimeError("the batched replay drafted differently from the per-call one")
-    engine_ns, engine_drafted = _engine_steps(batch, depth, steps, warm_requests, seed, backend)
+    engine_ns, engine_drafted = _engine_steps(batch, depth, steps, warm_requests, seed, backend, workload)
     if engine_drafted != drafted:
         raise RuntimeError(
             "the engine replay (SuffixDrafter.propose) drafted differently from the per-call one"
@@ -232,6 +259,7 @@ def run(
     engine_us = sum(engine_ns) / len(engine_ns) / 1e3
     return {
         "backend": used_backend,
+        "workload": workload,
         "batch": batch,
         "max_depth": depth,
         "steps": steps,
@@ -269,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warm-requests", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workload",
+        choices=["edit", "repeat"],
+        default="edit",
+        help="edit: code-like lines re-used from the prompt and a shared pool (default); repeat: one "
+        "token over and over, every draft accepted (what dummy weights produce; the worst case)",
+    )
     parser.add_argument("--no-gc", action="store_true", help="disable Python's cyclic GC while measuring")
     parser.add_argument(
         "--backend",
@@ -291,7 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_gc:
         gc.disable()
     result = run(
-        args.batch, args.depth, args.steps, args.warm_requests, args.seed, args.backend, args.warmup_passes
+        args.batch,
+        args.depth,
+        args.steps,
+        args.warm_requests,
+        args.seed,
+        args.backend,
+        args.warmup_passes,
+        args.workload,
     )
     print(json.dumps(result))
     if args.out is not None:

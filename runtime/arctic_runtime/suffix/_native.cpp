@@ -66,6 +66,7 @@ constexpr uint32_t kCountMask = 0x7FFFFFFFu;  // in Node::count: the occurrence 
 constexpr uint32_t kScanLimit = 8;            // children found by scanning the sibling list
 constexpr uint32_t kMaxNodes = 0xFFFFFFF0u;   // node indices stay below NIL
 constexpr double kCeilSlack = 1e-9;           // tree.py's _CEIL_SLACK
+constexpr double kBoundSlack = 1e-9;          // best_over_lengths: a score bound's rounding margin
 constexpr uint32_t kStampMax = 0xFFFFFFFFu;   // the clock is renumbered before it passes this
 
 inline void prefetch(const void* p) {
@@ -484,6 +485,13 @@ class Trie {
     stamp = s.stamps[t.start + depth];
     return true;
   }
+  // The highest count among `r`'s children (0 if none): a tail node's one child counts 1.
+  uint32_t max_child_count(Ref r) const {
+    if (in_tail(r)) return has_children(r) ? 1 : 0;
+    uint32_t best = 0;
+    for (uint32_t c = node(r.node).first; c != NIL; c = node(c).next) best = std::max(best, count(c));
+    return best;
+  }
   bool has_children(Ref r) const {
     if (!in_tail(r)) return node(r.node).first != NIL;
     Ref child{NIL, 0};
@@ -585,16 +593,6 @@ class Trie {
       if (lo < depth) {
         implicit_ += depth - lo;
         if (depth < kept) act[depth] = kVirtual;  // the deepest one's successor; the rest are already
-      }
-      // The depths' lookups are independent: ask for every parent's first child (or hash slot) before
-      // walking any list, so that their cache misses overlap instead of following one another.
-      for (size_t d = 0; d < lo; ++d) {
-        const Node& p = node(act[d]);
-        if (p.count & kHashed) {
-          map_.prefetch(act[d], token);
-        } else if (p.first != NIL) {
-          prefetch(&node(p.first));
-        }
       }
       for (size_t d = lo; d-- > 0;) {
         const uint32_t parent = act[d];
@@ -1143,6 +1141,20 @@ void best_over_lengths(State& st, const Trie& trie, NodeAt&& node_at, long longe
     above = count;
     if (!trie.has_children(node)) continue;
     const bool discount = length <= own_len;
+    if (!kTree) {
+      // Every token of a greedy draft has a path probability at most the first one's, p1 (in
+      // floating point too: each later factor is <= 1), so the draft scores at most limit * p1,
+      // up to the summation's rounding (the slack). With p1 == 1 the bound is exact: a sum of
+      // `limit` floats <= 1 never rounds past the integer `limit`. A draft that cannot beat `best`
+      // (only a higher score replaces it) is not walked: in long repeated text the lengths' counts
+      // all differ, and each length would walk a whole draft to tie with the longest one's.
+      const long long denominator = static_cast<long long>(count) - (discount ? 1 : 0);
+      if (denominator <= 0) continue;  // speculate_path drafts nothing
+      const double p1 = static_cast<double>(trie.max_child_count(node)) / static_cast<double>(denominator);
+      if (p1 < cfg.min_token_prob) continue;  // nor here: its first token falls below the floor
+      const double most = static_cast<double>(limit) * p1;
+      if (p1 == 1.0 ? most <= best.score : most + kBoundSlack <= best.score) continue;
+    }
     if (kTree) {
       speculate_tree(st, trie, node, limit, budget, cfg.min_token_prob, discount, cand);
     } else {
