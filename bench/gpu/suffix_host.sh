@@ -31,6 +31,8 @@ ARCTIC_BENCH_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown) python3 -m
 ARCTIC_BENCH_HOST="GPU host CPU ($(lscpu | sed -n 's/^Model name: *//p' | head -1), via the device tool)" \
   ARCTIC_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
   python3 -m bench.suffix_speed --backend native --out "$out" | tail -c 900
+# the worst case: one token repeated, every 16-token draft accepted (what the dummy-weight suites see)
+python3 -m bench.suffix_speed --backend native --workload repeat > "$out/suffix-speed-repeat.json" && tail -c 600 "$out/suffix-speed-repeat.json"
 baseline=${1:-}
 if [ -n "$baseline" ]; then
   base=/var/tmp/base-src
