@@ -485,13 +485,6 @@ class Trie {
     stamp = s.stamps[t.start + depth];
     return true;
   }
-  // The highest count among `r`'s children (0 if none): a tail node's one child counts 1.
-  uint32_t max_child_count(Ref r) const {
-    if (in_tail(r)) return has_children(r) ? 1 : 0;
-    uint32_t best = 0;
-    for (uint32_t c = node(r.node).first; c != NIL; c = node(c).next) best = std::max(best, count(c));
-    return best;
-  }
   bool has_children(Ref r) const {
     if (!in_tail(r)) return node(r.node).first != NIL;
     Ref child{NIL, 0};
@@ -1026,11 +1019,17 @@ double py_sum(const std::vector<double>& values) {
 // ------------------------------------------------------------------------- drafts (tree.py)
 
 // speculate_path: the most frequent child (ties: the highest stamp) while the path probability holds.
+// Given up (no tokens) as soon as it cannot score more than `beat`: the path probabilities never
+// grow, so after k tokens the draft scores at most (their sum) + (limit - k) * (the last one), up to
+// the summation's rounding (kBoundSlack). Only a higher score replaces the best draft, so the result
+// is the reference's. In long repeated text every match length's count differs and each length
+// would otherwise walk a whole draft.
 void speculate_path(const Trie& trie, Ref node, long limit, double min_token_prob, bool discount_self,
-                    DraftOut& out) {
+                    double beat, DraftOut& out) {
   out.tokens.clear();
   out.probs.clear();
   double prob = 1.0;
+  double sum = 0.0;
   long long denominator = static_cast<long long>(trie.ref_count(node)) - (discount_self ? 1 : 0);
   while (static_cast<long>(out.tokens.size()) < limit && denominator > 0) {
     Ref best{NIL, 0};
@@ -1059,6 +1058,12 @@ void speculate_path(const Trie& trie, Ref node, long limit, double min_token_pro
     if (prob < min_token_prob) break;
     out.tokens.push_back(best_token);
     out.probs.push_back(prob);
+    sum += prob;
+    if (beat > 0.0 && sum + static_cast<double>(limit - static_cast<long>(out.tokens.size())) * prob + kBoundSlack <= beat) {
+      out.tokens.clear();
+      out.probs.clear();
+      return;
+    }
     node = best;
     denominator = best_count;
   }
@@ -1141,24 +1146,10 @@ void best_over_lengths(State& st, const Trie& trie, NodeAt&& node_at, long longe
     above = count;
     if (!trie.has_children(node)) continue;
     const bool discount = length <= own_len;
-    if (!kTree) {
-      // Every token of a greedy draft has a path probability at most the first one's, p1 (in
-      // floating point too: each later factor is <= 1), so the draft scores at most limit * p1,
-      // up to the summation's rounding (the slack). With p1 == 1 the bound is exact: a sum of
-      // `limit` floats <= 1 never rounds past the integer `limit`. A draft that cannot beat `best`
-      // (only a higher score replaces it) is not walked: in long repeated text the lengths' counts
-      // all differ, and each length would walk a whole draft to tie with the longest one's.
-      const long long denominator = static_cast<long long>(count) - (discount ? 1 : 0);
-      if (denominator <= 0) continue;  // speculate_path drafts nothing
-      const double p1 = static_cast<double>(trie.max_child_count(node)) / static_cast<double>(denominator);
-      if (p1 < cfg.min_token_prob) continue;  // nor here: its first token falls below the floor
-      const double most = static_cast<double>(limit) * p1;
-      if (p1 == 1.0 ? most <= best.score : most + kBoundSlack <= best.score) continue;
-    }
     if (kTree) {
       speculate_tree(st, trie, node, limit, budget, cfg.min_token_prob, discount, cand);
     } else {
-      speculate_path(trie, node, limit, cfg.min_token_prob, discount, cand);
+      speculate_path(trie, node, limit, cfg.min_token_prob, discount, best.score, cand);
     }
     if (cand.tokens.empty()) continue;
     const double score = py_sum(cand.probs);
