@@ -113,7 +113,9 @@ def _engine_steps(
     vLLM's suffix proposer feeds it (a ``max_model_len``-wide token buffer, numpy when installed,
     with the token counts per row): (ns per propose call, drafted). The first call is the prefill
     step, where every request is started with its prompt (the other replays start them untimed): it
-    is left out of the times, not of the drafts."""
+    is left out of the times, not of the drafts. Against an older checkout without ``propose``
+    (``bench/gpu/suffix_host.sh BASELINE``) it replays that checkout's hook: a ``BatchRow`` per request
+    and ``SuffixDrafter.step``."""
     from arctic_runtime.suffix.engine import SuffixDrafter
 
     config = SuffixConfig(max_depth=depth)
@@ -137,6 +139,17 @@ def _engine_steps(
         produced[i] = 1
     req_ids = list(range(batch))
     sampled = [[0]] * batch  # every row sampled a token each step
+    propose = getattr(drafter, "propose", None)
+    if propose is None:  # a checkout from before propose() (A/B runs against a baseline): its hook
+        from arctic_runtime.suffix.engine import BatchRow  # built one row object per request
+
+        def propose(ids: Any, rows: Any, counts: Any, prompts: Any, flags: Any, k: int, on: bool) -> Any:
+            batch_rows = [
+                BatchRow(rid, rows[i][: int(counts[i])], int(prompts[i]), bool(flags[i]))
+                for i, rid in enumerate(ids)
+            ]
+            return drafter.step(batch_rows, k, on)
+
     clock = time.perf_counter_ns
     step_ns: list[int] = []
     drafted = 0
@@ -145,9 +158,7 @@ def _engine_steps(
             buffer[i][num_tokens[i] : num_tokens[i] + len(accepted)] = accepted
             num_tokens[i] += len(accepted)
         t0 = clock()
-        drafts = drafter.propose(
-            req_ids, buffer, num_tokens, num_prompt, sampled, config.max_spec_tokens, True
-        )
+        drafts = propose(req_ids, buffer, num_tokens, num_prompt, sampled, config.max_spec_tokens, True)
         if step > 0:
             step_ns.append(clock() - t0)
         for i, draft in enumerate(drafts):

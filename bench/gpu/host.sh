@@ -56,7 +56,7 @@ for f in sorted(glob.glob("bench/results/*.json")):
         continue
     for e, r in d["engines"].items():
         for c, v in r.get("cases", {}).items():
-            print(" ", e, c, {k: round(x["median"], 3) for k, x in v.items()})
+            print(" ", e, c, {k: round(x["median"], 3) for k, x in v.items() if isinstance(x, dict) and "median" in x})
         if "error" in r: print(" ", e, "ERROR", r["error"][-300:])
         for w in (r.get("arctic_state") or {}).get("workers", []):
             if w.get("suffix"): print(" ", e, "suffix drafter", {k: w["suffix"][k] for k in ("backend", "us_per_step", "steps", "rows", "drafted_tokens")})

@@ -7,7 +7,9 @@
 #   pip download --no-deps nanobind==2.9.2 -d .gpu-files
 # With a baseline (bash bench/gpu/suffix_host.sh .gpu-files/baseline-COMMIT.tar.gz, a tarball of an
 # older checkout: git archive COMMIT runtime operator kernels bench setup.py pyproject.toml README.md),
-# the per-step cost is measured for both, alternated three times on the same host (ratios).
+# the per-step cost is measured for both, alternated three times on the same host (ratios): this
+# checkout's bench against each side's runtime (an older SuffixDrafter is driven through its own
+# per-row API).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-bench/results}
@@ -39,14 +41,15 @@ if [ -n "$baseline" ]; then
   base=/var/tmp/base-src
   rm -rf "$base" /var/tmp/base-site && mkdir -p "$base" && tar xzf "$baseline" -C "$base"
   (cd "$base" && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /var/tmp/base-site . 2>&1 | grep -v WARNING || true)
-  for round in 1 2 3; do
+  # this checkout's bench (engine replay included) against the baseline's runtime, alternated
+  for round in 1 2 3 repeat; do
+    workload=edit
+    [ "$round" = repeat ] && workload=repeat
     for side in baseline head; do
-      if [ "$side" = baseline ]; then
-        line=$(cd "$base" && PYTHONPATH=/var/tmp/base-site:. python3 -m bench.suffix_speed --backend native)
-      else
-        line=$(python3 -m bench.suffix_speed --backend native)
-      fi
-      echo "{\"round\": $round, \"side\": \"$side\", \"baseline\": \"$(basename "$baseline")\", \"result\": $line}" | tee -a "$out/suffix-speed-ab.jsonl" | cut -c1-400
+      site_path=$site
+      [ "$side" = baseline ] && site_path=/var/tmp/base-site
+      line=$(PYTHONPATH=$site_path:. python3 -m bench.suffix_speed --backend native --workload $workload)
+      echo "{\"round\": \"$round\", \"side\": \"$side\", \"baseline\": \"$(basename "$baseline")\", \"commit\": \"$ARCTIC_BENCH_COMMIT\", \"result\": $line}" | tee -a "$out/suffix-speed-ab.jsonl" | cut -c1-300
     done
   done
 fi
