@@ -425,7 +425,56 @@ def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
         f"{r['us_speculate_per_step']:.1f} | {r['target_us_per_step']:.0f} | "
         f"{'yes' if r['meets_target'] else '**no**'} |",
         "",
+    ] + (
+        [
+            f"The engine's own path (`SuffixDrafter.propose`, one call per step, vLLM-style numpy buffer): "
+            f"**{r['us_per_step_engine']:.1f} us per step** (p50 {r['us_per_step_engine_p50']:.1f}, "
+            f"p90 {r['us_per_step_engine_p90']:.1f}; target {r['target_us_per_step']:.0f}: "
+            f"{'met' if r['meets_target_engine'] else '**not met**'}); batched cache calls "
+            f"{r['us_per_step_batched']:.1f} us.",
+            "",
+        ]
+        if "us_per_step_engine" in r
+        else []
+    )
+
+
+def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
+    """``bench/gpu/suffix_host.sh BASELINE``: this checkout against a baseline, alternated."""
+    env = run["environment"]
+    lines = [
+        f"## {run['suite']} ({run['created']}, {env.get('host')})",
+        "",
+        run["description"],
+        "",
+        f"- Commit {env.get('commit')} against baseline {env.get('baseline')}, Python {env['python']}; "
+        f"result file `bench/results/{run['_file']}`",
+        "",
+        "| round | side | workload | per call | batched | engine path | engine p50 |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
+    for row in run["rows"]:
+        r = row["result"]
+        lines.append(
+            f"| {row['round']} | {row['side']} | {r.get('workload', 'edit')} | {r['us_per_step']:.1f} | "
+            f"{r['us_per_step_batched']:.1f} | {r['us_per_step_engine']:.1f} | "
+            f"{r['us_per_step_engine_p50']:.1f} |"
+        )
+    engine: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in run["rows"]:
+        engine[(row["result"].get("workload", "edit"), row["side"])].append(
+            row["result"]["us_per_step_engine"]
+        )
+    lines.append("")
+    for workload in sorted({w for w, _ in engine}):
+        head, base = engine.get((workload, "head")), engine.get((workload, "baseline"))
+        if head and base:
+            ratio = (sum(head) / len(head)) / (sum(base) / len(base))
+            lines.append(
+                f"- {workload}: engine path head / baseline = **{ratio:.2f}x** (means of the rounds)"
+            )
+    lines += ["", "us per engine step for the whole batch of 64 (one core).", ""]
+    return lines
 
 
 def render(results_dir: Path, docs: Path) -> str:
@@ -445,6 +494,9 @@ def render(results_dir: Path, docs: Path) -> str:
                 continue
             if run.get("kind") == "suffix-speed":
                 lines += suffix_speed_lines(run)
+                continue
+            if run.get("kind") == "suffix-speed-ab":
+                lines += suffix_speed_ab_lines(run)
                 continue
             starts = ", ".join(f"{e} {r.get('start_s', 0):.0f} s" for e, r in run["engines"].items())
             lines += [

@@ -30,10 +30,11 @@ python3 -c "import platform; from arctic_runtime.suffix import SuffixDecodingCac
 lscpu | grep -E 'Model name|^CPU\(s\)' || true
 # the code measured: ARCTIC_BENCH_COMMIT when given (a copied checkout's .git may lag behind it)
 export ARCTIC_BENCH_COMMIT=${ARCTIC_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+export ARCTIC_BENCH_HOST="${gpu:-GPU} host CPU ($(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, via the device tool)"
 python3 -m bench.suffix_accept --out "$out" 2>/dev/null
 # the native backend only: the Python one takes ~30 ms per step, minutes for the whole run
-ARCTIC_BENCH_HOST="GPU host CPU ($(lscpu | sed -n 's/^Model name: *//p' | head -1), via the device tool)" \
-  python3 -m bench.suffix_speed --backend native --out "$out" | tail -c 900
+python3 -m bench.suffix_speed --backend native --out "$out" | tail -c 900
 # the worst case: one token repeated, every 16-token draft accepted (what the dummy-weight suites see)
 python3 -m bench.suffix_speed --backend native --workload repeat > "$out/suffix-speed-repeat.json" && tail -c 600 "$out/suffix-speed-repeat.json"
 baseline=${1:-}
