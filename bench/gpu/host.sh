@@ -35,6 +35,10 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 python3 -c "from arctic_runtime.suffix import SuffixDecodingCache as C; print('arctic-serve suffix backend:', C().backend)"
 for suite in "$@"; do
+  if [ "$suite" = sampling ]; then  # sampled answers with and without speculation (bench/sampling.py)
+    python3 -m bench.sampling --device gpu --out bench/results 2>&1 | grep -E '^bench:|Error|error|^bench/' || true
+    continue
+  fi
   if [ "$suite" = suffix-accept ]; then  # the simulator on this host's CPU: ours vs Arctic on real traces
     python3 -m bench.suffix_accept --out bench/results 2>&1 | grep -v '^bench: suffix-accept' || true
     continue
@@ -46,7 +50,12 @@ python3 - <<'PY'
 import glob, json
 for f in sorted(glob.glob("bench/results/*.json")):
     d = json.load(open(f))
-    print(f, f"{d['duration_s']:.0f}s", json.dumps(d.get("ratios")))
+    print(f, f"{d.get('duration_s', 0):.0f}s", json.dumps(d.get("ratios")))
+    if d.get("kind") == "sampling":
+        for row in d["comparisons"]:
+            print(" ", row["a"], row["b"], [round(p, 4) for p in row["p_per_position"]], round(row["p_first3"], 4))
+        print("  spec", d["spec_counters"])
+        continue
     if d.get("kind") == "suffix-accept":
         for t, rows in d["traces"].items():
             for name, row in rows.items():

@@ -36,20 +36,21 @@ def run_module(
 
 
 def run_offline(
-    model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None
+    model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None, sample: bool = False
 ) -> dict[str, Any]:
     request = {
         "model": str(model),
         "prompts": PROMPTS,
         "max_tokens": MAX_TOKENS,
         "speculative_config": speculative_config,
+        "sample": sample,
     }
     return run_module("tests.engine.offline_runner", request, enabled=enabled)
 
 
 @pytest.fixture(scope="session")
 def vanilla(smollm2_dir: Path) -> dict[str, Any]:
-    return run_offline(smollm2_dir, enabled=False)
+    return run_offline(smollm2_dir, enabled=False, sample=True)
 
 
 @pytest.fixture(scope="session")

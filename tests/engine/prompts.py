@@ -9,3 +9,26 @@ PROMPTS = [
     "Write a short poem about the sea.",
 ]
 MAX_TOKENS = 40
+
+# Sampled answers compared between vanilla vLLM and suffix decoding (same distribution expected): a
+# prompt the answer copies from, so that drafts are made and verified by rejection sampling.
+SAMPLE = {
+    "prompt": "Repeat after me: the cat sat on the mat. The cat sat on the mat. The cat sat on the mat.",
+    "n": 200,
+    "max_tokens": 6,
+    "temperature": 1.0,
+}
+
+
+def sample_params() -> object:
+    """vLLM SamplingParams for SAMPLE (imported lazily: this module is imported without vLLM too). No
+    per-request seed: on CPU, vLLM 0.26 cannot rewind a seeded request's generator when its prompt is
+    prefilled in chunks ("CPU Generator does not use offset"), and 200 answers' prompts are."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=int(SAMPLE["n"]),  # type: ignore[call-overload]
+        max_tokens=int(SAMPLE["max_tokens"]),  # type: ignore[call-overload]
+        temperature=float(SAMPLE["temperature"]),  # type: ignore[arg-type]
+        ignore_eos=True,
+    )

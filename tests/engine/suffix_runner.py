@@ -9,7 +9,9 @@ Prints one ``RESULT {json}`` line. Scenarios (in this order, one engine):
   read after each round (acceptance must climb as the global tree learns the responses);
 * ``edge``: max_tokens=1, a stop string, a prompt that fills the context, a prompt shorter than any
   match, n=2 sampling; and an aborted request (LLMEngine stepped by hand) with the worker's suffix
-  state read before and after.
+  state read before and after;
+* ``samples``: ``prompts.SAMPLE``'s sampled answers (200 of them), with the spec-decode counters of
+  that call (compared with vanilla's samples: the same distribution).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from typing import Any
 
 from tests.engine.offline_runner import cpu_llm
-from tests.engine.prompts import MAX_TOKENS, PROMPTS
+from tests.engine.prompts import MAX_TOKENS, PROMPTS, SAMPLE, sample_params
 
 EDIT_PROMPTS = [
     "Rename the variable x to total in this code:\n\ndef f(x):\n    x = x + 1\n    return x * 2\n",
@@ -87,6 +89,13 @@ def main() -> None:
     sampled = SamplingParams(temperature=0.8, seed=1, n=2, max_tokens=24, ignore_eos=True)
     pair = llm.generate([PROMPTS[2]], sampled)[0]
     edge["n2"] = [list(c.token_ids) for c in pair.outputs]
+
+    # SAMPLE's answers (vanilla draws them too): the distribution must not change with drafting
+    before = spec_counters(llm)
+    drawn = llm.generate([str(SAMPLE["prompt"])], sample_params())[0]
+    after = spec_counters(llm)
+    result["samples"] = [list(c.token_ids) for c in drawn.outputs]
+    result["sample_spec"] = {k.split(":")[1]: after[k] - before[k] for k in after}
 
     engine = llm.llm_engine
     params = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
