@@ -439,6 +439,43 @@ def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
     )
 
 
+def sampling_lines(run: dict[str, Any]) -> list[str]:
+    """``python -m bench.sampling``: permutation p-values of "same distribution" per pair of runs."""
+    env = run["environment"]
+    lines = [
+        f"## {run['suite']} ({run['created']}, {env.get('device')}, {env.get('host')})",
+        "",
+        run["description"],
+        "",
+        f"- Commit {env.get('commit')}, Python {env.get('python')}; command "
+        f"`python -m bench.sampling --device {env.get('device')} --out bench/results`; result file "
+        f"`bench/results/{run['_file']}`",
+        "- Drafts per run (drafted / accepted tokens): "
+        + ", ".join(
+            f"{name} {c.get('spec_decode_num_draft_tokens', 0)}/{c.get('spec_decode_num_accepted_tokens', 0)}"
+            for name, c in run["spec_counters"].items()
+            if c
+        ),
+        "",
+        "| run a | run b | p per answer position | p first 3 tokens | min |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    for row in run["comparisons"]:
+        low = min(row["p_per_position"] + [row["p_first3"]])
+        mark = "**" if low < 0.01 else ""
+        lines.append(
+            f"| {row['a']} | {row['b']} | {', '.join(f'{p:.3f}' for p in row['p_per_position'])} | "
+            f"{row['p_first3']:.3f} | {mark}{low:.3f}{mark} |"
+        )
+    lines += [
+        "",
+        "p: the share of 2,000 random relabellings at least as far apart (total variation) as the two "
+        "runs; the floor is 0.0005. Runs of one engine with different seeds calibrate it.",
+        "",
+    ]
+    return lines
+
+
 def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
     """``bench/gpu/suffix_host.sh BASELINE``: this checkout against a baseline, alternated."""
     env = run["environment"]
@@ -494,6 +531,9 @@ def render(results_dir: Path, docs: Path) -> str:
                 continue
             if run.get("kind") == "suffix-speed":
                 lines += suffix_speed_lines(run)
+                continue
+            if run.get("kind") == "sampling":
+                lines += sampling_lines(run)
                 continue
             if run.get("kind") == "suffix-speed-ab":
                 lines += suffix_speed_ab_lines(run)

@@ -73,7 +73,7 @@ def _worker(engine: str, seed: int, samples: int, tokens: int, device: str) -> N
     if device == "cpu":  # the engine tests' CPU settings
         args.update(dtype="float32", enforce_eager=True, max_num_batched_tokens=512)
     else:
-        args.update(gpu_memory_utilization=0.5)
+        args.update(gpu_memory_utilization=0.5, enforce_eager=True)  # starts in seconds; sampling is the same
     llm = LLM(str(ensure_smollm2()), disable_log_stats=False, **args)
     # no per-request seed: vLLM 0.26 on CPU cannot rewind a seeded generator after a chunked prefill
     params = SamplingParams(n=samples, max_tokens=tokens, temperature=1.0, ignore_eos=True)

@@ -36,21 +36,20 @@ def run_module(
 
 
 def run_offline(
-    model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None, sample: bool = False
+    model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     request = {
         "model": str(model),
         "prompts": PROMPTS,
         "max_tokens": MAX_TOKENS,
         "speculative_config": speculative_config,
-        "sample": sample,
     }
     return run_module("tests.engine.offline_runner", request, enabled=enabled)
 
 
 @pytest.fixture(scope="session")
 def vanilla(smollm2_dir: Path) -> dict[str, Any]:
-    return run_offline(smollm2_dir, enabled=False, sample=True)
+    return run_offline(smollm2_dir, enabled=False)
 
 
 @pytest.fixture(scope="session")

@@ -50,11 +50,6 @@ def main() -> None:
             "schedule_patched": hasattr(Scheduler.schedule, "__arctic_patch__"),
         },
     }
-    if request.get("sample"):  # SAMPLE's answers, for the distribution tests
-        from tests.engine.prompts import SAMPLE, sample_params
-
-        drawn = llm.generate([str(SAMPLE["prompt"])], sample_params())[0]
-        result["samples"] = [list(c.token_ids) for c in drawn.outputs]
     try:
         result["engine"] = llm.collective_rpc("arctic_get_state", kwargs={"workers": True})[0]
     except Exception as exc:  # vanilla vLLM: the RPC name is unknown to the workers

@@ -10,8 +10,8 @@ PROMPTS = [
 ]
 MAX_TOKENS = 40
 
-# Sampled answers compared between vanilla vLLM and suffix decoding (same distribution expected): a
-# prompt the answer copies from, so that drafts are made and verified by rejection sampling.
+# Sampled answers with suffix decoding: a prompt the answer copies from, so that drafts are made and
+# verified by rejection sampling (bench/sampling.py compares such answers with vanilla vLLM's).
 SAMPLE = {
     "prompt": "Repeat after me: the cat sat on the mat. The cat sat on the mat. The cat sat on the mat.",
     "n": 200,
