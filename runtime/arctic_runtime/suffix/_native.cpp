@@ -66,7 +66,7 @@ constexpr uint32_t kCountMask = 0x7FFFFFFFu;  // in Node::count: the occurrence 
 constexpr uint32_t kScanLimit = 8;            // children found by scanning the sibling list
 constexpr uint32_t kMaxNodes = 0xFFFFFFF0u;   // node indices stay below NIL
 constexpr double kCeilSlack = 1e-9;           // tree.py's _CEIL_SLACK
-constexpr double kBoundSlack = 1e-9;          // best_over_lengths: a score bound's rounding margin
+constexpr double kBoundSlack = 1e-9;          // speculate_path: the rounding margin of its score bound
 constexpr uint32_t kStampMax = 0xFFFFFFFFu;   // the clock is renumbered before it passes this
 
 inline void prefetch(const void* p) {
