@@ -1359,21 +1359,30 @@ PyObject* make_draft(CacheObject* self, const DraftOut& d, bool tree) {
   return obj;
 }
 
+// The Python error for the C++ exception being handled: MemoryError, OverflowError (CapacityError) or
+// RuntimeError. Call only inside a catch block.
+void set_error_from_exception() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const CapacityError& exc) {
+    PyErr_SetString(PyExc_OverflowError, exc.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "suffix native backend: unexpected C++ exception");
+  }
+}
+
 // Every entry point that may allocate runs its C++ part inside NATIVE_TRY ... NATIVE_CATCH: no C++
 // exception crosses into Python. After a MemoryError the cache may hold a half-applied update.
+// (Entry points that must release references first catch (...) themselves and call
+// set_error_from_exception.)
 #define NATIVE_TRY try {
-#define NATIVE_CATCH                                                                       \
-  }                                                                                        \
-  catch (const std::bad_alloc&) {                                                          \
-    return PyErr_NoMemory();                                                               \
-  }                                                                                        \
-  catch (const CapacityError& exc) {                                                       \
-    PyErr_SetString(PyExc_OverflowError, exc.what());                                      \
-    return nullptr;                                                                        \
-  }                                                                                        \
-  catch (...) {                                                                            \
-    PyErr_SetString(PyExc_RuntimeError, "suffix native backend: unexpected C++ exception"); \
-    return nullptr;                                                                        \
+#define NATIVE_CATCH           \
+  }                            \
+  catch (...) {                \
+    set_error_from_exception(); \
+    return nullptr;            \
   }
 
 bool check_nargs(const char* name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
@@ -1746,14 +1755,8 @@ PyObject* batch(CacheObject* self, PyObject* items, PyObject* cap_arg, Batch kin
       }
       Py_CLEAR(pair);
     }
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-    goto fail;
-  } catch (const CapacityError& exc) {
-    PyErr_SetString(PyExc_OverflowError, exc.what());
-    goto fail;
   } catch (...) {
-    PyErr_SetString(PyExc_RuntimeError, "suffix native backend: unexpected C++ exception");
+    set_error_from_exception();
     goto fail;
   }
   Py_DECREF(fast);
@@ -1922,14 +1925,8 @@ PyObject* Cache_sync_and_draft(CacheObject* self, PyObject* const* args, Py_ssiz
       if (draft == nullptr) goto fail;
       PyList_SET_ITEM(out, i, draft);
     }
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-    goto fail;
-  } catch (const CapacityError& exc) {
-    PyErr_SetString(PyExc_OverflowError, exc.what());
-    goto fail;
   } catch (...) {
-    PyErr_SetString(PyExc_RuntimeError, "suffix native backend: unexpected C++ exception");
+    set_error_from_exception();
     goto fail;
   }
   Py_DECREF(ids);
