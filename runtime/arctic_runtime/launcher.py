@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arctic_runtime.settings import ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE, ENV_ENABLED
+from arctic_runtime import contract
+from arctic_runtime.contract import ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE, ENV_ENABLED
 
-GENERAL_PLUGIN = "arctic_serve"
-ADMIN_PLUGIN = "arctic_serve_admin"
 DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
 
 
@@ -41,11 +40,25 @@ class ServeOptions:
     port: int = 8000
     device: str = "cpu"  # "cpu" or "gpu"
     speculation: str = "ngram"  # "ngram", "suffix" or "none"
-    num_speculative_tokens: int = 3
+    num_speculative_tokens: int | None = None  # None: the method's default (contract)
     soft_cap: int | None = None
     hard_cap: int | None = None
+    tensor_parallel_size: int = 1
+    parallel: contract.ParallelSettings = field(default_factory=contract.ParallelSettings)
+    offline: bool = False  # the embedded model: never reach for a model hub
     admin_token_file: str | None = None
     extra_args: tuple[str, ...] = ()
+
+    def engine_settings(self) -> contract.EngineSettings:
+        return contract.EngineSettings(
+            speculation=contract.SpeculationCap(soft_cap=self.soft_cap, hard_cap=self.hard_cap),
+            parallel=self.parallel,
+        )
+
+    @property
+    def world_size(self) -> int:
+        """Engine ranks (processes): tensor x ulysses."""
+        return self.parallel.world_size(self.tensor_parallel_size)
 
 
 @dataclass(frozen=True)
@@ -70,42 +83,32 @@ CPU_ENGINE_ARGS = (
 CPU_KV_CACHE_GIB = "1"
 
 
-def _plugins_allowlist(current: str | None) -> str:
-    names = [n for n in (current or "").split(",") if n]
-    for name in (GENERAL_PLUGIN, ADMIN_PLUGIN):
-        if name not in names:
-            names.append(name)
-    return ",".join(names)
-
-
-#: ``--num-speculative-tokens`` when not given, per ``--speculation``.
-DEFAULT_SPEC_TOKENS = {"ngram": 3, "suffix": 16}
-#: Suffix decoding's tree depth for ``arctic-serve serve``: a 48-token match plus a 16-token draft.
-SUFFIX_TREE_DEPTH = 64
-
-
 def speculative_config(opts: ServeOptions) -> dict[str, Any] | None:
-    if opts.speculation == "none":
-        return None
-    config: dict[str, Any] = {
-        "method": opts.speculation,
-        "num_speculative_tokens": opts.num_speculative_tokens,
-    }
-    if opts.speculation == "ngram":
-        config.update(prompt_lookup_max=4, prompt_lookup_min=2)
-    elif opts.speculation == "suffix":
-        config["suffix_decoding_max_tree_depth"] = SUFFIX_TREE_DEPTH
-    if opts.soft_cap is not None:
-        config["disable_by_batch_size"] = opts.soft_cap
-    if opts.hard_cap is not None:
-        config["hard_disable_by_batch_size"] = opts.hard_cap
-    return config
+    return contract.speculative_config(opts.speculation, opts.num_speculative_tokens)
+
+
+def cpu_thread_binding(world_size: int, cpus: Sequence[int]) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for ``world_size`` CPU ranks: the allowed CPUs split into
+    contiguous groups, one per rank (``"0-3|4-7"``). vLLM's automatic NUMA binding refuses more
+    ranks than NUMA nodes ("Not enough allowed NUMA nodes"), which is every multi-rank engine on a
+    one-socket machine. With fewer CPUs than ranks, ranks share CPUs round-robin."""
+    cpus = sorted(cpus)
+    if len(cpus) < world_size:
+        return "|".join(str(cpus[i % len(cpus)]) for i in range(world_size))
+    size = len(cpus) // world_size
+    groups = [cpus[i * size : (i + 1) * size] for i in range(world_size)]
+    return "|".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
 
 
 def plan_server(
-    opts: ServeOptions, environ: Mapping[str, str], python: str, iomp_library: str | None
+    opts: ServeOptions,
+    environ: Mapping[str, str],
+    python: str,
+    iomp_library: str | None,
+    cpus: Sequence[int] = (0,),
 ) -> ServerPlan:
-    """The vLLM server command and the environment additions for ``opts`` (pure)."""
+    """The vLLM server command and the environment additions for ``opts`` (pure). ``cpus``: the
+    CPUs this process may run on (CPU engines with several ranks are bound to them)."""
     argv = [
         python,
         "-m",
@@ -121,16 +124,22 @@ def plan_server(
     ]
     if opts.device == "cpu":
         argv += CPU_ENGINE_ARGS
+    if opts.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(opts.tensor_parallel_size)]
     spec = speculative_config(opts)
     if spec is not None:
-        argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
+        argv += ["--speculative-config", _json(spec)]
+    section = opts.engine_settings().section()
+    if section:
+        argv += ["--additional-config", _json({contract.ADDITIONAL_CONFIG_KEY: section})]
     argv += list(opts.extra_args)
     env = {
         ENV_ENABLED: "1",
-        "VLLM_PLUGINS": _plugins_allowlist(environ.get("VLLM_PLUGINS")),
-        "HF_HUB_OFFLINE": "1",
+        "VLLM_PLUGINS": contract.vllm_plugins_value(environ.get("VLLM_PLUGINS")),
         "VLLM_NO_USAGE_STATS": "1",
     }
+    if opts.offline:
+        env["HF_HUB_OFFLINE"] = "1"
     if opts.admin_token_file and not environ.get(ENV_ADMIN_TOKEN):
         env[ENV_ADMIN_TOKEN_FILE] = opts.admin_token_file
     if opts.device == "cpu":
@@ -140,13 +149,39 @@ def plan_server(
             # vLLM's CPU worker warns that speculative decoding without Intel OpenMP is slow; measured
             # here it halves the engine's warm-up too (60 s -> 30 s).
             env["LD_PRELOAD"] = ":".join(p for p in (iomp_library, preload) if p)
+        if opts.world_size > 1 and not environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(opts.world_size, cpus)
     return ServerPlan(argv=argv, env=env)
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def find_iomp(prefix: str = sys.prefix) -> str | None:
     """The Intel OpenMP runtime that the vllm-cpu requirements install into the environment."""
     path = Path(prefix) / "lib" / "libiomp5.so"
     return str(path) if path.exists() else None
+
+
+def user_model(model: str) -> str:
+    """``serve --model`` as ``vllm serve`` takes it: an existing folder (made absolute) or a hub id
+    (``org/name``). Anything else, such as a path that does not exist, is a one-line error."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.exists():
+        raise UserError(f"--model {model}: a file, not a model folder or a hub id")
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local or not all(part and " " not in part for part in model.split("/")):
+        raise UserError(f"--model {model}: not a folder here, and not a Hugging Face hub id (org/name)")
+    return model
+
+
+def served_name_of(model: str) -> str:
+    """The served model name vLLM would use for ``model``: a folder's name, or the hub id."""
+    path = Path(model)
+    return path.name if path.is_absolute() else model
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -204,7 +239,8 @@ def banner(opts: ServeOptions, token_hint: str) -> str:
     )
     lines = [
         "",
-        f"arctic-serve: ready on {base} (model {opts.served_model_name}, speculation {opts.speculation})",
+        f"arctic-serve: ready on {base} (model {opts.served_model_name}, speculation {opts.speculation}"
+        f"{parallel_summary(opts)})",
         "  chat:     curl -s " + base + "/v1/chat/completions -H 'Content-Type: application/json' \\",
         f"              -d '{chat}'",
         f'  cap:      curl -s -H "Authorization: Bearer {token_hint}" {base}/arctic/v1/speculation',
@@ -216,6 +252,15 @@ def banner(opts: ServeOptions, token_hint: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def parallel_summary(opts: ServeOptions) -> str:
+    """``, tensor 2 x ulysses 2, shift at <= 512 tokens`` (empty without Ulysses)."""
+    p = opts.parallel
+    if not p.enabled:
+        return f", tensor {opts.tensor_parallel_size}" if opts.tensor_parallel_size > 1 else ""
+    text = f", tensor {opts.tensor_parallel_size} x ulysses {p.ulysses}"
+    return text + (f", shift at <= {p.shift_threshold} tokens" if p.shift else "")
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
@@ -237,7 +282,13 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> N
 def run_server(opts: ServeOptions, cache_dir: Path, startup_timeout_s: float = 900.0) -> int:
     token_file, token_hint = ensure_admin_token(cache_dir, os.environ)
     opts = ServeOptions(**{**opts.__dict__, "admin_token_file": token_file})
-    plan = plan_server(opts, os.environ, sys.executable, find_iomp() if opts.device == "cpu" else None)
+    plan = plan_server(
+        opts,
+        os.environ,
+        sys.executable,
+        find_iomp() if opts.device == "cpu" else None,
+        sorted(os.sched_getaffinity(0)),
+    )
     print(
         f"arctic-serve: starting vLLM on {opts.device.upper()} (first start ~1 min on 2 CPU cores)",
         file=sys.stderr,

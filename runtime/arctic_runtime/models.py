@@ -185,3 +185,54 @@ def ensure_smollm2(cache_dir: Path | None = None, progress: Progress = _print) -
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def head_padded_copy(src: Path, dst: Path, num_heads: int, num_kv_heads: int) -> Path:
+    """A copy of the Llama-architecture model in ``src`` with zero attention heads appended, so that
+    tensor and sequence parallelism can split it (SmolLM2's 9 query / 3 KV heads divide by neither
+    2 nor 4; 12 / 4 do). Outputs are unchanged: a zero query head attends uniformly to a zero value
+    head and its output meets zero columns of ``o_proj``. Query heads keep their KV head because the
+    group size (query heads per KV head) must stay the same. Written once (``.complete``)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if (dst / COMPLETE_MARKER).exists():
+        return dst
+    config = json.loads((src / "config.json").read_text())
+    heads, kv_heads = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
+    head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
+    if num_heads < heads or num_kv_heads < kv_heads or num_heads * kv_heads != heads * num_kv_heads:
+        raise ModelError(
+            f"cannot pad {heads} query / {kv_heads} KV heads to {num_heads} / {num_kv_heads}: the "
+            "counts may only grow and query heads per KV head must stay the same"
+        )
+    extra_q, extra_kv = (num_heads - heads) * head_dim, (num_kv_heads - kv_heads) * head_dim
+    state = load_file(str(src / "model.safetensors"))
+    for name, tensor in list(state.items()):
+
+        def rows(extra: int, t: torch.Tensor = tensor) -> torch.Tensor:
+            return torch.cat([t, t.new_zeros((extra, *t.shape[1:]))])
+
+        if name.endswith("self_attn.q_proj.weight"):
+            state[name] = rows(extra_q)
+        elif name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight")):
+            state[name] = rows(extra_kv)
+        elif name.endswith("self_attn.o_proj.weight"):
+            state[name] = torch.cat([tensor, tensor.new_zeros((tensor.shape[0], extra_q))], dim=1)
+    work = Path(tempfile.mkdtemp(prefix=".pad-", dir=dst.parent if dst.parent.exists() else None))
+    try:
+        for item in src.iterdir():
+            if item.is_file() and item.name not in ("model.safetensors", "config.json", COMPLETE_MARKER):
+                shutil.copy2(item, work / item.name)
+        save_file(
+            {k: v.contiguous() for k, v in state.items()}, str(work / "model.safetensors"), {"format": "pt"}
+        )
+        config.update(num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, head_dim=head_dim)
+        (work / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (work / COMPLETE_MARKER).write_text(json.dumps({"padded_from": str(src)}) + "\n")
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(work, dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dst

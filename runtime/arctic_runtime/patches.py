@@ -1,58 +1,26 @@
-"""Every vLLM symbol the plugin touches, in one place.
+"""Every vLLM symbol the plugin touches, in one table.
 
 A vLLM upgrade is reviewed here: each ``PatchPoint`` names its target, what we do to it, the
 parameters we rely on, the process it matters in and why we need it. ``tests/engine/
 test_patch_registry.py`` resolves every target in the installed vLLM and checks its signature, so a
 renamed method or a changed signature fails in one obvious test instead of deep inside a server.
+How a point is checked and applied is generic and lives in ``patching``; the implementations live in
+the modules the table names (``hooks`` for speculation and suffix decoding, ``parallel.hooks`` for
+Ulysses and Shift Parallelism) and never import this table.
 
 The rest of the runtime never reaches into vLLM internals: hooks receive vLLM objects from here.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from arctic_runtime import hooks, patching
+from arctic_runtime.parallel import hooks as parallel
+from arctic_runtime.patching import PatchError, PatchPoint, check
 
-from arctic_runtime import hooks
+__all__ = ["PATCH_POINTS", "SUPPORTED_VLLM", "PatchError", "PatchPoint", "apply_all", "check"]
 
 #: The vLLM minor release these patch points were written and tested against.
 SUPPORTED_VLLM = "0.26"
-
-Action = Literal["wrap", "replace", "add"]
-
-
-@dataclass(frozen=True)
-class PatchPoint:
-    """One vLLM symbol we wrap (keep the original, run ours around it), replace (ours instead of
-    the original, which is kept for inspection but not called) or add (a new method)."""
-
-    target: str  # "module.path:Class.attribute"
-    action: Action
-    #: wrap/replace: the original's parameter names, in order, that our code relies on.
-    #: add: the parameter names of the method we add.
-    params: tuple[str, ...]
-    process: str  # where it runs: "front end", "engine core" or "worker"
-    reason: str
-    #: wrap/replace: takes the original, returns the replacement. add: the method itself.
-    implementation: Callable[..., Any]
-
-    @property
-    def module(self) -> str:
-        return self.target.split(":", 1)[0]
-
-    @property
-    def owner_path(self) -> str:
-        return self.target.split(":", 1)[1].rsplit(".", 1)[0]
-
-    @property
-    def attribute(self) -> str:
-        return self.target.rsplit(".", 1)[1]
-
 
 PATCH_POINTS: tuple[PatchPoint, ...] = (
     PatchPoint(
@@ -63,7 +31,9 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         reason=(
             "Accept Arctic Inference's disable_by_batch_size / hard_disable_by_batch_size inside "
             "speculative_config (vLLM's SpeculativeConfig rejects unknown keys), validate them, and "
-            "carry them to every process in additional_config['arctic']."
+            "carry them to every process in additional_config['arctic']. With Ulysses: check the "
+            "layout against the model, widen tensor parallelism to tensor x ulysses ranks, and "
+            "split compiled graphs at the Ulysses attention op (piecewise CUDA graphs)."
         ),
         implementation=hooks.wrap_create_engine_config,
     ),
@@ -161,87 +131,88 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         ),
         implementation=hooks.replace_suffix_proposer_propose,
     ),
+    PatchPoint(
+        target="vllm.engine.arg_utils:EngineArgs.add_cli_args",
+        action="wrap",
+        params=("parser",),
+        process="front end",
+        reason=(
+            "Arctic Inference's --ulysses-sequence-parallel-size, --enable-shift-parallel and "
+            "--shift-parallel-threshold on every vLLM launch (vLLM has no hook for plugin flags; "
+            "AsyncEngineArgs.add_cli_args loads plugins before calling this)."
+        ),
+        implementation=parallel.wrap_add_cli_args,
+    ),
+    PatchPoint(
+        target="vllm.engine.arg_utils:EngineArgs.from_cli_args",
+        action="wrap",
+        params=("cls", "args"),
+        process="front end",
+        reason=(
+            "Fold those flags into additional_config['arctic']['parallel'] (vLLM copies only its "
+            "dataclass fields from the parsed arguments)."
+        ),
+        implementation=parallel.wrap_from_cli_args,
+    ),
+    PatchPoint(
+        target="vllm.model_executor.layers.attention.attention:Attention.__init__",
+        action="wrap",
+        params=(
+            "self",
+            "num_heads",
+            "head_size",
+            "scale",
+            "num_kv_heads",
+            "alibi_slopes",
+            "use_alibi_sqrt",
+            "cache_config",
+            "quant_config",
+            "logits_soft_cap",
+            "per_layer_sliding_window",
+            "prefix",
+            "attn_type",
+            "kv_sharing_target_layer_name",
+            "mm_prefix_clamp_sliding_window",
+            "attn_backend",
+            "head_size_v",
+            "extra_impl_args",
+        ),
+        process="worker",
+        reason=(
+            "While the Ulysses model is built, its attention layers get one full-TP rank's heads "
+            "(the tensor shard's heads / ulysses): after the all-to-all each rank attends over "
+            "exactly the heads it holds in full tensor parallelism, so both modes share one KV "
+            "cache. A no-op otherwise."
+        ),
+        implementation=parallel.wrap_attention_init,
+    ),
+    PatchPoint(
+        target="vllm.model_executor.model_loader.base_loader:BaseModelLoader.load_model",
+        action="wrap",
+        params=("self", "vllm_config", "model_config", "prefix"),
+        process="worker",
+        reason=(
+            "With Ulysses: build the Ulysses model (weights sharded over the Ulysses tensor group) "
+            "and, with shift, vLLM's full-TP model sharing its attention layers, and return both "
+            "behind one ArcticParallelModel. Covers the GPU and CPU runners (both load through "
+            "here). Draft models and engines without Ulysses pass through unchanged."
+        ),
+        implementation=parallel.wrap_load_model,
+    ),
+    PatchPoint(
+        target="vllm.v1.worker.gpu_model_runner:GPUModelRunner.execute_model",
+        action="wrap",
+        params=("self", "scheduler_output", "intermediate_tensors"),
+        process="worker",
+        reason=(
+            "Tell the ArcticParallelModel how many tokens the step schedules, so every rank picks "
+            "the same mode by the shift threshold (dummy runs, which carry no schedule, run both)."
+        ),
+        implementation=parallel.wrap_execute_model,
+    ),
 )
 
 
-class PatchError(RuntimeError):
-    """A registered target is missing or differs from what the registry expects."""
-
-
-def _resolve_owner(point: PatchPoint) -> Any:
-    try:
-        owner: Any = importlib.import_module(point.module)
-    except ImportError as exc:
-        raise PatchError(f"{point.target}: module {point.module} not importable ({exc})") from exc
-    for part in point.owner_path.split("."):
-        if not hasattr(owner, part):
-            raise PatchError(f"{point.target}: {part!r} not found in {point.module}")
-        owner = getattr(owner, part)
-    return owner
-
-
-def _param_names(func: Callable[..., Any]) -> tuple[str, ...]:
-    return tuple(inspect.signature(func).parameters)
-
-
-def _original(func: Any) -> Any:
-    """The vLLM function under our wrapper (or the function itself if unwrapped)."""
-    return getattr(func, "__arctic_original__", func)
-
-
-def check(point: PatchPoint) -> None:
-    """Raise PatchError unless ``point`` can be applied to the installed vLLM as registered."""
-    owner = _resolve_owner(point)
-    current = owner.__dict__.get(point.attribute)
-    if point.action in ("wrap", "replace"):
-        if current is None:
-            raise PatchError(f"{point.target}: not defined on {point.owner_path} (inherited or removed)")
-        found = _param_names(_original(current))
-        if found != point.params:
-            raise PatchError(f"{point.target}: expected parameters {point.params}, vLLM has {found}")
-    else:
-        if current is not None and getattr(current, "__arctic_patch__", None) != point.target:
-            raise PatchError(f"{point.target}: vLLM now defines this name itself; ours would shadow it")
-        found = _param_names(point.implementation)
-        if found != point.params:
-            raise PatchError(
-                f"{point.target}: our method has parameters {found}, registry says {point.params}"
-            )
-
-
-def is_applied(point: PatchPoint) -> bool:
-    """Whether ``point`` is in place in this process (imports nothing: unimported = unpatched)."""
-    owner: Any = sys.modules.get(point.module)
-    for part in point.owner_path.split("."):
-        owner = getattr(owner, part, None)
-    attr = None if owner is None else owner.__dict__.get(point.attribute)
-    return getattr(attr, "__arctic_patch__", None) == point.target
-
-
-def apply(point: PatchPoint) -> bool:
-    """Apply one patch point; a second call in the same process is a no-op. Returns True if applied now."""
-    check(point)
-    if is_applied(point):
-        return False
-    owner = _resolve_owner(point)
-    replacement: Callable[..., Any]
-    if point.action in ("wrap", "replace"):
-        original = owner.__dict__[point.attribute]
-        replacement = functools.wraps(original)(point.implementation(original))
-        replacement.__arctic_original__ = original  # type: ignore[attr-defined]
-    else:
-        replacement = point.implementation
-    replacement.__arctic_patch__ = point.target  # type: ignore[attr-defined]
-    setattr(owner, point.attribute, replacement)
-    return True
-
-
 def apply_all() -> list[str]:
-    """Apply every patch point (check all first, so a mismatch leaves vLLM untouched)."""
-    for point in PATCH_POINTS:
-        check(point)
-    return [point.target for point in PATCH_POINTS if apply(point)]
-
-
-def applied_targets() -> list[str]:
-    return [point.target for point in PATCH_POINTS if is_applied(point)]
+    """Apply every patch point of the table (all checked first); the targets applied now."""
+    return patching.apply_all(PATCH_POINTS)

@@ -6,30 +6,24 @@ Two sources, on purpose:
   vLLM's config (which is hashed, logged and shipped to every process): whether the plugin is
   enabled, and the admin token.
 * **``additional_config["arctic"]``** (vLLM's own free-form config dict) for engine settings such as
-  the speculation cap. vLLM ships it to the EngineCore and every worker, so all processes start from
-  the same values without any shared state.
+  the speculation cap and the parallel layout. vLLM ships it to the EngineCore and every worker, so
+  all processes start from the same values without any shared state. Its shape and parser are part
+  of the runtime/operator contract: ``arctic_runtime.contract.EngineSettings``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from arctic_runtime.speculation import FieldError, InvalidSetting, SpeculationCap, parse_cap
-
-#: Set to 1/true/yes/on to enable the plugin. Unset (the default), the installed plugin is inert:
-#: vLLM behaves exactly as without it. (Arctic Inference uses the same opt-in model.)
-ENV_ENABLED = "ARCTIC_SERVE_ENABLED"
-#: The admin API's bearer token, given directly ...
-ENV_ADMIN_TOKEN = "ARCTIC_SERVE_ADMIN_TOKEN"
-#: ... or as a file path (a mounted Kubernetes Secret). The file is re-read on every request, so a
-#: rotated Secret takes effect without a restart.
-ENV_ADMIN_TOKEN_FILE = "ARCTIC_SERVE_ADMIN_TOKEN_FILE"
-#: The key of our section in vLLM's ``additional_config``.
-ADDITIONAL_CONFIG_KEY = "arctic"
+from arctic_runtime.contract import (
+    ENV_ADMIN_TOKEN,
+    ENV_ADMIN_TOKEN_FILE,
+    ENV_ENABLED,
+    FieldError,
+    InvalidSetting,
+)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -69,35 +63,3 @@ def admin_token(environ: Mapping[str, str] | None = None) -> str | None:
     if not token:
         raise AdminTokenError(f"{ENV_ADMIN_TOKEN_FILE}={path}: the token file is empty")
     return token
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """Our engine settings, as carried in ``additional_config["arctic"]``."""
-
-    speculation: SpeculationCap = field(default_factory=SpeculationCap)
-
-    def as_additional_config(self) -> dict[str, Any]:
-        return {"speculation": self.speculation.as_dict()}
-
-
-_SECTIONS = ("speculation",)
-
-
-def parse_runtime_config(additional_config: Mapping[str, Any] | None) -> RuntimeConfig:
-    """Read and validate our section of vLLM's ``additional_config`` (absent = defaults)."""
-    section = (additional_config or {}).get(ADDITIONAL_CONFIG_KEY)
-    if section is None:
-        return RuntimeConfig()
-    prefix = f"additional_config.{ADDITIONAL_CONFIG_KEY}"
-    if not isinstance(section, Mapping):
-        raise InvalidSetting([FieldError(prefix, "must be an object")])
-    errors = [
-        FieldError(f"{prefix}.{key}", f"unknown section; allowed: {', '.join(_SECTIONS)}")
-        for key in section
-        if key not in _SECTIONS
-    ]
-    if errors:
-        raise InvalidSetting(errors)
-    spec = section.get("speculation") or {}
-    return RuntimeConfig(speculation=parse_cap(spec, prefix=f"{prefix}.speculation."))

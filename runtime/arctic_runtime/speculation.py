@@ -9,8 +9,10 @@ sizes, and wastes compute when the batch is already large. The cap turns draftin
   requests, nobody drafts.
 
 ``None`` means "no cap" for either. Both can be changed while the server runs
-(``PUT /arctic/v1/speculation``); the values are validated here, once, for every entry point
-(engine arguments, the admin API and the engine-side RPC), so every path gives the same errors.
+(``PUT /arctic/v1/speculation``). The cap's type and its one validating parser are part of the
+runtime/operator contract (``arctic_runtime.contract.SpeculationCap``, ``parse_cap``), so every entry
+point (engine arguments, the admin API, the engine-side RPC, the operator) gives the same errors;
+this module applies the cap to the scheduler's running requests and counts what it did.
 """
 
 from __future__ import annotations
@@ -19,106 +21,7 @@ from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-#: The keys a user may write, in ``speculative_config`` (Arctic Inference compatible) or in the
-#: admin API / ``additional_config`` (our names). Each maps to a SpeculationCap field.
-ARCTIC_COMPAT_KEYS: dict[str, str] = {
-    "disable_by_batch_size": "soft_cap",
-    "hard_disable_by_batch_size": "hard_cap",
-}
-CAP_FIELDS = ("soft_cap", "hard_cap")
-
-#: Upper bound for a cap. vLLM's max_num_seqs is far below this; a larger number is a typo.
-MAX_CAP = 1_000_000
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One problem with one input field, worded for the person who wrote the value."""
-
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
-
-
-class InvalidSetting(ValueError):
-    """Raised with every problem found in one input (not just the first)."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors = list(errors)
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
-
-
-@dataclass(frozen=True)
-class SpeculationCap:
-    """Batch-size caps on drafting. ``None`` = no cap."""
-
-    soft_cap: int | None = None
-    hard_cap: int | None = None
-
-    def drafting_slots(self, num_running: int) -> int:
-        """How many of the first ``num_running`` running requests may keep their drafts."""
-        if self.hard_cap is not None and num_running >= self.hard_cap:
-            return 0
-        if self.soft_cap is not None and num_running > self.soft_cap:
-            return self.soft_cap
-        return num_running
-
-    def as_dict(self) -> dict[str, int | None]:
-        return {"soft_cap": self.soft_cap, "hard_cap": self.hard_cap}
-
-
-def _check_cap_value(name: str, value: Any, errors: list[FieldError]) -> int | None:
-    if value is None:
-        return None
-    # bool is an int subclass in Python; "true" is not a batch size.
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(FieldError(name, f"must be a whole number >= 0 or null, got {value!r}"))
-        return None
-    if value < 0:
-        errors.append(FieldError(name, f"must be >= 0 (0 turns drafting off), got {value}"))
-        return None
-    if value > MAX_CAP:
-        errors.append(FieldError(name, f"must be <= {MAX_CAP}, got {value}"))
-        return None
-    return value
-
-
-def parse_cap(
-    data: Mapping[str, Any], *, base: SpeculationCap | None = None, prefix: str = ""
-) -> SpeculationCap:
-    """Validate ``{"soft_cap": int|None, "hard_cap": int|None}`` into a SpeculationCap.
-
-    With ``base``, absent fields keep their value from ``base`` (a partial update); without it,
-    absent fields are ``None``. Unknown keys are errors (a misspelt key must not be ignored).
-    Raises InvalidSetting naming every bad field (with ``prefix`` before each name).
-    """
-    errors: list[FieldError] = []
-    if not isinstance(data, Mapping):
-        raise InvalidSetting([FieldError(prefix or "body", "must be a JSON object")])
-    for key in data:
-        if key not in CAP_FIELDS:
-            allowed = ", ".join(CAP_FIELDS)
-            errors.append(FieldError(f"{prefix}{key}", f"unknown field; allowed fields: {allowed}"))
-    start = base or SpeculationCap()
-    values: dict[str, int | None] = {}
-    for name in CAP_FIELDS:
-        values[name] = (
-            _check_cap_value(f"{prefix}{name}", data[name], errors) if name in data else getattr(start, name)
-        )
-    soft, hard = values["soft_cap"], values["hard_cap"]
-    if not errors and soft is not None and hard is not None and hard < soft:
-        errors.append(
-            FieldError(
-                f"{prefix}hard_cap",
-                f"must be >= soft_cap (got hard_cap={hard}, soft_cap={soft}); "
-                "the hard cap turns drafting off for everyone, so it cannot be below the soft cap",
-            )
-        )
-    if errors:
-        raise InvalidSetting(errors)
-    return SpeculationCap(soft_cap=soft, hard_cap=hard)
+from arctic_runtime.contract import ARCTIC_CAP_ALIASES, SpeculationCap
 
 
 def split_arctic_keys(speculative_config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,8 +34,8 @@ def split_arctic_keys(speculative_config: Mapping[str, Any]) -> tuple[dict[str, 
     ours: dict[str, Any] = {}
     for key, value in speculative_config.items():
         normal = key.replace("-", "_")
-        if normal in ARCTIC_COMPAT_KEYS:
-            ours[ARCTIC_COMPAT_KEYS[normal]] = value
+        if normal in ARCTIC_CAP_ALIASES:
+            ours[ARCTIC_CAP_ALIASES[normal]] = value
         else:
             for_vllm[key] = value
     return for_vllm, ours

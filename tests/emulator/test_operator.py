@@ -228,3 +228,37 @@ def test_resyncs_do_not_flood_the_events(
         assert reasons.count("Created") == 1, reasons
         assert len(reasons) <= 2, reasons  # Created (+ a status-change Updated at most); no per-resync events
         custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "quiet")
+
+
+def test_shift_parallel_sample_is_served(
+    emulated_api: EmulatedApiServer, api_client: client.ApiClient
+) -> None:
+    """The Shift Parallelism sample, applied as written: a StatefulSet of 8-GPU pods whose engine runs
+    tensor 2 x ulysses 4 with shift, and no Degraded condition (it was refused before the runtime
+    had Ulysses)."""
+    custom = client.CustomObjectsApi(api_client)
+    apps = client.AppsV1Api(api_client)
+    body = yaml.safe_load((SAMPLE.parent / "llama-70b-shift-parallel.yaml").read_text())
+    name = body["metadata"]["name"]
+
+    def conditions() -> dict[str, dict[str, Any]]:
+        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+        return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+    with operator(emulated_api, api_client):
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+        sts = wait_for("the StatefulSet", lambda: apps.read_namespaced_stateful_set(name, NS))
+        engine = sts.spec.template.spec.containers[0]
+        args = engine.args
+        assert args[args.index("--tensor-parallel-size") + 1] == "2"
+        assert (
+            '"parallel":{"shift":true,"shift_threshold":512,"ulysses":4}'
+            in args[args.index("--additional-config") + 1]
+        )
+        assert engine.resources.limits["nvidia.com/gpu"] == "8"
+        assert engine.startup_probe.failure_threshold == 720
+        progressing = wait_for("status", lambda: conditions().get("Progressing"))
+        assert progressing["status"] == "True"
+        assert conditions()["Degraded"]["status"] == "False"
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+        wait_for("the StatefulSet to go", lambda: not apps.list_namespaced_stateful_set(NS).items)

@@ -17,13 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_module(
-    module: str, request: dict[str, Any], *, enabled: bool, timeout: float = 600
+    module: str, request: dict[str, Any], *, enabled: bool, timeout: float = 600, **env: str
 ) -> dict[str, Any]:
-    """Run ``python -m module REQUEST_JSON`` in its own process, as a user's engine; its RESULT line."""
+    """Run ``python -m module REQUEST_JSON`` in its own process, as a user's engine; its RESULT line.
+    ``env``: extra environment variables for the engine."""
     proc = subprocess.run(
         [sys.executable, "-m", module, json.dumps(request)],
         cwd=REPO,
-        env=engine_env(enabled),
+        env=engine_env(enabled, **env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -35,7 +35,7 @@ def main() -> None:
     from vllm import SamplingParams
     from vllm.v1.core.sched.scheduler import Scheduler
 
-    from arctic_runtime import patches
+    from arctic_runtime import patching
 
     llm = cpu_llm(request)
     outputs = llm.generate(
@@ -46,7 +46,7 @@ def main() -> None:
         "token_ids": [list(o.outputs[0].token_ids) for o in outputs],
         "front_end": {
             "pid": os.getpid(),
-            "patches": patches.applied_targets(),
+            "patches": patching.applied_targets(),
             "schedule_patched": hasattr(Scheduler.schedule, "__arctic_patch__"),
         },
     }

@@ -105,11 +105,16 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
 
 @contextmanager
 def serve(
-    tmp: Path, *args: str, token: str | None = "test-admin-token", ready_timeout: float = 600
+    tmp: Path,
+    *args: str,
+    token: str | None = "test-admin-token",
+    ready_timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     port = free_port()
     log = tmp / f"server-{port}.log"
     extra = {"ARCTIC_SERVE_ADMIN_TOKEN": token} if token else {}
+    extra.update(env or {})
     env = engine_env(False, **extra)  # the launcher itself enables the plugin for the server
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -60,8 +60,11 @@ def test_cpu_sample_becomes_secret_deployment_service() -> None:
         "num_speculative_tokens": 3,
         "prompt_lookup_max": 4,
         "prompt_lookup_min": 2,
-        "disable_by_batch_size": 4,
-        "hard_disable_by_batch_size": 16,
+    }
+    # the caps go to the plugin in its own section (the contract's EngineSettings), not as Arctic's
+    # spellings inside vLLM's speculative config
+    assert json.loads(arg(c, "--additional-config")) == {
+        "arctic": {"speculation": {"soft_cap": 4, "hard_cap": 16}}
     }
     extra = [
         "--dtype",
@@ -95,7 +98,7 @@ def test_suffix_sample_with_pvc_cache_is_a_statefulset_with_caps_and_gpus() -> N
         "storage": "50Gi"
     }
     c = engine(p, "StatefulSet")
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["limits"]["memory"] == "64Gi"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["limits"]["memory"] == "64Gi"
     assert json.loads(arg(c, "--speculative-config")) == {
         "method": "suffix",
         "num_speculative_tokens": 16,
@@ -103,8 +106,9 @@ def test_suffix_sample_with_pvc_cache_is_a_statefulset_with_caps_and_gpus() -> N
         "suffix_decoding_max_cached_requests": 4000,
         "suffix_decoding_max_spec_factor": 1.0,
         "suffix_decoding_min_token_prob": 0.1,
-        "disable_by_batch_size": 32,
-        "hard_disable_by_batch_size": 128,
+    }
+    assert json.loads(arg(c, "--additional-config")) == {
+        "arctic": {"speculation": {"soft_cap": 32, "hard_cap": 128}}
     }
     env = [e["name"] for e in c["env"]]
     assert env[0] == "HF_TOKEN"  # the user's (from a Secret), kept, before ours
@@ -130,10 +134,44 @@ def test_autoscaled_replicas_stay_inside_the_bounds(current: int | None, expecte
     assert p.by_kind("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
+def test_shift_parallel_sample_runs_tensor_x_ulysses_ranks_with_a_doubled_startup_budget() -> None:
+    p = plan(sample("llama-70b-shift-parallel"), INPUTS)
+    c = engine(p, "StatefulSet")
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"  # tensor 2 x ulysses 4
+    assert arg(c, "--tensor-parallel-size") == "2"
+    assert json.loads(arg(c, "--additional-config")) == {
+        "arctic": {
+            "parallel": {"ulysses": 4, "shift": True, "shift_threshold": 512},
+            "speculation": {"soft_cap": 16, "hard_cap": 64},
+        }
+    }
+    # two models load and warm up: the written 360 x 10 s budget is doubled
+    assert c["startupProbe"]["failureThreshold"] == 720 and c["startupProbe"]["periodSeconds"] == 10
+    # the ranks exchange tensors through shared memory
+    volumes = {v["name"]: v for v in p.by_kind("StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+
+
+def test_ulysses_without_shift_keeps_the_startup_budget() -> None:
+    obj = yaml.safe_load((SAMPLES / "llama-70b-shift-parallel.yaml").read_text())
+    obj["spec"]["parallelism"]["shiftParallel"] = {"enabled": False}
+    c = engine(plan(parse(obj), INPUTS), "StatefulSet")
+    assert json.loads(arg(c, "--additional-config"))["arctic"]["parallel"] == {
+        "ulysses": 4,
+        "shift": False,
+        "shift_threshold": 512,
+    }
+    assert c["startupProbe"]["failureThreshold"] == 360
+    # on a Deployment (emptyDir cache) the rollout deadline follows the doubled budget too
+    obj["spec"]["parallelism"]["shiftParallel"] = {"enabled": True}
+    obj["spec"]["modelCache"] = {"volume": "emptyDir", "size": "200Gi"}
+    deployment = plan(parse(obj), INPUTS).by_kind("Deployment")["spec"]
+    assert deployment["progressDeadlineSeconds"] == 720 * 10 + 120
+
+
 @pytest.mark.parametrize(
     ("name", "field"),
     [
-        ("llama-70b-shift-parallel", "spec.parallelism"),
         ("llama-8b-arctic-speculator", "spec.speculation.method"),
         ("swiftkv-8b-autoscaled", "spec.swiftKV.enabled"),
     ],

@@ -6,10 +6,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from arctic_runtime.contract import SpeculationCap
 from arctic_runtime.server import admin
 from arctic_runtime.server.endpoint import build_router
 from arctic_runtime.settings import AdminTokenError
-from arctic_runtime.speculation import SpeculationCap
 
 
 def test_authorize() -> None:

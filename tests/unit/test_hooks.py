@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from arctic_runtime import hooks
-from arctic_runtime.speculation import InvalidSetting, SpeculationCap
+from arctic_runtime.contract import InvalidSetting, SpeculationCap
+from arctic_runtime.parallel.hooks import parallel_state
 
 
 def test_fold_moves_arctic_keys_into_additional_config() -> None:
@@ -54,7 +55,12 @@ class Req:
 def fake_scheduler(method: str | None, additional: dict[str, Any]) -> Any:
     spec = None if method is None else SimpleNamespace(method=method, num_speculative_tokens=3)
     return SimpleNamespace(
-        vllm_config=SimpleNamespace(speculative_config=spec, additional_config=additional), running=[]
+        vllm_config=SimpleNamespace(
+            speculative_config=spec,
+            additional_config=additional,
+            parallel_config=SimpleNamespace(tensor_parallel_size=2),
+        ),
+        running=[],
     )
 
 
@@ -113,3 +119,31 @@ def test_ngram_proposer_is_skipped_only_when_nobody_may_draft() -> None:
     assert propose(runner) == "proposed" and runner.drafter._arctic_drafting is False  # told not to draft
     runner._arctic_cap = SpeculationCap(hard_cap=3)
     assert propose(runner) == "proposed" and runner.drafter._arctic_drafting is True
+
+
+def test_schedule_counts_steps_and_tokens_per_parallel_mode() -> None:
+    outputs = [
+        SimpleNamespace(total_num_scheduled_tokens=n, scheduled_spec_decode_tokens=drafts)
+        for n, drafts in [(600, {}), (12, {"a": [1, 2]}), (13, {}), (0, {}), (4, {})]
+    ]
+    schedule = hooks.wrap_schedule(lambda self: outputs.pop(0))
+    parallel = {"ulysses": 2, "shift": True, "shift_threshold": 12, "tensor": 1}
+    sched = fake_scheduler(None, {"arctic": {"parallel": parallel}})
+    for _ in range(5):
+        schedule(sched)
+    state = parallel_state(sched).as_dict()
+    assert state == {
+        "tensor": 1,
+        "ulysses": 2,
+        "shift": True,
+        "shift_threshold": 12,
+        "last_mode": "tp",
+        "steps": {"tp": 2, "sp": 2},  # the empty step is not a step of either mode
+        "tokens": {"tp": 16, "sp": 613},
+        "draft_steps": {"tp": 1, "sp": 0},
+    }
+    # without Ulysses nothing is counted, and the layout is vLLM's own tensor parallelism
+    plain = fake_scheduler(None, {})
+    hooks.wrap_schedule(lambda self: None)(plain)
+    assert parallel_state(plain).as_dict()["steps"] == {"tp": 0, "sp": 0}
+    assert parallel_state(plain).tensor == 2

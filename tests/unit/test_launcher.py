@@ -34,11 +34,16 @@ def test_cpu_plan() -> None:
     assert arg(plan.argv, "--dtype") == "float32" and "--enforce-eager" in plan.argv
     assert (arg(plan.argv, "--host"), arg(plan.argv, "--port")) == ("127.0.0.1", "8000")
     spec = json.loads(arg(plan.argv, "--speculative-config"))
-    assert (
-        spec["method"] == "ngram"
-        and spec["disable_by_batch_size"] == 4
-        and spec["hard_disable_by_batch_size"] == 16
-    )
+    assert spec == {
+        "method": "ngram",
+        "num_speculative_tokens": 3,
+        "prompt_lookup_max": 4,
+        "prompt_lookup_min": 2,
+    }
+    # the caps travel in the plugin's own section, not in Arctic's spelling inside vLLM's config
+    assert json.loads(arg(plan.argv, "--additional-config")) == {
+        "arctic": {"speculation": {"soft_cap": 4, "hard_cap": 16}}
+    }
     assert plan.env["ARCTIC_SERVE_ENABLED"] == "1"
     assert plan.env["VLLM_PLUGINS"] == "arctic_serve,arctic_serve_admin"
     assert plan.env["ARCTIC_SERVE_ADMIN_TOKEN_FILE"] == "/t"
@@ -50,6 +55,8 @@ def test_gpu_plan_uses_vllm_defaults_and_passes_extra_args() -> None:
         opts(device="gpu", speculation="none", extra_args=("--max-num-seqs", "64")), {}, "py", None
     )
     assert "--dtype" not in plan.argv and "--speculative-config" not in plan.argv
+    assert "--additional-config" not in plan.argv  # nothing of ours to say: vLLM's defaults
+    assert "HF_HUB_OFFLINE" not in plan.env  # a user's model may come from the hub
     assert plan.argv[-2:] == ["--max-num-seqs", "64"]
     assert "LD_PRELOAD" not in plan.env and "VLLM_CPU_KVCACHE_SPACE" not in plan.env
 
@@ -106,14 +113,68 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("arctic-serve: error: cannot listen on 127.0.0.1:")
     proc = run_cli("serve", "--model", "/no/such/folder", "--port", "0")
-    assert proc.returncode == 2 and "--model /no/such/folder: not a folder" in proc.stderr
+    assert proc.returncode == 2 and "--model /no/such/folder: not a folder here" in proc.stderr
+    proc = run_cli("serve", "--enable-shift-parallel", "--port", "0")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "arctic-serve: error: --enable-shift-parallel: Shift Parallelism needs ulysses > 1 "
+        "(--ulysses-sequence-parallel-size): it switches between Ulysses x tensor and full tensor "
+        "parallelism over the same GPUs"
+    ]
+    proc = run_cli("serve", "--ulysses-sequence-parallel-size", "2", "--shift-parallel-threshold", "0")
+    assert (
+        proc.returncode == 2 and "--shift-parallel-threshold: must be a whole number of tokens" in proc.stderr
+    )
 
 
 def test_suffix_plan_sets_the_tree_depth_and_the_cli_defaults_the_draft_cap() -> None:
-    plan = plan_server(opts(speculation="suffix", num_speculative_tokens=16), {}, "py", None)
+    plan = plan_server(opts(speculation="suffix"), {}, "py", None)
     spec = json.loads(arg(plan.argv, "--speculative-config"))
     assert spec == {"method": "suffix", "num_speculative_tokens": 16, "suffix_decoding_max_tree_depth": 64}
     from arctic_runtime.cli import build_parser
 
     args = build_parser().parse_args(["serve", "--speculation", "suffix"])
     assert args.num_speculative_tokens is None  # filled per method: 16 for suffix, 3 for ngram
+
+
+def test_parallel_flags_become_the_plugins_section_and_cpu_ranks_get_their_own_cores() -> None:
+    from arctic_runtime.contract import ParallelSettings
+
+    layout = ParallelSettings(ulysses=2, shift=True, shift_threshold=64)
+    plan = plan_server(
+        opts(speculation="none", tensor_parallel_size=2, parallel=layout), {}, "py", None, cpus=range(8)
+    )
+    assert arg(plan.argv, "--tensor-parallel-size") == "2"
+    assert json.loads(arg(plan.argv, "--additional-config")) == {
+        "arctic": {"parallel": {"ulysses": 2, "shift": True, "shift_threshold": 64}}
+    }
+    # 4 ranks (tensor 2 x ulysses 2) on 8 CPUs: two cores each
+    assert plan.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1|2-3|4-5|6-7"
+    # the user's binding wins
+    kept = plan_server(opts(parallel=layout), {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}, "py", None, cpus=range(8))
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in kept.env
+
+
+@pytest.mark.parametrize(
+    ("world", "cpus", "binding"),
+    [(2, [0, 1], "0|1"), (2, [0, 1, 2], "0|1"), (3, [4, 5], "4|5|4"), (1, [0, 1, 2, 3], "0-3")],
+)
+def test_cpu_thread_binding(world: int, cpus: list[int], binding: str) -> None:
+    assert launcher.cpu_thread_binding(world, cpus) == binding
+
+
+def test_model_is_a_folder_or_a_hub_id(tmp_path: Path) -> None:
+    assert launcher.user_model(str(tmp_path)) == str(tmp_path.resolve())
+    assert launcher.user_model("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert launcher.served_name_of("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert launcher.served_name_of(str(tmp_path)) == tmp_path.name
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(UserError, match="a file, not a model folder"):
+        launcher.user_model(str(tmp_path / "weights.bin"))
+    for bad in ("./missing", "a/b/c", "org/ name"):
+        with pytest.raises(UserError, match="not a folder here, and not a Hugging Face hub id"):
+            launcher.user_model(bad)
+
+
+def test_only_the_embedded_model_forces_offline_mode() -> None:
+    assert plan_server(opts(offline=True), {}, "py", None).env["HF_HUB_OFFLINE"] == "1"
+    assert "HF_HUB_OFFLINE" not in plan_server(opts(model="org/name"), {}, "py", None).env

@@ -1,4 +1,4 @@
-"""Runtime settings from the environment and from vLLM's additional_config."""
+"""Runtime settings from the environment (additional_config: tests/unit/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from arctic_runtime.settings import (
-    AdminTokenError,
-    RuntimeConfig,
-    admin_token,
-    parse_runtime_config,
-    plugin_enabled,
-)
-from arctic_runtime.speculation import InvalidSetting, SpeculationCap
+from arctic_runtime.contract import InvalidSetting
+from arctic_runtime.settings import AdminTokenError, admin_token, plugin_enabled
 
 
 @pytest.mark.parametrize(
@@ -53,21 +47,3 @@ def test_admin_token_file_problems_are_reported(tmp_path: Path) -> None:
     empty.write_text("\n")
     with pytest.raises(AdminTokenError, match="empty"):
         admin_token({"ARCTIC_SERVE_ADMIN_TOKEN_FILE": str(empty)})
-
-
-def test_parse_runtime_config() -> None:
-    assert parse_runtime_config(None) == RuntimeConfig()
-    assert parse_runtime_config({"other_plugin": 1}) == RuntimeConfig()
-    config = parse_runtime_config({"arctic": {"speculation": {"soft_cap": 2, "hard_cap": 6}}})
-    assert config.speculation == SpeculationCap(2, 6)
-    assert parse_runtime_config({"arctic": config.as_additional_config()}) == config
-
-
-def test_parse_runtime_config_errors_name_the_path() -> None:
-    with pytest.raises(InvalidSetting) as info:
-        parse_runtime_config({"arctic": {"speculation": {"soft_cap": -1}}})
-    assert info.value.errors[0].field == "additional_config.arctic.speculation.soft_cap"
-    with pytest.raises(InvalidSetting, match=r"additional_config\.arctic\.spec: unknown section"):
-        parse_runtime_config({"arctic": {"spec": {}}})
-    with pytest.raises(InvalidSetting, match="must be an object"):
-        parse_runtime_config({"arctic": 3})

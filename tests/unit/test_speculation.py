@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arctic_runtime.speculation import (
-    InvalidSetting,
-    SpeculationCap,
-    SpeculationCounters,
-    apply_cap,
-    parse_cap,
-    split_arctic_keys,
-)
+from arctic_runtime.contract import InvalidSetting, SpeculationCap, parse_cap
+from arctic_runtime.speculation import SpeculationCounters, apply_cap, split_arctic_keys
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arctic_runtime.speculation import InvalidSetting
+from arctic_runtime.contract import InvalidSetting
 from arctic_runtime.suffix.engine import BatchRow, SuffixDrafter, suffix_config
 from arctic_runtime.suffix.tree import SuffixConfig
 from tests.unit.suffix_backends import BACKENDS

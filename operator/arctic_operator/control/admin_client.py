@@ -15,8 +15,7 @@ from typing import Any
 
 import aiohttp
 
-#: The runtime's admin API path for the cap (arctic_runtime.server.admin.PREFIX + /speculation).
-SPECULATION_PATH = "/arctic/v1/speculation"
+from arctic_runtime.contract import SPECULATION_PATH
 
 
 @dataclass(frozen=True)

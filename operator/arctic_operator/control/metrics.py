@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from arctic_runtime.contract import METRIC_HARD_CAP, METRIC_SOFT_CAP
+
 #: quantity -> the series names it has had, newest first. Counters are listed without ``_total``
 #: (prometheus_client's parser strips it from the family name).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -25,8 +27,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "drafts": ("vllm:spec_decode_num_drafts",),
     "draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
     "accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
-    "soft_cap": ("arctic_speculation_soft_cap",),
-    "hard_cap": ("arctic_speculation_hard_cap",),
+    "soft_cap": (METRIC_SOFT_CAP,),
+    "hard_cap": (METRIC_HARD_CAP,),
 }
 
 #: Quantities without which a sample is incomplete (the policies hold their last decision).

@@ -12,10 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from arctic_runtime.settings import ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE, AdminTokenError
-from arctic_runtime.speculation import InvalidSetting, SpeculationCap, parse_cap
-
-PREFIX = "/arctic/v1"
+from arctic_runtime.contract import (
+    ENV_ADMIN_TOKEN,
+    ENV_ADMIN_TOKEN_FILE,
+    InvalidSetting,
+    ParallelView,
+    SpeculationCap,
+    SpeculationView,
+    parse_cap,
+)
+from arctic_runtime.settings import AdminTokenError
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def parse_cap_body(raw: bytes, *, current: SpeculationCap, partial: bool) -> Spe
         return validation_reply(exc)
 
 
-def speculation_view(engine_state: Mapping[str, Any]) -> dict[str, Any]:
+def speculation_view(engine_state: Mapping[str, Any]) -> SpeculationView:
     """The GET/PUT response body, from the engine core's ``arctic_get_state`` answer."""
     spec = dict(engine_state["speculation"])
     return {
@@ -106,4 +112,24 @@ def speculation_view(engine_state: Mapping[str, Any]) -> dict[str, Any]:
         "counters": spec.pop("counters"),
         "engine_core": engine_state.get("engine_core"),
         "workers": engine_state.get("workers", []),
+    }
+
+
+def parallel_view(engine_state: Mapping[str, Any]) -> ParallelView:
+    """The ``GET /arctic/v1/parallel`` body: the engine core's layout and mode mix, and each worker's
+    part (rank coordinates, weight bytes, the mode of its last step)."""
+    par = engine_state["parallel"]
+    return {
+        "tensor": par["tensor"],
+        "ulysses": par["ulysses"],
+        "shift": par["shift"],
+        "shift_threshold": par["shift_threshold"],
+        "last_mode": par["last_mode"],
+        "steps": par["steps"],
+        "tokens": par["tokens"],
+        "draft_steps": par["draft_steps"],
+        "workers": [
+            {"pid": w.get("pid"), "rank": w.get("rank"), **(w.get("parallel") or {})}
+            for w in engine_state.get("workers", [])
+        ],
     }

@@ -6,6 +6,8 @@ vLLM loads endpoint plugins only when named in ``VLLM_PLUGINS`` (``arctic-serve 
 * ``GET   /arctic/v1/speculation``  the cap, the draft method, counters, and each process's state
 * ``PUT   /arctic/v1/speculation``  replace the cap: ``{"soft_cap": 8, "hard_cap": 32}`` (absent = no cap)
 * ``PATCH /arctic/v1/speculation``  change only the fields given
+* ``GET   /arctic/v1/parallel``     the Ulysses / Shift Parallelism layout, the steps and tokens per
+  mode, and each worker's rank coordinates and weights
 
 All need ``Authorization: Bearer <token>`` (``ARCTIC_SERVE_ADMIN_TOKEN`` or ``..._FILE``); without a
 configured token the routes answer 404 and say how to turn them on. vLLM's ``--api-key`` does not
@@ -24,15 +26,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
+from arctic_runtime.contract import ADMIN_PLUGIN, ADMIN_PREFIX, InvalidSetting, SpeculationCap
 from arctic_runtime.hooks import RPC_GET_STATE, RPC_SET_CAP
 from arctic_runtime.server import admin
 from arctic_runtime.server.metrics import POLL_INTERVAL_S, ArcticCollector
 from arctic_runtime.settings import AdminTokenError, admin_token, plugin_enabled
-from arctic_runtime.speculation import InvalidSetting, SpeculationCap
 
 logger = logging.getLogger("arctic_runtime")
 
-PLUGIN_NAME = "arctic_serve_admin"
+PLUGIN_NAME = ADMIN_PLUGIN
 
 
 class AdminBackend:
@@ -65,7 +67,7 @@ def _token() -> str | AdminTokenError | None:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix=admin.PREFIX, tags=["arctic-serve admin"])
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=["arctic-serve admin"])
 
     def backend_or_reply(request: Request) -> AdminBackend | JSONResponse:
         denied = admin.authorize(request.headers.get("authorization"), _token())
@@ -113,6 +115,14 @@ def build_router() -> APIRouter:
             state = await engine_call(backend.set_cap(parsed))
         return state if isinstance(state, JSONResponse) else admin.speculation_view(state)
 
+    @router.get("/parallel")
+    async def get_parallel(request: Request) -> Any:
+        backend = backend_or_reply(request)
+        if isinstance(backend, JSONResponse):
+            return backend
+        state = await engine_call(backend.get_state(workers=True))
+        return state if isinstance(state, JSONResponse) else admin.parallel_view(state)
+
     @router.put("/speculation")
     async def put_speculation(request: Request) -> Any:
         return await change(request, partial=False)
@@ -129,7 +139,7 @@ async def poll_metrics(backend: AdminBackend, collector: ArcticCollector, interv
     while True:
         try:
             state = await backend.get_state(workers=False)
-            collector.update(state["speculation"])
+            collector.update(state)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # engine restarting or shutting down: keep the last snapshot

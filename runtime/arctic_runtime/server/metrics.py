@@ -17,6 +17,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from arctic_runtime import __version__
+from arctic_runtime.contract import (
+    METRIC_CAP_CHANGES,
+    METRIC_DRAFTING_STEPS,
+    METRIC_HARD_CAP,
+    METRIC_PARALLEL_INFO,
+    METRIC_PARALLEL_STEPS,
+    METRIC_PARALLEL_TOKENS,
+    METRIC_PLUGIN_INFO,
+    METRIC_REQUEST_STEPS,
+    METRIC_SHIFT_THRESHOLD,
+    METRIC_SOFT_CAP,
+    METRIC_SPECULATION_STEPS,
+    METRIC_STATE_TIMESTAMP,
+)
 
 #: How often the API server refreshes the snapshot, in seconds. One utility call per second is
 #: negligible next to a decode step, and a Prometheus scrape interval is rarely below 5 s.
@@ -28,41 +42,44 @@ def _cap_value(value: int | None) -> float:
 
 
 class ArcticCollector(Collector):
-    """Renders the last engine-core snapshot handed to ``update``."""
+    """Renders the last engine-core snapshot handed to ``update`` (the ``arctic_get_state`` answer:
+    its ``speculation`` and ``parallel`` parts)."""
 
     def __init__(self) -> None:
         self._speculation: Mapping[str, Any] | None = None
+        self._parallel: Mapping[str, Any] | None = None
         self._updated: float | None = None
 
-    def update(self, speculation: Mapping[str, Any]) -> None:
-        self._speculation = speculation
+    def update(self, state: Mapping[str, Any]) -> None:
+        self._speculation = state["speculation"]
+        self._parallel = state.get("parallel")
         self._updated = time.time()
 
     def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily("arctic_plugin_info", "arctic-serve runtime plugin", labels=["version"])
+        info = GaugeMetricFamily(METRIC_PLUGIN_INFO, "arctic-serve runtime plugin", labels=["version"])
         info.add_metric([__version__], 1.0)
         yield info
         spec = self._speculation
         if spec is None or self._updated is None:
             return
         yield GaugeMetricFamily(
-            "arctic_state_timestamp_seconds",
+            METRIC_STATE_TIMESTAMP,
             "Unix time of the last engine-core snapshot behind the arctic_* series",
             value=self._updated,
         )
         yield GaugeMetricFamily(
-            "arctic_speculation_soft_cap",
+            METRIC_SOFT_CAP,
             "Soft cap: above this many running requests only this many draft (+Inf: no cap)",
             value=_cap_value(spec["soft_cap"]),
         )
         yield GaugeMetricFamily(
-            "arctic_speculation_hard_cap",
+            METRIC_HARD_CAP,
             "Hard cap: at or above this many running requests nobody drafts (+Inf: no cap)",
             value=_cap_value(spec["hard_cap"]),
         )
         counters = spec["counters"]
         steps = CounterMetricFamily(
-            "arctic_speculation_steps",
+            METRIC_SPECULATION_STEPS,
             "Scheduler steps with running requests, by what the cap allowed",
             labels=["mode"],
         )
@@ -70,7 +87,7 @@ class ArcticCollector(Collector):
             steps.add_metric([mode], float(count))
         yield steps
         drafting = CounterMetricFamily(
-            "arctic_speculation_drafting_steps",
+            METRIC_DRAFTING_STEPS,
             "Scheduler steps in which at least one request carried draft tokens (on) or none did (off)",
             labels=["drafting"],
         )
@@ -78,7 +95,7 @@ class ArcticCollector(Collector):
         drafting.add_metric(["off"], float(counters["steps_not_drafting"]))
         yield drafting
         requests = CounterMetricFamily(
-            "arctic_speculation_request_steps",
+            METRIC_REQUEST_STEPS,
             "Per step, running requests that drafted, or whose drafts the cap dropped",
             labels=["outcome"],
         )
@@ -86,7 +103,39 @@ class ArcticCollector(Collector):
         requests.add_metric(["dropped"], float(counters["request_steps_dropped"]))
         yield requests
         yield CounterMetricFamily(
-            "arctic_speculation_cap_changes",
+            METRIC_CAP_CHANGES,
             "Times the speculation cap was changed while serving",
             value=float(counters["cap_changes"]),
         )
+        yield from self._parallel_metrics()
+
+    def _parallel_metrics(self) -> Iterator[Metric]:
+        """The Ulysses / Shift Parallelism series (absent when the engine runs without Ulysses)."""
+        par = self._parallel
+        if not par or par["ulysses"] <= 1:
+            return
+        info = GaugeMetricFamily(
+            METRIC_PARALLEL_INFO,
+            "Parallel layout of the engine: tensor x ulysses ranks, shift on or off",
+            labels=["tensor", "ulysses", "shift"],
+        )
+        info.add_metric([str(par["tensor"]), str(par["ulysses"]), str(par["shift"]).lower()], 1.0)
+        yield info
+        if par["shift_threshold"] is not None:
+            yield GaugeMetricFamily(
+                METRIC_SHIFT_THRESHOLD,
+                "Scheduled tokens per step at or below which a step runs in full tensor parallelism",
+                value=float(par["shift_threshold"]),
+            )
+        for name, key, text in (
+            (
+                METRIC_PARALLEL_STEPS,
+                "steps",
+                "Engine steps by parallel mode (tp: full tensor, sp: Ulysses x tensor)",
+            ),
+            (METRIC_PARALLEL_TOKENS, "tokens", "Tokens scheduled in steps of each parallel mode"),
+        ):
+            family = CounterMetricFamily(name, text, labels=["mode"])
+            for mode, count in sorted(par[key].items()):
+                family.add_metric([mode], float(count))
+            yield family

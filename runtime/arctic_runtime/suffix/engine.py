@@ -39,7 +39,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arctic_runtime.speculation import FieldError, InvalidSetting
+from arctic_runtime.contract import FieldError, InvalidSetting, default_suffix_spec_tokens
 from arctic_runtime.suffix.tree import BackendChoice, SuffixConfig, SuffixConfigError, SuffixDecodingCache
 
 #: vLLM's key for each SuffixConfig field it sets.
@@ -50,13 +50,6 @@ VLLM_KEYS = {
     "min_token_prob": "suffix_decoding_min_token_prob",
     "max_cached_requests": "suffix_decoding_max_cached_requests",
 }
-DEFAULT_MAX_SPEC_TOKENS = 16
-
-
-def default_num_speculative_tokens(max_tree_depth: int) -> int:
-    """Our default draft cap for a tree depth: half the trie for the match, half for the draft
-    (at most 16 tokens, at least 1)."""
-    return max(1, min(DEFAULT_MAX_SPEC_TOKENS, max_tree_depth // 2))
 
 
 def suffix_config(values: Mapping[str, Any]) -> SuffixConfig:
@@ -67,7 +60,7 @@ def suffix_config(values: Mapping[str, Any]) -> SuffixConfig:
     spec = values.get("num_speculative_tokens")
     kwargs = {
         "max_depth": depth,
-        "max_spec_tokens": default_num_speculative_tokens(depth)
+        "max_spec_tokens": default_suffix_spec_tokens(depth)
         if spec is None and isinstance(depth, int)
         else spec,
         "max_spec_factor": values.get("suffix_decoding_max_spec_factor", 1.0),

@@ -1,0 +1,197 @@
+"""Ulysses / Shift Parallelism adapters: flags, the layout checks, the metrics and admin views."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from arctic_runtime import patching
+from arctic_runtime.contract import InvalidSetting, ParallelSettings
+from arctic_runtime.parallel.hooks import (
+    EngineFacts,
+    add_parallel_arguments,
+    fold_parallel_flags,
+    layout_errors,
+)
+from arctic_runtime.server.admin import parallel_view
+from arctic_runtime.server.metrics import ArcticCollector
+
+SP2 = ParallelSettings(ulysses=2, shift=True, shift_threshold=256)
+LLAMA = EngineFacts(tensor=2, architectures=("LlamaForCausalLM",), num_heads=32, num_kv_heads=8)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_parallel_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_arctic_flags_fold_into_the_plugin_section() -> None:
+    args = parse(
+        "--ulysses-sequence-parallel-size", "4", "--enable-shift-parallel", "--shift-parallel-threshold", "64"
+    )
+    assert fold_parallel_flags(args, {"other": 1}) == {
+        "other": 1,
+        "arctic": {"parallel": {"ulysses": 4, "shift": True, "shift_threshold": 64}},
+    }
+    # no flags: the config is left as it was
+    assert fold_parallel_flags(parse(), None) == {}
+    # the same value in both places is fine, different values name both
+    same = fold_parallel_flags(
+        parse("--ulysses-sequence-parallel-size", "2"), {"arctic": {"parallel": {"ulysses": 2}}}
+    )
+    assert same["arctic"]["parallel"] == {"ulysses": 2}
+    with pytest.raises(InvalidSetting) as info:
+        fold_parallel_flags(
+            parse("--ulysses-sequence-parallel-size", "2"), {"arctic": {"parallel": {"ulysses": 4}}}
+        )
+    assert str(info.value) == (
+        "--ulysses-sequence-parallel-size (additional_config.arctic.parallel.ulysses): the flag says 2, "
+        "--additional-config says 4; set it in one place"
+    )
+
+
+def test_a_supported_layout_has_no_errors() -> None:
+    assert layout_errors(SP2, LLAMA) == []
+    assert layout_errors(ParallelSettings(), EngineFacts(tensor=1)) == []  # Ulysses off: nothing to check
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        (
+            EngineFacts(**{**LLAMA.__dict__, "num_heads": 9, "num_kv_heads": 3, "tensor": 1}),
+            "the model's 9 attention heads must be divisible by tensor x ulysses = 2 (tensor 1 x ulysses 2)",
+        ),
+        (
+            EngineFacts(**{**LLAMA.__dict__, "pipeline": 2}),
+            "cannot be combined with --pipeline-parallel-size 2",
+        ),
+        (EngineFacts(**{**LLAMA.__dict__, "data": 2}), "cannot be combined with --data-parallel-size 2"),
+        (EngineFacts(**{**LLAMA.__dict__, "lora": True}), "cannot be combined with --enable-lora"),
+        (
+            EngineFacts(**{**LLAMA.__dict__, "speculation_method": "eagle"}),
+            "speculative method 'eagle' needs a draft model",
+        ),
+        (
+            EngineFacts(**{**LLAMA.__dict__, "architectures": ("MixtralForCausalLM",)}),
+            "model architecture MixtralForCausalLM is not supported with Ulysses",
+        ),
+    ],
+)
+def test_unsupported_layouts_name_the_flag_and_the_rule(facts: EngineFacts, message: str) -> None:
+    errors = layout_errors(SP2, facts)
+    assert errors and {e.field for e in errors} == {
+        "--ulysses-sequence-parallel-size (additional_config.arctic.parallel.ulysses)"
+    }
+    assert any(message in e.message for e in errors), errors
+
+
+STATE: dict[str, Any] = {
+    "speculation": {
+        "soft_cap": None,
+        "hard_cap": None,
+        "method": None,
+        "num_speculative_tokens": 0,
+        "counters": {
+            "steps": {"open": 0, "soft_capped": 0, "hard_capped": 0},
+            "steps_drafting": 0,
+            "steps_not_drafting": 0,
+            "request_steps_drafted": 0,
+            "request_steps_dropped": 0,
+            "cap_changes": 0,
+        },
+    },
+    "parallel": {
+        "tensor": 2,
+        "ulysses": 2,
+        "shift": True,
+        "shift_threshold": 256,
+        "last_mode": "sp",
+        "steps": {"tp": 7, "sp": 3},
+        "tokens": {"tp": 90, "sp": 2048},
+        "draft_steps": {"tp": 5, "sp": 1},
+    },
+    "workers": [
+        {
+            "pid": 11,
+            "rank": 0,
+            "parallel": {"rank": 0, "tensor_rank": 0, "sequence_rank": 0, "last_mode": "sp"},
+        },
+        {"pid": 12, "rank": 1},
+    ],
+}
+
+
+def test_metrics_show_the_mode_mix_and_the_threshold() -> None:
+    collector = ArcticCollector()
+    collector.update(STATE)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    for line in (
+        'arctic_parallel_info{shift="true",tensor="2",ulysses="2"} 1.0',
+        "arctic_parallel_shift_threshold_tokens 256.0",
+        'arctic_parallel_steps_total{mode="tp"} 7.0',
+        'arctic_parallel_steps_total{mode="sp"} 3.0',
+        'arctic_parallel_tokens_total{mode="sp"} 2048.0',
+    ):
+        assert line in text.splitlines(), line
+    # an engine without Ulysses exports no parallel series
+    collector.update({**STATE, "parallel": {**STATE["parallel"], "ulysses": 1}})
+    assert "arctic_parallel" not in generate_latest(registry).decode()
+
+
+def test_admin_view_of_the_layout() -> None:
+    view = parallel_view(STATE)
+    assert view["steps"] == {"tp": 7, "sp": 3} and view["draft_steps"] == {"tp": 5, "sp": 1}
+    assert view["workers"] == [
+        {"pid": 11, "rank": 0, "tensor_rank": 0, "sequence_rank": 0, "last_mode": "sp"},
+        {"pid": 12, "rank": 1},
+    ]
+
+
+class Owner:
+    @staticmethod
+    def make(x: int) -> int:
+        return x + 1
+
+    @classmethod
+    def build(cls, x: int) -> str:
+        return f"{cls.__name__}:{x}"
+
+
+def test_patching_keeps_static_and_class_methods_what_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    module = SimpleNamespace(Owner=Owner)
+    monkeypatch.setitem(sys.modules, "fake_vllm_module", module)
+    static = patching.PatchPoint(
+        "fake_vllm_module:Owner.make",
+        "wrap",
+        ("x",),
+        "front end",
+        "test",
+        lambda orig: lambda x: orig(x) * 10,
+    )
+    klass = patching.PatchPoint(
+        "fake_vllm_module:Owner.build",
+        "wrap",
+        ("cls", "x"),
+        "front end",
+        "test",
+        lambda orig: lambda cls, x: orig(cls, x) + "!",
+    )
+    try:
+        assert patching.apply_all([static, klass]) == [static.target, klass.target]
+        assert Owner.make(1) == 20 and Owner().make(1) == 20
+        assert Owner.build(3) == "Owner:3!"
+        assert patching.apply_all([static, klass]) == []  # idempotent
+        assert patching.is_applied(static) and patching.is_applied(klass)
+    finally:
+        Owner.make = staticmethod(Owner.__dict__["make"].__func__.__arctic_original__)  # type: ignore[method-assign]
+        Owner.build = classmethod(Owner.__dict__["build"].__func__.__arctic_original__)  # type: ignore[method-assign,assignment]
