@@ -74,6 +74,10 @@ def test_a_supported_layout_has_no_errors() -> None:
         (EngineFacts(**{**LLAMA.__dict__, "data": 2}), "cannot be combined with --data-parallel-size 2"),
         (EngineFacts(**{**LLAMA.__dict__, "lora": True}), "cannot be combined with --enable-lora"),
         (
+            EngineFacts(**{**LLAMA.__dict__, "vllm_sequence_parallel": True}),
+            "cannot be combined with vLLM's own sequence parallelism",
+        ),
+        (
             EngineFacts(**{**LLAMA.__dict__, "speculation_method": "eagle"}),
             "speculative method 'eagle' needs a draft model",
         ),
@@ -195,3 +199,12 @@ def test_patching_keeps_static_and_class_methods_what_they_are(monkeypatch: pyte
     finally:
         Owner.make = staticmethod(Owner.__dict__["make"].__func__.__arctic_original__)  # type: ignore[method-assign]
         Owner.build = classmethod(Owner.__dict__["build"].__func__.__arctic_original__)  # type: ignore[method-assign,assignment]
+
+
+def test_vllms_own_sequence_parallelism_is_detected_in_either_config_form() -> None:
+    from arctic_runtime.parallel.hooks import _vllm_sp
+
+    assert _vllm_sp({"pass_config": {"enable_sp": True}}) is True
+    assert _vllm_sp({}) is False
+    assert _vllm_sp(SimpleNamespace(pass_config=SimpleNamespace(enable_sp=False))) is False
+    assert _vllm_sp(SimpleNamespace(pass_config=SimpleNamespace(enable_sp=True))) is True

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ SUPPORTED_ARCHITECTURES = frozenset(
 SUPPORTED_SPECULATION = frozenset({"ngram", "suffix"})
 #: The custom op that runs Ulysses attention (a graph-splitting op when vLLM compiles the model).
 ULYSSES_OP = "arctic::ulysses_attention"
+#: vLLM's switch between its V1 and V2 GPU model runners.
+V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
 #: Our key -> Arctic Inference's flag, and the flag's argparse destination.
 _FLAG_OF = {key: flag for flag, key in ARCTIC_PARALLEL_FLAGS.items()}
@@ -170,6 +173,7 @@ class EngineFacts:
     data: int = 1
     expert_parallel: bool = False
     lora: bool = False
+    vllm_sequence_parallel: bool = False
     speculation_method: str | None = None
     architectures: tuple[str, ...] = ()
     num_heads: int = 0
@@ -189,6 +193,12 @@ def layout_errors(settings: ParallelSettings, facts: EngineFacts) -> list[FieldE
         errors.append(FieldError(ulysses, "cannot be combined with --enable-expert-parallel"))
     if facts.lora:
         errors.append(FieldError(ulysses, "cannot be combined with --enable-lora"))
+    if facts.vllm_sequence_parallel:
+        errors.append(
+            FieldError(
+                ulysses, "cannot be combined with vLLM's own sequence parallelism (pass_config.enable_sp)"
+            )
+        )
     if facts.speculation_method is not None and facts.speculation_method not in SUPPORTED_SPECULATION:
         errors.append(
             FieldError(
@@ -224,11 +234,23 @@ def _facts(engine_args: Any, tensor: int) -> EngineFacts:
         data=int(engine_args.data_parallel_size),
         expert_parallel=bool(engine_args.enable_expert_parallel),
         lora=bool(engine_args.enable_lora),
+        vllm_sequence_parallel=_vllm_sp(engine_args.compilation_config),
         speculation_method=None if method is None else str(method),
         architectures=tuple(model_config.architectures or ()),
         num_heads=int(hf.num_attention_heads),
         num_kv_heads=int(model_config.get_total_num_kv_heads()),
     )
+
+
+def _vllm_sp(compilation_config: Any) -> bool:
+    """Whether vLLM's own sequence-parallelism compile pass is on (a dict or a CompilationConfig)."""
+    passes = (
+        compilation_config.get("pass_config")
+        if isinstance(compilation_config, Mapping)
+        else getattr(compilation_config, "pass_config", None)
+    )
+    value = passes.get("enable_sp") if isinstance(passes, Mapping) else getattr(passes, "enable_sp", False)
+    return bool(value)
 
 
 def prepare_engine_args(engine_args: Any) -> ParallelSettings:
@@ -247,6 +269,13 @@ def prepare_engine_args(engine_args: Any) -> ParallelSettings:
     additional[ADDITIONAL_CONFIG_KEY] = section
     engine_args.additional_config = additional
     engine_args.tensor_parallel_size = settings.world_size(tensor)
+    if os.environ.get(V2_RUNNER_ENV, "0") not in ("0", "false", "False"):
+        raise InvalidSetting(
+            [FieldError(V2_RUNNER_ENV, "Ulysses runs on vLLM's V1 model runner; unset it or set it to 0")]
+        )
+    # vLLM 0.26 picks its V2 model runner on GPU when nothing needs V1; our runner hook is V1's.
+    # The engine core and workers inherit the variable (they start after this, from this process).
+    os.environ[V2_RUNNER_ENV] = "0"
     logger.info(
         "arctic-serve: tensor %d x ulysses %d = %d ranks%s",
         tensor,
@@ -363,6 +392,8 @@ def wrap_load_model(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, vllm_config, model_config, prefix)
         from arctic_runtime.parallel import ulysses
 
+        if vllm_config.use_v2_model_runner:  # the front end sets V1; someone overrode it
+            raise RuntimeError(f"Ulysses needs vLLM's V1 model runner: set {V2_RUNNER_ENV}=0")
         groups = ulysses.init_groups(settings)
         with ulysses.construction(groups):
             base = original(self, vllm_config, model_config, prefix)

@@ -191,8 +191,13 @@ class UlyssesAttention(nn.Module):  # type: ignore[misc]  # torch is untyped her
         _LAYERS[self.layer_name] = self
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # an opaque op: the compiled graph is split around it
-            return torch.ops.arctic.ulysses_attention(query, key, value, self.layer_name)
+        if torch.compiler.is_compiling():
+            # An opaque op that vLLM's compiler splits the graph at (``finish_engine_config``). Like
+            # vLLM's own attention op it writes into an output allocated inside the graph piece
+            # before it, so the next piece of a piecewise CUDA graph reads a fixed address.
+            out = query.new_empty((query.shape[0], self.output_columns()))
+            torch.ops.arctic.ulysses_attention(query, key, value, out, self.layer_name)
+            return out
         return self.exchange_and_attend(query, key, value)
 
     def output_columns(self) -> int:
@@ -225,16 +230,18 @@ class UlyssesAttention(nn.Module):  # type: ignore[misc]  # torch is untyped her
 _LAYERS: dict[str, UlyssesAttention] = {}
 
 
-@torch.library.custom_op("arctic::ulysses_attention", mutates_args=())  # type: ignore[untyped-decorator]
+@torch.library.custom_op("arctic::ulysses_attention", mutates_args=("out",))  # type: ignore[untyped-decorator]
 def _ulysses_attention_op(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer_name: str
-) -> torch.Tensor:
-    return _LAYERS[layer_name].exchange_and_attend(query, key, value)
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, layer_name: str
+) -> None:
+    out.copy_(_LAYERS[layer_name].exchange_and_attend(query, key, value))
 
 
 @_ulysses_attention_op.register_fake  # type: ignore[untyped-decorator]
-def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer_name: str) -> torch.Tensor:
-    return query.new_empty((query.shape[0], _LAYERS[layer_name].output_columns()))
+def _(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, layer_name: str
+) -> None:
+    return None
 
 
 def wrap_attention(
@@ -313,6 +320,9 @@ class ArcticParallelModel(nn.Module):  # type: ignore[misc]
         #: (profiling, warm-up, CUDA-graph capture), which run both models.
         self.step_tokens: int | None = None
         self.last_mode: ParallelMode | None = None
+        #: This rank's chunk of the step's inputs, in buffers that keep their address from step to
+        #: step (a CUDA graph replays reads of the addresses it captured), grown on first use.
+        self._chunks: dict[str, torch.Tensor] = {}
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -354,20 +364,31 @@ class ArcticParallelModel(nn.Module):  # type: ignore[misc]
     ) -> torch.Tensor:
         groups = self.groups
         n = positions.shape[-1]
-        total, chunk = layout.padded_tokens(n, groups.sp)
+        _total, chunk = layout.padded_tokens(n, groups.sp)
         start = groups.sp_rank * chunk
 
-        def mine(x: torch.Tensor | None) -> torch.Tensor | None:
+        def mine(name: str, x: torch.Tensor | None) -> torch.Tensor | None:
+            """Rows start..start+chunk of x (zeros past its end) in this input's fixed buffer."""
             if x is None:
                 return None
-            if total > n:
-                x = torch.cat([x, x.new_zeros((total - n, *x.shape[1:]))])
-            return x[start : start + chunk]
+            buf = self._chunks.get(name)
+            if buf is None or buf.shape[0] < chunk or buf.shape[1:] != x.shape[1:] or buf.dtype != x.dtype:
+                buf = x.new_zeros((chunk, *x.shape[1:]))
+                self._chunks[name] = buf
+            rows = max(0, min(chunk, n - start))
+            view = buf[:chunk]
+            view[:rows].copy_(x[start : start + rows])
+            view[rows:].zero_()
+            return view
 
         _STEP.num_tokens = n
         with tensor_group(groups.tensor):
             hidden = self.ulysses(
-                mine(input_ids), mine(positions), intermediate_tensors, mine(inputs_embeds), **kwargs
+                mine("input_ids", input_ids),
+                mine("positions", positions),
+                intermediate_tensors,
+                mine("inputs_embeds", inputs_embeds),
+                **kwargs,
             )
         if not isinstance(hidden, torch.Tensor):
             raise TypeError("Ulysses sequence parallelism supports models that return hidden states only")
