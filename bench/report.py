@@ -430,8 +430,8 @@ def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
             f"The engine's own path (`SuffixDrafter.propose`, one call per step, vLLM-style numpy buffer): "
             f"**{r['us_per_step_engine']:.1f} us per step** (p50 {r['us_per_step_engine_p50']:.1f}, "
             f"p90 {r['us_per_step_engine_p90']:.1f}; target {r['target_us_per_step']:.0f}: "
-            f"{'met' if r['meets_target_engine'] else '**not met**'}); batched cache calls "
-            f"{r['us_per_step_batched']:.1f} us.",
+            f"{'met' if r['meets_target_engine'] else '**not met**'})"
+            + (f"; batched cache calls {r['us_per_step_batched']:.1f} us." if "us_per_step_batched" in r else "."),
             "",
         ]
         if "us_per_step_engine" in r
@@ -494,7 +494,7 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
         r = row["result"]
         lines.append(
             f"| {row['round']} | {row['side']} | {r.get('workload', 'edit')} | {r['us_per_step']:.1f} | "
-            f"{r['us_per_step_batched']:.1f} | {r['us_per_step_engine']:.1f} | "
+            f"{_fmt(r.get('us_per_step_batched'), 1)} | {r['us_per_step_engine']:.1f} | "
             f"{r['us_per_step_engine_p50']:.1f} |"
         )
     engine: dict[tuple[str, str], list[float]] = defaultdict(list)

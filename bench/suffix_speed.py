@@ -14,15 +14,15 @@ throwaway cache touch the memory the run needs once: the first touch of fresh me
 on a VM also the host backing the pages) is a one-time cost of a process that grows, not of a
 steady engine loop, where the cache recycles freed memory. ``--warmup-passes 0`` measures it too.
 
-The same steps are then replayed on a fresh cache through the batched entry point
-(``add_tokens_and_speculate``: one call per step for the whole batch, what an engine loop would use),
-timed per call: ``us_per_step_batched``. Both replays draft exactly the same tokens.
+The same steps are then replayed through the engine's own entry point (``SuffixDrafter.propose``:
+one ``sync_and_draft`` call per step for the whole batch, fed a vLLM-style numpy token buffer), timed
+per call: ``us_per_step_engine``, what the engine loop pays. Both replays draft exactly the same tokens.
 
 ``--backend`` picks the cache backend (auto: native when built, else Python; see
 ``arctic_runtime.suffix``). Prints one JSON object: the ``backend`` that ran, ``us_per_step`` (mean,
 whole batch, one ``add_tokens`` + one ``speculate`` call per request), ``us_per_request`` (per
-request per step), percentiles, the split between update and speculate, ``us_per_step_batched``
-(and its p50), the acceptance seen, memory (``bytes_per_node``: the node record;
+request per step), percentiles, the split between update and speculate, ``us_per_step_engine``
+(and its p50, p90), the acceptance seen, memory (``bytes_per_node``: the node record;
 ``allocated_bytes_per_node``: everything the cache holds divided by its trie nodes, natively below
 the record size because unique paths are stored as tails) and the issue's target
 (``target_us_per_step``: 300 us per step for the batch on one core).
@@ -178,34 +178,6 @@ def _accept(draft: list[int], output: list[int], start: int) -> list[int]:
     return output[start : start + hits + 1]
 
 
-def _batched_steps(
-    batch: int,
-    depth: int,
-    steps: int,
-    warm_requests: int,
-    seed: int,
-    backend: BackendChoice,
-    workload: str = "edit",
-) -> tuple[list[int], int]:
-    """The same workload through ``add_tokens_and_speculate``, one call per step: (ns per step, drafted)."""
-    cache, streams = _setup(batch, depth, warm_requests, seed, backend, workload)
-    produced = [1] * batch
-    pending = [output[:1] for _, output in streams]
-    clock = time.perf_counter_ns
-    step_ns: list[int] = []
-    drafted = 0
-    for _ in range(steps):
-        updates = list(enumerate(pending))
-        t0 = clock()
-        drafts = cache.add_tokens_and_speculate(updates)
-        step_ns.append(clock() - t0)
-        for req_id, draft in enumerate(drafts):
-            pending[req_id] = _accept(draft.token_ids, streams[req_id][1], produced[req_id])
-            produced[req_id] += len(pending[req_id])
-            drafted += len(draft.token_ids)
-    return step_ns, drafted
-
-
 def run(
     batch: int,
     depth: int,
@@ -217,7 +189,7 @@ def run(
     workload: str = "edit",
 ) -> dict[str, object]:
     for _ in range(warmup_passes):
-        _batched_steps(batch, depth, steps, warm_requests, seed, backend, workload)
+        _engine_steps(batch, depth, steps, warm_requests, seed, backend, workload)
     gc.collect()
     cache, streams = _setup(batch, depth, warm_requests, seed, backend, workload)
     produced = [0] * batch
@@ -253,9 +225,6 @@ def run(
     used_backend = cache.backend
     del cache
 
-    batched_ns, batched_drafted = _batched_steps(batch, depth, steps, warm_requests, seed, backend, workload)
-    if batched_drafted != drafted:
-        raise RuntimeError("the batched replay drafted differently from the per-call one")
     engine_ns, engine_drafted = _engine_steps(batch, depth, steps, warm_requests, seed, backend, workload)
     if engine_drafted != drafted:
         raise RuntimeError(
@@ -263,10 +232,8 @@ def run(
         )
 
     step_ns.sort()
-    batched_ns.sort()
     engine_ns.sort()
     mean_us = sum(step_ns) / len(step_ns) / 1e3
-    batched_us = sum(batched_ns) / len(batched_ns) / 1e3
     engine_us = sum(engine_ns) / len(engine_ns) / 1e3
     return {
         "backend": used_backend,
@@ -282,8 +249,6 @@ def run(
         "us_per_request": round(mean_us / batch, 2),
         "us_update_per_step": round(update_ns / steps / 1e3, 1),
         "us_speculate_per_step": round(speculate_ns / steps / 1e3, 1),
-        "us_per_step_batched": round(batched_us, 1),
-        "us_per_step_batched_p50": round(batched_ns[len(batched_ns) // 2] / 1e3, 1),
         "us_per_step_engine": round(engine_us, 1),
         "us_per_step_engine_p50": round(engine_ns[len(engine_ns) // 2] / 1e3, 1),
         "us_per_step_engine_p90": round(engine_ns[int(len(engine_ns) * 0.9)] / 1e3, 1),
@@ -291,7 +256,6 @@ def run(
         "accept_rate": round(accepted / drafted, 3) if drafted else 0.0,
         "target_us_per_step": TARGET_US_PER_STEP,
         "meets_target": mean_us < TARGET_US_PER_STEP,
-        "meets_target_batched": batched_us < TARGET_US_PER_STEP,
         "meets_target_engine": engine_us < TARGET_US_PER_STEP,
         "gc_enabled": gc.isenabled(),
         "nodes": nodes,
