@@ -431,7 +431,11 @@ def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
             f"**{r['us_per_step_engine']:.1f} us per step** (p50 {r['us_per_step_engine_p50']:.1f}, "
             f"p90 {r['us_per_step_engine_p90']:.1f}; target {r['target_us_per_step']:.0f}: "
             f"{'met' if r['meets_target_engine'] else '**not met**'})"
-            + (f"; batched cache calls {r['us_per_step_batched']:.1f} us." if "us_per_step_batched" in r else "."),
+            + (
+                f"; batched cache calls {r['us_per_step_batched']:.1f} us."
+                if "us_per_step_batched" in r
+                else "."
+            ),
             "",
         ]
         if "us_per_step_engine" in r
