@@ -50,12 +50,12 @@ def install_baseline(ref: str, work: Path) -> Path:
     return site
 
 
-def run_side(site: Path | None, workload: str, steps: int) -> dict[str, Any]:
+def run_side(site: Path | None, workload: str, steps: int, clock: str) -> dict[str, Any]:
     """One ``bench.suffix_speed`` run on the native backend; ``site``: the baseline's runtime first."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*([str(site)] if site else []), str(REPO)])
     cmd = [sys.executable, "-m", "bench.suffix_speed", "--backend", "native", "--workload", workload]
-    cmd += ["--steps", str(steps)]
+    cmd += ["--steps", str(steps), "--clock", clock]
     out = subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternated rounds per workload (default 4)")
     parser.add_argument("--workloads", default="edit,repeat", help="comma-separated (default edit,repeat)")
     parser.add_argument("--steps", type=int, default=100, help="steps per run (default 100)")
+    parser.add_argument(
+        "--clock", choices=["wall", "cpu"], default="wall", help="bench.suffix_speed's clock (default wall)"
+    )
     parser.add_argument("--host", default=None, help="what machine this is, for the report")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(1, args.rounds + 1):
                 order = ("baseline", "head") if round_no % 2 else ("head", "baseline")
                 for side in order:
-                    result = run_side(site if side == "baseline" else None, workload, args.steps)
+                    result = run_side(site if side == "baseline" else None, workload, args.steps, args.clock)
                     rows.append(
                         {
                             "round": str(round_no),
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "suffix-speed-ab",
         "description": "CPU cost per engine step of suffix decoding (batch 64, depth 64, native backend), "
         "this checkout against a baseline commit, alternated on one machine: python -m bench.suffix_ab "
-        f"--baseline {args.baseline} --rounds {args.rounds}",
+        f"--baseline {args.baseline} --rounds {args.rounds} --clock {args.clock}",
         "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "environment": {
             "python": platform.python_version(),
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             "host": args.host or os.environ.get("ARCTIC_BENCH_HOST") or f"{os.cpu_count()}-core CPU machine",
             "commit": head,
             "baseline": baseline,
+            "clock": args.clock,
         },
         "rows": rows,
         "summary": summary,

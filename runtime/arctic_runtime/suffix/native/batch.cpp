@@ -43,8 +43,6 @@ void run_batch(SuffixCache& cache, std::vector<BatchRow>& rows, const std::vecto
         if (row.evict != SuffixCache::kNoKey) cache.evict(row.evict);
         row.slot = cache.start(add, row.prompt);
         add += row.prompt;
-      } else {
-        cache.prefetch(row.slot);
       }
       if (row.extra > 0) cache.extend(row.slot, add, row.extra);
       if (row.room > 0) {

@@ -21,7 +21,9 @@
 #include <nanobind/ndarray.h>
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -141,28 +143,75 @@ long long parse_cap(nb::handle arg, long long configured) {
   return std::min(clamped(value.ptr(), nullptr), configured);
 }
 
-bool is_array(PyObject* o) {
-  if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) return false;
-  if (PyObject_CheckBuffer(o)) return true;
-  const int has = PyObject_HasAttrString(o, "__dlpack__");
-  return has == 1;
+// A buffer-protocol view that owns its export (released when it goes): while it is held the exporter
+// stays alive and numpy refuses to resize the array.
+class BufferView {
+ public:
+  BufferView() = default;
+  BufferView(const BufferView&) = delete;
+  BufferView& operator=(const BufferView&) = delete;
+  ~BufferView() {
+    if (held_) PyBuffer_Release(&view_);
+  }
+  // false (no error) if `o` has no buffer to give.
+  bool open(PyObject* o) {
+    if (PyObject_GetBuffer(o, &view_, PyBUF_RECORDS_RO) < 0) {
+      PyErr_Clear();
+      return false;
+    }
+    held_ = true;
+    return true;
+  }
+  const Py_buffer& view() const { return view_; }
+
+ private:
+  Py_buffer view_{};
+  bool held_ = false;
+};
+
+// An integer array, viewed in place: through the buffer protocol (numpy: the cheap way) or, for an
+// object with only DLPack (a CPU torch tensor), as a nanobind ndarray. Either one holds the array.
+struct ArrayView {
+  BufferView buffer;
+  Array dlpack;
+};
+
+[[noreturn]] void raise_not_integers(const char* field, int ndim, const char* what) {
+  PyErr_Format(PyExc_TypeError, "%s: expected a %d-D array of integers in CPU memory, got %s", field, ndim, what);
+  raise();
 }
 
-// `obj` as an integer array of `ndim` dimensions in CPU memory, held (and its data pinned) by `out`;
-// false if it is no array at all (a Python sequence). TypeError for any other array.
-bool open_array(nb::handle obj, int ndim, const char* field, Array& out, IntTable& table) {
-  if (!is_array(obj.ptr()) || !nb::try_cast(obj, out, false)) return false;
+bool open_buffer(PyObject* o, int ndim, const char* field, BufferView& buffer, IntTable& table) {
+  if (!PyObject_CheckBuffer(o) || !buffer.open(o)) return false;
+  const Py_buffer& v = buffer.view();
+  const char* f = v.format != nullptr ? v.format : "B";
+  if (*f == '@' || *f == '=' || *f == '<') ++f;  // native order: x86-64 and aarch64 are little-endian
+  const bool integer = f[0] != '\0' && f[1] == '\0' && std::strchr("bBhHiIlLqQ", f[0]) != nullptr;
+  if (!integer || v.ndim != ndim || v.itemsize > 8) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s: expected a %d-D array of integers in CPU memory, got format '%s' with %d dimension(s)", field,
+                 ndim, v.format != nullptr ? v.format : "B", v.ndim);
+    raise();
+  }
+  table.data = static_cast<const char*>(v.buf);
+  table.rows = v.shape[0];
+  table.row_stride = v.strides[0];
+  table.cols = ndim == 2 ? v.shape[1] : 1;
+  table.col_stride = ndim == 2 ? v.strides[1] : 0;
+  table.itemsize = static_cast<int>(v.itemsize);
+  table.is_signed = std::islower(static_cast<unsigned char>(f[0])) != 0;
+  return true;
+}
+
+bool open_dlpack(PyObject* o, int ndim, const char* field, Array& out, IntTable& table) {
+  if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) return false;
+  if (PyObject_HasAttrString(o, "__dlpack__") != 1 || !nb::try_cast(nb::handle(o), out, false)) return false;
   const nb::dlpack::dtype dt = out.dtype();
   const bool integer = (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Int) ||
                         dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::UInt)) &&
                        dt.lanes == 1 && (dt.bits == 8 || dt.bits == 16 || dt.bits == 32 || dt.bits == 64);
   if (!integer || static_cast<int>(out.ndim()) != ndim || out.device_type() != nb::device::cpu::value) {
-    PyErr_Format(PyExc_TypeError,
-                 "%s: expected a %d-D array of integers in CPU memory, got an array of %d dimension(s) "
-                 "(dtype code %d, %d bits, device %d)",
-                 field, ndim, static_cast<int>(out.ndim()), static_cast<int>(dt.code), static_cast<int>(dt.bits),
-                 static_cast<int>(out.device_type()));
-    raise();
+    raise_not_integers(field, ndim, "another array (dtype, dimensions or device)");
   }
   const int64_t itemsize = dt.bits / 8;
   table.data = static_cast<const char*>(out.data());
@@ -173,6 +222,13 @@ bool open_array(nb::handle obj, int ndim, const char* field, Array& out, IntTabl
   table.itemsize = static_cast<int>(itemsize);
   table.is_signed = dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Int);
   return true;
+}
+
+// `obj` as an integer array of `ndim` dimensions in CPU memory, held (and its data pinned) by `view`;
+// false if it is no array at all (a Python sequence). TypeError for any other array.
+bool open_array(nb::handle obj, int ndim, const char* field, ArrayView& view, IntTable& table) {
+  return open_buffer(obj.ptr(), ndim, field, view.buffer, table) ||
+         open_dlpack(obj.ptr(), ndim, field, view.dlpack, table);
 }
 
 // A 1-D table of integers (num_tokens, num_prompt_tokens): an array read in place or a snapshot.
@@ -194,7 +250,7 @@ class Column {
   }
 
  private:
-  Array array_;
+  ArrayView array_;
   IntTable table_;
   bool in_place_;  // an array read in place; else items_, a snapshot of the sequence
   nb::tuple items_;
@@ -225,7 +281,7 @@ class Rows {
   }
 
  private:
-  Array array_;
+  ArrayView array_;
   IntTable table_;
   bool in_place_;  // an array read in place; else items_, a snapshot of the rows
   nb::tuple items_;
@@ -595,6 +651,7 @@ class PyCache {
       Py_DECREF(index);
     } else {
       row.slot = static_cast<SuffixCache::Slot>(slot);
+      core_.prefetch(row.slot);  // its active nodes, needed when the batch is applied
       seen_[static_cast<size_t>(slot)] = static_cast<long long>(i);
       have = static_cast<long long>(core_.tokens(row.slot).size());
     }
