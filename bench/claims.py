@@ -9,8 +9,8 @@ written as a reference to a field of a result file, which the report renders:
   with the format spec after ``|`` (Python's ``format``: ``.3f``, ``.1%``, ``,.0f``; default ``g``). A
   path is dotted keys, ``["key"]`` for keys with dots or slashes, ``[2]`` for a list item and
   ``[name=value]`` for the list item whose ``name`` is ``value``;
-* ``{{A / B|.2f}}`` (also ``*``, ``-``, ``+``): two references or numbers combined, e.g. a ratio of
-  two fields of one run.
+* ``{{(A + B) / C|.2f}}``: arithmetic over references and numbers (``+ - * /``, parentheses,
+  ``min(...)``, ``max(...)``), e.g. a ratio of two fields of one run.
 
 ``make bench-report`` fails when a reference does not resolve to a number, and when the findings hold
 a number written by hand that looks measured (a decimal or thousands-separated number, or a number
@@ -26,11 +26,13 @@ findings rendered.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
 import operator
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +42,18 @@ ALIAS = re.compile(r"^<!-- ref (\w+) = ([\w.-]+) -->[ \t]*\n?", re.M)
 PLACEHOLDER = re.compile(r"\{\{(.+?)\}\}", re.S)
 UNCHECKED = re.compile(r"<!-- claims: unchecked \(([^)]*)\) -->")
 UNCHECKED_NOTE = " *(numbers in this item are not yet checked against bench/results: {why})*"
-OPERATORS: dict[str, Callable[[float, float], float]] = {
-    "/": operator.truediv,
-    "*": operator.mul,
-    "-": operator.sub,
-    "+": operator.add,
+OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
+    ast.Div: operator.truediv,
+    ast.Mult: operator.mul,
+    ast.Sub: operator.sub,
+    ast.Add: operator.add,
 }
+FUNCTIONS: dict[str, Callable[..., float]] = {"min": min, "max": max}
+REFERENCE = re.compile(r'([A-Za-z_][\w.-]*):((?:[A-Za-z_][\w-]*|\["[^"]*"\]|\[[^\]]*\]|\.)+)')
 UNITS = r"(?:x|%|ms|us|µs|s|tok/s|GB/s|TB/s|GB|MB)"
-NUMBER = re.compile(r"(?<![\w.\-/=#~^])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(\s?" + UNITS + r")?(?![\w.])")
+NUMBER = re.compile(
+    r"(?<![\w./=#])(?<![A-Za-z_]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(\s?" + UNITS + r")?(?!\w|\.\d)"
+)
 # Words after which a number is a version or a name, not a measurement.
 NOT_MEASURED_AFTER = {"vllm", "python", "inference", "torch", "cuda", "nanobind", "version", "issue", "pr"}
 
@@ -63,16 +69,19 @@ class Claim:
     text: str
 
 
-def parse_path(path: str) -> list[str | int | tuple[str, str]]:
-    """``a.b["c.d"][2][name=x]`` -> ["a", "b", "c.d", 2, ("name", "x")]."""
-    steps: list[str | int | tuple[str, str]] = []
+Step = str | int | tuple[tuple[str, str], ...]
+
+
+def parse_path(path: str) -> list[Step]:
+    """``a.b["c.d"][2][name=x,kind=y]`` -> ["a", "b", "c.d", 2, (("name", "x"), ("kind", "y"))]."""
+    steps: list[Step] = []
     pos = 0
-    token = re.compile(r'\.?([A-Za-z_][\w-]*)|\["([^"]*)"\]|\[(-?\d+)\]|\[(\w+)=([^\]]+)\]')
+    token = re.compile(r'\.?([A-Za-z_][\w-]*)|\["([^"]*)"\]|\[(-?\d+)\]|\[([^\]]+=[^\]]*)\]')
     while pos < len(path):
         m = token.match(path, pos)
         if m is None or m.end() == pos:
             raise ClaimError(f"cannot read the path {path!r} at {path[pos:]!r}")
-        name, quoted, number, key, value = m.groups()
+        name, quoted, number, select = m.groups()
         if name is not None:
             steps.append(name)
         elif quoted is not None:
@@ -80,7 +89,8 @@ def parse_path(path: str) -> list[str | int | tuple[str, str]]:
         elif number is not None:
             steps.append(int(number))
         else:
-            steps.append((key, value.strip('"')))
+            pairs = [part.split("=", 1) for part in select.split(",")]
+            steps.append(tuple((k.strip(), v.strip().strip('"')) for k, v in pairs))
         pos = m.end()
     return steps
 
@@ -91,8 +101,9 @@ def resolve(data: Any, path: str) -> Any:
     for step in parse_path(path):
         try:
             if isinstance(step, tuple):
-                key, value = step
-                current = next(item for item in current if str(item.get(key)) == value)
+                current = next(
+                    item for item in current if all(str(item.get(key)) == value for key, value in step)
+                )
             else:
                 current = current[step]
         except (KeyError, IndexError, TypeError, StopIteration, AttributeError):
@@ -100,28 +111,52 @@ def resolve(data: Any, path: str) -> Any:
     return current
 
 
-def _term(text: str, aliases: dict[str, str], load: Callable[[str], Any]) -> float:
-    text = text.strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", text):
-        return float(text)
-    if ":" not in text:
-        raise ClaimError(f"{text!r}: expected FILE:PATH (FILE a result file or an alias) or a number")
-    name, path = text.split(":", 1)
-    file = aliases.get(name.strip(), name.strip())
-    value = resolve(load(file), path.strip())
+def _reference(name: str, path: str, aliases: dict[str, str], load: Callable[[str], Any]) -> float:
+    file = aliases.get(name, name)
+    value = resolve(load(file), path)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ClaimError(f"{text!r} is {value!r}, not a number")
+        raise ClaimError(f"{name}:{path} is {value!r}, not a number")
     return float(value)
 
 
 def evaluate(expression: str, aliases: dict[str, str], load: Callable[[str], Any]) -> float:
-    """One reference, or two combined by one of + - * / (surrounded by spaces)."""
-    parts = re.split(r"\s([-+*/])\s", expression)
-    if len(parts) == 1:
-        return _term(parts[0], aliases, load)
-    if len(parts) != 3:
-        raise ClaimError(f"{expression!r}: at most one operator (+ - * /) between two terms")
-    return OPERATORS[parts[1]](_term(parts[0], aliases, load), _term(parts[2], aliases, load))
+    """Arithmetic over references ``FILE:PATH`` (FILE a result file's name or an alias) and numbers."""
+    values: dict[str, float] = {}
+
+    def bind(m: re.Match[str]) -> str:
+        name = f"_ref{len(values)}"
+        values[name] = _reference(m.group(1), m.group(2), aliases, load)
+        return name
+
+    source = REFERENCE.sub(bind, expression.strip())
+    if not values:
+        raise ClaimError(f"{expression!r}: no reference FILE:PATH in it")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError:
+        raise ClaimError(f"{expression!r}: not an arithmetic expression") from None
+
+    def run(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return run(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.Name) and node.id in values:
+            return values[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+            return OPERATORS[type(node.op)](run(node.left), run(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -run(node.operand)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FUNCTIONS
+            and not node.keywords
+        ):
+            return FUNCTIONS[node.func.id](*(run(arg) for arg in node.args))
+        raise ClaimError(f"{expression!r}: only + - * /, parentheses, min() and max() are allowed")
+
+    return run(tree)
 
 
 def loader(results_dir: Path) -> Callable[[str], Any]:
@@ -202,21 +237,59 @@ def render(template: str, load: Callable[[str], Any]) -> tuple[str, list[Claim]]
 
     rendered = PLACEHOLDER.sub(substitute, template)
     rendered = UNCHECKED.sub(lambda m: UNCHECKED_NOTE.format(why=m.group(1)), rendered)
+    rendered = reflow(rendered)
     if problems:
         raise ClaimError("findings not backed by bench/results:\n  " + "\n  ".join(problems))
     return rendered, claims
 
 
+def reflow(text: str, width: int = 104) -> str:
+    """List items (``- `` and their two-space continuation lines) rewrapped at ``width``: rendered
+    references leave ragged lines behind."""
+    out: list[str] = []
+    item: list[str] = []
+
+    def flush() -> None:
+        if item:
+            words = " ".join(line.strip() for line in item)[2:]
+            out.extend(
+                textwrap.wrap(
+                    words,
+                    width,
+                    initial_indent="- ",
+                    subsequent_indent="  ",
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            )
+            item.clear()
+
+    for line in text.split("\n"):
+        if line.startswith("- "):
+            flush()
+            item.append(line)
+        elif item and line.startswith("  ") and line.strip():
+            item.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return "\n".join(out)
+
+
 def check_quoted(text: str, claims: list[Claim], where: str) -> list[str]:
     """Problems with the checked regions of ``text`` (between ``<!-- claims -->`` and
     ``<!-- /claims -->``): measured-looking numbers that are not among the rendered claims."""
-    rendered = {c.text for c in claims}
+
+    def bare(number: str) -> str:
+        return re.sub(r"\s?" + UNITS + "$", "", number.strip())
+
+    rendered = {bare(c.text) for c in claims}
     problems = []
     for region in re.finditer(r"<!-- claims -->(.*?)<!-- /claims -->", text, flags=re.S):
         line0 = text.count("\n", 0, region.start(1))
         for line, number in measured_numbers(region.group(1)):
-            bare = re.sub(r"\s?" + UNITS + "$", "", number)
-            if bare not in rendered:
+            if bare(number) not in rendered:
                 problems.append(
                     f"{where} line {line0 + line}: {number!r} is not a number the findings render "
                     "(bench/report_intro.md); quote one of them or add a reference there"

@@ -51,7 +51,8 @@ def install_baseline(ref: str, work: Path) -> Path:
 
 
 def run_side(site: Path | None, workload: str, steps: int, clock: str) -> dict[str, Any]:
-    """One ``bench.suffix_speed`` run on the native backend; ``site``: the baseline's runtime first."""
+    """One ``bench.suffix_speed`` run on the native backend; ``site``: a runtime to put first on the path
+    (else the one installed in this environment)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*([str(site)] if site else []), str(REPO)])
     cmd = [sys.executable, "-m", "bench.suffix_speed", "--backend", "native", "--workload", workload]
@@ -85,6 +86,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.suffix_ab", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", required=True, help="git commit or branch of the baseline runtime")
+    parser.add_argument(
+        "--baseline-site",
+        type=Path,
+        help="the baseline's runtime already installed in this folder (pip install --target); then "
+        "--baseline only names it (a host without git history: bench/gpu/suffix_host.sh)",
+    )
+    parser.add_argument(
+        "--head-site",
+        type=Path,
+        help="this checkout's runtime installed in this folder (default: the environment's)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="alternated rounds per workload (default 4)")
     parser.add_argument("--workloads", default="edit,repeat", help="comma-separated (default edit,repeat)")
     parser.add_argument("--steps", type=int, default=100, help="steps per run (default 100)")
@@ -94,16 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="what machine this is, for the report")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    baseline = git("rev-parse", "--short", args.baseline)
-    head = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "runtime") else "")
+    if args.baseline_site is not None:
+        baseline = args.baseline
+        head = os.environ.get("ARCTIC_BENCH_COMMIT") or "unknown"
+    else:
+        baseline = git("rev-parse", "--short", args.baseline)
+        head = git("rev-parse", "--short", "HEAD") + (
+            "+dirty" if git("status", "--porcelain", "runtime") else ""
+        )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="suffix-ab-") as tmp:
-        site = install_baseline(args.baseline, Path(tmp))
+        site = args.baseline_site or install_baseline(args.baseline, Path(tmp))
         for workload in args.workloads.split(","):
             for round_no in range(1, args.rounds + 1):
                 order = ("baseline", "head") if round_no % 2 else ("head", "baseline")
                 for side in order:
-                    result = run_side(site if side == "baseline" else None, workload, args.steps, args.clock)
+                    result = run_side(
+                        site if side == "baseline" else args.head_site, workload, args.steps, args.clock
+                    )
                     rows.append(
                         {
                             "round": str(round_no),
