@@ -478,8 +478,8 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
         "",
         run["description"],
         "",
-        f"- Commit {env.get('commit')} against baseline {env.get('baseline')}, Python {env['python']}; "
-        f"result file `bench/results/{run['_file']}`",
+        f"- Commit {env.get('commit')} against baseline {env.get('baseline')}, Python {env['python']}, "
+        f"{env.get('clock', 'wall')}-clock time; result file `bench/results/{run['_file']}`",
         "",
         "| round | side | workload | per call | batched | engine path | engine p50 |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -504,7 +504,12 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- {workload}: engine path head / baseline = **{ratio:.2f}x** (means of the rounds)"
             )
-    lines += ["", "us per engine step for the whole batch of 64 (one core).", ""]
+    lines += [
+        "",
+        "us per engine step for the whole batch of 64 (one core); per call: one add_tokens and one "
+        "speculate per request.",
+        "",
+    ]
     return lines
 
 

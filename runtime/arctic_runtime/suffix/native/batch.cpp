@@ -40,8 +40,12 @@ void run_batch(SuffixCache& cache, std::vector<BatchRow>& rows, const std::vecto
     if (row.sampled) {
       const int32_t* add = tokens.data() + row.offset;
       if (row.start) {
-        if (row.evict != SuffixCache::kNoKey) cache.evict(row.evict);
+        if (row.evict != SuffixCache::kNoKey) {
+          cache.evict(row.evict);
+          row.evicted = true;
+        }
         row.slot = cache.start(add, row.prompt);
+        row.started = true;
         add += row.prompt;
       }
       if (row.extra > 0) cache.extend(row.slot, add, row.extra);

@@ -60,6 +60,8 @@ struct BatchRow {
   size_t offset = 0;               // the tokens to add: tokens[offset, offset + prompt + extra)
   size_t prompt = 0;
   size_t extra = 0;
+  bool evicted = false;            // set by run_batch: `evict` was dropped
+  bool started = false;            // set by run_batch: the request was started (its slot is set)
   bool done = false;               // set by run_batch once the row is applied
 };
 

@@ -670,8 +670,8 @@ class PyCache {
   void record_started(const nb::tuple& ids) {
     for (size_t i = 0; i < batch_.size(); ++i) {
       const BatchRow& row = batch_[i];
-      if (!row.start || !row.done) continue;
-      if (row.evict != SuffixCache::kNoKey) forget_response(item(ids, i), row.evict);
+      if (row.evicted) forget_response(item(ids, i), row.evict);
+      if (!row.started) continue;
       try {
         register_slot(item(ids, i), row.slot);
       } catch (const nb::python_error&) {
