@@ -13,7 +13,7 @@ VLLM_FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || ech
 STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)
 # The native suffix decoding backend, compiled in place by `pip install -e .` (setup.py); rebuilt
 # whenever its source changes.
-NATIVE_SRC := setup.py runtime/arctic_runtime/suffix/_native.cpp
+NATIVE_SRC := setup.py pyproject.toml $(wildcard runtime/arctic_runtime/suffix/native/*.cpp runtime/arctic_runtime/suffix/native/*.h)
 NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 

@@ -24,9 +24,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{suite.name:16} {suite.device}  {suite.description}")
         return 0
     if args.command == "report":
+        from bench.claims import ClaimError
         from bench.report import write_report
 
-        print(write_report())
+        try:
+            print(write_report())
+        except ClaimError as exc:
+            print(f"bench report: {exc}", file=sys.stderr)
+            return 1
         return 0
     from bench.run import run_suite
 

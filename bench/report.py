@@ -1,7 +1,10 @@
 """Turn ``bench/results/*.json`` into ``docs/benchmarks.md`` (tables) and PNG plots in ``docs/img/``.
 
-Only figures from result files appear in the report; the prose around them lives in
-``bench/report_intro.md`` and is copied verbatim, so rerunning ``make bench-report`` never loses it.
+Only figures from result files appear in the report. The findings around them live in
+``bench/report_intro.md``, where every measured number is a reference to a result file's field
+that is rendered here (``bench/claims.py``); a reference that does not resolve, or a measured-looking
+number written by hand, fails the report, and so does a number in README.md's checked suffix
+paragraph that the findings do not render.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.claims import Claim, ClaimError, check_quoted, loader
+from bench.claims import render as render_claims
+
 REPO = Path(__file__).resolve().parents[1]
 INTRO = Path(__file__).with_name("report_intro.md")
+README = REPO / "README.md"
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
@@ -236,8 +243,9 @@ def tokens_per_step(case: dict[str, Any]) -> float:
     return float(out / (out - accepted)) if out > accepted else float("nan")
 
 
-def implied_speedup_lines(verify: dict[str, Any], acceptance: dict[str, Any] | None) -> list[str]:
-    """Break-even acceptance from the verify suite, and the speedup implied by measured acceptance."""
+def verify_cost_lines(verify: dict[str, Any]) -> list[str]:
+    """The verify suite's cost of a verification step relative to a plain one, per batch size. (No
+    implied speedup: that would divide another run's acceptance by this run's cost.)"""
     ratios = verify.get("ratios", {})
     cases = [c for c in verify["config"]["cases"] if c["kind"] == "latency"]
     engines = sorted(k.split("/")[0] for k in ratios)
@@ -254,24 +262,6 @@ def implied_speedup_lines(verify: dict[str, Any], acceptance: dict[str, Any] | N
     for case in cases:
         cells = [_fmt(ratios[f"{e}/vanilla"][f"{case['name']}.tpot_ms"], 3) for e in engines]
         lines.append(f"| {case['num_prompts']} | " + " | ".join(cells) + " |")
-    lines.append("")
-    if acceptance is None:
-        return lines
-    acc_case = next(iter(next(iter(acceptance["engines"].values())).get("cases", {}).values()), None)
-    if acc_case is None or "verify-k3" not in engines:
-        return lines
-    tau = tokens_per_step(acc_case)
-    lines += [
-        f"Implied per-request decode speedup of n-gram k=3 = tokens per step on real outputs "
-        f"({tau:.3f}, from {acceptance['suite']} {acceptance['created']}, SmolLM2-135M, greedy) "
-        "/ verify-k3 cost:",
-        "",
-        "| batch | implied speedup |",
-        "| ---: | ---: |",
-    ]
-    for case in cases:
-        cost = ratios["verify-k3/vanilla"][f"{case['name']}.tpot_ms"]
-        lines.append(f"| {case['num_prompts']} | {_fmt(tau / cost, 3)} |")
     return [*lines, ""]
 
 
@@ -430,8 +420,12 @@ def suffix_speed_lines(run: dict[str, Any]) -> list[str]:
             f"The engine's own path (`SuffixDrafter.propose`, one call per step, vLLM-style numpy buffer): "
             f"**{r['us_per_step_engine']:.1f} us per step** (p50 {r['us_per_step_engine_p50']:.1f}, "
             f"p90 {r['us_per_step_engine_p90']:.1f}; target {r['target_us_per_step']:.0f}: "
-            f"{'met' if r['meets_target_engine'] else '**not met**'}); batched cache calls "
-            f"{r['us_per_step_batched']:.1f} us.",
+            f"{'met' if r['meets_target_engine'] else '**not met**'})"
+            + (
+                f"; batched cache calls {r['us_per_step_batched']:.1f} us."
+                if "us_per_step_batched" in r
+                else "."
+            ),
             "",
         ]
         if "us_per_step_engine" in r
@@ -484,8 +478,8 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
         "",
         run["description"],
         "",
-        f"- Commit {env.get('commit')} against baseline {env.get('baseline')}, Python {env['python']}; "
-        f"result file `bench/results/{run['_file']}`",
+        f"- Commit {env.get('commit')} against baseline {env.get('baseline')}, Python {env['python']}, "
+        f"{env.get('clock', 'wall')}-clock time; result file `bench/results/{run['_file']}`",
         "",
         "| round | side | workload | per call | batched | engine path | engine p50 |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -494,7 +488,7 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
         r = row["result"]
         lines.append(
             f"| {row['round']} | {row['side']} | {r.get('workload', 'edit')} | {r['us_per_step']:.1f} | "
-            f"{r['us_per_step_batched']:.1f} | {r['us_per_step_engine']:.1f} | "
+            f"{_fmt(r.get('us_per_step_batched'), 1)} | {r['us_per_step_engine']:.1f} | "
             f"{r['us_per_step_engine_p50']:.1f} |"
         )
     engine: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -510,16 +504,31 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- {workload}: engine path head / baseline = **{ratio:.2f}x** (means of the rounds)"
             )
-    lines += ["", "us per engine step for the whole batch of 64 (one core).", ""]
+    lines += [
+        "",
+        "us per engine step for the whole batch of 64 (one core); per call: one add_tokens and one "
+        "speculate per request.",
+        "",
+    ]
     return lines
 
 
-def render(results_dir: Path, docs: Path) -> str:
+def render(
+    results_dir: Path, docs: Path, intro: Path | None = INTRO, claims: list[Claim] | None = None
+) -> str:
+    """The report: ``intro`` (the findings, claims rendered) and a section per result file;
+    ``ClaimError`` if the findings cite what the results do not hold. The rendered claims are
+    appended to ``claims`` when it is given."""
     runs = load_results(results_dir)
     by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_suite[run["suite"]].append(run)
-    lines = [INTRO.read_text().rstrip(), ""] if INTRO.exists() else ["# Benchmarks", ""]
+    lines = ["# Benchmarks", ""]
+    if intro is not None and intro.exists():
+        text, rendered = render_claims(intro.read_text(), loader(results_dir))
+        lines = [text.rstrip(), ""]
+        if claims is not None:
+            claims.extend(rendered)
     lines += [
         "<!-- Generated by `make bench-report` from bench/results/*.json; edit bench/report_intro.md. -->",
         "",
@@ -556,8 +565,7 @@ def render(results_dir: Path, docs: Path) -> str:
             lines += online_lines(run)
             lines += engine_state_lines(run)
             if suite.startswith("verify"):
-                acceptance = max(by_suite.get("acceptance-cpu", []), key=lambda r: r["created"], default=None)
-                lines += implied_speedup_lines(run, acceptance)
+                lines += verify_cost_lines(run)
             png = docs / "img" / f"{run['_file'].removesuffix('.json')}.png"
             if plot_online(run, png):
                 lines += [f"![{suite}: latency vs load](img/{png.name})", ""]
@@ -615,10 +623,20 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
     return lines
 
 
-def write_report(results_dir: Path | None = None, docs: Path | None = None) -> Path:
+def write_report(
+    results_dir: Path | None = None, docs: Path | None = None, readme: Path | None = None
+) -> Path:
+    """Render docs/benchmarks.md; ``ClaimError`` (nothing written) when a finding, or a number in
+    README's checked paragraph, is not backed by the result files."""
     results_dir = results_dir or REPO / "bench" / "results"
     docs = docs or REPO / "docs"
+    readme = readme or README
+    claims: list[Claim] = []
+    text = render(results_dir, docs, claims=claims)
+    problems = check_quoted(readme.read_text(), claims, readme.name) if readme.exists() else []
+    if problems:
+        raise ClaimError("claims not backed by bench/results:\n  " + "\n  ".join(problems))
     docs.mkdir(parents=True, exist_ok=True)
     path = docs / "benchmarks.md"
-    path.write_text(render(results_dir, docs))
+    path.write_text(text)
     return path

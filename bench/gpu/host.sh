@@ -34,6 +34,11 @@ if [[ " $* " == *reference-8b* || " $* " == *suffix* || " $* " == *smollm2* || "
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 python3 -c "from arctic_runtime.suffix import SuffixDecodingCache as C; print('arctic-serve suffix backend:', C().backend)"
+# the native backend is built with nanobind (in the bundle: bundle.sh --wheel nanobind==2.9.2); without it
+# the suffix suites would measure the Python backend
+if [[ " $* " == *suffix* || " $* " == *smollm2* || " $* " == *sampling* ]]; then
+  python3 -c "from arctic_runtime.suffix import native_available as n; raise SystemExit(0 if n() else 'host.sh: the native suffix backend did not build (nanobind missing from the bundle?)')"
+fi
 for suite in "$@"; do
   if [ "$suite" = sampling ]; then  # sampled answers with and without speculation (bench/sampling.py)
     python3 -m bench.sampling --device gpu --out bench/results 2>&1 | grep -E '^bench:|Error|error|^bench/' || true

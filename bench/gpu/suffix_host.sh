@@ -7,9 +7,9 @@
 #   pip download --no-deps nanobind==2.9.2 -d .gpu-files
 # With a baseline (bash bench/gpu/suffix_host.sh .gpu-files/baseline-COMMIT.tar.gz, a tarball of an
 # older checkout: git archive COMMIT runtime operator kernels bench setup.py pyproject.toml README.md),
-# the per-step cost is measured for both, alternated three times on the same host (ratios): this
-# checkout's bench against each side's runtime (an older SuffixDrafter is driven through its own
-# per-row API).
+# the per-step cost is measured for both, alternated four times per workload on the same host
+# (python -m bench.suffix_ab: this checkout's bench against each side's runtime; an older
+# SuffixDrafter is driven through its own per-row API).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-bench/results}
@@ -17,8 +17,9 @@ mkdir -p "$out"
 site=/var/tmp/arctic-site
 tools=/var/tmp/ai-tools
 ai=/var/tmp/ai-site
-rm -rf "$site" && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
 python3 -m pip install -q --no-index --no-deps --target "$tools" .gpu-files/nanobind-*.whl
+# nanobind binds our native suffix backend too (setup.py compiles its runtime into the extension)
+rm -rf "$site" && PYTHONPATH=$tools python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
 rm -rf /var/tmp/ai-src && mkdir -p /var/tmp/ai-src && tar xzf .gpu-files/arctic_inference-0.3.0.tar.gz -C /var/tmp/ai-src
 start=$(date +%s)
 (cd /var/tmp/ai-src/arctic_inference-0.3.0 && PYTHONPATH=$tools python3 -m pip install -q --no-index --no-deps \
@@ -42,15 +43,7 @@ if [ -n "$baseline" ]; then
   base=/var/tmp/base-src
   rm -rf "$base" /var/tmp/base-site && mkdir -p "$base" && tar xzf "$baseline" -C "$base"
   (cd "$base" && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /var/tmp/base-site . 2>&1 | grep -v WARNING || true)
-  # this checkout's bench (engine replay included) against the baseline's runtime, alternated
-  for round in 1 2 3 repeat; do
-    workload=edit
-    [ "$round" = repeat ] && workload=repeat
-    for side in baseline head; do
-      site_path=$site
-      [ "$side" = baseline ] && site_path=/var/tmp/base-site
-      line=$(PYTHONPATH=$site_path:. python3 -m bench.suffix_speed --backend native --workload $workload)
-      echo "{\"round\": \"$round\", \"side\": \"$side\", \"baseline\": \"$(basename "$baseline")\", \"commit\": \"$ARCTIC_BENCH_COMMIT\", \"result\": $line}" | tee -a "$out/suffix-speed-ab.jsonl" | cut -c1-300
-    done
-  done
+  # this checkout's bench against each side's runtime, alternated (bench/suffix_ab.py); JSON in $out
+  python3 -m bench.suffix_ab --baseline "$(basename "$baseline" .tar.gz)" --baseline-site /var/tmp/base-site \
+    --head-site "$site" --rounds 4 --host "$ARCTIC_BENCH_HOST" --out "$out" | tail -4
 fi

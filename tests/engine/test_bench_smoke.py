@@ -49,7 +49,7 @@ def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir:
     ratio = run["ratios"]["arctic-serve-off/vanilla"]
     assert set(ratio) == {"latency-64-16.tpot_ms", "latency-64-16.ttft_ms", "throughput-8x64-32.output_tok_s"}
     assert all(0.2 < r < 5 for r in ratio.values())  # same engine twice: anything else is a harness bug
-    text = render(out, tmp_path / "docs")
+    text = render(out, tmp_path / "docs", intro=None)
     assert "| vanilla |" in text and "| arctic-serve-off |" in text
 
 
@@ -62,5 +62,5 @@ def test_online_cpu_suite_serves_poisson_load_without_failures(tmp_path: Path, s
     row = rows[0]
     assert row["failed"] == 0 and row["requests"] == 8 and row["output_tokens"] == 8 * 16
     assert 0 < row["ttft_s"]["p50"] <= row["e2e_s"]["p50"] and row["tpot_s"]["p50"] > 0
-    text = render(out, tmp_path / "docs")
+    text = render(out, tmp_path / "docs", intro=None)
     assert "| arctic-serve-off | 2 |" in text and "latency vs load" in text

@@ -26,10 +26,9 @@ from arctic_runtime.suffix.tree import (
     NativeBackendUnavailable,
     SuffixConfig,
     SuffixDecodingCache,
-    TreeDraft,
     native_available,
 )
-from tests.unit.suffix_backends import BACKENDS, NATIVE_MISSING, NATIVE_REQUIRED
+from tests.unit.suffix_backends import BACKENDS, NATIVE_MISSING, NATIVE_REQUIRED, trie_tokens
 
 needs_native = pytest.mark.skipif(not native_available() and not NATIVE_REQUIRED, reason=NATIVE_MISSING)
 COUNT_KEYS = ("local_trees", "local_nodes", "cached_responses", "cached_tokens", "global_nodes")
@@ -61,27 +60,18 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(info.value, ImportError)
 
 
-@needs_native
-def test_python_trees_are_python_backend_only() -> None:
-    cache = SuffixDecodingCache(backend="native")
-    cache.start_request(0, [1, 2])
-    with pytest.raises(NotImplementedError, match="only with backend='python'"):
-        cache.global_tree  # noqa: B018
-    with pytest.raises(NotImplementedError, match="only with backend='python'"):
-        cache.local_tree(0)
-
-
 def test_drafts_stay_plain_frozen_dataclasses() -> None:
-    """The native backend fills Draft/TreeDraft the way their generated __init__ does, without
-    calling it: that is only right while they are frozen dataclasses with these fields and no
-    __post_init__."""
-    for cls, names in (
-        (Draft, ["token_ids", "probs", "score", "match_len", "source"]),
-        (TreeDraft, ["token_ids", "parents", "probs", "score", "match_len", "source"]),
-    ):
-        assert [f.name for f in dataclasses.fields(cls)] == names
-        assert not hasattr(cls, "__post_init__")
-        assert vars(cls)["__dataclass_params__"].frozen
+    """The native backend fills Draft the way its generated __init__ does, without calling it: that
+    is only right while it is a frozen dataclass with these fields and no __post_init__."""
+    assert [f.name for f in dataclasses.fields(Draft)] == [
+        "token_ids",
+        "probs",
+        "score",
+        "match_len",
+        "source",
+    ]
+    assert not hasattr(Draft, "__post_init__")
+    assert vars(Draft)["__dataclass_params__"].frozen
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -92,8 +82,6 @@ def test_native_drafts_are_real_drafts(backend: str) -> None:
     assert type(draft) is Draft and draft == Draft([3, 1, 2], [1.0, 1.0, 1.0], 3.0, 5, "local")
     with pytest.raises(dataclasses.FrozenInstanceError):
         draft.score = 1.0  # type: ignore[misc]
-    tree_draft = cache.speculate_tree("r")
-    assert type(tree_draft) is TreeDraft and tree_draft.parents == [-1, 0, 1]
     assert repr(draft).startswith("Draft(token_ids=[3, 1, 2]")
 
 
@@ -107,12 +95,7 @@ def test_errors_match_the_reference(backend: str) -> None:
     for call in (
         lambda: cache.add_tokens(key, [1]),
         lambda: cache.speculate(key),
-        lambda: cache.speculate_tree(key),
         lambda: cache.stop_request(key),
-        lambda: cache.speculate_batch([key]),
-        lambda: cache.add_tokens_batch([(key, [1])]),
-        lambda: cache.add_tokens_and_speculate([(key, [1])]),
-        lambda: cache.tokens(key),
     ):
         with pytest.raises(KeyError) as info:
             call()
@@ -135,7 +118,7 @@ def test_native_token_ids_must_be_32_bit_ints() -> None:
         cache.add_tokens(0, [1.5])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         cache.add_tokens(0, 5)  # type: ignore[arg-type]
-    assert cache.tokens(0) == [2**31 - 1, -(2**31)]  # failed calls add nothing
+    assert trie_tokens(cache, 0) == [2**31 - 1, -(2**31)]  # failed calls add nothing
 
 
 # ----------------------------------------------------------------------------- memory
@@ -202,6 +185,29 @@ class Pair:
         self.check_state()
         return results[0][1]
 
+    def same_error(self, method: str, *args: Any) -> tuple[str, str]:
+        """``same``, for a call that must raise on both: (exception type name, message)."""
+        calls = self.calls
+        message = self.same(method, *args)
+        self.calls = calls + 1
+        kind = type(message).__name__
+        assert isinstance(message, str), f"{method}{args!r} returned {message!r} ({kind}) instead of raising"
+        for cache in (self.ref, self.nat):
+            try:
+                getattr(cache, method)(*args)
+            except (KeyError, ValueError, TypeError) as exc:
+                return type(exc).__name__, str(exc)
+        raise AssertionError(f"{method} did not raise")
+
+    def same_tokens(self, req: Hashable) -> list[int] | None:
+        """The request's tokens in both caches' local tries (None on both if it is not active)."""
+        if req not in self.ref.active_requests:
+            assert req not in self.nat.active_requests
+            return None
+        tokens = trie_tokens(self.ref, req)
+        assert trie_tokens(self.nat, req) == tokens
+        return tokens
+
     def check_state(self) -> None:
         ref, nat = self.ref.memory_estimate(), self.nat.memory_estimate()
         assert {k: ref[k] for k in COUNT_KEYS} == {k: nat[k] for k in COUNT_KEYS}
@@ -254,20 +260,16 @@ def drive(pair: Pair, rng: random.Random, ops: int, vocab: int, ids: list[Hashab
         elif roll < 0.40:
             new = tokens(6)
             pair.same("add_tokens", req, new)
-        elif roll < 0.62:
-            pair.same("speculate", req, cap)
         elif roll < 0.72:
-            budget = rng.choice([None, None, 0, 1, 3, 8, 40])
-            pair.same("speculate_tree", req, cap, budget)
+            pair.same("speculate", req, cap)
         elif roll < 0.80:
-            batch = [(r, tokens(3)) for r in rng.sample(active, rng.randint(1, len(active)))]
-            pair.same("add_tokens_and_speculate", batch, cap)
-        elif roll < 0.84:
-            pair.same("speculate_batch", list(active), cap)
-        elif roll < 0.87:
+            for r in rng.sample(active, rng.randint(1, len(active))):  # one engine step
+                pair.same("add_tokens", r, tokens(3))
+                pair.same("speculate", r, cap)
+        elif roll < 0.85:
             pair.same("evict_response", rng.choice(ids))
         elif roll < 0.90:
-            pair.same("tokens", req)
+            pair.same_tokens(req)
         else:
             keep = rng.random() < 0.8
             pair.same("stop_request", req, cache_response=keep)
@@ -329,7 +331,6 @@ def test_global_matches_equal_the_reference(
         for j in range(len(contexts)):
             pair.same("speculate", ("ctx", j))
             pair.same("add_tokens", ("ctx", j), response[:2])
-            pair.same("speculate_tree", ("ctx", j), None, 6)
 
 
 @needs_native
@@ -348,32 +349,14 @@ def test_evicting_a_response_changes_the_global_match() -> None:
     assert pair.same("speculate", "a").token_ids == [8]
 
 
-@needs_native
-def test_batch_updates_unpack_like_the_reference() -> None:
-    pair = Pair(SuffixConfig())
-    pair.same("start_request", "a", [1, 2, 3, 1, 2])
-    pair.same("add_tokens_batch", [["a", [3]], ("a", (1,))])  # lists and tuples
-    assert pair.same("add_tokens_and_speculate", [("a", [2])]) == [
-        Draft([3, 1, 2], [1.0, 1.0, 1.0], 3.0, 5, "local")
-    ]
-    updates: list[tuple[Hashable, list[int]]] = [("a", [])]
-    for cache in (pair.ref, pair.nat):  # any iterable of pairs
-        assert cache.speculate_batch(r for r in ["a"]) == cache.add_tokens_and_speculate(iter(updates))
-    for bad in ([("a",)], [("a", [1], 2)], [5], [("b", [1])]):
-        pair.same("add_tokens_batch", bad)
-        pair.same("add_tokens_and_speculate", bad)
-    pair.same("speculate_batch", 5)
-    assert pair.same("tokens", "a") == [1, 2, 3, 1, 2, 3, 1, 2]
-
-
 # ----------------------------------------------------------------------------- policies, differentially
 
 
 @needs_native
 @pytest.mark.parametrize("seed", range(4))
 def test_concurrent_requests_give_identical_results(seed: int) -> None:
-    """Many requests decoding at once, one engine step at a time (add_tokens_and_speculate and tree
-    drafts), from a shared pool of phrases: they match each other's live responses; some are aborted,
+    """Many requests decoding at once, one engine step at a time (add_tokens then speculate per
+    request), from a shared pool of phrases: they match each other's live responses; some are aborted,
     some finish, finished responses are evicted (FIFO and evict_response), ids are reused."""
     rng = random.Random(7000 + seed)
     depth = [8, 16, 24, 64][seed]
@@ -402,10 +385,10 @@ def test_concurrent_requests_give_identical_results(seed: int) -> None:
         for req in active:
             phrase = rng.choice(phrases) if rng.random() < 0.8 else [rng.randrange(12)]
             updates.append((req, phrase[: rng.randint(1, len(phrase))]))
-        pair.same("add_tokens_and_speculate", updates)
+        for req, phrase in updates:
+            pair.same("add_tokens", req, phrase)
+            pair.same("speculate", req)
         for req in list(active):
-            if rng.random() < 0.2:
-                pair.same("speculate_tree", req, None, rng.choice([None, 3, 10]))
             if rng.random() < 0.08:
                 pair.same("stop_request", req, cache_response=rng.random() < 0.7)
                 del active[req]
@@ -441,19 +424,7 @@ def test_a_request_reaching_another_live_requests_tail_end() -> None:
     pair.same("add_tokens", 0, [1, 0, 1])
     assert pair.same("speculate", 1) == Draft([1], [1.0], 1.0, 1, "global")
     pair.same("add_tokens", 1, [1, 0])
-    pair.same("speculate_tree", 1)
-
-
-@needs_native
-def test_tail_stamps_break_tree_ties_like_the_reference() -> None:
-    """A tree draft whose equal-probability candidates include tail nodes of the local trie (whose
-    stamps are their tokens' clocks) and plain nodes of other parents (found by fuzzing)."""
-    pair = Pair(SuffixConfig(max_depth=6, max_spec_tokens=4, max_spec_factor=5.0, min_token_prob=0.0))
-    sequence = [1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1]
-    sequence += [0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 1]
-    pair.same("start_request", 0, sequence)
-    draft = pair.same("speculate_tree", 0, None, 200)
-    assert len(draft.token_ids) == 25
+    pair.same("speculate", 1)
 
 
 @needs_native
@@ -471,10 +442,8 @@ def test_renumbered_stamps_give_identical_results(seed: int) -> None:
     for _ in range(40):
         native._advance_stamp_clock(2**32 - 1 - rng.randrange(30))
         for req in range(4):
-            pair.same(
-                "add_tokens_and_speculate", [(req, [rng.randrange(3) for _ in range(rng.randrange(6))])]
-            )
-            pair.same("speculate_tree", req)
+            pair.same("add_tokens", req, [rng.randrange(3) for _ in range(rng.randrange(6))])
+            pair.same("speculate", req)
         req = rng.randrange(4)
         pair.same("stop_request", req, cache_response=rng.random() < 0.8)
         pair.same("start_request", req, [rng.randrange(3) for _ in range(rng.randrange(12))])
@@ -534,7 +503,7 @@ def test_engine_batches_give_identical_results(seed: int, layout: str) -> None:
             assert flag or draft == []
             assert len(history[req]) + len(draft) <= max_model_len - 1 or draft == []
             if flag:
-                assert pair.same("tokens", req) == history[req]  # the tries hold prompt + output
+                assert pair.same_tokens(req) == history[req]  # the tries hold prompt + output
         for gone in pair.ref.active_requests - set(rows):  # left the batch this step: the caller stops it
             pair.same("stop_request", gone)
         for req in [r for r in history if len(history[r]) >= max_model_len or rng.random() < 0.03]:
@@ -543,22 +512,34 @@ def test_engine_batches_give_identical_results(seed: int, layout: str) -> None:
 
 @needs_native
 def test_engine_batch_errors() -> None:
+    """Bad input raises with nothing applied, the same error on both backends."""
     np = pytest.importorskip("numpy")
     pair = Pair(SuffixConfig())
     rows = np.array([[1, 2, 3, 0]], dtype=np.int32)
     args = (["a"], rows, [3], [2], [[1]], None, 100)
     assert pair.same("sync_and_draft", *args) == [[]]
-    assert pair.same("tokens", "a") == [1, 2, 3]
+    assert pair.same_tokens("a") == [1, 2, 3]
     assert pair.nat.num_active_requests == pair.ref.num_active_requests == 1
-    for cache in (pair.ref, pair.nat):  # a row too few: the rows before it are done, "b" is not started
-        with pytest.raises(IndexError):
-            cache.sync_and_draft(["a", "b"], rows, [3, 3], [2, 2], [[1], [1]], None, 100)
-    pair.check_state()
-    pair.same("sync_and_draft", ["a"], rows, [3], [2], [[1]], "x", 100)  # a cap that is no int
-    with pytest.raises(TypeError, match="token_rows: expected a 2-D array of signed integers"):
+    two = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=np.int32)
+    for bad in (
+        (["a", "b"], rows, [4, 3], [2, 2], [[1], [1]], None, 100),  # a row too few: nothing applied
+        (["a", "b"], two, [4], [2, 2], [[1], [1]], None, 100),  # a count too few
+        (["a", "b"], two, [4, 3], [2, 2], [[1]], None, 100),  # a flag too few
+        (["b", "b"], two, [3, 4], [2, 2], [[1], [1]], None, 100),  # one request twice
+        (["a", "c"], two, [4, 4], [2, "x"], [[1], [1]], None, 100),  # a prompt length that is no int
+        (["a"], rows, [4], [2], [[1]], "x", 100),  # a cap that is no int
+    ):
+        assert pair.same_error("sync_and_draft", *bad)[0] in ("ValueError", "TypeError")
+        assert pair.same_tokens("a") == [1, 2, 3] and pair.same_tokens("b") is None
+    with pytest.raises(ValueError, match=r"^token_rows: 1 rows for 2 request ids"):
+        pair.nat.sync_and_draft(["a", "b"], rows, [4, 3], [2, 2], [[1], [1]], None, 100)
+    with pytest.raises(ValueError, match=r"^req_ids: request 'b' appears in rows 0 and 1"):
+        pair.nat.sync_and_draft(["b", "b"], two, [3, 4], [2, 2], [[1], [1]], None, 100)
+    with pytest.raises(TypeError, match="token_rows: expected a 2-D array of integers"):
         pair.nat.sync_and_draft(["a"], rows.astype(np.float32), [3], [2], [[1]], None, 100)
     with pytest.raises(TypeError, match="num_tokens: expected a 1-D array"):
         pair.nat.sync_and_draft(["a"], rows, np.array([[3]]), [2], [[1]], None, 100)
     with pytest.raises(OverflowError, match="does not fit in 32 bits"):
         pair.nat.sync_and_draft(["c"], np.array([[2**40, 1]]), [2], [1], [[1]], None, 100)
     assert pair.nat.active_requests == {"a"}
+    pair.check_state()

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arctic_runtime.suffix import Draft, SuffixConfig, SuffixDecodingCache, SuffixTree, TreeDraft
-from arctic_runtime.suffix.tree import BackendChoice, draft_limit, speculate_path, speculate_tree
-from tests.unit.suffix_backends import BACKENDS
+from arctic_runtime.suffix import Draft, SuffixConfig, SuffixDecodingCache
+from arctic_runtime.suffix.tree import BackendChoice, SuffixTree, draft_limit, speculate_path
+from tests.unit.suffix_backends import BACKENDS, global_tree, local_tree, trie_tokens
 
 backends = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -30,7 +30,6 @@ def test_a_shorter_match_wins_when_it_scores_more(backend: BackendChoice) -> Non
     cache.start_request(0, [1, 2, 3, 4, 0] * 10 + [9, 1, 2, 7, 0, 9, 1, 2, 8, 0, 9, 1, 2])
     expected = Draft([3, 4], [5 / 6, 5 / 6], 5 / 6 + 5 / 6, 2, "local")
     assert cache.speculate(0) == expected
-    assert cache.speculate_tree(0) == TreeDraft([3, 4], [-1, 0], [5 / 6, 5 / 6], 5 / 3, 2, "local")
     # With four tokens allowed the 4-token match drafts [8, 0, 9, 1] at 0.5 each (score 2) and the
     # 2-token match may still draft only 2 tokens: the longer one wins.
     wider = SuffixDecodingCache(max_spec_tokens=4, backend=backend)
@@ -65,8 +64,6 @@ def test_equal_counts_go_to_the_most_recent_child(backend: BackendChoice, first:
         cache.stop_request(i)
     cache.start_request("q", [1, 2])
     assert cache.speculate("q", max_spec_tokens=1) == Draft([second], [0.5], 0.5, 2, "global")
-    tree = cache.speculate_tree("q", max_nodes=2)
-    assert tree.token_ids == [second, first] and tree.parents == [-1, -1]  # newest first
     # Counted again in the other order: 2 : 2, and `first` was counted last, so it wins though it
     # was inserted first.
     for i, token in enumerate((second, first), start=2):
@@ -195,40 +192,30 @@ def test_evict_response_leaves_a_live_response_of_the_same_id(backend: BackendCh
 # ----------------------------------------------------------------------------- the shortcuts
 
 
-def _brute_force(
-    cache: SuffixDecodingCache, req_id: Hashable, live_key: dict[Hashable, int], tree: bool
-) -> Draft | TreeDraft:
+def _brute_force(cache: SuffixDecodingCache, req_id: Hashable, live_key: dict[Hashable, int]) -> Draft:
     """The matching policy without shortcuts: draft from every length of both tries."""
     cfg = cache.config
-    context = cache.tokens(req_id)
+    context = trie_tokens(cache, req_id)
     n = len(context)
     longest = min(n, cfg.max_match_len)
-    best: Draft | TreeDraft = TreeDraft() if tree else Draft()
 
-    def consider(trie: SuffixTree, own_len: int, source: str, best: Draft | TreeDraft) -> Draft | TreeDraft:
+    def consider(trie: SuffixTree, own_len: int, source: str, best: Draft) -> Draft:
         for length in range(longest, 0, -1):
             node = trie.walk(context, n - length)
             if node is None or not node.children:
                 continue
             limit = draft_limit(length, cfg.max_spec_tokens, cfg.max_spec_factor, cfg.max_spec_offset)
-            discount = length <= own_len
-            if tree:
-                tokens, parents, probs = speculate_tree(
-                    node, limit, cfg.max_spec_tokens, cfg.min_token_prob, discount_self=discount
-                )
-                candidate: Draft | TreeDraft = TreeDraft(tokens, parents, probs, sum(probs), length, source)  # type: ignore[arg-type]
-            else:
-                tokens, probs = speculate_path(node, limit, cfg.min_token_prob, discount_self=discount)
-                candidate = Draft(tokens, probs, sum(probs), length, source)  # type: ignore[arg-type]
+            tokens, probs = speculate_path(node, limit, cfg.min_token_prob, discount_self=length <= own_len)
+            candidate = Draft(tokens, probs, sum(probs), length, source)  # type: ignore[arg-type]
             if tokens and candidate.score > best.score:
                 best = candidate
         return best
 
-    best = consider(cache.local_tree(req_id), longest, "local", best)
-    global_tree = cache.global_tree
-    if req_id in live_key and global_tree.root.count:
-        own_len = len(global_tree.tokens(live_key[req_id]))
-        best = consider(global_tree, own_len, "global", best)
+    best = consider(local_tree(cache, req_id), longest, "local", Draft())
+    shared = global_tree(cache)
+    if req_id in live_key and shared.root.count:
+        own_len = len(shared.tokens(live_key[req_id]))
+        best = consider(shared, own_len, "global", best)
     return best
 
 
@@ -260,8 +247,7 @@ def test_pruned_search_equals_scoring_every_length(
         req = which % len(prompts)
         cache.add_tokens(req, tokens)
         for other in range(len(prompts)):
-            assert cache.speculate(other) == _brute_force(cache, other, live_key, tree=False)
-            assert cache.speculate_tree(other) == _brute_force(cache, other, live_key, tree=True)
+            assert cache.speculate(other) == _brute_force(cache, other, live_key)
 
 
 def test_the_shortcuts_skip_most_lengths(monkeypatch: pytest.MonkeyPatch) -> None:

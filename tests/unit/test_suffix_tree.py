@@ -3,25 +3,15 @@ backends (``suffix_backends.BACKENDS``); the trie-level ones test the Python ref
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arctic_runtime.suffix import (
-    Draft,
-    SuffixConfig,
-    SuffixConfigError,
-    SuffixDecodingCache,
-    SuffixTree,
-    draft_limit,
-    speculate_path,
-    speculate_tree,
-)
-from arctic_runtime.suffix.tree import BackendChoice, Snapshot
-from tests.unit.suffix_backends import BACKENDS
+from arctic_runtime.suffix import Draft, SuffixConfig, SuffixConfigError, SuffixDecodingCache
+from arctic_runtime.suffix.tree import BackendChoice, SuffixTree, draft_limit, speculate_path
+from tests.unit.suffix_backends import BACKENDS, Snapshot, count_nodes, global_tree, snapshot
 
 backends = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -60,14 +50,14 @@ def test_counts_on_a_small_sequence() -> None:
     assert count(tree, [1, 2, 1, 2, 3]) == 1
     assert count(tree, [3, 1]) == 0
     # distinct substrings: 1 2 3 | 12 21 23 | 121 212 123 | 1212 2123 | 12123
-    assert tree.num_nodes == tree.count_nodes() == 12
+    assert tree.num_nodes == count_nodes(tree) == 12
 
 
 def test_depth_is_truncated() -> None:
     tree = build([[1, 2, 3, 4, 5]], max_depth=2)
     assert count(tree, [1, 2]) == 1
     assert tree.walk([1, 2, 3]) is None
-    assert tree.num_nodes == tree.count_nodes() == 5 + 4  # 5 singles, 4 pairs
+    assert tree.num_nodes == count_nodes(tree) == 5 + 4  # 5 singles, 4 pairs
 
 
 def test_incremental_extend_equals_one_shot() -> None:
@@ -75,7 +65,7 @@ def test_incremental_extend_equals_one_shot() -> None:
     chunked = SuffixTree(3)
     for chunk in ([4], [5, 4], [], [5, 6, 4], [5]):
         chunked.extend(0, chunk)
-    assert chunked.snapshot() == one_shot.snapshot()
+    assert snapshot(chunked) == snapshot(one_shot)
     assert list(chunked.tokens(0)) == [4, 5, 4, 5, 6, 4, 5]
 
 
@@ -83,10 +73,10 @@ def test_two_sequences_share_nodes_and_remove_restores_counts() -> None:
     tree = build([[1, 2, 3], [2, 3, 4]])
     assert count(tree, [2, 3]) == 2 and tree.root.count == 6
     tree.remove(0)
-    assert tree.snapshot() == build([[2, 3, 4]]).snapshot()
-    assert tree.num_nodes == tree.count_nodes()
+    assert snapshot(tree) == snapshot(build([[2, 3, 4]]))
+    assert tree.num_nodes == count_nodes(tree)
     tree.remove(1)
-    assert tree.snapshot() == (0, {}) and tree.num_nodes == 0 and len(tree) == 0
+    assert snapshot(tree) == (0, {}) and tree.num_nodes == 0 and len(tree) == 0
     with pytest.raises(KeyError):
         tree.remove(1)
 
@@ -109,13 +99,6 @@ def test_match_finds_the_longest_suffix_with_a_continuation() -> None:
     assert tree.match([2, 3, 5], require_continuation=False)[1] == 3
 
 
-def test_match_sequence_uses_the_requests_own_tail() -> None:
-    tree = build([[1, 2, 3, 4, 1, 2, 3]])
-    node, length = tree.match_sequence(0)
-    assert length == 3 and list(node.children) == [4]
-    assert node.count == 2  # the earlier occurrence and the request's own, current one
-
-
 token_lists = st.lists(st.integers(0, 3), max_size=30)
 
 
@@ -126,9 +109,6 @@ def test_match_equals_longest_first_search(
 ) -> None:
     tree = build(sequences, max_depth=6)
     assert tree.match(context, max_len=limit)[1] == brute_force_match(tree, context, limit)
-    # Matching a sequence of the tree against itself: the fast path agrees with the walk.
-    own = sequences[0]
-    assert tree.match_sequence(0, limit)[1] == tree.match(own, max_len=limit)[1]
 
 
 # ----------------------------------------------------------------------------- speculation
@@ -183,36 +163,6 @@ def test_spec_factor_limits_draft_length_to_the_match_length(backend: BackendCho
         assert draft.match_len == 2 and len(draft.token_ids) == expected
 
 
-def test_tree_draft_has_branches_and_valid_parents() -> None:
-    # After [1, 2]: 3 (twice) then 5/6, and 4 (once).
-    tree = build([[1, 2, 3, 5, 0, 1, 2, 3, 6, 0, 1, 2, 4, 0]])
-    node = tree.walk([1, 2])
-    assert node is not None
-    tokens, parents, probs = speculate_tree(node, limit=4, max_nodes=10, min_token_prob=0.2)
-    # 3 (2/3) first; then five candidates of 1/3 each are taken newest first (higher stamp): 4 and
-    # its 0 (counted at the end of the sequence), then 6 and what follows it, then 5 and its tail.
-    assert tokens == [3, 4, 0, 6, 0, 1, 5, 0, 1]
-    assert parents == [-1, -1, 1, 0, 3, 4, 0, 6, 7]
-    for i, parent in enumerate(parents):
-        assert parent < i
-        assert probs[i] <= (1.0 if parent == -1 else probs[parent])
-    assert all(p >= 0.2 for p in probs)
-    assert len(speculate_tree(node, limit=1, max_nodes=10, min_token_prob=0.0)[0]) == 2  # depth 1 only
-    assert len(speculate_tree(node, limit=4, max_nodes=3, min_token_prob=0.0)[0]) == 3
-
-
-@backends
-def test_cache_tree_draft(backend: BackendChoice) -> None:
-    cache = SuffixDecodingCache(backend=backend)
-    cache.start_request(0, [1, 2, 3, 1, 2, 4, 1, 2, 3, 9, 1, 2])
-    draft = cache.speculate_tree(0)
-    # After [1, 2]: 3 twice, 4 once; after [1, 2, 3]: 1 once, 9 once. 9 and 4 tie at 1/3: 9 was
-    # counted more recently, so it is taken first.
-    assert draft.source == "local" and draft.match_len == 2
-    assert draft.token_ids == [3, 9, 4, 1, 1] and draft.parents == [-1, 0, -1, 2, 0]
-    assert math.isclose(draft.score, sum(draft.probs))
-
-
 # ----------------------------------------------------------------------------- the cache
 
 
@@ -261,8 +211,8 @@ def test_eviction_is_fifo_and_bounded(backend: BackendChoice) -> None:
     assert memory["estimated_bytes"] == memory["global_nodes"] * memory["bytes_per_node"]
     assert memory["allocated_bytes"] >= memory["estimated_bytes"]
     if backend == "python":  # the Python SuffixTree itself
-        assert cache.global_tree.snapshot() == build(responses[2:], max_depth=64).snapshot()
-        assert memory["global_nodes"] == cache.global_tree.count_nodes()
+        assert snapshot(global_tree(cache)) == snapshot(build(responses[2:], max_depth=64))
+        assert memory["global_nodes"] == count_nodes(global_tree(cache))
     # Only the last two responses are left: 40 41 is continued by 42, 10 11 is gone.
     cache.start_request("y", [40, 41])
     assert cache.speculate("y").token_ids == [42]
@@ -301,28 +251,7 @@ def test_stop_request_frees_the_local_tree(backend: BackendChoice) -> None:
     with pytest.raises(KeyError):
         cache.speculate("a")
     cache.start_request("a", [9])  # an id can be reused once stopped
-    assert cache.speculate_batch(["a"]) == [Draft()]
-
-
-@backends
-def test_batch_helpers_match_single_calls(backend: BackendChoice) -> None:
-    cache = SuffixDecodingCache(backend=backend)
-    for req_id in range(3):
-        cache.start_request(req_id, [req_id, 7, 8, 9, req_id, 7, 8])
-    cache.add_tokens_batch([(0, [9]), (1, [])])
-    assert cache.speculate_batch(range(3)) == [cache.speculate(i) for i in range(3)]
-    assert cache.speculate_batch(range(3), 1) == [cache.speculate(i, max_spec_tokens=1) for i in range(3)]
-    single = SuffixDecodingCache(backend=backend)
-    for req_id in range(3):
-        single.start_request(req_id, [req_id, 7, 8, 9, req_id, 7, 8])
-    single.add_tokens_batch([(0, [9]), (1, [])])
-    updates = [(0, [7, 8]), (2, [9]), (1, [])]
-    expected = []
-    for req_id, tokens in updates:
-        single.add_tokens(req_id, tokens)
-        expected.append(single.speculate(req_id))
-    assert cache.add_tokens_and_speculate(updates) == expected
-    assert cache.tokens(0) == single.tokens(0) == [0, 7, 8, 9, 0, 7, 8, 9, 7, 8]
+    assert cache.speculate("a") == Draft()
 
 
 # ----------------------------------------------------------------------------- eviction property
@@ -349,13 +278,13 @@ def test_remove_leaves_exactly_the_tree_of_the_rest(
     for i, seq in enumerate(sequences):
         if i not in gone:
             rest.extend(i, seq)
-    assert tree.snapshot() == rest.snapshot()
-    assert tree.num_nodes == tree.count_nodes() == rest.num_nodes
+    assert snapshot(tree) == snapshot(rest)
+    assert tree.num_nodes == count_nodes(tree) == rest.num_nodes
     for i in range(len(sequences)):
         if i not in gone:
             tree.remove(i)
     empty: Snapshot = (0, {})
-    assert tree.snapshot() == empty and tree.num_nodes == 0
+    assert snapshot(tree) == empty and tree.num_nodes == 0
 
 
 @settings(max_examples=25, deadline=None)
@@ -367,7 +296,7 @@ def test_global_tree_holds_exactly_the_last_responses(responses: list[list[int]]
         cache.start_request(i, [9])
         cache.add_tokens(i, response)
         cache.stop_request(i)
-    assert cache.global_tree.snapshot() == build(responses[-3:], max_depth=6).snapshot()
+    assert snapshot(global_tree(cache)) == snapshot(build(responses[-3:], max_depth=6))
 
 
 # ----------------------------------------------------------------------------- configuration

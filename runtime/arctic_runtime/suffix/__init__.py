@@ -17,14 +17,11 @@ Public API (``SuffixDecodingCache``)::
     cache.start_request(req_id, prompt_ids)   # build the local trie from the prompt
     cache.add_tokens(req_id, token_ids)       # generated tokens: local trie + live response (global)
     draft = cache.speculate(req_id)           # Draft(token_ids, probs, score, match_len, source)
-    drafts = cache.speculate_batch(req_ids)   # one Draft per request, in order
-    tree = cache.speculate_tree(req_id)       # TreeDraft(token_ids, parents, probs, ...)
     cache.stop_request(req_id)                # free the local trie, keep the response (FIFO)
     cache.stop_request(req_id, cache_response=False)   # abort: take the response out as well
     cache.evict_response(req_id)              # drop the finished response req_id left cached
-    drafts = cache.add_tokens_and_speculate([(req_id, token_ids), ...])  # a whole step, one call
     token_lists = cache.sync_and_draft(req_ids, token_rows, num_tokens, num_prompt_tokens, sampled,
-                                       max_spec_tokens, max_model_len)  # an engine's batch, as is
+                                       max_spec_tokens, max_model_len)  # an engine's batch, one call
     cache.num_active_requests                 # how many requests are active
     cache.memory_estimate()                   # node counts and bytes
     cache.backend                             # "native" or "python"
@@ -34,17 +31,21 @@ raises ``SuffixConfigError``, a ``ValueError``, naming the field and its allowed
 
 Backends (``SuffixDecodingCache(..., backend="auto" | "native" | "python")``):
 
-* **native**: the whole cache in C++ (``_native.cpp``, plain CPython C API, compiled by setuptools
+* **native**: the whole cache in C++ (``native/``: the trie, the cache, drafting and the engine's
+  batch in plain C++, bound to Python with nanobind in ``native/bindings.cpp``; compiled by setuptools
   when the package is installed: ``pip install -e .`` / ``make setup``; optional, so an install
-  without a C++17 compiler still works). One Python->C call per request per step (or one per step
-  with ``add_tokens_and_speculate`` / ``sync_and_draft``), no Python object per node. ``auto`` (the
+  without a C++17 compiler still works). One Python->C call per request per step, or one per step
+  for the engine's whole batch (``sync_and_draft``, which reads vLLM's numpy buffers in place); no
+  Python object per node. Inputs are copied or pinned before any Python code can run, and a call
+  arriving while another runs on the same cache raises ``RuntimeError``
+  (``tests/unit/test_suffix_native_fuzz.py`` throws adversarial inputs at it). ``auto`` (the
   default) uses it when it imports; ``native`` raises ``NativeBackendUnavailable`` (an
   ``ImportError``) when it does not.
-* **python**: ``tree.py``'s ``SuffixTree``, the readable reference; ``global_tree`` and
-  ``local_tree`` (which return ``SuffixTree`` objects) exist only on this backend.
+* **python**: ``tree.py``'s ``SuffixTree``, the readable reference.
 
 Both give identical drafts (tokens, probabilities to the last bit, scores, match lengths, sources,
-tie-breaking) and node counts; tests/unit/test_suffix_native.py checks it with random operations.
+tie-breaking), node counts and errors; tests/unit/test_suffix_native.py checks it with random
+operations.
 The native backend takes token ids that fit in a signed 32-bit int (``OverflowError`` otherwise).
 
 Policies:
@@ -60,7 +61,7 @@ Policies:
   node is skipped (every occurrence of the shorter suffix extends to the longer one, so its draft
   is the longer one's or a prefix of it; the caveat: after a removal from the global trie, stale
   stamps could make it break a tie differently, and it is skipped all the same), and the search
-  stops once ``draft_limit(L)`` (for tree drafts, also the node budget) is at most the best score,
+  stops once ``draft_limit(L)`` is at most the best score,
   since a score is a sum of probabilities of at most 1 each. In the local trie the node of length
   ``L`` is the request's active node at depth ``L`` (no walking). The request's own, current
   occurrence of the suffix (at the very end, with no next token yet) is no evidence and is
@@ -72,8 +73,6 @@ Policies:
   ``draft_limit(L)`` tokens. A draft's score is the sum of its path probabilities (expected accepted
   tokens). ``speculate`` returns the better of the local and global bests: the global one only if it
   scores strictly more (ties go to local; source "none" with no tokens if neither drafts anything).
-  ``speculate_tree`` drafts a tree best-first by path probability within the same limits and
-  budget (``max_nodes``, default the token cap) and chooses over lengths and tries the same way.
 * **Global trie**: live. ``add_tokens`` inserts the tokens into the request's response in the global
   trie at once, so concurrent requests draft from each other's answers as they are written.
   ``stop_request`` keeps a non-empty response there and enrolls it in the FIFO of finished responses;
@@ -85,17 +84,16 @@ Policies:
 * **Tie-breaking**: between children with equal counts, the one incremented most recently wins.
   Each trie has a clock that moves on by one per appended token; every node a token increments
   takes the clock's new value as its stamp (removals leave stamps alone). Siblings never share a
-  stamp. Tree drafts take the most probable candidate first, then the higher stamp, then the one
-  pushed first (children are pushed oldest first).
+  stamp.
 * **Cost**: appending a token costs O(max_depth) per trie (local and global; natively only the
   depths where the suffix is not unique touch memory, see Memory); a speculation looks at
   up to ``max_depth - max_spec_tokens`` lengths per trie, each an array lookup, and drafts only from
   the lengths where the count changes; the global trie's nodes for suffixes reaching into the
   prompt (the first ``max_depth - max_spec_tokens`` tokens of a response) come from matching
-  statistics over suffix links, O(1) amortized per context token. Measured with ``python -m
-  bench.suffix_speed`` (64 requests, depth 64, update + speculate for the whole batch, one core of a
-  shared AMD EPYC VM, CPython 3.11): ~200-210 us per engine step natively with one call per request
-  (~140 update, ~63 speculate), ~170-185 us with ``add_tokens_and_speculate``; ~30 ms in Python.
+  statistics over suffix links, O(1) amortized per context token. What that costs per engine step
+  is measured by ``python -m bench.suffix_speed`` (batch 64, depth 64, on one CPU core); the numbers,
+  each with its machine, commit and result file, are in docs/benchmarks.md (``suffix-speed``),
+  where ``make bench-report`` checks them against bench/results.
 * **Memory**: the reference's trie has up to ``max_depth`` nodes per token (not a compressed suffix
   tree). A Python node is ~280 bytes (an object of three slots and a dict). A native node record is
   20 bytes (token, count, first child, next sibling, stamp) and 8 more in the global trie (previous
@@ -121,12 +119,7 @@ from arctic_runtime.suffix.tree import (
     SuffixConfig,
     SuffixConfigError,
     SuffixDecodingCache,
-    SuffixTree,
-    TreeDraft,
-    draft_limit,
     native_available,
-    speculate_path,
-    speculate_tree,
 )
 
 __all__ = [
@@ -138,10 +131,5 @@ __all__ = [
     "SuffixConfig",
     "SuffixConfigError",
     "SuffixDecodingCache",
-    "SuffixTree",
-    "TreeDraft",
-    "draft_limit",
     "native_available",
-    "speculate_path",
-    "speculate_tree",
 ]

@@ -6,7 +6,7 @@ holds three layers:
 * ``SuffixTree``: a trie over every suffix of each inserted sequence, truncated at ``max_depth``
   tokens, with occurrence counts and recency stamps; incremental ``extend``, exact ``remove``,
   ``match``.
-* ``speculate_path`` / ``speculate_tree``: drafts read off a matched node.
+* ``speculate_path``: a draft read off a matched node.
 * ``SuffixConfig`` and ``SuffixDecodingCache``: per-request local trees plus one global tree of the
   responses of active and recently finished requests, the search over match lengths and the choice
   between the tries' drafts. The cache runs either on these Python
@@ -29,13 +29,12 @@ stamps alone). Siblings never share a stamp (one token increments at most one ch
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import index
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from arctic_runtime.suffix._native import Cache as _NativeCache
@@ -63,10 +62,6 @@ class _Node:
         self.count = 0
         self.stamp = 0
         self.children: dict[int, _Node] = {}
-
-
-Snapshot = tuple[int, dict[int, "Snapshot"]]
-"""A trie as plain data: ``(count, {token: child snapshot})``; for tests and debugging."""
 
 
 class SuffixTree:
@@ -177,24 +172,6 @@ class SuffixTree:
         (do not modify). Each count includes the sequence's own, current occurrence."""
         return self._active[seq_id]
 
-    def count_nodes(self) -> int:
-        """Nodes counted by walking the trie (O(nodes); for tests)."""
-        total = 0
-        stack = [self.root]
-        while stack:
-            node = stack.pop()
-            total += len(node.children)
-            stack.extend(node.children.values())
-        return total
-
-    def snapshot(self) -> Snapshot:
-        """The whole trie as nested plain data (for tests)."""
-
-        def snap(node: _Node) -> Snapshot:
-            return (node.count, {tok: snap(child) for tok, child in sorted(node.children.items())})
-
-        return snap(self.root)
-
     def walk(self, tokens: Sequence[int], start: int = 0, node: _Node | None = None) -> _Node | None:
         """The node reached from ``node`` (default: the root) along ``tokens[start:]``, or None."""
         current = self.root if node is None else node
@@ -254,32 +231,6 @@ class SuffixTree:
                 lo, lo_node = mid, node
         return lo_node, lo
 
-    def match_sequence(self, seq_id: Hashable, max_len: int | None = None) -> tuple[_Node, int]:
-        """``match(tokens(seq_id), max_len)`` for a sequence that is in this tree, without walking.
-
-        The suffixes of the sequence's own tail are its active nodes, so the longest one that has a
-        continuation (an earlier occurrence followed by a token) is found by binary search over that
-        list: no dictionary lookups at all. The sequence's own, current occurrence of the match is
-        part of the node's count (see ``speculate_path``'s ``discount_self``). The cache scores
-        every length instead of taking the longest (``active_nodes``); this stays for tests and tools.
-        """
-        active = self._active[seq_id]
-        limit = min(len(active) - 1, self.max_depth - 1)
-        if max_len is not None:
-            limit = min(limit, max_len)
-        if limit <= 0:
-            return self.root, 0
-        if active[limit].children:
-            return active[limit], limit
-        lo, hi = 0, limit - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if active[mid].children:
-                lo = mid
-            else:
-                hi = mid - 1
-        return active[lo], lo
-
 
 # --------------------------------------------------------------------------------- speculation
 
@@ -335,51 +286,6 @@ def speculate_path(
         node = best
         denominator = node.count
     return tokens, probs
-
-
-def speculate_tree(
-    node: _Node, limit: int, max_nodes: int, min_token_prob: float, discount_self: bool = False
-) -> tuple[list[int], list[int], list[float]]:
-    """A tree-shaped draft from ``node``: best-first expansion by path probability.
-
-    Candidates are the children of the nodes taken so far; the most probable candidate is taken
-    next (ties: the one with the higher ``stamp``, i.e. counted more recently; then the one pushed
-    first, children being pushed in their parent's dict order), until ``max_nodes`` tokens are taken
-    or no candidate has a path probability >= ``min_token_prob``. No branch is deeper than ``limit``
-    tokens. Returns ``(tokens, parents, probs)``: ``parents[i]`` is the index in the lists of token
-    ``i``'s parent, -1 for a child of the matched node; a parent always comes before its children.
-    The draft's expected number of accepted tokens is ``sum(probs)``.
-    """
-    tokens: list[int] = []
-    parents: list[int] = []
-    probs: list[float] = []
-    if limit <= 0 or max_nodes <= 0:
-        return tokens, parents, probs
-    order = 0  # the last tie-break: first pushed, first taken
-    # (-prob, -stamp, order, parent, depth, token, node)
-    heap: list[tuple[float, int, int, int, int, int, _Node]] = []
-
-    def push_children(parent_node: _Node, parent_index: int, parent_prob: float, depth: int) -> None:
-        nonlocal order
-        denominator = (
-            _first_denominator(parent_node, discount_self) if parent_index == -1 else parent_node.count
-        )
-        if denominator <= 0 or depth >= limit:
-            return
-        for token, child in parent_node.children.items():
-            prob = parent_prob * child.count / denominator
-            if prob >= min_token_prob:
-                heapq.heappush(heap, (-prob, -child.stamp, order, parent_index, depth + 1, token, child))
-                order += 1
-
-    push_children(node, -1, 1.0, 0)
-    while heap and len(tokens) < max_nodes:
-        neg_prob, _, _, parent_index, depth, token, child = heapq.heappop(heap)
-        tokens.append(token)
-        parents.append(parent_index)
-        probs.append(-neg_prob)
-        push_children(child, len(tokens) - 1, -neg_prob, depth)
-    return tokens, parents, probs
 
 
 # --------------------------------------------------------------------------------- the cache
@@ -487,8 +393,8 @@ class SuffixConfig:
 Source = Literal["local", "global", "none"]
 
 
-# Draft and TreeDraft must stay plain frozen dataclasses without __post_init__: the native backend
-# builds them the way their generated __init__ does (object.__new__, then object.__setattr__ per
+# Draft must stay a plain frozen dataclass without __post_init__: the native backend builds it the
+# way its generated __init__ does (object.__new__, then object.__setattr__ per
 # field) without calling it (tests/unit/test_suffix_native.py checks this).
 
 
@@ -505,31 +411,14 @@ class Draft:
     source: Source = "none"
 
 
-@dataclass(frozen=True)
-class TreeDraft:
-    """A tree-shaped draft (see ``speculate_tree``): ``parents[i]`` is the index of token ``i``'s
-    parent, -1 for a root child."""
-
-    token_ids: list[int] = field(default_factory=list)
-    parents: list[int] = field(default_factory=list)
-    probs: list[float] = field(default_factory=list)
-    score: float = 0.0
-    match_len: int = 0
-    source: Source = "none"
-
-
-_D = TypeVar("_D", Draft, TreeDraft)
-
-
 def best_over_lengths(
     node_at: Callable[[int], _Node],
     longest: int,
     own_len: int,
     limit_at: Callable[[int], int],
-    size_cap: int | None,
-    draft: Callable[[_Node, int, int, bool], _D | None],
-    best: _D,
-) -> _D:
+    draft: Callable[[_Node, int, int, bool], Draft | None],
+    best: Draft,
+) -> Draft:
     """The best draft over every match length in one trie: the matching policy.
 
     ``node_at(L)`` is the node of the context's last ``L`` tokens for every ``L`` in
@@ -537,17 +426,16 @@ def best_over_lengths(
     ``L`` tokens (``draft_limit``: non-decreasing in ``L``); ``draft(node, L, limit, discount_self)``
     the draft read from ``node`` (None if it has no tokens), ``discount_self`` being ``L <=
     own_len`` (the request's own, current occurrence of the suffix is in the counts). ``best`` is
-    the draft to beat (a fresh ``Draft()`` / ``TreeDraft()``, or the other trie's best); a candidate
+    the draft to beat (a fresh ``Draft()``, or the other trie's best); a candidate
     replaces it only if it scores strictly more.
 
     Lengths are tried from ``longest`` down, so among equal scores the longer match wins (and an
     earlier ``best`` beats this trie's equal scores). Two shortcuts leave the result as if every
     length had been drafted:
 
-    * The search stops once ``min(limit_at(L), size_cap)`` is at most the best score: a draft's
-      score is a sum of probabilities, each at most 1, over at most ``limit`` tokens (tree drafts:
-      at most ``size_cap`` nodes, and at most 1 per depth level), and ``limit_at`` only shrinks
-      as ``L`` does, so no shorter match can score more.
+    * The search stops once ``limit_at(L)`` is at most the best score: a draft's score is a sum of
+      probabilities, each at most 1, over at most ``limit`` tokens, and ``limit_at`` only shrinks as
+      ``L`` does, so no shorter match can score more.
     * A length whose node has the same count as the next longer length's node is skipped: every
       occurrence of the shorter suffix is then an occurrence of the longer one, so both nodes have
       the same continuations with the same counts (the draft is far from the depth cut: ``L + 1 +
@@ -560,8 +448,7 @@ def best_over_lengths(
     above = -1  # the count of the node one length longer; -1 for the longest length
     for length in range(longest, 0, -1):
         limit = limit_at(length)
-        bound = limit if size_cap is None else min(limit, size_cap)
-        if bound <= best.score:
+        if limit <= best.score:
             break
         node = node_at(length)
         count = node.count
@@ -597,9 +484,9 @@ _NATIVE_CACHE, _NATIVE_IMPORT_ERROR = _import_native()
 
 
 def _ints(tokens: Any) -> list[int]:
-    """Plain ints from a list slice or a numpy view."""
+    """Plain ints from a list slice or a numpy view (``TypeError`` for anything but integers)."""
     tolist = getattr(tokens, "tolist", None)
-    return [int(t) for t in tokens] if tolist is None else list(tolist())
+    return [index(t) for t in (tokens if tolist is None else tolist())]
 
 
 def native_available() -> bool:
@@ -620,8 +507,9 @@ class SuffixDecodingCache:
     an ``ImportError``, if it is not built); "python" on this module's ``SuffixTree``; "auto" (the
     default) picks native when it imports. ``self.backend`` says which one runs. Both give identical
     drafts, probabilities, scores and node counts. Native-only limits: token ids must fit in a signed
-    32-bit int (``OverflowError`` otherwise) and be ints (``TypeError``); the Python ``SuffixTree``
-    objects (``global_tree``, ``local_tree``) exist only with ``backend="python"``.
+    32-bit int (``OverflowError`` otherwise) and be ints (``TypeError``); a call made while another
+    one runs on the same cache (from Python code it runs, such as a token's ``__index__``, or from
+    another thread) raises ``RuntimeError``.
     """
 
     def __init__(
@@ -668,7 +556,6 @@ class SuffixDecodingCache:
                 cfg.min_token_prob,
                 cfg.max_cached_requests,
                 Draft,
-                TreeDraft,
             )
             self.backend = "native"
         # The Python backend's state (left empty with the native one). Every response in the global
@@ -699,31 +586,6 @@ class SuffixDecodingCache:
         if self._native is not None:
             return self._native.num_cached_responses()
         return len(self._cached)
-
-    def _python_only(self, what: str) -> None:
-        if self._native is not None:
-            raise NotImplementedError(
-                f"SuffixDecodingCache.{what} returns a Python SuffixTree: only with backend='python' "
-                "(this cache runs on the native backend)"
-            )
-
-    @property
-    def global_tree(self) -> SuffixTree:
-        """The global ``SuffixTree`` (``backend="python"`` only; ``NotImplementedError`` otherwise)."""
-        self._python_only("global_tree")
-        return self._global
-
-    def local_tree(self, req_id: Hashable) -> SuffixTree:
-        """The request's local ``SuffixTree`` (``backend="python"`` only; ``NotImplementedError``
-        otherwise)."""
-        self._python_only("local_tree")
-        return self._local[req_id]
-
-    def tokens(self, req_id: Hashable) -> list[int]:
-        """The request's token sequence so far: prompt + added tokens (a copy)."""
-        if self._native is not None:
-            return self._native.tokens(req_id)
-        return list(self._local[req_id].tokens(req_id))
 
     def start_request(self, req_id: Hashable, prompt_ids: Iterable[int]) -> None:
         """Build the request's local trie from its prompt (and, with the global trie on, an empty
@@ -795,33 +657,27 @@ class SuffixDecodingCache:
 
     # ------------------------------------------------------------------------- speculation
 
-    def _search(
-        self,
-        req_id: Hashable,
-        max_spec_tokens: int | None,
-        size_cap: int | None,
-        draft: Callable[[_Node, int, int, bool, Source], _D | None],
-        best: _D,
-    ) -> _D:
+    def _search(self, req_id: Hashable, max_spec_tokens: int | None) -> Draft:
         """``best_over_lengths`` in the local trie, then in the global trie with the local best as
         the draft to beat (so ties go to local)."""
         cfg = self.config
         cap = cfg.max_spec_tokens if max_spec_tokens is None else min(max_spec_tokens, cfg.max_spec_tokens)
-        factor, offset = cfg.max_spec_factor, cfg.max_spec_offset
+        factor, offset, min_prob = cfg.max_spec_factor, cfg.max_spec_offset, cfg.min_token_prob
 
         def limit_at(length: int) -> int:
             return draft_limit(length, cap, factor, offset)
 
-        def local_draft(node: _Node, length: int, limit: int, discount: bool) -> _D | None:
-            return draft(node, length, limit, discount, "local")
+        def drafter(source: Source) -> Callable[[_Node, int, int, bool], Draft | None]:
+            def draft(node: _Node, length: int, limit: int, discount: bool) -> Draft | None:
+                tokens, probs = speculate_path(node, limit, min_prob, discount_self=discount)
+                return Draft(tokens, probs, sum(probs), length, source) if tokens else None
 
-        def global_draft(node: _Node, length: int, limit: int, discount: bool) -> _D | None:
-            return draft(node, length, limit, discount, "global")
+            return draft
 
         local = self._local[req_id]
         active = local.active_nodes(req_id)
         longest = min(len(active) - 1, cfg.max_match_len)  # max_match_len <= max_depth - 1
-        best = best_over_lengths(active.__getitem__, longest, longest, limit_at, size_cap, local_draft, best)
+        best = best_over_lengths(active.__getitem__, longest, longest, limit_at, drafter("local"), Draft())
         key = self._live.get(req_id)
         if key is None or self._global.root.count == 0:
             return best
@@ -842,7 +698,7 @@ class SuffixDecodingCache:
             assert node is not None  # every length up to the longest occurring one occurs
             return node
 
-        return best_over_lengths(node_at, longest, own_len, limit_at, size_cap, global_draft, best)
+        return best_over_lengths(node_at, longest, own_len, limit_at, drafter("global"), best)
 
     def speculate(self, req_id: Hashable, max_spec_tokens: int | None = None) -> Draft:
         """The best greedy draft over every match length of the local and the global trie (ties:
@@ -853,41 +709,7 @@ class SuffixDecodingCache:
         """
         if self._native is not None:
             return self._native.speculate(req_id, max_spec_tokens)
-        min_prob = self.config.min_token_prob
-
-        def draft(node: _Node, length: int, limit: int, discount: bool, source: Source) -> Draft | None:
-            tokens, probs = speculate_path(node, limit, min_prob, discount_self=discount)
-            return Draft(tokens, probs, sum(probs), length, source) if tokens else None
-
-        return self._search(req_id, max_spec_tokens, None, draft, Draft())
-
-    def speculate_batch(self, req_ids: Iterable[Hashable], max_spec_tokens: int | None = None) -> list[Draft]:
-        """``speculate`` for each request, in order."""
-        if self._native is not None:
-            return self._native.speculate_batch(req_ids, max_spec_tokens)
-        return [self.speculate(req_id, max_spec_tokens) for req_id in req_ids]
-
-    def add_tokens_batch(self, updates: Iterable[tuple[Hashable, Sequence[int]]]) -> None:
-        """``add_tokens`` for each ``(req_id, token_ids)``."""
-        if self._native is not None:
-            self._native.add_tokens_batch(updates)
-            return
-        for req_id, token_ids in updates:
-            self.add_tokens(req_id, token_ids)
-
-    def add_tokens_and_speculate(
-        self, updates: Iterable[tuple[Hashable, Sequence[int]]], max_spec_tokens: int | None = None
-    ) -> list[Draft]:
-        """One engine step for a batch: for each ``(req_id, token_ids)`` in order, ``add_tokens`` then
-        ``speculate``; one draft per update. With the native backend this is a single call for the
-        whole batch (the cheapest way to drive the cache)."""
-        if self._native is not None:
-            return self._native.add_tokens_and_speculate(updates, max_spec_tokens)
-        drafts = []
-        for req_id, token_ids in updates:
-            self.add_tokens(req_id, token_ids)
-            drafts.append(self.speculate(req_id, max_spec_tokens))
-        return drafts
+        return self._search(req_id, max_spec_tokens)
 
     def sync_and_draft(
         self,
@@ -909,6 +731,10 @@ class SuffixDecodingCache:
         tokens beyond what its tries hold are added; then the token ids of ``speculate(req_id,
         room)`` with ``room = min(max_spec_tokens, max_model_len - 1 - num_tokens[i])`` (none when
         room <= 0: a draft never runs past the model's length). Requests are never stopped here.
+
+        Every row is read and checked before anything changes: tables with fewer rows than
+        ``req_ids`` or a request id on two sampled rows raise ``ValueError`` (naming the field), a
+        non-integer count or token ``TypeError``, with nothing applied.
         """
         if self._native is not None:
             return self._native.sync_and_draft(
@@ -919,40 +745,52 @@ class SuffixDecodingCache:
             if max_spec_tokens is None
             else min(index(max_spec_tokens), self.config.max_spec_tokens)
         )
-        drafts: list[list[int]] = []
-        for i, req_id in enumerate(req_ids):
+        max_len = index(max_model_len)
+        ids = list(req_ids)
+        n = len(ids)
+        for name, table in (
+            ("token_rows", token_rows),
+            ("num_tokens", num_tokens),
+            ("num_prompt_tokens", num_prompt_tokens),
+            ("sampled", sampled),
+        ):
+            if len(table) < n:
+                raise ValueError(
+                    f"{name}: {len(table)} rows for {n} request ids (one row per request id needed)"
+                )
+        # Read and check every row first, so that bad input raises with nothing applied.
+        plan: list[tuple[Hashable, list[int] | None, list[int], int] | None] = []
+        seen: dict[Hashable, int] = {}
+        for i, req_id in enumerate(ids):
             if not sampled[i]:
-                drafts.append([])
+                plan.append(None)
                 continue
             count = index(num_tokens[i])
+            active = req_id in self._local
+            if req_id in seen:
+                raise ValueError(
+                    f"req_ids: request {req_id!r} appears in rows {seen[req_id]} and {i} (each request once "
+                    "per step)"
+                )
+            seen[req_id] = i
             row = token_rows[i]
-            if req_id not in self._local:
+            prompt = None if active else _ints(row[: max(index(num_prompt_tokens[i]), 0)])
+            have = len(self._local[req_id].tokens(req_id)) if prompt is None else len(prompt)
+            extra = _ints(row[have:count]) if count > have else []
+            plan.append((req_id, prompt, extra, min(cap, max_len - 1 - count)))
+        drafts: list[list[int]] = []
+        for entry in plan:
+            if entry is None:
+                drafts.append([])
+                continue
+            req_id, prompt, extra, room = entry
+            if prompt is not None:
                 self.evict_response(req_id)
-                self.start_request(req_id, _ints(row[: max(index(num_prompt_tokens[i]), 0)]))
-            have = len(self._local[req_id].tokens(req_id))
-            if count > have:
-                self.add_tokens(req_id, _ints(row[have:count]))
-            room = min(cap, index(max_model_len) - 1 - count)
+                self.start_request(req_id, prompt)
+            if extra:
+                self.add_tokens(req_id, extra)
             drafts.append(self.speculate(req_id, room).token_ids if room > 0 else [])
         return drafts
-
-    def speculate_tree(
-        self, req_id: Hashable, max_spec_tokens: int | None = None, max_nodes: int | None = None
-    ) -> TreeDraft:
-        """The best tree draft over every match length of the local and the global trie, chosen
-        like ``speculate``'s. Depth is limited like a linear draft; ``max_nodes`` (default: the
-        token cap) bounds the tree size."""
-        if self._native is not None:
-            return self._native.speculate_tree(req_id, max_spec_tokens, max_nodes)
-        cfg = self.config
-        budget = cfg.max_spec_tokens if max_nodes is None else max_nodes
-        min_prob = cfg.min_token_prob
-
-        def draft(node: _Node, length: int, limit: int, discount: bool, source: Source) -> TreeDraft | None:
-            tokens, parents, probs = speculate_tree(node, limit, budget, min_prob, discount_self=discount)
-            return TreeDraft(tokens, parents, probs, sum(probs), length, source) if tokens else None
-
-        return self._search(req_id, max_spec_tokens, budget, draft, TreeDraft())
 
     # ------------------------------------------------------------------------- accounting
 
