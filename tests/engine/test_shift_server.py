@@ -42,17 +42,17 @@ def start_error(model: Path, *flags: str) -> str:
     [
         (
             ["--ulysses-sequence-parallel-size", "2"],
-            "InvalidSetting: --ulysses-sequence-parallel-size (additional_config.arctic.parallel.ulysses): "
+            "--ulysses-sequence-parallel-size (additional_config.arctic.parallel.ulysses): "
             "the model's 9 attention heads must be divisible by tensor x ulysses = 2 (tensor 1 x ulysses 2)",
         ),
         (
             ["--enable-shift-parallel"],
-            "InvalidSetting: --enable-shift-parallel (additional_config.arctic.parallel.shift): Shift "
+            "--enable-shift-parallel (additional_config.arctic.parallel.shift): Shift "
             "Parallelism needs ulysses > 1 (--ulysses-sequence-parallel-size)",
         ),
         (
             ["--ulysses-sequence-parallel-size", "2", "--shift-parallel-threshold", "0"],
-            "InvalidSetting: --shift-parallel-threshold (additional_config.arctic.parallel.shift_threshold): "
+            "--shift-parallel-threshold (additional_config.arctic.parallel.shift_threshold): "
             "must be a whole number of tokens in 1..1048576, got 0",
         ),
     ],
@@ -60,7 +60,8 @@ def start_error(model: Path, *flags: str) -> str:
 def test_layouts_that_cannot_run_fail_at_startup_naming_the_flag(
     smollm2_dir: Path, flags: list[str], message: str
 ) -> None:
-    assert start_error(smollm2_dir, *flags).startswith(message)
+    line = start_error(smollm2_dir, *flags)  # "(APIServer pid=N) arctic_runtime.contract.InvalidSetting: ..."
+    assert "InvalidSetting: " in line and message in line, line
 
 
 def test_arctic_flags_on_a_vllm_launch_serve_in_both_modes(smollm2_dir: Path, tmp_path: Path) -> None:
@@ -93,9 +94,10 @@ def test_arctic_flags_on_a_vllm_launch_serve_in_both_modes(smollm2_dir: Path, tm
             True,
             THRESHOLD,
         )
-        # prefills ran in sequence mode, single-request decode steps in tensor mode
-        assert view["steps"]["sp"] >= 2 and view["steps"]["tp"] >= 14, view["steps"]
-        assert view["tokens"]["sp"] > THRESHOLD * view["steps"]["sp"] - 1
+        # the long prefill ran in sequence mode; the short prefill and the decode steps in tensor mode
+        assert view["steps"]["sp"] >= 1 and view["steps"]["tp"] >= 2, view["steps"]
+        assert view["tokens"]["sp"] > THRESHOLD * view["steps"]["sp"]
+        assert view["tokens"]["tp"] <= THRESHOLD * view["steps"]["tp"]
         ranks = sorted((w["tensor_rank"], w["sequence_rank"]) for w in view["workers"])
         assert ranks == [(0, 0), (0, 1)]
         assert all(w["weights_bytes"]["shift"] > 0 for w in view["workers"])
