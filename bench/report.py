@@ -26,8 +26,8 @@ README = REPO / "README.md"
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(results_dir.glob("*.json")):
-        if path.name.startswith("control-"):
-            continue  # the control-loop simulator's rows: control_lines()
+        if path.name.startswith(("control-", "shift-part-")):
+            continue  # the control-loop simulator's rows (control_lines); shift parts (merged files hold them)
         data = json.loads(path.read_text())
         data["_file"] = path.name
         runs.append(data)
@@ -513,6 +513,44 @@ def suffix_speed_ab_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def shift_lines(run: dict[str, Any]) -> list[str]:
+    """A merged ``bench.shift`` result: one row per layout, the mode mix of shift, the ratios."""
+    unit = "GPUs" if run["device"] == "gpu" else "CPU ranks"
+    lines = [
+        f"## shift: {run['shape']} on {run['gpus']} {unit} ({run['created']})",
+        "",
+        f"- Environment: {_env_line(run)}; result file `bench/results/{run['_file']}` "
+        f"(`python -m bench.shift run --shape {run['shape']} --gpus {run['gpus']} --device {run['device']}`, "
+        "then `merge`)",
+        "",
+        "| layout | start s | TTFT ms p50 | TPOT ms p50 | batch total tok/s | bursty e2e p50 / p95 / p99 s | "
+        "bursty TTFT p95 s | steps sp / tp |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in run["engines"].items():
+        if "cases" not in r:
+            lines.append(f"| {name} | {_error(r)} | | | | | | |")
+            continue
+        c = r["cases"]
+        e2e = c["bursty"]["e2e_s"]
+        modes = [c[k].get("modes") for k in ("single", "batch", "bursty")]
+        steps = "-"
+        if all(modes):
+            sp = sum(m["steps"]["sp"] for m in modes if m)
+            tp = sum(m["steps"]["tp"] for m in modes if m)
+            steps = f"{sp} / {tp}"
+        lines.append(
+            f"| {name} | {r['start_s']:.0f} | {_fmt(c['single']['ttft_ms']['p50'], 1)} | "
+            f"{_fmt(c['single']['tpot_ms']['p50'], 2)} | {_fmt(c['batch']['total_tok_s'], 0)} | "
+            f"{_fmt(e2e['p50'])} / {_fmt(e2e['p95'])} / {_fmt(e2e['p99'])} | "
+            f"{_fmt(c['bursty']['ttft_s']['p95'])} | {steps} |"
+        )
+    lines += ["", "Ratios (shift over each layout; below 1 is better for times, above 1 for throughput):", ""]
+    for pair, row in sorted(run["ratios"].items()):
+        lines.append(f"- {pair}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+    return [*lines, ""]
+
+
 def render(
     results_dir: Path, docs: Path, intro: Path | None = INTRO, claims: list[Claim] | None = None
 ) -> str:
@@ -546,6 +584,9 @@ def render(
                 continue
             if run.get("kind") == "suffix-speed-ab":
                 lines += suffix_speed_ab_lines(run)
+                continue
+            if suite == "shift":
+                lines += shift_lines(run)
                 continue
             starts = ", ".join(f"{e} {r.get('start_s', 0):.0f} s" for e, r in run["engines"].items())
             lines += [
