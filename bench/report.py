@@ -27,7 +27,7 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(results_dir.glob("*.json")):
         if path.name.startswith(("control-", "shift-part-")):
-            continue  # the control-loop simulator's rows (control_lines); shift parts (merged files hold them)
+            continue  # the control simulator's rows (control_lines); shift parts (merged files hold them)
         data = json.loads(path.read_text())
         data["_file"] = path.name
         runs.append(data)
