@@ -19,7 +19,7 @@ from arctic_runtime.parallel import layout, ulysses
 HEAD = 8
 
 
-class CausalAttention(torch.nn.Module):
+class CausalAttention(torch.nn.Module):  # type: ignore[misc]  # torch is untyped here
     """A stand-in for vLLM's attention layer: causal GQA attention over all tokens of its heads."""
 
     def __init__(self, num_heads: int, num_kv_heads: int) -> None:

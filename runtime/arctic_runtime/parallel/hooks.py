@@ -55,6 +55,8 @@ SUPPORTED_SPECULATION = frozenset({"ngram", "suffix"})
 ULYSSES_OP = "arctic::ulysses_attention"
 #: vLLM's switch between its V1 and V2 GPU model runners.
 V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
+#: vLLM's switch for its ahead-of-time compile cache (see prepare_engine_args).
+AOT_COMPILE_ENV = "VLLM_USE_AOT_COMPILE"
 
 #: Our key -> Arctic Inference's flag, and the flag's argparse destination.
 _FLAG_OF = {key: flag for flag, key in ARCTIC_PARALLEL_FLAGS.items()}
@@ -276,6 +278,15 @@ def prepare_engine_args(engine_args: Any) -> ParallelSettings:
     # vLLM 0.26 picks its V2 model runner on GPU when nothing needs V1; our runner hook is V1's.
     # The engine core and workers inherit the variable (they start after this, from this process).
     os.environ[V2_RUNNER_ENV] = "0"
+    # vLLM's AOT compile cache is keyed by the config and the model class, not by the model's
+    # prefix, so the Ulysses model and the shift model (same class, same config) would share one
+    # artifact and a restart could load one model's graph for the other. The non-AOT compile cache
+    # is kept per prefix.
+    if os.environ.get(AOT_COMPILE_ENV) == "1":
+        logger.warning(
+            "arctic-serve: %s=1 is ignored with Ulysses (one artifact for two models)", AOT_COMPILE_ENV
+        )
+    os.environ[AOT_COMPILE_ENV] = "0"
     logger.info(
         "arctic-serve: tensor %d x ulysses %d = %d ranks%s",
         tensor,
