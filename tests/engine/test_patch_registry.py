@@ -47,9 +47,9 @@ def test_added_methods_do_not_shadow_vllm() -> None:
 APPLY_TWICE = """
 import json
 from vllm.v1.core.sched.scheduler import Scheduler
-from arctic_runtime import patches, plugin
+from arctic_runtime import patching, plugin
 plugin.register()
-first = patches.applied_targets()
+first = patching.applied_targets()
 wrapped = Scheduler.schedule
 plugin.register()
 assert Scheduler.schedule is wrapped, "second register() wrapped again"
