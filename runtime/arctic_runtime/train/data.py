@@ -285,7 +285,7 @@ def generate_answers(
     max_new: int,
     eos: int,
     batch: int = 512,
-    token_budget: int = 1 << 19,
+    token_budget: int = 1 << 18,
     progress: Callable[[str], None] | None = None,
     deadline: float | None = None,
 ) -> list[list[int]]:

@@ -190,8 +190,14 @@ def mc_eval(model: SwiftKVLlama, path: Path, amp: bool) -> dict[str, Any]:
     from arctic_runtime.train import mc
 
     dtype = torch.bfloat16 if amp else None
-    base = mc.accuracy(path, mc.continuation_logprobs(model, path, student=False, dtype=dtype))
-    student = mc.accuracy(path, mc.continuation_logprobs(model, path, student=True, dtype=dtype))
+    dev = model.w("model.embed_tokens.weight").device
+    tokens = 1 << 16 if dev.type == "cuda" else 2048  # logits of a batch: tokens x 49152 floats
+    base = mc.accuracy(
+        path, mc.continuation_logprobs(model, path, student=False, batch_tokens=tokens, dtype=dtype)
+    )
+    student = mc.accuracy(
+        path, mc.continuation_logprobs(model, path, student=True, batch_tokens=tokens, dtype=dtype)
+    )
     return mc.compare(base, student)
 
 
@@ -505,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument(
             "--deadline-s",
             type=float,
-            default=480.0 if name == "run" else 3600.0,
+            default=450.0 if name == "run" else 3600.0,
             help="training ends early enough to evaluate and write results before this many seconds",
         )
         r.add_argument("--max-steps", type=int, default=0 if name == "run" else 3)
