@@ -24,6 +24,10 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
     out=${OUT:-/tmp/swiftkv-out}
     mkdir -p "$out"
+    # the one-launch Triton K/V cache write against its PyTorch reference (~20 s)
+    PYTHONPATH=kernels:runtime timeout 120 python3 -m pytest -q -p no:cacheprovider --noconftest \
+      tests/unit/test_swiftkv_cache.py > "$out/kernel-test.log" 2>&1 || true
+    tail -3 "$out/kernel-test.log"
     PYTHONPATH=runtime:${PYTHONPATH:-} PYTHONUNBUFFERED=1 \
       python3 -m arctic_runtime.train.swiftkv run --data .gpu-swiftkv --out "$out" "$@" 2>&1 | tee "$out/train.log"
     ;;

@@ -372,9 +372,9 @@ class SwiftKVSpec(ApiModel):
     filled from an earlier layer (about half the prefill compute; decode unchanged)."""
 
     enabled: bool = False
-    """Serve with SwiftKV. Needs a SwiftKV-distilled checkpoint (e.g.
-    Snowflake/Llama-3.1-SwiftKV-8B-Instruct, whose config has num_key_value_layers); an ordinary
-    checkpoint loses accuracy."""
+    """Serve with SwiftKV. Needs a SwiftKV checkpoint (config model_type llama_swiftkv with
+    num_key_value_layers, e.g. Snowflake/Llama-3.1-SwiftKV-8B-Instruct); the engine refuses to start
+    on any other model, naming this setting."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ vLLM's own keys (method, draft length, suffix keys) and ``--additional-config`` 
 section, built from the runtime/operator contract (``arctic_runtime.contract.EngineSettings``): the
 speculation caps and the Ulysses / Shift Parallelism layout (vLLM's ``--tensor-parallel-size`` is
 the tensor size, the plugin widens the engine to tensor x ulysses ranks). Features the runtime does
-not ship yet (SwiftKV, Arctic speculator heads, https model URIs) raise ``PlanError`` naming the
+not ship yet (Arctic speculator heads, https model URIs) raise ``PlanError`` naming the
 field, which the operator reports as a Degraded condition instead of starting pods that would crash.
 
 Rollouts: GPU replicas update one at a time without a surge pod (``maxSurge 0, maxUnavailable 1``):
@@ -149,10 +149,6 @@ def _meta(resource: ArcticInferenceService, name: str) -> dict[str, Any]:
 
 def unsupported(spec: ArcticInferenceServiceSpec) -> PlanError | None:
     """The first spec feature this runtime release cannot serve, as a PlanError (None if none)."""
-    if spec.swift_kv.enabled:
-        return PlanError(
-            "spec.swiftKV.enabled", "SwiftKV is not in this runtime release yet; set it to false"
-        )
     if spec.speculation.method == "arctic":
         return PlanError(
             "spec.speculation.method",
@@ -192,6 +188,7 @@ def engine_settings(spec: ArcticInferenceServiceSpec) -> contract.EngineSettings
             shift=p.shift_parallel.enabled,
             shift_threshold=p.shift_parallel.threshold,
         ),
+        swiftkv=spec.swift_kv.enabled,
     )
 
 

@@ -39,6 +39,7 @@ def main() -> None:
     outputs = llm.generate(request["prompts"], params)
     result: dict[str, Any] = {
         "token_ids": [list(o.outputs[0].token_ids) for o in outputs],
+        "prompt_token_ids": [list(o.prompt_token_ids or []) for o in outputs],
         "texts": [o.outputs[0].text for o in outputs],
         "logprobs": [
             [lp[t].logprob for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs, strict=True)]

@@ -173,13 +173,21 @@ def test_ulysses_without_shift_keeps_the_startup_budget() -> None:
     ("name", "field"),
     [
         ("llama-8b-arctic-speculator", "spec.speculation.method"),
-        ("swiftkv-8b-autoscaled", "spec.swiftKV.enabled"),
     ],
 )
 def test_features_not_in_this_runtime_are_refused_with_the_field(name: str, field: str) -> None:
     with pytest.raises(PlanError) as err:
         plan(sample(name), INPUTS)
     assert err.value.field == field and "not in this runtime release yet" in err.value.message
+
+
+def test_swiftkv_is_passed_to_the_engine() -> None:
+    """spec.swiftKV.enabled reaches the plugin's section of --additional-config (the engine then
+    checks that the model is a SwiftKV checkpoint)."""
+    p = plan(sample("swiftkv-8b-autoscaled"), INPUTS)
+    kind = next(o["kind"] for o in p.objects if o["kind"] in ("Deployment", "StatefulSet"))
+    section = json.loads(arg(engine(p, kind), "--additional-config"))["arctic"]
+    assert section["swiftkv"] == {"enabled": True}
 
 
 def test_gpu_rollout_needs_no_spare_gpu() -> None:

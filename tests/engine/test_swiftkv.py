@@ -1,0 +1,136 @@
+"""SwiftKV in a real vLLM engine (CPU build, plugin on) on the real SmolLM2, float32.
+
+The checkpoint is SmolLM2 with L_kv = 15 and random SwiftKV projections (the initialisation plus
+noise of half its spread, so the SwiftKV layers visibly change the answers): written by the
+recipe's own export (``write_model_folder``), loaded by ``LlamaSwiftKVForCausalLM`` under the
+published weight names.
+
+* vLLM's log-probabilities of its greedy tokens equal the plain-PyTorch SwiftKV forward
+  (``arctic_runtime.train.llama``) on the same weights, and every greedy token is the reference's
+  argmax: 22 prompts of 1 to 364 tokens in one batch, chunked prefill at 64 batched tokens,
+  prefix caching on;
+* with suffix decoding on top, the greedy tokens are the same;
+* L_kv = number of layers (nothing replaced) gives the base model's tokens;
+* SwiftKV asked for a model that is not a SwiftKV checkpoint, or an L_kv out of range, stops the
+  engine start with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from arctic_runtime.train.llama import SwiftKVLlama, load_folder
+from arctic_runtime.train.swiftkv import write_model_folder
+from tests.conftest import engine_env
+from tests.engine.conftest import REPO, run_module
+from tests.engine.prompts import PARALLEL_MAX_TOKENS, PARALLEL_PROMPTS
+
+pytestmark = pytest.mark.engine
+
+LKV = 15
+#: Nats. float32 on both sides; a wrong K/V source or layer is off by >> 0.1.
+LOGPROB_ATOL = 2e-3
+ENGINE = {"max_num_batched_tokens": 64, "enable_prefix_caching": True}
+SUFFIX = {"method": "suffix", "num_speculative_tokens": 8, "suffix_decoding_max_tree_depth": 32}
+
+
+def swiftkv_folder(base: Path, out: Path, lkv: int, noise: float = 0.5) -> Path:
+    if (out / "config.json").exists():
+        return out
+    config, state = load_folder(base)
+    init = SwiftKVLlama(config, state, lkv).swiftkv_state(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    delta = {
+        k: (v + noise * v.std() * torch.randn(v.shape, generator=gen)).to(torch.bfloat16) for k, v in init.items()
+    }
+    return write_model_folder(base, delta, lkv, out)
+
+
+def generate(model: Path, **engine: Any) -> dict[str, Any]:
+    body = {
+        "model": str(model),
+        "prompts": PARALLEL_PROMPTS,
+        "max_tokens": PARALLEL_MAX_TOKENS,
+        "engine_args": {**ENGINE, **engine.pop("engine_args", {})},
+        **engine,
+    }
+    return run_module("tests.engine.parallel_runner", body, enabled=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def swiftkv_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return swiftkv_folder(smollm2_dir, tmp_path_factory.mktemp("swiftkv") / f"lkv{LKV}", LKV)
+
+
+@pytest.fixture(scope="module")
+def served(swiftkv_dir: Path) -> dict[str, Any]:
+    return generate(swiftkv_dir, additional_config={"arctic": {"swiftkv": {"enabled": True}}})
+
+
+def test_logits_match_the_pytorch_reference(swiftkv_dir: Path, served: dict[str, Any]) -> None:
+    config, state = load_folder(swiftkv_dir)
+    ref = SwiftKVLlama(config, {k: v.float() for k, v in state.items()}, LKV).to_device("cpu", torch.float32)
+    worst, mismatched = 0.0, []
+    for i, (prompt, answer, logprobs) in enumerate(
+        zip(served["prompt_token_ids"], served["token_ids"], served["logprobs"], strict=True)
+    ):
+        assert answer, f"prompt {i}: no tokens"
+        with torch.no_grad():
+            logp = torch.log_softmax(ref(torch.tensor([prompt + answer])).float(), -1)[0]
+        rows = logp[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
+        expected = rows[torch.arange(len(answer)), torch.tensor(answer)]
+        worst = max(worst, float((expected - torch.tensor(logprobs)).abs().max()))
+        if rows.argmax(-1).tolist() != answer:
+            mismatched.append(i)
+    assert worst < LOGPROB_ATOL, f"largest log-probability difference {worst:.2e} nats"
+    assert not mismatched, f"greedy tokens differ from the reference's argmax for prompts {mismatched}"
+
+
+def test_suffix_decoding_keeps_greedy_tokens(swiftkv_dir: Path, served: dict[str, Any]) -> None:
+    spec = generate(swiftkv_dir, speculative_config=SUFFIX)
+    assert spec["token_ids"] == served["token_ids"]
+
+
+def test_lkv_equal_to_layers_is_the_base_model(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    layers = int(json.loads((smollm2_dir / "config.json").read_text())["num_hidden_layers"])
+    full = swiftkv_folder(smollm2_dir, tmp_path_factory.mktemp("swiftkv") / f"lkv{layers}", layers)
+    base, swift = generate(smollm2_dir), generate(full)
+    assert swift["token_ids"] == base["token_ids"]
+    diffs = [abs(a - b) for x, y in zip(base["logprobs"], swift["logprobs"], strict=True) for a, b in zip(x, y, strict=True)]
+    assert max(diffs) < 1e-4
+
+
+def start_error(model: Path, additional: dict[str, Any]) -> str:
+    code = (
+        "import sys; from vllm import LLM; "
+        f"LLM({str(model)!r}, dtype='float32', enforce_eager=True, max_model_len=256, "
+        f"additional_config={additional!r})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=engine_env(True), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode != 0
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_startup_errors_name_the_setting(
+    smollm2_dir: Path, swiftkv_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    line = start_error(smollm2_dir, {"arctic": {"swiftkv": {"enabled": True}}})
+    assert line.startswith("arctic-serve: additional_config.arctic.swiftkv.enabled: the model is not a SwiftKV")
+    bad = tmp_path_factory.mktemp("swiftkv") / "bad-lkv"
+    bad.mkdir(exist_ok=True)
+    for item in swiftkv_dir.iterdir():
+        (bad / item.name).symlink_to(item)
+    (bad / "config.json").unlink()
+    config = json.loads((swiftkv_dir / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "num_key_value_layers": 31}))
+    line = start_error(bad, {})
+    assert line == "arctic-serve: num_key_value_layers: must be an integer in 1..30 (num_hidden_layers), got 31"
