@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 
-def write_kv_reference(key: torch.Tensor, value: torch.Tensor, caches: list[torch.Tensor], slot_mapping: torch.Tensor) -> None:
+def write_kv_reference(
+    key: torch.Tensor, value: torch.Tensor, caches: list[torch.Tensor], slot_mapping: torch.Tensor
+) -> None:
     """``key``/``value``: ``[L, T, kv_heads, head_dim]``; ``caches[l]``: ``[2, blocks, block_size,
     kv_heads, head_dim]``; tokens with a negative slot are skipped."""
     keep = slot_mapping >= 0
@@ -36,16 +38,16 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
-    @triton.jit  # type: ignore[misc]
+    @triton.jit  # type: ignore[untyped-decorator]
     def write_kv_kernel(
-        key_ptr,
-        value_ptr,
-        cache_table,
-        slot_ptr,
-        kv_stride_layer,
-        kv_stride_token,
-        cache_stride_kv,
-        cache_stride_slot,
+        key_ptr: Any,
+        value_ptr: Any,
+        cache_table: Any,
+        slot_ptr: Any,
+        kv_stride_layer: Any,
+        kv_stride_token: Any,
+        cache_stride_kv: Any,
+        cache_stride_slot: Any,
         ROW: tl.constexpr,
         BLOCK: tl.constexpr,
     ) -> None:
@@ -71,7 +73,9 @@ def _kernel() -> Any:
 _KERNEL: Any = None
 
 
-def write_kv(key: torch.Tensor, value: torch.Tensor, caches: list[torch.Tensor], slot_mapping: torch.Tensor) -> None:
+def write_kv(
+    key: torch.Tensor, value: torch.Tensor, caches: list[torch.Tensor], slot_mapping: torch.Tensor
+) -> None:
     """The one-launch Triton version of ``write_kv_reference`` (CUDA; caches of ``key``'s dtype)."""
     global _KERNEL
     import triton

@@ -175,12 +175,17 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
         wait_for("the PDB", lambda: names(api_client)["pdbs"] == ["smollm2-cpu"])
 
         # a spec the schema accepts but this runtime cannot serve: Degraded, naming the field; pods untouched
-        https_source = {"source": {"hub": None, "uri": "https://models.example.com/smollm2"}, "revision": None}
+        https_source = {
+            "source": {"hub": None, "uri": "https://models.example.com/smollm2"},
+            "revision": None,
+        }
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, NS, PLURAL, "smollm2-cpu", {"spec": {"model": https_source}}
         )
         degraded = wait_for("Degraded", lambda: (c := condition("Degraded")) and c["status"] == "True" and c)
-        assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.model.source.uri:")
+        assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith(
+            "spec.model.source.uri:"
+        )
         assert apps.read_namespaced_deployment("smollm2-cpu", NS).spec.replicas == 2
 
     from prometheus_client import REGISTRY
@@ -195,7 +200,10 @@ def test_operator_lifecycle(emulated_api: EmulatedApiServer, api_client: client.
     # a restarted operator finds everything in place and creates nothing twice
     before = names(api_client)
     with operator(emulated_api, api_client):
-        hub_source = {"source": {"uri": None, "hub": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "revision": "main"}
+        hub_source = {
+            "source": {"uri": None, "hub": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+            "revision": "main",
+        }
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, NS, PLURAL, "smollm2-cpu", {"spec": {"model": hub_source}}
         )

@@ -48,7 +48,8 @@ def swiftkv_folder(base: Path, out: Path, lkv: int, noise: float = 0.5) -> Path:
     init = SwiftKVLlama(config, state, lkv).swiftkv_state(torch.float32)
     gen = torch.Generator().manual_seed(0)
     delta = {
-        k: (v + noise * v.std() * torch.randn(v.shape, generator=gen)).to(torch.bfloat16) for k, v in init.items()
+        k: (v + noise * v.std() * torch.randn(v.shape, generator=gen)).to(torch.bfloat16)
+        for k, v in init.items()
     }
     return write_model_folder(base, delta, lkv, out)
 
@@ -98,12 +99,18 @@ def test_suffix_decoding_keeps_greedy_tokens(swiftkv_dir: Path, served: dict[str
     assert spec["token_ids"] == served["token_ids"]
 
 
-def test_lkv_equal_to_layers_is_the_base_model(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_lkv_equal_to_layers_is_the_base_model(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     layers = int(json.loads((smollm2_dir / "config.json").read_text())["num_hidden_layers"])
     full = swiftkv_folder(smollm2_dir, tmp_path_factory.mktemp("swiftkv") / f"lkv{layers}", layers)
     base, swift = generate(smollm2_dir), generate(full)
     assert swift["token_ids"] == base["token_ids"]
-    diffs = [abs(a - b) for x, y in zip(base["logprobs"], swift["logprobs"], strict=True) for a, b in zip(x, y, strict=True)]
+    diffs = [
+        abs(a - b)
+        for x, y in zip(base["logprobs"], swift["logprobs"], strict=True)
+        for a, b in zip(x, y, strict=True)
+    ]
     assert max(diffs) < 1e-4
 
 
@@ -114,7 +121,12 @@ def start_error(model: Path, additional: dict[str, Any]) -> str:
         f"additional_config={additional!r})"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=engine_env(True), capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=engine_env(True),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode != 0
     return proc.stderr.strip().splitlines()[-1]
@@ -124,7 +136,9 @@ def test_startup_errors_name_the_setting(
     smollm2_dir: Path, swiftkv_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     line = start_error(smollm2_dir, {"arctic": {"swiftkv": {"enabled": True}}})
-    assert line.startswith("arctic-serve: additional_config.arctic.swiftkv.enabled: the model is not a SwiftKV")
+    assert line.startswith(
+        "arctic-serve: additional_config.arctic.swiftkv.enabled: the model is not a SwiftKV"
+    )
     bad = tmp_path_factory.mktemp("swiftkv") / "bad-lkv"
     bad.mkdir(exist_ok=True)
     for item in swiftkv_dir.iterdir():
@@ -133,4 +147,6 @@ def test_startup_errors_name_the_setting(
     config = json.loads((swiftkv_dir / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "num_key_value_layers": 31}))
     line = start_error(bad, {})
-    assert line == "arctic-serve: num_key_value_layers: must be an integer in 1..30 (num_hidden_layers), got 31"
+    assert (
+        line == "arctic-serve: num_key_value_layers: must be an integer in 1..30 (num_hidden_layers), got 31"
+    )

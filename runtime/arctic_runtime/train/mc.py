@@ -56,7 +56,7 @@ def prepare(tokenizer: Any, wheel: Path, out: Path, per_task: int) -> dict[str, 
     return counts
 
 
-@torch.no_grad()
+@torch.no_grad()  # type: ignore[untyped-decorator]
 def continuation_logprobs(
     model: Any, path: Path, student: bool, batch_tokens: int = 1 << 16, dtype: torch.dtype | None = None
 ) -> np.ndarray[Any, Any]:

@@ -145,7 +145,7 @@ def distill_loss(
     return kl + HIDDEN_MSE_WEIGHT * mse, float(kl.detach()), float(mse.detach())
 
 
-@torch.no_grad()
+@torch.no_grad()  # type: ignore[untyped-decorator]
 def held_out_metrics(
     model: SwiftKVLlama, samples: list[Sample], tokens: int, device: torch.device, amp: bool
 ) -> dict[str, Any]:
@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss, kl, mse = distill_loss(model, ids, target, valid)
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.swiftkv.parameters(), 1.0))
             opt.step()
             seen += int(valid.sum())

@@ -93,7 +93,8 @@ def dequantize(raw: bytes, kind: str, shape: list[int]) -> np.ndarray[Any, np.dt
         m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
         qs = b[:, 4:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
-        return (d * q + m).reshape(shape)
+        out: np.ndarray[Any, np.dtype[np.float32]] = (d * q + m).reshape(shape)
+        return out
     raise ValueError(f"unsupported GGUF tensor type {kind}")
 
 
