@@ -98,9 +98,21 @@ def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any
             raise parallel_hooks.with_flag_names(exc) from None
         config = original(self, *args, **kwargs)
         parallel_hooks.finish_engine_config(config, parallel)
+        check_swiftkv(config)
         return config
 
     return create_engine_config
+
+
+def check_swiftkv(config: Any) -> None:
+    """SwiftKV asked for a model that is not a SwiftKV checkpoint, or a bad L_kv: one line."""
+    from arctic_runtime import swiftkv
+
+    enabled = parse_engine_settings(config.additional_config).swiftkv
+    try:
+        swiftkv.check_model(config.model_config.hf_config, enabled)
+    except swiftkv.SwiftKVConfigError as exc:
+        raise SystemExit(f"arctic-serve: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
