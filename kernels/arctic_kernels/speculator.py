@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-def, untyped-decorator"
 """The draft heads' two fused steps, as Triton kernels beside plain-PyTorch references.
 
 * ``speculator_ln``: the speculators' layer norm (RMS-style: ``x / rms(x) * weight + bias``, no mean
@@ -23,7 +24,11 @@ SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 def speculator_ln_reference(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-6, gelu: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float = 1e-6,
+    gelu: bool = False,
 ) -> torch.Tensor:
     xf = x.float()
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
@@ -77,12 +82,14 @@ def _build() -> dict[str, Any]:
     import triton
     import triton.language as tl
 
-    @triton.jit  # type: ignore[misc]
+    @triton.jit
     def _gelu(x: Any) -> Any:
         return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
 
-    @triton.jit  # type: ignore[misc]
-    def _ln_kernel(X, W, B, Y, n, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr, GELU: tl.constexpr, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+    @triton.jit
+    def _ln_kernel(
+        X, W, B, Y, n, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr, GELU: tl.constexpr, BLOCK: tl.constexpr
+    ):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -96,8 +103,8 @@ def _build() -> dict[str, Any]:
             y = _gelu(y)
         tl.store(Y + row * n + cols, y.to(Y.dtype.element_ty), mask=mask)
 
-    @triton.jit  # type: ignore[misc]
-    def _lstm_kernel(G, E, C, CW, CB, SW, SB, H, CO, p, alpha, eps, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803
+    @triton.jit
+    def _lstm_kernel(G, E, C, CW, CB, SW, SB, H, CO, p, alpha, eps, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < p
@@ -127,7 +134,11 @@ def _build() -> dict[str, Any]:
 
 
 def speculator_ln_triton(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-6, gelu: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float = 1e-6,
+    gelu: bool = False,
 ) -> torch.Tensor:
     k = _build()
     n = x.shape[-1]
@@ -168,14 +179,29 @@ def lstm_cell_triton(
     h = torch.empty((rows, p), dtype=gates.dtype, device=gates.device)
     c_out = torch.empty_like(c_in)
     k["lstm"][(rows,)](
-        g, e, c_in, cell_weight, cell_bias, state_weight, state_bias, h, c_out, p, float(alpha), eps,
+        g,
+        e,
+        c_in,
+        cell_weight,
+        cell_bias,
+        state_weight,
+        state_bias,
+        h,
+        c_out,
+        p,
+        float(alpha),
+        eps,
         BLOCK=k["next_pow2"](p),
     )
     return h, c_out
 
 
 def speculator_ln(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-6, gelu: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float = 1e-6,
+    gelu: bool = False,
 ) -> torch.Tensor:
     if triton_usable(x) and not torch.is_grad_enabled():
         return speculator_ln_triton(x, weight, bias, eps, gelu)

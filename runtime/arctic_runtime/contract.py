@@ -348,15 +348,21 @@ def parse_heads(data: Mapping[str, Any], *, prefix: str = "") -> HeadSettings:
         errors.append(FieldError(f"{prefix}model", f"must be the speculator's folder, got {model!r}"))
     method = data.get("method", "arctic")
     if method not in HEAD_METHODS:
-        errors.append(FieldError(f"{prefix}method", f"must be one of {', '.join(HEAD_METHODS)}, got {method!r}"))
+        errors.append(
+            FieldError(f"{prefix}method", f"must be one of {', '.join(HEAD_METHODS)}, got {method!r}")
+        )
     k = data.get("num_speculative_tokens", 1)
     if not _is_int(k) or k < 1:
-        errors.append(FieldError(f"{prefix}num_speculative_tokens", f"must be a whole number >= 1, got {k!r}"))
+        errors.append(
+            FieldError(f"{prefix}num_speculative_tokens", f"must be a whole number >= 1, got {k!r}")
+        )
     hybrid = data.get("hybrid", False)
     if not isinstance(hybrid, bool):
         errors.append(FieldError(f"{prefix}hybrid", f"must be true or false, got {hybrid!r}"))
     threshold = data.get("hybrid_threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0):
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0
+    ):
         errors.append(FieldError(f"{prefix}hybrid_threshold", f"must be a number >= 0, got {threshold!r}"))
     if errors:
         raise InvalidSetting(errors)

@@ -288,15 +288,26 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
                         self, heads, sampled_token_ids, sample_hidden_states, spec_meta, drafting
                     )
         return original(
-            self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
-            *rest, **kwargs,
+            self,
+            scheduler_output,
+            sampled_token_ids,
+            sampling_metadata,
+            hidden_states,
+            sample_hidden_states,
+            *rest,
+            **kwargs,
         )
 
     return propose_draft_token_ids
 
 
 def _last_accepted_hidden(
-    runner: Any, heads: Any, sampled: list[list[int]], sample_hidden_states: Any, spec_meta: Any, drafting: bool
+    runner: Any,
+    heads: Any,
+    sampled: list[list[int]],
+    sample_hidden_states: Any,
+    spec_meta: Any,
+    drafting: bool,
 ) -> Any:
     """The base model's final hidden state at each request's last accepted position: one row of
     ``sample_hidden_states`` per request, or (with drafts verified this step) the row of its last
@@ -306,7 +317,7 @@ def _last_accepted_hidden(
         embedding = model.model.embed_tokens.weight
         lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
         heads.load(embedding, lm_head, sample_hidden_states.dtype, sample_hidden_states.device)
-        logger.info("arctic-serve: draft head %s loaded (%s)", heads.settings.model, heads.head.config.kind)
+        logger.info("arctic-serve: draft head %s loaded", heads.settings.model)
     if not drafting:
         return None
     if sample_hidden_states.shape[0] == len(sampled):

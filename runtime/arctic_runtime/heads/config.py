@@ -98,7 +98,9 @@ def _dims(raw: Any, key: str, errors: list[FieldError]) -> int:
     elif isinstance(raw, str):
         parts = raw.split(".")
         if not all(p.isdigit() for p in parts):
-            errors.append(FieldError(key, f"must be a positive integer or a dotted string of them, got {raw!r}"))
+            errors.append(
+                FieldError(key, f"must be a positive integer or a dotted string of them, got {raw!r}")
+            )
             return 0
         if len(parts) > 1:
             errors.append(FieldError(key, f"several levels ({raw!r}) are not supported; use one width"))
@@ -138,7 +140,11 @@ def parse_head_config(obj: dict[str, Any], where: str = "config.json") -> HeadCo
     if is_lstm:
         if method != "sum_lstm":
             raise InvalidSetting(
-                [FieldError(f"{where}.method", f"must be 'sum_lstm' (Arctic's LSTM speculator), got {method!r}")]
+                [
+                    FieldError(
+                        f"{where}.method", f"must be 'sum_lstm' (Arctic's LSTM speculator), got {method!r}"
+                    )
+                ]
             )
         hidden = _int(obj, "input_hidden_dim", errors, where)
         inner = _int(obj, "inner_dim", errors, where)
@@ -168,7 +174,9 @@ def parse_head_config(obj: dict[str, Any], where: str = "config.json") -> HeadCo
     scale_input = _bool(obj, "scale_input", False, errors, where)
     tie_base = _bool(obj, "tie_base_embeddings", False, errors, where)
     if kind == "mlp" and tie and n_predict == 1:
-        errors.append(FieldError(f"{where}.tie_weights", "needs n_predict >= 2 (nothing to tie with one step)"))
+        errors.append(
+            FieldError(f"{where}.tie_weights", "needs n_predict >= 2 (nothing to tie with one step)")
+        )
     if errors:
         raise InvalidSetting(errors)
     return HeadConfig(
@@ -200,7 +208,9 @@ def read_head_config(folder: str | Path, key: str = "speculative_config.model") 
     if not isinstance(obj, dict):
         raise InvalidSetting([FieldError(key, f"{config_path} must hold a JSON object")])
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise InvalidSetting([FieldError(key, f"no weights in {path} (expected one of {', '.join(WEIGHT_FILES)})")])
+        raise InvalidSetting(
+            [FieldError(key, f"no weights in {path} (expected one of {', '.join(WEIGHT_FILES)})")]
+        )
     return parse_head_config(obj, where=f"{key} {CONFIG_FILE}")
 
 
@@ -229,7 +239,8 @@ def check_against_base(
         errors.append(
             FieldError(
                 "speculative_config.model",
-                f"tie_base_embeddings needs emb_dim and inner_dim equal to the base hidden size {base_hidden}",
+                "tie_base_embeddings needs emb_dim and inner_dim equal to the base hidden size "
+                f"{base_hidden}",
             )
         )
     k = config.n_predict if num_speculative_tokens is None else num_speculative_tokens

@@ -56,19 +56,28 @@ def split_head_spec(
     errors: list[FieldError] = []
     allowed = set(HEAD_KEYS) | set(ARCTIC_SUFFIX_KEYS) | set(VLLM_SUFFIX_KEYS)
     errors += [
-        FieldError(f"speculative_config.{key}", f"is not used with method {spec['method']!r}; allowed: {', '.join(sorted(allowed))}")
+        FieldError(
+            f"speculative_config.{key}",
+            f"is not used with method {spec['method']!r}; allowed: {', '.join(sorted(allowed))}",
+        )
         for key in spec
         if key not in allowed
     ]
     model = spec.get("model")
     if not isinstance(model, str) or not model:
-        errors.append(FieldError("speculative_config.model", f"must be the speculator's folder, got {model!r}"))
+        errors.append(
+            FieldError("speculative_config.model", f"must be the speculator's folder, got {model!r}")
+        )
     hybrid = spec.get("enable_suffix_decoding", False)
     if not isinstance(hybrid, bool):
-        errors.append(FieldError("speculative_config.enable_suffix_decoding", f"must be true or false, got {hybrid!r}"))
+        errors.append(
+            FieldError("speculative_config.enable_suffix_decoding", f"must be true or false, got {hybrid!r}")
+        )
     k = spec.get("num_speculative_tokens")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        errors.append(FieldError("speculative_config.num_speculative_tokens", f"must be a whole number >= 1, got {k!r}"))
+        errors.append(
+            FieldError("speculative_config.num_speculative_tokens", f"must be a whole number >= 1, got {k!r}")
+        )
     if errors:
         raise InvalidSetting(errors)
     config = read_head_config(str(model))
@@ -165,7 +174,9 @@ class HeadDrafter:
     def threshold(self) -> float:
         if self.settings.hybrid_threshold is not None:
             return self.settings.hybrid_threshold
-        return float(self.head.config.n_predict if self.head is not None else self.settings.num_speculative_tokens)
+        return float(
+            self.head.config.n_predict if self.head is not None else self.settings.num_speculative_tokens
+        )
 
     def load(self, embedding: Any, lm_head: Any, dtype: Any, device: Any) -> None:
         from arctic_runtime.heads.model import load_head
@@ -212,13 +223,17 @@ class HeadDrafter:
             head_out: dict[int, list[int]] = {}
             if need_head and k > 0:
                 index = torch.tensor(need_head, dtype=torch.long, device=hidden.device)
-                last = torch.tensor([int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device)
+                last = torch.tensor(
+                    [int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device
+                )
                 out = self.head.draft(hidden.index_select(0, index).to(self.head_dtype), last, k).tolist()
                 head_out = dict(zip(need_head, out, strict=True))
             threshold = self.threshold
             for i in rows:
                 room = min(k, self.max_model_len - 1 - int(num_tokens[i]))
-                draft, source = hybrid_pick(suffix_drafts[i], scores[i], head_out.get(i, [])[:room], threshold)
+                draft, source = hybrid_pick(
+                    suffix_drafts[i], scores[i], head_out.get(i, [])[:room], threshold
+                )
                 drafts[i] = draft
                 if source == "suffix":
                     self.counters.suffix_drafts += 1

@@ -29,7 +29,7 @@ from arctic_runtime.heads.config import CONFIG_FILE, HeadConfig, read_head_confi
 EPS = 1e-6
 
 
-class SpeculatorNorm(nn.Module):
+class SpeculatorNorm(nn.Module):  # type: ignore[misc]
     """The speculators' RMS-style layer norm with scale and shift (keys ``weight``, ``bias``)."""
 
     def __init__(self, width: int) -> None:
@@ -38,7 +38,7 @@ class SpeculatorNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
 
 
-class DraftHead(nn.Module):
+class DraftHead(nn.Module):  # type: ignore[misc]
     """One speculator; parameter names are the published checkpoint keys."""
 
     def __init__(self, config: HeadConfig) -> None:
@@ -56,16 +56,23 @@ class DraftHead(nn.Module):
                 ln = SpeculatorNorm(c.inner_dim)
                 head = nn.Linear(c.inner_dim, c.vocab_size, bias=False)
                 self.emb = nn.ModuleList([emb] * n)
-                self.proj = nn.ModuleList([nn.Linear(c.input_hidden_dim, c.inner_dim, bias=False)] + [proj_rest] * (n - 1))
+                self.proj = nn.ModuleList(
+                    [nn.Linear(c.input_hidden_dim, c.inner_dim, bias=False)] + [proj_rest] * (n - 1)
+                )
                 self.ln = nn.ModuleList([ln] * n)
                 self.head = nn.ModuleList([head] * n)
             else:
                 self.emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.inner_dim) for _ in range(n)])
                 self.proj = nn.ModuleList(
-                    [nn.Linear(c.input_hidden_dim if i == 0 else c.inner_dim, c.inner_dim, bias=False) for i in range(n)]
+                    [
+                        nn.Linear(c.input_hidden_dim if i == 0 else c.inner_dim, c.inner_dim, bias=False)
+                        for i in range(n)
+                    ]
                 )
                 self.ln = nn.ModuleList([SpeculatorNorm(c.inner_dim) for _ in range(n)])
-                self.head = nn.ModuleList([nn.Linear(c.inner_dim, c.vocab_size, bias=False) for _ in range(n)])
+                self.head = nn.ModuleList(
+                    [nn.Linear(c.inner_dim, c.vocab_size, bias=False) for _ in range(n)]
+                )
         else:
             self.forget_emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.emb_dim)])
             self.projs = nn.ModuleList(
@@ -135,7 +142,11 @@ class DraftHead(nn.Module):
             if value is None:
                 errors.append(FieldError(where, f"weight {key!r} is missing"))
             elif tuple(value.shape) != tuple(param.shape):
-                errors.append(FieldError(where, f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(param.shape)}"))
+                errors.append(
+                    FieldError(
+                        where, f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(param.shape)}"
+                    )
+                )
             else:
                 with torch.no_grad():
                     param.copy_(value)
@@ -176,7 +187,9 @@ class DraftHead(nn.Module):
     def step_states(self, hidden: torch.Tensor, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
         """The head's state after each step, feeding ``tokens[i]`` at step i (len(tokens) steps)."""
         state = self._input(hidden)
-        cell = torch.zeros(*hidden.shape[:-1], self.config.inner_dim, dtype=hidden.dtype, device=hidden.device)
+        cell = torch.zeros(
+            *hidden.shape[:-1], self.config.inner_dim, dtype=hidden.dtype, device=hidden.device
+        )
         out = []
         for i, tok in enumerate(tokens):
             if self.config.kind == "mlp":
@@ -186,7 +199,7 @@ class DraftHead(nn.Module):
             out.append(state)
         return out
 
-    @torch.no_grad()  # type: ignore[misc]
+    @torch.no_grad()  # type: ignore[untyped-decorator]
     def draft(self, hidden: torch.Tensor, last_tokens: torch.Tensor, k: int) -> torch.Tensor:
         """Greedy drafts, (rows, k): ``hidden`` (rows, input_hidden_dim), ``last_tokens`` (rows,)."""
         state = self._input(hidden)
@@ -264,6 +277,6 @@ def load_head(
         out = None if lm_head is None or lm_head is base_embedding else lm_head.detach()[:vocab]
         head.tie_to_base(emb, out)
     head.load_checkpoint(tensors, f"{key} weights")
-    head = head.to(device=device, dtype=dtype)
+    head.to(device=device, dtype=dtype)
     head.eval()
     return head
