@@ -122,6 +122,10 @@ def raw_openings(raw: TokenTable, held_out: bool, limit: int, length: int, seed:
 Sequences = list[tuple[list[int], list[int], str]]  # (prompt, answer, source)
 
 
+def _chunks(rows: list[list[int]], size: int) -> list[list[list[int]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
 def build_sequences(
     model: SwiftKVLlama,
     prompts: TokenTable,
@@ -135,6 +139,7 @@ def build_sequences(
     eos: int,
     batch: int,
     seed: int,
+    seconds: float = 1e9,
 ) -> Sequences:
     chosen = select_prompts(prompts, held_out, chat, max_prompt, seed)
     chat_rows = [prompts.row(i) for i, _ in chosen]
@@ -142,9 +147,21 @@ def build_sequences(
     all_prompts = chat_rows + code_rows
     sources = [s for _, s in chosen] + ["code"] * len(code_rows)
     started = time.monotonic()
-    # code continuations never stop early: answers of max_new tokens (eos -1 never matches)
-    answers = generate_answers(model, chat_rows, max_new, eos, batch=batch) if chat_rows else []
-    answers += generate_answers(model, code_rows, max_new, -1, batch=batch) if code_rows else []
+    # chunks of 4 batches, chat and code interleaved, until the time budget is spent; code
+    # continuations never stop early (eos -1 never matches)
+    jobs = [(rows, eos, "chat") for rows in _chunks(chat_rows, 4 * batch)]
+    jobs += [(rows, -1, "code") for rows in _chunks(code_rows, 4 * batch)]
+    jobs.sort(key=lambda j: 0 if j[2] == "code" else 1)  # code first: fewer rows, always some
+    answers_by_kind: dict[str, list[list[int]]] = {"chat": [], "code": []}
+    for rows, stop, kind in jobs:
+        if time.monotonic() - started > seconds:
+            log(f"generation budget ({seconds:.0f}s) spent: {kind} chunk skipped")
+            continue
+        answers_by_kind[kind] += generate_answers(model, rows, max_new, stop, batch=batch)
+    n_chat, n_code = len(answers_by_kind["chat"]), len(answers_by_kind["code"])
+    all_prompts = chat_rows[:n_chat] + code_rows[:n_code]
+    sources = [s for _, s in chosen][:n_chat] + ["code"] * n_code
+    answers = answers_by_kind["chat"] + answers_by_kind["code"]
     n_tok = sum(map(len, answers))
     log(
         f"{'held-out' if held_out else 'train'}: {len(all_prompts)} answers, {n_tok} tokens in "
@@ -533,8 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--out", required=True)
         r.add_argument("--device", default="cpu" if dry else "cuda")
         r.add_argument("--n-predict", type=int, default=3)
-        r.add_argument("--train-chat", type=int, default=8 if dry else 2560)
-        r.add_argument("--train-code", type=int, default=4 if dry else 768)
+        r.add_argument("--train-chat", type=int, default=8 if dry else 4096)
+        r.add_argument("--train-code", type=int, default=4 if dry else 1024)
         r.add_argument("--eval-chat", type=int, default=4 if dry else 384)
         r.add_argument("--eval-code", type=int, default=2 if dry else 128)
         r.add_argument("--max-prompt", type=int, default=512)
@@ -543,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--batch-tokens", type=int, default=4096 if dry else 262144)
         r.add_argument("--batch", type=int, default=8 if dry else 128)
         r.add_argument("--lr", type=float, default=1e-3)
-        r.add_argument("--lstm-s", type=float, default=5.0 if dry else 150.0)
-        r.add_argument("--mlp-s", type=float, default=3.0 if dry else 90.0)
+        r.add_argument("--gen-s", type=float, default=60.0 if dry else 200.0, help="training-data generation")
+        r.add_argument("--lstm-s", type=float, default=5.0 if dry else 110.0)
+        r.add_argument("--mlp-s", type=float, default=3.0 if dry else 70.0)
         r.add_argument("--max-steps", type=int, default=3 if dry else 0)
         r.add_argument("--seed", type=int, default=0)
         r.add_argument("--budget-s", type=float, default=60.0 if dry else 480.0, help="whole run, seconds")
