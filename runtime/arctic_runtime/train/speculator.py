@@ -26,7 +26,8 @@ The recipe (ArcticTraining's speculator recipe, scaled down; see docs/benchmarks
 
 ``run`` writes under ``--out``: ``lstm/`` and ``mlp/`` speculator folders (config.json +
 model.safetensors, loadable by ``speculative_config={"method": "arctic", "model": DIR}``),
-``metrics.json`` (timings, losses, held-out acceptance per source) and ``log.txt``.
+``metrics.json`` (timings, losses, held-out acceptance per source), ``log.txt`` and
+``traces-chat.jsonl`` / ``traces-code.jsonl`` (held-out answers for ``bench.speculator_accept``).
 """
 
 from __future__ import annotations
@@ -408,6 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, prompts, raw, held_out=False, chat=args.train_chat, code=args.train_code, seed=0, **common
     )
     metrics["generation_s"] = round(time.monotonic() - started, 1)
+    write_traces(held, out, args.trace_rows)
     started = time.monotonic()
     n_predict = args.n_predict
     h_train, t_train, _ = hidden_table(model, train, n_predict, args.max_new, args.batch_tokens, dtype)
@@ -463,6 +465,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out / "log.txt").write_text("\n".join(_LOG) + "\n")
     return metrics
+
+
+def write_traces(held: Sequences, out: Path, rows: int) -> None:
+    """Held-out answers as replayable traces (``{"prompt", "output", "source"}`` per line) for
+    ``bench.speculator_accept``: open chat (short prompts) and code continuations."""
+    chat = [x for x in held if x[2] != "code" and len(x[0]) <= 256][:rows]
+    code = [x for x in held if x[2] == "code"][:rows]
+    for name, items in (("chat", chat), ("code", code)):
+        with open(out / f"traces-{name}.jsonl", "w", encoding="utf-8") as f:
+            for prompt, answer, source in items:
+                f.write(json.dumps({"prompt": prompt, "output": answer, "source": source}) + "\n")
 
 
 def kernel_check() -> dict[str, Any]:
@@ -565,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--mlp-s", type=float, default=3.0 if dry else 70.0)
         r.add_argument("--max-steps", type=int, default=3 if dry else 0)
         r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--trace-rows", type=int, default=2 if dry else 40, help="held-out traces written")
         r.add_argument("--budget-s", type=float, default=60.0 if dry else 480.0, help="whole run, seconds")
         r.add_argument("--kernel-check", action="store_true", default=not dry)
     args = p.parse_args(argv)
