@@ -186,8 +186,10 @@ def hidden_table(
     order = sorted(range(n), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
     start = 0
     while start < n:
-        longest = len(seqs[order[min(n, start + 1) - 1]][0]) + max_new
-        rows = order[start : start + max(1, batch_tokens // longest)]
+        end = start + 1  # grow the batch while rows x (its longest row) fits the token budget
+        while end < n and (end + 1 - start) * sum(map(len, seqs[order[end]][:2])) <= batch_tokens:
+            end += 1
+        rows = order[start:end]
         width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
         for r, i in enumerate(rows):
