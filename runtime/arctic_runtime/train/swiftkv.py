@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -437,6 +438,62 @@ def export(args: argparse.Namespace) -> None:
     delta, lkv = read_delta(Path(args.delta))
     out = write_model_folder(Path(args.model) if args.model else ensure_smollm2(), delta, lkv, Path(args.out))
     print(f"wrote {out} (num_key_value_layers={lkv})")
+
+
+def subset_mc(path: Path, per_task: int, out: Path) -> Path:
+    """The first ``per_task`` questions of each task in an ``mc.npz`` (all their choices)."""
+    z = np.load(path)
+    meta, offsets = z["meta"], z["offsets"]
+    keep = [i for i in range(len(meta)) if meta[i, 1] < per_task]
+    rows = [z["tokens"][offsets[i] : offsets[i + 1]] for i in keep]
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    np.savez(
+        out,
+        tokens=np.concatenate(rows),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        meta=meta[keep],
+        tasks=z["tasks"],
+    )
+    return out
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """CPU (or any device) quality check of a trained delta: MC base vs SwiftKV on the first
+    ``--per-task`` questions per task, held-out KL / top-1 on held-out raw text, float32."""
+    import tempfile
+
+    from arctic_runtime.models import ensure_smollm2
+
+    device = torch.device(args.device)
+    data = Path(args.data)
+    config, state = load_folder(Path(args.model) if args.model else ensure_smollm2())
+    delta, lkv = read_delta(Path(args.delta))
+    model = SwiftKVLlama(config, state, lkv, swiftkv=delta).to_device(device, torch.float32)
+    raw = TokenTable.load(data / "raw.npz")
+    held = [i for i in range(len(raw)) if raw.held_out[i]][: args.max_raw]
+    samples: list[Sample] = [
+        (raw.row(i), [j >= RAW_MASKED_PREFIX for j in range(len(raw.row(i)))], RAW_MASKED_PREFIX)
+        for i in held
+    ]
+    t = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        mc_path = subset_mc(data / "mc.npz", args.per_task, Path(tmp) / "mc.npz")
+        result = {
+            "suite": "swiftkv-quality",
+            "kind": "swiftkv-quality-cpu",
+            "time": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+            "machine": "cpu",
+            "command": " ".join(sys.argv),
+            "num_key_value_layers": lkv,
+            "held_out_raw_text": held_out_metrics(model, samples, 4096, device, False),
+            "mc": mc_eval(model, mc_path, False),
+        }
+    result["mean_acc_delta"] = result["mc"]["mean_acc_delta"]
+    result["seconds"] = time.monotonic() - t
+    out = Path(args.out) / f"swiftkv-quality-cpu-{result['time']}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    held_all = result["held_out_raw_text"]["all"]
+    print(f"wrote {out}: mean_acc_delta {result['mean_acc_delta']:+.2f}, held-out {held_all}")
 
 
 def report(args: argparse.Namespace) -> None:
