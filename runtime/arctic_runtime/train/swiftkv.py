@@ -581,6 +581,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True)
     e.add_argument("--model")
     e.set_defaults(func=export)
+    ev = sub.add_parser("eval", help="(CPU) MC and held-out KL of a trained delta vs the base model")
+    ev.add_argument("--delta", required=True)
+    ev.add_argument("--data", default=".gpu-swiftkv")
+    ev.add_argument("--model")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--per-task", type=int, default=50)
+    ev.add_argument("--max-raw", type=int, default=20)
+    ev.add_argument("--out", default="bench/results")
+    ev.set_defaults(func=evaluate)
     rp = sub.add_parser(
         "report", help="a GPU run's metrics.json -> bench/results/swiftkv-quality-<time>.json"
     )
