@@ -24,7 +24,9 @@ def base(smollm2_dir: Path) -> tuple[dict[str, object], dict[str, torch.Tensor]]
     return config, {k: v.float() for k, v in state.items()}
 
 
-def test_forward_equals_transformers(smollm2_dir: Path, base: tuple[dict[str, object], dict[str, torch.Tensor]]) -> None:
+def test_forward_equals_transformers(
+    smollm2_dir: Path, base: tuple[dict[str, object], dict[str, torch.Tensor]]
+) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32).eval()
@@ -42,7 +44,10 @@ def test_cached_greedy_equals_full_forwards(base: tuple[dict[str, object], dict[
     with torch.no_grad():
         for p in model.swiftkv.parameters():
             p.add_(0.3 * p.std() * torch.randn(p.shape, generator=gen))
-    prompts = [[1, 504, 3575, 282, 4649, 314], [19161, 253, 1890, 8216, 563, 260, 3426, 30, 378, 3426, 314, 2000]]
+    prompts = [
+        [1, 504, 3575, 282, 4649, 314],
+        [19161, 253, 1890, 8216, 563, 260, 3426, 30, 378, 3426, 314, 2000],
+    ]
     for student in (False, True):
         answers = model.greedy(prompts, max_new=6, eos=2, student=student)
         for prompt, answer in zip(prompts, answers, strict=True):
