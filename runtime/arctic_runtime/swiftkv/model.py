@@ -68,6 +68,21 @@ class SwiftKVAttention(LlamaAttention):  # type: ignore[misc]
         out, _ = self.o_proj(self.attn(q, k, v))
         return out
 
+    def forward_rows(
+        self, positions: torch.Tensor, hidden_rows: torch.Tensor, swift_in: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Q and O only for ``rows`` (the tokens whose logits are read); K/V and the cache write for
+        every token. The other queries are zeros: attention still runs over them (vLLM's metadata
+        covers every token) and their outputs are dropped."""
+        kv, _ = self.kv_proj_swiftkv(swift_in)
+        k, v = kv.split([self.kv_size, self.kv_size], dim=-1)
+        q_rows, _ = self.q_proj_swiftkv(hidden_rows)
+        q = q_rows.new_zeros((swift_in.shape[0], q_rows.shape[-1]))
+        q[rows] = q_rows
+        q, k = self.rotary_emb(positions, q, k)
+        out, _ = self.o_proj(self.attn(q, k, v)[rows])
+        return out
+
 
 class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
     def __init__(self, vllm_config: VllmConfig, prefix: str = "", config: Any = None) -> None:
