@@ -56,6 +56,8 @@ DEFAULT_CPU_IMAGE = "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
 ADMIN_TOKEN_PATH = "/var/run/arctic-serve/admin/token"
 MODEL_CACHE_PATH = "/models-cache"
 PVC_MODEL_PATH = "/models"
+COMPILE_CACHE_PATH = "/var/cache/vllm"
+"""VLLM_CACHE_ROOT when spec.compileCache is on: torch.compile artifacts and CUDA-graph caches."""
 #: Environment the operator sets on the engine; a user ``env`` entry of the same name is replaced.
 MANAGED_ENV = (
     contract.ENV_ENABLED,
@@ -321,6 +323,15 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
     ]
     if spec.model_cache.volume == "emptyDir":
         volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": spec.model_cache.size}})
+    compile_cache = spec.compile_cache
+    if compile_cache.volume != "none":
+        if compile_cache.volume == "hostPath":
+            source: dict[str, Any] = {"hostPath": {"path": compile_cache.path, "type": "DirectoryOrCreate"}}
+        else:
+            source = {"persistentVolumeClaim": {"claimName": compile_cache.claim_name}}
+        volumes.append({"name": "compile-cache", **source})
+        container["volumeMounts"].append({"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH})
+        container["env"].append({"name": "VLLM_CACHE_ROOT", "value": COMPILE_CACHE_PATH})
     pvc = spec.model.source.pvc
     if pvc is not None:
         volumes.append(
