@@ -67,7 +67,7 @@ def register(
     """Add the operator's handlers to ``registry``; ``make_cluster`` gives the API access (once);
     ``control_tuning`` overrides the control loop's windows and policy timings (tests)."""
     clusters: list[Cluster] = []
-    tuning = control_tuning or ControlTuning()
+    tuning = control_tuning or ControlTuning(costs=op_settings.costs)
     # per resource uid: reconcile and the autoscaler's replica patch never interleave
     locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from arctic_operator.api import ArcticInferenceServiceSpec
 from arctic_operator.control.cap import CapPolicy
 from arctic_operator.control.controller import ControllerConfig, ServiceController, TickResult, pod_targets
+from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 from arctic_operator.control.replicas import ReplicaPolicy
 from arctic_operator.plan import labels, selector_string, workload_kind
 from arctic_operator.reconcile import Cluster
@@ -64,6 +65,8 @@ class ControlTuning:
     """ReplicaPolicy fields replaced after ``from_spec`` (e.g. scale_up_cooldown_s)."""
     cap_overrides: Mapping[str, Any] = field(default_factory=dict)
     """CapPolicy fields replaced after ``from_spec`` (e.g. dwell_s)."""
+    costs: VerifyCosts = DEFAULT_COSTS
+    """Verify-cost curves (settings' ARCTIC_OPERATOR_COST_FILE)."""
     status_refresh_s: float = 30.0
     """A status patch that would only move numbers (loads, acceptance, the messages quoting them)
     waits this long after the previous patch; reasons, decisions, caps and errors go out at once.
@@ -85,7 +88,7 @@ def policies(
         replica = dataclasses.replace(ReplicaPolicy.from_spec(spec.autoscaling), **tuning.replica_overrides)
     cap = None
     if spec.speculation.cap_controller.enabled and spec.speculation.method != "none":
-        cap = dataclasses.replace(CapPolicy.from_spec(spec.speculation), **tuning.cap_overrides)
+        cap = dataclasses.replace(CapPolicy.from_spec(spec.speculation, tuning.costs), **tuning.cap_overrides)
     return replica, cap
 
 
