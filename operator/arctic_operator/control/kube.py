@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from arctic_operator.api import ArcticInferenceServiceSpec
 from arctic_operator.control.cap import CapPolicy
@@ -53,6 +54,59 @@ CAP_PUSHES = Counter(
 SCRAPE_ERRORS = Counter(
     "arctic_operator_scrape_errors_total", "Engine /metrics scrapes that failed or lacked a required series."
 )
+
+
+# Per service (and pod): what the Grafana dashboard (charts/arctic-serve/files/grafana) shows.
+SERVICE = ["namespace", "service"]
+POD = ["namespace", "service", "pod"]
+DESIRED_REPLICAS = Gauge(
+    "arctic_operator_desired_replicas", "Replicas the autoscaler wants for the service.", SERVICE
+)
+READY_REPLICAS = Gauge("arctic_operator_ready_replicas", "Ready engine pods of the service.", SERVICE)
+REPLICA_DECISIONS = Counter(
+    "arctic_operator_replica_decisions_total",
+    "Autoscaler decisions (one per pass) by reason (ScaleUp, Stabilizing, WithinTolerance, ...).",
+    [*SERVICE, "reason"],
+)
+CONFIGURED_SOFT_CAP = Gauge(
+    "arctic_operator_configured_soft_cap", "Soft cap the cap controller set for the pod.", POD
+)
+CONFIGURED_HARD_CAP = Gauge(
+    "arctic_operator_configured_hard_cap", "Hard cap the cap controller set for the pod.", POD
+)
+BREAK_EVEN_BATCH = Gauge(
+    "arctic_operator_break_even_batch",
+    "Running requests up to which drafting pays on the pod, by the cost model and its acceptance.",
+    POD,
+)
+CAP_DECISIONS = Counter(
+    "arctic_operator_cap_decisions_total",
+    "Cap-controller decisions (one per pod per pass) by reason (Raised, Lowered, NotPaying, ...).",
+    [*POD, "reason"],
+)
+_POD_SERIES = (CONFIGURED_SOFT_CAP, CONFIGURED_HARD_CAP, BREAK_EVEN_BATCH)
+_pods_seen: dict[tuple[str, str], set[str]] = {}
+
+
+def export_tick(namespace: str, service: str, tick: TickResult, ready: int) -> None:
+    """Publish one pass's decisions as the operator's metrics; drop the series of pods gone."""
+    if tick.replicas is not None:
+        DESIRED_REPLICAS.labels(namespace, service).set(tick.replicas.desired)
+        REPLICA_DECISIONS.labels(namespace, service, tick.replicas.reason).inc()
+    READY_REPLICAS.labels(namespace, service).set(ready)
+    pods = set(tick.caps)
+    for pod, decision in tick.caps.items():
+        if decision.soft_cap is not None and decision.hard_cap is not None:
+            CONFIGURED_SOFT_CAP.labels(namespace, service, pod).set(decision.soft_cap)
+            CONFIGURED_HARD_CAP.labels(namespace, service, pod).set(decision.hard_cap)
+        if "breakEvenBatch" in decision.inputs:
+            BREAK_EVEN_BATCH.labels(namespace, service, pod).set(decision.inputs["breakEvenBatch"])
+        CAP_DECISIONS.labels(namespace, service, pod, decision.reason).inc()
+    for gone in _pods_seen.get((namespace, service), set()) - pods:
+        for gauge in _POD_SERIES:
+            with contextlib.suppress(KeyError):  # never set for that pod
+                gauge.remove(namespace, service, gone)
+    _pods_seen[(namespace, service)] = pods
 
 
 @dataclass(frozen=True)
@@ -214,6 +268,7 @@ async def control_pass(
         controller.admin_token = await asyncio.to_thread(_admin_token, cluster, name, namespace)
     tick = await controller.tick(targets, current, loading, now)
     outcome = PassOutcome(tick=tick)
+    export_tick(namespace, name, tick, sum(1 for t in targets if t.ready))
     SCRAPE_ERRORS.inc(len(tick.scrape_errors))
     for result in tick.pushed.values():
         CAP_PUSHES.labels(result="ok" if result == "ok" else "error").inc()
