@@ -1157,6 +1157,14 @@ def simulate(
     )
 
 
+def cost_file(cal: Calibration) -> dict[str, Any]:
+    """The chart's cost file (charts/arctic-serve/files/cost/): the verify-cost curves, rounded."""
+    costs = cal.costs()
+    data = costs.to_json()
+    data["verifyCost"] = {k: [round(r, 3) for r in ratios] for k, ratios in data["verifyCost"].items()}
+    return data
+
+
 def pod_start_s(cal: Calibration, levers: Levers) -> float:
     """Seconds from a pod's creation to serving: the pod overhead plus the engine's start, warm
     with spec.compileCache, cold without."""
@@ -1344,6 +1352,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-compile-cache", action="store_true", help="every new pod starts cold")
     parser.add_argument("--policies", help="comma-separated subset of the policies (default: all)")
+    parser.add_argument(
+        "--write-costs",
+        type=Path,
+        help="only write the calibration's verify-cost curves (the chart's cost file) to this path",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.traces.split(",") if n.strip()]
     unknown = [n for n in names if n not in TRACES]
@@ -1352,6 +1365,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     traces = [TRACES[n].scaled(QUICK_FACTOR) if args.quick else TRACES[n] for n in names]
     cal = load_calibration(args.results)
+    if args.write_costs:
+        args.write_costs.parent.mkdir(parents=True, exist_ok=True)
+        args.write_costs.write_text(json.dumps(cost_file(cal), indent=2) + "\n")
+        print(f"bench.control: wrote {args.write_costs}")
+        return 0
     started = time.perf_counter()
     running_target = args.running_target or None
     levers = Levers(args.headroom, args.growth_lead, not args.no_compile_cache)

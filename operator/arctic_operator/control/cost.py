@@ -146,11 +146,12 @@ DEFAULT_COSTS = VerifyCosts(
     by_draft_len=(
         (1, (1.24, 1.357, 1.386, 1.515)),
         (3, (1.262, 1.328, 1.381, 1.67)),
-        (5, (1.458, 1.455, 1.523, 2.227)),
+        (5, (1.459, 1.456, 1.523, 2.227)),
     ),
     gpu="H100",
     model_shape="llama-3.1-8b",
-    source="bench/results/verify-8b-20261123T191722Z.json (k=1, 3), verify-8b-20261125T194437Z.json (k=5): "
-    "tpot_ms / vanilla tpot_ms of the same run",
+    source="verify-k<k> tpot_ms / vanilla tpot_ms of the same run: verify-8b-20261123T191722Z.json (k=1), "
+    "verify-8b-20261123T191722Z.json (k=3), verify-8b-20261125T194437Z.json (k=5)",
 )
-"""Built-in curves: H100, Llama-3.1-8B shape (the chart ships the same numbers as data)."""
+"""Built-in curves: H100, Llama-3.1-8B shape; the same numbers as the chart's
+files/cost/h100-llama-3.1-8b.json (written by ``python -m bench.control --write-costs``)."""
