@@ -17,7 +17,7 @@ NATIVE_SRC := setup.py pyproject.toml $(wildcard runtime/arctic_runtime/suffix/n
 NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
-.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix bench-control
+.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix bench-control mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -73,6 +73,13 @@ bench-suffix: setup ## suffix decoding, ours vs Arctic Inference (if importable)
 
 bench-control: setup ## control-loop simulator: our policies vs static caps and KEDA on 3 traces (bench/results/control-*.json)
 	$(PY) -m bench.control --plot docs/img/control-latency.png
+
+MUTATION_VENV := $(VENV)/mutation
+mutation: setup ## mutation testing (cosmic-ray) of tools/mutation/modules.txt: >= 90 % killed per module [ARGS=--only PATH]
+	@test -x $(MUTATION_VENV)/bin/cosmic-ray || { $(PYTHON) -m venv $(MUTATION_VENV) && \
+		$(MUTATION_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mutation.txt; }
+	PATH="$(abspath $(MUTATION_VENV))/bin:$$PATH" $(MUTATION_VENV)/bin/python tools/mutation/run.py \
+		--python $(abspath $(PY)) $(ARGS)
 
 .PHONY: crds
 crds: setup ## regenerate crds/ from the typed models (and the chart's copy)

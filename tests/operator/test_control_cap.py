@@ -188,7 +188,8 @@ def test_zero_acceptance_stops_drafting_at_once() -> None:
     decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=0.0), settled(64, at=-5))
     assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
     assert decision.message == (
-        "Soft cap 64 -> 1, nobody drafts: drafting does not pay even for one request at 0.00 accepted per draft."
+        "Soft cap 64 -> 1, nobody drafts: "
+        "drafting does not pay even for one request at 0.00 accepted per draft."
     )
     decision, state = decide_cap(POLICY, observe(5, accepted_per_draft=0.1), state)
     assert (decision.soft_cap, decision.hard_cap, decision.reason, decision.changed) == (

@@ -3,6 +3,7 @@ cooldowns, dead metrics) and by property (bounds, no flapping, monotone in the q
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 
@@ -16,6 +17,8 @@ from arctic_operator.control.replicas import (
     ReplicaPolicy,
     ReplicaState,
     decide_replicas,
+    growth_ahead,
+    load_in_replicas,
 )
 
 TICK = 5.0
@@ -367,3 +370,57 @@ def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> N
     assert len(directions) <= 1
     assert len(moves) <= abs(start - level) + 1
     assert all(time < 2000 for time, _, _ in moves)  # settled
+
+
+# --- burst levers -----------------------------------------------------------------------------
+
+
+def test_headroom_adds_spare_replicas_to_every_target() -> None:
+    policy = ReplicaPolicy(min_replicas=1, max_replicas=10, waiting_per_replica=5.0, burst_headroom=1)
+    obs = observe(0.0, 1, waiting=10.0)
+    assert load_in_replicas(policy, obs) == {"waiting": 3.0}  # 10 / 5 + 1
+    kv = ReplicaPolicy(min_replicas=1, max_replicas=10, kv_cache_usage=0.8, burst_headroom=2)
+    assert load_in_replicas(kv, observe(0.0, 2, kv=0.4)) == {"kvCacheUsage": 3.0}  # 2 x 0.4 / 0.8 + 2
+    decision, _ = decide_replicas(policy, observe(0.0, 1, waiting=0.0), ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "WithinTolerance")  # no load: the spare is the one
+    decision, _ = decide_replicas(policy, observe(0.0, 2, waiting=6.0), ReplicaState(((-400.0, 3),), None))
+    assert (decision.desired, decision.reason) == (3, "ScaleUp")  # 6 / 5 + 1 = 2.2 -> 3
+
+
+def test_a_growing_load_scales_up_at_once() -> None:
+    policy = ReplicaPolicy(
+        min_replicas=1,
+        max_replicas=10,
+        running_per_replica=32.0,
+        waiting_per_replica=5.0,
+        queue_growth_lead_s=60.0,
+    )
+    obs = dataclasses.replace(observe(0.0, 1, waiting=0.0, running=20.0), waiting_growth=0.5)
+    assert growth_ahead(policy, obs) == 30.0
+    assert load_in_replicas(policy, obs) == {"waiting": 0.0, "running": 1.5625}  # (20 + 30) / 32
+    decision, _ = decide_replicas(policy, obs, ReplicaState())  # no history: the window is not whole
+    assert (decision.desired, decision.reason) == (2, "ScaleUp")
+    assert decision.inputs["growthAhead"] == 30.0
+    steady = dataclasses.replace(obs, waiting_growth=0.0)
+    decision, _ = decide_replicas(policy, steady, ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "Steady")  # 20 / 32 rounds up to 1
+    shrinking = dataclasses.replace(obs, running_total=40.0, waiting_growth=-1.0)
+    assert growth_ahead(policy, shrinking) == 0.0
+    decision, _ = decide_replicas(policy, shrinking, ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "Stabilizing")  # 40 / 32: needs the window
+    off = dataclasses.replace(policy, queue_growth_lead_s=0.0)
+    assert growth_ahead(off, obs) == 0.0
+    waiting_only = ReplicaPolicy(
+        min_replicas=1, max_replicas=10, waiting_per_replica=5.0, queue_growth_lead_s=10.0
+    )
+    assert load_in_replicas(waiting_only, obs) == {"waiting": 1.0}  # (0 + 5) / 5
+
+
+def test_burst_levers_from_the_spec() -> None:
+    spec = AutoscalingSpec.model_validate(
+        {"maxReplicas": 4, "burst": {"queueGrowthLeadSeconds": 120, "headroomReplicas": 1}}
+    )
+    policy = ReplicaPolicy.from_spec(spec)
+    assert (policy.queue_growth_lead_s, policy.burst_headroom) == (120.0, 1)
+    defaults = ReplicaPolicy.from_spec(AutoscalingSpec.model_validate({"maxReplicas": 4}))
+    assert (defaults.queue_growth_lead_s, defaults.burst_headroom) == (0.0, 0)
