@@ -1267,6 +1267,41 @@ def run_all(
     return results
 
 
+LEVER_GRID = (
+    Levers(0, 0, False),
+    Levers(0, 0, True),
+    Levers(0, QUEUE_GROWTH_LEAD_S, True),
+    Levers(HEADROOM_REPLICAS, 0, True),
+    Levers(HEADROOM_REPLICAS, QUEUE_GROWTH_LEAD_S, False),
+    Levers(HEADROOM_REPLICAS, QUEUE_GROWTH_LEAD_S, True),
+)
+"""--levers: ``ours`` with each burst lever off and on (the last row is the default setting)."""
+
+
+def lever_setting(levers: Levers) -> str:
+    cache = "warm" if levers.compile_cache else "cold"
+    return f"headroom={levers.headroom_replicas} lead={levers.queue_growth_lead_s}s compile-cache={cache}"
+
+
+def run_levers(
+    traces: Sequence[Trace], cal: Calibration, seed: int, running_target: int | None, jobs: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``ours`` under each setting of LEVER_GRID; rows carry the setting and the pod start."""
+    work = [("ours", t, cal, seed, running_target, levers) for t in traces for levers in LEVER_GRID]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+            runs = list(pool.map(_simulate_job, work))
+    else:
+        runs = [_simulate_job(job) for job in work]
+    out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in traces}
+    for job, run in zip(work, runs, strict=True):
+        levers = job[5]
+        row = {**run.row(), "setting": lever_setting(levers), **asdict(levers)}
+        row["pod_start_s"] = round(pod_start_s(cal, levers), 1)
+        out[run.trace].append(row)
+    return out
+
+
 def write_results(results: dict[str, list[RunResult]], out: Path, config: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -1351,6 +1386,11 @@ def main(argv: list[str] | None = None) -> int:
         "--growth-lead", type=int, default=QUEUE_GROWTH_LEAD_S, help="burst.queueGrowthLeadSeconds (not keda)"
     )
     parser.add_argument("--no-compile-cache", action="store_true", help="every new pod starts cold")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="instead: ours with each burst lever on and off, to DIR/control-<trace>-levers.json",
+    )
     parser.add_argument("--policies", help="comma-separated subset of the policies (default: all)")
     parser.add_argument(
         "--write-costs",
@@ -1372,6 +1412,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     running_target = args.running_target or None
+    if args.levers:
+        lever_rows = run_levers(traces, cal, args.seed, running_target, max(1, args.jobs))
+        args.out.mkdir(parents=True, exist_ok=True)
+        for trace, rows in lever_rows.items():
+            path = args.out / f"control-{trace}-levers.json"
+            record = {
+                "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "commit": _commit(),
+                "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
+                "seed": args.seed,
+                "quick": args.quick,
+                "rows": rows,
+            }
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"bench.control: wrote {path}")
+            for row in rows:
+                print(
+                    f"{trace:8} {row['setting']:45} p95 TTFT {row['p95_ttft_s']:8.3f} s  "
+                    f"GPU-s {row['gpu_seconds']:8.0f}  pod start {row['pod_start_s']:.0f} s"
+                )
+        return 0
     levers = Levers(args.headroom, args.growth_lead, not args.no_compile_cache)
     policies = [p.strip() for p in args.policies.split(",")] if args.policies else list(POLICIES)
     results = run_all(
