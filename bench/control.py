@@ -132,13 +132,15 @@ class Calibration:
     cold_engine_start_s: float = COLD_ENGINE_START_S
     sources: dict[str, str] = field(default_factory=dict)
     """What -> result file (or how it was derived)."""
+    gpu: str = "H100"
+    kv_capacity_tokens: int = KV_CAPACITY_TOKENS
 
     def costs(self) -> VerifyCosts:
         """The verify-cost curves, as the chart ships them for the operator."""
         return VerifyCosts(
             batch_sizes=self.verify_batches,
             by_draft_len=tuple(sorted(self.verify_cost.items())),
-            gpu="H100",
+            gpu=self.gpu,
             model_shape="llama-3.1-8b",
             source=self.sources.get("verify_cost", ""),
         )
@@ -287,6 +289,86 @@ def draft_table(cal: Calibration) -> DraftTable:
         k: {klass: Drafting(a, d, costs.model_for(d)) for klass, (a, d) in rows.items()}
         for k, rows in cal.by_draft_cap.items()
     }
+
+
+H200_KV_CAPACITY_TOKENS = 850_000
+"""KV-cache tokens per H200 replica: 141 GB x 0.9 - 16 GB weights - ~2 GB activations = ~109 GB at
+128 KiB per token (Llama-3.1-8B, bf16)."""
+
+
+def _engine_runs(results_dir: Path, prefix: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Engine -> (file, run) from the newest ``<prefix>-<time>.json`` that has it with cases."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(results_dir.glob(f"{prefix}-[0-9]*.json"), reverse=True):
+        run: dict[str, Any] = json.loads(path.read_text())
+        for engine, result in run.get("engines", {}).items():
+            if "cases" in result and engine not in found:
+                found[engine] = (path, run)
+    return found
+
+
+def load_calibration_h200(results_dir: Path = RESULTS) -> Calibration:
+    """The control-h200 suite's files (bench/gpu/calibrate.sh): decode and verify step times at
+    batch 1-256 (each verify engine against the vanilla engine of its own run), prefill, cold and
+    warm engine starts; acceptance from suffix-accept as for the H100."""
+    runs = _engine_runs(results_dir, "control-h200")
+    needed = {"vanilla", "verify-k3"}
+    if not needed <= set(runs):
+        raise FileNotFoundError(
+            f"no control-h200-<time>.json in {results_dir} with {sorted(needed - set(runs))}: "
+            "run bench/gpu/calibrate.sh on the H200"
+        )
+    base_path, base = runs["vanilla"]
+    batch_cases = sorted(
+        (c for c in base["config"]["cases"] if c["name"].startswith("batch-")), key=lambda c: c["num_prompts"]
+    )
+    batches = tuple(int(c["num_prompts"]) for c in batch_cases)
+    steps = tuple(_latency_case(base, "vanilla", c["name"], "tpot_ms") / 1e3 for c in batch_cases)
+    costs: dict[int, tuple[float, ...]] = {}
+    sources = []
+    for k in VERIFY_KS:
+        engine = f"verify-k{k}"
+        if engine not in runs:
+            continue
+        path, run = runs[engine]
+        reference = "vanilla" if "cases" in run["engines"].get("vanilla", {}) else "vanilla-restart"
+        costs[k] = tuple(
+            _latency_case(run, engine, c["name"], "tpot_ms")
+            / _latency_case(run, reference, c["name"], "tpot_ms")
+            for c in batch_cases
+        )
+        sources.append(f"{path.name} ({engine} / {reference})")
+    prefill_case = next(c for c in base["config"]["cases"] if c["name"].startswith("prefill-"))
+    prefill = (
+        _latency_case(base, "vanilla", prefill_case["name"], "ttft_ms") / 1e3 / prefill_case["input_len"]
+    )
+    first_start = float(base["engines"]["vanilla"]["start_s"])
+    warm_path, warm_run = runs.get("vanilla-restart", runs["vanilla"])
+    warm_engine = "vanilla-restart" if "vanilla-restart" in runs else "vanilla"
+    warm_start = float(warm_run["engines"][warm_engine]["start_s"])
+    h100 = load_calibration(results_dir)
+    return replace(
+        h100,
+        decode_batches=batches,
+        decode_step_s=steps,
+        verify_batches=batches,
+        verify_cost=costs,
+        prefill_s_per_token=prefill,
+        engine_start_s=warm_start,
+        cold_engine_start_s=max(first_start, warm_start),
+        gpu="H200",
+        kv_capacity_tokens=H200_KV_CAPACITY_TOKENS,
+        sources={
+            **h100.sources,
+            "decode_step_s": f"{base_path.name} vanilla tpot_ms (batch {', '.join(map(str, batches))})",
+            "verify_cost": "verify-k<k> tpot_ms / vanilla tpot_ms of the same run: " + ", ".join(sources),
+            "prefill_s_per_token": f"{base_path.name} vanilla {prefill_case['name']} ttft_ms / "
+            f"{prefill_case['input_len']}",
+            "engine_start_s": f"{warm_path.name} {warm_engine} start_s (compile caches warm)",
+            "cold_engine_start_s": f"{base_path.name} vanilla start_s (the run's first start: cold only on "
+            "a fresh host; see calibrate.sh's log), at least the warm start",
+        },
+    )
 
 
 def step_time_s(cal: Calibration, decoding: int, verify_extra: float, prefill_tokens: int) -> float:
@@ -892,9 +974,12 @@ replica where its step time is flat (6.7-7.6 ms up to batch 64) and where drafti
 
 HEADROOM_REPLICAS = 1
 """spec.autoscaling.burst.headroomReplicas of ours, static-cap-N and schedule-N."""
-QUEUE_GROWTH_LEAD_S = 120
-"""spec.autoscaling.burst.queueGrowthLeadSeconds of ours, static-cap-N and schedule-N: about a
-replica's time-to-serve with warm compile caches."""
+QUEUE_GROWTH_LEAD_S = 0
+"""spec.autoscaling.burst.queueGrowthLeadSeconds of ours, static-cap-N and schedule-N: off. Measured
+with --levers (control-bursty-levers.json): projecting the growth 120 s ahead (about a replica's
+time-to-serve) did not lower the bursty p95 TTFT and cost GPU-seconds, with or without headroom."""
+LEVER_LEAD_S = 120
+"""The growth lead --levers tries."""
 COMPILE_CACHE = True
 """spec.compileCache of every policy's pods (hostPath): a new pod starts with warm caches. Off,
 every new pod starts cold (``COLD_ENGINE_START_S``)."""
@@ -1117,7 +1202,7 @@ def simulate(
     levers: Levers | None = None,
 ) -> RunResult:
     """One policy on one trace."""
-    engine = engine or EngineConfig()
+    engine = engine or EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens)
     levers = levers or Levers()
     requests = generate_requests(trace, cal, seed) if requests is None else requests
     cluster = Cluster(
@@ -1201,7 +1286,7 @@ def config_record(
         "seed": seed,
         "quick": quick,
         "calibration": asdict(cal),
-        "engine": asdict(EngineConfig()),
+        "engine": asdict(EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens)),
         "pod_start_s": pod_start_s(cal, levers),
         "pod_start_overhead_s": POD_START_OVERHEAD_S,
         "levers": asdict(levers),
@@ -1270,10 +1355,10 @@ def run_all(
 LEVER_GRID = (
     Levers(0, 0, False),
     Levers(0, 0, True),
-    Levers(0, QUEUE_GROWTH_LEAD_S, True),
+    Levers(0, LEVER_LEAD_S, True),
+    Levers(HEADROOM_REPLICAS, LEVER_LEAD_S, True),
+    Levers(HEADROOM_REPLICAS, 0, False),
     Levers(HEADROOM_REPLICAS, 0, True),
-    Levers(HEADROOM_REPLICAS, QUEUE_GROWTH_LEAD_S, False),
-    Levers(HEADROOM_REPLICAS, QUEUE_GROWTH_LEAD_S, True),
 )
 """--levers: ``ours`` with each burst lever off and on (the last row is the default setting)."""
 
@@ -1350,9 +1435,7 @@ def plot_rows(rows_by_trace: dict[str, list[dict[str, Any]]], out: Path) -> bool
                 ax.set_ylim(bottom=0.01)
                 ax.set_title(trace)
             ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        "Control-loop simulator (Llama-3.1-8B shape on H100, calibrated from bench/results)", fontsize=9
-    )
+    fig.suptitle("Control-loop simulator (Llama-3.1-8B shape, calibrated from bench/results)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -1371,6 +1454,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"traces shortened to x{QUICK_FACTOR} (smoke)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS, help="calibration: bench result files")
+    parser.add_argument(
+        "--calibration",
+        choices=("h100", "h200"),
+        default="h100",
+        help="h100: verify-8b, overhead-8b, throughput-8b files; h200: control-h200 (bench/gpu/calibrate.sh)",
+    )
     parser.add_argument("--plot", type=Path, help="also write the PNG plot here")
     parser.add_argument(
         "--running-target",
@@ -1404,7 +1493,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.control: unknown traces {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
         return 2
     traces = [TRACES[n].scaled(QUICK_FACTOR) if args.quick else TRACES[n] for n in names]
-    cal = load_calibration(args.results)
+    cal = (
+        load_calibration_h200(args.results) if args.calibration == "h200" else load_calibration(args.results)
+    )
     if args.write_costs:
         args.write_costs.parent.mkdir(parents=True, exist_ok=True)
         args.write_costs.write_text(json.dumps(cost_file(cal), indent=2) + "\n")
