@@ -1368,6 +1368,11 @@ def lever_setting(levers: Levers) -> str:
     return f"headroom={levers.headroom_replicas} lead={levers.queue_growth_lead_s}s compile-cache={cache}"
 
 
+def lever_id(levers: Levers) -> str:
+    """A short name of the setting (claims cite rows by it): h1-l0-warm."""
+    return f"h{levers.headroom_replicas}-l{levers.queue_growth_lead_s}-{'warm' if levers.compile_cache else 'cold'}"
+
+
 def run_levers(
     traces: Sequence[Trace], cal: Calibration, seed: int, running_target: int | None, jobs: int
 ) -> dict[str, list[dict[str, Any]]]:
@@ -1381,7 +1386,7 @@ def run_levers(
     out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in traces}
     for job, run in zip(work, runs, strict=True):
         levers = job[5]
-        row = {**run.row(), "setting": lever_setting(levers), **asdict(levers)}
+        row = {**run.row(), "id": lever_id(levers), "setting": lever_setting(levers), **asdict(levers)}
         row["pod_start_s"] = round(pod_start_s(cal, levers), 1)
         out[run.trace].append(row)
     return out

@@ -321,18 +321,20 @@ class SuffixSpec(ApiModel):
 
 
 class CapControllerSpec(ApiModel):
-    """The operator's live control of each pod's caps: from the engine's metrics (running and
-    waiting requests, acceptance) it sets the soft cap to the largest batch size at which drafting
-    still pays (scaled down while requests wait), within [min, max], and the hard cap to twice the
-    soft cap (never above spec.speculation.hardCap, if set), through the
-    runtime's admin API, without a restart. docs/control.md explains the policy."""
+    """The operator's live control of each pod's caps: from the engine's metrics (running requests,
+    acceptance, draft length) and the verify cost measured for the GPU and model shape, it sets the
+    soft cap to the largest batch size at which drafting still pays, within [min, max], and the hard
+    cap to the soft cap + 1, so that nobody drafts where it costs more than it gains (never above
+    spec.speculation.hardCap, if set); with zero acceptance nobody drafts. Through the runtime's
+    admin API, without a restart. docs/control.md explains the policy."""
 
     enabled: bool = False
     """Let the operator move the caps. Off: the caps stay as set in the spec."""
     min: int = Field(default=1, ge=0, le=MAX_CAP)
     """Lowest soft cap the controller sets (running requests that keep drafting). With 1, one
-    request drafts while fewer than 2 run (the hard cap is twice the soft cap), so acceptance is
-    measured again as soon as load drops; the last measured acceptance is used until then."""
+    request drafts while fewer than 2 run (the hard cap is the soft cap + 1) as long as drafting
+    pays; when it does not pay at all, nobody drafts, and every 10 minutes a lone request drafts
+    again to measure acceptance anew."""
     max: int = Field(default=64, ge=0, le=MAX_CAP)
     """Highest soft cap the controller sets. 64 is Arctic Inference's default disable_by_batch_size;
     above it, drafting rarely pays on current GPUs."""
@@ -806,7 +808,7 @@ class CapChangeRecord(ApiModel):
     previous_hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
     """The hard cap the controller had set before; absent: none yet."""
     reason: str = Field(min_length=1, max_length=128, pattern=CONDITION_REASON)
-    """CamelCase: Raised, Lowered, QueuePressure, ..."""
+    """CamelCase: Initial, Raised, Lowered, NotPaying, Probe, OutOfBounds, ..."""
     message: str = Field(default="", max_length=1024)
     """The decision in one sentence, with the running/waiting requests and acceptance it used."""
     result: str = Field(default="", max_length=1024)

@@ -74,7 +74,14 @@ def copy_tree(dest: Path) -> None:
 def sample(session: Path, size: int, seed: int) -> int:
     """Keep ``size`` of the session's mutants (seeded); mark the rest skipped. How many are kept."""
     with use_db(str(session), WorkDB.Mode.open) as db:
-        jobs = sorted(item.job_id for item in db.pending_work_items)
+        # job ids are random per init: order the mutants by what they change, so a seed picks the same
+        items = sorted(
+            db.pending_work_items,
+            key=lambda item: [
+                (str(m.module_path), m.operator_name, m.occurrence, m.start_pos) for m in item.mutations
+            ],
+        )
+        jobs = [item.job_id for item in items]
         keep = set(random.Random(seed).sample(jobs, min(size, len(jobs))))
         skipped = [job for job in jobs if job not in keep]
         if skipped:
