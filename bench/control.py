@@ -1370,7 +1370,8 @@ def lever_setting(levers: Levers) -> str:
 
 def lever_id(levers: Levers) -> str:
     """A short name of the setting (claims cite rows by it): h1-l0-warm."""
-    return f"h{levers.headroom_replicas}-l{levers.queue_growth_lead_s}-{'warm' if levers.compile_cache else 'cold'}"
+    cache = "warm" if levers.compile_cache else "cold"
+    return f"h{levers.headroom_replicas}-l{levers.queue_growth_lead_s}-{cache}"
 
 
 def run_levers(

@@ -7,8 +7,8 @@ one Pod object per Deployment replica (labels of the workload's selector, status
 Ready, the container port "http" = its fake engine's port).
 
 Story: a queue -> the Deployment scales up and status.autoscaling says why; the caps come down
-to the size up to which drafting pays and status.pods shows configured = effective per pod; the load drops while one
-pod's metrics server is dead -> no scale-down, status says the metrics are incomplete; the pod comes
+to the size up to which drafting pays and status.pods shows configured = effective per pod; the
+load drops while one pod's metrics server is dead -> no scale-down, status says the metrics are incomplete; the pod comes
 back (restarted: its startup cap) -> its cap is set again, and replicas come down only after the
 scale-down window, one at a time; the spec turns the loop off -> its status fields go.
 """
@@ -214,9 +214,7 @@ def test_replicas_and_caps_follow_the_engines_metrics(
             assert engine.soft_cap == 10 and engine.hard_cap == 11
             assert engine.puts == [(16, 17), (10, 11)]  # optimistic, then the break-even size
         changes = status()["capController"]["lastChanges"]
-        assert {c["reason"] for c in changes} >= {"Lowered"} and all(
-            c["result"] == "Ok" for c in changes
-        )
+        assert {c["reason"] for c in changes} >= {"Lowered"} and all(c["result"] == "Ok" for c in changes)
         assert events("CapChanged")
 
         # 3. the load drops while chat-2's metrics server is dead: no scale-down, and status says why

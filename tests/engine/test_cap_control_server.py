@@ -66,10 +66,13 @@ CPU_COST = VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.0, 3.0))
 POLICY = CapPolicy(min_cap=1, max_cap=MAX_NUM_SEQS, dwell_s=3.0, cost_model=CPU_COST)
 CONFIG = ControllerConfig(window_s=4.0, max_age_s=3.0)
 TICK_S = 1.0
+
+
 def paying_caps(cap: tuple[int | None, int | None]) -> bool:
     """Caps from measured acceptance: a lone request drafts, a full batch (4 running) does not."""
     soft, hard = cap
     return soft is not None and hard is not None and 1 <= soft < hard <= MAX_NUM_SEQS - 1
+
 
 SPAN_S = 3.0
 """Seconds over which drafting is judged on or off (three of the runtime's metric refreshes)."""
