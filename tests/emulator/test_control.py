@@ -10,7 +10,8 @@ Story: a queue -> the Deployment scales up and status.autoscaling says why; the 
 to the size up to which drafting pays and status.pods shows configured = effective per pod; the
 load drops while one pod's metrics server is dead -> no scale-down, status says the metrics are
 incomplete; the pod comes back (restarted: its startup cap) -> its cap is set again, and replicas
-come down only after the scale-down window, one at a time; the spec turns the loop off -> its status fields go.
+come down only after the scale-down window, one at a time; the spec turns the loop off -> its
+status fields go.
 """
 
 from __future__ import annotations
