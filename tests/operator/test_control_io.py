@@ -346,7 +346,7 @@ def test_tick_scales_up_on_a_queue_and_pushes_caps(engines: list[FakeEngine]) ->
     assert engines[0].puts[-1] == (10, 11)
     pod = result.status["pods"][0]
     assert (pod["configuredSoftCap"], pod["effectiveSoftCap"], pod["effectiveHardCap"]) == (10, 10, 11)
-    assert pod["acceptanceRate"] == 0.5 and crd_status_errors(result.status) == []
+    assert pod["acceptanceRate"] == 0.167 and crd_status_errors(result.status) == []  # 0.5 of 3
 
 
 def test_a_dead_pod_holds_scale_down_and_its_cap(engines: list[FakeEngine]) -> None:
