@@ -309,9 +309,75 @@ def shift_mode(scheduled_tokens: int, settings: ParallelSettings) -> ParallelMod
     return "sp"
 
 
+# --- draft heads ------------------------------------------------------------------------------
+
+#: ``speculative_config.method`` values served by our draft-head proposer (Arctic's names).
+HEAD_METHODS = ("arctic", "mlp_speculator")
+HEAD_FIELDS = ("model", "method", "num_speculative_tokens", "hybrid", "hybrid_threshold")
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """A draft head (Arctic's MLP/LSTM speculator) and whether suffix decoding runs beside it.
+
+    ``hybrid``: per request and step, the suffix draft is used when its score (expected accepted
+    tokens) is at least ``hybrid_threshold`` (default: the head's ``n_predict``, Arctic's rule),
+    else the head's draft. The front end writes this section from ``speculative_config``."""
+
+    model: str
+    method: str = "arctic"
+    num_speculative_tokens: int = 1
+    hybrid: bool = False
+    hybrid_threshold: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "method": self.method,
+            "num_speculative_tokens": self.num_speculative_tokens,
+            "hybrid": self.hybrid,
+            "hybrid_threshold": self.hybrid_threshold,
+        }
+
+
+def parse_heads(data: Mapping[str, Any], *, prefix: str = "") -> HeadSettings:
+    data = _object(data, prefix.rstrip("."))
+    errors = _unknown_keys(data, HEAD_FIELDS, prefix)
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        errors.append(FieldError(f"{prefix}model", f"must be the speculator's folder, got {model!r}"))
+    method = data.get("method", "arctic")
+    if method not in HEAD_METHODS:
+        errors.append(
+            FieldError(f"{prefix}method", f"must be one of {', '.join(HEAD_METHODS)}, got {method!r}")
+        )
+    k = data.get("num_speculative_tokens", 1)
+    if not _is_int(k) or k < 1:
+        errors.append(
+            FieldError(f"{prefix}num_speculative_tokens", f"must be a whole number >= 1, got {k!r}")
+        )
+    hybrid = data.get("hybrid", False)
+    if not isinstance(hybrid, bool):
+        errors.append(FieldError(f"{prefix}hybrid", f"must be true or false, got {hybrid!r}"))
+    threshold = data.get("hybrid_threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0
+    ):
+        errors.append(FieldError(f"{prefix}hybrid_threshold", f"must be a number >= 0, got {threshold!r}"))
+    if errors:
+        raise InvalidSetting(errors)
+    return HeadSettings(
+        model=str(model),
+        method=str(method),
+        num_speculative_tokens=int(k),
+        hybrid=bool(hybrid),
+        hybrid_threshold=None if threshold is None else float(threshold),
+    )
+
+
 # --- the whole section ------------------------------------------------------------------------
 
-ENGINE_SECTIONS = ("speculation", "parallel")
+ENGINE_SECTIONS = ("speculation", "parallel", "swiftkv", "heads")
 
 
 @dataclass(frozen=True)
@@ -320,6 +386,11 @@ class EngineSettings:
 
     speculation: SpeculationCap = field(default_factory=SpeculationCap)
     parallel: ParallelSettings = field(default_factory=ParallelSettings)
+    swiftkv: bool = False
+    """Serve with SwiftKV (``{"swiftkv": {"enabled": true}}``): the model must be a SwiftKV checkpoint
+    (``model_type: llama_swiftkv``), checked at engine start. A SwiftKV checkpoint is served with
+    SwiftKV whether or not this is set; the flag makes a wrong model fail instead of running plain."""
+    heads: HeadSettings | None = None
 
     def section(self) -> dict[str, Any]:
         """The section's dict; parts left at their defaults are omitted (shorter command lines)."""
@@ -328,6 +399,10 @@ class EngineSettings:
             out["speculation"] = self.speculation.as_dict()
         if self.parallel != ParallelSettings():
             out["parallel"] = self.parallel.as_dict()
+        if self.swiftkv:
+            out["swiftkv"] = {"enabled": True}
+        if self.heads is not None:
+            out["heads"] = self.heads.as_dict()
         return out
 
     def to_additional_config(self) -> dict[str, Any]:
@@ -359,9 +434,35 @@ def parse_engine_settings(additional_config: Mapping[str, Any] | None) -> Engine
         parallel = parse_parallel(section.get("parallel") or {}, prefix=f"{prefix}.parallel.")
     except InvalidSetting as exc:
         found += exc.errors
+    swiftkv = False
+    if "swiftkv" in section:
+        try:
+            swiftkv = parse_swiftkv(section["swiftkv"], prefix=f"{prefix}.swiftkv.")
+        except InvalidSetting as exc:
+            found += exc.errors
+    heads = None
+    if section.get("heads") is not None:
+        try:
+            heads = parse_heads(section["heads"], prefix=f"{prefix}.heads.")
+        except InvalidSetting as exc:
+            found += exc.errors
     if found:
         raise InvalidSetting(found)
-    return EngineSettings(speculation=cap, parallel=parallel)
+    return EngineSettings(speculation=cap, parallel=parallel, swiftkv=swiftkv, heads=heads)
+
+
+def parse_swiftkv(data: Any, *, prefix: str = "") -> bool:
+    """``{"enabled": bool}``; anything else is an error naming the key."""
+    where = prefix.rstrip(".")
+    if not isinstance(data, Mapping):
+        raise InvalidSetting([FieldError(where, f'must be an object like {{"enabled": true}}, got {data!r}')])
+    errors = [FieldError(f"{prefix}{k}", "unknown key; allowed: enabled") for k in data if k != "enabled"]
+    enabled = data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        errors.append(FieldError(f"{prefix}enabled", f"must be true or false, got {enabled!r}"))
+    if errors:
+        raise InvalidSetting(errors)
+    return bool(enabled)
 
 
 # --------------------------------------------------------------------------------------------

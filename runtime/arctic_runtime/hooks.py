@@ -87,20 +87,59 @@ def fold_arctic_args(
     return new_spec, additional
 
 
+def fold_head_args(
+    speculative_config: Mapping[str, Any] | None, additional_config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any], Any]:
+    """``method: arctic | mlp_speculator``: vLLM gets ``method: suffix`` (our proposer), and our
+    ``heads`` section goes into ``additional_config`` (``arctic_runtime.heads.engine``). Returns
+    (speculative_config, additional_config, the head's config or None)."""
+    from arctic_runtime.heads.engine import split_head_spec
+
+    additional = dict(additional_config or {})
+    new_spec, section, head_config = split_head_spec(speculative_config)
+    if section is not None:
+        ours = dict(additional.get(ADDITIONAL_CONFIG_KEY) or {})
+        ours["heads"] = section
+        additional[ADDITIONAL_CONFIG_KEY] = ours
+        parse_engine_settings(additional)
+    return new_spec, additional, head_config
+
+
 def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any]:
     def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             self.speculative_config, self.additional_config = fold_arctic_args(
                 self.speculative_config, self.additional_config
             )
+            self.speculative_config, self.additional_config, head_config = fold_head_args(
+                self.speculative_config, self.additional_config
+            )
             parallel = parallel_hooks.prepare_engine_args(self)
         except InvalidSetting as exc:
             raise parallel_hooks.with_flag_names(exc) from None
         config = original(self, *args, **kwargs)
+        if head_config is not None:
+            from arctic_runtime.heads.engine import check_head
+
+            heads = parse_engine_settings(config.additional_config).heads
+            assert heads is not None
+            check_head(head_config, config.model_config.hf_config, heads.num_speculative_tokens)
         parallel_hooks.finish_engine_config(config, parallel)
+        check_swiftkv(config)
         return config
 
     return create_engine_config
+
+
+def check_swiftkv(config: Any) -> None:
+    """SwiftKV asked for a model that is not a SwiftKV checkpoint, or a bad L_kv: one line."""
+    from arctic_runtime import swiftkv
+
+    enabled = parse_engine_settings(config.additional_config).swiftkv
+    try:
+        swiftkv.check_model(config.model_config.hf_config, enabled)
+    except swiftkv.SwiftKVConfigError as exc:
+        raise SystemExit(f"arctic-serve: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +264,9 @@ def worker_state(self: Any) -> dict[str, Any]:
     drafter = getattr(getattr(runner, "drafter", None), "_arctic_drafter", None)
     if drafter is not None:
         info["suffix"] = drafter.state()
+    heads = getattr(getattr(runner, "drafter", None), "_arctic_heads", None)
+    if heads is not None:
+        info["heads"] = heads.state()
     parallel = None if runner is None else parallel_hooks.worker_parallel_state(runner)
     if parallel is not None:
         info["parallel"] = parallel
@@ -232,7 +274,16 @@ def worker_state(self: Any) -> dict[str, Any]:
 
 
 def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
-    def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def propose_draft_token_ids(
+        self: Any,
+        scheduler_output: Any,
+        sampled_token_ids: Any,
+        sampling_metadata: Any,
+        hidden_states: Any,
+        sample_hidden_states: Any,
+        *rest: Any,
+        **kwargs: Any,
+    ) -> Any:
         spec = self.speculative_config
         if spec is not None:
             req_ids = self.input_batch.req_ids
@@ -242,9 +293,55 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
             if spec.method == "suffix":
                 # Suffix decoding must see every token, so it always runs; it only skips drafting.
                 self.drafter._arctic_drafting = drafting
-        return original(self, *args, **kwargs)
+                heads = getattr(self.drafter, "_arctic_heads", None)
+                if heads is not None:
+                    spec_meta = rest[1] if len(rest) > 1 else kwargs.get("spec_decode_metadata")
+                    self.drafter._arctic_hidden = _last_accepted_hidden(
+                        self, heads, sampled_token_ids, sample_hidden_states, spec_meta, drafting
+                    )
+        return original(
+            self,
+            scheduler_output,
+            sampled_token_ids,
+            sampling_metadata,
+            hidden_states,
+            sample_hidden_states,
+            *rest,
+            **kwargs,
+        )
 
     return propose_draft_token_ids
+
+
+def _last_accepted_hidden(
+    runner: Any,
+    heads: Any,
+    sampled: list[list[int]],
+    sample_hidden_states: Any,
+    spec_meta: Any,
+    drafting: bool,
+) -> Any:
+    """The base model's final hidden state at each request's last accepted position: one row of
+    ``sample_hidden_states`` per request, or (with drafts verified this step) the row of its last
+    accepted draft position (vLLM computes logits for every draft position plus one)."""
+    if heads.head is None:
+        model = runner.get_model()
+        embedding = model.model.embed_tokens.weight
+        lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
+        heads.load(embedding, lm_head, sample_hidden_states.dtype, sample_hidden_states.device)
+        logger.info("arctic-serve: draft head %s loaded", heads.settings.model)
+    if not drafting:
+        return None
+    if sample_hidden_states.shape[0] == len(sampled):
+        return sample_hidden_states
+    import torch
+
+    index, offset = [], 0
+    for num_draft, tokens in zip(spec_meta.num_draft_tokens, sampled, strict=False):
+        index.append(offset + max(len(tokens), 1) - 1)
+        offset += num_draft + 1
+    rows = torch.tensor(index, dtype=torch.long).to(sample_hidden_states.device, non_blocking=True)
+    return sample_hidden_states.index_select(0, rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,6 +377,17 @@ def replace_suffix_proposer_init(original: Callable[..., Any]) -> Callable[..., 
         self.num_speculative_tokens = spec.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
         self._arctic_drafting = True
+        heads = parse_engine_settings(vllm_config.additional_config).heads
+        if heads is not None:
+            from arctic_runtime.heads.engine import HeadDrafter
+
+            suffix = SuffixDrafter(suffix_config_of(spec), self.max_model_len) if heads.hybrid else None
+            self._arctic_heads = HeadDrafter(heads, self.max_model_len, suffix=suffix)
+            self._arctic_hidden = None
+            self._arctic_drafter = None
+            logger.info("arctic-serve: draft head %s (hybrid with suffix: %s)", heads.model, heads.hybrid)
+            return
+        self._arctic_heads = None
         self._arctic_drafter = SuffixDrafter(suffix_config_of(spec), self.max_model_len)
         logger.info("arctic-serve: suffix decoding (%s backend)", self._arctic_drafter.cache.backend)
 
@@ -297,6 +405,19 @@ def replace_suffix_proposer_propose(original: Callable[..., Any]) -> Callable[..
         slot_mappings: Any = None,
     ) -> list[list[int]]:
         batch = input_batch
+        heads = getattr(self, "_arctic_heads", None)
+        if heads is not None:
+            hidden, self._arctic_hidden = self._arctic_hidden, None
+            return heads.propose(  # type: ignore[no-any-return]
+                batch.req_ids,
+                batch.token_ids_cpu,
+                batch.num_tokens_no_spec,
+                batch.num_prompt_tokens,
+                sampled_token_ids,
+                num_speculative_tokens,
+                self._arctic_drafting and hidden is not None,
+                hidden,
+            )
         return self._arctic_drafter.propose(  # type: ignore[no-any-return]
             batch.req_ids,
             batch.token_ids_cpu,

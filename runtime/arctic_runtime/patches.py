@@ -31,7 +31,10 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         reason=(
             "Accept Arctic Inference's disable_by_batch_size / hard_disable_by_batch_size inside "
             "speculative_config (vLLM's SpeculativeConfig rejects unknown keys), validate them, and "
-            "carry them to every process in additional_config['arctic']. With Ulysses: check the "
+            "carry them to every process in additional_config['arctic']. method arctic / "
+            "mlp_speculator (draft heads): read and check the speculator against the base model, "
+            "hand vLLM method suffix (our proposer) and carry the head in additional_config. "
+            "With Ulysses: check the "
             "layout against the model, widen tensor parallelism to tensor x ulysses ranks, and "
             "split compiled graphs at the Ulysses attention op (piecewise CUDA graphs)."
         ),
@@ -96,7 +99,9 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         reason=(
             "Skip the n-gram proposer's CPU work in steps where the hard cap holds for the whole "
             "batch: the scheduler would drop every draft anyway. Only stateless proposers are "
-            "skipped; suffix decoding is told to update its tries without drafting."
+            "skipped; suffix decoding is told to update its tries without drafting. Draft heads: "
+            "hand the proposer the base model's final hidden state at each request's last "
+            "accepted position (loading the head on first use, tied to the base embedding)."
         ),
         implementation=hooks.wrap_propose_draft_token_ids,
     ),
@@ -117,7 +122,10 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         action="replace",
         params=("self", "vllm_config"),
         process="worker",
-        reason="Build our suffix drafter (arctic_runtime.suffix) from vLLM's suffix keys.",
+        reason=(
+            "Build our suffix drafter (arctic_runtime.suffix) from vLLM's suffix keys, or the draft "
+            "head drafter (arctic_runtime.heads, with suffix decoding beside it in hybrid mode)."
+        ),
         implementation=hooks.replace_suffix_proposer_init,
     ),
     PatchPoint(
@@ -127,7 +135,9 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         process="worker",
         reason=(
             "Draft with our suffix cache: keep every request's trie equal to prompt + output "
-            "(resumed requests included), honour the live cap, never draft past max_model_len."
+            "(resumed requests included), honour the live cap, never draft past max_model_len. "
+            "Draft heads: the head's draft, or in hybrid mode the suffix draft when it scores at "
+            "least the threshold."
         ),
         implementation=hooks.replace_suffix_proposer_propose,
     ),

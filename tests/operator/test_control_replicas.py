@@ -357,7 +357,8 @@ def test_more_waiting_never_means_fewer_replicas(
 @given(st.integers(1, 8), st.integers(1, 10), st.integers(0, 2**32 - 1))
 def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> None:
     """Load wobbling inside the tolerance band around ``level`` replicas' worth: from ``level``
-    nothing ever changes; from elsewhere the count moves one way only, then stays."""
+    nothing ever changes; from elsewhere the count moves one way only and ends within one replica of
+    ``level``."""
     noise = random.Random(seed)
     band = 0.9 * POLICY.tolerance
 
@@ -369,7 +370,9 @@ def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> N
     directions = {after > before for _, before, after in moves}
     assert len(directions) <= 1
     assert len(moves) <= abs(start - level) + 1
-    assert all(time < 2000 for time, _, _ in moves)  # settled
+    # settled next to ``level``: one replica short of it, the load may sit inside the band for good
+    final = moves[-1][2] if moves else start
+    assert abs(final - level) <= 1
 
 
 # --- burst levers -----------------------------------------------------------------------------

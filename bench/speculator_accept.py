@@ -1,0 +1,235 @@
+"""Acceptance of draft heads, suffix decoding and their hybrid on held-out real SmolLM2 answers:
+
+    python -m bench.speculator_accept [--heads models/speculators] [--out bench/results]
+
+Traces (``bench/traces``, real greedy answers of SmolLM2-135M-Instruct, none of them trained on):
+``heldout-chat.jsonl`` (open questions from the held-out split of the training prompt sources),
+``heldout-code.jsonl`` (continuations of held-out standard-library source), both written by the GPU
+training run, and ``edit.jsonl`` (code-editing requests: repeated edits of the same functions, from
+``bench.suffix_traces``). ``mixed`` is all three together.
+
+Exact replay of the engine loop, one loop for every method: the prefill step emits the first answer
+token; each later step drafts, accepts the longest prefix equal to the base model's greedy answer
+and emits it plus one token of the base model's own (tokens per step = emitted / steps). The head
+drafts at answer position j from the base model's final hidden state there (one teacher-forced
+forward of this machine's PyTorch Llama over prompt + answer) and answer token j; suffix decoding
+runs our ``SuffixDecodingCache`` (depth 64, up to 16 tokens; the requests of a trace in order, so
+later ones see earlier answers); ``hybrid`` is Arctic's rule: the suffix draft when its score
+(expected accepted tokens) is at least ``n_predict``, else the head's. ``threshold_sweep`` gives the
+hybrid at other thresholds (chosen on these same traces: indicative only).
+``arctic-hybrid`` (Arctic Inference 0.3.0 loading the same weights) needs its CUDA build and vLLM;
+the result says why it is absent here.
+
+Writes ``bench/results/speculator-accept-<time>.json`` with rows
+``{trace, method, head, tokens_per_step, accept_rate, steps, tokens, drafted, accepted}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TRACES = ("heldout-chat", "heldout-code", "edit")
+THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+
+
+def arctic_status() -> str:
+    try:
+        import arctic_inference  # noqa: F401
+    except ImportError as exc:
+        return f"not installed ({exc}); its speculator path needs vLLM's CUDA build"
+    return "installed, but its speculator needs CUDA (ArcticProposer runs in the GPU model runner)"
+
+
+Draft = tuple[list[int], float]  # tokens, score
+
+
+def replay(answer: Sequence[int], draft_at: Callable[[int], Sequence[int]]) -> tuple[int, int, int, int]:
+    """(steps, drafted, accepted, emitted) over one answer; token 0 came from the prefill step."""
+    j, steps, drafted, accepted = 0, 0, 0, 0
+    n = len(answer)
+    while j < n - 1:
+        draft = list(draft_at(j))[: n - 1 - j]
+        a = 0
+        while a < len(draft) and draft[a] == answer[j + 1 + a]:
+            a += 1
+        steps += 1
+        drafted += len(draft)
+        accepted += a
+        j += a + 1
+    return steps, drafted, accepted, max(0, n - 1)
+
+
+def simulate(
+    requests: Sequence[tuple[list[int], list[int]]],
+    head_drafts: Sequence[Sequence[Sequence[int]]] | None,
+    mode: str,
+    threshold: float,
+    make_cache: Callable[[], Any] | None,
+) -> dict[str, int]:
+    """One trace through one method: ``suffix``, ``head`` or ``hybrid``."""
+    cache = make_cache() if make_cache is not None and mode != "head" else None
+    total = {"steps": 0, "drafted": 0, "accepted": 0, "tokens": 0, "suffix_drafts": 0, "head_drafts": 0}
+    for r, (prompt, answer) in enumerate(requests):
+        known = 1  # answer tokens the cache holds
+        if cache is not None:
+            cache.start_request(r, prompt)
+            cache.add_tokens(r, answer[:1])
+
+        def draft_at(j: int, r: int = r, answer: list[int] = answer) -> list[int]:
+            nonlocal known
+            if cache is not None and known < j + 1:
+                cache.add_tokens(r, answer[known : j + 1])
+                known = j + 1
+            head = list(head_drafts[r][j]) if head_drafts is not None else []
+            if mode == "head":
+                total["head_drafts"] += 1
+                return head
+            d = cache.speculate(r)
+            if mode == "suffix" or (d.token_ids and d.score >= threshold):
+                total["suffix_drafts"] += 1
+                return list(d.token_ids)
+            total["head_drafts"] += 1
+            return head
+
+        steps, drafted, accepted, emitted = replay(answer, draft_at)
+        if cache is not None:
+            cache.stop_request(r)
+        for key, value in (
+            ("steps", steps),
+            ("drafted", drafted),
+            ("accepted", accepted),
+            ("tokens", emitted),
+        ):
+            total[key] += value
+    return total
+
+
+def row(trace: str, method: str, head: str | None, t: dict[str, int]) -> dict[str, Any]:
+    return {
+        "trace": trace,
+        "method": method,
+        "head": head,
+        "tokens_per_step": round(t["tokens"] / max(1, t["steps"]), 4),
+        "accept_rate": round(t["accepted"] / max(1, t["drafted"]), 4),
+        **t,
+    }
+
+
+def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.speculator_accept", description=__doc__.split("\n")[0])
+    p.add_argument("--heads", default=str(REPO / "models" / "speculators"))
+    p.add_argument("--traces", default=str(REPO / "bench" / "traces"))
+    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--max-requests", type=int, default=0, help="per trace (0 = all)")
+    args = p.parse_args(argv)
+    import torch
+
+    from arctic_runtime.heads.model import load_head
+    from arctic_runtime.models import ensure_smollm2
+    from arctic_runtime.suffix.sim import load_trace
+    from arctic_runtime.suffix.tree import SuffixConfig, SuffixDecodingCache
+    from arctic_runtime.train.llama import load_folder
+    from arctic_runtime.train.speculator import all_position_drafts, hidden_table, teacher
+
+    started = time.monotonic()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    config, state = load_folder(ensure_smollm2())
+    model = teacher(config, state, "cpu", torch.float32)
+    embedding = model.w("model.embed_tokens.weight")
+    heads = {
+        kind: load_head(Path(args.heads) / f"smollm2-135m-{kind}", embedding, dtype=torch.float32)
+        for kind in ("lstm", "mlp")
+        if (Path(args.heads) / f"smollm2-135m-{kind}" / "config.json").is_file()
+    }
+    if not heads:
+        raise SystemExit(f"bench: no trained heads under {args.heads} (python -m bench.speculator_train)")
+    suffix_config = SuffixConfig(max_depth=64, max_spec_tokens=16, max_cached_requests=1000)
+
+    def make_cache() -> Any:
+        return SuffixDecodingCache(config=suffix_config)
+
+    rows: list[dict[str, Any]] = []
+    mixed: dict[tuple[str, str | None], dict[str, int]] = {}
+    sweep: dict[str, dict[str, dict[str, int]]] = {}
+    traces_info = {}
+    for name in TRACES:
+        path = Path(args.traces) / f"{name}.jsonl"
+        if not path.is_file():
+            raise SystemExit(
+                f"bench: {path} is missing (held-out traces come from the GPU run: bench.speculator_train)"
+            )
+        reqs = [(list(r.prompt), list(r.output)) for r in load_trace(path)]
+        if args.max_requests:
+            reqs = reqs[: args.max_requests]
+        reqs = [(p_, a) for p_, a in reqs if len(a) >= 2]
+        traces_info[name] = {"requests": len(reqs), "output_tokens": sum(len(a) for _, a in reqs)}
+        longest = max(len(a) for _, a in reqs)
+        seqs = [(p_, a, name) for p_, a in reqs]
+        n_predict = max(h.config.n_predict for h in heads.values())
+        hidden, tokens, _ = hidden_table(model, seqs, n_predict, longest, 8192, torch.float32)
+        suffix = simulate(reqs, None, "suffix", 0.0, make_cache)
+        rows.append(row(name, "suffix", None, suffix))
+        mixed[("suffix", None)] = add(mixed.get(("suffix", None), {}), suffix)
+        for kind, head in heads.items():
+            k = head.config.n_predict
+            drafts = all_position_drafts(head, hidden, tokens, k).tolist()
+            for method, threshold in (("head", 0.0), ("hybrid", float(k))):
+                t = simulate(reqs, drafts, method, threshold, make_cache)
+                rows.append(row(name, method, kind, t))
+                mixed[(method, kind)] = add(mixed.get((method, kind), {}), t)
+            for th in THRESHOLDS:
+                t = simulate(reqs, drafts, "hybrid", th, make_cache)
+                key = f"{kind}@{th:g}"
+                sweep.setdefault(key, {})[name] = t
+                sweep[key]["mixed"] = add(sweep[key].get("mixed", {}), t)
+        print(f"{name}: {traces_info[name]} done at {time.monotonic() - started:.0f}s", flush=True)
+    for (method, kind), t in mixed.items():
+        rows.append(row("mixed", method, kind, t))
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    result = {
+        "suite": "speculator-accept",
+        "kind": "speculator-accept",
+        "description": __doc__.split("\n")[0],
+        "created": stamp,
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+        },
+        "traces": traces_info,
+        "heads": {k: {"n_predict": h.config.n_predict, "kind": h.config.kind} for k, h in heads.items()},
+        "suffix_config": suffix_config.__dict__,
+        "arctic_hybrid": arctic_status(),
+        "rows": rows,
+        "threshold_sweep": {
+            key: {trace: row(trace, "hybrid", key, t)["tokens_per_step"] for trace, t in by.items()}
+            for key, by in sweep.items()
+        },
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    out = Path(args.out) / f"speculator-accept-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    for r in rows:
+        print(
+            f"{r['trace']:14s} {r['method']:7s} {r['head'] or '':5s} "
+            f"{r['tokens_per_step']:.3f} {r['accept_rate']:.3f}"
+        )
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

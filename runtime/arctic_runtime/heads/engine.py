@@ -1,0 +1,263 @@
+"""Draft heads inside an engine loop: the front end's translation of ``speculative_config``, the
+hybrid rule, and a drafter kept in step with the engine's batch. No vLLM import (``hooks`` adapts).
+
+**How it is wired.** vLLM 0.26 has no V1 proposer for MLP speculators and no ``"arctic"`` method,
+so the front end rewrites ``{"method": "arctic" | "mlp_speculator", "model": DIR,
+"num_speculative_tokens": k, "enable_suffix_decoding": bool, ...}`` into vLLM's ``method:
+"suffix"`` (whose proposer the plugin already replaces: CPU drafter after bookkeeping, V1 runner,
+synchronous scheduling, the live cap) plus our ``additional_config["arctic"]["heads"]`` section.
+Each step the runner hook hands the drafter the base model's final hidden state at every
+request's last accepted position and the token sampled from it; the drafter runs the head (and,
+in hybrid mode, suffix decoding) and returns one draft per request.
+
+**Hybrid** (``enable_suffix_decoding``, Arctic's key): per request and step the suffix cache is
+updated and searched; its draft is used when its score (the expected number of accepted tokens)
+is at least ``hybrid_threshold`` (default ``n_predict``, Arctic's rule), otherwise the head's.
+vLLM's ``num_speculative_tokens`` is then the longer of the two caps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from arctic_runtime.contract import (
+    DEFAULT_SUFFIX_TREE_DEPTH,
+    HEAD_METHODS,
+    FieldError,
+    HeadSettings,
+    InvalidSetting,
+    default_suffix_spec_tokens,
+)
+from arctic_runtime.heads.config import HeadConfig, check_against_base, read_head_config
+
+#: Arctic Inference's suffix keys in a hybrid config, and vLLM's names for them.
+ARCTIC_SUFFIX_KEYS = {
+    "suffix_cache_max_depth": "suffix_decoding_max_tree_depth",
+    "suffix_cache_max_requests": "suffix_decoding_max_cached_requests",
+    "suffix_max_spec_factor": "suffix_decoding_max_spec_factor",
+    "suffix_min_token_prob": "suffix_decoding_min_token_prob",
+}
+VLLM_SUFFIX_KEYS = tuple(ARCTIC_SUFFIX_KEYS.values())
+HEAD_KEYS = ("method", "model", "num_speculative_tokens", "enable_suffix_decoding", "hybrid_threshold")
+
+
+def split_head_spec(
+    spec: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, HeadConfig | None]:
+    """Front end: a user's ``speculative_config`` -> (what vLLM gets, our ``heads`` section, the
+    head's config), or the input unchanged and ``None``s when the method is not a head method.
+    Reads the speculator's config.json (missing folder, files or bad fields raise
+    ``InvalidSetting`` naming the key); the base-model checks come later (``check_head``)."""
+    if spec is None or spec.get("method") not in HEAD_METHODS:
+        return (None if spec is None else dict(spec)), None, None
+    errors: list[FieldError] = []
+    allowed = set(HEAD_KEYS) | set(ARCTIC_SUFFIX_KEYS) | set(VLLM_SUFFIX_KEYS)
+    errors += [
+        FieldError(
+            f"speculative_config.{key}",
+            f"is not used with method {spec['method']!r}; allowed: {', '.join(sorted(allowed))}",
+        )
+        for key in spec
+        if key not in allowed
+    ]
+    model = spec.get("model")
+    if not isinstance(model, str) or not model:
+        errors.append(
+            FieldError("speculative_config.model", f"must be the speculator's folder, got {model!r}")
+        )
+    hybrid = spec.get("enable_suffix_decoding", False)
+    if not isinstance(hybrid, bool):
+        errors.append(
+            FieldError("speculative_config.enable_suffix_decoding", f"must be true or false, got {hybrid!r}")
+        )
+    k = spec.get("num_speculative_tokens")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        errors.append(
+            FieldError("speculative_config.num_speculative_tokens", f"must be a whole number >= 1, got {k!r}")
+        )
+    if errors:
+        raise InvalidSetting(errors)
+    config = read_head_config(str(model))
+    if k is not None and k > config.n_predict:
+        raise InvalidSetting(
+            [
+                FieldError(
+                    "speculative_config.num_speculative_tokens",
+                    f"must be in 1..n_predict (= {config.n_predict}) for this speculator, got {k}",
+                )
+            ]
+        )
+    k = config.n_predict if k is None else k
+    suffix: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key in ARCTIC_SUFFIX_KEYS:
+            suffix[ARCTIC_SUFFIX_KEYS[key]] = value
+        elif key in VLLM_SUFFIX_KEYS:
+            suffix[key] = value
+    if suffix and not hybrid:
+        key = next(iter(spec.keys() & (set(ARCTIC_SUFFIX_KEYS) | set(VLLM_SUFFIX_KEYS))))
+        raise InvalidSetting([FieldError(f"speculative_config.{key}", "needs enable_suffix_decoding: true")])
+    vllm_spec: dict[str, Any] = {"method": "suffix", **suffix}
+    if hybrid:
+        depth = suffix.setdefault("suffix_decoding_max_tree_depth", DEFAULT_SUFFIX_TREE_DEPTH)
+        vllm_spec["suffix_decoding_max_tree_depth"] = depth
+        suffix_cap = default_suffix_spec_tokens(depth) if isinstance(depth, int) else 1
+        vllm_spec["num_speculative_tokens"] = max(k, suffix_cap)
+    else:
+        # the suffix machinery is not used: a tree just deep enough for vLLM's check
+        vllm_spec["num_speculative_tokens"] = k
+        vllm_spec["suffix_decoding_max_tree_depth"] = max(24, k + 1)
+    threshold = spec.get("hybrid_threshold")
+    section = HeadSettings(
+        model=str(model),
+        method=str(spec["method"]),
+        num_speculative_tokens=k,
+        hybrid=hybrid,
+        hybrid_threshold=None if threshold is None else float(threshold),
+    ).as_dict()
+    return vllm_spec, section, config
+
+
+def check_head(config: HeadConfig, hf_config: Any, k: int) -> None:
+    """Front end, once vLLM has read the base model: hidden size, vocabulary and draft length."""
+    check_against_base(
+        config,
+        base_hidden=int(hf_config.hidden_size),
+        base_vocab=int(hf_config.vocab_size),
+        num_speculative_tokens=k,
+    )
+
+
+def hybrid_pick(
+    suffix_draft: Sequence[int], suffix_score: float, head_draft: Sequence[int], threshold: float
+) -> tuple[list[int], str]:
+    """Arctic's rule: the suffix draft when its score reaches the threshold, else the head's."""
+    if suffix_draft and suffix_score >= threshold:
+        return list(suffix_draft), "suffix"
+    return list(head_draft), "head"
+
+
+@dataclass
+class HeadCounters:
+    steps: int = 0
+    rows: int = 0
+    head_drafts: int = 0
+    suffix_drafts: int = 0
+    drafted_tokens: int = 0
+    step_ns: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "rows": self.rows,
+            "head_drafts": self.head_drafts,
+            "suffix_drafts": self.suffix_drafts,
+            "drafted_tokens": self.drafted_tokens,
+            "us_per_step": self.step_ns / 1000 / max(1, self.steps),
+        }
+
+
+@dataclass
+class HeadDrafter:
+    """A draft head (and, in hybrid mode, a ``SuffixDrafter``) kept in step with the engine."""
+
+    settings: HeadSettings
+    max_model_len: int
+    suffix: Any = None  # arctic_runtime.suffix.engine.SuffixDrafter in hybrid mode
+    head: Any = None  # arctic_runtime.heads.model.DraftHead, loaded on the first step
+    counters: HeadCounters = field(default_factory=HeadCounters)
+
+    @property
+    def threshold(self) -> float:
+        if self.settings.hybrid_threshold is not None:
+            return self.settings.hybrid_threshold
+        return float(
+            self.head.config.n_predict if self.head is not None else self.settings.num_speculative_tokens
+        )
+
+    def load(self, embedding: Any, lm_head: Any, dtype: Any, device: Any) -> None:
+        from arctic_runtime.heads.model import load_head
+
+        self.head = load_head(self.settings.model, embedding, lm_head=lm_head, dtype=dtype, device=device)
+
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        token_ids: Any,
+        num_tokens: Sequence[int],
+        num_prompt_tokens: Sequence[int],
+        sampled: Sequence[Sequence[int]],
+        num_speculative_tokens: int,
+        drafting: bool,
+        hidden: Any,
+    ) -> list[list[int]]:
+        """One draft per row. ``hidden``: (rows, width) base hidden states at each row's last
+        accepted position (rows without a sampled token: anything)."""
+        import torch
+
+        started = time.perf_counter_ns()
+        n = len(req_ids)
+        suffix_drafts: list[list[int]] = [[] for _ in range(n)]
+        scores = [0.0] * n
+        if self.suffix is not None:
+            # keep the tries in step every step (drafting or not), then score each row's draft
+            self.suffix.propose(req_ids, token_ids, num_tokens, num_prompt_tokens, sampled, 0, False)
+            if drafting:
+                cache = self.suffix.cache
+                cap = min(num_speculative_tokens, self.suffix.config.max_spec_tokens)
+                for i, req_id in enumerate(req_ids):
+                    room = min(cap, self.max_model_len - 1 - int(num_tokens[i]))
+                    if sampled[i] and room > 0:
+                        draft = cache.speculate(req_id, room)
+                        suffix_drafts[i], scores[i] = list(draft.token_ids), float(draft.score)
+        drafts: list[list[int]] = [[] for _ in range(n)]
+        if drafting and n:
+            k = min(self.settings.num_speculative_tokens, num_speculative_tokens)
+            rows = [
+                i for i in range(n) if sampled[i] and min(k, self.max_model_len - 1 - int(num_tokens[i])) > 0
+            ]
+            need_head = [i for i in rows if not (suffix_drafts[i] and scores[i] >= self.threshold)]
+            head_out: dict[int, list[int]] = {}
+            if need_head and k > 0:
+                index = torch.tensor(need_head, dtype=torch.long, device=hidden.device)
+                last = torch.tensor(
+                    [int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device
+                )
+                out = self.head.draft(hidden.index_select(0, index).to(self.head_dtype), last, k).tolist()
+                head_out = dict(zip(need_head, out, strict=True))
+            threshold = self.threshold
+            for i in rows:
+                room = min(k, self.max_model_len - 1 - int(num_tokens[i]))
+                draft, source = hybrid_pick(
+                    suffix_drafts[i], scores[i], head_out.get(i, [])[:room], threshold
+                )
+                drafts[i] = draft
+                if source == "suffix":
+                    self.counters.suffix_drafts += 1
+                else:
+                    self.counters.head_drafts += 1
+                self.counters.drafted_tokens += len(draft)
+        self.counters.steps += 1
+        self.counters.rows += n
+        self.counters.step_ns += time.perf_counter_ns() - started
+        return drafts
+
+    @property
+    def head_dtype(self) -> Any:
+        return next(self.head.parameters()).dtype
+
+    def state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "settings": self.settings.as_dict(),
+            "loaded": self.head is not None,
+            "counters": self.counters.as_dict(),
+        }
+        if self.head is not None:
+            out["head"] = {"kind": self.head.config.kind, "n_predict": self.head.config.n_predict}
+            out["threshold"] = self.threshold
+        if self.suffix is not None:
+            out["suffix"] = self.suffix.state()
+        return out

@@ -1,0 +1,282 @@
+"""Draft heads (Arctic's MLP and LSTM speculators) as PyTorch modules in the published weight layout.
+
+Both read the base model's final (post-norm) hidden state ``h_t`` at a request's last accepted
+position and the token sampled from it, ``x_{t+1}``, and draft ``x_{t+2}, x_{t+3}, ...`` greedily,
+one step per draft token, each step feeding its own state and token to the next (see
+``arctic_runtime.heads.config`` for the layouts). ``draft`` is the serving path (no grad; Triton
+kernels on CUDA), ``teacher_forced_logits`` the training path (the true tokens fed at every step).
+
+The math follows the published speculators: ``state_weight = 0.5 ** (0.5 / n_predict)``,
+``emb_weight = sqrt((1 - state_weight**2) * inner_dim / 2)``, the token embedding enters scaled by
+``emb_weight / state_weight``; ``scale_input`` normalises ``h_t`` first (RMS, no affine) and divides
+it by sqrt(2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from arctic_kernels.speculator import lstm_cell, speculator_ln
+from arctic_runtime.contract import FieldError, InvalidSetting
+from arctic_runtime.heads.config import CONFIG_FILE, HeadConfig, read_head_config
+
+EPS = 1e-6
+
+
+class SpeculatorNorm(nn.Module):  # type: ignore[misc]
+    """The speculators' RMS-style layer norm with scale and shift (keys ``weight``, ``bias``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+
+
+class DraftHead(nn.Module):  # type: ignore[misc]
+    """One speculator; parameter names are the published checkpoint keys."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        n = c.n_predict
+        self.state_weight = 0.5 ** (0.5 / n)
+        self.emb_weight = math.sqrt((1 - self.state_weight**2) * (c.inner_dim / 2))
+        self.alpha = self.emb_weight / self.state_weight
+        if c.kind == "mlp":
+            if c.tie_weights:
+                emb = nn.Embedding(c.vocab_size, c.inner_dim)
+                proj_rest = nn.Linear(c.inner_dim, c.inner_dim, bias=False)
+                ln = SpeculatorNorm(c.inner_dim)
+                head = nn.Linear(c.inner_dim, c.vocab_size, bias=False)
+                self.emb = nn.ModuleList([emb] * n)
+                self.proj = nn.ModuleList(
+                    [nn.Linear(c.input_hidden_dim, c.inner_dim, bias=False)] + [proj_rest] * (n - 1)
+                )
+                self.ln = nn.ModuleList([ln] * n)
+                self.head = nn.ModuleList([head] * n)
+            else:
+                self.emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.inner_dim) for _ in range(n)])
+                self.proj = nn.ModuleList(
+                    [
+                        nn.Linear(c.input_hidden_dim if i == 0 else c.inner_dim, c.inner_dim, bias=False)
+                        for i in range(n)
+                    ]
+                )
+                self.ln = nn.ModuleList([SpeculatorNorm(c.inner_dim) for _ in range(n)])
+                self.head = nn.ModuleList(
+                    [nn.Linear(c.inner_dim, c.vocab_size, bias=False) for _ in range(n)]
+                )
+        else:
+            self.forget_emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.emb_dim)])
+            self.projs = nn.ModuleList(
+                [
+                    nn.Linear(c.input_hidden_dim, 4 * c.proj_dim, bias=False),
+                    nn.Linear(c.inner_dim, 4 * c.proj_dim, bias=False),
+                ]
+            )
+            self.cell_ln = nn.ModuleList([SpeculatorNorm(c.inner_dim)])
+            self.state_ln = nn.ModuleList([SpeculatorNorm(c.inner_dim)])
+            self.head = nn.ModuleList([nn.Linear(c.inner_dim, c.vocab_size, bias=False)] * n)
+
+    # ------------------------------------------------------------------ weights
+
+    def base_tied_keys(self) -> list[str]:
+        """Checkpoint keys that come from the base model when ``tie_base_embeddings`` is set."""
+        n = self.config.n_predict
+        emb = ["forget_emb.0.weight"] if self.config.kind == "lstm" else [f"emb.{i}.weight" for i in range(n)]
+        return emb + [f"head.{i}.weight" for i in range(n)]
+
+    def tie_to_base(self, embedding: torch.Tensor, lm_head: torch.Tensor | None = None) -> None:
+        """Use the base model's token embedding and LM head (the embedding when the base ties
+        them) as this head's embedding and output heads, frozen."""
+        emb = nn.Parameter(embedding, requires_grad=False)
+        out = emb if lm_head is None or lm_head is embedding else nn.Parameter(lm_head, requires_grad=False)
+        embs = self.forget_emb if self.config.kind == "lstm" else self.emb
+        for module in embs:
+            module.weight = emb
+        for module in self.head:
+            module.weight = out
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Arctic's initialisation: normal(0, 1/sqrt(min(shape))) for matrices, unit norms."""
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.dim() == 2:
+                with torch.no_grad():
+                    p.normal_(0.0, 1.0 / math.sqrt(min(p.shape)), generator=generator)
+            elif name.endswith("weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tensors to save: every published key, minus the base model's when tied to it."""
+        skip = set(self.base_tied_keys()) if self.config.tie_base_embeddings else set()
+        return {k: v.detach().clone().contiguous() for k, v in self.state_dict().items() if k not in skip}
+
+    def load_checkpoint(self, tensors: Mapping[str, torch.Tensor], where: str) -> None:
+        """Load published keys; a tied (shared) module's missing index falls back to index 0 (or 1
+        for the MLP's later projections). Missing or mis-shaped tensors raise ``InvalidSetting``."""
+        errors: list[FieldError] = []
+        skip = set(self.base_tied_keys()) if self.config.tie_base_embeddings else set()
+        own = self.state_dict()
+        for key, param in own.items():
+            if key in skip:
+                continue
+            value = tensors.get(key)
+            if value is None:
+                prefix, _, rest = key.partition(".")
+                index, _, leaf = rest.partition(".")
+                for alt in ("0", "1"):
+                    cand = tensors.get(f"{prefix}.{alt}.{leaf}")
+                    if cand is not None and tuple(cand.shape) == tuple(param.shape) and alt < index:
+                        value = cand
+            if value is None:
+                errors.append(FieldError(where, f"weight {key!r} is missing"))
+            elif tuple(value.shape) != tuple(param.shape):
+                errors.append(
+                    FieldError(
+                        where, f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(param.shape)}"
+                    )
+                )
+            else:
+                with torch.no_grad():
+                    param.copy_(value)
+        if errors:
+            raise InvalidSetting(errors[:3])
+
+    # ------------------------------------------------------------------ steps
+
+    def _input(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config.scale_input:
+            return speculator_ln(hidden, None, None, EPS) / math.sqrt(2.0)
+        return hidden
+
+    def _mlp_step(self, i: int, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        s = self.proj[i](state) + self.emb[i](tokens) * self.alpha
+        ln = self.ln[i]
+        return speculator_ln(s, ln.weight, ln.bias, EPS, gelu=True)
+
+    def _lstm_step(
+        self, i: int, state: torch.Tensor, cell: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gates = self.projs[0 if i == 0 else 1](state)
+        shape = gates.shape[:-1]
+        p = self.config.proj_dim
+        h, c = lstm_cell(
+            gates.reshape(-1, 4 * p),
+            self.forget_emb[0](tokens).reshape(-1, p),
+            self.alpha,
+            cell.reshape(-1, p),
+            self.cell_ln[0].weight,
+            self.cell_ln[0].bias,
+            self.state_ln[0].weight,
+            self.state_ln[0].bias,
+            EPS,
+        )
+        return h.reshape(*shape, p), c.reshape(*shape, p)
+
+    def step_states(self, hidden: torch.Tensor, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The head's state after each step, feeding ``tokens[i]`` at step i (len(tokens) steps)."""
+        state = self._input(hidden)
+        cell = torch.zeros(
+            *hidden.shape[:-1], self.config.inner_dim, dtype=hidden.dtype, device=hidden.device
+        )
+        out = []
+        for i, tok in enumerate(tokens):
+            if self.config.kind == "mlp":
+                state = self._mlp_step(i, state, tok)
+            else:
+                state, cell = self._lstm_step(i, state, cell, tok)
+            out.append(state)
+        return out
+
+    @torch.no_grad()  # type: ignore[untyped-decorator]
+    def draft(self, hidden: torch.Tensor, last_tokens: torch.Tensor, k: int) -> torch.Tensor:
+        """Greedy drafts, (rows, k): ``hidden`` (rows, input_hidden_dim), ``last_tokens`` (rows,)."""
+        state = self._input(hidden)
+        cell = torch.zeros(hidden.shape[0], self.config.inner_dim, dtype=hidden.dtype, device=hidden.device)
+        tok = last_tokens
+        out = []
+        for i in range(k):
+            if self.config.kind == "mlp":
+                state = self._mlp_step(i, state, tok)
+            else:
+                state, cell = self._lstm_step(i, state, cell, tok)
+            tok = self.head[i](state).argmax(dim=-1)
+            out.append(tok)
+        return torch.stack(out, dim=-1)
+
+    def teacher_forced_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Training: ``hidden`` (B, T, d) base states at positions t, ``tokens`` (B, T + n) with
+        ``tokens[:, t + 1 + i]`` the token fed at step i for position t (``x_{t+1+i}``). Returns one
+        (B, T, vocab) logits tensor per step i, predicting ``tokens[:, t + 2 + i]``."""
+        n = self.config.n_predict
+        t = hidden.shape[1]
+        feeds = [tokens[:, 1 + i : 1 + i + t] for i in range(n)]
+        states = self.step_states(hidden, feeds)
+        return [self.head[i](s) for i, s in enumerate(states)]
+
+
+def new_head(config: HeadConfig, base_embedding: torch.Tensor | None = None, seed: int = 0) -> DraftHead:
+    head = DraftHead(config)
+    head.init_weights(torch.Generator().manual_seed(seed))
+    if config.tie_base_embeddings:
+        if base_embedding is None:
+            raise ValueError("tie_base_embeddings needs the base model's embedding")
+        head.tie_to_base(base_embedding)
+    return head
+
+
+def save_head(head: DraftHead, folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` in the published layout."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps(head.config.to_json(), indent=2) + "\n", encoding="utf-8")
+    save_file(head.checkpoint_state(), str(path / "model.safetensors"))
+    return path
+
+
+def load_head(
+    folder: str | Path,
+    base_embedding: torch.Tensor | None = None,
+    *,
+    lm_head: torch.Tensor | None = None,
+    dtype: Any = None,
+    device: Any = None,
+    key: str = "speculative_config.model",
+) -> DraftHead:
+    """Read a speculator folder (config + safetensors or pytorch_model.bin)."""
+    config = read_head_config(folder, key)
+    path = Path(folder)
+    if (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path / "model.safetensors"))
+    else:
+        tensors = torch.load(str(path / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    tensors = {k.removeprefix("speculator."): v for k, v in tensors.items()}
+    head = DraftHead(config)
+    if config.tie_base_embeddings:
+        if base_embedding is None:
+            raise InvalidSetting([FieldError(key, "tie_base_embeddings needs the base model's embedding")])
+        vocab = config.vocab_size  # vLLM pads its vocabulary tables; the head reads the real rows
+        emb = base_embedding.detach()[:vocab]
+        out = None if lm_head is None or lm_head is base_embedding else lm_head.detach()[:vocab]
+        head.tie_to_base(emb, out)
+    head.load_checkpoint(tensors, f"{key} weights")
+    head.to(device=device, dtype=dtype)
+    head.eval()
+    return head

@@ -1,0 +1,257 @@
+"""Draft heads without an engine: the published config layouts, the weights round trip, the hybrid
+rule, the front end's translation of ``speculative_config``, the training replay, and the Triton
+kernels against their references (CUDA only: skipped, never passed, on CPU)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from arctic_kernels import speculator as kernels
+from arctic_runtime.contract import InvalidSetting, parse_engine_settings
+from arctic_runtime.heads.config import HeadConfig, check_against_base, parse_head_config
+from arctic_runtime.heads.engine import hybrid_pick, split_head_spec
+from arctic_runtime.heads.model import DraftHead, load_head, save_head
+from arctic_runtime.train.speculator import head_loss, replay
+
+# IBM's published MLP speculator config (ibm-fms/llama-13b-accelerator's fields) and the config
+# ArcticTraining writes for an LSTM speculator (dimensions as dotted strings, architectures a string).
+IBM_MLP = {
+    "architectures": ["MLPSpeculatorPreTrainedModel"],
+    "emb_dim": 32,
+    "inner_dim": 0,
+    "model_type": "mlp_speculator",
+    "n_candidates": 5,
+    "n_predict": 3,
+    "top_k_tokens_per_head": [5, 3, 2],
+    "vocab_size": 50,
+}
+ARCTIC_LSTM = {
+    "architectures": "ArcticLSTMSpeculatorPreTrainedModel",
+    "base_model_archs": ["LlamaForCausalLM"],
+    "input_hidden_dim": 32,
+    "inner_dim": "16",
+    "emb_dim": "16",
+    "proj_dim": "16",
+    "method": "sum_lstm",
+    "model_type": "mlp_speculator",
+    "n_predict": 3,
+    "num_lookahead_tokens": 3,
+    "scale_input": True,
+    "tie_weights": True,
+    "tie_lstm_embs": True,
+    "vocab_size": 50,
+}
+
+
+def test_published_layouts_parse() -> None:
+    mlp = parse_head_config(IBM_MLP)
+    assert (mlp.kind, mlp.input_hidden_dim, mlp.inner_dim, mlp.tie_weights) == ("mlp", 32, 32, False)
+    lstm = parse_head_config(ARCTIC_LSTM)
+    assert (lstm.kind, lstm.input_hidden_dim, lstm.inner_dim, lstm.proj_dim) == ("lstm", 32, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"method": "sum_rnn"}, "config.json.method"),
+        ({"inner_dim": "16.16"}, "config.json.inner_dim"),
+        ({"n_predict": 0}, "config.json.n_predict"),
+        ({"tie_lstm_embs": False}, "config.json.tie_lstm_embs"),
+        ({"proj_dim": "8"}, "config.json.proj_dim"),
+    ],
+)
+def test_bad_lstm_configs_name_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSetting) as info:
+        parse_head_config({**ARCTIC_LSTM, **change})
+    assert info.value.errors[0].field == field
+
+
+def test_base_checks_name_the_key() -> None:
+    config = parse_head_config(ARCTIC_LSTM)
+    with pytest.raises(InvalidSetting, match=r"speculative_config.model: .*hidden size is 64"):
+        check_against_base(config, base_hidden=64, base_vocab=50, num_speculative_tokens=None)
+    with pytest.raises(
+        InvalidSetting, match=r"speculative_config.num_speculative_tokens: .*1..n_predict \(= 3\)"
+    ):
+        check_against_base(config, base_hidden=32, base_vocab=50, num_speculative_tokens=4)
+    assert check_against_base(config, base_hidden=32, base_vocab=50, num_speculative_tokens=None) == 3
+
+
+def small(kind: str, tie_base: bool = False, tie: bool = True) -> HeadConfig:
+    return HeadConfig(
+        kind="lstm" if kind == "lstm" else "mlp",
+        n_predict=3,
+        input_hidden_dim=16,
+        inner_dim=16,
+        emb_dim=16,
+        proj_dim=16,
+        vocab_size=50,
+        tie_weights=tie,
+        scale_input=True,
+        tie_base_embeddings=tie_base,
+    )
+
+
+@pytest.mark.parametrize(("kind", "tie"), [("mlp", True), ("mlp", False), ("lstm", True)])
+def test_weights_round_trip_in_the_published_keys(tmp_path: Path, kind: str, tie: bool) -> None:
+    head = DraftHead(small(kind, tie=tie))
+    head.init_weights(torch.Generator().manual_seed(1))
+    save_head(head, tmp_path)
+    keys = set(head.checkpoint_state())
+    if kind == "lstm":
+        assert {
+            "forget_emb.0.weight",
+            "projs.0.weight",
+            "projs.1.weight",
+            "cell_ln.0.bias",
+            "head.2.weight",
+        } <= keys
+    else:
+        assert {f"{m}.{i}.weight" for m in ("emb", "proj", "head", "ln") for i in range(3)} <= keys
+    again = load_head(tmp_path)
+    x, tok = torch.randn(4, 16), torch.randint(0, 50, (4,))
+    assert torch.equal(head.draft(x, tok, 3), again.draft(x, tok, 3))
+
+
+def test_tied_to_base_leaves_the_embedding_out(tmp_path: Path) -> None:
+    emb = torch.randn(50, 16)
+    head = DraftHead(small("lstm", tie_base=True))
+    head.init_weights()
+    head.tie_to_base(emb)
+    save_head(head, tmp_path)
+    assert not any(k.startswith(("forget_emb", "head")) for k in head.checkpoint_state())
+    with pytest.raises(InvalidSetting, match="needs the base model's embedding"):
+        load_head(tmp_path)
+    x, tok = torch.randn(4, 16), torch.randint(0, 50, (4,))
+    assert torch.equal(head.draft(x, tok, 3), load_head(tmp_path, emb).draft(x, tok, 3))
+
+
+def test_published_mlp_math() -> None:
+    """One MLP step by hand: proj(h') + emb(tok) * w_e / w_s, RMS-norm with scale and shift, GELU;
+    h' = rmsnorm(h) / sqrt(2) with scale_input; argmax of the head."""
+    head = DraftHead(small("mlp"))
+    head.init_weights(torch.Generator().manual_seed(2))
+    h, tok = torch.randn(2, 16), torch.tensor([3, 7])
+    ws = 0.5 ** (0.5 / 3)
+    we = math.sqrt((1 - ws**2) * 16 / 2)
+    hp = h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() / math.sqrt(2)
+    s = hp @ head.proj[0].weight.T + head.emb[0].weight[tok] * (we / ws)
+    s = s / s.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * head.ln[0].weight + head.ln[0].bias
+    s = torch.nn.functional.gelu(s)
+    assert torch.equal(head.draft(h, tok, 1)[:, 0], (s @ head.head[0].weight.T).argmax(-1))
+
+
+def test_lstm_cell_reference_matches_the_definition() -> None:
+    g = torch.Generator().manual_seed(3)
+    p = 8
+    gates, emb, c = (
+        torch.randn(3, 4 * p, generator=g),
+        torch.randn(3, p, generator=g),
+        torch.randn(3, p, generator=g),
+    )
+    w = [torch.randn(p, generator=g) for _ in range(4)]
+    h, c2 = kernels.lstm_cell_reference(gates, emb, 0.5, c, *w)
+    z = gates + 0.5 * emb.repeat(1, 4)
+    f, i, o, cand = z.split(p, dim=-1)
+
+    def ln(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * a + b)
+
+    want_c = c * torch.sigmoid(f) + ln(cand, w[0], w[1]) * torch.sigmoid(i)
+    torch.testing.assert_close(c2, want_c)
+    torch.testing.assert_close(h, ln(want_c, w[2], w[3]) * torch.sigmoid(o))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton kernels run on CUDA only")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_kernels_match_the_references(dtype: torch.dtype) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    for rows, p in ((1, 576), (37, 4096)):
+        x = torch.randn(rows, p, device="cuda", generator=g).to(dtype)
+        w, b = (
+            torch.randn(p, device="cuda", generator=g).to(dtype),
+            torch.randn(p, device="cuda", generator=g).to(dtype),
+        )
+        torch.testing.assert_close(
+            kernels.speculator_ln_triton(x, w, b, gelu=True),
+            kernels.speculator_ln_reference(x, w, b, gelu=True),
+            **tol,
+        )
+        gates = torch.randn(rows, 4 * p, device="cuda", generator=g).to(dtype)
+        emb, c = (
+            torch.randn(rows, p, device="cuda", generator=g).to(dtype),
+            torch.randn(rows, p, device="cuda", generator=g).to(dtype),
+        )
+        ws = [torch.randn(p, device="cuda", generator=g).to(dtype) for _ in range(4)]
+        for got, want in zip(
+            kernels.lstm_cell_triton(gates, emb, 0.3, c, *ws),
+            kernels.lstm_cell_reference(gates, emb, 0.3, c, *ws),
+            strict=True,
+        ):
+            torch.testing.assert_close(got, want, **tol)
+
+
+def test_hybrid_rule() -> None:
+    assert hybrid_pick([1, 2, 3, 4], 3.0, [9, 9, 9], 3.0) == ([1, 2, 3, 4], "suffix")
+    assert hybrid_pick([1, 2, 3, 4], 2.9, [9, 9, 9], 3.0) == ([9, 9, 9], "head")
+    assert hybrid_pick([], 0.0, [9], 0.0) == ([9], "head")
+
+
+def test_front_end_translation(tmp_path: Path) -> None:
+    head = DraftHead(small("mlp"))
+    head.init_weights()
+    save_head(head, tmp_path)
+    assert split_head_spec({"method": "ngram", "num_speculative_tokens": 3})[1] is None
+    spec, section, config = split_head_spec({"method": "arctic", "model": str(tmp_path)})
+    assert spec == {"method": "suffix", "num_speculative_tokens": 3, "suffix_decoding_max_tree_depth": 24}
+    assert section is not None and config is not None and section["num_speculative_tokens"] == 3
+    heads = parse_engine_settings({"arctic": {"heads": section}}).heads
+    assert heads is not None and not heads.hybrid
+    spec, section, _ = split_head_spec(
+        {
+            "method": "mlp_speculator",
+            "model": str(tmp_path),
+            "enable_suffix_decoding": True,
+            "suffix_cache_max_depth": 40,
+        }
+    )
+    assert spec == {"method": "suffix", "num_speculative_tokens": 16, "suffix_decoding_max_tree_depth": 40}
+    assert section is not None and section["hybrid"]
+    with pytest.raises(InvalidSetting, match=r"speculative_config\.num_speculative_tokens"):
+        split_head_spec({"method": "arctic", "model": str(tmp_path), "num_speculative_tokens": 5})
+    with pytest.raises(
+        InvalidSetting, match=r"speculative_config\.suffix_cache_max_depth: needs enable_suffix"
+    ):
+        split_head_spec({"method": "arctic", "model": str(tmp_path), "suffix_cache_max_depth": 40})
+    with pytest.raises(InvalidSetting, match=r"speculative_config\.model: .*config\.json is missing"):
+        (tmp_path / "config.json").unlink()
+        split_head_spec({"method": "arctic", "model": str(tmp_path)})
+
+
+def test_replay_counts_steps_like_the_engine() -> None:
+    answer = [5, 6, 7, 8, 9, 10]
+    # perfect drafts of 3: token 0 from prefill, then steps emit 4, then 1 (the last token)
+    assert replay(answer, lambda j: answer[j + 1 : j + 4]) == (2, 4, 4)
+    # useless drafts: one token per step
+    assert replay(answer, lambda j: [0, 0]) == (5, 9, 0)
+
+
+def test_loss_targets_are_the_next_tokens() -> None:
+    """Training step 0 at answer position t is fed the token sampled there (answer[t]) with the
+    hidden state that produced it, and learns answer[t + 1]: the engine's use of the head."""
+    head = DraftHead(small("mlp"))
+    head.init_weights(torch.Generator().manual_seed(0))
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 6, -1, -1, -1, -1]])
+    hidden = torch.randn(1, 6, 16)
+    _, per_step = head_loss(head, hidden, tokens)
+    manual = []
+    for t in range(5):  # answer[6] does not exist: positions 0..4 have a step-0 target
+        state = head.step_states(hidden[:, t], [tokens[:, t]])[0]
+        manual.append(torch.nn.functional.cross_entropy(head.head[0](state), tokens[:, t + 1]))
+    assert per_step[0] == pytest.approx(float(torch.stack(manual).mean()), rel=1e-5)
