@@ -23,6 +23,7 @@ from arctic_operator.control.cap import (
     decide_cap,
 )
 from arctic_operator.control.cost import DEFAULT_COSTS
+from tests.operator.hypo import examples
 
 POLICY = CapPolicy(min_cap=1, max_cap=64, cost_model=VerifyCostModel())
 """The H100 8B k=3 curve (1.26, 1.33, 1.38, 1.67 at batch 1, 4, 16, 64), margin 0.1, hard = soft + 1,
@@ -228,6 +229,31 @@ def test_a_cap_of_zero_rises_again() -> None:
     assert changes == [(0, 1, 2), (30, 2, 3), (60, 4, 5), (90, 8, 9), (120, 16, 17), (150, 22, 23)]
 
 
+def test_each_lowering_moves_at_least_one() -> None:
+    slow = CapPolicy(min_cap=1, max_cap=64, max_step_factor=1.0, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(slow, observe(0, accepted_per_draft=0.45), settled(5, slow))
+    assert (decision.soft_cap, decision.reason) == (4, "Lowered")  # 3 wanted, x1 allows none: 1
+    decision, _ = decide_cap(slow, observe(0, accepted_per_draft=0.6), settled(5, slow))
+    assert (decision.soft_cap, decision.reason) == (6, "Raised")
+
+
+def test_the_cost_at_running_is_read_at_one_request_at_least() -> None:
+    decision, _ = decide_cap(POLICY, observe(0, running=0.5), CapState())
+    assert decision.inputs["costAtRunning"] == 1.26
+    decision, _ = decide_cap(POLICY, observe(0, running=2.0), CapState())
+    assert decision.inputs["costAtRunning"] == 1.295
+
+
+def test_a_probe_needs_a_cap_above_zero() -> None:
+    stale = CapState(1, 1, 0, last_accepted_per_draft=0.1, last_measured=0)
+    one = CapPolicy(min_cap=1, max_cap=1, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(one, observe(700, accepted_per_draft=None), stale)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 2, "Probe")
+    zero = CapPolicy(min_cap=0, max_cap=0, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(zero, observe(700, accepted_per_draft=None), CapState(0, 0, 0, 0.1, 0))
+    assert (decision.soft_cap, decision.hard_cap, decision.changed) == (0, 0, False)
+
+
 def test_paying_again_at_the_same_size_lifts_the_hard_cap() -> None:
     state = CapState(22, 22, -1000, 0.0, last_measured=-1000)
     decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.6), state)
@@ -353,7 +379,7 @@ def replay(
     return out, state
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs())
 def test_caps_stay_within_bounds(run: tuple[CapPolicy, list[CapObservation]]) -> None:
     policy, steps = run
@@ -371,7 +397,7 @@ def test_caps_stay_within_bounds(run: tuple[CapPolicy, list[CapObservation]]) ->
         assert decision.message and decision.reason
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs(), st.floats(0, 300), st.floats(0, 300), st.floats(0, 300), st.none() | st.floats(0, 5))
 def test_more_waiting_never_raises_the_cap(
     run: tuple[CapPolicy, list[CapObservation]],
@@ -389,7 +415,7 @@ def test_more_waiting_never_raises_the_cap(
     assert greater.soft_cap <= less.soft_cap
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs(), st.floats(0, 300), st.floats(0, 300), st.none() | st.floats(0, 5))
 def test_a_dead_metrics_source_changes_nothing(
     run: tuple[CapPolicy, list[CapObservation]], running: float, waiting: float, accepted: float | None
@@ -403,7 +429,7 @@ def test_a_dead_metrics_source_changes_nothing(
     assert after == state
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.floats(1, 200),
     st.floats(0, 2),

@@ -20,6 +20,7 @@ from arctic_operator.control.replicas import (
     growth_ahead,
     load_in_replicas,
 )
+from tests.operator.hypo import examples
 
 TICK = 5.0
 POLICY = ReplicaPolicy(min_replicas=1, max_replicas=10, waiting_per_replica=5.0)
@@ -271,7 +272,7 @@ def history(
     return current, state
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(policies(), st.integers(1, 25), st.lists(ticks(), min_size=1, max_size=40))
 def test_replicas_stay_within_bounds(
     policy: ReplicaPolicy, current: int, steps: list[tuple[float, float, float, float | None, int, int, int]]
@@ -296,7 +297,7 @@ def test_replicas_stay_within_bounds(
         current = decision.desired
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     policies(),
     st.integers(1, 20),
@@ -327,7 +328,7 @@ def test_a_dead_metrics_source_never_removes_capacity(
         assert decision.reason == "NoMetrics"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     policies(),
     st.integers(1, 20),
@@ -353,7 +354,7 @@ def test_more_waiting_never_means_fewer_replicas(
     assert greater.desired >= less.desired
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(1, 8), st.integers(1, 10), st.integers(0, 2**32 - 1))
 def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> None:
     """Load wobbling inside the tolerance band around ``level`` replicas' worth: from ``level``

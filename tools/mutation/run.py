@@ -34,7 +34,7 @@ CONFIG = """[cosmic-ray]
 module-path = "{module}"
 timeout = {timeout}
 excluded-modules = []
-test-command = "{python} -m pytest -x -q -p no:cacheprovider {tests}"
+test-command = "env ARCTIC_HYPOTHESIS_SCALE={scale} {python} -m pytest -x -q -p no:cacheprovider {tests}"
 
 [cosmic-ray.distributor]
 name = "local"
@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-killed", type=float, default=0.9)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     parser.add_argument("--only", action="append", help="module path(s) of modules.txt to run")
+    parser.add_argument(
+        "--hypothesis-scale",
+        type=float,
+        default=0.1,
+        help="property tests' example counts x this (tests/operator/hypo.py), to try many mutants",
+    )
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="runs the tests")
     parser.add_argument("--out", type=Path, help="write the summary as JSON here")
     args = parser.parse_args(argv)
@@ -149,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             config = Path(tmp) / (Path(module).stem + ".toml")
             session = Path(tmp) / (Path(module).stem + ".sqlite")
             config.write_text(
-                CONFIG.format(module=module, timeout=args.timeout, python=args.python, tests=" ".join(tests))
+                CONFIG.format(
+                    module=module,
+                    timeout=args.timeout,
+                    python=args.python,
+                    tests=" ".join(tests),
+                    scale=args.hypothesis_scale,
+                )
             )
             subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
             kept = sample(session, args.sample, args.seed)
