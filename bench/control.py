@@ -516,6 +516,10 @@ class EngineConfig:
     kv_capacity_tokens: int = KV_CAPACITY_TOKENS
     gpus_per_replica: int = 1
     """Llama-3.1-8B in bf16 fits one H100."""
+    drafts_with_prefill: bool = True
+    """vLLM's behaviour: a step that carries prefill chunks also verifies the decoding requests'
+    drafts. False: a what-if (--what-if-prefill), a runtime that drops drafts in such steps (not
+    implemented)."""
 
 
 _EPS = 1e-6
@@ -640,6 +644,8 @@ class Replica:
             self.busy = False
             return None
         slots = drafting_slots(len(self.running), self.soft_cap, self.hard_cap)
+        if not self.engine.drafts_with_prefill and any(live.prefill_left > 0 for live in self.running):
+            slots = 0
         draft_cap = DEFAULT_DRAFT_CAP
         if self.schedule is not None:
             draft_cap = schedule_draft_cap(self.schedule, len(self.running))
@@ -1328,6 +1334,15 @@ def _simulate_job(job: tuple[str, Trace, Calibration, int, int | None, Levers]) 
     return simulate(policy, trace, cal, seed, running_target=running_target, levers=levers)
 
 
+def _what_if_job(job: tuple[str, Trace, Calibration, int, int | None]) -> RunResult:
+    policy, trace, cal, seed, running_target = job
+    engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=False)
+    return simulate(policy, trace, cal, seed, engine=engine, running_target=running_target)
+
+
+WHAT_IF_POLICIES = ("ours", "static-cap-0", "static-cap-64")
+
+
 def run_all(
     traces: Sequence[Trace],
     cal: Calibration,
@@ -1482,6 +1497,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-compile-cache", action="store_true", help="every new pod starts cold")
     parser.add_argument(
+        "--what-if-prefill",
+        action="store_true",
+        help="instead: engines that drop drafts in steps with prefill (a what-if)",
+    )
+    parser.add_argument(
         "--levers",
         action="store_true",
         help="instead: ours with each burst lever on and off, to DIR/control-<trace>-levers.json",
@@ -1509,6 +1529,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     running_target = args.running_target or None
+    if args.what_if_prefill:
+        work = [(p, t, cal, args.seed, running_target) for t in traces for p in WHAT_IF_POLICIES]
+        with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(work)))) as pool:
+            runs = list(pool.map(_what_if_job, work))
+        path = args.out / "control-whatif-prefill.json"
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": _commit(),
+            "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
+            "what_if": "engines drop every draft in a step that carries a prefill chunk (not implemented "
+            "in the runtime); otherwise the default setting",
+            "rows": [run.row() for run in runs],
+        }
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"bench.control: wrote {path}")
+        for run in runs:
+            row = run.row()
+            print(
+                f"{row['trace']:8} {row['policy']:15} p95 TTFT {row['p95_ttft_s']:.3f} s  "
+                f"E2E p95 {row['p95_e2e_s']:.2f} s  GPU-s {row['gpu_seconds']:.0f}"
+            )
+        return 0
     if args.levers:
         lever_rows = run_levers(traces, cal, args.seed, running_target, max(1, args.jobs))
         args.out.mkdir(parents=True, exist_ok=True)

@@ -621,7 +621,10 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
     traces = sorted(
         p
         for p in results_dir.glob("control-*.json")
-        if p.name != "control-config.json" and not p.name.endswith("-levers.json") and "-h200-" not in p.name
+        if p.name != "control-config.json"
+        and not p.name.endswith("-levers.json")
+        and "-h200-" not in p.name
+        and "-whatif-" not in p.name
     )
     levers = sorted(results_dir.glob("control-*-levers.json"))
     if not traces:
