@@ -55,6 +55,8 @@ DEFAULT_CPU_IMAGE = "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
 #: Where the engine finds its admin token (the Secret ``<name>-admin``, key ``token``).
 ADMIN_TOKEN_PATH = "/var/run/arctic-serve/admin/token"
 MODEL_CACHE_PATH = "/models-cache"
+#: The runtime images' non-root user and group (images/runtime*/Dockerfile: UID/GID 10001).
+RUNTIME_UID = 10001
 PVC_MODEL_PATH = "/models"
 #: Environment the operator sets on the engine; a user ``env`` entry of the same name is replaced.
 MANAGED_ENV = (
@@ -307,7 +309,15 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
             probes.liveness.timeout_seconds,
         ),
         "resources": resources,
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # Pod Security "restricted": no privilege escalation, no capabilities, non-root, the runtime's
+        # default seccomp profile. The root filesystem stays writable: vLLM, torch and triton write
+        # their compile caches under $HOME and /tmp.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -331,6 +341,18 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
         "containers": [container],
         "volumes": volumes,
         "enableServiceLinks": False,
+        # The engine never calls the Kubernetes API: no service-account token in the pod.
+        "automountServiceAccountToken": False,
+        # fsGroup: the admin-token Secret (mode 0440) and a fresh model-cache volume belong to the
+        # engine's group, so the non-root engine can read the token and write the cache.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
         "terminationGracePeriodSeconds": 120,
     }

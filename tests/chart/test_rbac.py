@@ -113,7 +113,7 @@ def test_the_operator_gets_exactly_the_verbs_it_needs(rendered: Docs, scenario: 
         "services": crud,
         "poddisruptionbudgets.policy": crud,
         # the admin token: no list/watch, so other Secrets of the namespace cannot be enumerated
-        "secrets": {"get", "create", "update"},
+        "secrets": {"get", "create"},
         "events": {"create", "patch"},
         # the control loop finds the engine pods to scrape (read only)
         "pods": {"get", "list"},

@@ -36,7 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml",
-               "pod/fast/pod-delete.yaml")
+               "pod/fast/pod-delete.yaml", "volume/fast/pvc-provision.yaml", "volume/fast/pv-bind.yaml",
+               "volume/fast/pvc-delete.yaml", "volume/fast/pv-delete.yaml")
 GPU_RESOURCE = "nvidia.com/gpu"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -95,13 +96,19 @@ def kubeconfig(server: str, certs: Path, user: dict[str, str]) -> str:
     }, indent=1)
 
 
-def kwok_stages(out: Path) -> Path:
-    """kwok's own "fast" stages (node initialise, pod ready/complete/delete), read from its module."""
+def kwok_dir() -> Path:
+    """kwok's module folder (its stage definitions live there)."""
     proc = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], cwd=HERE / "kwok",
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ClusterError(f"cannot locate kwok's module: {proc.stderr.strip()}")
-    stage_dir = Path(proc.stdout.strip()) / "kustomize" / "stage"
+    return Path(proc.stdout.strip()) / "kustomize" / "stage"
+
+
+def kwok_stages(out: Path) -> Path:
+    """kwok's own "fast" stages (nodes Ready; pods Ready, completed, deleted; claims provisioned and
+    bound by its default StorageClass ``kwok-volume``), read from its module, not copied."""
+    stage_dir = kwok_dir()
     out.write_text("\n---\n".join((stage_dir / s).read_text() for s in KWOK_STAGES))
     return out
 
@@ -197,6 +204,7 @@ class LocalCluster:
                              f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
                              "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{_free_port()}"])
         self.add_nodes()
+        self.kubectl("apply", "-f", str(kwok_dir() / "volume" / "fast" / "storage-class.yaml"))
         # the default ServiceAccount exists once the controller manager runs: pods can be created
         self._wait("the default ServiceAccount",
                    lambda: self.kubectl("get", "sa", "default", "-n", "default", check=False) != "", timeout)
@@ -212,7 +220,9 @@ class LocalCluster:
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": f"gpu-node-{i}", "annotations": {KWOK_ANNOTATION: "fake"},
                          "labels": {"kubernetes.io/hostname": f"gpu-node-{i}", "type": "kwok",
-                                    "nvidia.com/gpu.present": "true"}},
+                                    # the labels NVIDIA's GPU feature discovery puts on an H100 node
+                                    "nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": str(self.gpus),
+                                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
             "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU_RESOURCE: str(self.gpus)},
                        "capacity": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU_RESOURCE: str(self.gpus)}},
         } for i in range(self.nodes)]
