@@ -159,9 +159,11 @@ class OperatorProcess:
             "ARCTIC_OPERATOR_RESYNC_SECONDS": "3",
             "ARCTIC_OPERATOR_HEALTH_PORT": str(_free_port()),
             "ARCTIC_OPERATOR_METRICS_PORT": "0",
+            # this checkout's code, also where .venv holds another checkout in editable mode
+            "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "operator")]),
         }
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "arctic-serve"), "operator"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "arctic_runtime.cli", "operator"],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
