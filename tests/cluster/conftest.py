@@ -50,10 +50,16 @@ class Kube:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), *args],
-            input=input, capture_output=True, text=True, check=False, timeout=120,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -62,7 +68,10 @@ class Kube:
     def helm(self, *args: str) -> str:
         proc = subprocess.run(
             [str(HELM), "--kubeconfig", str(self.cluster.kubeconfig), *args],
-            capture_output=True, text=True, check=False, timeout=180,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
         )
         assert proc.returncode == 0, f"helm {' '.join(args)} failed: {proc.stderr.strip()}"
         return proc.stdout
@@ -126,11 +135,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def kube(cluster: LocalCluster) -> Kube:
     kube = Kube(cluster)
-    kube.helm("install", RELEASE, str(REPO / "charts" / "arctic-serve"), "-n", OPERATOR_NS,
-              "--create-namespace", "--set", "operator.replicas=0")
+    kube.helm(
+        "install",
+        RELEASE,
+        str(REPO / "charts" / "arctic-serve"),
+        "-n",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        "operator.replicas=0",
+    )
     kube.kubectl("create", "namespace", APPS_NS)
-    kube.kubectl("label", "namespace", APPS_NS, "pod-security.kubernetes.io/enforce=restricted",
-                 "pod-security.kubernetes.io/enforce-version=latest")
+    kube.kubectl(
+        "label",
+        "namespace",
+        APPS_NS,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
     return kube
 
 
@@ -147,7 +169,9 @@ class OperatorProcess:
         self.kube, self.workdir = kube, workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "operator.log"
-        token = kube.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration", "2h").stdout.strip()
+        token = kube.kubectl(
+            "create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration", "2h"
+        ).stdout.strip()
         self.kubeconfig = workdir / "operator-kubeconfig"
         cl = kube.cluster
         self.kubeconfig.write_text(kubeconfig(cl.server, cl.workdir / "pki", {"token": token}))
@@ -163,8 +187,12 @@ class OperatorProcess:
             "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "operator")]),
         }
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "arctic_runtime.cli", "operator"],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "arctic_runtime.cli", "operator"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -178,7 +206,11 @@ class OperatorProcess:
 
     def forbidden(self) -> list[str]:
         """Lines of the operator's log where the API server refused it something (RBAC)."""
-        return [line for line in self.log.read_text(errors="replace").splitlines() if "403" in line and "orbidden" in line]
+        return [
+            line
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "403" in line and "orbidden" in line
+        ]
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,17 @@ import yaml
 from tests.cluster.conftest import APPS_NS, OPERATOR_NS, OPERATOR_SA, RELEASE, REPO, Kube, OperatorProcess
 
 SAMPLES = REPO / "docs" / "samples"
-SERVED = ["smollm2-cpu", "llama-8b-suffix", "llama-70b-shift-parallel", "pvc-model-keda", "s3-model-loadbalancer"]
-REFUSED = {"llama-8b-arctic-speculator": "spec.speculation.method", "swiftkv-8b-autoscaled": "spec.swiftKV.enabled"}
+SERVED = [
+    "smollm2-cpu",
+    "llama-8b-suffix",
+    "llama-70b-shift-parallel",
+    "pvc-model-keda",
+    "s3-model-loadbalancer",
+]
+REFUSED = {
+    "llama-8b-arctic-speculator": "spec.speculation.method",
+    "swiftkv-8b-autoscaled": "spec.swiftKV.enabled",
+}
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -38,10 +47,22 @@ def cpu_service(name: str, **spec: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ready(kube: Kube, operator: OperatorProcess) -> Kube:
     # what the samples reference and a user creates first: the model PVC, the priority class
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
-                "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "20Gi"}}}})
-    kube.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                "metadata": {"name": "inference-critical"}, "value": 1000000})
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "20Gi"}}},
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": "inference-critical"},
+            "value": 1000000,
+        }
+    )
     return kube
 
 
@@ -53,16 +74,22 @@ def test_every_served_sample_becomes_ready_on_gpu_nodes(ready: Kube, operator: O
         ready.wait_condition(ais, "Ready", "True", "ReplicasReady", timeout=90)
         ready.wait_condition(ais, "Degraded", "False")
     # the GPU pods landed on the kwok GPU nodes with their GPUs, under Pod Security "restricted"
-    pods = json.loads(ready.kubectl("get", "pods", "-n", APPS_NS, "-l",
-                                    "app.kubernetes.io/instance=llama-70b-shift", "-o", "json").stdout)["items"]
+    pods = json.loads(
+        ready.kubectl(
+            "get", "pods", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=llama-70b-shift", "-o", "json"
+        ).stdout
+    )["items"]
     assert len(pods) == 1
     assert pods[0]["spec"]["nodeName"].startswith("gpu-node-")
     assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert pods[0]["spec"]["automountServiceAccountToken"] is False
     assert pods[0]["spec"]["securityContext"]["fsGroup"] == 10001
     # the StatefulSet samples got a model-cache claim per replica, bound
-    claims = json.loads(ready.kubectl("get", "pvc", "-n", APPS_NS, "-l",
-                                      "app.kubernetes.io/instance=llama-8b-suffix", "-o", "json").stdout)["items"]
+    claims = json.loads(
+        ready.kubectl(
+            "get", "pvc", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=llama-8b-suffix", "-o", "json"
+        ).stdout
+    )["items"]
     assert sorted(c["status"]["phase"] for c in claims) == ["Bound", "Bound"]
     for name, field in REFUSED.items():
         ais = sample(name)["metadata"]["name"]
@@ -80,8 +107,10 @@ def test_kubectl_scale_goes_through_the_scale_subresource(ready: Kube) -> None:
     ready.apply(cpu_service("scaled", replicas=1))
     ready.wait_condition("scaled", "Ready", "True", "ReplicasReady", timeout=60)
     ready.kubectl("scale", "-n", APPS_NS, "ais/scaled", "--replicas=3")
-    ready.wait_for("3 ready replicas", lambda: ((ready.get("deployment", "scaled") or {}).get("status") or {})
-                   .get("readyReplicas") == 3)
+    ready.wait_for(
+        "3 ready replicas",
+        lambda: ((ready.get("deployment", "scaled") or {}).get("status") or {}).get("readyReplicas") == 3,
+    )
     ready.wait_condition("scaled", "Ready", "True", "ReplicasReady")
     assert (ready.get("ais", "scaled") or {})["status"]["readyReplicas"] == 3
     ready.kubectl("scale", "-n", APPS_NS, "ais/scaled", "--replicas=0")
@@ -90,25 +119,43 @@ def test_kubectl_scale_goes_through_the_scale_subresource(ready: Kube) -> None:
 
 
 def test_drift_is_put_back_and_removed_fields_are_removed(ready: Kube) -> None:
-    ready.apply(cpu_service("drift", env=[{"name": "EXTRA", "value": "1"}], extraArgs=["--max-num-seqs", "8"]))
+    ready.apply(
+        cpu_service("drift", env=[{"name": "EXTRA", "value": "1"}], extraArgs=["--max-num-seqs", "8"])
+    )
     ready.wait_condition("drift", "Ready", "True", timeout=60)
     # drift: a hand edit of the Deployment's pod template is put back
     ready.kubectl("set", "env", "-n", APPS_NS, "deployment/drift", "EXTRA=hand-edited")
 
     def env_of() -> dict[str, str]:
         dep = ready.get("deployment", "drift") or {}
-        return {e["name"]: e.get("value", "") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return {
+            e["name"]: e.get("value", "") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
 
     ready.wait_for("EXTRA=1 again", lambda: env_of().get("EXTRA") == "1", timeout=30)
     # removed from the spec: removed from the Deployment (server-side apply, one field manager)
-    ready.kubectl("patch", "-n", APPS_NS, "ais/drift", "--type=json", "-p",
-                  json.dumps([{"op": "remove", "path": "/spec/env/1"}, {"op": "remove", "path": "/spec/extraArgs"}]))
+    ready.kubectl(
+        "patch",
+        "-n",
+        APPS_NS,
+        "ais/drift",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "remove", "path": "/spec/env/1"}, {"op": "remove", "path": "/spec/extraArgs"}]),
+    )
     ready.wait_for("EXTRA gone from the Deployment", lambda: "EXTRA" not in env_of(), timeout=30)
     args = (ready.get("deployment", "drift") or {})["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--max-num-seqs" not in args
     # emptyDir -> PVC model cache: the StatefulSet replaces the Deployment, which is deleted
-    ready.kubectl("patch", "-n", APPS_NS, "ais/drift", "--type=merge", "-p",
-                  json.dumps({"spec": {"modelCache": {"volume": "pvc", "size": "2Gi"}}}))
+    ready.kubectl(
+        "patch",
+        "-n",
+        APPS_NS,
+        "ais/drift",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"modelCache": {"volume": "pvc", "size": "2Gi"}}}),
+    )
     ready.wait_for("the StatefulSet", lambda: ready.get("statefulset", "drift"), timeout=30)
     ready.wait_for("the Deployment gone", lambda: ready.get("deployment", "drift") is None, timeout=30)
     ready.wait_condition("drift", "Ready", "True", "ReplicasReady", timeout=60)
@@ -123,10 +170,22 @@ def test_unschedulable_request_is_reported_as_such(ready: Kube) -> None:
 
 
 def test_name_conflict_is_reported_and_nothing_is_taken_over(ready: Kube) -> None:
-    ready.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken"},
-                 "spec": {"ports": [{"port": 80}], "selector": {"app": "someone-else"}}})
-    ready.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken-admin"},
-                 "stringData": {"token": "the user's own"}})
+    ready.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "taken"},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "someone-else"}},
+        }
+    )
+    ready.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "taken-admin"},
+            "stringData": {"token": "the user's own"},
+        }
+    )
     ready.apply(cpu_service("taken"))
     degraded = ready.wait_condition("taken", "Degraded", "True", "NameConflict", timeout=60)
     assert "Secret/taken-admin" in degraded["message"]
@@ -134,7 +193,10 @@ def test_name_conflict_is_reported_and_nothing_is_taken_over(ready: Kube) -> Non
     ready.kubectl("delete", "-n", APPS_NS, "ais/taken", "--wait=true", "--timeout=60s")
     service, secret = ready.get("service", "taken"), ready.get("secret", "taken-admin")
     assert service is not None and secret is not None
-    assert service["spec"]["selector"] == {"app": "someone-else"} and "ownerReferences" not in service["metadata"]
+    assert (
+        service["spec"]["selector"] == {"app": "someone-else"}
+        and "ownerReferences" not in service["metadata"]
+    )
 
 
 def test_children_the_api_rejects_are_reported_with_its_message(ready: Kube) -> None:
@@ -152,10 +214,19 @@ def test_delete_collects_the_children(ready: Kube) -> None:
     ready.kubectl("delete", "-n", APPS_NS, "ais/doomed", "--wait=true", "--timeout=60s")
     for kind, name in (("deployment", "doomed"), ("service", "doomed"), ("secret", "doomed-admin")):
         ready.wait_for(f"{kind}/{name} collected", lambda k=kind, n=name: ready.get(k, n) is None, timeout=60)
-    pods = ready.kubectl("get", "pods", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=doomed", "-o", "name")
-    ready.wait_for("pods gone", lambda: ready.kubectl("get", "pods", "-n", APPS_NS, "-l",
-                                                     "app.kubernetes.io/instance=doomed", "-o", "name").stdout == "",
-                   timeout=60)
+    pods = ready.kubectl(
+        "get", "pods", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=doomed", "-o", "name"
+    )
+    ready.wait_for(
+        "pods gone",
+        lambda: (
+            ready.kubectl(
+                "get", "pods", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=doomed", "-o", "name"
+            ).stdout
+            == ""
+        ),
+        timeout=60,
+    )
     assert pods.returncode == 0
 
 
@@ -165,8 +236,9 @@ def test_operator_restart_mid_reconcile(ready: Kube, operator: OperatorProcess) 
     operator.stop(signal.SIGKILL)  # no clean shutdown: kopf's state stays as it was mid-work
     operator.start()
     ready.wait_condition("restarted", "Ready", "True", "ReplicasReady", timeout=90)
-    replica_sets = ready.kubectl("get", "rs", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=restarted",
-                                 "-o", "name").stdout.split()
+    replica_sets = ready.kubectl(
+        "get", "rs", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=restarted", "-o", "name"
+    ).stdout.split()
     assert len(replica_sets) == 1
 
 
@@ -174,7 +246,10 @@ def test_rbac_is_least_privilege(ready: Kube) -> None:
     who = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 
     def can(*args: str) -> bool:
-        return ready.kubectl("auth", "can-i", *args, "--as", who, "-n", APPS_NS, check=False).stdout.strip() == "yes"
+        return (
+            ready.kubectl("auth", "can-i", *args, "--as", who, "-n", APPS_NS, check=False).stdout.strip()
+            == "yes"
+        )
 
     assert can("create", "deployments") and can("patch", "services") and can("create", "secrets")
     assert not can("list", "secrets") and not can("update", "secrets") and not can("patch", "secrets")

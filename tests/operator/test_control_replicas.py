@@ -367,3 +367,12 @@ def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> N
     assert len(directions) <= 1
     assert len(moves) <= abs(start - level) + 1
     assert all(time < 2000 for time, _, _ in moves)  # settled
+
+
+def test_a_tiny_target_or_a_huge_queue_stays_within_the_maximum() -> None:
+    # a target of 1e-9 waiting per replica (or 1e300 waiting) makes the need astronomically large:
+    # it is clamped before rounding, so the decision is the maximum, not an overflow or a crash
+    tiny = ReplicaPolicy(min_replicas=1, max_replicas=4, waiting_per_replica=1e-9)
+    decisions = simulate(tiny, 1, lambda t: 1e300, until=600.0)
+    assert max(d.desired for d in decisions) == 4
+    assert decisions[-1].desired == 4

@@ -35,9 +35,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-KWOK_STAGES = ("node/fast/node-initialize.yaml", "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml",
-               "pod/fast/pod-delete.yaml", "volume/fast/pvc-provision.yaml", "volume/fast/pv-bind.yaml",
-               "volume/fast/pvc-delete.yaml", "volume/fast/pv-delete.yaml")
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+    "volume/fast/pvc-provision.yaml",
+    "volume/fast/pv-bind.yaml",
+    "volume/fast/pvc-delete.yaml",
+    "volume/fast/pv-delete.yaml",
+)
 GPU_RESOURCE = "nvidia.com/gpu"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -67,39 +74,96 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_certs(d: Path) -> None:
     """CA, serving cert (127.0.0.1, localhost, the in-cluster names), admin client cert, SA key."""
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=arctic-serve-test-ca", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=arctic-serve-test-ca",
+        cwd=d,
+    )
     sans = "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes.default.svc"
     for name, subj, ext in (
         ("apiserver", "/CN=kube-apiserver", sans),
         ("admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth"),
     ):
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-                 f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+        _openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subj,
+            cwd=d,
+        )
         (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile", f"{name}.ext", cwd=d)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "30",
+            "-extfile",
+            f"{name}.ext",
+            cwd=d,
+        )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
 
 def kubeconfig(server: str, certs: Path, user: dict[str, str]) -> str:
     """A kubeconfig (JSON is YAML) for ``server`` with ``user``'s credentials."""
-    return json.dumps({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": server,
-                                                     "certificate-authority": str(certs / "ca.crt")}}],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "user"}}],
-        "current-context": "local",
-    }, indent=1)
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": server, "certificate-authority": str(certs / "ca.crt")},
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "user"}}],
+            "current-context": "local",
+        },
+        indent=1,
+    )
 
 
 def kwok_dir() -> Path:
     """kwok's module folder (its stage definitions live there)."""
-    proc = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], cwd=HERE / "kwok",
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
+        cwd=HERE / "kwok",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise ClusterError(f"cannot locate kwok's module: {proc.stderr.strip()}")
     return Path(proc.stdout.strip()) / "kustomize" / "stage"
@@ -129,8 +193,9 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (lives as long as the process)
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _wait(self, what: str, ok: object, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -138,7 +203,9 @@ class LocalCluster:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                    raise ClusterError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}")
+                    raise ClusterError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}"
+                    )
             if callable(ok) and ok():
                 return
             time.sleep(0.25)
@@ -153,8 +220,13 @@ class LocalCluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         kubectl = ROOT / ".venv" / "tools" / "bin" / "kubectl"
-        proc = subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), *args], input=input,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [str(kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
@@ -166,24 +238,52 @@ class LocalCluster:
         certs = self.workdir / "pki"
         make_certs(certs)
         etcd_client, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
-        self._spawn("etcd", [str(bins / "etcd"), "--data-dir", str(self.workdir / "etcd"),
-                             "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
-                             "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
-                             "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                             "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
-                             "--unsafe-no-fsync", "--quota-backend-bytes", str(2**31), "--log-level", "warn"])
+        self._spawn(
+            "etcd",
+            [
+                str(bins / "etcd"),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(2**31),
+                "--log-level",
+                "warn",
+            ],
+        )
         self._wait("etcd", lambda: self._healthy(f"http://127.0.0.1:{etcd_client}/health"), 30)
-        self._spawn("kube-apiserver", [
-            str(bins / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--tls-cert-file={certs / 'apiserver.crt'}", f"--tls-private-key-file={certs / 'apiserver.key'}",
-            f"--client-ca-file={certs / 'ca.crt'}", f"--service-account-key-file={certs / 'sa.pub'}",
-            f"--service-account-signing-key-file={certs / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc", "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=false",
-            "--enable-priority-and-fairness=false", "--profiling=false", "--v=0",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={certs / 'apiserver.crt'}",
+                f"--tls-private-key-file={certs / 'apiserver.key'}",
+                f"--client-ca-file={certs / 'ca.crt'}",
+                f"--service-account-key-file={certs / 'sa.pub'}",
+                f"--service-account-signing-key-file={certs / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=false",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         self.server = f"https://127.0.0.1:{api_port}"
         ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         ctx.load_cert_chain(str(certs / "admin.crt"), str(certs / "admin.key"))
@@ -191,42 +291,105 @@ class LocalCluster:
         admin = {"client-certificate": str(certs / "admin.crt"), "client-key": str(certs / "admin.key")}
         self.kubeconfig.write_text(kubeconfig(self.server, certs, admin))
         kc = f"--kubeconfig={self.kubeconfig}"
-        self._spawn("kube-controller-manager", [
-            str(bins / "kube-controller-manager"), kc, "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}", "--controllers=*,-node-lifecycle-controller",
-            f"--service-account-private-key-file={certs / 'sa.key'}", f"--root-ca-file={certs / 'ca.crt'}",
-            "--use-service-account-credentials=false", "--concurrent-gc-syncs=5",
-        ])
-        self._spawn("kube-scheduler", [str(bins / "kube-scheduler"), kc, "--leader-elect=false",
-                                       "--bind-address=127.0.0.1", f"--secure-port={_free_port()}"])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bins / "kube-controller-manager"),
+                kc,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+                "--controllers=*,-node-lifecycle-controller",
+                f"--service-account-private-key-file={certs / 'sa.key'}",
+                f"--root-ca-file={certs / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--concurrent-gc-syncs=5",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                kc,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+            ],
+        )
         stages = kwok_stages(self.workdir / "kwok-stages.yaml")
-        self._spawn("kwok", [str(bins / "kwok"), kc, f"--config={stages}",
-                             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-                             "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{_free_port()}"])
+        self._spawn(
+            "kwok",
+            [
+                str(bins / "kwok"),
+                kc,
+                f"--config={stages}",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{_free_port()}",
+            ],
+        )
         self.add_nodes()
         self.kubectl("apply", "-f", str(kwok_dir() / "volume" / "fast" / "storage-class.yaml"))
         # the default ServiceAccount exists once the controller manager runs: pods can be created
-        self._wait("the default ServiceAccount",
-                   lambda: self.kubectl("get", "sa", "default", "-n", "default", check=False) != "", timeout)
-        self._wait("kwok nodes Ready", lambda: self.kubectl(
-            "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
-            check=False).split() == ["True"] * self.nodes, timeout)
+        self._wait(
+            "the default ServiceAccount",
+            lambda: self.kubectl("get", "sa", "default", "-n", "default", check=False) != "",
+            timeout,
+        )
+        self._wait(
+            "kwok nodes Ready",
+            lambda: (
+                self.kubectl(
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+                    check=False,
+                ).split()
+                == ["True"] * self.nodes
+            ),
+            timeout,
+        )
         (self.workdir / "pids").write_text(" ".join(str(p.pid) for p in self.procs.values()))
-        print(f"cluster: up in {time.monotonic() - started:.1f} s at {self.server}; "
-              f"KUBECONFIG={self.kubeconfig}", file=sys.stderr)
+        print(
+            f"cluster: up in {time.monotonic() - started:.1f} s at {self.server}; "
+            f"KUBECONFIG={self.kubeconfig}",
+            file=sys.stderr,
+        )
 
     def add_nodes(self) -> None:
-        nodes = [{
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": f"gpu-node-{i}", "annotations": {KWOK_ANNOTATION: "fake"},
-                         "labels": {"kubernetes.io/hostname": f"gpu-node-{i}", "type": "kwok",
-                                    # the labels NVIDIA's GPU feature discovery puts on an H100 node
-                                    "nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": str(self.gpus),
-                                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
-            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU_RESOURCE: str(self.gpus)},
-                       "capacity": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU_RESOURCE: str(self.gpus)}},
-        } for i in range(self.nodes)]
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        nodes = [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"gpu-node-{i}",
+                    "annotations": {KWOK_ANNOTATION: "fake"},
+                    "labels": {
+                        "kubernetes.io/hostname": f"gpu-node-{i}",
+                        "type": "kwok",
+                        # the labels NVIDIA's GPU feature discovery puts on an H100 node
+                        "nvidia.com/gpu.present": "true",
+                        "nvidia.com/gpu.count": str(self.gpus),
+                        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                    },
+                },
+                "status": {
+                    "allocatable": {
+                        "cpu": "64",
+                        "memory": "512Gi",
+                        "pods": "110",
+                        GPU_RESOURCE: str(self.gpus),
+                    },
+                    "capacity": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU_RESOURCE: str(self.gpus)},
+                },
+            }
+            for i in range(self.nodes)
+        ]
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
+        )
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
