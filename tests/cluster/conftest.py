@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.chart.chartkit import HELM, KUBECTL
+from tools.cluster.cluster import LocalCluster, kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools" / "cluster"))
-from cluster import LocalCluster, kubeconfig  # noqa: E402
 
 RELEASE = "arctic-serve"
 OPERATOR_NS = "arctic-system"

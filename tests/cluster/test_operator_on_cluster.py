@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tests.cluster.conftest import APPS_NS, OPERATOR_NS, OPERATOR_SA, RELEASE, REPO, Kube, OperatorProcess
 
 SAMPLES = REPO / "docs" / "samples"
@@ -213,7 +212,11 @@ def test_delete_collects_the_children(ready: Kube) -> None:
     ready.wait_condition("doomed", "Ready", "True", timeout=60)
     ready.kubectl("delete", "-n", APPS_NS, "ais/doomed", "--wait=true", "--timeout=60s")
     for kind, name in (("deployment", "doomed"), ("service", "doomed"), ("secret", "doomed-admin")):
-        ready.wait_for(f"{kind}/{name} collected", lambda k=kind, n=name: ready.get(k, n) is None, timeout=60)
+
+        def gone(k: str = kind, n: str = name) -> bool:
+            return ready.get(k, n) is None
+
+        ready.wait_for(f"{kind}/{name} collected", gone, timeout=60)
     pods = ready.kubectl(
         "get", "pods", "-n", APPS_NS, "-l", "app.kubernetes.io/instance=doomed", "-o", "name"
     )

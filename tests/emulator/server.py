@@ -1102,8 +1102,7 @@ class EmulatedApiServer:
             return _json(self._out(rt, state.update(rt, ns, name, new, sub, strict)))
         if method == "PATCH" and q.get("dryRun") == "All":
             # accepted unchecked and not stored (the real control plane's tier tests rejections)
-            key = (ns or "", name)
-            known = key in state.objects[rt.store_key]
+            known = (ns or "", name) in state.objects[rt.store_key]
             return _json(self._out(rt, state.get(rt, ns, name) if known else self._body(body)))
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "application/merge-patch+json")

@@ -20,6 +20,7 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler (Kubernetes 1.3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -409,10 +410,8 @@ def down(workdir: Path) -> None:
         print(f"cluster: nothing running under {workdir}", file=sys.stderr)
         return
     for pid in reversed(pids.read_text().split()):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     pids.unlink()
     shutil.rmtree(workdir / "etcd", ignore_errors=True)
     print("cluster: stopped", file=sys.stderr)
