@@ -37,6 +37,7 @@ from arctic_operator.api import (
     ArcticInferenceServiceSpec,
     ModelSource,
 )
+from arctic_operator.engine_args import managed_spellings
 
 
 @dataclass(frozen=True)
@@ -594,7 +595,21 @@ def _checked(obj: Mapping[str, Any]) -> tuple[ArcticInferenceService | None, lis
         resource = ArcticInferenceService.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as exc:
         return None, [_from_pydantic(error) for error in exc.errors()]
-    return resource, check_rules(resource.spec)
+    errors = check_rules(resource.spec)
+    if not any(e.field == "spec.extraArgs" for e in errors):
+        hidden = managed_spellings(resource.spec.extra_args or [])
+        if hidden:
+            errors.append(
+                FieldError("spec.extraArgs", EXTRA_ARGS_AS_VLLM_READS_THEM, "got " + ", ".join(hidden))
+            )
+    return resource, errors
+
+
+#: Beyond the CRD's rule: spellings vLLM's parser reads as a managed flag (engine_args).
+EXTRA_ARGS_AS_VLLM_READS_THEM = (
+    "must not set, in any spelling vLLM accepts (abbreviation, _ for -, dotted key, --config file), "
+    "the flags the operator sets from the spec; use the spec"
+)
 
 
 def validate(obj: Mapping[str, Any]) -> list[FieldError]:

@@ -199,12 +199,17 @@ def test_name_conflict_is_reported_and_nothing_is_taken_over(ready: Kube) -> Non
 
 
 def test_children_the_api_rejects_are_reported_with_its_message(ready: Kube) -> None:
-    doc = cpu_service("rejected")
-    doc["spec"]["service"] = {"annotations": {"not a valid key!": "x"}}
-    ready.apply(doc)
+    # affinity passes through the CRD unchecked (core/v1 Affinity); the API server checks it on the
+    # Deployment: the server-side dry run reports that, and nothing of the engines is applied
+    term = {"matchExpressions": [{"key": "zone", "operator": "Nearby", "values": ["a"]}]}
+    affinity = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+    }
+    ready.apply(cpu_service("rejected", scheduling={"affinity": affinity}))
     degraded = ready.wait_condition("rejected", "Degraded", "True", "ChildRejected", timeout=60)
-    assert "Service/rejected" in degraded["message"] and "not a valid key!" in degraded["message"]
-    assert ready.get("deployment", "rejected") is None  # the dry run stopped everything
+    assert "Deployment/rejected" in degraded["message"] and "Nearby" in degraded["message"]
+    assert ready.get("deployment", "rejected") is None
+    assert ready.get("service", "rejected") is None
 
 
 def test_delete_collects_the_children(ready: Kube) -> None:
