@@ -161,7 +161,7 @@ def test_drift_is_put_back_and_removed_fields_are_removed(ready: Kube) -> None:
 
 
 def test_unschedulable_request_is_reported_as_such(ready: Kube) -> None:
-    ready.apply(cpu_service("too-big", gpusPerPod=16))
+    ready.apply(cpu_service("too-big", gpusPerPod=16, parallelism={"tensor": 16}))
     degraded = ready.wait_condition("too-big", "Degraded", "True", "Unschedulable", timeout=60)
     assert "Insufficient nvidia.com/gpu" in degraded["message"]
     assert ready.condition("too-big", "Progressing")["reason"] == "Unschedulable"
