@@ -13,14 +13,20 @@ Conditions (one each; reasons are CamelCase, messages are for a person):
   lists every field and what is allowed), ``RolloutStuck`` when the workload reports that its
   rollout exceeded its progress deadline, ``EngineCrashLooping`` when an engine container keeps
   restarting (the message names the pod, the restarts and how the container last ended, e.g.
-  ``OOMKilled``), ``ImagePullFailing`` when a pod cannot pull its image, ``PodsFailing`` for other
-  container start errors or failed pods; else False (``AsExpected``). Pod problems are read from
+  ``OOMKilled``), ``ImagePullFailing`` when a pod cannot pull its image, ``Unschedulable`` when the
+  scheduler finds no node for a pod (its message says why, e.g. ``Insufficient nvidia.com/gpu``),
+  ``PodsFailing`` for other container start errors or failed pods, ``PodsRefused`` when the workload
+  cannot create its pods at all (Pod Security admission, a quota, a missing PriorityClass),
+  ``NameConflict`` when a child's name is taken by an object the resource does not own (nothing is
+  applied or taken over), ``ChildRejected`` when the API server rejects a child (its message); else
+  False (``AsExpected``). Pod problems are read from
   the pods themselves, so they show within one resync, long before a rollout's deadline.
 * ``Progressing``: True while the workload is being created, rolled out or scaled (``Creating``,
   ``RollingOut``, ``Scaling``, ``ModelLoading`` while replicas exist but are not ready yet); else
   False (``Stable``).
 * ``Ready``: True when at least the desired number of replicas is ready on the current spec
-  (``ReplicasReady``); False with ``NoReadyReplicas`` / ``NotEnoughReplicas`` / ``InvalidSpec``.
+  (``ReplicasReady``) or zero replicas are asked for (``ScaledToZero``, so GitOps tools see it
+  healthy); False with ``NoReadyReplicas`` / ``NotEnoughReplicas`` / ``InvalidSpec``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,15 @@ def _rollout_stuck(workload: Mapping[str, Any]) -> str | None:
     for c in workload.get("conditions") or []:
         if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
             return str(c.get("message") or "the rollout exceeded its progress deadline")
+    return None
+
+
+def _replica_failure(workload: Mapping[str, Any]) -> str | None:
+    """The workload controller's own report that it cannot create pods (a quota, Pod Security
+    admission, a missing PriorityClass): its ReplicaFailure condition's message."""
+    for c in workload.get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return str(c.get("message") or c.get("reason") or "the workload cannot create its pods")
     return None
 
 
@@ -204,8 +219,11 @@ def compute_status(
         ready_cond = (False, "NoReadyReplicas", f"0 of {desired} replicas ready")
     else:
         ready_cond = (False, "NotEnoughReplicas", f"{ready} of {desired} replicas ready")
+    refused = _replica_failure(ws)
     if apply_problem is not None:
         degraded = (True, *apply_problem)
+    elif refused:
+        degraded = (True, "PodsRefused", refused)
     elif failing:
         degraded = (True, *failing)
     elif stuck:
