@@ -140,3 +140,15 @@ def test_cluster_scoped_names_include_the_release_namespace(rendered: Docs) -> N
     for doc in rendered["namespaced"]:
         if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             assert chartkit.RELEASE_NAMESPACE in doc["metadata"]["name"]
+
+
+def test_the_optional_network_policy_admits_only_the_operators_own_ports() -> None:
+    off = chartkit.documents(chartkit.template(chartkit.CHART_DIR))
+    assert chartkit.by_kind(off, "NetworkPolicy") == []
+    sets = ["networkPolicy.enabled=true", "operator.metricsPort=9100"]
+    docs = chartkit.documents(chartkit.template(chartkit.CHART_DIR, sets))
+    policy, deployment = the(docs, "NetworkPolicy"), the(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 9100] and "from" not in rule
