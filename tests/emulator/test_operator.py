@@ -287,7 +287,8 @@ def test_names_taken_by_others_are_conflicts_and_dropped_children_are_deleted(
         conflict = wait_for("NameConflict", lambda: degraded().get("reason") == "NameConflict" and degraded())
         assert "Secret/smollm2-cpu-admin exists and is not owned" in conflict["message"]
         assert names(api_client)["deployments"] == []  # nothing mounts the user's Secret
-        assert core.read_namespaced_secret("smollm2-cpu-admin", NS).metadata.owner_references is None
+        kept: Any = core.read_namespaced_secret("smollm2-cpu-admin", NS)
+        assert kept.metadata.owner_references is None
         # the user removes their Secret: the operator makes its own and the engines
         core.delete_namespaced_secret("smollm2-cpu-admin", NS)
         wait_for("the Deployment", lambda: apps.read_namespaced_deployment("smollm2-cpu", NS))
