@@ -273,9 +273,8 @@ def test_names_taken_by_others_are_conflicts_and_dropped_children_are_deleted(
         client.CoreV1Api(api_client),
     )
     body = yaml.safe_load(SAMPLE.read_text())
-    core.create_namespaced_secret(
-        NS, {"metadata": {"name": "smollm2-cpu-admin"}, "stringData": {"token": "mine"}}
-    )
+    users_secret: Any = {"metadata": {"name": "smollm2-cpu-admin"}, "stringData": {"token": "mine"}}
+    core.create_namespaced_secret(NS, users_secret)
 
     def degraded() -> dict[str, Any]:
         obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "smollm2-cpu")
