@@ -463,7 +463,13 @@ def plan(resource: ArcticInferenceService, inputs: PlanInputs) -> Plan:
                 "type": spec.service.type,
                 "selector": labels(name),
                 "ports": [
-                    {"name": ENGINE_PORT_NAME, "port": spec.service.port, "targetPort": ENGINE_PORT_NAME}
+                    {
+                        "name": ENGINE_PORT_NAME,
+                        "port": spec.service.port,
+                        "targetPort": ENGINE_PORT_NAME,
+                        # part of the ports' merge key in server-side apply: always spelled out
+                        "protocol": "TCP",
+                    }
                 ],
             },
         }
