@@ -265,8 +265,11 @@ def reconcile(
     outcome.applied, problem = apply_children(
         cluster, desired.objects, uid, namespace, selector_string(desired.selector)
     )
-    if problem is not None:
-        outcome.events.append(("Warning", *problem))
+    was: dict[str, Any] = next(
+        (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded"), {}
+    )
+    if problem is not None and (was.get("reason"), was.get("message")) != problem:
+        outcome.events.append(("Warning", *problem))  # once, not on every resync
     created = [a for a in outcome.applied if a.endswith("created")]
     if created:
         outcome.events.append(("Normal", "Created", ", ".join(a.split(":")[0] for a in created)))
