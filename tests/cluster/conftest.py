@@ -163,8 +163,9 @@ def _free_port() -> int:
 class OperatorProcess:
     """``arctic-serve operator`` as a local process with the chart's ServiceAccount identity."""
 
-    def __init__(self, kube: Kube, workdir: Path) -> None:
+    def __init__(self, kube: Kube, workdir: Path, metrics_port: bool = False) -> None:
         self.kube, self.workdir = kube, workdir
+        self.metrics_port = _free_port() if metrics_port else 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "operator.log"
         token = kube.kubectl(
@@ -180,7 +181,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "ARCTIC_OPERATOR_RESYNC_SECONDS": "3",
             "ARCTIC_OPERATOR_HEALTH_PORT": str(_free_port()),
-            "ARCTIC_OPERATOR_METRICS_PORT": "0",
+            "ARCTIC_OPERATOR_METRICS_PORT": str(self.metrics_port),
             # this checkout's code, also where .venv holds another checkout in editable mode
             "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "operator")]),
         }
@@ -201,6 +202,20 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def metrics(self) -> str:
+        """The operator's own /metrics (needs ``metrics_port=True``)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+    def peak_rss_kb(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
 
     def forbidden(self) -> list[str]:
         """Lines of the operator's log where the API server refused it something (RBAC)."""

@@ -185,6 +185,7 @@ class LocalCluster:
     workdir: Path
     nodes: int = 2
     gpus: int = 8
+    extra_apiserver_args: list[str] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server: str = ""
 
