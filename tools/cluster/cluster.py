@@ -271,6 +271,8 @@ class LocalCluster:
                 f"--etcd-servers=http://127.0.0.1:{etcd_client}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # a loopback address cannot back the kubernetes Service's endpoints: none kept
+                "--endpoint-reconciler-type=none",
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={certs / 'apiserver.crt'}",
                 f"--tls-private-key-file={certs / 'apiserver.key'}",
