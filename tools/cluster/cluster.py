@@ -273,6 +273,9 @@ class LocalCluster:
                 "--advertise-address=127.0.0.1",
                 # a loopback address cannot back the kubernetes Service's endpoints: none kept
                 "--endpoint-reconciler-type=none",
+                # new nodes get no not-ready taint: nobody would lift it (no node lifecycle controller,
+                # since kwok's nodes send no heartbeats)
+                "--disable-admission-plugins=TaintNodesByCondition",
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={certs / 'apiserver.crt'}",
                 f"--tls-private-key-file={certs / 'apiserver.key'}",
