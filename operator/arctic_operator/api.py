@@ -135,6 +135,9 @@ Passthrough = Annotated[
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
 ExtraArg = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+#: A label value's length bound (its pattern is checked by a CEL rule on the map; the bound keeps
+#: that rule's estimated cost inside the API server's budget).
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
 SpeculationMethod = Literal["suffix", "arctic", "ngram", "none"]
 
@@ -552,7 +555,7 @@ class Toleration(ApiModel):
 class SchedulingSpec(ApiModel):
     """Where the pods may run, passed to the pod template."""
 
-    node_selector: dict[str, str] | None = Field(default=None, max_length=64)
+    node_selector: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Node labels a node must have, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=64)
     """Taints the pods tolerate, e.g. nvidia.com/gpu:NoSchedule on GPU nodes."""
@@ -607,7 +610,7 @@ class MonitoringSpec(ApiModel):
     interval: str = Field(default="15s", max_length=32, pattern=PROMETHEUS_DURATION)
     """Scrape interval, a Prometheus duration (15s, 1m). 15s gives at least four samples per
     autoscaling window."""
-    labels: dict[str, str] | None = Field(default=None, max_length=64)
+    labels: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Extra labels on the ServiceMonitor/PodMonitor, so your Prometheus selects them (for
     kube-prometheus-stack: release: <its release name>)."""
 
