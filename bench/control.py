@@ -54,14 +54,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from arctic_operator.api import AutoscalingSpec, AutoscalingTargets, CapControllerSpec, SpeculationSpec
-from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap, interpolate_log
-from arctic_operator.control.replicas import (
-    ReplicaObservation,
-    ReplicaPolicy,
-    ReplicaState,
-    decide_replicas,
+from arctic_operator.api import (
+    AutoscalingSpec,
+    AutoscalingTargets,
+    BurstSpec,
+    CapControllerSpec,
+    SpeculationSpec,
 )
+from arctic_operator.control.cap import CapPolicy
+from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCostModel, VerifyCosts, interpolate_log
+from arctic_operator.control.loop import ControlLoop
+from arctic_operator.control.metrics import PodSample
+from arctic_operator.control.replicas import ReplicaPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -70,22 +74,31 @@ RESULTS = REPO / "bench" / "results"
 # Calibration: from the newest result file of each suite
 # --------------------------------------------------------------------------------------------
 
-K_DRAFT = 3
-"""Draft tokens per drafting request per step whose verify cost we use (verify-k3). Our suffix
-decoding drafts 1.1-3.9 tokens per step on average on the three traces (suffix-accept-*.json,
-mean_draft_len), so k=3 is the closest measured cost."""
+VERIFY_KS = (1, 3, 5)
+"""Draft lengths whose verify cost was measured (verify-8b runs with engines verify-k1/-k3/-k5)."""
 
 SUFFIX_SETTING = "depth64-spec16"
-"""The suffix-accept setting whose acceptance we use: our defaults (tree depth 64, up to 16 tokens)."""
+"""The suffix-accept setting whose acceptance ``ours`` and the fixed caps use: our defaults (tree
+depth 64, up to 16 tokens). Each class drafts ``mean_draft_len`` tokens per step on average, and a
+step pays the verify cost measured at that draft length (interpolated between k = 1, 3, 5)."""
+
+SCHEDULE_SETTINGS = {1: "depth64-spec1", 3: "depth64-spec3", 5: "depth64-spec5", 16: SUFFIX_SETTING}
+"""Draft length cap k -> the suffix-accept setting measured with drafts of at most k tokens (the
+Dynamic-SD schedules' acceptance)."""
 
 CLASS_WEIGHTS: dict[str, float] = {"edit": 1 / 3, "agent": 1 / 3, "chat-repeat": 1 / 3}
-"""Share of requests per acceptance class (bench/traces/<class>.jsonl): an even mix, by choice.
-Mean accepted tokens per drafting step: (2.83 + 2.03 + 0.29) / 3 = 1.72 with the current results."""
+"""Share of requests per acceptance class (bench/traces/<class>.jsonl): an even mix, by choice."""
 
 POD_START_OVERHEAD_S = 60.0
 """Seconds from pod creation to the engine process starting: scheduling, image start (cached image)
 and reading 16 GB of weights, which our start_s measurements do not include (they load dummy
 weights). An assumption, not a measurement."""
+
+COLD_ENGINE_START_S = 180.0
+"""Seconds of an 8B engine's first start on a host without vLLM's compile caches (torch.compile and
+CUDA graphs), on the H200: /work/shared/notes/gpu.md ("first 8B engine start on a fresh host ~180
+s"). Without spec.compileCache every new pod starts cold. To be replaced by bench/gpu/calibrate.sh's
+measurement."""
 
 KV_CAPACITY_TOKENS = 440_000
 """KV-cache tokens per replica. Llama-3.1-8B keeps 2 x 32 layers x 8 KV heads x 128 x 2 bytes =
@@ -102,15 +115,35 @@ class Calibration:
     decode_step_s: tuple[float, ...]
     """Seconds per engine step (= per output token of each request) at those batch sizes."""
     verify_batches: tuple[int, ...]
-    verify_cost: tuple[float, ...]
-    """Step time with k=3 drafts per request (acceptance forced to 0) / vanilla, at verify_batches."""
+    verify_cost: dict[int, tuple[float, ...]]
+    """Draft length k -> step time with k drafts per request (acceptance forced to 0) / vanilla of
+    the same run, at verify_batches."""
     prefill_s_per_token: float
     engine_start_s: float
-    """Median engine start (process start to ready) over the engines of the calibration runs."""
+    """Median engine start (process start to ready) over the engines of the calibration runs: with
+    the host's compile caches warm (each suite starts several engines of one shape)."""
     accepted_per_step: dict[str, float]
-    """Acceptance class -> mean accepted draft tokens per drafting step."""
+    """Acceptance class -> mean accepted draft tokens per drafting step (our default setting)."""
+    draft_len: dict[str, float] = field(default_factory=dict)
+    """Acceptance class -> mean draft tokens per step (our default setting)."""
+    by_draft_cap: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    """Draft length cap k -> class -> (accepted per step, draft tokens per step) with drafts of at
+    most k tokens."""
+    cold_engine_start_s: float = COLD_ENGINE_START_S
     sources: dict[str, str] = field(default_factory=dict)
     """What -> result file (or how it was derived)."""
+    gpu: str = "H100"
+    kv_capacity_tokens: int = KV_CAPACITY_TOKENS
+
+    def costs(self) -> VerifyCosts:
+        """The verify-cost curves, as the chart ships them for the operator."""
+        return VerifyCosts(
+            batch_sizes=self.verify_batches,
+            by_draft_len=tuple(sorted(self.verify_cost.items())),
+            gpu=self.gpu,
+            model_shape="llama-3.1-8b",
+            source=self.sources.get("verify_cost", ""),
+        )
 
 
 def newest(results_dir: Path, prefix: str) -> Path | None:
@@ -139,23 +172,34 @@ def _latency_case(run: dict[str, Any], engine: str, name: str, metric: str) -> f
     return float(run["engines"][engine]["cases"][name][metric]["median"])
 
 
+def _latency_cases(run: dict[str, Any]) -> list[dict[str, Any]]:
+    cases = (c for c in run["config"]["cases"] if c["kind"] == "latency")
+    return sorted(cases, key=lambda c: c["num_prompts"])
+
+
 def load_calibration(results_dir: Path = RESULTS) -> Calibration:
-    """Read the newest verify-8b, overhead-8b, throughput-8b and suffix-accept results."""
-    verify_path, verify = _load(results_dir, "verify-8b", f"verify-k{K_DRAFT}")
+    """Read the newest verify-8b (per draft length), overhead-8b, throughput-8b and suffix-accept
+    results."""
+    verify_runs = {k: _load(results_dir, "verify-8b", f"verify-k{k}") for k in VERIFY_KS}
     overhead_path, overhead = _load(results_dir, "overhead-8b")
     throughput_path, throughput = _load(results_dir, "throughput-8b")
     accept_path, accept = _load(results_dir, "suffix-accept")
 
-    batches, steps, costs = [], [], []
-    for case in sorted(
-        (c for c in verify["config"]["cases"] if c["kind"] == "latency"), key=lambda c: c["num_prompts"]
-    ):
-        vanilla = _latency_case(verify, "vanilla", case["name"], "tpot_ms")
-        drafted = _latency_case(verify, f"verify-k{K_DRAFT}", case["name"], "tpot_ms")
+    base_path, base = verify_runs[3]
+    batches, steps = [], []
+    for case in _latency_cases(base):
         batches.append(int(case["num_prompts"]))
-        steps.append(vanilla / 1e3)
-        costs.append(drafted / vanilla)
+        steps.append(_latency_case(base, "vanilla", case["name"], "tpot_ms") / 1e3)
     verify_batches = tuple(batches)
+    costs: dict[int, tuple[float, ...]] = {}
+    for k, (_, run) in verify_runs.items():
+        ratios = []
+        for case in _latency_cases(run):
+            drafted = _latency_case(run, f"verify-k{k}", case["name"], "tpot_ms")
+            ratios.append(drafted / _latency_case(run, "vanilla", case["name"], "tpot_ms"))
+        if tuple(int(c["num_prompts"]) for c in _latency_cases(run)) != verify_batches:
+            raise ValueError(f"{verify_runs[k][0].name}: batch sizes differ from {base_path.name}")
+        costs[k] = tuple(ratios)
     # The largest batch: the offline 256-request case, elapsed / output length (its prompts were
     # prefilled in the warm-up run, so nearly all of it is decode steps with ~1000-token contexts).
     big = next(c for c in overhead["config"]["cases"] if c["kind"] == "throughput")
@@ -167,51 +211,186 @@ def load_calibration(results_dir: Path = RESULTS) -> Calibration:
     prefill = _latency_case(overhead, "vanilla", single["name"], "ttft_ms") / 1e3 / single["input_len"]
     starts = [
         float(res["start_s"])
-        for run in (verify, overhead, throughput)
+        for run in (base, overhead, throughput)
         for res in run["engines"].values()
         if "start_s" in res
     ]
-    accepted = {
-        trace: float(rows[SUFFIX_SETTING]["ours"]["mean_accepted_per_step"])
-        for trace, rows in accept["traces"].items()
-        if trace in CLASS_WEIGHTS
-    }
-    missing = set(CLASS_WEIGHTS) - set(accepted)
+    traces = {t: rows for t, rows in accept["traces"].items() if t in CLASS_WEIGHTS}
+    missing = set(CLASS_WEIGHTS) - set(traces)
     if missing:
         raise ValueError(f"{accept_path.name} has no traces {sorted(missing)}")
+
+    def measured(setting: str) -> dict[str, tuple[float, float]]:
+        out = {}
+        for trace, rows in traces.items():
+            if setting not in rows:
+                raise ValueError(
+                    f"{accept_path.name} has no setting {setting} (run python -m bench.suffix_accept)"
+                )
+            ours = rows[setting]["ours"]
+            out[trace] = (float(ours["mean_accepted_per_step"]), float(ours["mean_draft_len"]))
+        return out
+
+    default = measured(SUFFIX_SETTING)
+    verify_names = ", ".join(f"{path.name} (k={k})" for k, (path, _) in verify_runs.items())
     return Calibration(
         decode_batches=tuple(batches),
         decode_step_s=tuple(steps),
         verify_batches=verify_batches,
-        verify_cost=tuple(costs),
+        verify_cost=costs,
         prefill_s_per_token=prefill,
         engine_start_s=statistics.median(starts),
-        accepted_per_step=accepted,
+        accepted_per_step={t: a for t, (a, _) in default.items()},
+        draft_len={t: d for t, (_, d) in default.items()},
+        by_draft_cap={k: measured(setting) for k, setting in SCHEDULE_SETTINGS.items()},
         sources={
-            "decode_step_s": f"{verify_path.name} vanilla tpot_ms (batch "
+            "decode_step_s": f"{base_path.name} vanilla tpot_ms (batch "
             f"{', '.join(map(str, verify_batches))}); "
             f"{overhead_path.name} vanilla {big['name']} elapsed_s / {big['output_len']} (batch "
             f"{big['num_prompts']})",
-            "verify_cost": f"{verify_path.name} verify-k{K_DRAFT} tpot_ms / vanilla tpot_ms",
+            "verify_cost": f"verify-k<k> tpot_ms / vanilla tpot_ms of the same run: {verify_names}",
             "prefill_s_per_token": f"{overhead_path.name} vanilla {single['name']} ttft_ms / "
             f"{single['input_len']}",
-            "engine_start_s": f"median start_s of the engines in {verify_path.name}, {overhead_path.name}, "
+            "engine_start_s": f"median start_s of the engines in {base_path.name}, {overhead_path.name}, "
             f"{throughput_path.name}",
+            "cold_engine_start_s": "H200, /work/shared/notes/gpu.md (first start on a fresh host); "
+            "an estimate until bench/gpu/calibrate.sh measures it",
             "accepted_per_step": f"{accept_path.name} {SUFFIX_SETTING} ours mean_accepted_per_step",
+            "draft_len": f"{accept_path.name} {SUFFIX_SETTING} ours mean_draft_len",
+            "by_draft_cap": f"{accept_path.name} "
+            + ", ".join(f"{s} (k={k})" for k, s in SCHEDULE_SETTINGS.items()),
         },
     )
 
 
-def step_time_s(cal: Calibration, decoding: int, drafting: int, prefill_tokens: int) -> float:
-    """One engine step: decode of ``decoding`` requests (``drafting`` of them with k drafts), plus
-    the prefill of ``prefill_tokens`` prompt tokens."""
+DEFAULT_DRAFT_CAP = 16
+"""Draft tokens per request per step at most, our suffix default (num_speculative_tokens)."""
+
+
+@dataclass(frozen=True)
+class Drafting:
+    """One acceptance class drafting with at most k tokens: what a drafting step gains and costs."""
+
+    accepted: float
+    """Accepted draft tokens per drafting step."""
+    draft_len: float
+    """Draft tokens per drafting step (what the verify step carries)."""
+    cost: VerifyCostModel
+    """Verify-step cost at ``draft_len`` tokens per draft."""
+
+
+DraftTable = dict[int, dict[str, Drafting]]
+"""Draft length cap k -> class -> Drafting."""
+
+
+def draft_table(cal: Calibration) -> DraftTable:
+    costs = cal.costs()
+    return {
+        k: {klass: Drafting(a, d, costs.model_for(d)) for klass, (a, d) in rows.items()}
+        for k, rows in cal.by_draft_cap.items()
+    }
+
+
+H200_KV_CAPACITY_TOKENS = 850_000
+"""KV-cache tokens per H200 replica: 141 GB x 0.9 - 16 GB weights - ~2 GB activations = ~109 GB at
+128 KiB per token (Llama-3.1-8B, bf16)."""
+
+
+def _engine_runs(results_dir: Path, prefix: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Engine -> (file, run) from the newest ``<prefix>-<time>.json`` that has it with cases."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(results_dir.glob(f"{prefix}-[0-9]*.json"), reverse=True):
+        run: dict[str, Any] = json.loads(path.read_text())
+        for engine, result in run.get("engines", {}).items():
+            if "cases" in result and engine not in found:
+                found[engine] = (path, run)
+    return found
+
+
+def load_calibration_h200(results_dir: Path = RESULTS) -> Calibration:
+    """The control-h200 suite's files (bench/gpu/calibrate.sh): decode and verify step times at
+    batch 1-256 (each verify engine against the vanilla engine of its own run), prefill, cold and
+    warm engine starts; acceptance from suffix-accept as for the H100."""
+    runs = _engine_runs(results_dir, "control-h200")
+    needed = {"vanilla", "verify-k3"}
+    if not needed <= set(runs):
+        raise FileNotFoundError(
+            f"no control-h200-<time>.json in {results_dir} with {sorted(needed - set(runs))}: "
+            "run bench/gpu/calibrate.sh on the H200"
+        )
+    base_path, base = runs["vanilla"]
+    batch_cases = sorted(
+        (c for c in base["config"]["cases"] if c["name"].startswith("batch-")), key=lambda c: c["num_prompts"]
+    )
+    batches = tuple(int(c["num_prompts"]) for c in batch_cases)
+    steps = tuple(_latency_case(base, "vanilla", c["name"], "tpot_ms") / 1e3 for c in batch_cases)
+    costs: dict[int, tuple[float, ...]] = {}
+    sources = []
+    for k in VERIFY_KS:
+        engine = f"verify-k{k}"
+        if engine not in runs:
+            continue
+        path, run = runs[engine]
+        reference = "vanilla" if "cases" in run["engines"].get("vanilla", {}) else "vanilla-restart"
+        costs[k] = tuple(
+            _latency_case(run, engine, c["name"], "tpot_ms")
+            / _latency_case(run, reference, c["name"], "tpot_ms")
+            for c in batch_cases
+        )
+        sources.append(f"{path.name} ({engine} / {reference})")
+    prefill_case = next(c for c in base["config"]["cases"] if c["name"].startswith("prefill-"))
+    prefill = (
+        _latency_case(base, "vanilla", prefill_case["name"], "ttft_ms") / 1e3 / prefill_case["input_len"]
+    )
+    first_start = float(base["engines"]["vanilla"]["start_s"])
+    warm_path, warm_run = runs.get("vanilla-restart", runs["vanilla"])
+    warm_engine = "vanilla-restart" if "vanilla-restart" in runs else "vanilla"
+    warm_start = float(warm_run["engines"][warm_engine]["start_s"])
+    h100 = load_calibration(results_dir)
+    return replace(
+        h100,
+        decode_batches=batches,
+        decode_step_s=steps,
+        verify_batches=batches,
+        verify_cost=costs,
+        prefill_s_per_token=prefill,
+        engine_start_s=warm_start,
+        cold_engine_start_s=max(first_start, warm_start),
+        gpu="H200",
+        kv_capacity_tokens=H200_KV_CAPACITY_TOKENS,
+        sources={
+            **h100.sources,
+            "decode_step_s": f"{base_path.name} vanilla tpot_ms (batch {', '.join(map(str, batches))})",
+            "verify_cost": "verify-k<k> tpot_ms / vanilla tpot_ms of the same run: " + ", ".join(sources),
+            "prefill_s_per_token": f"{base_path.name} vanilla {prefill_case['name']} ttft_ms / "
+            f"{prefill_case['input_len']}",
+            "engine_start_s": f"{warm_path.name} {warm_engine} start_s (compile caches warm)",
+            "cold_engine_start_s": f"{base_path.name} vanilla start_s (the run's first start: cold only on "
+            "a fresh host; see calibrate.sh's log), at least the warm start",
+        },
+    )
+
+
+def step_time_s(cal: Calibration, decoding: int, verify_extra: float, prefill_tokens: int) -> float:
+    """One engine step: decode of ``decoding`` requests, ``verify_extra`` = the sum over drafting
+    requests of (verify cost at their draft length - 1), plus the prefill of ``prefill_tokens``."""
     decode = 0.0
     if decoding > 0:
         decode = interpolate_log(cal.decode_batches, cal.decode_step_s, decoding)
-        if drafting > 0:
-            cost = interpolate_log(cal.verify_batches, cal.verify_cost, decoding)
-            decode *= 1 + (cost - 1) * drafting / decoding
+        decode *= 1 + verify_extra / decoding
     return decode + prefill_tokens * cal.prefill_s_per_token
+
+
+Schedule = tuple[tuple[int, int], ...]
+"""Dynamic SD (vLLM's num_speculative_tokens_per_batch_size): (up to this many running, draft at
+most k tokens), increasing; above the last bound nobody drafts."""
+
+
+def schedule_draft_cap(schedule: Schedule, running: int) -> int:
+    for bound, k in schedule:
+        if running <= bound:
+            return k
+    return 0
 
 
 def drafting_slots(running: int, soft_cap: int | None, hard_cap: int | None) -> int:
@@ -337,6 +516,10 @@ class EngineConfig:
     kv_capacity_tokens: int = KV_CAPACITY_TOKENS
     gpus_per_replica: int = 1
     """Llama-3.1-8B in bf16 fits one H100."""
+    drafts_with_prefill: bool = True
+    """vLLM's behaviour: a step that carries prefill chunks also verifies the decoding requests'
+    drafts. False: a what-if (--what-if-prefill), a runtime that drops drafts in such steps (not
+    implemented)."""
 
 
 _EPS = 1e-6
@@ -365,7 +548,25 @@ class Sample:
     waiting: int
     kv_cache_usage: float
     drafts: float
+    draft_tokens: float
     accepted: float
+    soft_cap: int | None
+    hard_cap: int | None
+
+    def pod_sample(self) -> PodSample:
+        """As the operator's metrics parser would return it."""
+        return PodSample(
+            time=self.time,
+            running=float(self.running),
+            waiting=float(self.waiting),
+            kv_cache_usage=self.kv_cache_usage,
+            drafts=self.drafts,
+            draft_tokens=self.draft_tokens,
+            accepted_tokens=self.accepted,
+            soft_cap=self.soft_cap,
+            hard_cap=self.hard_cap,
+            cap_reported=True,
+        )
 
 
 class Replica:
@@ -379,6 +580,8 @@ class Replica:
         cal: Calibration,
         engine: EngineConfig,
         caps: tuple[int | None, int | None],
+        table: DraftTable,
+        schedule: Schedule | None = None,
     ) -> None:
         self.id = pod_id
         self.created = created
@@ -387,12 +590,15 @@ class Replica:
         self.draining = False
         self.stopped_at: float | None = None
         self.cal, self.engine = cal, engine
+        self.table = table
+        self.schedule = schedule
         self.soft_cap, self.hard_cap = caps
         self.running: list[_Live] = []
         self.waiting: deque[_Live] = deque()
         self.kv_tokens = 0.0
         # counters, as of the start of the current epoch
         self.drafts = 0.0
+        self.draft_tokens = 0.0
         self.accepted = 0.0
         self.decode_request_steps = 0.0
         self.drafting_request_steps = 0.0
@@ -407,6 +613,7 @@ class Replica:
         self._decoding = 0
         self._drafting = 0
         self._accept_per_step = 0.0
+        self._draft_tokens_per_step = 0.0
         self._tokens_per_step = 0.0
 
     @property
@@ -437,10 +644,17 @@ class Replica:
             self.busy = False
             return None
         slots = drafting_slots(len(self.running), self.soft_cap, self.hard_cap)
+        if not self.engine.drafts_with_prefill and any(live.prefill_left > 0 for live in self.running):
+            slots = 0
+        draft_cap = DEFAULT_DRAFT_CAP
+        if self.schedule is not None:
+            draft_cap = schedule_draft_cap(self.schedule, len(self.running))
+            slots = slots if draft_cap > 0 else 0
+        classes = self.table.get(draft_cap, {})
         budget = self.engine.max_num_batched_tokens
         rates, chunks = [0.0] * len(self.running), [0] * len(self.running)
         decoding = drafting = 0
-        accept = 0.0
+        accept = draft_tokens = extra = 0.0
         prefilling: list[int] = []
         steps = sys.maxsize  # until the first completion
         for pos, live in enumerate(self.running):
@@ -450,10 +664,13 @@ class Replica:
             decoding += 1
             rate = 1.0
             if pos < slots:
+                draft = classes[live.req.klass]
                 drafting += 1
-                rate += live.req.accepted_per_step
-                accept += live.req.accepted_per_step
-                budget -= K_DRAFT
+                rate += draft.accepted
+                accept += draft.accepted
+                draft_tokens += draft.draft_len
+                extra += draft.cost.cost(len(self.running)) - 1
+                budget -= math.ceil(draft.draft_len)
             budget -= 1
             rates[pos] = rate
             steps = min(steps, math.ceil(live.tokens_left / rate - 1e-9))
@@ -468,10 +685,11 @@ class Replica:
             steps = 1  # the batch changes after this step
         self.busy = True
         self.epoch_start, self.steps = now, max(1, steps)
-        self.step_s = step_time_s(self.cal, decoding, drafting, prefill)
+        self.step_s = step_time_s(self.cal, decoding, extra, prefill)
         self._rates, self._chunks = rates, chunks
         self._decoding, self._drafting = decoding, drafting
         self._accept_per_step = accept
+        self._draft_tokens_per_step = draft_tokens
         self._tokens_per_step = sum(rates)
         self.version += 1
         return self.epoch_end
@@ -515,6 +733,7 @@ class Replica:
                 keep.append(live)
         self.running = keep
         self.drafts += n * self._drafting
+        self.draft_tokens += n * self._draft_tokens_per_step
         self.accepted += n * self._accept_per_step
         self.decode_request_steps += n * self._decoding
         self.drafting_request_steps += n * self._drafting
@@ -533,7 +752,10 @@ class Replica:
             waiting=len(self.waiting),
             kv_cache_usage=min(1.0, kv / self.engine.kv_capacity_tokens),
             drafts=self.drafts + (elapsed * self._drafting if self.busy else 0),
+            draft_tokens=self.draft_tokens + (elapsed * self._draft_tokens_per_step if self.busy else 0.0),
             accepted=self.accepted + (elapsed * self._accept_per_step if self.busy else 0.0),
+            soft_cap=self.soft_cap,
+            hard_cap=self.hard_cap,
         )
 
 
@@ -568,6 +790,8 @@ class Cluster:
         pod_start_s: float,
     ) -> None:
         self.cal, self.engine, self.controller = cal, engine, controller
+        self.table = draft_table(cal)
+        self.schedule: Schedule | None = getattr(controller, "schedule", None)
         self.pod_start_s = pod_start_s
         self.pods: list[Replica] = []
         self.desired = 0
@@ -602,7 +826,16 @@ class Cluster:
         return [p for p in self.pods if p.active and not p.ready]
 
     def _add_pod(self, now: float, ready_at: float) -> None:
-        pod = Replica(len(self.pods), now, ready_at, self.cal, self.engine, self.controller.initial_caps())
+        pod = Replica(
+            len(self.pods),
+            now,
+            ready_at,
+            self.cal,
+            self.engine,
+            self.controller.initial_caps(),
+            self.table,
+            self.schedule,
+        )
         self.pods.append(pod)
         if not pod.ready:
             self._push(ready_at, _READY, pod.id)
@@ -701,10 +934,11 @@ class Cluster:
 # --------------------------------------------------------------------------------------------
 
 WINDOW_S = 30.0
-"""Seconds of samples per pod the operator's policies see (control/metrics.py MetricsWindow's
-default)."""
+"""Seconds of samples per pod the operator's policies see (ControllerConfig.window_s's default)."""
+MAX_AGE_S = 20.0
+"""ControllerConfig.max_age_s's default."""
 OPERATOR_TICK_S = 5.0
-"""Seconds between the operator's scrapes and decisions ("every few seconds")."""
+"""Seconds between the operator's scrapes and decisions (ARCTIC_OPERATOR_SCRAPE_SECONDS' default)."""
 HPA_SYNC_S = 15.0
 """Seconds between HPA evaluations of KEDA's metric (kube-controller-manager's default)."""
 MIN_REPLICAS, MAX_REPLICAS = 1, 8
@@ -713,27 +947,78 @@ CAP_MIN, CAP_MAX = 1, 64
 FIXED_CAP = 64
 """The soft cap of keda-waiting-5 and the initial one of ours: Arctic Inference's default
 disable_by_batch_size (and capController.max)."""
-STATIC_CAPS = (0, 8, 64)
-POLICIES = ("ours", *(f"static-cap-{n}" for n in STATIC_CAPS), "keda-waiting-5")
+STATIC_CAPS: tuple[int | None, ...] = (0, 4, 8, 16, 32, 64, 128, None)
+"""The fixed soft caps compared (no hard cap); None: no cap (static-cap-none)."""
+SCHEDULES: dict[str, Schedule] = {
+    # vLLM 0.32's Dynamic SD: num_speculative_tokens_per_batch_size, up to N running -> k tokens.
+    "k5-16-k3-32-k1-64": ((16, 5), (32, 3), (64, 1)),
+    "k5-8-k3-32": ((8, 5), (32, 3)),
+    "k3-16-k1-64": ((16, 3), (64, 1)),
+    "k16-8-k5-32-k1-128": ((8, 16), (32, 5), (128, 1)),
+}
+"""Draft-length schedules: each names its ranges (k5-16: 5 tokens up to 16 running)."""
+
+
+def static_name(cap: int | None) -> str:
+    return f"static-cap-{'none' if cap is None else cap}"
+
+
+POLICIES = (
+    "ours",
+    *(static_name(n) for n in STATIC_CAPS),
+    *(f"schedule-{name}" for name in SCHEDULES),
+    "keda-waiting-5",
+)
 
 
 RUNNING_TARGET = 32
-"""Requests, spec.autoscaling.targets.runningRequestsPerReplica of ours and static-cap-N, on top of
-the CR's default targets (5 waiting per replica, 80 % KV cache). Why: waiting stays 0 until a
-replica is full (256 running), so the default targets alone scale down to one replica under any
-load that fits it on paper, it saturates, and the service cycles (measured here: ``--running-target
-0``). 32 keeps a replica where its step time is flat (6.7-7.6 ms up to batch 64) and where drafting
-pays. Chosen after trying 0, 64 and 32 on these traces (see docs/benchmarks.md)."""
+"""Requests, spec.autoscaling.targets.runningRequestsPerReplica of ours, static-cap-N and
+schedule-N, on top of the CR's default targets (5 waiting per replica, 80 % KV cache). Why:
+waiting stays 0 until a replica is full (256 running), so the default targets alone scale down to
+one replica under any load that fits it on paper, it saturates, and the service cycles. 32 keeps a
+replica where its step time is flat (6.7-7.6 ms up to batch 64) and where drafting pays."""
+
+HEADROOM_REPLICAS = 1
+"""spec.autoscaling.burst.headroomReplicas of ours, static-cap-N and schedule-N."""
+QUEUE_GROWTH_LEAD_S = 0
+"""spec.autoscaling.burst.queueGrowthLeadSeconds of ours, static-cap-N and schedule-N: off. Measured
+with --levers (control-bursty-levers.json): projecting the growth 120 s ahead (about a replica's
+time-to-serve) did not lower the bursty p95 TTFT and cost GPU-seconds, with or without headroom."""
+LEVER_LEAD_S = 120
+"""The growth lead --levers tries."""
+COMPILE_CACHE = True
+"""spec.compileCache of every policy's pods (hostPath): a new pod starts with warm caches. Off,
+every new pod starts cold (``COLD_ENGINE_START_S``)."""
 
 
-def autoscaling_spec(running_target: int | None = RUNNING_TARGET) -> AutoscalingSpec:
-    """The CR's spec.autoscaling for ours and static-cap-N: the default targets plus
+@dataclass(frozen=True)
+class Levers:
+    """The burst levers a run uses (the CR's fields)."""
+
+    headroom_replicas: int = HEADROOM_REPLICAS
+    queue_growth_lead_s: int = QUEUE_GROWTH_LEAD_S
+    compile_cache: bool = COMPILE_CACHE
+
+
+def autoscaling_spec(
+    running_target: int | None = RUNNING_TARGET, levers: Levers | None = None
+) -> AutoscalingSpec:
+    """The CR's spec.autoscaling for ours, static-cap-N and schedule-N: the default targets plus
     ``running_target`` running per replica (None: defaults only), scale-up after 60 s, scale-down
-    after 300 s (the defaults)."""
+    after 300 s (the defaults), and the burst levers."""
+    levers = levers or Levers()
     targets = AutoscalingTargets(
         waiting_requests_per_replica=5, kv_cache_usage=0.8, running_requests_per_replica=running_target
     )
-    return AutoscalingSpec(min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS, targets=targets)
+    return AutoscalingSpec(
+        min_replicas=MIN_REPLICAS,
+        max_replicas=MAX_REPLICAS,
+        targets=targets,
+        burst=BurstSpec(
+            queue_growth_lead_seconds=levers.queue_growth_lead_s,
+            headroom_replicas=levers.headroom_replicas,
+        ),
+    )
 
 
 def speculation_spec() -> SpeculationSpec:
@@ -744,89 +1029,49 @@ def speculation_spec() -> SpeculationSpec:
     )
 
 
-@dataclass
-class _Windows:
-    """Per-pod samples of the last ``window_s`` seconds, summarised like control/metrics.py's PodWindow."""
-
-    window_s: float
-    samples: dict[int, deque[Sample]] = field(default_factory=dict)
-
-    def add(self, pod: int, sample: Sample) -> None:
-        window = self.samples.setdefault(pod, deque())
-        window.append(sample)
-        while window[0].time < sample.time - self.window_s:
-            window.popleft()
-
-    def forget(self, keep: set[int]) -> None:
-        for pod in [p for p in self.samples if p not in keep]:
-            del self.samples[pod]
-
-    def means(self, pod: int) -> tuple[float, float, float, float | None]:
-        """(running, waiting, KV usage) means, accepted per draft over the window (None: no drafts)."""
-        window = self.samples[pod]
-        n = len(window)
-        drafts = window[-1].drafts - window[0].drafts
-        accepted = window[-1].accepted - window[0].accepted
-        return (
-            sum(s.running for s in window) / n,
-            sum(s.waiting for s in window) / n,
-            sum(s.kv_cache_usage for s in window) / n,
-            accepted / drafts if drafts > 0 else None,
-        )
-
-
 class OperatorController:
-    """ours (``cap_policy`` set) or static-cap-N (``fixed_caps``): the operator's replica policy
-    fed the way its controller feeds it."""
+    """ours (``cap_policy`` set), static-cap-N (``fixed_caps``) or schedule-N (``schedule``): the
+    operator's own ``ControlLoop`` (control/loop.py), fed the samples a scrape would parse."""
 
     def __init__(
         self,
         cap_policy: CapPolicy | None,
         fixed_caps: tuple[int | None, int | None],
         running_target: int | None = RUNNING_TARGET,
+        schedule: Schedule | None = None,
+        levers: Levers | None = None,
     ) -> None:
         self.tick_s = OPERATOR_TICK_S
-        self.replica_policy = ReplicaPolicy.from_spec(autoscaling_spec(running_target))
-        self.cap_policy = cap_policy
         self.fixed_caps = fixed_caps
-        self.windows = _Windows(WINDOW_S)
-        self.replica_state = ReplicaState()
-        self.cap_states: dict[int, CapState] = {}
+        self.schedule = schedule
+        self.loop = ControlLoop(
+            ReplicaPolicy.from_spec(autoscaling_spec(running_target, levers)),
+            cap_policy,
+            window_s=WINDOW_S,
+            max_age_s=MAX_AGE_S,
+        )
+        self.cap_reasons: dict[str, int] = {}
 
     def initial_caps(self) -> tuple[int | None, int | None]:
         return self.fixed_caps
 
     def tick(self, now: float, cluster: Cluster) -> None:
         ready = cluster.ready_pods()
+        names = {pod.id: str(pod.id) for pod in ready}
         for pod in ready:
-            self.windows.add(pod.id, pod.sample(now))
-        self.windows.forget({p.id for p in ready})
-        means = {pod.id: self.windows.means(pod.id) for pod in ready}
-        obs = ReplicaObservation(
-            time=now,
-            current=cluster.desired,
-            ready=len(ready),
-            loading=len(cluster.loading_pods()),
-            observed=len(ready),
-            waiting_total=sum(m[1] for m in means.values()),
-            running_total=sum(m[0] for m in means.values()),
-            kv_cache_usage_mean=statistics.fmean(m[2] for m in means.values()) if means else None,
+            self.loop.observe(names[pod.id], pod.sample(now).pod_sample())
+        self.loop.forget(names.values())
+        decided = self.loop.decide(
+            now, cluster.desired, [names[p.id] for p in ready], len(cluster.loading_pods())
         )
-        decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
-        cluster.scale_to(decision.desired, now)
-        if self.cap_policy is None:
-            return
+        if decided.replicas is not None:
+            cluster.scale_to(decided.replicas.desired, now)
         for pod in ready:
-            if not pod.active:
+            cap = decided.caps.get(names[pod.id])
+            if cap is None:
                 continue
-            running, waiting, _, accepted = means[pod.id]
-            cap_obs = CapObservation(
-                now, running, waiting, accepted, pod.soft_cap, pod.hard_cap, complete=True
-            )
-            cap, self.cap_states[pod.id] = decide_cap(
-                self.cap_policy, cap_obs, self.cap_states.get(pod.id, CapState())
-            )
-            if cap.changed and cap.soft_cap is not None:
+            self.cap_reasons[cap.reason] = self.cap_reasons.get(cap.reason, 0) + 1
+            if pod.active and cap.changed and cap.soft_cap is not None:
                 cluster.set_caps(pod, cap.soft_cap, cap.hard_cap, now)
 
 
@@ -867,12 +1112,23 @@ class KedaController:
         cluster.scale_to(desired, now)
 
 
-def make_controller(policy: str, running_target: int | None = RUNNING_TARGET) -> Controller:
+def make_controller(
+    policy: str,
+    running_target: int | None = RUNNING_TARGET,
+    cal: Calibration | None = None,
+    levers: Levers | None = None,
+) -> Controller:
     if policy == "ours":
-        return OperatorController(CapPolicy.from_spec(speculation_spec()), (FIXED_CAP, None), running_target)
+        costs = cal.costs() if cal is not None else DEFAULT_COSTS
+        cap_policy = CapPolicy.from_spec(speculation_spec(), costs)
+        return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers)
     if policy.startswith("static-cap-"):
-        cap = int(policy.removeprefix("static-cap-"))
-        return OperatorController(None, (cap, None), running_target)
+        name = policy.removeprefix("static-cap-")
+        cap = None if name == "none" else int(name)
+        return OperatorController(None, (cap, None), running_target, levers=levers)
+    if policy.startswith("schedule-") and policy.removeprefix("schedule-") in SCHEDULES:
+        schedule = SCHEDULES[policy.removeprefix("schedule-")]
+        return OperatorController(None, (None, None), running_target, schedule, levers)
     if policy == "keda-waiting-5":
         return KedaController((FIXED_CAP, None))
     raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
@@ -949,16 +1205,18 @@ def simulate(
     requests: Sequence[Request] | None = None,
     controller: Controller | None = None,
     running_target: int | None = RUNNING_TARGET,
+    levers: Levers | None = None,
 ) -> RunResult:
     """One policy on one trace."""
-    engine = engine or EngineConfig()
+    engine = engine or EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens)
+    levers = levers or Levers()
     requests = generate_requests(trace, cal, seed) if requests is None else requests
     cluster = Cluster(
         cal,
         engine,
-        controller or make_controller(policy, running_target),
+        controller or make_controller(policy, running_target, cal, levers),
         trace.initial_replicas,
-        pod_start_s=POD_START_OVERHEAD_S + cal.engine_start_s,
+        pod_start_s=pod_start_s(cal, levers),
     )
     end = cluster.run(requests, trace.duration_s + TAIL_S)
     decode = sum(p.decode_request_steps for p in cluster.pods)
@@ -990,6 +1248,20 @@ def simulate(
     )
 
 
+def cost_file(cal: Calibration) -> dict[str, Any]:
+    """The chart's cost file (charts/arctic-serve/files/cost/): the verify-cost curves, rounded."""
+    costs = cal.costs()
+    data = costs.to_json()
+    data["verifyCost"] = {k: [round(r, 3) for r in ratios] for k, ratios in data["verifyCost"].items()}
+    return data
+
+
+def pod_start_s(cal: Calibration, levers: Levers) -> float:
+    """Seconds from a pod's creation to serving: the pod overhead plus the engine's start, warm
+    with spec.compileCache, cold without."""
+    return POD_START_OVERHEAD_S + (cal.engine_start_s if levers.compile_cache else cal.cold_engine_start_s)
+
+
 def _commit() -> str | None:
     try:
         out = subprocess.run(
@@ -1005,8 +1277,14 @@ def _commit() -> str | None:
 
 
 def config_record(
-    cal: Calibration, traces: Sequence[Trace], seed: int, quick: bool, running_target: int | None
+    cal: Calibration,
+    traces: Sequence[Trace],
+    seed: int,
+    quick: bool,
+    running_target: int | None,
+    levers: Levers | None = None,
 ) -> dict[str, Any]:
+    levers = levers or Levers()
     return {
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _commit(),
@@ -1014,10 +1292,12 @@ def config_record(
         "seed": seed,
         "quick": quick,
         "calibration": asdict(cal),
-        "engine": asdict(EngineConfig()),
-        "pod_start_s": POD_START_OVERHEAD_S + cal.engine_start_s,
+        "engine": asdict(EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens)),
+        "pod_start_s": pod_start_s(cal, levers),
         "pod_start_overhead_s": POD_START_OVERHEAD_S,
-        "k_draft": K_DRAFT,
+        "levers": asdict(levers),
+        "verify_costs": cal.costs().to_json(),
+        "schedules": {name: [list(step) for step in sched] for name, sched in SCHEDULES.items()},
         "class_weights": CLASS_WEIGHTS,
         "requests": {
             "prompt": {"mean": PROMPT_MEAN, "log_sigma": PROMPT_SIGMA, "range": PROMPT_RANGE},
@@ -1026,12 +1306,17 @@ def config_record(
         "traces": [asdict(t) for t in traces],
         "policies": {
             "ours": {
-                "autoscaling": autoscaling_spec(running_target).model_dump(by_alias=True, exclude_none=True),
+                "autoscaling": autoscaling_spec(running_target, levers).model_dump(
+                    by_alias=True, exclude_none=True
+                ),
                 "speculation": speculation_spec().model_dump(by_alias=True, exclude_none=True),
                 "tick_s": OPERATOR_TICK_S,
                 "window_s": WINDOW_S,
             },
-            "static-cap-N": f"ours' replica policy; soft cap N fixed, no hard cap; N in {list(STATIC_CAPS)}",
+            "static-cap-N": "ours' replica policy; soft cap N fixed, no hard cap; N in "
+            f"{[static_name(n) for n in STATIC_CAPS]}",
+            "schedule-NAME": "ours' replica policy; no caps; draft length by running requests "
+            "(vLLM Dynamic SD); see schedules",
             "keda-waiting-5": {
                 "trigger": "sum(vllm:num_requests_waiting), AverageValue 5",
                 "sync_s": HPA_SYNC_S,
@@ -1044,9 +1329,18 @@ def config_record(
     }
 
 
-def _simulate_job(job: tuple[str, Trace, Calibration, int, int | None]) -> RunResult:
+def _simulate_job(job: tuple[str, Trace, Calibration, int, int | None, Levers]) -> RunResult:
+    policy, trace, cal, seed, running_target, levers = job
+    return simulate(policy, trace, cal, seed, running_target=running_target, levers=levers)
+
+
+def _what_if_job(job: tuple[str, Trace, Calibration, int, int | None]) -> RunResult:
     policy, trace, cal, seed, running_target = job
-    return simulate(policy, trace, cal, seed, running_target=running_target)
+    engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=False)
+    return simulate(policy, trace, cal, seed, engine=engine, running_target=running_target)
+
+
+WHAT_IF_POLICIES = ("ours", "static-cap-0", "static-cap-64")
 
 
 def run_all(
@@ -1056,10 +1350,12 @@ def run_all(
     policies: Sequence[str] = POLICIES,
     running_target: int | None = RUNNING_TARGET,
     jobs: int = 1,
+    levers: Levers | None = None,
 ) -> dict[str, list[RunResult]]:
     """Every policy on every trace (the same requests for all policies of a trace), in ``jobs``
     processes."""
-    work = [(p, t, cal, seed, running_target) for t in traces for p in policies]
+    levers = levers or Levers()
+    work = [(p, t, cal, seed, running_target, levers) for t in traces for p in policies]
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
             runs = list(pool.map(_simulate_job, work))
@@ -1069,6 +1365,47 @@ def run_all(
     for run in runs:
         results[run.trace].append(run)
     return results
+
+
+LEVER_GRID = (
+    Levers(0, 0, False),
+    Levers(0, 0, True),
+    Levers(0, LEVER_LEAD_S, True),
+    Levers(HEADROOM_REPLICAS, LEVER_LEAD_S, True),
+    Levers(HEADROOM_REPLICAS, 0, False),
+    Levers(HEADROOM_REPLICAS, 0, True),
+)
+"""--levers: ``ours`` with each burst lever off and on (the last row is the default setting)."""
+
+
+def lever_setting(levers: Levers) -> str:
+    cache = "warm" if levers.compile_cache else "cold"
+    return f"headroom={levers.headroom_replicas} lead={levers.queue_growth_lead_s}s compile-cache={cache}"
+
+
+def lever_id(levers: Levers) -> str:
+    """A short name of the setting (claims cite rows by it): h1-l0-warm."""
+    cache = "warm" if levers.compile_cache else "cold"
+    return f"h{levers.headroom_replicas}-l{levers.queue_growth_lead_s}-{cache}"
+
+
+def run_levers(
+    traces: Sequence[Trace], cal: Calibration, seed: int, running_target: int | None, jobs: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``ours`` under each setting of LEVER_GRID; rows carry the setting and the pod start."""
+    work = [("ours", t, cal, seed, running_target, levers) for t in traces for levers in LEVER_GRID]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+            runs = list(pool.map(_simulate_job, work))
+    else:
+        runs = [_simulate_job(job) for job in work]
+    out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in traces}
+    for job, run in zip(work, runs, strict=True):
+        levers = job[5]
+        row = {**run.row(), "id": lever_id(levers), "setting": lever_setting(levers), **asdict(levers)}
+        row["pod_start_s"] = round(pod_start_s(cal, levers), 1)
+        out[run.trace].append(row)
+    return out
 
 
 def write_results(results: dict[str, list[RunResult]], out: Path, config: dict[str, Any]) -> list[Path]:
@@ -1093,12 +1430,18 @@ def plot_rows(rows_by_trace: dict[str, list[dict[str, Any]]], out: Path) -> bool
     except ImportError:
         return False
     traces = list(rows_by_trace)
-    fig, axes = plt.subplots(2, len(traces), figsize=(4 * len(traces), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(traces), figsize=(5 * len(traces), 7), squeeze=False)
     for col, trace in enumerate(traces):
         rows = rows_by_trace[trace]
         names = [r["policy"] for r in rows]
         colors = [
-            "tab:green" if n == "ours" else "tab:gray" if n.startswith("static") else "tab:orange"
+            "tab:green"
+            if n == "ours"
+            else "tab:gray"
+            if n.startswith("static")
+            else "tab:blue"
+            if n.startswith("schedule")
+            else "tab:orange"
             for n in names
         ]
         for row_i, (key, label) in enumerate(
@@ -1106,16 +1449,14 @@ def plot_rows(rows_by_trace: dict[str, list[dict[str, Any]]], out: Path) -> bool
         ):
             ax = axes[row_i][col]
             ax.bar(range(len(rows)), [r[key] for r in rows], color=colors)
-            ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+            ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=6)
             ax.set_ylabel(label)
             if key == "p95_ttft_s":
                 ax.set_yscale("log")
                 ax.set_ylim(bottom=0.01)
                 ax.set_title(trace)
             ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        "Control-loop simulator (Llama-3.1-8B shape on H100, calibrated from bench/results)", fontsize=9
-    )
+    fig.suptitle("Control-loop simulator (Llama-3.1-8B shape, calibrated from bench/results)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -1134,6 +1475,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"traces shortened to x{QUICK_FACTOR} (smoke)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS, help="calibration: bench result files")
+    parser.add_argument(
+        "--calibration",
+        choices=("h100", "h200"),
+        default="h100",
+        help="h100: verify-8b, overhead-8b, throughput-8b files; h200: control-h200 (bench/gpu/calibrate.sh)",
+    )
     parser.add_argument("--plot", type=Path, help="also write the PNG plot here")
     parser.add_argument(
         "--running-target",
@@ -1142,6 +1489,29 @@ def main(argv: list[str] | None = None) -> int:
         help="ours/static-cap-N: running requests per replica target (0: the CR's default targets only)",
     )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument(
+        "--headroom", type=int, default=HEADROOM_REPLICAS, help="burst.headroomReplicas (not keda)"
+    )
+    parser.add_argument(
+        "--growth-lead", type=int, default=QUEUE_GROWTH_LEAD_S, help="burst.queueGrowthLeadSeconds (not keda)"
+    )
+    parser.add_argument("--no-compile-cache", action="store_true", help="every new pod starts cold")
+    parser.add_argument(
+        "--what-if-prefill",
+        action="store_true",
+        help="instead: engines that drop drafts in steps with prefill (a what-if)",
+    )
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="instead: ours with each burst lever on and off, to DIR/control-<trace>-levers.json",
+    )
+    parser.add_argument("--policies", help="comma-separated subset of the policies (default: all)")
+    parser.add_argument(
+        "--write-costs",
+        type=Path,
+        help="only write the calibration's verify-cost curves (the chart's cost file) to this path",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.traces.split(",") if n.strip()]
     unknown = [n for n in names if n not in TRACES]
@@ -1149,11 +1519,66 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.control: unknown traces {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
         return 2
     traces = [TRACES[n].scaled(QUICK_FACTOR) if args.quick else TRACES[n] for n in names]
-    cal = load_calibration(args.results)
+    cal = (
+        load_calibration_h200(args.results) if args.calibration == "h200" else load_calibration(args.results)
+    )
+    if args.write_costs:
+        args.write_costs.parent.mkdir(parents=True, exist_ok=True)
+        args.write_costs.write_text(json.dumps(cost_file(cal), indent=2) + "\n")
+        print(f"bench.control: wrote {args.write_costs}")
+        return 0
     started = time.perf_counter()
     running_target = args.running_target or None
-    results = run_all(traces, cal, args.seed, running_target=running_target, jobs=max(1, args.jobs))
-    config = config_record(cal, traces, args.seed, args.quick, running_target)
+    if args.what_if_prefill:
+        work = [(p, t, cal, args.seed, running_target) for t in traces for p in WHAT_IF_POLICIES]
+        with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(work)))) as pool:
+            runs = list(pool.map(_what_if_job, work))
+        path = args.out / "control-whatif-prefill.json"
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": _commit(),
+            "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
+            "what_if": "engines drop every draft in a step that carries a prefill chunk (not implemented "
+            "in the runtime); otherwise the default setting",
+            "rows": [run.row() for run in runs],
+        }
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"bench.control: wrote {path}")
+        for run in runs:
+            row = run.row()
+            print(
+                f"{row['trace']:8} {row['policy']:15} p95 TTFT {row['p95_ttft_s']:.3f} s  "
+                f"E2E p95 {row['p95_e2e_s']:.2f} s  GPU-s {row['gpu_seconds']:.0f}"
+            )
+        return 0
+    if args.levers:
+        lever_rows = run_levers(traces, cal, args.seed, running_target, max(1, args.jobs))
+        args.out.mkdir(parents=True, exist_ok=True)
+        for trace, rows in lever_rows.items():
+            path = args.out / f"control-{trace}-levers.json"
+            record = {
+                "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "commit": _commit(),
+                "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
+                "seed": args.seed,
+                "quick": args.quick,
+                "rows": rows,
+            }
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"bench.control: wrote {path}")
+            for row in rows:
+                print(
+                    f"{trace:8} {row['setting']:45} p95 TTFT {row['p95_ttft_s']:8.3f} s  "
+                    f"GPU-s {row['gpu_seconds']:8.0f}  pod start {row['pod_start_s']:.0f} s"
+                )
+        return 0
+    levers = Levers(args.headroom, args.growth_lead, not args.no_compile_cache)
+    policies = [p.strip() for p in args.policies.split(",")] if args.policies else list(POLICIES)
+    results = run_all(
+        traces, cal, args.seed, policies, running_target=running_target, jobs=max(1, args.jobs), levers=levers
+    )
+    config = config_record(cal, traces, args.seed, args.quick, running_target, levers)
     config["duration_s"] = round(time.perf_counter() - started, 2)
     for path in write_results(results, args.out, config):
         print(f"bench.control: wrote {path}")

@@ -618,7 +618,15 @@ def render(
 
 def control_lines(results_dir: Path, docs: Path) -> list[str]:
     """The control-loop simulator (``make bench-control``): bench/results/control-<trace>.json rows."""
-    traces = sorted(p for p in results_dir.glob("control-*.json") if p.name != "control-config.json")
+    traces = sorted(
+        p
+        for p in results_dir.glob("control-*.json")
+        if p.name != "control-config.json"
+        and not p.name.endswith("-levers.json")
+        and "-h200-" not in p.name
+        and "-whatif-" not in p.name
+    )
+    levers = sorted(results_dir.glob("control-*-levers.json"))
     if not traces:
         return []
     config_path = results_dir / "control-config.json"
@@ -628,10 +636,13 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
         "## Control loop (simulated)",
         "",
         "Replica and speculation-cap policies on traffic traces, in `bench/control.py`'s simulator: "
-        "continuous-batching replicas whose step time, verify cost, prefill time and start time come "
-        "from the H100 results above (module docstring: the model and its assumptions). `ours` = the "
-        "operator's decide_replicas + decide_cap; `static-cap-N` = the same replica policy with the "
-        "soft cap fixed at N; `keda-waiting-5` = KEDA on summed waiting requests with HPA defaults.",
+        "continuous-batching replicas whose step time, verify cost (per draft length), prefill time and "
+        "start time come from the GPU results above (module docstring: the model and its assumptions). "
+        "`ours` = the operator's own ControlLoop (control/loop.py: its metrics window, decide_replicas "
+        "and decide_cap); `static-cap-N` = the same replica policy with the soft cap fixed at N (none: "
+        "no cap); `schedule-NAME` = the same replica policy, no caps, draft length by running requests "
+        "(vLLM's Dynamic SD; NAME lists the ranges, k5-16 = 5 tokens up to 16 running); "
+        "`keda-waiting-5` = KEDA on summed waiting requests with HPA defaults.",
         "",
         f"- Command: `make bench-control`; commit {str(config.get('commit'))[:10]}, seed "
         f"{config.get('seed')}, created {config.get('created')}, took {config.get('duration_s')} s",
@@ -659,6 +670,21 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
                 f"{row.get('cap_changes', '-')} | {_fmt(row.get('drafted_fraction'))} |"
             )
     lines.append("")
+    for path in levers:
+        record = json.loads(path.read_text())
+        lines += [
+            f"Burst levers, `ours` on one trace (`{path.name}`: `{record.get('command')}`, commit "
+            f"{str(record.get('commit'))[:10]}):",
+            "",
+            "| setting | pod start s | TTFT p95 s | E2E p95 s | GPU-seconds | max replicas |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in record.get("rows", []):
+            lines.append(
+                f"| {row['setting']} | {_fmt(row.get('pod_start_s'), 0)} | {_fmt(row['p95_ttft_s'], 3)} | "
+                f"{_fmt(row['p95_e2e_s'])} | {_fmt(row['gpu_seconds'], 0)} | {row.get('max_replicas', '-')} |"
+            )
+        lines.append("")
     if (docs / "img" / "control-latency.png").exists():
         lines += ["![control loop: p95 TTFT and GPU-seconds](img/control-latency.png)", ""]
     return lines
@@ -675,6 +701,9 @@ def write_report(
     claims: list[Claim] = []
     text = render(results_dir, docs, claims=claims)
     problems = check_quoted(readme.read_text(), claims, readme.name) if readme.exists() else []
+    control = docs / "control.md"
+    if control.exists():  # the control loop's findings are quoted from the report's
+        problems += check_quoted(control.read_text(), claims, control.name)
     if problems:
         raise ClaimError("claims not backed by bench/results:\n  " + "\n  ".join(problems))
     docs.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,16 @@ from arctic_runtime.suffix.tree import SuffixConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Settings compared: our defaults, and vLLM's suffix defaults (tree depth 24).
+#: Settings compared: our defaults, and vLLM's suffix defaults (tree depth 24); and our defaults
+#: with drafts of at most 1, 3 and 5 tokens (the control simulator's acceptance by draft length,
+#: paired with the verify cost of the same k).
 CONFIGS = {
     "depth64-spec16": SuffixConfig(max_depth=64, max_spec_tokens=16, max_cached_requests=1000),
     "depth24-spec12": SuffixConfig(max_depth=24, max_spec_tokens=12, max_cached_requests=1000),
+    **{
+        f"depth64-spec{k}": SuffixConfig(max_depth=64, max_spec_tokens=k, max_cached_requests=1000)
+        for k in (1, 3, 5)
+    },
 }
 
 

@@ -101,6 +101,9 @@ ENGINES: dict[str, Engine] = {
         },
     ),
     **{f"verify-k{k}": _verify_engine(k) for k in (1, 3, 5)},
+    # vanilla again, last in a run: its start_s is a start with the compile caches warm (the control
+    # simulator's time-to-serve with spec.compileCache); its cases repeat vanilla's (run-to-run noise)
+    "vanilla-restart": Engine("vanilla-restart", {"VLLM_PLUGINS": "", "ARCTIC_SERVE_ENABLED": "0"}),
     # Suffix decoding at the same settings: ours (plugin on) and vLLM's own proposer, which uses
     # Arctic Inference's suffix cache (plugin off; vLLM imports arctic_inference itself).
     "arctic-serve-suffix": Engine("arctic-serve-suffix", _PLUGIN_ON, {"speculative_config": SUFFIX_SPEC}),
@@ -204,6 +207,26 @@ SUITES: dict[str, Suite] = {
                 for b in (1, 4, 16, 64)
             ),
             engine_args=GPU_8B_ARGS,
+        ),
+        Suite(
+            name="control-h200",
+            description=(
+                "The control simulator's calibration (bench/gpu/calibrate.sh), Llama-3.1-8B shape: time "
+                "per output token at batch 1-256 without speculation and with k = 1, 3 draft tokens per "
+                "request (acceptance forced to 0), the TTFT of a 2048-token prompt, and engine starts "
+                "(the first one as the host had it, the last with the compile caches warm)."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "verify-k3", "verify-k1", "vanilla-restart"),
+            cases=(
+                *(
+                    Case(f"batch-{b}-128-64", "latency", 128, 64, num_prompts=b, repeats=2)
+                    for b in (1, 4, 16, 64, 128, 256)
+                ),
+                Case("prefill-2048", "latency", 2048, 2, repeats=3),
+            ),
+            engine_args={**GPU_8B_ARGS, "max_num_seqs": 256},
         ),
         Suite(
             name="suffix-8b",

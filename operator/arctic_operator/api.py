@@ -88,19 +88,31 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h))+$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # Kubernetes' resource.Quantity, as controller-gen writes it for a ResourceList.
+# Kubernetes' resource.Quantity, as controller-gen writes it for a ResourceList, without a sign:
+# every quantity here (requests, limits, sizes) must be >= 0, which the API server checks on the
+# children (a negative one would pass the CRD and fail every reconcile).
 QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
+#: A label or annotation key (and a resource name): [DNS-subdomain prefix "/"] name of <= 63
+#: characters, alphanumeric at both ends (Kubernetes' IsQualifiedName). No backslashes: the same
+#: text goes into CEL string literals.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+#: A label value: empty, or <= 63 characters, alphanumeric at both ends (IsValidLabelValue).
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 _QUANTITY_RE = re.compile(QUANTITY)
 
 
 def _quantity(value: Any) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and _QUANTITY_RE.match(value):
         return value
-    raise ValueError(f"must be a Kubernetes quantity such as 8, 500m or 64Gi, got {value!r}")
+    raise ValueError(f"must be a Kubernetes quantity >= 0 such as 8, 500m or 64Gi, got {value!r}")
 
 
 #: A Kubernetes quantity (``8``, ``500m``, ``64Gi``): an integer or a string, as in a ResourceList.
@@ -110,6 +122,7 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,  # applies to integers only, as the pattern applies to strings only
             "pattern": QUANTITY,
             "x-kubernetes-int-or-string": True,
         }
@@ -122,6 +135,9 @@ Passthrough = Annotated[
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
 ExtraArg = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+#: A label value's length bound (its pattern is checked by a CEL rule on the map; the bound keeps
+#: that rule's estimated cost inside the API server's budget).
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
 SpeculationMethod = Literal["suffix", "arctic", "ngram", "none"]
 
@@ -251,10 +267,10 @@ class ResourcesSpec(ApiModel):
     """CPU, memory and other resources of the engine container, passed to the pod unchanged. GPUs
     are not set here but with spec.gpusPerPod."""
 
-    requests: dict[str, Quantity] | None = None
+    requests: dict[str, Quantity] | None = Field(default=None, max_length=32)
     """Resources the scheduler reserves for the engine container, e.g. {cpu: "8", memory: 64Gi}.
     Absent: none besides the GPUs. Reserve enough memory to hold the weights while they load."""
-    limits: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = Field(default=None, max_length=32)
     """Maximum resources, e.g. {memory: 96Gi}. A memory limit below what loading the model needs
     gets the pod OOM-killed during startup."""
 
@@ -321,18 +337,20 @@ class SuffixSpec(ApiModel):
 
 
 class CapControllerSpec(ApiModel):
-    """The operator's live control of each pod's caps: from the engine's metrics (running and
-    waiting requests, acceptance) it sets the soft cap to the largest batch size at which drafting
-    still pays (scaled down while requests wait), within [min, max], and the hard cap to twice the
-    soft cap (never above spec.speculation.hardCap, if set), through the
-    runtime's admin API, without a restart. docs/control.md explains the policy."""
+    """The operator's live control of each pod's caps: from the engine's metrics (running requests,
+    acceptance, draft length) and the verify cost measured for the GPU and model shape, it sets the
+    soft cap to the largest batch size at which drafting still pays, within [min, max], and the hard
+    cap to the soft cap + 1, so that nobody drafts where it costs more than it gains (never above
+    spec.speculation.hardCap, if set); with zero acceptance nobody drafts. Through the runtime's
+    admin API, without a restart. docs/control.md explains the policy."""
 
     enabled: bool = False
     """Let the operator move the caps. Off: the caps stay as set in the spec."""
     min: int = Field(default=1, ge=0, le=MAX_CAP)
     """Lowest soft cap the controller sets (running requests that keep drafting). With 1, one
-    request drafts while fewer than 2 run (the hard cap is twice the soft cap), so acceptance is
-    measured again as soon as load drops; the last measured acceptance is used until then."""
+    request drafts while fewer than 2 run (the hard cap is the soft cap + 1) as long as drafting
+    pays; when it does not pay at all, nobody drafts, and every 10 minutes a lone request drafts
+    again to measure acceptance anew."""
     max: int = Field(default=64, ge=0, le=MAX_CAP)
     """Highest soft cap the controller sets. 64 is Arctic Inference's default disable_by_batch_size;
     above it, drafting rarely pays on current GPUs."""
@@ -422,6 +440,20 @@ class ScaleDownPolicy(ApiModel):
     load its model, so dropping it on a short lull costs more than it saves."""
 
 
+class BurstSpec(ApiModel):
+    """Levers for traffic bursts, which come faster than a replica starts (minutes: pod start,
+    weights, torch.compile and CUDA graphs; see docs/control.md). Both off by default."""
+
+    queue_growth_lead_seconds: int = Field(default=0, ge=0, le=3600)
+    """Seconds. While the requests in the engines (running + waiting) grow, the load is projected
+    this far ahead at the growth rate (least squares over the metrics window) and a scale-up for it
+    happens at once, without the scale-up window. About a replica's time-to-serve is right. 0: off,
+    scale on the level only."""
+    headroom_replicas: int = Field(default=0, ge=0, le=100)
+    """Replicas kept beyond what the load needs (within maxReplicas), so that a burst lands on
+    spare capacity while new replicas start. Costs their GPU time. 0: none."""
+
+
 def _default_targets() -> AutoscalingTargets:
     return AutoscalingTargets(waiting_requests_per_replica=5, kv_cache_usage=0.8)
 
@@ -444,6 +476,8 @@ class AutoscalingSpec(ApiModel):
     """Scale-up stabilization."""
     scale_down: ScaleDownPolicy = Field(default_factory=ScaleDownPolicy)
     """Scale-down stabilization."""
+    burst: BurstSpec = Field(default_factory=BurstSpec)
+    """Scale-up on the load's growth rate and spare replicas for bursts (off by default)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,6 +497,29 @@ class ModelCacheSpec(ApiModel):
     (~16 GB) several times over or a 70B model in FP8 (~70 GB); a 70B model in bf16 needs ~150Gi."""
     storage_class_name: str | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
     """StorageClass of the claim (pvc only). Absent: the cluster's default class."""
+
+
+class CompileCacheSpec(ApiModel):
+    """vLLM's torch.compile and CUDA-graph caches (VLLM_CACHE_ROOT) on a volume that outlives the
+    pod, so that a new replica on a node that served the model before skips compilation: on the
+    H200, an 8B engine starts in ~55-75 s with warm caches against ~180 s cold."""
+
+    volume: Literal["none", "hostPath", "pvc"] = "none"
+    """none: caches live in the container and are lost with it; hostPath: a directory on the node
+    (``path``), shared by the node's replicas; pvc: an existing claim (``claimName``), which must be
+    ReadWriteMany to be shared by replicas on several nodes."""
+    path: str = Field(default="/var/cache/arctic-serve/vllm", max_length=4096, pattern=r"^/")
+    """The node's directory (hostPath only)."""
+    claim_name: str | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """The claim (pvc only; required then)."""
+
+    @model_validator(mode="after")
+    def _claim_for_pvc(self) -> CompileCacheSpec:
+        if self.volume == "pvc" and not self.claim_name:
+            raise ValueError("claimName: required when volume is pvc")
+        if self.volume != "pvc" and self.claim_name:
+            raise ValueError("claimName: only with volume pvc")
+        return self
 
 
 class StartupProbeSpec(ApiModel):
@@ -523,22 +580,23 @@ class ProbesSpec(ApiModel):
 class Toleration(ApiModel):
     """A pod toleration (core/v1 Toleration)."""
 
-    key: str | None = Field(default=None, max_length=317)
-    """Taint key to tolerate; absent with operator Exists: every taint."""
+    key: str | None = Field(default=None, max_length=317, pattern=QUALIFIED_NAME)
+    """Taint key to tolerate (a label key); absent with operator Exists: every taint."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists (any value) or Equal (value must match). Absent: Equal."""
-    value: str | None = Field(default=None, max_length=63)
-    """Taint value, for operator Equal."""
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Taint value (a label value), for operator Equal; empty or absent with Exists."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to tolerate; absent: all effects."""
     toleration_seconds: int | None = Field(default=None)
-    """Seconds a NoExecute taint is tolerated before eviction; absent: forever."""
+    """Seconds a NoExecute taint is tolerated before eviction (only with effect NoExecute);
+    absent: forever."""
 
 
 class SchedulingSpec(ApiModel):
     """Where the pods may run, passed to the pod template."""
 
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Node labels a node must have, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=64)
     """Taints the pods tolerate, e.g. nvidia.com/gpu:NoSchedule on GPU nodes."""
@@ -569,7 +627,7 @@ class ServiceSpec(ApiModel):
     """Service type. ClusterIP: reachable inside the cluster (put a Gateway or Ingress in front)."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port of the Service and of the engine's HTTP server. 8000 is vLLM's default."""
-    annotations: dict[str, str] | None = None
+    annotations: dict[str, str] | None = Field(default=None, max_length=64)
     """Annotations of the Service, e.g. for a cloud load balancer."""
 
 
@@ -593,7 +651,7 @@ class MonitoringSpec(ApiModel):
     interval: str = Field(default="15s", max_length=32, pattern=PROMETHEUS_DURATION)
     """Scrape interval, a Prometheus duration (15s, 1m). 15s gives at least four samples per
     autoscaling window."""
-    labels: dict[str, str] | None = None
+    labels: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Extra labels on the ServiceMonitor/PodMonitor, so your Prometheus selects them (for
     kube-prometheus-stack: release: <its release name>)."""
 
@@ -630,6 +688,8 @@ class ArcticInferenceServiceSpec(ApiModel):
     """The operator's own autoscaler, from the engines' metrics. Not with replicas."""
     model_cache: ModelCacheSpec = Field(default_factory=ModelCacheSpec)
     """Where downloaded models are kept."""
+    compile_cache: CompileCacheSpec = Field(default_factory=CompileCacheSpec)
+    """Where vLLM keeps its compile and CUDA-graph caches (cuts a new replica's start)."""
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
     """Startup, readiness and liveness probe timing."""
     scheduling: SchedulingSpec | None = None
@@ -765,7 +825,7 @@ class CapChangeRecord(ApiModel):
     previous_hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
     """The hard cap the controller had set before; absent: none yet."""
     reason: str = Field(min_length=1, max_length=128, pattern=CONDITION_REASON)
-    """CamelCase: Raised, Lowered, QueuePressure, ..."""
+    """CamelCase: Initial, Raised, Lowered, NotPaying, Probe, OutOfBounds, ..."""
     message: str = Field(default="", max_length=1024)
     """The decision in one sentence, with the running/waiting requests and acceptance it used."""
     result: str = Field(default="", max_length=1024)

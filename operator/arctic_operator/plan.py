@@ -55,7 +55,11 @@ DEFAULT_CPU_IMAGE = "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
 #: Where the engine finds its admin token (the Secret ``<name>-admin``, key ``token``).
 ADMIN_TOKEN_PATH = "/var/run/arctic-serve/admin/token"
 MODEL_CACHE_PATH = "/models-cache"
+#: The runtime images' non-root user and group (images/runtime*/Dockerfile: UID/GID 10001).
+RUNTIME_UID = 10001
 PVC_MODEL_PATH = "/models"
+COMPILE_CACHE_PATH = "/var/cache/vllm"
+"""VLLM_CACHE_ROOT when spec.compileCache is on: torch.compile artifacts and CUDA-graph caches."""
 #: Environment the operator sets on the engine; a user ``env`` entry of the same name is replaced.
 MANAGED_ENV = (
     contract.ENV_ENABLED,
@@ -304,7 +308,15 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
             probes.liveness.timeout_seconds,
         ),
         "resources": resources,
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # Pod Security "restricted": no privilege escalation, no capabilities, non-root, the runtime's
+        # default seccomp profile. The root filesystem stays writable: vLLM, torch and triton write
+        # their compile caches under $HOME and /tmp.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -318,6 +330,15 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
     ]
     if spec.model_cache.volume == "emptyDir":
         volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": spec.model_cache.size}})
+    compile_cache = spec.compile_cache
+    if compile_cache.volume != "none":
+        if compile_cache.volume == "hostPath":
+            source: dict[str, Any] = {"hostPath": {"path": compile_cache.path, "type": "DirectoryOrCreate"}}
+        else:
+            source = {"persistentVolumeClaim": {"claimName": compile_cache.claim_name}}
+        volumes.append({"name": "compile-cache", **source})
+        container["volumeMounts"].append({"name": "compile-cache", "mountPath": COMPILE_CACHE_PATH})
+        container["env"].append({"name": "VLLM_CACHE_ROOT", "value": COMPILE_CACHE_PATH})
     pvc = spec.model.source.pvc
     if pvc is not None:
         volumes.append(
@@ -328,6 +349,18 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
         "containers": [container],
         "volumes": volumes,
         "enableServiceLinks": False,
+        # The engine never calls the Kubernetes API: no service-account token in the pod.
+        "automountServiceAccountToken": False,
+        # fsGroup: the admin-token Secret (mode 0440) and a fresh model-cache volume belong to the
+        # engine's group, so the non-root engine can read the token and write the cache.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
         "terminationGracePeriodSeconds": 120,
     }
@@ -438,7 +471,13 @@ def plan(resource: ArcticInferenceService, inputs: PlanInputs) -> Plan:
                 "type": spec.service.type,
                 "selector": labels(name),
                 "ports": [
-                    {"name": ENGINE_PORT_NAME, "port": spec.service.port, "targetPort": ENGINE_PORT_NAME}
+                    {
+                        "name": ENGINE_PORT_NAME,
+                        "port": spec.service.port,
+                        "targetPort": ENGINE_PORT_NAME,
+                        # part of the ports' merge key in server-side apply: always spelled out
+                        "protocol": "TCP",
+                    }
                 ],
             },
         }

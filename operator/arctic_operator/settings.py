@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 from arctic_operator.plan import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
 
 
@@ -37,6 +39,10 @@ class OperatorSettings:
     """How often the control loop scrapes the engines' /metrics and decides replicas and speculation
     caps, for resources with spec.autoscaling or spec.speculation.capController.enabled.
     ARCTIC_OPERATOR_SCRAPE_SECONDS."""
+    costs: VerifyCosts = DEFAULT_COSTS
+    """Verify-cost curves of the GPU and model shape the engines run, for the cap controller: the
+    JSON file named by ARCTIC_OPERATOR_COST_FILE (the chart mounts its costs ConfigMap); empty: the
+    built-in H100 / Llama-3.1-8B curves."""
 
 
 def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
@@ -77,6 +83,12 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         raise SettingsError(f"ARCTIC_OPERATOR_MONITORING: must be true or false, got {monitoring!r}")
     resync = _seconds(env, "ARCTIC_OPERATOR_RESYNC_SECONDS", 60.0, 86400.0)
     scrape = _seconds(env, "ARCTIC_OPERATOR_SCRAPE_SECONDS", 5.0, 3600.0)
+    costs = DEFAULT_COSTS
+    if env.get("ARCTIC_OPERATOR_COST_FILE"):
+        try:
+            costs = VerifyCosts.load(Path(env["ARCTIC_OPERATOR_COST_FILE"]))
+        except ValueError as exc:
+            raise SettingsError(f"ARCTIC_OPERATOR_COST_FILE: {exc}") from None
     return OperatorSettings(
         watch_namespace=env.get("ARCTIC_OPERATOR_WATCH_NAMESPACE", ""),
         health_port=_port(env, "ARCTIC_OPERATOR_HEALTH_PORT", 8080),
@@ -87,4 +99,5 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         monitoring=monitoring == "true",
         resync_seconds=resync,
         scrape_seconds=scrape,
+        costs=costs,
     )

@@ -109,7 +109,12 @@ def test_loop_intervals_reach_the_operator_and_it_accepts_them(chart: Path) -> N
         chartkit.template(chart, ["operator.scrapeSeconds=2", "operator.resyncSeconds=30"])
     )
     env = {k: v for k, v in env_of(container(docs)).items() if isinstance(v, str)}
+    # the cost file is mounted from the chart's files/cost/ (ConfigMap keys are the file names)
+    env["ARCTIC_OPERATOR_COST_FILE"] = str(
+        chart / "files" / "cost" / Path(env["ARCTIC_OPERATOR_COST_FILE"]).name
+    )
     settings = from_env(env)
+    assert settings.costs.gpu == "H100"
     assert settings.resync_seconds == 30.0
     assert settings.scrape_seconds == 2.0
 

@@ -1,9 +1,10 @@
-"""control.cap: the speculation-cap policy, by example (break-even size, queue pressure,
-hysteresis, dwell, step limits, unknown acceptance, dead metrics) and by property (bounds, no
-flapping, monotone in the queue)."""
+"""control.cap: the speculation-cap policy, by worked example (exact caps and reasons: break-even
+size, goodput hard cap, zero acceptance and the probe, hysteresis, dwell, step limits, bounds,
+unknown acceptance, dead metrics) and by property (bounds, no flapping, the queue never raises it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -20,11 +21,13 @@ from arctic_operator.control.cap import (
     VerifyCostModel,
     break_even_batch,
     decide_cap,
-    queue_factor,
 )
+from arctic_operator.control.cost import DEFAULT_COSTS
+from tests.operator.hypo import examples
 
-POLICY = CapPolicy(min_cap=1, max_cap=64)
-"""Default cost model (H100, 8B, k=3), margin 0.1, hard = 2 x soft, 20 % hysteresis, 30 s dwell."""
+POLICY = CapPolicy(min_cap=1, max_cap=64, cost_model=VerifyCostModel())
+"""The H100 8B k=3 curve (1.26, 1.33, 1.38, 1.67 at batch 1, 4, 16, 64), margin 0.1, hard = soft + 1,
+20 % hysteresis, 30 s dwell, x2 step limit, probe after 600 s."""
 
 
 def observe(
@@ -35,6 +38,7 @@ def observe(
     *,
     complete: bool = True,
     effective: tuple[int | None, int | None] = (None, None),
+    draft_len: float | None = None,
 ) -> CapObservation:
     return CapObservation(
         time=time,
@@ -44,12 +48,13 @@ def observe(
         effective_soft_cap=effective[0],
         effective_hard_cap=effective[1],
         complete=complete,
+        draft_len=draft_len,
     )
 
 
 def settled(soft: int, policy: CapPolicy = POLICY, at: float = -1000.0, accepted: float = 0.6) -> CapState:
     """A state as the policy leaves it: ``soft`` set long ago."""
-    return CapState(soft, policy.hard_for(soft), at, accepted)
+    return CapState(soft, policy.hard_for(soft), at, accepted, last_measured=at)
 
 
 # --- the cost model and the break-even size ---------------------------------------------------
@@ -68,29 +73,60 @@ def test_cost_model_rejects_inconsistent_points() -> None:
         VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.2,))
     with pytest.raises(ValueError, match="increasing"):
         VerifyCostModel(batch_sizes=(4, 1), cost_ratios=(1.2, 1.3))
+    with pytest.raises(ValueError, match="increasing"):
+        VerifyCostModel(batch_sizes=(0, 1), cost_ratios=(1.2, 1.3))
 
 
 @pytest.mark.parametrize(
     ("max_cap", "accepted", "expected"),
     [
-        (64, 0.6, 22),  # 1.6 / cost(b) >= 1.1 up to cost 1.4545, between 16 and 64
+        (64, 0.6, 22),  # 1.6 / cost(b) >= 1.1 up to cost 1.4545: b = 16 x 4^0.257 = 22.8
         (64, 0.45, 3),
+        (64, 0.5, 10),
         (64, 0.3, 0),  # does not pay even alone
+        (64, 0.0, 0),
         (64, 2.0, 64),
         (200, 2.0, 200),  # the cost is flat beyond 64: pays at any size
+        (200, 0.6, 22),
         (10, 0.6, 10),
         (0, 2.0, 0),
     ],
 )
 def test_break_even_batch(max_cap: int, accepted: float, expected: int) -> None:
-    assert break_even_batch(CapPolicy(min_cap=0, max_cap=max_cap), accepted) == expected
+    policy = CapPolicy(min_cap=0, max_cap=max_cap, cost_model=VerifyCostModel())
+    assert break_even_batch(policy, accepted) == expected
 
 
-def test_queue_factor() -> None:
-    assert queue_factor(0, 0) == 1
-    assert queue_factor(8, 0) == 1
-    assert queue_factor(8, 8) == 0.5
-    assert queue_factor(0, 8) == 0
+def test_the_margin_is_required() -> None:
+    exact = CapPolicy(min_cap=0, max_cap=64, margin=0.0, cost_model=VerifyCostModel())
+    assert break_even_batch(exact, 0.26) == 1  # 1.26 / 1.26 = 1: pays without a margin
+    assert break_even_batch(POLICY, 0.26) == 0  # not with 10 %
+    assert break_even_batch(POLICY, 0.386) == 1  # 1.386 / 1.26 = 1.1
+
+
+def test_the_curve_follows_the_pods_draft_length() -> None:
+    policy = CapPolicy(min_cap=1, max_cap=64)  # the built-in curves for k = 1, 3, 5
+    assert policy.model_for(2.0).cost_ratios == pytest.approx((1.251, 1.3425, 1.3835, 1.5925))
+    assert policy.model_for(None) == DEFAULT_COSTS.model_for(3)
+    assert policy.model_for(0.5) == DEFAULT_COSTS.model_for(1)
+    assert policy.model_for(9) == DEFAULT_COSTS.model_for(5)
+    # the same acceptance pays up to different sizes for short and long drafts
+    short, _ = decide_cap(policy, observe(0, accepted_per_draft=0.6, draft_len=1.0), CapState())
+    long, _ = decide_cap(policy, observe(0, accepted_per_draft=0.6, draft_len=5.0), CapState())
+    # k=1: 1.386 + 0.531 x (1.515 - 1.386) = 1.4545 at 16 x 4^0.531 = 33.4; k=5: 1.6 / 1.458 < 1.1
+    assert (short.soft_cap, short.hard_cap, long.soft_cap, long.hard_cap) == (33, 34, 1, 1)
+    assert short.inputs["draftLenUsed"] == 1.0
+
+
+def test_hard_for() -> None:
+    assert [POLICY.hard_for(s) for s in (0, 1, 22, 64)] == [0, 2, 23, 65]
+    assert [POLICY.hard_for(s, paying=False) for s in (0, 1, 22)] == [0, 1, 22]
+    doubled = CapPolicy(min_cap=1, max_cap=64, hard_factor=2.0)
+    assert [doubled.hard_for(s) for s in (0, 1, 3, 22)] == [0, 2, 6, 44]
+    limited = CapPolicy(min_cap=1, max_cap=64, hard_cap_limit=30)
+    assert [limited.hard_for(s) for s in (22, 29, 30)] == [23, 30, 30]
+    assert limited.bounds() == (1, 30)
+    assert CapPolicy(min_cap=8, max_cap=64, hard_cap_limit=4).bounds() == (4, 4)
 
 
 # --- decisions --------------------------------------------------------------------------------
@@ -98,75 +134,151 @@ def test_queue_factor() -> None:
 
 def test_the_first_decision_applies_at_once() -> None:
     decision, state = decide_cap(POLICY, observe(0, effective=(None, None)), CapState())
-    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 44, "Initial")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 23, "Initial")
     assert (decision.previous_soft_cap, decision.previous_hard_cap) == (None, None)
     assert decision.changed
     assert (
         decision.message == "Soft cap None -> 22: drafting pays up to 22 running at 0.60 accepted per draft."
     )
     assert decision.inputs["breakEvenBatch"] == 22
-    assert state == CapState(22, 44, 0, 0.6)
+    assert decision.inputs["costAtRunning"] == 1.355  # at the 8 running observed
+    assert state == CapState(22, 23, 0, 0.6, last_measured=0)
 
 
 def test_an_engine_already_at_the_target_is_not_pushed_again() -> None:
-    decision, _ = decide_cap(POLICY, observe(0, effective=(22, 44)), CapState())
-    assert decision.soft_cap == 22 and not decision.changed
+    decision, _ = decide_cap(POLICY, observe(0, effective=(22, 23)), CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.changed) == (22, 23, False)
 
 
 def test_without_any_acceptance_the_first_cap_is_optimistic_then_held() -> None:
     decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=None), CapState())
-    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (64, 128, "Optimistic")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (64, 65, "Optimistic")
     decision, state = decide_cap(POLICY, observe(100, accepted_per_draft=None), state)
     assert (decision.soft_cap, decision.reason, decision.changed) == (64, "AcceptanceUnknown", False)
 
 
 def test_the_last_measured_acceptance_is_used_while_nothing_drafts() -> None:
-    state = CapState(64, 128, -1000, last_accepted_per_draft=0.45)
+    state = CapState(64, 65, -1000, last_accepted_per_draft=0.45, last_measured=-100)
     decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=None), state)
     # 64 -> 3 wanted; the step limit halves it
-    assert (decision.soft_cap, decision.reason) == (32, "Lowered")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (32, 33, "Lowered")
     assert decision.inputs["acceptedPerDraftUsed"] == 0.45
-    assert state.last_accepted_per_draft == 0.45
+    assert state.last_accepted_per_draft == 0.45 and state.last_measured == -100
 
 
-def test_a_queue_lowers_the_cap() -> None:
-    decision, _ = decide_cap(POLICY, observe(0, running=20, waiting=20), settled(22))
-    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (11, 22, "QueuePressure")
-    assert decision.message == (
-        "Soft cap 22 -> 11: drafting pays up to 22 running at 0.60 accepted per draft, x0.50 for 20 waiting."
-    )
+def test_a_queue_does_not_move_a_cap_where_drafting_pays() -> None:
+    """The hard cap (soft + 1) already stops drafting at every size where it costs more than it
+    gains; shrinking the cap for a queue would only stop drafting where it still pays."""
+    decision, _ = decide_cap(POLICY, observe(0, running=20, waiting=200), settled(22))
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 23, "WithinHysteresis")
 
 
 def test_poor_acceptance_lowers_the_cap_and_good_acceptance_raises_it() -> None:
     decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.45), settled(4))
-    assert (decision.soft_cap, decision.reason) == (3, "Lowered")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (3, 4, "Lowered")
     decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.6), settled(4))
-    assert (decision.soft_cap, decision.reason) == (8, "Raised")  # 22 wanted, x2 per step
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (8, 9, "Raised")  # 22 wanted, x2
     assert decision.message.startswith("Soft cap 4 -> 8 (step limit; target 22): ")
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.6), settled(16))
+    assert (decision.soft_cap, decision.reason) == (22, "Raised")  # 32 allowed, 22 wanted: no overshoot
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.6), settled(40))
+    assert (decision.soft_cap, decision.reason) == (22, "Lowered")  # 20 allowed, 22 wanted
 
 
-def test_drafting_that_never_pays_goes_down_to_the_minimum() -> None:
-    state = settled(64)
+def test_zero_acceptance_stops_drafting_at_once() -> None:
+    decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=0.0), settled(64, at=-5))
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+    assert decision.message == (
+        "Soft cap 64 -> 1, nobody drafts: "
+        "drafting does not pay even for one request at 0.00 accepted per draft."
+    )
+    decision, state = decide_cap(POLICY, observe(5, accepted_per_draft=0.1), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason, decision.changed) == (
+        1,
+        1,
+        "WithinHysteresis",
+        False,
+    )
+    off = CapPolicy(min_cap=0, max_cap=64, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(off, observe(0, accepted_per_draft=0.2), settled(8, off))
+    assert (decision.soft_cap, decision.hard_cap) == (0, 0)
+
+
+def test_a_stale_zero_acceptance_is_probed_again() -> None:
+    state = CapState(1, 1, 0, last_accepted_per_draft=0.1, last_measured=0)
+    decision, state = decide_cap(POLICY, observe(600, accepted_per_draft=None), state)
+    assert (decision.soft_cap, decision.reason) == (1, "WithinHysteresis")  # not older than 600 s yet
+    decision, state = decide_cap(POLICY, observe(601, accepted_per_draft=None), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 2, "Probe")
+    assert state.last_measured == 601
+    decision, state = decide_cap(POLICY, observe(606, accepted_per_draft=None), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")  # still 0.1
+    state = CapState(1, 2, 0, last_accepted_per_draft=0.1, last_measured=0)
+    decision, state = decide_cap(POLICY, observe(2000, accepted_per_draft=0.9), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 3, "Raised")
+
+
+def test_a_cap_of_zero_rises_again() -> None:
+    policy = CapPolicy(min_cap=0, max_cap=64, cost_model=VerifyCostModel())
+    state = CapState(0, 0, -1000, 0.0, last_measured=-1000)
     changes = []
-    for time in range(0, 300, 5):
-        decision, state = decide_cap(POLICY, observe(time, accepted_per_draft=0.1), state)
+    for time in range(0, 200, 5):
+        decision, state = decide_cap(policy, observe(time, accepted_per_draft=0.6), state)
         if decision.changed:
-            changes.append((time, decision.soft_cap))
-    assert changes == [(0, 32), (30, 16), (60, 8), (90, 4), (120, 2), (150, 1)]  # halving, 30 s dwell
-    assert state.soft_cap == 1 and state.hard_cap == 2
+            changes.append((time, decision.soft_cap, decision.hard_cap))
+    assert changes == [(0, 1, 2), (30, 2, 3), (60, 4, 5), (90, 8, 9), (120, 16, 17), (150, 22, 23)]
+
+
+def test_each_lowering_moves_at_least_one() -> None:
+    slow = CapPolicy(min_cap=1, max_cap=64, max_step_factor=1.0, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(slow, observe(0, accepted_per_draft=0.45), settled(5, slow))
+    assert (decision.soft_cap, decision.reason) == (4, "Lowered")  # 3 wanted, x1 allows none: 1
+    decision, _ = decide_cap(slow, observe(0, accepted_per_draft=0.6), settled(5, slow))
+    assert (decision.soft_cap, decision.reason) == (6, "Raised")
+
+
+def test_the_cost_at_running_is_read_at_one_request_at_least() -> None:
+    decision, _ = decide_cap(POLICY, observe(0, running=0.5), CapState())
+    assert decision.inputs["costAtRunning"] == 1.26
+    decision, _ = decide_cap(POLICY, observe(0, running=2.0), CapState())
+    assert decision.inputs["costAtRunning"] == 1.295
+
+
+def test_a_probe_needs_a_cap_above_zero() -> None:
+    stale = CapState(1, 1, 0, last_accepted_per_draft=0.1, last_measured=0)
+    one = CapPolicy(min_cap=1, max_cap=1, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(one, observe(700, accepted_per_draft=None), stale)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 2, "Probe")
+    zero = CapPolicy(min_cap=0, max_cap=0, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(zero, observe(700, accepted_per_draft=None), CapState(0, 0, 0, 0.1, 0))
+    assert (decision.soft_cap, decision.hard_cap, decision.changed) == (0, 0, False)
+
+
+def test_paying_again_at_the_same_size_lifts_the_hard_cap() -> None:
+    state = CapState(22, 22, -1000, 0.0, last_measured=-1000)
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.6), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 23, "Raised")
 
 
 def test_small_changes_are_ignored() -> None:
-    decision, state = decide_cap(POLICY, observe(0, running=20, waiting=2), settled(22))
+    decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=0.58), settled(22))
+    assert decision.inputs["breakEvenBatch"] == 20  # within 20 % of 22 (4.4)
     assert (decision.soft_cap, decision.reason, decision.changed) == (22, "WithinHysteresis", False)
-    assert state == settled(22)
+    assert state == dataclasses.replace(settled(22, accepted=0.58), last_measured=0)
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.55), settled(22))
+    assert (decision.inputs["breakEvenBatch"], decision.reason) == (18, "WithinHysteresis")  # 4 < 4.4
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.5), settled(22))
+    assert (decision.soft_cap, decision.reason) == (11, "Lowered")  # 10 wanted, halved at most
 
 
 def test_no_change_within_the_dwell_time() -> None:
-    decision, state = decide_cap(POLICY, observe(0, running=10, waiting=30), settled(22, at=-10))
+    decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=0.45), settled(22, at=-10))
     assert (decision.soft_cap, decision.reason) == (22, "Dwell")
-    decision, _ = decide_cap(POLICY, observe(20, running=10, waiting=30), state)
-    assert (decision.soft_cap, decision.reason) == (11, "QueuePressure")  # 5.5 wanted, step limit
+    assert decision.message.endswith("but it changed 10s ago (dwell 30s).")
+    decision, _ = decide_cap(POLICY, observe(19, accepted_per_draft=0.45), state)
+    assert decision.reason == "Dwell"
+    decision, _ = decide_cap(POLICY, observe(20, accepted_per_draft=0.45), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (11, 12, "Lowered")  # 3 wanted
 
 
 def test_incomplete_metrics_change_nothing() -> None:
@@ -174,23 +286,33 @@ def test_incomplete_metrics_change_nothing() -> None:
     decision, after = decide_cap(
         POLICY, observe(0, running=100, waiting=500, accepted_per_draft=0.1, complete=False), state
     )
-    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 44, "MetricsIncomplete")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (22, 23, "MetricsIncomplete")
     assert not decision.changed and after == state
     first, after = decide_cap(POLICY, observe(0, complete=False, effective=(None, None)), CapState())
     assert (first.soft_cap, first.changed, after) == (None, False, CapState())
 
 
 def test_caps_outside_the_bounds_move_in_at_once() -> None:
-    policy = CapPolicy(min_cap=1, max_cap=16)
+    policy = CapPolicy(min_cap=1, max_cap=16, cost_model=VerifyCostModel())
     decision, _ = decide_cap(policy, observe(0), settled(64, at=-1))  # in dwell, far above
-    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (16, 32, "OutOfBounds")
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (16, 17, "OutOfBounds")
+    decision, _ = decide_cap(policy, observe(0, accepted_per_draft=2.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap) == (16, 17)  # pays at any size: the max holds
+    raised = CapPolicy(min_cap=4, max_cap=16, cost_model=VerifyCostModel())
+    decision, _ = decide_cap(raised, observe(0), settled(2, at=-1))
+    assert (decision.soft_cap, decision.reason) == (16, "OutOfBounds")  # straight to the target
+    decision, _ = decide_cap(raised, observe(0, accepted_per_draft=None), CapState(2, 3, -1))
+    assert (decision.soft_cap, decision.reason) == (4, "OutOfBounds")  # no acceptance: into bounds
+    mismatched = CapState(16, 40, -1, 0.6, last_measured=-1)  # hard cap no longer what it should be
+    decision, _ = decide_cap(policy, observe(0), mismatched)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (16, 17, "OutOfBounds")
 
 
 def test_the_hard_cap_limit_bounds_both_caps() -> None:
-    policy = CapPolicy(min_cap=1, max_cap=64, hard_cap_limit=30)
+    policy = CapPolicy(min_cap=1, max_cap=64, hard_cap_limit=22, cost_model=VerifyCostModel())
     decision, _ = decide_cap(policy, observe(0), CapState())
-    assert (decision.soft_cap, decision.hard_cap) == (22, 30)
-    tight = CapPolicy(min_cap=8, max_cap=64, hard_cap_limit=4)
+    assert (decision.soft_cap, decision.hard_cap) == (22, 22)
+    tight = CapPolicy(min_cap=8, max_cap=64, hard_cap_limit=4, cost_model=VerifyCostModel())
     decision, _ = decide_cap(tight, observe(0), CapState())
     assert (decision.soft_cap, decision.hard_cap) == (4, 4)
 
@@ -201,6 +323,7 @@ def test_from_spec() -> None:
     )
     policy = CapPolicy.from_spec(spec)
     assert (policy.min_cap, policy.max_cap, policy.hard_cap_limit) == (2, 32, 48)
+    assert policy.costs == DEFAULT_COSTS and policy.cost_model is None
     assert CapPolicy.from_spec(SpeculationSpec()).hard_cap_limit is None
 
 
@@ -214,7 +337,7 @@ def policies(draw: st.DrawFn) -> CapPolicy:
         min_cap=low,
         max_cap=draw(st.integers(low, 128)),
         hard_cap_limit=draw(st.none() | st.integers(0, 200)),
-        hard_factor=draw(st.sampled_from([1.0, 1.5, 2.0, 3.0])),
+        hard_factor=draw(st.sampled_from([None, 1.0, 1.5, 2.0, 3.0])),
         margin=draw(st.sampled_from([0.0, 0.1, 0.3])),
         hysteresis=draw(st.sampled_from([0.0, 0.2, 0.5])),
         dwell_s=draw(st.sampled_from([0.0, 30.0])),
@@ -233,6 +356,7 @@ def observations(draw: st.DrawFn, time: float) -> CapObservation:
         effective_soft_cap=draw(caps),
         effective_hard_cap=draw(caps),
         complete=draw(st.booleans()),
+        draft_len=draw(st.none() | st.floats(0, 20)),
     )
 
 
@@ -255,7 +379,7 @@ def replay(
     return out, state
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs())
 def test_caps_stay_within_bounds(run: tuple[CapPolicy, list[CapObservation]]) -> None:
     policy, steps = run
@@ -273,7 +397,7 @@ def test_caps_stay_within_bounds(run: tuple[CapPolicy, list[CapObservation]]) ->
         assert decision.message and decision.reason
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs(), st.floats(0, 300), st.floats(0, 300), st.floats(0, 300), st.none() | st.floats(0, 5))
 def test_more_waiting_never_raises_the_cap(
     run: tuple[CapPolicy, list[CapObservation]],
@@ -291,7 +415,7 @@ def test_more_waiting_never_raises_the_cap(
     assert greater.soft_cap <= less.soft_cap
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(runs(), st.floats(0, 300), st.floats(0, 300), st.none() | st.floats(0, 5))
 def test_a_dead_metrics_source_changes_nothing(
     run: tuple[CapPolicy, list[CapObservation]], running: float, waiting: float, accepted: float | None
@@ -305,7 +429,7 @@ def test_a_dead_metrics_source_changes_nothing(
     assert after == state
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.floats(1, 200),
     st.floats(0, 2),

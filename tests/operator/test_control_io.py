@@ -321,14 +321,14 @@ def crd_status_errors(status: dict[str, Any]) -> list[Any]:
 
 def test_tick_scales_up_on_a_queue_and_pushes_caps(engines: list[FakeEngine]) -> None:
     for e in engines:
-        e.load = Load(running=4, waiting=6)
+        e.load = Load(running=4, waiting=6, accepted_per_draft=0.5)
     controller = ServiceController(REPLICAS, CAPS, admin_token="secret", config=CONFIG)
     result = tick(controller, targets_for(engines[:1]), 1, 1000.0)
     assert result.replicas is not None and result.replicas.reason == "ScaleUp"
     assert (result.replicas.current, result.replicas.desired) == (1, 3)
     assert any(e[1] == "ScaledUp" and "replicas 1 -> 3" in e[2] for e in result.events)
     # the first cap: the highest allowed until acceptance is measured, pushed and in effect
-    assert result.pushed == {"pod-0": "ok"} and engines[0].puts == [(16, 32)]
+    assert result.pushed == {"pod-0": "ok"} and engines[0].puts == [(16, 17)]
     auto = result.status["autoscaling"]
     assert auto["desiredReplicas"] == 3 and auto["reason"] == "ScaleUp" and auto["metricsComplete"]
     assert auto["waitingRequests"] == 6 and auto["lastDecisions"][-1]["desired"] == 3
@@ -337,13 +337,16 @@ def test_tick_scales_up_on_a_queue_and_pushes_caps(engines: list[FakeEngine]) ->
     assert result.status["capController"]["lastChanges"][0]["result"] == "Ok"
     assert crd_status_errors(result.status) == []
 
-    # acceptance measured, a long queue: the cap comes down (step-limited), configured == effective
+    # acceptance measured (0.5 per 3-token draft): drafting pays up to 10 running by the built-in
+    # k=3 curve (1.5 / 1.1 = 1.364 between 1.328 at 4 and 1.381 at 16), so the cap comes down to
+    # 10 and the hard cap to 11; configured == effective
     result = tick(controller, targets_for(engines[:1]), 3, 1001.0)
-    assert result.caps["pod-0"].reason in ("QueuePressure", "Lowered")
-    assert engines[0].puts[-1] == (8, 16)
+    assert result.caps["pod-0"].reason == "Lowered"
+    assert result.caps["pod-0"].inputs["breakEvenBatch"] == 10
+    assert engines[0].puts[-1] == (10, 11)
     pod = result.status["pods"][0]
-    assert (pod["configuredSoftCap"], pod["effectiveSoftCap"], pod["effectiveHardCap"]) == (8, 8, 16)
-    assert pod["acceptanceRate"] == 0.5 and crd_status_errors(result.status) == []
+    assert (pod["configuredSoftCap"], pod["effectiveSoftCap"], pod["effectiveHardCap"]) == (10, 10, 11)
+    assert pod["acceptanceRate"] == 0.167 and crd_status_errors(result.status) == []  # 0.5 of 3
 
 
 def test_a_dead_pod_holds_scale_down_and_its_cap(engines: list[FakeEngine]) -> None:

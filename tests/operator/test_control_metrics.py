@@ -16,6 +16,7 @@ from arctic_operator.control.metrics import (
     counter_increase,
     parse_metrics,
 )
+from tests.operator.hypo import examples
 
 REAL = (Path(__file__).parent / "data" / "vllm-0.26.0-metrics.txt").read_text()
 
@@ -140,7 +141,7 @@ def test_counter_increase_counts_a_reset_from_zero() -> None:
     assert counter_increase([5, 8, 2, 6]) == 3 + 2 + 4  # restarted between 8 and 2
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=1e6), max_size=20))
 def test_counter_increase_is_never_negative(values: list[float]) -> None:
     assert counter_increase(values) >= 0
@@ -213,7 +214,7 @@ def test_forget_drops_pods_that_are_gone() -> None:
     assert window.summary("a", now=0, max_age_s=10) is None
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=200))
 def test_the_window_stays_bounded(steps: list[float]) -> None:
     window = MetricsWindow(window_s=10)
@@ -225,3 +226,16 @@ def test_the_window_stays_bounded(steps: list[float]) -> None:
     assert got is not None
     assert 1 <= got.samples <= window.max_samples
     assert all(now - 10 <= s.time <= now for s in window.samples("p"))
+
+
+@pytest.mark.parametrize("bad", ["+Inf", "-Inf", "NaN", "-3.0"])
+def test_a_gauge_that_is_not_a_count_is_not_observed(bad: str) -> None:
+    # one pod serving +Inf, NaN or a negative gauge: that quantity is "not observed" (the sample is
+    # incomplete), never a number that breaks the loop's arithmetic for the whole service
+    lines = [
+        line if not line.startswith("vllm:num_requests_waiting{") else line.rsplit(" ", 1)[0] + " " + bad
+        for line in REAL.splitlines()
+    ]
+    got = parse_metrics("\n".join(lines), time=0)
+    assert got.waiting is None and "waiting" in got.missing and not got.complete
+    assert got.running == 0.0

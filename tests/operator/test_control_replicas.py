@@ -3,6 +3,7 @@ cooldowns, dead metrics) and by property (bounds, no flapping, monotone in the q
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 
@@ -16,7 +17,10 @@ from arctic_operator.control.replicas import (
     ReplicaPolicy,
     ReplicaState,
     decide_replicas,
+    growth_ahead,
+    load_in_replicas,
 )
+from tests.operator.hypo import examples
 
 TICK = 5.0
 POLICY = ReplicaPolicy(min_replicas=1, max_replicas=10, waiting_per_replica=5.0)
@@ -268,7 +272,7 @@ def history(
     return current, state
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(policies(), st.integers(1, 25), st.lists(ticks(), min_size=1, max_size=40))
 def test_replicas_stay_within_bounds(
     policy: ReplicaPolicy, current: int, steps: list[tuple[float, float, float, float | None, int, int, int]]
@@ -293,7 +297,7 @@ def test_replicas_stay_within_bounds(
         current = decision.desired
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     policies(),
     st.integers(1, 20),
@@ -324,7 +328,7 @@ def test_a_dead_metrics_source_never_removes_capacity(
         assert decision.reason == "NoMetrics"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     policies(),
     st.integers(1, 20),
@@ -350,7 +354,7 @@ def test_more_waiting_never_means_fewer_replicas(
     assert greater.desired >= less.desired
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(1, 8), st.integers(1, 10), st.integers(0, 2**32 - 1))
 def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> None:
     """Load wobbling inside the tolerance band around ``level`` replicas' worth: from ``level``
@@ -370,3 +374,66 @@ def test_noisy_steady_load_does_not_flap(level: int, start: int, seed: int) -> N
     # settled next to ``level``: one replica short of it, the load may sit inside the band for good
     final = moves[-1][2] if moves else start
     assert abs(final - level) <= 1
+
+
+# --- burst levers -----------------------------------------------------------------------------
+
+
+def test_headroom_adds_spare_replicas_to_every_target() -> None:
+    policy = ReplicaPolicy(min_replicas=1, max_replicas=10, waiting_per_replica=5.0, burst_headroom=1)
+    obs = observe(0.0, 1, waiting=10.0)
+    assert load_in_replicas(policy, obs) == {"waiting": 3.0}  # 10 / 5 + 1
+    kv = ReplicaPolicy(min_replicas=1, max_replicas=10, kv_cache_usage=0.8, burst_headroom=2)
+    assert load_in_replicas(kv, observe(0.0, 2, kv=0.4)) == {"kvCacheUsage": 3.0}  # 2 x 0.4 / 0.8 + 2
+    decision, _ = decide_replicas(policy, observe(0.0, 1, waiting=0.0), ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "WithinTolerance")  # no load: the spare is the one
+    decision, _ = decide_replicas(policy, observe(0.0, 2, waiting=6.0), ReplicaState(((-400.0, 3),), None))
+    assert (decision.desired, decision.reason) == (3, "ScaleUp")  # 6 / 5 + 1 = 2.2 -> 3
+
+
+def test_a_growing_load_scales_up_at_once() -> None:
+    policy = ReplicaPolicy(
+        min_replicas=1,
+        max_replicas=10,
+        running_per_replica=32.0,
+        waiting_per_replica=5.0,
+        queue_growth_lead_s=60.0,
+    )
+    obs = dataclasses.replace(observe(0.0, 1, waiting=0.0, running=20.0), waiting_growth=0.5)
+    assert growth_ahead(policy, obs) == 30.0
+    assert load_in_replicas(policy, obs) == {"waiting": 0.0, "running": 1.5625}  # (20 + 30) / 32
+    decision, _ = decide_replicas(policy, obs, ReplicaState())  # no history: the window is not whole
+    assert (decision.desired, decision.reason) == (2, "ScaleUp")
+    assert decision.inputs["growthAhead"] == 30.0
+    steady = dataclasses.replace(obs, waiting_growth=0.0)
+    decision, _ = decide_replicas(policy, steady, ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "Steady")  # 20 / 32 rounds up to 1
+    shrinking = dataclasses.replace(obs, running_total=40.0, waiting_growth=-1.0)
+    assert growth_ahead(policy, shrinking) == 0.0
+    decision, _ = decide_replicas(policy, shrinking, ReplicaState())
+    assert (decision.desired, decision.reason) == (1, "Stabilizing")  # 40 / 32: needs the window
+    off = dataclasses.replace(policy, queue_growth_lead_s=0.0)
+    assert growth_ahead(off, obs) == 0.0
+    waiting_only = ReplicaPolicy(
+        min_replicas=1, max_replicas=10, waiting_per_replica=5.0, queue_growth_lead_s=10.0
+    )
+    assert load_in_replicas(waiting_only, obs) == {"waiting": 1.0}  # (0 + 5) / 5
+
+
+def test_burst_levers_from_the_spec() -> None:
+    spec = AutoscalingSpec.model_validate(
+        {"maxReplicas": 4, "burst": {"queueGrowthLeadSeconds": 120, "headroomReplicas": 1}}
+    )
+    policy = ReplicaPolicy.from_spec(spec)
+    assert (policy.queue_growth_lead_s, policy.burst_headroom) == (120.0, 1)
+    defaults = ReplicaPolicy.from_spec(AutoscalingSpec.model_validate({"maxReplicas": 4}))
+    assert (defaults.queue_growth_lead_s, defaults.burst_headroom) == (0.0, 0)
+
+
+def test_a_tiny_target_or_a_huge_queue_stays_within_the_maximum() -> None:
+    # a target of 1e-9 waiting per replica (or 1e300 waiting) makes the need astronomically large:
+    # it is clamped before rounding, so the decision is the maximum, not an overflow or a crash
+    tiny = ReplicaPolicy(min_replicas=1, max_replicas=4, waiting_per_replica=1e-9)
+    decisions = simulate(tiny, 1, lambda t: 1e300, until=600.0)
+    assert max(d.desired for d in decisions) == 4
+    assert decisions[-1].desired == 4

@@ -11,6 +11,8 @@ import pytest
 from bench import control
 from bench.control import Calibration, Cluster, Trace
 
+from arctic_operator.control.loop import ControlLoop
+
 REQUIRED_KEYS = {"policy", "trace", "p50_ttft_s", "p95_ttft_s", "p95_e2e_s", "gpu_seconds"}
 
 
@@ -40,9 +42,16 @@ def _short(name: str, seconds: float) -> Trace:
 
 def test_calibration_comes_from_the_result_files(cal: Calibration) -> None:
     assert cal.decode_batches[0] == 1 and cal.decode_batches[-1] == 256
-    assert all(s > 0 for s in cal.decode_step_s) and all(c > 1 for c in cal.verify_cost)
+    assert all(s > 0 for s in cal.decode_step_s)
+    assert set(cal.verify_cost) == {1, 3, 5}
+    assert all(c > 1 for curve in cal.verify_cost.values() for c in curve)
+    assert (
+        set(cal.by_draft_cap) == {1, 3, 5, 16}
+        and cal.by_draft_cap[16]["edit"][0] == cal.accepted_per_step["edit"]
+    )
     assert set(cal.accepted_per_step) == set(control.CLASS_WEIGHTS)
-    assert all(".json" in text for text in cal.sources.values())
+    assert all(".json" in text for what, text in cal.sources.items() if what != "cold_engine_start_s")
+    assert "gpu.md" in cal.sources["cold_engine_start_s"]  # an estimate until calibrate.sh runs
     assert "verify-8b-" in cal.sources["verify_cost"]
 
 
@@ -78,7 +87,8 @@ def test_caps_decide_who_drafts() -> None:
 def test_step_time_grows_with_batch_and_drafting(cal: Calibration) -> None:
     plain = [control.step_time_s(cal, b, 0, 0) for b in (1, 16, 64, 128, 256)]
     assert plain == sorted(plain) and plain[-1] > 2 * plain[0]
-    assert control.step_time_s(cal, 16, 16, 0) > control.step_time_s(cal, 16, 8, 0) > plain[1]
+    assert control.step_time_s(cal, 16, 16 * 0.4, 0) > control.step_time_s(cal, 16, 8 * 0.4, 0) > plain[1]
+    assert control.step_time_s(cal, 16, 16 * 0.4, 0) == pytest.approx(plain[1] * 1.4)
     assert control.step_time_s(cal, 16, 0, 1000) == pytest.approx(plain[1] + 1000 * cal.prefill_s_per_token)
 
 
@@ -122,19 +132,116 @@ def test_rows_have_the_issues_keys_and_policy_names(cal: Calibration) -> None:
     for row in rows:
         assert set(row) >= REQUIRED_KEYS
         assert row["trace"] == "steady"
-        assert re.fullmatch(r"ours|static-cap-\d+|keda-waiting-5", row["policy"])
+        assert re.fullmatch(r"ours|static-cap-(\d+|none)|schedule-[\w-]+|keda-waiting-5", row["policy"])
         assert row["p50_ttft_s"] <= row["p95_ttft_s"] <= row["p95_e2e_s"]
         assert row["gpu_seconds"] > 0
 
 
 def test_cli_quick_smoke(tmp_path: Path) -> None:
     png = tmp_path / "control.png"
-    assert control.main(["--quick", "--out", str(tmp_path), "--jobs", "1", "--plot", str(png)]) == 0
+    policies = ["ours", "static-cap-none", "schedule-k5-8-k3-32", "keda-waiting-5"]
+    argv = [
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--jobs",
+        "1",
+        "--plot",
+        str(png),
+        "--policies",
+        ",".join(policies),
+    ]
+    assert control.main(argv) == 0
     for trace in control.TRACES:
         rows = json.loads((tmp_path / f"control-{trace}.json").read_text())
-        assert isinstance(rows, list) and len(rows) == len(control.POLICIES)
+        assert isinstance(rows, list) and [r["policy"] for r in rows] == policies
         assert all(set(r) >= REQUIRED_KEYS and r["trace"] == trace and r["unfinished"] == 0 for r in rows)
     config = json.loads((tmp_path / "control-config.json").read_text())
     assert config["quick"] is True and config["calibration"]["sources"]
     assert png.stat().st_size > 1000
     assert control.main(["--traces", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_the_simulated_operator_is_the_operators_control_loop(cal: Calibration) -> None:
+    ours = control.make_controller("ours", cal=cal)
+    assert isinstance(ours, control.OperatorController)
+    assert isinstance(ours.loop, ControlLoop)
+    assert ours.loop.cap_policy is not None and ours.loop.cap_policy.costs == cal.costs()
+    assert ours.loop.replica_policy is not None and ours.loop.replica_policy.burst_headroom == 1
+    fixed = control.make_controller("static-cap-none", cal=cal)
+    assert isinstance(fixed, control.OperatorController)
+    assert fixed.loop.cap_policy is None and fixed.initial_caps() == (None, None)
+    schedule = control.make_controller("schedule-k5-8-k3-32", cal=cal)
+    assert isinstance(schedule, control.OperatorController) and schedule.schedule == ((8, 5), (32, 3))
+    with pytest.raises(ValueError, match="unknown policy"):
+        control.make_controller("schedule-nope")
+
+
+def test_schedules_pick_the_draft_length_by_running_requests() -> None:
+    schedule = ((8, 5), (32, 3))
+    assert [control.schedule_draft_cap(schedule, b) for b in (1, 8, 9, 32, 33)] == [5, 5, 3, 3, 0]
+
+
+def test_each_class_pays_the_verify_cost_of_its_own_draft_length(cal: Calibration) -> None:
+    table = control.draft_table(cal)
+    edit, chat = table[16]["edit"], table[16]["chat-repeat"]
+    assert edit.draft_len > 3 > 1.5 > chat.draft_len
+    assert edit.cost == cal.costs().model_for(edit.draft_len)
+    assert edit.cost.cost(16) > chat.cost.cost(16)
+    assert table[1]["edit"].accepted < table[3]["edit"].accepted < table[16]["edit"].accepted
+
+
+def _h200_run(path: Path, engines: dict[str, tuple[float, float]], start: float) -> None:
+    """A control-h200 result file: engine -> (tpot scale, ttft ms); tpot = 5 ms x scale x (1 + b / 256)."""
+    batches = (1, 4, 16, 64, 128, 256)
+    cases = [
+        {"name": f"batch-{b}-128-64", "kind": "latency", "num_prompts": b, "input_len": 128} for b in batches
+    ]
+    cases.append({"name": "prefill-2048", "kind": "latency", "num_prompts": 1, "input_len": 2048})
+    result = {
+        "config": {"cases": cases},
+        "engines": {
+            name: {
+                "start_s": start + i,
+                "cases": {
+                    **{
+                        f"batch-{b}-128-64": {"tpot_ms": {"median": 5 * scale * (1 + b / 256)}}
+                        for b in batches
+                    },
+                    "prefill-2048": {"ttft_ms": {"median": ttft}, "tpot_ms": {"median": 5.0}},
+                },
+            }
+            for i, (name, (scale, ttft)) in enumerate(engines.items())
+        },
+    }
+    path.write_text(json.dumps(result))
+
+
+def test_the_h200_calibration_comes_from_calibrate_sh_files(tmp_path: Path) -> None:
+    for name in ("verify-8b", "overhead-8b", "throughput-8b", "suffix-accept"):  # acceptance etc.
+        for source in control.RESULTS.glob(f"{name}-2*.json"):
+            (tmp_path / source.name).write_text(source.read_text())
+    _h200_run(
+        tmp_path / "control-h200-20261202T150000Z.json", {"vanilla": (1.0, 102.4), "verify-k3": (1.3, 0)}, 170
+    )
+    _h200_run(
+        tmp_path / "control-h200-20261202T150400Z.json",
+        {"verify-k1": (1.2, 0), "vanilla-restart": (1.0, 0)},
+        60,
+    )
+    cal = control.load_calibration_h200(tmp_path)
+    assert cal.gpu == "H200" and cal.decode_batches == (1, 4, 16, 64, 128, 256)
+    assert cal.decode_step_s[0] == pytest.approx(5e-3 * (1 + 1 / 256))
+    assert cal.verify_cost[3] == pytest.approx((1.3,) * 6)
+    assert cal.verify_cost[1] == pytest.approx((1.2,) * 6)  # against vanilla-restart of its own run
+    assert cal.prefill_s_per_token == pytest.approx(0.1024 / 2048)
+    assert (cal.engine_start_s, cal.cold_engine_start_s) == (61, 170)
+    assert "control-h200-20261202T150400Z.json" in cal.sources["engine_start_s"]
+    out = tmp_path / "h200.json"
+    assert control.main(["--calibration", "h200", "--results", str(tmp_path), "--write-costs", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["gpu"] == "H200" and written["verifyCost"]["3"] == [1.3] * 6
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run bench/gpu/calibrate\.sh"):
+        control.load_calibration_h200(empty)

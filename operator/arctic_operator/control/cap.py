@@ -1,20 +1,24 @@
 """The speculation-cap policy: how many running requests on a pod may draft. Pure.
 
-Drafting k tokens makes a verify step cost more (``VerifyCostModel``: measured step-time ratio at
-batch size b) and yields ``1 + accepted_per_draft`` tokens per step instead of 1. It pays while
-``(1 + accepted_per_draft) / cost(b) >= 1 + margin``: the largest such b is the break-even batch
-size. The policy sets soft cap = that size (scaled down by queue pressure: waiting requests mean
-the pod is saturated), hard cap = soft x hard_factor (at or above it nobody drafts), both within
-the CR's bounds, with hysteresis, a minimum dwell time between changes and step limits. Missing
-or incomplete metrics change nothing.
+Goodput: drafting makes a verify step cost more (``VerifyCostModel``: measured step-time ratio at
+batch size b for the pod's mean draft length) and yields ``1 + accepted_per_draft`` tokens per
+step instead of 1. It pays while ``(1 + accepted_per_draft) / cost(b) >= 1 + margin``: the largest
+such b is the break-even batch size. The policy sets soft cap = that size and hard cap = soft + 1
+(from there on nobody drafts: per step, drafting some requests of a batch pays exactly when drafting
+all of them does), both within the CR's bounds, with hysteresis, a minimum dwell time between
+changes and step limits. A fixed cap is one of its choices. Missing or incomplete metrics change
+nothing.
 
 Details:
 
-* Queue pressure: the target is the break-even size times running / (running + waiting), so it
-  never rises when the queue grows. Hysteresis compares that unrounded target with the current cap
-  (a target that wobbles across an integer does not move the cap); a change rounds it.
+* Queues: the break-even size does not depend on the queue. A queue means the batch is full, and
+  the hard cap stops drafting at every batch size where it costs more than it gains, so under a
+  queue drafting never makes things worse than drafting off (by the cost model).
+* Zero acceptance (drafting does not pay even for one request): soft = hard = min cap, so nobody
+  drafts, at once (no step limit: it is the safe direction). After ``acceptance_max_age_s`` the
+  caps let a lone request draft again (Probe) to measure acceptance anew.
 * Bounds: the soft cap stays within [min_cap, max_cap], both lowered to hard_cap_limit when that is
-  smaller; hard = max(soft, ceil(soft x hard_factor)), at most hard_cap_limit. A current cap outside
+  smaller; hard = soft + 1 (or ceil(soft x hard_factor)), at most hard_cap_limit. A current cap outside
   them (the spec changed) moves into them at once, with no dwell or hysteresis.
 * Acceptance unknown (nothing drafted in the window): the last measured one is used; with none
   yet, the first decision sets the highest cap (optimistic, so that drafting happens and gets
@@ -25,49 +29,16 @@ Details:
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from arctic_operator.api import SpeculationSpec
-
-
-def interpolate_log(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """``ys`` at ``x``, linear in log(x) between the measured points ``xs`` (increasing, > 0), flat
-    outside them. Step times and verify costs grow roughly with log(batch size) on a GPU."""
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        return ys[-1]
-    upper = bisect.bisect_left(xs, x)
-    lower = upper - 1
-    weight = (math.log(x) - math.log(xs[lower])) / (math.log(xs[upper]) - math.log(xs[lower]))
-    return ys[lower] + weight * (ys[upper] - ys[lower])
-
-
-@dataclass(frozen=True)
-class VerifyCostModel:
-    """Step time with k draft tokens per request over step time without, by batch size;
-    interpolated linearly in log(batch), flat outside. Default: measured on the H100 with the
-    Llama-3.1-8B shape, k=3 (bench/results/verify-8b-*.json)."""
-
-    batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
-    """Running requests (increasing, >= 1) at which the ratio was measured."""
-    cost_ratios: tuple[float, ...] = (1.26, 1.33, 1.38, 1.67)
-    """Step time with drafts / step time without, at each of ``batch_sizes``."""
-
-    def __post_init__(self) -> None:
-        if not self.batch_sizes or len(self.batch_sizes) != len(self.cost_ratios):
-            raise ValueError("batch_sizes and cost_ratios must be non-empty and of the same length")
-        if self.batch_sizes[0] < 1 or any(a >= b for a, b in itertools.pairwise(self.batch_sizes)):
-            raise ValueError("batch_sizes must be increasing and >= 1")
-
-    def cost(self, batch: float) -> float:
-        return interpolate_log(self.batch_sizes, self.cost_ratios, batch)
+from arctic_operator.control.cost import DEFAULT_COSTS
+from arctic_operator.control.cost import VerifyCostModel as VerifyCostModel
+from arctic_operator.control.cost import VerifyCosts as VerifyCosts
+from arctic_operator.control.cost import interpolate_log as interpolate_log
 
 
 @dataclass(frozen=True)
@@ -78,9 +49,11 @@ class CapPolicy:
     """spec.speculation.capController.max"""
     hard_cap_limit: int | None = None
     """spec.speculation.hardCap: the controller's hard cap never exceeds it."""
-    hard_factor: float = 2.0
-    """Hard cap = soft cap x this (rounded up). 2: between soft and hard, the first soft-cap requests
-    still draft; from twice the break-even size on, drafting surely costs more than it gains."""
+    hard_factor: float | None = None
+    """Hard cap = soft cap x this (rounded up). None: soft cap + 1, the goodput choice: per step,
+    drafting k of b requests changes tokens per step by k x accepted and the step time by
+    k x (cost(b) - 1) / b of a step, so drafting some of a batch pays exactly when drafting all of
+    it does; above the break-even size nobody should draft."""
     margin: float = 0.1
     """Drafting must gain this fraction over not drafting (tokens per step / step-time ratio >=
     1 + margin) to count as paying. 0.1: the cost model and the acceptance are estimates."""
@@ -89,16 +62,23 @@ class CapPolicy:
     dwell_s: float = 30.0
     """Seconds between two changes of one pod's cap."""
     max_step_factor: float = 2.0
-    """A change moves the cap at most this factor up or down (at least by 1)."""
-    cost_model: VerifyCostModel = field(default_factory=VerifyCostModel)
-    """Verify-step cost by batch size (the hardware and model the engine runs)."""
+    """A raise moves the cap at most this factor up (at least by 1); a lowering at most this factor
+    down, except that drafting stops at once when it does not pay at all."""
+    acceptance_max_age_s: float = 600.0
+    """Seconds after which an acceptance that stopped drafting is tested again: the caps let a
+    lone request draft (a probe) so that acceptance is measured anew."""
+    costs: VerifyCosts = DEFAULT_COSTS
+    """Verify-cost curves by draft length (the hardware and model the engine runs)."""
+    cost_model: VerifyCostModel | None = None
+    """One fixed curve instead of ``costs`` at the pod's draft length (tests, the CPU engine)."""
 
     @classmethod
-    def from_spec(cls, spec: SpeculationSpec) -> CapPolicy:
+    def from_spec(cls, spec: SpeculationSpec, costs: VerifyCosts = DEFAULT_COSTS) -> CapPolicy:
         return cls(
             min_cap=spec.cap_controller.min,
             max_cap=spec.cap_controller.max,
             hard_cap_limit=spec.hard_cap,
+            costs=costs,
         )
 
     def bounds(self) -> tuple[int, int]:
@@ -107,10 +87,20 @@ class CapPolicy:
         high = max(0, high)
         return min(self.min_cap, high), high
 
-    def hard_for(self, soft: int) -> int:
-        """The hard cap that goes with a soft cap."""
-        hard = max(soft, math.ceil(soft * self.hard_factor))
+    def hard_for(self, soft: int, paying: bool = True) -> int:
+        """The hard cap that goes with a soft cap: the soft cap itself when drafting does not pay
+        (nobody drafts once ``soft`` requests run), else above it."""
+        if not paying or soft == 0:
+            hard = soft
+        elif self.hard_factor is None:
+            hard = soft + 1
+        else:
+            hard = max(soft, math.ceil(soft * self.hard_factor))
         return hard if self.hard_cap_limit is None else max(soft, min(hard, self.hard_cap_limit))
+
+    def model_for(self, draft_len: float | None) -> VerifyCostModel:
+        """The verify-cost curve for drafts of ``draft_len`` tokens on average."""
+        return self.cost_model if self.cost_model is not None else self.costs.model_for(draft_len)
 
 
 @dataclass(frozen=True)
@@ -124,6 +114,8 @@ class CapObservation:
     effective_hard_cap: int | None
     complete: bool
     """False: metrics missing or stale; the policy holds."""
+    draft_len: float | None = None
+    """Draft tokens per draft in the window; None when nothing was drafted."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +126,10 @@ class CapState:
     last_change: float | None = None
     last_accepted_per_draft: float | None = None
     """Last measured acceptance, used while nothing is drafted."""
+    last_measured: float | None = None
+    """When acceptance was last measured (or a probe started)."""
+    last_draft_len: float | None = None
+    """Last measured draft tokens per draft."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +142,7 @@ class CapDecision:
     previous_soft_cap: int | None
     previous_hard_cap: int | None
     reason: str
-    """CamelCase: Initial, Optimistic, Raised, Lowered, QueuePressure, OutOfBounds,
+    """CamelCase: Initial, Optimistic, Probe, Raised, Lowered, NotPaying, OutOfBounds,
     WithinHysteresis, Dwell, AcceptanceUnknown, MetricsIncomplete."""
     message: str
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -156,11 +152,13 @@ class CapDecision:
         return (self.soft_cap, self.hard_cap) != (self.previous_soft_cap, self.previous_hard_cap)
 
 
-def break_even_batch(policy: CapPolicy, accepted_per_draft: float) -> int:
+def break_even_batch(
+    policy: CapPolicy, accepted_per_draft: float, model: VerifyCostModel | None = None
+) -> int:
     """The largest batch size b in [1, max_cap] at which drafting pays:
     ``(1 + accepted_per_draft) / cost(b) >= 1 + margin``; 0 if it does not pay even at 1."""
     gain, need = 1 + accepted_per_draft, 1 + policy.margin
-    model = policy.cost_model
+    model = model or policy.model_for(None)
 
     def pays(batch: int) -> bool:
         return gain / model.cost(batch) >= need
@@ -171,12 +169,6 @@ def break_even_batch(policy: CapPolicy, accepted_per_draft: float) -> int:
         if pays(batch):
             return batch
     return 0
-
-
-def queue_factor(running: float, waiting: float) -> float:
-    """running / (running + waiting): 1 without a queue, towards 0 as the queue grows."""
-    total = running + waiting
-    return 1.0 if total <= 0 else max(0.0, running) / total
 
 
 def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple[CapDecision, CapState]:
@@ -190,6 +182,7 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
         "running": round(obs.running, 3),
         "waiting": round(obs.waiting, 3),
         "acceptedPerDraft": None if obs.accepted_per_draft is None else round(obs.accepted_per_draft, 3),
+        "draftLen": None if obs.draft_len is None else round(obs.draft_len, 3),
         "effectiveSoftCap": obs.effective_soft_cap,
         "effectiveHardCap": obs.effective_hard_cap,
         "minCap": low,
@@ -204,27 +197,30 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
         )
         return decision, next_state
 
-    def apply(soft: int, reason: str, message: str, next_state: CapState) -> tuple[CapDecision, CapState]:
-        hard = policy.hard_for(soft)
+    def apply(
+        soft: int, reason: str, message: str, next_state: CapState, paying: bool = True
+    ) -> tuple[CapDecision, CapState]:
+        hard = policy.hard_for(soft, paying)
         decision = CapDecision(now, soft, hard, previous_soft, previous_hard, reason, message, inputs)
-        return decision, CapState(
-            soft_cap=soft,
-            hard_cap=hard,
-            last_change=now,
-            last_accepted_per_draft=next_state.last_accepted_per_draft,
-        )
+        return decision, dataclasses.replace(next_state, soft_cap=soft, hard_cap=hard, last_change=now)
 
     if not obs.complete:
         return hold(
             "MetricsIncomplete", f"Holding the cap ({current}): the pod's metrics are incomplete.", state
         )
     if obs.accepted_per_draft is not None:
-        state = dataclasses.replace(state, last_accepted_per_draft=obs.accepted_per_draft)
+        state = dataclasses.replace(
+            state,
+            last_accepted_per_draft=obs.accepted_per_draft,
+            last_measured=now,
+            last_draft_len=obs.draft_len if obs.draft_len is not None else state.last_draft_len,
+        )
     accepted = state.last_accepted_per_draft
+    in_bounds = state.soft_cap is not None and low <= state.soft_cap <= high
     out_of_bounds = not first and not (
-        state.soft_cap is not None
-        and low <= state.soft_cap <= high
-        and state.hard_cap == policy.hard_for(state.soft_cap)
+        in_bounds
+        and state.soft_cap is not None
+        and state.hard_cap in (policy.hard_for(state.soft_cap), policy.hard_for(state.soft_cap, False))
     )
 
     if accepted is None:
@@ -252,28 +248,47 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
             state,
         )
 
-    break_even = break_even_batch(policy, accepted)
-    factor = queue_factor(obs.running, obs.waiting)
-    wanted = max(float(low), min(float(high), break_even * factor))
-    target = max(low, min(high, math.floor(wanted + 0.5)))
+    model = policy.model_for(state.last_draft_len)
+    break_even = break_even_batch(policy, accepted, model)
+    paying = break_even > 0
+    target = max(low, min(high, break_even))
     inputs.update(
         acceptedPerDraftUsed=round(accepted, 3),
+        draftLenUsed=None if state.last_draft_len is None else round(state.last_draft_len, 3),
         breakEvenBatch=break_even,
-        queueFactor=round(factor, 3),
-        target=round(wanted, 3),
+        costAtRunning=round(model.cost(max(1.0, obs.running)), 3),
+        target=target,
     )
-    why = f"drafting pays up to {break_even} running at {accepted:.2f} accepted per draft"
-    if factor < 1:
-        why += f", x{factor:.2f} for {obs.waiting:g} waiting"
+    why = (
+        f"drafting pays up to {break_even} running at {accepted:.2f} accepted per draft"
+        if paying
+        else f"drafting does not pay even for one request at {accepted:.2f} accepted per draft"
+    )
     cap = state.soft_cap
     if cap is None or out_of_bounds:
         reason = "Initial" if cap is None else "OutOfBounds"
-        return apply(target, reason, f"Soft cap {previous_soft} -> {target}: {why}.", state)
+        return apply(target, reason, f"Soft cap {previous_soft} -> {target}: {why}.", state, paying)
+    blocked = state.hard_cap == cap  # the caps stop drafting (hard = soft)
+    stale = state.last_measured is not None and now - state.last_measured > policy.acceptance_max_age_s
+    if not paying and blocked and stale and high >= 1:
+        probe = max(1, low)
+        return apply(
+            probe,
+            "Probe",
+            f"Soft cap {probe}, hard cap {policy.hard_for(probe)}: the acceptance that stopped drafting "
+            f"was measured {now - (state.last_measured or now):.0f}s ago; a lone request drafts to "
+            "measure it again.",
+            dataclasses.replace(state, last_measured=now),
+        )
+    if not paying:
+        if (cap, state.hard_cap) == (target, policy.hard_for(target, False)):
+            return hold("WithinHysteresis", f"Holding soft cap {cap}: {why}.", state)
+        return apply(target, "NotPaying", f"Soft cap {cap} -> {target}, nobody drafts: {why}.", state, False)
     threshold = max(1.0, policy.hysteresis * cap)
-    if abs(wanted - cap) < threshold:
+    if abs(target - cap) < threshold and state.hard_cap == policy.hard_for(cap):
         return hold(
             "WithinHysteresis",
-            f"Holding soft cap {cap}: {why}, target {wanted:.1f} is within {threshold:g} of it.",
+            f"Holding soft cap {cap}: {why}, target {target} is within {threshold:g} of it.",
             state,
         )
     if state.last_change is not None and now - state.last_change < policy.dwell_s:
@@ -286,10 +301,10 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
     if target > cap:
         ceiling = max(cap + 1, math.floor(cap * policy.max_step_factor))
         soft, reason = min(target, ceiling), "Raised"
-    else:
+    elif target < cap:
         floor = min(cap - 1, math.ceil(cap / policy.max_step_factor))
-        soft = max(target, floor)
-        reason = "QueuePressure" if factor < 1 and min(high, break_even) > soft else "Lowered"
-    soft = max(low, min(high, soft))
+        soft, reason = max(target, floor), "Lowered"
+    else:
+        soft, reason = cap, "Raised"  # drafting pays again at the same size: lift the hard cap
     limited = f" (step limit; target {target})" if soft != target else ""
     return apply(soft, reason, f"Soft cap {cap} -> {soft}{limited}: {why}.", state)

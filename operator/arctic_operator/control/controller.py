@@ -30,15 +30,12 @@ from typing import Any
 import aiohttp
 
 from arctic_operator.control.admin_client import AdminError, EffectiveCap, put_cap
-from arctic_operator.control.cap import CapDecision, CapObservation, CapPolicy, CapState, decide_cap
+from arctic_operator.control.cap import CapDecision, CapPolicy, CapState
+from arctic_operator.control.loop import ControlLoop
+from arctic_operator.control.loop import cap_observation as cap_observation
+from arctic_operator.control.loop import replica_observation as replica_observation
 from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
-from arctic_operator.control.replicas import (
-    ReplicaDecision,
-    ReplicaObservation,
-    ReplicaPolicy,
-    ReplicaState,
-    decide_replicas,
-)
+from arctic_operator.control.replicas import ReplicaDecision, ReplicaObservation, ReplicaPolicy, ReplicaState
 from arctic_operator.control.scrape import scrape
 from arctic_operator.plan import ENGINE_CONTAINER, ENGINE_PORT_NAME
 
@@ -284,50 +281,6 @@ def pod_status(
     )
 
 
-def replica_observation(
-    now: float,
-    current: int,
-    ready: int,
-    loading: int,
-    windows: Sequence[PodWindow],
-) -> ReplicaObservation:
-    """The autoscaler's input: totals over the observed pods' windows."""
-    kv = [w.kv_cache_usage for w in windows if w.kv_cache_usage is not None]
-    return ReplicaObservation(
-        time=now,
-        current=current,
-        ready=ready,
-        loading=loading,
-        observed=len(windows),
-        waiting_total=sum(w.waiting for w in windows),
-        running_total=sum(w.running for w in windows),
-        kv_cache_usage_mean=sum(kv) / len(kv) if kv else None,
-    )
-
-
-def cap_observation(now: float, window: PodWindow | None) -> CapObservation:
-    """The cap policy's input for one pod; without a window the observation is incomplete."""
-    if window is None:
-        return CapObservation(
-            time=now,
-            running=0.0,
-            waiting=0.0,
-            accepted_per_draft=None,
-            effective_soft_cap=None,
-            effective_hard_cap=None,
-            complete=False,
-        )
-    return CapObservation(
-        time=now,
-        running=window.running,
-        waiting=window.waiting,
-        accepted_per_draft=window.accepted_per_draft,
-        effective_soft_cap=window.soft_cap,
-        effective_hard_cap=window.hard_cap,
-        complete=True,
-    )
-
-
 def _caps(soft: int | None, hard: int | None) -> str:
     return f"soft cap {'none' if soft is None else soft}, hard cap {'none' if hard is None else hard}"
 
@@ -354,14 +307,13 @@ class ServiceController:
         config: ControllerConfig | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
     ) -> None:
-        self.replica_policy = replica_policy
-        self.cap_policy = cap_policy
         self.admin_token = admin_token
         self.config = config or ControllerConfig()
         self.session_factory = session_factory
-        self.window = MetricsWindow(self.config.window_s)
-        self.replica_state = ReplicaState()
-        self.cap_states: dict[str, CapState] = {}
+        self.loop = ControlLoop(
+            replica_policy, cap_policy, window_s=self.config.window_s, max_age_s=self.config.max_age_s
+        )
+        """The decisions (shared with the simulator, bench/control.py)."""
         self.decisions: deque[ReplicaDecision] = deque(maxlen=self.config.history)
         self.cap_changes: deque[CapChange] = deque(maxlen=self.config.history)
         self.last_scale_time: float | None = None
@@ -372,6 +324,34 @@ class ServiceController:
         self._scrape_failing: set[str] = set()
         self.status_written: float | None = None
         """When the caller last patched the status from a tick (its clock)."""
+
+    @property
+    def replica_policy(self) -> ReplicaPolicy | None:
+        return self.loop.replica_policy
+
+    @replica_policy.setter
+    def replica_policy(self, policy: ReplicaPolicy | None) -> None:
+        self.loop.replica_policy = policy
+
+    @property
+    def cap_policy(self) -> CapPolicy | None:
+        return self.loop.cap_policy
+
+    @cap_policy.setter
+    def cap_policy(self, policy: CapPolicy | None) -> None:
+        self.loop.cap_policy = policy
+
+    @property
+    def window(self) -> MetricsWindow:
+        return self.loop.window
+
+    @property
+    def replica_state(self) -> ReplicaState:
+        return self.loop.replica_state
+
+    @property
+    def cap_states(self) -> dict[str, CapState]:
+        return self.loop.cap_states
 
     # ---- one tick -----------------------------------------------------------------------
 
@@ -396,25 +376,19 @@ class ServiceController:
                 concurrency=self.config.concurrency,
             )
             samples, incomplete = self._record(scraped, result)
-            self.window.forget(names)
+            self.loop.forget(names)
             self._forget(names)
-            windows: dict[str, PodWindow] = {}
-            for pod in samples:
-                summary = self.window.summary(pod, now, self.config.max_age_s)
-                if summary is not None:
-                    windows[pod] = summary
-            if self.replica_policy is not None:
-                obs = replica_observation(
-                    now, current_replicas, len(ready), loading, [windows[p] for p in sorted(windows)]
-                )
-                decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
+            decided = self.loop.decide(now, current_replicas, [p.name for p in ready], loading, samples)
+            windows = decided.windows
+            if decided.replicas is not None and decided.replica_observation is not None:
+                decision = decided.replicas
                 result.replicas = decision
                 self._remember(decision, result)
                 result.status["autoscaling"] = autoscaling_status(
-                    decision, obs, list(self.decisions), self.last_scale_time
+                    decision, decided.replica_observation, list(self.decisions), self.last_scale_time
                 )
             if self.cap_policy is not None:
-                await self._caps(session, self.cap_policy, ready, windows, samples, now, result)
+                await self._caps(session, ready, windows, decided.caps, samples, now, result)
                 result.status["capController"] = {
                     "lastChanges": [cap_change_record(c) for c in self.cap_changes]
                 }
@@ -457,7 +431,6 @@ class ServiceController:
     def _forget(self, keep: Sequence[str]) -> None:
         live = set(keep)
         for memory in (
-            self.cap_states,
             self._effective,
             self._pushed_at,
             self._cap_errors,
@@ -505,9 +478,9 @@ class ServiceController:
     async def _caps(
         self,
         session: aiohttp.ClientSession,
-        policy: CapPolicy,
         ready: Sequence[PodTarget],
         windows: Mapping[str, PodWindow],
+        decisions: Mapping[str, CapDecision],
         samples: Mapping[str, PodSample],
         now: float,
         result: TickResult,
@@ -516,10 +489,7 @@ class ServiceController:
         for target in ready:
             pod = target.name
             window = windows.get(pod)
-            decision, state = decide_cap(
-                policy, cap_observation(now, window), self.cap_states.get(pod, CapState())
-            )
-            self.cap_states[pod] = state
+            decision, state = decisions[pod], self.cap_states[pod]
             self._cap_decisions[pod] = decision
             result.caps[pod] = decision
             if window is None or target.admin_url is None or state.soft_cap is None:

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from arctic_operator.api import ArcticInferenceServiceSpec
 from arctic_operator.control.cap import CapPolicy
 from arctic_operator.control.controller import ControllerConfig, ServiceController, TickResult, pod_targets
+from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 from arctic_operator.control.replicas import ReplicaPolicy
 from arctic_operator.plan import labels, selector_string, workload_kind
 from arctic_operator.reconcile import Cluster
@@ -54,6 +56,59 @@ SCRAPE_ERRORS = Counter(
 )
 
 
+# Per service (and pod): what the Grafana dashboard (charts/arctic-serve/files/grafana) shows.
+SERVICE = ["namespace", "service"]
+POD = ["namespace", "service", "pod"]
+DESIRED_REPLICAS = Gauge(
+    "arctic_operator_desired_replicas", "Replicas the autoscaler wants for the service.", SERVICE
+)
+READY_REPLICAS = Gauge("arctic_operator_ready_replicas", "Ready engine pods of the service.", SERVICE)
+REPLICA_DECISIONS = Counter(
+    "arctic_operator_replica_decisions_total",
+    "Autoscaler decisions (one per pass) by reason (ScaleUp, Stabilizing, WithinTolerance, ...).",
+    [*SERVICE, "reason"],
+)
+CONFIGURED_SOFT_CAP = Gauge(
+    "arctic_operator_configured_soft_cap", "Soft cap the cap controller set for the pod.", POD
+)
+CONFIGURED_HARD_CAP = Gauge(
+    "arctic_operator_configured_hard_cap", "Hard cap the cap controller set for the pod.", POD
+)
+BREAK_EVEN_BATCH = Gauge(
+    "arctic_operator_break_even_batch",
+    "Running requests up to which drafting pays on the pod, by the cost model and its acceptance.",
+    POD,
+)
+CAP_DECISIONS = Counter(
+    "arctic_operator_cap_decisions_total",
+    "Cap-controller decisions (one per pod per pass) by reason (Raised, Lowered, NotPaying, ...).",
+    [*POD, "reason"],
+)
+_POD_SERIES = (CONFIGURED_SOFT_CAP, CONFIGURED_HARD_CAP, BREAK_EVEN_BATCH)
+_pods_seen: dict[tuple[str, str], set[str]] = {}
+
+
+def export_tick(namespace: str, service: str, tick: TickResult, ready: int) -> None:
+    """Publish one pass's decisions as the operator's metrics; drop the series of pods gone."""
+    if tick.replicas is not None:
+        DESIRED_REPLICAS.labels(namespace, service).set(tick.replicas.desired)
+        REPLICA_DECISIONS.labels(namespace, service, tick.replicas.reason).inc()
+    READY_REPLICAS.labels(namespace, service).set(ready)
+    pods = set(tick.caps)
+    for pod, decision in tick.caps.items():
+        if decision.soft_cap is not None and decision.hard_cap is not None:
+            CONFIGURED_SOFT_CAP.labels(namespace, service, pod).set(decision.soft_cap)
+            CONFIGURED_HARD_CAP.labels(namespace, service, pod).set(decision.hard_cap)
+        if "breakEvenBatch" in decision.inputs:
+            BREAK_EVEN_BATCH.labels(namespace, service, pod).set(decision.inputs["breakEvenBatch"])
+        CAP_DECISIONS.labels(namespace, service, pod, decision.reason).inc()
+    for gone in _pods_seen.get((namespace, service), set()) - pods:
+        for gauge in _POD_SERIES:
+            with contextlib.suppress(KeyError):  # never set for that pod
+                gauge.remove(namespace, service, gone)
+    _pods_seen[(namespace, service)] = pods
+
+
 @dataclass(frozen=True)
 class ControlTuning:
     """Operator-wide settings of the control loop beyond the spec (tests shorten them)."""
@@ -64,6 +119,8 @@ class ControlTuning:
     """ReplicaPolicy fields replaced after ``from_spec`` (e.g. scale_up_cooldown_s)."""
     cap_overrides: Mapping[str, Any] = field(default_factory=dict)
     """CapPolicy fields replaced after ``from_spec`` (e.g. dwell_s)."""
+    costs: VerifyCosts = DEFAULT_COSTS
+    """Verify-cost curves (settings' ARCTIC_OPERATOR_COST_FILE)."""
     status_refresh_s: float = 30.0
     """A status patch that would only move numbers (loads, acceptance, the messages quoting them)
     waits this long after the previous patch; reasons, decisions, caps and errors go out at once.
@@ -85,7 +142,7 @@ def policies(
         replica = dataclasses.replace(ReplicaPolicy.from_spec(spec.autoscaling), **tuning.replica_overrides)
     cap = None
     if spec.speculation.cap_controller.enabled and spec.speculation.method != "none":
-        cap = dataclasses.replace(CapPolicy.from_spec(spec.speculation), **tuning.cap_overrides)
+        cap = dataclasses.replace(CapPolicy.from_spec(spec.speculation, tuning.costs), **tuning.cap_overrides)
     return replica, cap
 
 
@@ -211,6 +268,7 @@ async def control_pass(
         controller.admin_token = await asyncio.to_thread(_admin_token, cluster, name, namespace)
     tick = await controller.tick(targets, current, loading, now)
     outcome = PassOutcome(tick=tick)
+    export_tick(namespace, name, tick, sum(1 for t in targets if t.ready))
     SCRAPE_ERRORS.inc(len(tick.scrape_errors))
     for result in tick.pushed.values():
         CAP_PUSHES.labels(result="ok" if result == "ok" else "error").inc()

@@ -62,6 +62,14 @@ class ReplicaPolicy:
     """Most replicas added per decision, or doubling if larger (HPA: max(4 pods, 100%))."""
     max_scale_down_step: int = 1
     """Most replicas removed per decision: one at a time (model loads are expensive to redo)."""
+    queue_growth_lead_s: float = 0.0
+    """Seconds (spec.autoscaling.burst.queueGrowthLeadSeconds). While the requests in the engines
+    (running + waiting) grow, the load is projected this far ahead at the growth rate, and a
+    scale-up for it skips the scale-up window: a replica is asked for when a burst starts, not
+    once it has lasted. 0: off (level only)."""
+    burst_headroom: int = 0
+    """Replicas (spec.autoscaling.burst.headroomReplicas) kept beyond what the load needs, so that a
+    burst lands on spare capacity while new replicas load (minutes). 0: none."""
 
     @classmethod
     def from_spec(cls, spec: AutoscalingSpec) -> ReplicaPolicy:
@@ -73,6 +81,8 @@ class ReplicaPolicy:
             kv_cache_usage=spec.targets.kv_cache_usage,
             scale_up_window_s=float(spec.scale_up.stabilization_window_seconds),
             scale_down_window_s=float(spec.scale_down.stabilization_window_seconds),
+            queue_growth_lead_s=float(spec.burst.queue_growth_lead_seconds),
+            burst_headroom=spec.burst.headroom_replicas,
         )
 
 
@@ -95,6 +105,9 @@ class ReplicaObservation:
     """Sum over observed pods of their mean running requests."""
     kv_cache_usage_mean: float | None
     """Mean over observed pods of KV cache usage, if reported."""
+    waiting_growth: float | None = None
+    """Requests per second: growth rate of the requests in the engines (running + waiting) over
+    the window; None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -131,15 +144,28 @@ _EPSILON = 1e-9
 """Slack for ceil() so that 10.000000001 / 5 stays 2 replicas (float sums of means)."""
 
 
+def growth_ahead(policy: ReplicaPolicy, obs: ReplicaObservation) -> float:
+    """Requests the load grows by within ``queue_growth_lead_s`` at the observed rate (0 unless
+    it grows)."""
+    if policy.queue_growth_lead_s <= 0 or obs.waiting_growth is None or obs.waiting_growth <= 0:
+        return 0.0
+    return obs.waiting_growth * policy.queue_growth_lead_s
+
+
 def load_in_replicas(policy: ReplicaPolicy, obs: ReplicaObservation) -> dict[str, float]:
-    """Per target set: the replicas the observed load needs, unrounded."""
+    """Per target set: the replicas the observed load needs, unrounded, plus the burst headroom.
+    The projected growth adds to the running requests (to the waiting ones without a running
+    target)."""
     needs: dict[str, float] = {}
+    ahead = growth_ahead(policy, obs)
+    headroom = float(policy.burst_headroom)
     if policy.waiting_per_replica is not None:
-        needs["waiting"] = obs.waiting_total / policy.waiting_per_replica
+        grown = ahead if policy.running_per_replica is None else 0.0
+        needs["waiting"] = (obs.waiting_total + grown) / policy.waiting_per_replica + headroom
     if policy.running_per_replica is not None:
-        needs["running"] = obs.running_total / policy.running_per_replica
+        needs["running"] = (obs.running_total + ahead) / policy.running_per_replica + headroom
     if policy.kv_cache_usage is not None and obs.kv_cache_usage_mean is not None:
-        needs["kvCacheUsage"] = obs.ready * obs.kv_cache_usage_mean / policy.kv_cache_usage
+        needs["kvCacheUsage"] = obs.ready * obs.kv_cache_usage_mean / policy.kv_cache_usage + headroom
     return needs
 
 
@@ -181,6 +207,7 @@ def decide_replicas(
         "waitingTotal": round(obs.waiting_total, 3),
         "runningTotal": round(obs.running_total, 3),
         "kvCacheUsageMean": None if obs.kv_cache_usage_mean is None else round(obs.kv_cache_usage_mean, 3),
+        "waitingGrowth": None if obs.waiting_growth is None else round(obs.waiting_growth, 3),
         "minReplicas": low,
         "maxReplicas": high,
     }
@@ -218,7 +245,8 @@ def decide_replicas(
     inputs["needs"] = {name: round(value, 3) for name, value in needs.items()}
     ratio = need / current
     within_tolerance = abs(ratio - 1) <= policy.tolerance
-    unclamped = math.ceil(need - _EPSILON)
+    # clamped before rounding: a huge need (a tiny target) stays a number, and the maximum holds
+    unclamped = math.ceil(min(need, float(high) + 1.0) - _EPSILON)
     recommendation = current if within_tolerance else _clamp(unclamped, low, high)
     incomplete = obs.observed < obs.ready
     # Partial metrics understate the load: they may ask for more replicas, never vote for fewer.
@@ -237,6 +265,9 @@ def decide_replicas(
         )
     if recommendation > current:
         held = _window(history, now, policy.scale_up_window_s)
+        if growth_ahead(policy, obs) > 0:
+            held = [recommendation]  # a growing load: act now, not once it has lasted
+            inputs["growthAhead"] = round(growth_ahead(policy, obs), 3)
         if held is None or min(held) <= current:
             lasted = "" if held is None else f" (the smallest of the window is {min(held)})"
             return decide(
