@@ -142,16 +142,18 @@ def build_sequences(
     seed: int,
     seconds: float = 1e9,
 ) -> Sequences:
+    # by length, so each generation batch pads little and a time budget cuts the longest prompts
     chosen = select_prompts(prompts, held_out, chat, max_prompt, seed)
+    chosen.sort(key=lambda c: int(prompts.offsets[c[0] + 1] - prompts.offsets[c[0]]))
     chat_rows = [prompts.row(i) for i, _ in chosen]
     code_rows = raw_openings(raw, held_out, code, 64, seed)
     all_prompts = chat_rows + code_rows
     sources = [s for _, s in chosen] + ["code"] * len(code_rows)
     started = time.monotonic()
-    # chunks of 4 batches, chat and code interleaved, until the time budget is spent; code
-    # continuations never stop early (eos -1 never matches)
-    jobs = [(rows, eos, "chat") for rows in _chunks(chat_rows, 4 * batch)]
-    jobs += [(rows, -1, "code") for rows in _chunks(code_rows, 4 * batch)]
+    # one batch at a time until the time budget is spent; code continuations never stop early
+    # (eos -1 never matches)
+    jobs = [(rows, eos, "chat") for rows in _chunks(chat_rows, batch)]
+    jobs += [(rows, -1, "code") for rows in _chunks(code_rows, batch)]
     jobs.sort(key=lambda j: 0 if j[2] == "code" else 1)  # code first: fewer rows, always some
     answers_by_kind: dict[str, list[list[int]]] = {"chat": [], "code": []}
     for rows, stop, kind in jobs:
