@@ -157,7 +157,7 @@ def build_sequences(
     jobs.sort(key=lambda j: 0 if j[2] == "code" else 1)  # code first: fewer rows, always some
     answers_by_kind: dict[str, list[list[int]]] = {"chat": [], "code": []}
     for rows, stop, kind in jobs:
-        if time.monotonic() - started > seconds:
+        if (answers_by_kind["chat"] or answers_by_kind["code"]) and time.monotonic() - started > seconds:
             log(f"generation budget ({seconds:.0f}s) spent: {kind} chunk skipped")
             continue
         answers_by_kind[kind] += generate_answers(model, rows, max_new, stop, batch=batch)
