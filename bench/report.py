@@ -366,24 +366,28 @@ def speculator_train_lines(run: dict[str, Any]) -> list[str]:
         "",
         run["description"],
         "",
-        f"- Machine: {m.get('gpu', m.get('device'))}; command: `python -m arctic_runtime.train.speculator run` "
+        f"- Machine: {m.get('gpu', m.get('device'))}; "
+        "command: `python -m arctic_runtime.train.speculator run` "
         f"(bench/gpu, /work/briefs), post-processed by `python -m bench.speculator_train`; result file "
         f"`bench/results/{run['_file']}`",
-        f"- Data: {data.get('train_sequences')} training answers ({data.get('train_answer_tokens')} tokens), "
+        f"- Data: {data.get('train_sequences')} training answers "
+        f"({data.get('train_answer_tokens')} tokens), "
         f"{data.get('held_out_sequences')} held-out answers ({data.get('held_out_answer_tokens')} tokens); "
-        f"generation {m.get('generation_s')} s, hidden states {m.get('hidden_s')} s, whole run {m.get('total_s')} s",
+        f"generation {m.get('generation_s')} s, hidden states {m.get('hidden_s')} s, "
+        f"whole run {m.get('total_s')} s",
         "",
         "| head | trained params | file bytes | steps | train s | final loss per step | held-out k | "
         "tokens/step | accept rate | untrained tokens/step |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for kind, info in m.get("heads", {}).items():
+        untrained = info.get("held_out_untrained", {}).get("all", {}).get("tokens_per_step", float("nan"))
         for k, acc in info.get("held_out", {}).items():
             lines.append(
                 f"| {kind} | {info.get('params_trained', 0):,} | {run['head_bytes'].get(kind, 0):,} | "
                 f"{info.get('steps')} | {info.get('seconds')} | {info.get('final_loss_per_step')} | {k} | "
                 f"{acc['all']['tokens_per_step']:.3f} | {acc['all']['accept_rate']:.3f} | "
-                f"{info.get('held_out_untrained', {}).get('all', {}).get('tokens_per_step', float('nan')):.3f} |"
+                f"{untrained:.3f} |"
             )
     kernels = m.get("kernels")
     if kernels:
@@ -410,11 +414,19 @@ def speculator_accept_lines(run: dict[str, Any]) -> list[str]:
             f"| {r['trace']} | {r['method']} | {r['head'] or ''} | {r['tokens_per_step']:.3f} | "
             f"{r['accept_rate']:.3f} | {r['steps']} | {r['drafted']} | {r['accepted']} |"
         )
-    lines += ["", "Hybrid tokens per step by suffix-score threshold (chosen on these traces: indicative):", ""]
+    lines += [
+        "",
+        "Hybrid tokens per step by suffix-score threshold (chosen on these traces: indicative):",
+        "",
+    ]
     lines += ["| head@threshold | " + " | ".join(run["traces"]) + " | mixed |"]
     lines += ["| --- |" + " ---: |" * (len(run["traces"]) + 1)]
     for key, by in run["threshold_sweep"].items():
-        lines.append(f"| {key} | " + " | ".join(f"{by.get(t, float('nan')):.3f}" for t in [*run["traces"], "mixed"]) + " |")
+        lines.append(
+            f"| {key} | "
+            + " | ".join(f"{by.get(t, float('nan')):.3f}" for t in [*run["traces"], "mixed"])
+            + " |"
+        )
     return [*lines, ""]
 
 
