@@ -159,10 +159,14 @@ def engine_state(scheduler: Any) -> EngineSpeculationState:
     if state is None:
         config = scheduler.vllm_config
         spec = config.speculative_config
+        settings = parse_engine_settings(config.additional_config)
+        method = None if spec is None else str(spec.method)
+        if settings.heads is not None and method == "suffix":  # a draft head behind vLLM's suffix slot
+            method = settings.heads.method + ("+suffix" if settings.heads.hybrid else "")
         state = EngineSpeculationState(
-            method=None if spec is None else str(spec.method),
+            method=method,
             num_speculative_tokens=0 if spec is None else int(spec.num_speculative_tokens or 0),
-            cap=parse_engine_settings(config.additional_config).speculation,
+            cap=settings.speculation,
         )
         scheduler._arctic_state = state
     return state
