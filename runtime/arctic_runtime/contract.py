@@ -377,7 +377,7 @@ def parse_heads(data: Mapping[str, Any], *, prefix: str = "") -> HeadSettings:
 
 # --- the whole section ------------------------------------------------------------------------
 
-ENGINE_SECTIONS = ("speculation", "parallel", "heads")
+ENGINE_SECTIONS = ("speculation", "parallel", "swiftkv", "heads")
 
 
 @dataclass(frozen=True)
@@ -386,6 +386,10 @@ class EngineSettings:
 
     speculation: SpeculationCap = field(default_factory=SpeculationCap)
     parallel: ParallelSettings = field(default_factory=ParallelSettings)
+    swiftkv: bool = False
+    """Serve with SwiftKV (``{"swiftkv": {"enabled": true}}``): the model must be a SwiftKV checkpoint
+    (``model_type: llama_swiftkv``), checked at engine start. A SwiftKV checkpoint is served with
+    SwiftKV whether or not this is set; the flag makes a wrong model fail instead of running plain."""
     heads: HeadSettings | None = None
 
     def section(self) -> dict[str, Any]:
@@ -395,6 +399,8 @@ class EngineSettings:
             out["speculation"] = self.speculation.as_dict()
         if self.parallel != ParallelSettings():
             out["parallel"] = self.parallel.as_dict()
+        if self.swiftkv:
+            out["swiftkv"] = {"enabled": True}
         if self.heads is not None:
             out["heads"] = self.heads.as_dict()
         return out
@@ -428,6 +434,12 @@ def parse_engine_settings(additional_config: Mapping[str, Any] | None) -> Engine
         parallel = parse_parallel(section.get("parallel") or {}, prefix=f"{prefix}.parallel.")
     except InvalidSetting as exc:
         found += exc.errors
+    swiftkv = False
+    if "swiftkv" in section:
+        try:
+            swiftkv = parse_swiftkv(section["swiftkv"], prefix=f"{prefix}.swiftkv.")
+        except InvalidSetting as exc:
+            found += exc.errors
     heads = None
     if section.get("heads") is not None:
         try:
@@ -436,7 +448,21 @@ def parse_engine_settings(additional_config: Mapping[str, Any] | None) -> Engine
             found += exc.errors
     if found:
         raise InvalidSetting(found)
-    return EngineSettings(speculation=cap, parallel=parallel, heads=heads)
+    return EngineSettings(speculation=cap, parallel=parallel, swiftkv=swiftkv, heads=heads)
+
+
+def parse_swiftkv(data: Any, *, prefix: str = "") -> bool:
+    """``{"enabled": bool}``; anything else is an error naming the key."""
+    where = prefix.rstrip(".")
+    if not isinstance(data, Mapping):
+        raise InvalidSetting([FieldError(where, f'must be an object like {{"enabled": true}}, got {data!r}')])
+    errors = [FieldError(f"{prefix}{k}", "unknown key; allowed: enabled") for k in data if k != "enabled"]
+    enabled = data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        errors.append(FieldError(f"{prefix}enabled", f"must be true or false, got {enabled!r}"))
+    if errors:
+        raise InvalidSetting(errors)
+    return bool(enabled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -125,9 +125,21 @@ def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any
             assert heads is not None
             check_head(head_config, config.model_config.hf_config, heads.num_speculative_tokens)
         parallel_hooks.finish_engine_config(config, parallel)
+        check_swiftkv(config)
         return config
 
     return create_engine_config
+
+
+def check_swiftkv(config: Any) -> None:
+    """SwiftKV asked for a model that is not a SwiftKV checkpoint, or a bad L_kv: one line."""
+    from arctic_runtime import swiftkv
+
+    enabled = parse_engine_settings(config.additional_config).swiftkv
+    try:
+        swiftkv.check_model(config.model_config.hf_config, enabled)
+    except swiftkv.SwiftKVConfigError as exc:
+        raise SystemExit(f"arctic-serve: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def register() -> None:
 
     check_vllm_version(str(vllm.__version__), patches.SUPPORTED_VLLM)
     applied = patches.apply_all()
+    from arctic_runtime import swiftkv
+
+    swiftkv.register()
     if applied:
         logger.info(
             "arctic-serve %s: %d vLLM patch points applied in pid %d", __version__, len(applied), os.getpid()

@@ -285,17 +285,21 @@ def generate_answers(
     max_new: int,
     eos: int,
     batch: int = 512,
-    token_budget: int = 1 << 19,
+    token_budget: int = 1 << 18,
     progress: Callable[[str], None] | None = None,
+    deadline: float | None = None,
 ) -> list[list[int]]:
     """The model's greedy answers (``SwiftKVLlama.greedy``, teacher path), in input order.
 
     Prompts are sorted by length and batched up to ``batch`` rows and ``token_budget`` cache tokens
-    (prompt + answer per row), so long prompts get smaller batches and padding stays small."""
+    (prompt + answer per row), so long prompts get smaller batches and padding stays small. Past
+    ``deadline`` (``time.monotonic()``), the prompts not yet answered get empty answers."""
+    import time
+
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
     start = 0
-    while start < len(order):
+    while start < len(order) and (deadline is None or time.monotonic() < deadline):
         longest = len(prompts[order[min(start + batch, len(order)) - 1]])
         rows = max(1, min(batch, token_budget // (longest + max_new)))
         idx = order[start : start + rows]

