@@ -277,17 +277,18 @@ def worker_state(self: Any) -> dict[str, Any]:
     return info
 
 
+#: Positions of the arguments the draft-head path reads in GPUModelRunner.propose_draft_token_ids
+#: (after self; the registry's params in patches.py).
+_PROPOSE_ARGS = {"sampled_token_ids": 1, "sample_hidden_states": 4, "spec_decode_metadata": 6}
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
+    index = _PROPOSE_ARGS[name]
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
 def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
-    def propose_draft_token_ids(
-        self: Any,
-        scheduler_output: Any,
-        sampled_token_ids: Any,
-        sampling_metadata: Any,
-        hidden_states: Any,
-        sample_hidden_states: Any,
-        *rest: Any,
-        **kwargs: Any,
-    ) -> Any:
+    def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
         spec = self.speculative_config
         if spec is not None:
             req_ids = self.input_batch.req_ids
@@ -299,20 +300,15 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
                 self.drafter._arctic_drafting = drafting
                 heads = getattr(self.drafter, "_arctic_heads", None)
                 if heads is not None:
-                    spec_meta = rest[1] if len(rest) > 1 else kwargs.get("spec_decode_metadata")
                     self.drafter._arctic_hidden = _last_accepted_hidden(
-                        self, heads, sampled_token_ids, sample_hidden_states, spec_meta, drafting
+                        self,
+                        heads,
+                        _argument(args, kwargs, "sampled_token_ids"),
+                        _argument(args, kwargs, "sample_hidden_states"),
+                        _argument(args, kwargs, "spec_decode_metadata"),
+                        drafting,
                     )
-        return original(
-            self,
-            scheduler_output,
-            sampled_token_ids,
-            sampling_metadata,
-            hidden_states,
-            sample_hidden_states,
-            *rest,
-            **kwargs,
-        )
+        return original(self, *args, **kwargs)
 
     return propose_draft_token_ids
 
