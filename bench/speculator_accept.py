@@ -38,7 +38,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TRACES = ("heldout-chat", "heldout-code", "edit")
-THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+THRESHOLDS = (0.5, 1.0, 2.0, 3.0, 4.0)
 
 
 def arctic_status() -> str:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", default=str(REPO / "models" / "speculators"))
     p.add_argument("--traces", default=str(REPO / "bench" / "traces"))
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
-    p.add_argument("--max-requests", type=int, default=0, help="per trace (0 = all)")
+    p.add_argument("--max-requests", type=int, default=24, help="per trace (0 = all)")
     args = p.parse_args(argv)
     import torch
 
