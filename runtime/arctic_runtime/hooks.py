@@ -382,7 +382,13 @@ def replace_suffix_proposer_init(original: Callable[..., Any]) -> Callable[..., 
             from arctic_runtime.heads.engine import HeadDrafter
 
             suffix = SuffixDrafter(suffix_config_of(spec), self.max_model_len) if heads.hybrid else None
-            self._arctic_heads = HeadDrafter(heads, self.max_model_len, suffix=suffix)
+            self._arctic_heads = HeadDrafter(
+                heads,
+                self.max_model_len,
+                suffix=suffix,
+                cuda_graphs=not vllm_config.model_config.enforce_eager,
+                max_batch=int(vllm_config.scheduler_config.max_num_seqs),
+            )
             self._arctic_hidden = None
             self._arctic_drafter = None
             logger.info("arctic-serve: draft head %s (hybrid with suffix: %s)", heads.model, heads.hybrid)
