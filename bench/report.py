@@ -357,6 +357,79 @@ def engine_state_lines(run: dict[str, Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def speculator_train_lines(run: dict[str, Any]) -> list[str]:
+    """``bench/speculator_train.py`` results: the GPU training run of the SmolLM2 draft heads."""
+    m = run["metrics"]
+    data = m.get("data", {})
+    lines = [
+        f"## {run['suite']} ({run['created']})",
+        "",
+        run["description"],
+        "",
+        f"- Machine: {m.get('gpu', m.get('device'))}; "
+        "command: `python -m arctic_runtime.train.speculator run` "
+        f"(bench/gpu, /work/briefs), post-processed by `python -m bench.speculator_train`; result file "
+        f"`bench/results/{run['_file']}`",
+        f"- Data: {data.get('train_sequences')} training answers "
+        f"({data.get('train_answer_tokens')} tokens), "
+        f"{data.get('held_out_sequences')} held-out answers ({data.get('held_out_answer_tokens')} tokens); "
+        f"generation {m.get('generation_s')} s, hidden states {m.get('hidden_s')} s, "
+        f"whole run {m.get('total_s')} s",
+        "",
+        "| head | trained params | file bytes | steps | train s | final loss per step | held-out k | "
+        "tokens/step | accept rate | untrained tokens/step |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, info in m.get("heads", {}).items():
+        untrained = info.get("held_out_untrained", {}).get("all", {}).get("tokens_per_step", float("nan"))
+        for k, acc in info.get("held_out", {}).items():
+            lines.append(
+                f"| {kind} | {info.get('params_trained', 0):,} | {run['head_bytes'].get(kind, 0):,} | "
+                f"{info.get('steps')} | {info.get('seconds')} | {info.get('final_loss_per_step')} | {k} | "
+                f"{acc['all']['tokens_per_step']:.3f} | {acc['all']['accept_rate']:.3f} | "
+                f"{untrained:.3f} |"
+            )
+    kernels = m.get("kernels")
+    if kernels:
+        lines += ["", f"- Triton kernels vs references on the GPU (max abs error): `{json.dumps(kernels)}`"]
+    return [*lines, ""]
+
+
+def speculator_accept_lines(run: dict[str, Any]) -> list[str]:
+    """``bench/speculator_accept.py`` results: suffix, head and hybrid on held-out traces."""
+    lines = [
+        f"## {run['suite']} ({run['created']})",
+        "",
+        run["description"],
+        "",
+        f"- Command: `python -m bench.speculator_accept`; result file `bench/results/{run['_file']}`; "
+        f"took {run['seconds']:.0f} s on this machine's CPU; Arctic's hybrid: {run['arctic_hybrid']}",
+        f"- Traces: {json.dumps(run['traces'])}",
+        "",
+        "| trace | method | head | tokens/step | accept rate | steps | drafted | accepted |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in run["rows"]:
+        lines.append(
+            f"| {r['trace']} | {r['method']} | {r['head'] or ''} | {r['tokens_per_step']:.3f} | "
+            f"{r['accept_rate']:.3f} | {r['steps']} | {r['drafted']} | {r['accepted']} |"
+        )
+    lines += [
+        "",
+        "Hybrid tokens per step by suffix-score threshold (chosen on these traces: indicative):",
+        "",
+    ]
+    lines += ["| head@threshold | " + " | ".join(run["traces"]) + " | mixed |"]
+    lines += ["| --- |" + " ---: |" * (len(run["traces"]) + 1)]
+    for key, by in run["threshold_sweep"].items():
+        lines.append(
+            f"| {key} | "
+            + " | ".join(f"{by.get(t, float('nan')):.3f}" for t in [*run["traces"], "mixed"])
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def suffix_accept_lines(run: dict[str, Any]) -> list[str]:
     """Tables for ``bench/suffix_accept.py`` results: ours vs Arctic per trace and setting."""
     env = run["environment"]
@@ -581,6 +654,12 @@ def render(
                 continue
             if run.get("kind") == "sampling":
                 lines += sampling_lines(run)
+                continue
+            if run.get("kind") == "speculator-train":
+                lines += speculator_train_lines(run)
+                continue
+            if run.get("kind") == "speculator-accept":
+                lines += speculator_accept_lines(run)
                 continue
             if run.get("kind") == "suffix-speed-ab":
                 lines += suffix_speed_ab_lines(run)

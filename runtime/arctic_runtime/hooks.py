@@ -171,10 +171,14 @@ def engine_state(scheduler: Any) -> EngineSpeculationState:
     if state is None:
         config = scheduler.vllm_config
         spec = config.speculative_config
+        settings = parse_engine_settings(config.additional_config)
+        method = None if spec is None else str(spec.method)
+        if settings.heads is not None and method == "suffix":  # a draft head behind vLLM's suffix slot
+            method = settings.heads.method + ("+suffix" if settings.heads.hybrid else "")
         state = EngineSpeculationState(
-            method=None if spec is None else str(spec.method),
+            method=method,
             num_speculative_tokens=0 if spec is None else int(spec.num_speculative_tokens or 0),
-            cap=parse_engine_settings(config.additional_config).speculation,
+            cap=settings.speculation,
         )
         scheduler._arctic_state = state
     return state
@@ -273,17 +277,18 @@ def worker_state(self: Any) -> dict[str, Any]:
     return info
 
 
+#: Positions of the arguments the draft-head path reads in GPUModelRunner.propose_draft_token_ids
+#: (after self; the registry's params in patches.py).
+_PROPOSE_ARGS = {"sampled_token_ids": 1, "sample_hidden_states": 4, "spec_decode_metadata": 6}
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
+    index = _PROPOSE_ARGS[name]
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
 def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
-    def propose_draft_token_ids(
-        self: Any,
-        scheduler_output: Any,
-        sampled_token_ids: Any,
-        sampling_metadata: Any,
-        hidden_states: Any,
-        sample_hidden_states: Any,
-        *rest: Any,
-        **kwargs: Any,
-    ) -> Any:
+    def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
         spec = self.speculative_config
         if spec is not None:
             req_ids = self.input_batch.req_ids
@@ -295,20 +300,15 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
                 self.drafter._arctic_drafting = drafting
                 heads = getattr(self.drafter, "_arctic_heads", None)
                 if heads is not None:
-                    spec_meta = rest[1] if len(rest) > 1 else kwargs.get("spec_decode_metadata")
                     self.drafter._arctic_hidden = _last_accepted_hidden(
-                        self, heads, sampled_token_ids, sample_hidden_states, spec_meta, drafting
+                        self,
+                        heads,
+                        _argument(args, kwargs, "sampled_token_ids"),
+                        _argument(args, kwargs, "sample_hidden_states"),
+                        _argument(args, kwargs, "spec_decode_metadata"),
+                        drafting,
                     )
-        return original(
-            self,
-            scheduler_output,
-            sampled_token_ids,
-            sampling_metadata,
-            hidden_states,
-            sample_hidden_states,
-            *rest,
-            **kwargs,
-        )
+        return original(self, *args, **kwargs)
 
     return propose_draft_token_ids
 
@@ -382,7 +382,13 @@ def replace_suffix_proposer_init(original: Callable[..., Any]) -> Callable[..., 
             from arctic_runtime.heads.engine import HeadDrafter
 
             suffix = SuffixDrafter(suffix_config_of(spec), self.max_model_len) if heads.hybrid else None
-            self._arctic_heads = HeadDrafter(heads, self.max_model_len, suffix=suffix)
+            self._arctic_heads = HeadDrafter(
+                heads,
+                self.max_model_len,
+                suffix=suffix,
+                cuda_graphs=not vllm_config.model_config.enforce_eager,
+                max_batch=int(vllm_config.scheduler_config.max_num_seqs),
+            )
             self._arctic_hidden = None
             self._arctic_drafter = None
             logger.info("arctic-serve: draft head %s (hybrid with suffix: %s)", heads.model, heads.hybrid)

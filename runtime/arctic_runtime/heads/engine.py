@@ -168,6 +168,9 @@ class HeadDrafter:
     max_model_len: int
     suffix: Any = None  # arctic_runtime.suffix.engine.SuffixDrafter in hybrid mode
     head: Any = None  # arctic_runtime.heads.model.DraftHead, loaded on the first step
+    cuda_graphs: bool = False  # on CUDA: the drafting loop as one CUDA graph per padded batch size
+    max_batch: int = 256
+    graphed: Any = None  # arctic_runtime.heads.model.GraphedDrafter
     counters: HeadCounters = field(default_factory=HeadCounters)
 
     @property
@@ -179,9 +182,11 @@ class HeadDrafter:
         )
 
     def load(self, embedding: Any, lm_head: Any, dtype: Any, device: Any) -> None:
-        from arctic_runtime.heads.model import load_head
+        from arctic_runtime.heads.model import GraphedDrafter, load_head
 
         self.head = load_head(self.settings.model, embedding, lm_head=lm_head, dtype=dtype, device=device)
+        if self.cuda_graphs and str(device).startswith("cuda"):
+            self.graphed = GraphedDrafter(self.head, max_batch=GraphedDrafter.padded(self.max_batch))
 
     def propose(
         self,
@@ -226,7 +231,8 @@ class HeadDrafter:
                 last = torch.tensor(
                     [int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device
                 )
-                out = self.head.draft(hidden.index_select(0, index).to(self.head_dtype), last, k).tolist()
+                drafter = self.graphed if self.graphed is not None else self.head
+                out = drafter.draft(hidden.index_select(0, index).to(self.head_dtype), last, k).tolist()
                 head_out = dict(zip(need_head, out, strict=True))
             threshold = self.threshold
             for i in rows:
@@ -257,6 +263,7 @@ class HeadDrafter:
         }
         if self.head is not None:
             out["head"] = {"kind": self.head.config.kind, "n_predict": self.head.config.n_predict}
+            out["cuda_graphs"] = None if self.graphed is None else sorted(self.graphed.graphs)
             out["threshold"] = self.threshold
         if self.suffix is not None:
             out["suffix"] = self.suffix.state()

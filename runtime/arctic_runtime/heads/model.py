@@ -280,3 +280,46 @@ def load_head(
     head.to(device=device, dtype=dtype)
     head.eval()
     return head
+
+
+class GraphedDrafter:
+    """``DraftHead.draft`` captured as one CUDA graph per padded batch size (powers of two up to
+    ``max_batch``; larger batches run eagerly). The inputs are copied into static buffers, the
+    graph replays the whole k-step loop (projections, Triton LSTM cell / layer norm, output head,
+    argmax), and the rows asked for are read back. Graphs are captured lazily, once per (size, k)."""
+
+    def __init__(self, head: DraftHead, max_batch: int = 256) -> None:
+        self.head = head
+        self.max_batch = max_batch
+        self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def padded(rows: int) -> int:
+        return 1 << max(0, (rows - 1).bit_length())
+
+    @torch.no_grad()  # type: ignore[untyped-decorator]
+    def draft(self, hidden: torch.Tensor, last_tokens: torch.Tensor, k: int) -> torch.Tensor:
+        rows = hidden.shape[0]
+        size = self.padded(rows)
+        if not hidden.is_cuda or size > self.max_batch:
+            return self.head.draft(hidden, last_tokens, k)
+        entry = self.graphs.get((size, k))
+        if entry is None:
+            static_h = torch.zeros((size, hidden.shape[1]), dtype=hidden.dtype, device=hidden.device)
+            static_t = torch.zeros((size,), dtype=torch.long, device=hidden.device)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up: Triton compiles outside the capture
+                    self.head.draft(static_h, static_t, k)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.head.draft(static_h, static_t, k)
+            entry = (graph, static_h, static_t, static_out)
+            self.graphs[(size, k)] = entry
+        graph, static_h, static_t, static_out = entry
+        static_h[:rows].copy_(hidden)
+        static_t[:rows].copy_(last_tokens)
+        graph.replay()
+        return static_out[:rows].clone()
