@@ -83,7 +83,7 @@ def _build() -> dict[str, Any]:
     import triton.language as tl
 
     @triton.jit
-    def _gelu(x: Any) -> Any:
+    def _gelu(x):  # no annotations: Triton resolves them as globals inside @jit
         return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
 
     @triton.jit
