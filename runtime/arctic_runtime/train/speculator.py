@@ -651,8 +651,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "prepare":
         prepare(args)
-    else:
+        return 0
+    try:
         run(args)
+    except BaseException:  # keep what the run said under --out: it is all that comes back
+        import traceback
+
+        log(traceback.format_exc())
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "log.txt").write_text("\n".join(_LOG) + "\n")
+        raise
     return 0
 
 
