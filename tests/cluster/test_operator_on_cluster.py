@@ -140,7 +140,7 @@ def test_drift_is_put_back_and_removed_fields_are_removed(ready: Kube) -> None:
         "ais/drift",
         "--type=json",
         "-p",
-        json.dumps([{"op": "remove", "path": "/spec/env/1"}, {"op": "remove", "path": "/spec/extraArgs"}]),
+        json.dumps([{"op": "remove", "path": "/spec/env/0"}, {"op": "remove", "path": "/spec/extraArgs"}]),
     )
     ready.wait_for("EXTRA gone from the Deployment", lambda: "EXTRA" not in env_of(), timeout=30)
     args = (ready.get("deployment", "drift") or {})["spec"]["template"]["spec"]["containers"][0]["args"]
