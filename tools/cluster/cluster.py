@@ -404,9 +404,10 @@ class LocalCluster:
                 proc.terminate()
         for proc in self.procs.values():
             try:
-                proc.wait(10)
+                proc.wait(3)  # the state is thrown away: no need for a long graceful shutdown
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         self.procs.clear()
 
 
