@@ -164,7 +164,7 @@ def test_unschedulable_request_is_reported_as_such(ready: Kube) -> None:
     ready.apply(cpu_service("too-big", gpusPerPod=16, parallelism={"tensor": 16}))
     degraded = ready.wait_condition("too-big", "Degraded", "True", "Unschedulable", timeout=60)
     assert "Insufficient nvidia.com/gpu" in degraded["message"]
-    assert ready.condition("too-big", "Progressing")["reason"] == "Unschedulable"
+    ready.wait_condition("too-big", "Progressing", "True", "Unschedulable", timeout=30)
     ready.kubectl("delete", "-n", APPS_NS, "ais/too-big")
 
 
