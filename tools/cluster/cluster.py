@@ -289,6 +289,7 @@ class LocalCluster:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
+                *self.extra_apiserver_args,
             ],
         )
         self.server = f"https://127.0.0.1:{api_port}"
