@@ -212,8 +212,10 @@ def compute_status(
         )
     else:
         progressing = (False, "Stable", f"{desired} replicas run the current spec")
-    if desired == 0 and workload is not None and apply_problem is None:
+    if desired == 0 and workload is not None and apply_problem is None and replicas == 0:
         ready_cond = (True, "ScaledToZero", "0 replicas asked for, 0 running")
+    elif desired == 0:
+        ready_cond = (False, "ScalingToZero", f"0 replicas asked for, {replicas} still running")
     elif ready >= desired > 0:
         ready_cond = (True, "ReplicasReady", f"{ready} of {desired} replicas ready")
     elif ready == 0:

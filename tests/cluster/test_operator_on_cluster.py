@@ -114,7 +114,7 @@ def test_kubectl_scale_goes_through_the_scale_subresource(ready: Kube) -> None:
     assert (ready.get("ais", "scaled") or {})["status"]["readyReplicas"] == 3
     ready.kubectl("scale", "-n", APPS_NS, "ais/scaled", "--replicas=0")
     ready.wait_condition("scaled", "Ready", "True", "ScaledToZero", timeout=60)
-    assert ready.condition("scaled", "Progressing")["reason"] == "ScaledToZero"
+    assert ready.condition("scaled", "Progressing")["reason"] == "ScaledToZero"  # same status write
 
 
 def test_drift_is_put_back_and_removed_fields_are_removed(ready: Kube) -> None:
