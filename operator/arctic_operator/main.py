@@ -30,6 +30,10 @@ def run(overrides: Mapping[str, str] | None = None) -> int:
 
         start_http_server(settings.metrics_port)  # kopf's and the process's own metrics
     registry = kopf.OperatorRegistry()
+    # kopf's own login handlers live in its default registry only: a fresh one has none, and the
+    # operator would never authenticate. Log in the way the Kubernetes client does (the pod's
+    # service-account token in a cluster, $KUBECONFIG elsewhere), as Cluster does.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     register(registry, settings)
     namespaces = [settings.watch_namespace] if settings.watch_namespace else []
     kopf.run(

@@ -195,14 +195,15 @@ def compute_status(
         progressing = (False, apply_problem[0], "nothing is applied until this is resolved")
     elif workload is None:
         progressing = (True, "Creating", "creating the engines' workload")
+    elif ready < desired and failing and failing[0] == "Unschedulable":
+        # before the rollout and scaling reasons: a pod no node fits stalls them all
+        progressing = (True, "Unschedulable", f"{ready} of {desired} replicas ready; {failing[1]}")
     elif updated < min(replicas, desired):
         progressing = (True, "RollingOut", f"{updated} of {desired} replicas run the current spec")
     elif replicas != desired:
         progressing = (True, "Scaling", f"scaling from {replicas} to {desired} replicas")
     elif desired == 0:
         progressing = (False, "ScaledToZero", "scaled to zero replicas")
-    elif ready < desired and failing and failing[0] == "Unschedulable":
-        progressing = (True, "Unschedulable", f"{ready} of {desired} replicas ready; {failing[1]}")
     elif ready < desired:
         progressing = (
             True,
@@ -211,8 +212,10 @@ def compute_status(
         )
     else:
         progressing = (False, "Stable", f"{desired} replicas run the current spec")
-    if desired == 0 and workload is not None and apply_problem is None:
+    if desired == 0 and workload is not None and apply_problem is None and replicas == 0:
         ready_cond = (True, "ScaledToZero", "0 replicas asked for, 0 running")
+    elif desired == 0:
+        ready_cond = (False, "ScalingToZero", f"0 replicas asked for, {replicas} still running")
     elif ready >= desired > 0:
         ready_cond = (True, "ReplicasReady", f"{ready} of {desired} replicas ready")
     elif ready == 0:

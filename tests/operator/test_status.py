@@ -216,7 +216,8 @@ def test_zero_replicas_asked_for_is_ready_scaled_to_zero() -> None:
     s = status({"replicas": 0}, replicas=0)
     assert conditions(s)["Ready"] == ("True", "ScaledToZero")
     assert conditions(s)["Progressing"] == ("False", "ScaledToZero")
-    assert conditions(status({"replicas": 1}, replicas=0))["Progressing"] == ("True", "Scaling")
+    still = conditions(status({"replicas": 1}, replicas=0))
+    assert still["Progressing"] == ("True", "Scaling") and still["Ready"] == ("False", "ScalingToZero")
 
 
 def test_a_pod_no_node_fits_is_unschedulable_with_the_schedulers_message() -> None:

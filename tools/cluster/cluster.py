@@ -289,6 +289,7 @@ class LocalCluster:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
+                *self.extra_apiserver_args,
             ],
         )
         self.server = f"https://127.0.0.1:{api_port}"
@@ -404,9 +405,10 @@ class LocalCluster:
                 proc.terminate()
         for proc in self.procs.values():
             try:
-                proc.wait(10)
+                proc.wait(3)  # the state is thrown away: no need for a long graceful shutdown
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         self.procs.clear()
 
 
