@@ -317,6 +317,13 @@ def test_the_hard_cap_limit_bounds_both_caps() -> None:
     assert (decision.soft_cap, decision.hard_cap) == (4, 4)
 
 
+def test_observations_states_and_decisions_are_immutable() -> None:
+    decision, state = decide_cap(POLICY, observe(0), CapState())
+    for value in (observe(0), state, decision, POLICY):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.time = 1.0  # type: ignore[misc]
+
+
 def test_from_spec() -> None:
     spec = SpeculationSpec.model_validate(
         {"method": "ngram", "hardCap": 48, "capController": {"enabled": True, "min": 2, "max": 32}}

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,16 @@ def main(argv: list[str] | None = None) -> int:
                     scale=args.hypothesis_scale,
                 )
             )
+            baseline = subprocess.run(
+                ["env", f"ARCTIC_HYPOTHESIS_SCALE={args.hypothesis_scale}", args.python, "-m", "pytest", "-x", "-q",
+                 "-p", "no:cacheprovider", *tests],
+                cwd=work, env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if baseline.returncode != 0:  # else every mutant would count as killed
+                raise SystemExit(f"mutation: {module}: the tests fail without a mutant:\n{baseline.stdout[-2000:]}")
             subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
             kept = sample(session, args.sample, args.seed)
+            began = time.monotonic()
             print(
                 f"mutation: {module}: {kept} mutants (seed {args.seed}), tests {' '.join(tests)}", flush=True
             )
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             summary[module] = {**asdict(result), "killed_fraction": result.fraction, "sampled": kept}
             print(
                 f"mutation: {module}: killed {result.killed} of {result.killed + result.survived}"
-                f" ({result.fraction}), incompetent {result.incompetent}",
+                f" ({result.fraction}), incompetent {result.incompetent}, {time.monotonic() - began:.0f} s",
                 flush=True,
             )
             for text in result.survivors:
