@@ -164,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                     scale=args.hypothesis_scale,
                 )
             )
+            pytest = [args.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+            scale = f"ARCTIC_HYPOTHESIS_SCALE={args.hypothesis_scale}"
             baseline = subprocess.run(
-                ["env", f"ARCTIC_HYPOTHESIS_SCALE={args.hypothesis_scale}", args.python, "-m", "pytest", "-x", "-q",
-                 "-p", "no:cacheprovider", *tests],
-                cwd=work, env=env, capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                ["env", scale, *pytest], cwd=work, env=env, capture_output=True, text=True, check=False
+            )
             if baseline.returncode != 0:  # else every mutant would count as killed
-                raise SystemExit(f"mutation: {module}: the tests fail without a mutant:\n{baseline.stdout[-2000:]}")
+                raise SystemExit(
+                    f"mutation: {module}: the tests fail without a mutant:\n{baseline.stdout[-2000:]}"
+                )
             subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
             kept = sample(session, args.sample, args.seed)
             began = time.monotonic()
