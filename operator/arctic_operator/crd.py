@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, NoDefault
 from pydantic_core import core_schema
 
@@ -169,12 +169,9 @@ class _Generator(GenerateJsonSchema):
         value = factory()  # type: ignore[call-arg]
         if not isinstance(value, BaseModel):
             return NoDefault  # an empty list or map: absent is the same
-        dumped = value.model_dump(mode="json", by_alias=True, exclude_none=True)
-        try:
-            bare = type(value).model_validate({}).model_dump(mode="json", by_alias=True, exclude_none=True)
-        except ValidationError:
-            return dumped
-        return {} if bare == dumped else dumped
+        # The whole default, nested defaults included: the API server checks a default against the
+        # node's CEL rules as written (``{}`` fails a rule that reads a nested field: "no such key").
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _describe(text: str) -> str:

@@ -43,7 +43,9 @@ RECONCILES = Counter(
 )
 RECONCILE_SECONDS = Histogram("arctic_operator_reconcile_seconds", "Time of one reconcile pass.")
 APPLIED = Counter(
-    "arctic_operator_objects_applied_total", "Child objects created or patched, by action.", ["action"]
+    "arctic_operator_objects_applied_total",
+    "Child objects created, updated or deleted, by action.",
+    ["action"],
 )
 
 
@@ -94,7 +96,7 @@ def register(
                 raise  # kopf retries with backoff and logs it
         invalid = any(reason == "InvalidSpec" for _, reason, _ in outcome.events)
         RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
-        for action in ("created", "patched"):
+        for action in ("created", "updated", "deleted"):
             APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
         patch.status.update(outcome.status)
         for kind, reason, message in outcome.events:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 from arctic_operator.settings import SettingsError, from_env
 
 
-def run() -> int:
-    """Start the operator; returns only when it stops. A bad setting is one line and exit code 2."""
+def run(overrides: Mapping[str, str] | None = None) -> int:
+    """Start the operator; returns only when it stops. A bad setting is one line and exit code 2.
+    ``overrides``: ARCTIC_OPERATOR_* values given as command-line flags (they win over the environment)."""
     try:
-        settings = from_env()
+        settings = from_env({**os.environ, **(overrides or {})})
     except SettingsError as exc:
         print(f"arctic-serve operator: {exc}", file=sys.stderr)
         return 2

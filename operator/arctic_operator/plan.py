@@ -55,6 +55,8 @@ DEFAULT_CPU_IMAGE = "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
 #: Where the engine finds its admin token (the Secret ``<name>-admin``, key ``token``).
 ADMIN_TOKEN_PATH = "/var/run/arctic-serve/admin/token"
 MODEL_CACHE_PATH = "/models-cache"
+#: The runtime images' non-root user and group (images/runtime*/Dockerfile: UID/GID 10001).
+RUNTIME_UID = 10001
 PVC_MODEL_PATH = "/models"
 COMPILE_CACHE_PATH = "/var/cache/vllm"
 """VLLM_CACHE_ROOT when spec.compileCache is on: torch.compile artifacts and CUDA-graph caches."""
@@ -309,7 +311,15 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
             probes.liveness.timeout_seconds,
         ),
         "resources": resources,
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # Pod Security "restricted": no privilege escalation, no capabilities, non-root, the runtime's
+        # default seccomp profile. The root filesystem stays writable: vLLM, torch and triton write
+        # their compile caches under $HOME and /tmp.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -342,6 +352,18 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
         "containers": [container],
         "volumes": volumes,
         "enableServiceLinks": False,
+        # The engine never calls the Kubernetes API: no service-account token in the pod.
+        "automountServiceAccountToken": False,
+        # fsGroup: the admin-token Secret (mode 0440) and a fresh model-cache volume belong to the
+        # engine's group, so the non-root engine can read the token and write the cache.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
         "terminationGracePeriodSeconds": 120,
     }
@@ -452,7 +474,13 @@ def plan(resource: ArcticInferenceService, inputs: PlanInputs) -> Plan:
                 "type": spec.service.type,
                 "selector": labels(name),
                 "ports": [
-                    {"name": ENGINE_PORT_NAME, "port": spec.service.port, "targetPort": ENGINE_PORT_NAME}
+                    {
+                        "name": ENGINE_PORT_NAME,
+                        "port": spec.service.port,
+                        "targetPort": ENGINE_PORT_NAME,
+                        # part of the ports' merge key in server-side apply: always spelled out
+                        "protocol": "TCP",
+                    }
                 ],
             },
         }

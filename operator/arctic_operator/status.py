@@ -13,14 +13,20 @@ Conditions (one each; reasons are CamelCase, messages are for a person):
   lists every field and what is allowed), ``RolloutStuck`` when the workload reports that its
   rollout exceeded its progress deadline, ``EngineCrashLooping`` when an engine container keeps
   restarting (the message names the pod, the restarts and how the container last ended, e.g.
-  ``OOMKilled``), ``ImagePullFailing`` when a pod cannot pull its image, ``PodsFailing`` for other
-  container start errors or failed pods; else False (``AsExpected``). Pod problems are read from
+  ``OOMKilled``), ``ImagePullFailing`` when a pod cannot pull its image, ``Unschedulable`` when the
+  scheduler finds no node for a pod (its message says why, e.g. ``Insufficient nvidia.com/gpu``),
+  ``PodsFailing`` for other container start errors or failed pods, ``PodsRefused`` when the workload
+  cannot create its pods at all (Pod Security admission, a quota, a missing PriorityClass),
+  ``NameConflict`` when a child's name is taken by an object the resource does not own (nothing is
+  applied or taken over), ``ChildRejected`` when the API server rejects a child (its message); else
+  False (``AsExpected``). Pod problems are read from
   the pods themselves, so they show within one resync, long before a rollout's deadline.
 * ``Progressing``: True while the workload is being created, rolled out or scaled (``Creating``,
   ``RollingOut``, ``Scaling``, ``ModelLoading`` while replicas exist but are not ready yet); else
   False (``Stable``).
 * ``Ready``: True when at least the desired number of replicas is ready on the current spec
-  (``ReplicasReady``); False with ``NoReadyReplicas`` / ``NotEnoughReplicas`` / ``InvalidSpec``.
+  (``ReplicasReady``) or zero replicas are asked for (``ScaledToZero``, so GitOps tools see it
+  healthy); False with ``NoReadyReplicas`` / ``NotEnoughReplicas`` / ``InvalidSpec``.
 """
 
 from __future__ import annotations
@@ -78,8 +84,17 @@ def _rollout_stuck(workload: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _replica_failure(workload: Mapping[str, Any]) -> str | None:
+    """The workload controller's own report that it cannot create pods (a quota, Pod Security
+    admission, a missing PriorityClass): its ReplicaFailure condition's message."""
+    for c in workload.get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return str(c.get("message") or c.get("reason") or "the workload cannot create its pods")
+    return None
+
+
 #: Degraded reasons that come from the pods (the kopf layer posts a Warning event when one appears).
-POD_FAILURE_REASONS = ("EngineCrashLooping", "ImagePullFailing", "PodsFailing")
+POD_FAILURE_REASONS = ("EngineCrashLooping", "ImagePullFailing", "Unschedulable", "PodsFailing")
 _IMAGE_ERRORS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _START_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 #: At most this many pods are named in one message (the rest are counted).
@@ -89,15 +104,19 @@ _MAX_NAMED = 3
 def pod_failures(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) for pods whose containers cannot run, or None. Pure: ``pods`` are Pod
     objects as the API server returns them."""
-    found: list[tuple[int, str]] = []  # (rank of the reason, what to say)
+    found: list[tuple[int, str]] = []  # (rank of the reason in POD_FAILURE_REASONS, what to say)
     for pod in pods:
         name = (pod.get("metadata") or {}).get("name", "?")
         ps = pod.get("status") or {}
         if ps.get("phase") == "Failed":
             found.append(
-                (2, f"pod {name} failed: {ps.get('reason') or ''} {ps.get('message') or ''}".strip())
+                (3, f"pod {name} failed: {ps.get('reason') or ''} {ps.get('message') or ''}".strip())
             )
             continue
+        for c in ps.get("conditions") or []:
+            unschedulable = ("PodScheduled", "False", "Unschedulable")
+            if (c.get("type"), c.get("status"), c.get("reason")) == unschedulable:
+                found.append((2, f"pod {name} cannot be scheduled: {c.get('message') or 'no node fits'}"))
         for cs in [*(ps.get("initContainerStatuses") or []), *(ps.get("containerStatuses") or [])]:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
@@ -113,7 +132,7 @@ def pod_failures(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             elif reason in _IMAGE_ERRORS:
                 found.append((1, f"{where}: {reason}: {waiting.get('message') or 'cannot pull the image'}"))
             elif reason in _START_ERRORS:
-                found.append((2, f"{where}: {reason}: {waiting.get('message') or 'cannot start'}"))
+                found.append((3, f"{where}: {reason}: {waiting.get('message') or 'cannot start'}"))
     if not found:
         return None
     found.sort(key=lambda f: f[0])
@@ -137,10 +156,13 @@ def compute_status(
     service_port: int,
     engine: Mapping[str, Any] | None = None,
     pods: Sequence[Mapping[str, Any]] = (),
+    apply_problem: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The status for one observation (see the module docstring). ``workload`` is the Deployment's
     or StatefulSet's ``status`` (None: not created yet); ``plan`` None when the spec is invalid;
-    ``pods`` the engine pods (for crash loops and image pull errors)."""
+    ``pods`` the engine pods (for crash loops, image pull errors, unschedulable pods);
+    ``apply_problem`` (reason, message) when the children could not be applied (a name taken by an
+    object this resource does not own, or a child the API server rejects)."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     old_conditions: Sequence[ConditionDict] = (previous or {}).get("conditions") or []
     status: dict[str, Any] = {"observedGeneration": generation}
@@ -168,12 +190,19 @@ def compute_status(
         return status
     desired = plan.replicas if plan is not None else 0
     stuck = _rollout_stuck(ws)
-    if workload is None:
+    failing = pod_failures(pods)
+    if apply_problem is not None:
+        progressing = (False, apply_problem[0], "nothing is applied until this is resolved")
+    elif workload is None:
         progressing = (True, "Creating", "creating the engines' workload")
     elif updated < min(replicas, desired):
         progressing = (True, "RollingOut", f"{updated} of {desired} replicas run the current spec")
     elif replicas != desired:
         progressing = (True, "Scaling", f"scaling from {replicas} to {desired} replicas")
+    elif desired == 0:
+        progressing = (False, "ScaledToZero", "scaled to zero replicas")
+    elif ready < desired and failing and failing[0] == "Unschedulable":
+        progressing = (True, "Unschedulable", f"{ready} of {desired} replicas ready; {failing[1]}")
     elif ready < desired:
         progressing = (
             True,
@@ -182,14 +211,20 @@ def compute_status(
         )
     else:
         progressing = (False, "Stable", f"{desired} replicas run the current spec")
-    if ready >= desired > 0:
+    if desired == 0 and workload is not None and apply_problem is None:
+        ready_cond = (True, "ScaledToZero", "0 replicas asked for, 0 running")
+    elif ready >= desired > 0:
         ready_cond = (True, "ReplicasReady", f"{ready} of {desired} replicas ready")
     elif ready == 0:
         ready_cond = (False, "NoReadyReplicas", f"0 of {desired} replicas ready")
     else:
         ready_cond = (False, "NotEnoughReplicas", f"{ready} of {desired} replicas ready")
-    failing = pod_failures(pods)
-    if failing:
+    refused = _replica_failure(ws)
+    if apply_problem is not None:
+        degraded = (True, *apply_problem)
+    elif refused:
+        degraded = (True, "PodsRefused", refused)
+    elif failing:
         degraded = (True, *failing)
     elif stuck:
         degraded = (True, "RolloutStuck", stuck)

@@ -20,6 +20,7 @@ JSON path, e.g. ``spec.speculation.hardCap: must be >= spec.speculation.softCap 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,11 +30,14 @@ from pydantic_core import ErrorDetails
 
 from arctic_operator.api import (
     GPU_RESOURCE,
+    LABEL_VALUE,
     MANAGED_ENGINE_FLAGS,
+    QUALIFIED_NAME,
     ArcticInferenceService,
     ArcticInferenceServiceSpec,
     ModelSource,
 )
+from arctic_operator.engine_args import managed_spellings
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,63 @@ _MANAGED_FLAG_SPELLINGS: tuple[str, ...] = tuple(
 )
 
 
+_QUALIFIED = re.compile(QUALIFIED_NAME)
+_LABEL_VALUE = re.compile(LABEL_VALUE)
+
+
+def _bad_keys(mapping: Mapping[str, Any] | None, values: bool = False) -> str | None:
+    """The first key (or, with ``values``, label value) Kubernetes would reject, as a detail."""
+    for key, value in (mapping or {}).items():
+        if not _QUALIFIED.match(key):
+            return f"got key {key!r}"
+        if values and not _LABEL_VALUE.match(str(value)):
+            return f"got value {value!r} for {key!r}"
+    return None
+
+
+def _node_selector(spec: ArcticInferenceServiceSpec) -> str | None:
+    return _bad_keys(spec.scheduling.node_selector if spec.scheduling else None, values=True)
+
+
+def _monitor_labels(spec: ArcticInferenceServiceSpec) -> str | None:
+    return _bad_keys(spec.monitoring.labels, values=True)
+
+
+def _service_annotations(spec: ArcticInferenceServiceSpec) -> str | None:
+    return _bad_keys(spec.service.annotations)
+
+
+def _resource_names(spec: ArcticInferenceServiceSpec) -> str | None:
+    r = spec.resources
+    return None if r is None else _bad_keys(r.requests) or _bad_keys(r.limits)
+
+
+def _tolerations(spec: ArcticInferenceServiceSpec) -> str | None:
+    for i, t in enumerate((spec.scheduling.tolerations if spec.scheduling else None) or []):
+        exists = t.operator == "Exists"
+        if exists and t.value:
+            return f"tolerations[{i}]: value {t.value!r} with operator Exists"
+        if not t.key and not exists:
+            return f"tolerations[{i}]: no key with operator {t.operator or 'Equal'}"
+        if t.toleration_seconds is not None and t.effect != "NoExecute":
+            return f"tolerations[{i}]: tolerationSeconds with effect {t.effect or '(all)'}"
+    return None
+
+
+def _env_one_source(spec: ArcticInferenceServiceSpec) -> str | None:
+    for e in spec.env or []:
+        if e.value and e.value_from is not None:
+            return f"got both for {e.name}"
+    return None
+
+
+def _cel_keys(map_expr: str, values: bool = False) -> str:
+    check = f"k.matches('{QUALIFIED_NAME}')"
+    if values:
+        check += f" && {map_expr}[k].matches('{LABEL_VALUE}')"
+    return f"{map_expr}.all(k, {check})"
+
+
 # --------------------------------------------------------------------------------------------
 # The rules
 # --------------------------------------------------------------------------------------------
@@ -404,6 +465,68 @@ RULES: tuple[Rule, ...] = (
         reason="FieldValueForbidden",
     ),
     Rule(
+        name="node-selector-labels",
+        at="spec.scheduling",
+        field="spec.scheduling.nodeSelector",
+        cel="!has(self.nodeSelector) || " + _cel_keys("self.nodeSelector", values=True),
+        message="keys must be label keys ([prefix/]name, name <= 63 characters, alphanumeric at both "
+        "ends) and values label values (<= 63 characters, alphanumeric at both ends, or empty)",
+        check=_node_selector,
+    ),
+    Rule(
+        name="tolerations-as-kubernetes-allows",
+        at="spec.scheduling",
+        field="spec.scheduling.tolerations",
+        cel=(
+            "!has(self.tolerations) || self.tolerations.all(t, "
+            "(!has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '') && "
+            "((has(t.key) && t.key != '') || (has(t.operator) && t.operator == 'Exists')) && "
+            "(!has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute')))"
+        ),
+        message="each toleration: no value with operator Exists; no key only with operator Exists; "
+        "tolerationSeconds only with effect NoExecute",
+        check=_tolerations,
+    ),
+    Rule(
+        name="resource-names",
+        at="spec.resources",
+        field="spec.resources",
+        cel="(!has(self.requests) || "
+        + _cel_keys("self.requests")
+        + ") && (!has(self.limits) || "
+        + _cel_keys("self.limits")
+        + ")",
+        message="resource names must be qualified names such as cpu, memory or example.com/device",
+        check=_resource_names,
+    ),
+    Rule(
+        name="env-value-or-value-from",
+        at="spec",
+        field="spec.env",
+        cel="!has(self.env) || self.env.all(e, !has(e.valueFrom) || !has(e.value) || e.value == '')",
+        message="each entry sets value or valueFrom, not both",
+        check=_env_one_source,
+        reason="FieldValueForbidden",
+    ),
+    Rule(
+        name="service-annotation-keys",
+        at="spec.service",
+        field="spec.service.annotations",
+        cel="!has(self.annotations) || " + _cel_keys("self.annotations"),
+        message="keys must be annotation keys ([prefix/]name, name <= 63 characters, alphanumeric at "
+        "both ends)",
+        check=_service_annotations,
+    ),
+    Rule(
+        name="monitoring-labels",
+        at="spec.monitoring",
+        field="spec.monitoring.labels",
+        cel="!has(self.labels) || " + _cel_keys("self.labels", values=True),
+        message="keys must be label keys and values label values (<= 63 characters, alphanumeric at "
+        "both ends, or empty)",
+        check=_monitor_labels,
+    ),
+    Rule(
         name="one-prometheus-monitor",
         at="spec.monitoring",
         field="spec.monitoring",
@@ -472,7 +595,21 @@ def _checked(obj: Mapping[str, Any]) -> tuple[ArcticInferenceService | None, lis
         resource = ArcticInferenceService.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as exc:
         return None, [_from_pydantic(error) for error in exc.errors()]
-    return resource, check_rules(resource.spec)
+    errors = check_rules(resource.spec)
+    if not any(e.field == "spec.extraArgs" for e in errors):
+        hidden = managed_spellings(resource.spec.extra_args or [])
+        if hidden:
+            errors.append(
+                FieldError("spec.extraArgs", EXTRA_ARGS_AS_VLLM_READS_THEM, "got " + ", ".join(hidden))
+            )
+    return resource, errors
+
+
+#: Beyond the CRD's rule: spellings vLLM's parser reads as a managed flag (engine_args).
+EXTRA_ARGS_AS_VLLM_READS_THEM = (
+    "must not set, in any spelling vLLM accepts (abbreviation, _ for -, dotted key, --config file), "
+    "the flags the operator sets from the spec; use the spec"
+)
 
 
 def validate(obj: Mapping[str, Any]) -> list[FieldError]:

@@ -58,10 +58,29 @@ def parallel_settings(args: argparse.Namespace) -> ParallelSettings:
     return parse_parallel(values)
 
 
+#: ``arctic-serve operator`` flags; each overrides the ARCTIC_OPERATOR_* variable of the same name.
+OPERATOR_FLAGS = (
+    "watch-namespace",
+    "health-port",
+    "metrics-port",
+    "log-level",
+    "runtime-image",
+    "runtime-cpu-image",
+    "monitoring",
+    "resync-seconds",
+    "scrape-seconds",
+)
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
     from arctic_operator.main import run  # kopf and the Kubernetes client; never vLLM or torch
 
-    return run()
+    overrides = {
+        "ARCTIC_OPERATOR_" + flag.upper().replace("-", "_"): str(value)
+        for flag in OPERATOR_FLAGS
+        if (value := getattr(args, flag.replace("-", "_"))) is not None
+    }
+    return run(overrides)
 
 
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
@@ -240,8 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ARCTIC_OPERATOR_WATCH_NAMESPACE (empty: all), ARCTIC_OPERATOR_HEALTH_PORT (8080, GET /healthz), "
         "ARCTIC_OPERATOR_METRICS_PORT (9090, 0: off), ARCTIC_OPERATOR_LOG_LEVEL, "
         "ARCTIC_OPERATOR_RUNTIME_IMAGE, ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE, ARCTIC_OPERATOR_MONITORING, "
-        "ARCTIC_OPERATOR_RESYNC_SECONDS (60).",
+        "ARCTIC_OPERATOR_RESYNC_SECONDS (60), ARCTIC_OPERATOR_SCRAPE_SECONDS (5); each also as a flag "
+        "(--log-level debug overrides ARCTIC_OPERATOR_LOG_LEVEL), e.g. in the chart's operator.extraArgs.",
     )
+    for flag in OPERATOR_FLAGS:
+        env = "ARCTIC_OPERATOR_" + flag.upper().replace("-", "_")
+        op.add_argument(f"--{flag}", metavar="VALUE", help=f"overrides {env}")
     op.set_defaults(func=_cmd_operator)
 
     from arctic_runtime.suffix.tree import SuffixConfig  # pure Python, no vLLM or torch

@@ -113,7 +113,7 @@ def test_the_operator_gets_exactly_the_verbs_it_needs(rendered: Docs, scenario: 
         "services": crud,
         "poddisruptionbudgets.policy": crud,
         # the admin token: no list/watch, so other Secrets of the namespace cannot be enumerated
-        "secrets": {"get", "create", "update"},
+        "secrets": {"get", "create"},
         "events": {"create", "patch"},
         # the control loop finds the engine pods to scrape (read only)
         "pods": {"get", "list"},
@@ -140,3 +140,15 @@ def test_cluster_scoped_names_include_the_release_namespace(rendered: Docs) -> N
     for doc in rendered["namespaced"]:
         if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             assert chartkit.RELEASE_NAMESPACE in doc["metadata"]["name"]
+
+
+def test_the_optional_network_policy_admits_only_the_operators_own_ports() -> None:
+    off = chartkit.documents(chartkit.template(chartkit.CHART_DIR))
+    assert chartkit.by_kind(off, "NetworkPolicy") == []
+    sets = ["networkPolicy.enabled=true", "operator.metricsPort=9100"]
+    docs = chartkit.documents(chartkit.template(chartkit.CHART_DIR, sets))
+    policy, deployment = the(docs, "NetworkPolicy"), the(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 9100] and "from" not in rule

@@ -8,7 +8,8 @@ bookmarks, timeouts), PUT, the four PATCH flavours, status and scale subresource
 ownerReference cascade, and custom resources defaulted and validated against the CRD's
 openAPIV3Schema (jsonschema) and its CEL rules (cel-python), answering 422 as the API server does.
 
-Not emulated: auth, admission webhooks, Table output, managedFields / field ownership, strategic
+Not emulated: auth, admission webhooks, dry runs (a dryRun=All PATCH answers without checking or
+storing), Table output, managedFields / field ownership, strategic
 merge keys (strategic merge is a JSON merge patch whose lists replace), pagination, protobuf.
 """
 
@@ -1099,6 +1100,10 @@ class EmulatedApiServer:
             if sub == "scale":
                 return _json(state.set_scale(rt, ns, name, new))
             return _json(self._out(rt, state.update(rt, ns, name, new, sub, strict)))
+        if method == "PATCH" and q.get("dryRun") == "All":
+            # accepted unchecked and not stored (the real control plane's tier tests rejections)
+            known = (ns or "", name) in state.objects[rt.store_key]
+            return _json(self._out(rt, state.get(rt, ns, name) if known else self._body(body)))
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "application/merge-patch+json")
             result = state.patch(rt, ns, name, ctype, body, sub, strict)

@@ -262,3 +262,37 @@ def test_shift_parallel_sample_is_served(
         assert conditions()["Degraded"]["status"] == "False"
         custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
         wait_for("the StatefulSet to go", lambda: not apps.list_namespaced_stateful_set(NS).items)
+
+
+def test_names_taken_by_others_are_conflicts_and_dropped_children_are_deleted(
+    emulated_api: EmulatedApiServer, api_client: client.ApiClient
+) -> None:
+    custom, apps, core = (
+        client.CustomObjectsApi(api_client),
+        client.AppsV1Api(api_client),
+        client.CoreV1Api(api_client),
+    )
+    body = yaml.safe_load(SAMPLE.read_text())
+    users_secret: Any = {"metadata": {"name": "smollm2-cpu-admin"}, "stringData": {"token": "mine"}}
+    core.create_namespaced_secret(NS, users_secret)
+
+    def degraded() -> dict[str, Any]:
+        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "smollm2-cpu")
+        found = [c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Degraded"]
+        return dict(found[0]) if found else {}
+
+    with operator(emulated_api, api_client):
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+        conflict = wait_for("NameConflict", lambda: degraded().get("reason") == "NameConflict" and degraded())
+        assert "Secret/smollm2-cpu-admin exists and is not owned" in conflict["message"]
+        assert names(api_client)["deployments"] == []  # nothing mounts the user's Secret
+        kept: Any = core.read_namespaced_secret("smollm2-cpu-admin", NS)
+        assert kept.metadata.owner_references is None
+        # the user removes their Secret: the operator makes its own and the engines
+        core.delete_namespaced_secret("smollm2-cpu-admin", NS)
+        wait_for("the Deployment", lambda: apps.read_namespaced_deployment("smollm2-cpu", NS))
+        # emptyDir -> PVC cache: the StatefulSet replaces the Deployment, which is deleted
+        patch = {"spec": {"modelCache": {"volume": "pvc", "size": "2Gi"}}}
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "smollm2-cpu", patch)
+        wait_for("the StatefulSet", lambda: apps.read_namespaced_stateful_set("smollm2-cpu", NS))
+        wait_for("the Deployment deleted", lambda: names(api_client)["deployments"] == [])

@@ -226,3 +226,16 @@ def test_the_window_stays_bounded(steps: list[float]) -> None:
     assert got is not None
     assert 1 <= got.samples <= window.max_samples
     assert all(now - 10 <= s.time <= now for s in window.samples("p"))
+
+
+@pytest.mark.parametrize("bad", ["+Inf", "-Inf", "NaN", "-3.0"])
+def test_a_gauge_that_is_not_a_count_is_not_observed(bad: str) -> None:
+    # one pod serving +Inf, NaN or a negative gauge: that quantity is "not observed" (the sample is
+    # incomplete), never a number that breaks the loop's arithmetic for the whole service
+    lines = [
+        line if not line.startswith("vllm:num_requests_waiting{") else line.rsplit(" ", 1)[0] + " " + bad
+        for line in REAL.splitlines()
+    ]
+    got = parse_metrics("\n".join(lines), time=0)
+    assert got.waiting is None and "waiting" in got.missing and not got.complete
+    assert got.running == 0.0

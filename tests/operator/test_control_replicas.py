@@ -428,3 +428,12 @@ def test_burst_levers_from_the_spec() -> None:
     assert (policy.queue_growth_lead_s, policy.burst_headroom) == (120.0, 1)
     defaults = ReplicaPolicy.from_spec(AutoscalingSpec.model_validate({"maxReplicas": 4}))
     assert (defaults.queue_growth_lead_s, defaults.burst_headroom) == (0.0, 0)
+
+
+def test_a_tiny_target_or_a_huge_queue_stays_within_the_maximum() -> None:
+    # a target of 1e-9 waiting per replica (or 1e300 waiting) makes the need astronomically large:
+    # it is clamped before rounding, so the decision is the maximum, not an overflow or a crash
+    tiny = ReplicaPolicy(min_replicas=1, max_replicas=4, waiting_per_replica=1e-9)
+    decisions = simulate(tiny, 1, lambda t: 1e300, until=600.0)
+    assert max(d.desired for d in decisions) == 4
+    assert decisions[-1].desired == 4

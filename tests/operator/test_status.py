@@ -209,3 +209,80 @@ def test_many_failing_pods_are_counted_not_all_named() -> None:
     crashing = [{**CRASHING, "metadata": {"name": f"llama-{i}"}} for i in range(6)]
     message = next(c for c in with_pods(crashing)["conditions"] if c["type"] == "Degraded")["message"]
     assert "llama-0" in message and "llama-5" not in message and "and 3 more" in message
+
+
+def test_zero_replicas_asked_for_is_ready_scaled_to_zero() -> None:
+    # so Argo CD shows Healthy, not Progressing forever
+    s = status({"replicas": 0}, replicas=0)
+    assert conditions(s)["Ready"] == ("True", "ScaledToZero")
+    assert conditions(s)["Progressing"] == ("False", "ScaledToZero")
+    assert conditions(status({"replicas": 1}, replicas=0))["Progressing"] == ("True", "Scaling")
+
+
+def test_a_pod_no_node_fits_is_unschedulable_with_the_schedulers_message() -> None:
+    why = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    pod = {
+        "metadata": {"name": "llama-0"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}
+            ],
+        },
+    }
+    s = compute_status(
+        name="llama",
+        namespace="ml",
+        generation=1,
+        now=T0,
+        previous=None,
+        errors=None,
+        plan=Plan(replicas=1, selector=labels("llama")),
+        workload={"replicas": 1, "updatedReplicas": 1},
+        service_port=8000,
+        pods=[pod],
+    )
+    assert conditions(s)["Progressing"] == ("True", "Unschedulable")
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable") and why in degraded[
+        "message"
+    ]
+
+
+def test_children_that_could_not_be_applied_are_degraded_with_the_reason() -> None:
+    s = compute_status(
+        name="llama",
+        namespace="ml",
+        generation=1,
+        now=T0,
+        previous=None,
+        errors=None,
+        plan=Plan(replicas=1, selector=labels("llama")),
+        workload=None,
+        service_port=8000,
+        apply_problem=(
+            "NameConflict",
+            "Service/llama exists and is not owned by this ArcticInferenceService",
+        ),
+    )
+    assert conditions(s) == {
+        "Ready": ("False", "NoReadyReplicas"),
+        "Progressing": ("False", "NameConflict"),
+        "Degraded": ("True", "NameConflict"),
+    }
+
+
+def test_a_workload_that_cannot_create_pods_is_degraded_with_its_message() -> None:
+    refused = {
+        "replicas": 0,
+        "conditions": [
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "llama-x" is forbidden: violates PodSecurity "restricted:latest"',
+            },
+        ],
+    }
+    degraded = next(c for c in status(refused)["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "PodsRefused" and "PodSecurity" in degraded["message"]

@@ -153,6 +153,33 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"spec.monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
         "",
     ),
+    # what the API server would reject on the children, caught on the resource instead
+    (
+        "node-selector-labels",
+        {"spec.scheduling": {"nodeSelector": {"gpu type": "h100"}}},
+        "got key 'gpu type'",
+    ),
+    (
+        "tolerations-as-kubernetes-allows",
+        {"spec.scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "value": "x"}]}},
+        "tolerations[0]: value 'x' with operator Exists",
+    ),
+    ("resource-names", {"spec.resources": {"requests": {"bad name!": "1"}}}, "got key 'bad name!'"),
+    (
+        "env-value-or-value-from",
+        {"spec.env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+        "got both for A",
+    ),
+    (
+        "service-annotation-keys",
+        {"spec.service": {"annotations": {"not valid!": "x"}}},
+        "got key 'not valid!'",
+    ),
+    (
+        "monitoring-labels",
+        {"spec.monitoring": {"labels": {"release": "-bad-"}}},
+        "got value '-bad-' for 'release'",
+    ),
 ]
 
 # Objects at the edge of each rule that both sides must accept.
@@ -201,6 +228,21 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("cpu and memory resources", {"spec.resources": {"requests": {"cpu": "500m", "memory": "8Gi"}}}),
     ("unmanaged extra args", {"spec.extraArgs": ["--model-impl=transformers", "--max-num-seqs", "64"]}),
     ("one monitor", {"spec.monitoring": {"podMonitor": {"enabled": True}}}),
+    (
+        "kubernetes-style keys and tolerations",
+        {
+            "spec.scheduling": {
+                "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": ""},
+                "tolerations": [
+                    {"operator": "Exists"},
+                    {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "tolerationSeconds": 30},
+                ],
+            },
+            "spec.service": {
+                "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}
+            },
+        },
+    ),
 ]
 
 

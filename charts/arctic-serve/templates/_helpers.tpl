@@ -100,11 +100,12 @@ The operator's workload permissions: the same rules whether they land in the Clu
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, patch, delete]
-# The per-service admin token of the runtime's /arctic/v1 API. No list/watch: it reads only the
-# Secrets it names, so it cannot enumerate the namespace's other Secrets.
+# The per-service admin token of the runtime's /arctic/v1 API: created once, never rewritten (the
+# ownerReference's garbage collection deletes it). No list/watch: it reads only the Secrets it names,
+# so it cannot enumerate the namespace's other Secrets; no update/patch/delete.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, update]
+  verbs: [get, create]
 # The control loop (spec.autoscaling, capController) lists a resource's engine pods by label to
 # scrape their /metrics and reach their admin API. Read only, no watch.
 - apiGroups: [""]

@@ -92,13 +92,23 @@ def _series_values(text: str) -> dict[str, list[float]]:
     return values
 
 
+def observed(values: list[float], quantity: str) -> list[float] | None:
+    """The values a pod reported for ``quantity`` that count as observations: finite and >= 0 (a
+    cap's +Inf, meaning "no cap", is kept). None when none is left, so one pod serving NaN, +Inf or a
+    negative gauge counts as "not observed" instead of breaking the arithmetic of the whole loop."""
+    kept = [
+        v for v in values if v >= 0 and (math.isfinite(v) or (quantity in ("soft_cap", "hard_cap") and v > 0))
+    ]
+    return kept or None
+
+
 def _lookup(values: dict[str, list[float]], quantity: str) -> list[float] | None:
-    """The values of ``quantity`` under its newest name present (a counter with or without
+    """The observed values of ``quantity`` under its newest name present (a counter with or without
     ``_total``), or None when it is under none of its names."""
     for name in ALIASES[quantity]:
         for series in (name, name + "_total"):
             if series in values:
-                return values[series]
+                return observed(values[series], quantity)
     return None
 
 

@@ -245,7 +245,8 @@ def decide_replicas(
     inputs["needs"] = {name: round(value, 3) for name, value in needs.items()}
     ratio = need / current
     within_tolerance = abs(ratio - 1) <= policy.tolerance
-    unclamped = math.ceil(need - _EPSILON)
+    # clamped before rounding: a huge need (a tiny target) stays a number, and the maximum holds
+    unclamped = math.ceil(min(need, float(high) + 1.0) - _EPSILON)
     recommendation = current if within_tolerance else _clamp(unclamped, low, high)
     incomplete = obs.observed < obs.ready
     # Partial metrics understate the load: they may ask for more replicas, never vote for fewer.

@@ -1,0 +1,169 @@
+"""The operator at scale on the real control plane (``tools/cluster``): N ArcticInferenceServices.
+
+``python -m bench.operator_scale --services 1000`` starts the control plane (kwok CPU nodes enough
+for N one-replica CPU services), installs the chart, runs the operator as a local process with the
+chart's ServiceAccount token, applies N copies of the CPU sample and measures:
+
+- time from the first apply to all N Ready;
+- reconcile latency p50/p99 (the operator's ``arctic_operator_reconcile_seconds`` histogram,
+  interpolated inside its buckets);
+- the operator's peak RSS (``/proc/<pid>/status`` VmHWM);
+- API requests per reconcile: the API server's audit log (only the operator's ServiceAccount is
+  logged) divided by the reconcile count.
+
+Targets (issue 15): p99 reconcile < 1 s, RSS < 150 MB. Results: ``bench/results/operator-scale-<time>.json``.
+A benchmark, not a test: run it by hand, on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["system:serviceaccount:arctic-system:arctic-serve-operator"]
+- level: None
+"""
+
+
+def _metric(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out.append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile from cumulative (upper bound, count) buckets, linear inside a bucket."""
+    total = buckets[-1][1]
+    rank = q * total
+    low_bound, low_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return low_bound
+            span = count - low_count
+            return low_bound + (bound - low_bound) * ((rank - low_count) / span if span else 0.0)
+        low_bound, low_count = bound, count
+    return low_bound
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.cluster.conftest import APPS_NS, Kube, OperatorProcess
+    from tools.cluster.cluster import LocalCluster
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
+    policy = work / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit = work / "audit.log"
+    nodes = max(1, -(-args.services // 100))
+    cluster = LocalCluster(
+        work / "cluster",
+        nodes=nodes,
+        gpus=8,
+        extra_apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit}"],
+    )
+    cluster.start()
+    try:
+        kube = Kube(cluster)
+        kube.helm(
+            "install",
+            "arctic-serve",
+            str(ROOT / "charts" / "arctic-serve"),
+            "-n",
+            "arctic-system",
+            "--create-namespace",
+            "--set",
+            "operator.replicas=0",
+        )
+        kube.kubectl("create", "namespace", APPS_NS)
+        op = OperatorProcess(kube, work, metrics_port=True)
+        op.start()
+        sample = yaml.safe_load((ROOT / "docs" / "samples" / "smollm2-cpu.yaml").read_text())
+        sample["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "1Gi"}}
+        items = []
+        for i in range(args.services):
+            doc = json.loads(json.dumps(sample))
+            doc["metadata"] = {"name": f"svc-{i:04d}", "namespace": APPS_NS}
+            items.append(doc)
+        started = time.monotonic()
+        for chunk in range(0, len(items), 200):
+            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[chunk : chunk + 200]})
+        ready = 0
+        while time.monotonic() - started < args.timeout:
+            listing = json.loads(kube.kubectl("get", "ais", "-n", APPS_NS, "-o", "json").stdout)["items"]
+            ready = sum(
+                any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (o.get("status") or {}).get("conditions") or []
+                )
+                for o in listing
+            )
+            if ready == args.services:
+                break
+            time.sleep(2.0)
+        all_ready_s = time.monotonic() - started
+        metrics = op.metrics()
+        buckets = sorted(
+            (float(lbl["le"]), v) for lbl, v in _metric(metrics, "arctic_operator_reconcile_seconds_bucket")
+        )
+        reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
+        requests = sum(1 for _ in audit.open()) if audit.exists() else 0
+        rss_kb = op.peak_rss_kb()
+        op.stop()
+    finally:
+        cluster.stop()
+    result: dict[str, Any] = {
+        "suite": "operator-scale",
+        "time": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "command": "python -m bench.operator_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "environment": {
+            "machine": platform.node(),
+            "cpus": os.cpu_count(),
+            "kubernetes": "1.37.2 (kwok nodes)",
+        },
+        "services": args.services,
+        "ready": ready,
+        "all_ready_s": round(all_ready_s, 1),
+        "reconciles": reconciles,
+        "reconcile_p50_s": round(quantile(buckets, 0.5), 4) if buckets else None,
+        "reconcile_p99_s": round(quantile(buckets, 0.99), 4) if buckets else None,
+        "operator_peak_rss_mb": round(rss_kb / 1024, 1),
+        "api_requests": requests,
+        "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,
+        "targets": {"reconcile_p99_s": 1.0, "operator_rss_mb": 150},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"operator-scale-{result['time']}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0 if ready == args.services else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
