@@ -26,8 +26,10 @@ README = REPO / "README.md"
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(results_dir.glob("*.json")):
-        if path.name.startswith(("control-", "shift-part-")):
-            continue  # the control simulator's rows (control_lines); shift parts (merged files hold them)
+        if path.name.startswith(("control-", "shift-part-", "mutation-")):
+            # the control simulator's rows (control_lines); shift parts (merged files hold them);
+            # mutation testing summaries (tools/mutation/run.py --out)
+            continue
         data = json.loads(path.read_text())
         data["_file"] = path.name
         runs.append(data)

@@ -192,7 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             if result.fraction is None or result.fraction < args.min_killed:
                 failed.append(module)
     if args.out:
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+        record = {
+            "kind": "mutation",
+            "tool": "cosmic-ray 8.7.0",
+            "command": "python tools/mutation/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "sample": args.sample,
+            "seed": args.seed,
+            "hypothesis_scale": args.hypothesis_scale,
+            "modules": summary,
+        }
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
     if failed:
         print(f"mutation: below {args.min_killed:.0%} killed: {', '.join(failed)}", file=sys.stderr)
         return 1
