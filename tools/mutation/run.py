@@ -14,6 +14,7 @@ written for each.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -72,8 +73,29 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-def sample(session: Path, size: int, seed: int) -> int:
-    """Keep ``size`` of the session's mutants (seeded); mark the rest skipped. How many are kept."""
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the module's annotations: with ``from __future__ import
+    annotations`` they are never evaluated, so a mutant inside one is equivalent by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for ann in annotations:
+            if ann is not None and ann.end_lineno is not None and ann.end_col_offset is not None:
+                spans.append(((ann.lineno, ann.col_offset), (ann.end_lineno, ann.end_col_offset)))
+    return spans
+
+
+def sample(session: Path, size: int, seed: int, source: str = "") -> int:
+    """Keep ``size`` of the session's mutants (seeded) that are not inside annotations (when the
+    module postpones them); mark the rest skipped. How many are kept."""
+    postponed = "from __future__ import annotations" in source
+    spans = annotation_spans(source) if postponed else []
     with use_db(str(session), WorkDB.Mode.open) as db:
         # job ids are random per init: order the mutants by what they change, so a seed picks the same
         items = sorted(
@@ -82,9 +104,15 @@ def sample(session: Path, size: int, seed: int) -> int:
                 (str(m.module_path), m.operator_name, m.occurrence, m.start_pos) for m in item.mutations
             ],
         )
+        items = [
+            item
+            for item in items
+            if not any(start <= tuple(m.start_pos) < end for m in item.mutations for start, end in spans)
+        ]
         jobs = [item.job_id for item in items]
+        every = [item.job_id for item in db.pending_work_items]
         keep = set(random.Random(seed).sample(jobs, min(size, len(jobs))))
-        skipped = [job for job in jobs if job not in keep]
+        skipped = [job for job in every if job not in keep]
         if skipped:
             db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
         return len(keep)
@@ -174,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"mutation: {module}: the tests fail without a mutant:\n{baseline.stdout[-2000:]}"
                 )
             subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
-            kept = sample(session, args.sample, args.seed)
+            kept = sample(session, args.sample, args.seed, (work / module).read_text())
             began = time.monotonic()
             print(
                 f"mutation: {module}: {kept} mutants (seed {args.seed}), tests {' '.join(tests)}", flush=True
