@@ -26,9 +26,10 @@ README = REPO / "README.md"
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(results_dir.glob("*.json")):
-        if path.name.startswith(("control-", "shift-part-", "operator-scale-")):
+        if path.name.startswith(("control-", "shift-part-", "operator-scale-", "mutation-")):
             # the control simulator's rows (control_lines); shift parts (merged files hold them);
-            # the operator's scale runs (bench/operator_scale.py, reported in docs/control.md's way: by hand)
+            # the operator's scale runs (bench/operator_scale.py); mutation testing summaries
+            # (tools/mutation/run.py --out)
             continue
         data = json.loads(path.read_text())
         data["_file"] = path.name

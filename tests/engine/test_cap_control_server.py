@@ -20,12 +20,12 @@ decisions are only logged (they are in the assertion messages).
 Settings, chosen for a 2-core machine and a test of ~1.5 minutes including the engine start:
 
 * Cost model: the policy's default curves are the H100's (Llama-3.1-8B). Here a cost model
-  (``CPU_COST``: 1.0 with one running request, 3.0 with four) under which drafting pays for one
-  request and stops paying below four at any acceptance these prompts get (~1.8 tokens per draft:
-  break-even 2; 0.1-1.4: 1), so the controller sets soft = break-even, hard = soft + 1 <= 3 once
-  acceptance is measured, and from then on the engine's own per-step hard cap turns drafting off
-  when the batch fills (4 running, a queue behind) and on again when it drains: the cap does not
-  need to move with the load.
+  (``CPU_COST``: 1.0 with one running request, 4.5 with two, 8.0 with four) under which drafting
+  pays for one request only, at any acceptance these prompts get (up to ~3.9 tokens per draft), so
+  the controller sets soft 1, hard 2 once acceptance is measured, and from then on the engine's own
+  per-step hard cap turns drafting off whenever two or more run (under the queue: this CPU engine
+  may run fewer than 4 while 12 wait) and on again when one does: the cap does not need to move
+  with the load.
 * Time: a 4 s metrics window, a 3 s dwell and a tick per second, instead of the operator's 30 s
   (the policy's logic is the same; only its time constants are short).
 """
@@ -62,7 +62,7 @@ MAX_TOKENS = 48
 REPETITIVE = [PROMPTS[i] for i in (1, 2, 3, 4)]
 """Prompts whose continuations n-gram speculation drafts well (counting, repeated text, code)."""
 
-CPU_COST = VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.0, 3.0))
+CPU_COST = VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.0, 8.0))
 POLICY = CapPolicy(min_cap=1, max_cap=MAX_NUM_SEQS, dwell_s=3.0, cost_model=CPU_COST)
 CONFIG = ControllerConfig(window_s=4.0, max_age_s=3.0)
 TICK_S = 1.0

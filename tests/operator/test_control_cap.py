@@ -210,6 +210,10 @@ def test_a_stale_zero_acceptance_is_probed_again() -> None:
     assert (decision.soft_cap, decision.reason) == (1, "WithinHysteresis")  # not older than 600 s yet
     decision, state = decide_cap(POLICY, observe(601, accepted_per_draft=None), state)
     assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 2, "Probe")
+    assert decision.message == (
+        "Soft cap 1, hard cap 2: the acceptance that stopped drafting was measured 601s ago; "
+        "a lone request drafts to measure it again."
+    )
     assert state.last_measured == 601
     decision, state = decide_cap(POLICY, observe(606, accepted_per_draft=None), state)
     assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")  # still 0.1
@@ -271,6 +275,11 @@ def test_small_changes_are_ignored() -> None:
     assert (decision.soft_cap, decision.reason) == (11, "Lowered")  # 10 wanted, halved at most
 
 
+def test_hysteresis_is_a_distance() -> None:
+    decision, _ = decide_cap(POLICY, observe(0, accepted_per_draft=0.517), settled(16))
+    assert (decision.inputs["breakEvenBatch"], decision.reason) == (15, "WithinHysteresis")  # 1 < 3.2
+
+
 def test_no_change_within_the_dwell_time() -> None:
     decision, state = decide_cap(POLICY, observe(0, accepted_per_draft=0.45), settled(22, at=-10))
     assert (decision.soft_cap, decision.reason) == (22, "Dwell")
@@ -315,6 +324,13 @@ def test_the_hard_cap_limit_bounds_both_caps() -> None:
     tight = CapPolicy(min_cap=8, max_cap=64, hard_cap_limit=4, cost_model=VerifyCostModel())
     decision, _ = decide_cap(tight, observe(0), CapState())
     assert (decision.soft_cap, decision.hard_cap) == (4, 4)
+
+
+def test_observations_states_and_decisions_are_immutable() -> None:
+    decision, state = decide_cap(POLICY, observe(0), CapState())
+    for value in (observe(0), state, decision, POLICY):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, "time", 1.0)  # noqa: B010
 
 
 def test_from_spec() -> None:

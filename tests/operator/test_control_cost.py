@@ -44,6 +44,9 @@ def test_bad_curves_are_refused_with_the_reason() -> None:
         VerifyCosts((1,), ((3, (1.1,)), (1, (1.2,))))
     with pytest.raises(ValueError, match=r"increasing and >= 1, got \[0\]"):
         VerifyCosts((1,), ((0, (1.1,)),))
+    with pytest.raises(ValueError, match=r"increasing and >= 1, got \[0, 3\]"):
+        VerifyCosts((1,), ((0, (1.1,)), (3, (1.2,))))
+    assert VerifyCosts((1,), ((1, (1.0,)),)).model_for(1).cost(1) == 1.0  # no extra cost is allowed
     with pytest.raises(ValueError, match="same length"):
         VerifyCosts((1, 4), ((1, (1.1,)),))
     with pytest.raises(ValueError, match=r"by_draft_len\[1\]: cost ratios must be positive"):

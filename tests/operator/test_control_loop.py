@@ -62,6 +62,8 @@ def test_waiting_growth_is_the_least_squares_slope() -> None:
     assert waiting_growth([(0.0, 0.0), (5.0, 10.0)]) == pytest.approx(2.0)
     assert waiting_growth([(0.0, 0.0), (5.0, 10.0), (10.0, 10.0)]) == pytest.approx(1.0)
     assert waiting_growth([(0.0, 9.0), (10.0, 4.0)]) == pytest.approx(-0.5)
+    assert waiting_growth([(0.0, 0.0), (0.5, 1.0)]) == pytest.approx(2.0)  # a short spread counts
+    assert waiting_growth([(0.0, 7.0), (1.0, 7.0), (2.0, 7.0)]) == 0.0
 
 
 def test_cap_observation_from_a_window() -> None:
@@ -83,6 +85,14 @@ def test_replica_observation_sums_the_windows() -> None:
     assert (obs.running_total, obs.waiting_total, obs.kv_cache_usage_mean) == (16.0, 3.0, 0.4)
     assert obs.waiting_growth == 0.5
     assert replica_observation(7.0, 1, 1, 0, []).kv_cache_usage_mean is None
+    both = replica_observation(7.0, 2, 2, 0, [window(kv_cache_usage=0.2), window(kv_cache_usage=0.6)])
+    assert both.kv_cache_usage_mean == pytest.approx(0.4)  # a mean, not a sum or a product
+
+
+def test_the_loops_default_windows() -> None:
+    loop = ControlLoop()
+    assert (loop.window.window_s, loop.max_age_s) == (30.0, 20.0)
+    assert (loop.replica_policy, loop.cap_policy) == (None, None)
 
 
 def test_a_tick_decides_replicas_and_caps_from_the_windows() -> None:

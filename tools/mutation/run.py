@@ -14,6 +14,7 @@ written for each.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,29 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-def sample(session: Path, size: int, seed: int) -> int:
-    """Keep ``size`` of the session's mutants (seeded); mark the rest skipped. How many are kept."""
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the module's annotations: with ``from __future__ import
+    annotations`` they are never evaluated, so a mutant inside one is equivalent by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for ann in annotations:
+            if ann is not None and ann.end_lineno is not None and ann.end_col_offset is not None:
+                spans.append(((ann.lineno, ann.col_offset), (ann.end_lineno, ann.end_col_offset)))
+    return spans
+
+
+def sample(session: Path, size: int, seed: int, source: str = "") -> int:
+    """Keep ``size`` of the session's mutants (seeded) that are not inside annotations (when the
+    module postpones them); mark the rest skipped. How many are kept."""
+    postponed = "from __future__ import annotations" in source
+    spans = annotation_spans(source) if postponed else []
     with use_db(str(session), WorkDB.Mode.open) as db:
         # job ids are random per init: order the mutants by what they change, so a seed picks the same
         items = sorted(
@@ -81,9 +104,15 @@ def sample(session: Path, size: int, seed: int) -> int:
                 (str(m.module_path), m.operator_name, m.occurrence, m.start_pos) for m in item.mutations
             ],
         )
+        items = [
+            item
+            for item in items
+            if not any(start <= tuple(m.start_pos) < end for m in item.mutations for start, end in spans)
+        ]
         jobs = [item.job_id for item in items]
+        every = [item.job_id for item in db.pending_work_items]
         keep = set(random.Random(seed).sample(jobs, min(size, len(jobs))))
-        skipped = [job for job in jobs if job not in keep]
+        skipped = [job for job in every if job not in keep]
         if skipped:
             db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
         return len(keep)
@@ -163,8 +192,18 @@ def main(argv: list[str] | None = None) -> int:
                     scale=args.hypothesis_scale,
                 )
             )
+            pytest = [args.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+            scale = f"ARCTIC_HYPOTHESIS_SCALE={args.hypothesis_scale}"
+            baseline = subprocess.run(
+                ["env", scale, *pytest], cwd=work, env=env, capture_output=True, text=True, check=False
+            )
+            if baseline.returncode != 0:  # else every mutant would count as killed
+                raise SystemExit(
+                    f"mutation: {module}: the tests fail without a mutant:\n{baseline.stdout[-2000:]}"
+                )
             subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
-            kept = sample(session, args.sample, args.seed)
+            kept = sample(session, args.sample, args.seed, (work / module).read_text())
+            began = time.monotonic()
             print(
                 f"mutation: {module}: {kept} mutants (seed {args.seed}), tests {' '.join(tests)}", flush=True
             )
@@ -173,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             summary[module] = {**asdict(result), "killed_fraction": result.fraction, "sampled": kept}
             print(
                 f"mutation: {module}: killed {result.killed} of {result.killed + result.survived}"
-                f" ({result.fraction}), incompetent {result.incompetent}",
+                f" ({result.fraction}), incompetent {result.incompetent}, {time.monotonic() - began:.0f} s",
                 flush=True,
             )
             for text in result.survivors:
@@ -181,7 +220,16 @@ def main(argv: list[str] | None = None) -> int:
             if result.fraction is None or result.fraction < args.min_killed:
                 failed.append(module)
     if args.out:
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+        record = {
+            "kind": "mutation",
+            "tool": "cosmic-ray 8.7.0",
+            "command": "python tools/mutation/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "sample": args.sample,
+            "seed": args.seed,
+            "hypothesis_scale": args.hypothesis_scale,
+            "modules": summary,
+        }
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
     if failed:
         print(f"mutation: below {args.min_killed:.0%} killed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -90,7 +90,7 @@ class CapPolicy:
     def hard_for(self, soft: int, paying: bool = True) -> int:
         """The hard cap that goes with a soft cap: the soft cap itself when drafting does not pay
         (nobody drafts once ``soft`` requests run), else above it."""
-        if not paying or soft == 0:
+        if not (paying and soft):
             hard = soft
         elif self.hard_factor is None:
             hard = soft + 1
@@ -163,9 +163,7 @@ def break_even_batch(
     def pays(batch: int) -> bool:
         return gain / model.cost(batch) >= need
 
-    if policy.max_cap > model.batch_sizes[-1] and pays(policy.max_cap):
-        return policy.max_cap  # the cost is flat beyond the last measured size
-    for batch in range(min(policy.max_cap, model.batch_sizes[-1]), 0, -1):
+    for batch in range(policy.max_cap, 0, -1):  # the largest: costs need not grow with b
         if pays(batch):
             return batch
     return 0
@@ -268,16 +266,16 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
     if cap is None or out_of_bounds:
         reason = "Initial" if cap is None else "OutOfBounds"
         return apply(target, reason, f"Soft cap {previous_soft} -> {target}: {why}.", state, paying)
-    blocked = state.hard_cap == cap  # the caps stop drafting (hard = soft)
-    stale = state.last_measured is not None and now - state.last_measured > policy.acceptance_max_age_s
+    blocked = state.hard_cap is not None and state.hard_cap <= cap  # hard = soft: nobody drafts
+    age = None if state.last_measured is None else now - state.last_measured
+    stale = age is not None and age > policy.acceptance_max_age_s
     if not paying and blocked and stale and high >= 1:
         probe = max(1, low)
         return apply(
             probe,
             "Probe",
             f"Soft cap {probe}, hard cap {policy.hard_for(probe)}: the acceptance that stopped drafting "
-            f"was measured {now - (state.last_measured or now):.0f}s ago; a lone request drafts to "
-            "measure it again.",
+            f"was measured {age:.0f}s ago; a lone request drafts to measure it again.",
             dataclasses.replace(state, last_measured=now),
         )
     if not paying:

@@ -77,15 +77,14 @@ def cap_observation(now: float, window: PodWindow | None) -> CapObservation:
 def waiting_growth(history: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope (requests per second) of the service's total waiting requests over
     ``history`` ((time, total) pairs); None with fewer than two distinct times."""
-    if len(history) < 2:
+    if not history:
         return None
-    n = len(history)
-    mean_t = sum(t for t, _ in history) / n
-    mean_w = sum(w for _, w in history) / n
+    mean_t = sum(t for t, _ in history) / len(history)
     spread = sum((t - mean_t) ** 2 for t, _ in history)
-    if spread <= 0:
+    if spread <= 0:  # one distinct time
         return None
-    return sum((t - mean_t) * (w - mean_w) for t, w in history) / spread
+    # sum((t - mean_t) x (w - mean_w)) = sum((t - mean_t) x w): the deviations of t sum to zero
+    return sum((t - mean_t) * w for t, w in history) / spread
 
 
 @dataclass
