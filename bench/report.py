@@ -33,6 +33,7 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
             continue
         data = json.loads(path.read_text())
         data["_file"] = path.name
+        data.setdefault("created", data.get("time", ""))  # the training runs' files say "time"
         runs.append(data)
     return runs
 
@@ -398,6 +399,42 @@ def speculator_train_lines(run: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def swiftkv_quality_lines(run: dict[str, Any]) -> list[str]:
+    """``arctic_runtime.train.swiftkv report`` results: base vs distilled SwiftKV, held-out KL and
+    top-1 agreement by prompt length, and multiple-choice accuracy per task."""
+    lines = [
+        f"## swiftkv-quality ({run['created']})",
+        "",
+        f"{run['model']}; L_kv = {run['num_key_value_layers']}, {run['trainable_parameters']:,} trained "
+        f"parameters, {run['training']['steps']} steps over {run['training']['tokens']:,} tokens "
+        f"({run['training']['seconds']:.0f} s) on the {run['machine']}.",
+        "",
+        f"- Command: `{run['command']}`; result file `bench/results/{run['_file']}`",
+        "",
+        "| held-out prompts | sequences | KL untrained init | KL trained | top-1 untrained | top-1 trained |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    init = run["held_out_untrained_init"]
+    for bucket, row in run["held_out"].items():
+        before = init.get(bucket, {})
+        lines.append(
+            f"| {bucket} | {row['sequences']} | {_fmt(before.get('kl'), 3)} | {_fmt(row['kl'], 3)} | "
+            f"{_fmt(before.get('top1'), 3)} | {_fmt(row['top1'], 3)} |"
+        )
+    lines += [
+        "",
+        "| task | n | base acc | SwiftKV acc | delta (points) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for task, row in run["mc"]["tasks"].items():
+        lines.append(
+            f"| {task} | {row['n']} | {_fmt(row['base_acc'], 1)} | {_fmt(row['swiftkv_acc'], 1)} | "
+            f"{_fmt(row['delta'], 1)} |"
+        )
+    lines += ["", f"Mean accuracy delta: {_fmt(run['mean_acc_delta'], 2)} points.", ""]
+    return lines
+
+
 def speculator_accept_lines(run: dict[str, Any]) -> list[str]:
     """``bench/speculator_accept.py`` results: suffix, head and hybrid on held-out traces."""
     lines = [
@@ -657,6 +694,9 @@ def render(
                 continue
             if run.get("kind") == "sampling":
                 lines += sampling_lines(run)
+                continue
+            if run.get("kind") == "swiftkv-quality":
+                lines += swiftkv_quality_lines(run)
                 continue
             if run.get("kind") == "speculator-train":
                 lines += speculator_train_lines(run)
