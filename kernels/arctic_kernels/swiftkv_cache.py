@@ -39,18 +39,19 @@ def _kernel() -> Any:
     import triton.language as tl
 
     @triton.jit  # type: ignore[untyped-decorator]
-    def write_kv_kernel(
-        key_ptr: Any,
-        value_ptr: Any,
-        cache_table: Any,
-        slot_ptr: Any,
-        kv_stride_layer: Any,
-        kv_stride_token: Any,
-        cache_stride_kv: Any,
-        cache_stride_slot: Any,
+    # no annotations but tl.constexpr: Triton resolves annotations as globals inside @jit
+    def write_kv_kernel(  # type: ignore[no-untyped-def]
+        key_ptr,
+        value_ptr,
+        cache_table,
+        slot_ptr,
+        kv_stride_layer,
+        kv_stride_token,
+        cache_stride_kv,
+        cache_stride_slot,
         ROW: tl.constexpr,
         BLOCK: tl.constexpr,
-    ) -> None:
+    ):
         t = tl.program_id(0)
         layer = tl.program_id(1)
         slot = tl.load(slot_ptr + t).to(tl.int64)
