@@ -122,7 +122,8 @@ class Kube:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     _require(shutil.which("go") is not None, "Go is missing: the control plane is built from its Go modules")
     _require(KUBECTL.exists() and HELM.exists(), f"helm/kubectl missing ({KUBECTL.parent}); run `make tools`")
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    # three nodes of 8 GPUs: the served samples ask for 17 GPUs at once, one pod of them for a whole node
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=3)
     try:
         local.start()
         yield local

@@ -23,10 +23,11 @@ SERVED = [
     "llama-70b-shift-parallel",
     "pvc-model-keda",
     "s3-model-loadbalancer",
+    "swiftkv-8b-autoscaled",
+    "smollm2-swiftkv-cpu",
 ]
 REFUSED = {
     "llama-8b-arctic-speculator": "spec.speculation.method",
-    "swiftkv-8b-autoscaled": "spec.swiftKV.enabled",
 }
 
 
@@ -45,15 +46,16 @@ def cpu_service(name: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ready(kube: Kube, operator: OperatorProcess) -> Kube:
-    # what the samples reference and a user creates first: the model PVC, the priority class
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "models"},
-            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "20Gi"}}},
-        }
-    )
+    # what the samples reference and a user creates first: the model PVCs, the priority class
+    for claim in ("models", "swiftkv-models"):
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "20Gi"}}},
+            }
+        )
     kube.apply(
         {
             "apiVersion": "scheduling.k8s.io/v1",

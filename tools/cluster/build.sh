@@ -10,9 +10,13 @@ cache="${ARCTIC_CLUSTER_CACHE:-$HOME/.cache/arctic-serve/cluster}"
 key="$(cat "$here/build.sh" "$here/go.mod" "$here/go.sum" "$here/etcd/main.go" "$here/kwok/go.mod" "$here/kwok/go.sum" | sha256sum | cut -c1-16)"
 bin="$cache/bin-$key"
 names=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
-ok=1
-for n in "${names[@]}"; do [[ -x "$bin/$n" ]] || ok=0; done
-if [[ $ok == 1 ]]; then echo "$bin"; exit 0; fi
+built() { local n; for n in "${names[@]}"; do [[ -x "$bin/$n" ]] || return 1; done; }
+if built; then echo "$bin"; exit 0; fi
+# one build at a time (make test starts one in the background): a second caller waits for it
+mkdir -p "$cache"
+exec 9>"$cache/build.lock"
+flock 9
+if built; then echo "$bin"; exit 0; fi
 command -v go >/dev/null || { echo "cluster build: go not found (Go >= 1.26 is needed)" >&2; exit 1; }
 mkdir -p "$bin.tmp"
 ver="k8s.io/component-base/version"
