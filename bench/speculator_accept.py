@@ -55,19 +55,12 @@ Draft = tuple[list[int], float]  # tokens, score
 
 
 def replay(answer: Sequence[int], draft_at: Callable[[int], Sequence[int]]) -> tuple[int, int, int, int]:
-    """(steps, drafted, accepted, emitted) over one answer; token 0 came from the prefill step."""
-    j, steps, drafted, accepted = 0, 0, 0, 0
-    n = len(answer)
-    while j < n - 1:
-        draft = list(draft_at(j))[: n - 1 - j]
-        a = 0
-        while a < len(draft) and draft[a] == answer[j + 1 + a]:
-            a += 1
-        steps += 1
-        drafted += len(draft)
-        accepted += a
-        j += a + 1
-    return steps, drafted, accepted, max(0, n - 1)
+    """(steps, drafted, accepted, emitted) over one answer; token 0 came from the prefill step. The
+    engine loop is the training recipe's (``arctic_runtime.train.speculator.replay``): one home."""
+    from arctic_runtime.train.speculator import replay as engine_replay
+
+    steps, drafted, accepted = engine_replay(answer, draft_at)
+    return steps, drafted, accepted, max(0, len(answer) - 1)
 
 
 def simulate(
