@@ -15,7 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.suites import ENGINES, SUITES, Engine, Suite, llama_8b_config, llama_weight_bytes
+from bench.suites import (
+    ENGINES,
+    SUITES,
+    Engine,
+    ModelKey,
+    Suite,
+    llama_8b_config,
+    llama_8b_swiftkv_config,
+    llama_weight_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,14 +59,15 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def model_folder(suite: Suite, work: Path) -> str:
-    if suite.model == "smollm2":
+def model_folder(model: ModelKey, work: Path) -> str:
+    if model == "smollm2":
         from arctic_runtime.models import ensure_smollm2
 
         return str(ensure_smollm2())
-    folder = work / suite.model
+    config = llama_8b_swiftkv_config() if model == "llama-3.1-8b-swiftkv-shape" else llama_8b_config()
+    folder = work / model
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(llama_8b_config(), indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     return str(folder)
 
 
@@ -250,7 +260,7 @@ def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeou
     chosen = engines or list(suite.engines)
     started = time.perf_counter()
     work = out_dir / ".work"
-    model = model_folder(suite, work)
+    models = {e: model_folder(suite.engine_models.get(e, suite.model), work) for e in chosen}
     result: dict[str, Any] = {
         "suite": suite.name,
         "description": suite.description,
@@ -258,6 +268,7 @@ def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeou
         "environment": environment(),
         "config": {
             "model": suite.model,
+            "engine_models": suite.engine_models,
             "device": suite.device,
             "engine_args": suite.engine_args,
             "cases": [asdict(c) for c in suite.cases],
@@ -269,7 +280,7 @@ def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeou
     }
     for engine in chosen:
         print(f"bench: {suite.name}: engine {engine} ...", file=sys.stderr, flush=True)
-        result["engines"][engine] = run_engine(suite, engine, model, timeout_s)
+        result["engines"][engine] = run_engine(suite, engine, models[engine], timeout_s)
     result["ratios"] = ratios(suite, result["engines"])
     result["duration_s"] = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)

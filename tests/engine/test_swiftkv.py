@@ -72,7 +72,31 @@ def swiftkv_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def served(swiftkv_dir: Path) -> dict[str, Any]:
-    return generate(swiftkv_dir, additional_config={"arctic": {"swiftkv": {"enabled": True}}})
+    """torch.compile on (vLLM's default; CPU has no CUDA graphs): decode steps run the compiled
+    model, steps with a prompt chunk the saving path. The suffix test below runs eager mode."""
+    return generate(
+        swiftkv_dir,
+        additional_config={"arctic": {"swiftkv": {"enabled": True}}},
+        engine_args={"enforce_eager": False},
+    )
+
+
+def test_prefill_steps_skip_the_later_layers_rows(served: dict[str, Any]) -> None:
+    (worker,) = served["engine"]["workers"]
+    # 22 prompts of 1-364 tokens in 64-token chunks: every step with a prompt chunk of more than
+    # one token takes the saving path; decode-only steps do not
+    assert worker["swiftkv"]["saving_steps"] >= 10
+    prompt_tokens = sum(len(p) for p in served["prompt_token_ids"])
+    assert worker["swiftkv"]["rows_skipped"] >= prompt_tokens // 2
+
+
+def test_last_rows_are_each_requests_last_rows() -> None:
+    from arctic_runtime.swiftkv.model import last_rows
+
+    starts = torch.tensor([0, 5, 6, 8, 8])  # lengths 5, 1, 2, 0 (a padding request)
+    assert last_rows(starts, 1, 10).tolist() == [4, 5, 7, 8]
+    # 3 rows per request: short requests repeat their first row; padding clamps into the batch
+    assert last_rows(starts, 3, 8).tolist() == [2, 3, 4, 5, 5, 5, 6, 6, 7, 7, 7, 7]
 
 
 def test_logits_match_the_pytorch_reference(swiftkv_dir: Path, served: dict[str, Any]) -> None:

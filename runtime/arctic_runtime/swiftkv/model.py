@@ -7,9 +7,13 @@ own input (``q_proj_swiftkv``); vLLM's ``Attention`` writes the paged cache and 
 layer, so decode, CUDA graphs, prefix caching, chunked prefill and speculation see an ordinary
 decoder. The later layers' original ``q/k/v_proj`` are neither allocated nor loaded.
 
-What this version does not do yet: skip the later layers' Q, O and MLP work for prompt tokens whose
-logits nobody reads (the prefill saving SwiftKV is for). It computes SwiftKV's function exactly, for
-every token, so quality and composition can be tested now; see docs/swiftkv.md.
+The prefill saving: in a step where some request has more query rows than 1 + draft tokens (a
+prompt chunk), ``forward_saving`` runs instead of the compiled model: layers < L_kv over every token,
+the later layers' K/V and cache writes for every token, but their Q, O and MLP only for each
+request's last 1 + k rows (the rows vLLM reads logits from). That path is not compiled and not
+graphed (its row count changes with the batch); decode and verify steps run the compiled model with
+CUDA graphs as usual. See docs/swiftkv.md for what is still to do (attention over the kept rows only,
+the one-launch cache write).
 """
 
 from __future__ import annotations
@@ -163,37 +167,43 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         spec = vllm_config.speculative_config
         #: Query rows per request that can need logits in a step: 1 + draft tokens to verify.
         self.verify_rows = 1 + int(getattr(spec, "num_speculative_tokens", 0) or 0) if spec else 1
-        #: Later layers only over the rows whose logits are read: eager mode only, because the
-        #: number of rows depends on the batch (torch.compile and CUDA graphs need fixed shapes).
-        self.skip_rows = vllm_config.model_config.enforce_eager
+        #: Steps that took the saving path, and the later-layer rows they did not compute (a
+        #: count the engine tests read; plain ints, no device sync).
+        self.saving_steps = 0
+        self.rows_skipped = 0
 
-    def logit_rows(self, num_tokens: int) -> torch.Tensor | None:
-        """The token rows whose logits vLLM reads this step: per request, its last row, or all its
-        rows when it has at most ``verify_rows`` (decode, and verification of drafts). None when that
-        is every row, or when the step's attention metadata does not say where requests start."""
+    def saving_rows(self, num_tokens: int) -> torch.Tensor | None:
+        """The rows the later layers must compute this step, or None to run every row.
+
+        Per request its last ``verify_rows`` rows (the last token, plus the draft positions under
+        speculation), clamped to the request's own rows: shorter requests repeat their first row,
+        so the count is ``num_requests * verify_rows``, known on the host (no device sync, nothing
+        data-dependent). None (the compiled, CUDA-graph path) when no request has more than
+        ``verify_rows`` tokens (decode and draft verification), when nothing would be saved, while
+        a CUDA graph is being captured, or when the step's attention metadata does not say where
+        requests start (dummy runs, micro-batches).
+        """
         from vllm.forward_context import get_forward_context, is_forward_context_available
 
-        if not is_forward_context_available():
+        if self.num_kv_layers == len(self.layers) or not is_forward_context_available():
             return None
         metadata = get_forward_context().attn_metadata
         if isinstance(metadata, dict):
             metadata = next(iter(metadata.values()), None)
-        if isinstance(metadata, list):  # ubatches
-            return None
         starts = getattr(metadata, "query_start_loc", None)
-        if not isinstance(starts, torch.Tensor) or starts.numel() < 2:
+        max_query = getattr(metadata, "max_query_len", None)
+        if not isinstance(starts, torch.Tensor) or starts.numel() < 2 or not isinstance(max_query, int):
             return None
-        ends = starts[1:].long()
-        lengths = ends - starts[:-1].long()
-        keep = torch.where(lengths <= self.verify_rows, lengths, torch.ones_like(lengths))
-        total = int(keep.sum())
-        if total >= num_tokens:
+        if max_query <= self.verify_rows:
             return None
-        first = torch.repeat_interleave(ends - keep, keep)
-        offset = torch.arange(total, device=ends.device) - torch.repeat_interleave(
-            torch.cumsum(keep, 0) - keep, keep
-        )
-        return first + offset
+        if starts.is_cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        num_rows = (starts.numel() - 1) * self.verify_rows
+        if num_rows >= num_tokens:
+            return None
+        self.saving_steps += 1
+        self.rows_skipped += num_tokens - num_rows
+        return last_rows(starts, self.verify_rows, num_tokens)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
@@ -213,16 +223,6 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         if self.num_kv_layers == len(self.layers):
             return self.norm(stream)
         swift_in = self.norm_swiftkv(stream)
-        rows = self.logit_rows(stream.shape[0]) if self.skip_rows else None
-        if rows is not None:
-            # SwiftKV's saving: later layers run Q, O and the MLP only for the rows read as logits
-            h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
-            for layer in islice(self.layers, self.num_kv_layers, None):
-                h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
-            h_rows, _ = self.norm(h_rows, r_rows)
-            out = torch.zeros_like(stream)
-            out[rows] = h_rows
-            return out
         hidden, residual = stream, None
         for layer in islice(self.layers, self.num_kv_layers, None):
             if residual is None:  # first SwiftKV layer: the stream is the residual, nothing added
@@ -231,6 +231,31 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
             hidden, residual = layer(positions, hidden, residual, swift_in)
         hidden, _ = self.norm(hidden, residual)
         return hidden
+
+    def forward_saving(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """SwiftKV's prefill saving (not compiled: the row count changes with the batch): layers
+        < L_kv over every token, then the later layers' K/V (and the cache write) for every token but
+        their Q, O and MLP only for ``rows``. The other rows of the result are zeros: vLLM reads
+        logits only at ``rows``."""
+        hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+        residual: torch.Tensor | None = None
+        for layer in islice(self.layers, 0, self.num_kv_layers):
+            hidden, residual = layer(positions, hidden, residual)
+        stream = hidden if residual is None else hidden + residual
+        swift_in = self.norm_swiftkv(stream)
+        h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
+        for layer in islice(self.layers, self.num_kv_layers, None):
+            h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
+        h_rows, _ = self.norm(h_rows, r_rows)
+        out = torch.zeros_like(stream)
+        out[rows] = h_rows
+        return out
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
@@ -264,6 +289,15 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         return bool(extract_layer_index(name) >= self.num_kv_layers)
 
 
+def last_rows(starts: torch.Tensor, per_request: int, num_tokens: int) -> torch.Tensor:
+    """Row indices: for each request (``starts`` = query start offsets, length requests + 1) its last
+    ``per_request`` rows, clamped to its first row (short requests repeat it) and to the batch."""
+    ends, begins = starts[1:].long(), starts[:-1].long()
+    offsets = torch.arange(per_request, device=starts.device) - per_request
+    idx = torch.maximum(ends[:, None] + offsets[None, :], begins[:, None])
+    return idx.clamp(0, num_tokens - 1).reshape(-1)
+
+
 def _default_loader(param: torch.Tensor, tensor: torch.Tensor) -> None:
     param.data.copy_(tensor)
 
@@ -287,4 +321,7 @@ class LlamaSwiftKVForCausalLM(LlamaForCausalLM):  # type: ignore[misc]
         intermediate_tensors: IntermediateTensors | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+        rows = self.model.saving_rows(positions.shape[-1])
+        if rows is None:
+            return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+        return self.model.forward_saving(input_ids, positions, inputs_embeds, rows)
