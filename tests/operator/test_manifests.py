@@ -94,6 +94,21 @@ CASES: list[tuple[str, dict[str, Any], PlanInputs]] = [
         PlanInputs(admin_token="t0k3n", default_cpu_image="example.com/cpu:2"),
     ),
     (
+        # the compile caches on the node (hostPath); requests only: no empty limits written
+        "smollm2-cpu-compile-cache-on-the-node",
+        _with(
+            "smollm2-cpu",
+            compileCache={"volume": "hostPath"},
+            resources={"requests": {"cpu": "2", "memory": "4Gi"}},
+        ),
+        PlanInputs(admin_token="t0k3n"),
+    ),
+    (
+        "llama-8b-suffix-compile-cache-on-a-claim",
+        _with("llama-8b-suffix", compileCache={"volume": "pvc", "claimName": "vllm-compile-cache"}),
+        PlanInputs(admin_token="t0k3n"),
+    ),
+    (
         # serving on the admin API's default port moves the admin port to the next one
         "smollm2-cpu-network-policy-serving-on-8001",
         _with("smollm2-cpu", service={"port": 8001}),
