@@ -262,18 +262,23 @@ class Servers:
 
     def __init__(self, layout: Layout, model: str, args: dict[str, Any], device: str, gpus: int) -> None:
         self.layout, self.procs, self.bases, self.logs = layout, [], [], []
+        self.admin_bases: list[str] = []  # our plugin's admin API: a port of its own per server
         log_dir = Path(tempfile.gettempdir()) / "arctic-bench"
         log_dir.mkdir(parents=True, exist_ok=True)
         for i in range(layout.servers):
-            port = _free_port()
+            port, admin_port = _free_port(), _free_port()
             argv = [*server_argv(model, port, args), *EXTRA_FLAGS, *layout.flags(SHIFT_THRESHOLD)]
             log = log_dir / f"shift-{layout.name}-{i}-{port}.log"
             with open(log, "wb") as out:
-                env = engine_env(server_env(layout, device, i, gpus), device)
+                env = engine_env(
+                    {**server_env(layout, device, i, gpus), "ARCTIC_SERVE_ADMIN_PORT": str(admin_port)},
+                    device,
+                )
                 self.procs.append(
                     subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
                 )
             self.bases.append(f"http://127.0.0.1:{port}")
+            self.admin_bases.append(f"http://127.0.0.1:{admin_port}")
             self.logs.append(log)
 
     def wait_healthy(self, timeout_s: float) -> float:
@@ -299,7 +304,7 @@ class Servers:
         if self.layout.plugin != "arctic-serve":
             return None
         try:
-            view: dict[str, Any] = _get(self.bases[0] + "/arctic/v1/parallel", token="bench")
+            view: dict[str, Any] = _get(self.admin_bases[0] + "/arctic/v1/parallel", token="bench")
         except OSError:
             return None
         return view

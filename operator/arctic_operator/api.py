@@ -611,8 +611,9 @@ class EnvVar(ApiModel):
     """An environment variable of the engine container (core/v1 EnvVar)."""
 
     name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
-    """Variable name. The operator sets ARCTIC_SERVE_ENABLED, VLLM_PLUGINS and
-    ARCTIC_SERVE_ADMIN_TOKEN_FILE itself; values given here for them are replaced."""
+    """Variable name. The operator sets ARCTIC_SERVE_ENABLED, VLLM_PLUGINS,
+    ARCTIC_SERVE_ADMIN_TOKEN_FILE and ARCTIC_SERVE_ADMIN_PORT itself; values given here for them
+    are replaced."""
     value: str | None = Field(default=None, max_length=32_768)
     """Literal value."""
     value_from: Passthrough | None = None
@@ -626,7 +627,9 @@ class ServiceSpec(ApiModel):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     """Service type. ClusterIP: reachable inside the cluster (put a Gateway or Ingress in front)."""
     port: int = Field(default=8000, ge=1, le=65535)
-    """Port of the Service and of the engine's HTTP server. 8000 is vLLM's default."""
+    """Port of the Service and of the engine's HTTP server. 8000 is vLLM's default. The runtime's
+    admin API listens on a port of its own, 8001 (8002 when this port is 8001), which the Service
+    does not publish."""
     annotations: dict[str, str] | None = Field(default=None, max_length=64)
     """Annotations of the Service, e.g. for a cloud load balancer."""
 

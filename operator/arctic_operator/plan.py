@@ -14,7 +14,11 @@ and owned by it (``ownerReferences``, controller), so deleting the resource dele
 * the engines: a ``Deployment`` when the model cache is an ``emptyDir``; a ``StatefulSet`` with a
   ``volumeClaimTemplate`` when it is a PVC (one claim per replica, kept across restarts, so a
   replica downloads its model once).
-* ``Service <name>``: ClusterIP (or the type asked for) on the engine port, named ``http``.
+* ``Service <name>``: ClusterIP (or the type asked for) on the engine port, named ``http``. The
+  runtime's admin API listens on a port of its own (named ``admin``, ``admin_port()``), which the
+  Service does not publish: only pod-to-pod traffic (the operator's control loop) reaches it.
+* ``NetworkPolicy <name>`` when the operator was given an ``admin_peer`` (the chart's
+  ``networkPolicy.enabled``): the serving port open to all, the admin port only to the operator.
 * ``PodDisruptionBudget <name>`` (maxUnavailable 1) when more than one replica may run.
 * ``ServiceMonitor`` or ``PodMonitor`` when asked for and the cluster serves the CRD (Prometheus
   operator); otherwise a warning says why none was made.
@@ -50,6 +54,7 @@ from arctic_runtime import contract
 MANAGED_BY = "arctic-serve-operator"
 ENGINE_CONTAINER = "engine"
 ENGINE_PORT_NAME = "http"
+ADMIN_PORT_NAME = contract.ADMIN_PORT_NAME
 DEFAULT_IMAGE = "ghcr.io/arctic-serve/runtime:0.1.0"
 DEFAULT_CPU_IMAGE = "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
 #: Where the engine finds its admin token (the Secret ``<name>-admin``, key ``token``).
@@ -66,6 +71,7 @@ MANAGED_ENV = (
     "VLLM_PLUGINS",
     contract.ENV_ADMIN_TOKEN_FILE,
     contract.ENV_ADMIN_TOKEN,
+    contract.ENV_ADMIN_PORT,
     "HF_HOME",
 )
 
@@ -95,6 +101,9 @@ class PlanInputs:
     """The runtime image when the spec names none and the pod has GPUs (the operator's release)."""
     default_cpu_image: str = DEFAULT_CPU_IMAGE
     """The same for CPU pods (``gpusPerPod: 0``): vLLM's CPU build."""
+    admin_peer: dict[str, Any] | None = None
+    """A NetworkPolicyPeer selecting the operator's pods: with it, a NetworkPolicy admits only the
+    operator to the engines' admin port. None: no NetworkPolicy."""
 
 
 @dataclass
@@ -242,11 +251,19 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def admin_port(spec: ArcticInferenceServiceSpec) -> int:
+    """The engine's admin port: ``contract.ARCTIC_ADMIN_PORT`` (8001), or the next port when the
+    serving port is 8001 (the two must differ)."""
+    default = contract.ARCTIC_ADMIN_PORT
+    return default if spec.service.port != default else default + 1
+
+
 def _env(spec: ArcticInferenceServiceSpec) -> list[dict[str, Any]]:
     managed = [
         {"name": contract.ENV_ENABLED, "value": "1"},
         {"name": "VLLM_PLUGINS", "value": contract.vllm_plugins_value()},
         {"name": contract.ENV_ADMIN_TOKEN_FILE, "value": ADMIN_TOKEN_PATH},
+        {"name": contract.ENV_ADMIN_PORT, "value": str(admin_port(spec))},
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/hf"},
     ]
     user = [
@@ -288,7 +305,11 @@ def pod_template(resource: ArcticInferenceService, inputs: PlanInputs) -> dict[s
         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": engine_args(resource),
         "env": _env(spec),
-        "ports": [{"name": ENGINE_PORT_NAME, "containerPort": spec.service.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": ENGINE_PORT_NAME, "containerPort": spec.service.port, "protocol": "TCP"},
+            # the admin API: reached pod-to-pod by the operator, never published by the Service
+            {"name": ADMIN_PORT_NAME, "containerPort": admin_port(spec), "protocol": "TCP"},
+        ],
         "startupProbe": _probe(
             "/health",
             probes.startup.period_seconds,
@@ -492,8 +513,29 @@ def plan(resource: ArcticInferenceService, inputs: PlanInputs) -> Plan:
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
             }
         )
+    if inputs.admin_peer is not None:
+        out.objects.append(network_policy(resource, inputs.admin_peer))
     out.objects += _monitors(resource, inputs, out.warnings)
     return out
+
+
+def network_policy(resource: ArcticInferenceService, admin_peer: dict[str, Any]) -> dict[str, Any]:
+    """Ingress to the engines: the serving port from anywhere (clients, Prometheus), the admin port
+    only from ``admin_peer`` (the operator). Anything else is denied once a CNI enforces it."""
+    name = resource.metadata.name or ""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(resource, name),
+        "spec": {
+            "podSelector": {"matchLabels": labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"port": ENGINE_PORT_NAME, "protocol": "TCP"}]},
+                {"ports": [{"port": ADMIN_PORT_NAME, "protocol": "TCP"}], "from": [admin_peer]},
+            ],
+        },
+    }
 
 
 def _monitors(

@@ -43,6 +43,8 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
 )
+#: With network policies on (the chart grants their RBAC only then), also this kind.
+NETWORK_POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")
 
 
 @dataclass
@@ -158,7 +160,12 @@ def _where(obj: Mapping[str, Any]) -> str:
 
 
 def apply_children(
-    cluster: Cluster, objects: list[dict[str, Any]], uid: str, namespace: str, selector: str
+    cluster: Cluster,
+    objects: list[dict[str, Any]],
+    uid: str,
+    namespace: str,
+    selector: str,
+    kinds: tuple[tuple[str, str], ...] = CHILD_KINDS,
 ) -> tuple[list[str], tuple[str, str] | None]:
     """Apply the planned children: (what was done per object, problem or None).
 
@@ -202,7 +209,7 @@ def apply_children(
         action = "created" if before is None else "unchanged" if after == before else "updated"
         done.append(f"{_where(obj)}: {action}")
     wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    for api_version, kind in CHILD_KINDS:
+    for api_version, kind in kinds:
         for child in cluster.list(api_version, kind, namespace, selector):
             child_name = child["metadata"]["name"]
             if (kind, child_name) not in wanted and owned_by(child, uid):
@@ -254,6 +261,7 @@ def reconcile(
         current_replicas=_current_replicas(cluster, workload_kind(resource.spec), name, namespace),
         default_image=settings.runtime_image,
         default_cpu_image=settings.runtime_cpu_image,
+        admin_peer=settings.admin_peer,
     )
     try:
         desired = plan(resource, inputs)
@@ -262,8 +270,9 @@ def reconcile(
     outcome = Outcome(status={})
     for obj in desired.objects:
         obj["metadata"]["namespace"] = namespace
+    kinds = (*CHILD_KINDS, NETWORK_POLICY_KIND) if settings.network_policy else CHILD_KINDS
     outcome.applied, problem = apply_children(
-        cluster, desired.objects, uid, namespace, selector_string(desired.selector)
+        cluster, desired.objects, uid, namespace, selector_string(desired.selector), kinds
     )
     was: dict[str, Any] = next(
         (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded"), {}

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 from arctic_operator.plan import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
@@ -39,10 +40,41 @@ class OperatorSettings:
     """How often the control loop scrapes the engines' /metrics and decides replicas and speculation
     caps, for resources with spec.autoscaling or spec.speculation.capController.enabled.
     ARCTIC_OPERATOR_SCRAPE_SECONDS."""
+    network_policy: bool = False
+    """Whether each ArcticInferenceService gets a NetworkPolicy admitting only the operator's pods
+    to the engines' admin port (the chart's networkPolicy.enabled, which grants the RBAC).
+    ARCTIC_OPERATOR_NETWORK_POLICY, with the operator's namespace (ARCTIC_OPERATOR_NAMESPACE) and
+    pod labels (ARCTIC_OPERATOR_POD_LABELS, ``k=v,k=v``) to select its pods by."""
+    namespace: str = ""
+    """The operator pod's namespace (the chart sets it from the downward API)."""
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    """The operator pods' selector labels."""
     costs: VerifyCosts = DEFAULT_COSTS
     """Verify-cost curves of the GPU and model shape the engines run, for the cap controller: the
     JSON file named by ARCTIC_OPERATOR_COST_FILE (the chart mounts its costs ConfigMap); empty: the
     built-in H100 / Llama-3.1-8B curves."""
+
+    @property
+    def admin_peer(self) -> dict[str, Any] | None:
+        """The NetworkPolicyPeer selecting the operator's pods, or None without network policies."""
+        if not self.network_policy:
+            return None
+        return {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+            "podSelector": {"matchLabels": dict(self.pod_labels)},
+        }
+
+
+def _labels(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key:
+            raise SettingsError(
+                f"ARCTIC_OPERATOR_POD_LABELS: must be key=value pairs joined by commas, got {raw!r}"
+            )
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
 
 
 def _port(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
@@ -83,6 +115,18 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         raise SettingsError(f"ARCTIC_OPERATOR_MONITORING: must be true or false, got {monitoring!r}")
     resync = _seconds(env, "ARCTIC_OPERATOR_RESYNC_SECONDS", 60.0, 86400.0)
     scrape = _seconds(env, "ARCTIC_OPERATOR_SCRAPE_SECONDS", 5.0, 3600.0)
+    network_policy = env.get("ARCTIC_OPERATOR_NETWORK_POLICY", "false").lower()
+    if network_policy not in {"true", "false", ""}:
+        raise SettingsError(f"ARCTIC_OPERATOR_NETWORK_POLICY: must be true or false, got {network_policy!r}")
+    namespace = env.get("ARCTIC_OPERATOR_NAMESPACE", "")
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    if network_policy == "true":
+        if not namespace:
+            raise SettingsError(
+                "ARCTIC_OPERATOR_NAMESPACE: must name the operator's namespace when "
+                "ARCTIC_OPERATOR_NETWORK_POLICY is true (the NetworkPolicy admits the operator's pods by it)"
+            )
+        pod_labels = _labels(env.get("ARCTIC_OPERATOR_POD_LABELS", ""))
     costs = DEFAULT_COSTS
     if env.get("ARCTIC_OPERATOR_COST_FILE"):
         try:
@@ -99,5 +143,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         monitoring=monitoring == "true",
         resync_seconds=resync,
         scrape_seconds=scrape,
+        network_policy=network_policy == "true",
+        namespace=namespace,
+        pod_labels=pod_labels,
         costs=costs,
     )

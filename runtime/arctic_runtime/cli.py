@@ -19,7 +19,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from arctic_runtime import launcher, models
 
     cache = Path(args.cache_dir) if args.cache_dir else models.default_cache_dir()
+    admin_port = launcher.admin_port_of(args.admin_port, args.port)
     launcher.check_port_free(args.host, args.port)
+    launcher.check_port_free(args.host, admin_port, flag="--admin-port")
     version, device = launcher.check_vllm()
     print(f"arctic-serve: vLLM {version} on {device.upper()}", file=sys.stderr, flush=True)
     if args.model:
@@ -32,6 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         served_model_name=name or launcher.served_name_of(model),
         host=args.host,
         port=args.port,
+        admin_port=admin_port,
         device=device,
         speculation=args.speculation,
         num_speculative_tokens=args.num_speculative_tokens,
@@ -185,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        help="the admin API's own port, same host (default: $ARCTIC_SERVE_ADMIN_PORT, else 8001); "
+        "the serving port never answers /arctic/v1",
+    )
     serve.add_argument(
         "--speculation",
         choices=["ngram", "suffix", "none"],

@@ -16,7 +16,8 @@ What lives here:
   accepted only at the vLLM boundary (``ARCTIC_CAP_ALIASES``, ``ARCTIC_PARALLEL_FLAGS``) and folded
   into this section there.
 * **vLLM's speculative-config**: the keys and defaults our launchers write (``speculative_config``).
-* **Admin API**: paths, and the shape of its answers.
+* **Admin API**: its port (its own listener, apart from vLLM's serving port), paths, and the shape
+  of its answers.
 * **Metrics**: every ``arctic_*`` series name the runtime exports and the operator reads.
 
 Validation errors are ``InvalidSetting`` holding one ``FieldError`` per bad field, each naming the
@@ -529,8 +530,17 @@ def speculative_config(
 # Admin API
 # --------------------------------------------------------------------------------------------
 
-#: Every admin route lives under this prefix on the engine's OpenAI server.
+#: Every admin route lives under this prefix, on the admin listener (not on vLLM's serving port).
 ADMIN_PREFIX = "/arctic/v1"
+#: The admin API's own TCP port. The API server process opens it beside vLLM's serving port, on the
+#: same host, so a Service can publish the serving port while the admin API stays reachable only
+#: pod-to-pod (and a NetworkPolicy can admit just the operator to it). ``ENV_ADMIN_PORT`` changes it.
+ARCTIC_ADMIN_PORT = 8001
+#: Overrides ``ARCTIC_ADMIN_PORT`` (``arctic-serve serve --admin-port`` sets it; the operator's pod
+#: template sets it to the port it declares).
+ENV_ADMIN_PORT = "ARCTIC_SERVE_ADMIN_PORT"
+#: The name of the admin port on the engine container (the serving port is ``"http"``).
+ADMIN_PORT_NAME = "admin"
 #: GET the speculation cap and counters; PUT replaces the cap, PATCH changes the fields given.
 SPECULATION_PATH = f"{ADMIN_PREFIX}/speculation"
 #: GET the parallel layout (TP, SP, shift, threshold), the mode mix and the weights per GPU.

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from arctic_runtime import contract
-from arctic_runtime.contract import ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE, ENV_ENABLED
+from arctic_runtime.contract import ENV_ADMIN_PORT, ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE, ENV_ENABLED
+from arctic_runtime.settings import admin_port
 
 DEFAULT_SERVED_NAME = "smollm2-135m-instruct"
 
@@ -38,6 +39,8 @@ class ServeOptions:
     served_model_name: str
     host: str = "127.0.0.1"
     port: int = 8000
+    admin_port: int = contract.ARCTIC_ADMIN_PORT
+    """The admin API's own port (same host); never served on ``port``."""
     device: str = "cpu"  # "cpu" or "gpu"
     speculation: str = "ngram"  # "ngram", "suffix" or "none"
     num_speculative_tokens: int | None = None  # None: the method's default (contract)
@@ -137,6 +140,7 @@ def plan_server(
         ENV_ENABLED: "1",
         "VLLM_PLUGINS": contract.vllm_plugins_value(environ.get("VLLM_PLUGINS")),
         "VLLM_NO_USAGE_STATS": "1",
+        ENV_ADMIN_PORT: str(opts.admin_port),
     }
     if opts.offline:
         env["HF_HUB_OFFLINE"] = "1"
@@ -184,13 +188,28 @@ def served_name_of(model: str) -> str:
     return path.name if path.is_absolute() else model
 
 
-def check_port_free(host: str, port: int) -> None:
+def admin_port_of(flag: int | None, port: int, environ: Mapping[str, str] | None = None) -> int:
+    """``serve --admin-port``, else ``$ARCTIC_SERVE_ADMIN_PORT``, else 8001; a UserError when it is
+    not a port or is the serving port."""
+    if flag is None:
+        try:
+            flag = admin_port(environ)
+        except contract.InvalidSetting as exc:
+            raise UserError(str(exc)) from None
+    if not 1 <= flag <= 65535:
+        raise UserError(f"--admin-port {flag}: must be a port number 1..65535")
+    if flag == port:
+        raise UserError(f"--admin-port {flag}: the admin API needs a port of its own, not --port's")
+    return flag
+
+
+def check_port_free(host: str, port: int, flag: str = "--port") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError as exc:
             raise UserError(
-                f"cannot listen on {host}:{port}: {exc.strerror} (another server there? use --port)"
+                f"cannot listen on {host}:{port}: {exc.strerror} (another server there? use {flag})"
             ) from exc
 
 
@@ -230,6 +249,7 @@ def ensure_admin_token(cache_dir: Path, environ: Mapping[str, str]) -> tuple[str
 
 def banner(opts: ServeOptions, token_hint: str) -> str:
     base = f"http://{opts.host}:{opts.port}"
+    admin = f"http://{opts.host}:{opts.admin_port}"
     chat = json.dumps(
         {
             "model": opts.served_model_name,
@@ -243,10 +263,10 @@ def banner(opts: ServeOptions, token_hint: str) -> str:
         f"{parallel_summary(opts)})",
         "  chat:     curl -s " + base + "/v1/chat/completions -H 'Content-Type: application/json' \\",
         f"              -d '{chat}'",
-        f'  cap:      curl -s -H "Authorization: Bearer {token_hint}" {base}/arctic/v1/speculation',
+        f'  cap:      curl -s -H "Authorization: Bearer {token_hint}" {admin}/arctic/v1/speculation',
         f'  set cap:  curl -s -X PUT -H "Authorization: Bearer {token_hint}" '
         f"-H 'Content-Type: application/json' \\\n              -d '{{\"soft_cap\": 4, \"hard_cap\": 16}}' "
-        f"{base}/arctic/v1/speculation",
+        f"{admin}/arctic/v1/speculation",
         f"  metrics:  curl -s {base}/metrics | grep -E '^(arctic_|vllm:spec_decode)'",
         "  stop:     Ctrl-C",
         "",

@@ -4,7 +4,7 @@ Two sources, on purpose:
 
 * **Environment** for what must be known before vLLM parses its arguments, or must stay out of
   vLLM's config (which is hashed, logged and shipped to every process): whether the plugin is
-  enabled, and the admin token.
+  enabled, the admin token and the admin API's port.
 * **``additional_config["arctic"]``** (vLLM's own free-form config dict) for engine settings such as
   the speculation cap and the parallel layout. vLLM ships it to the EngineCore and every worker, so
   all processes start from the same values without any shared state. Its shape and parser are part
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from arctic_runtime.contract import (
+    ARCTIC_ADMIN_PORT,
+    ENV_ADMIN_PORT,
     ENV_ADMIN_TOKEN,
     ENV_ADMIN_TOKEN_FILE,
     ENV_ENABLED,
@@ -63,3 +65,13 @@ def admin_token(environ: Mapping[str, str] | None = None) -> str | None:
     if not token:
         raise AdminTokenError(f"{ENV_ADMIN_TOKEN_FILE}={path}: the token file is empty")
     return token
+
+
+def admin_port(environ: Mapping[str, str] | None = None) -> int:
+    """The admin API's TCP port: ``ARCTIC_SERVE_ADMIN_PORT``, else ``ARCTIC_ADMIN_PORT`` (8001)."""
+    raw = (environ if environ is not None else os.environ).get(ENV_ADMIN_PORT, "").strip()
+    if not raw:
+        return ARCTIC_ADMIN_PORT
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise InvalidSetting([FieldError(ENV_ADMIN_PORT, f"must be a port number 1..65535, got {raw!r}")])
+    return int(raw)

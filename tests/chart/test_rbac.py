@@ -152,3 +152,23 @@ def test_the_optional_network_policy_admits_only_the_operators_own_ports() -> No
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
     assert sorted(p["port"] for p in rule["ports"]) == [8080, 9100] and "from" not in rule
+    # the engines' policies are the operator's to make: it is told to, whom to admit, and may
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ARCTIC_OPERATOR_NETWORK_POLICY"]["value"] == "true"
+    assert env["ARCTIC_OPERATOR_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    labels = dict(kv.split("=") for kv in env["ARCTIC_OPERATOR_POD_LABELS"]["value"].split(","))
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels | labels == pod_labels  # the operator's pods carry them
+    assert labels == deployment["spec"]["selector"]["matchLabels"]
+    rules = [r for d in docs if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+    assert [r["verbs"] for r in rules if "networkpolicies" in r["resources"]] == [
+        ["get", "list", "watch", "create", "update", "patch", "delete"]
+    ]
+    off_env = {
+        e["name"]: e for e in the(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert off_env["ARCTIC_OPERATOR_NETWORK_POLICY"]["value"] == "false"
+    assert "ARCTIC_OPERATOR_POD_LABELS" not in off_env
+    assert "networkpolicies" not in resources_of(
+        [r for d in off if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+    )

@@ -114,7 +114,10 @@ class Kubelet:
                     {
                         "name": "engine",
                         "image": "fake",
-                        "ports": [{"name": "http", "containerPort": self.engines[i].port}],
+                        "ports": [
+                            {"name": "http", "containerPort": self.engines[i].port},
+                            {"name": "admin", "containerPort": self.engines[i].admin_port},
+                        ],
                     }
                 ]
             },

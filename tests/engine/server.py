@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arctic_runtime.contract import ADMIN_PREFIX, ENV_ADMIN_PORT
 from tests.conftest import engine_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,9 +32,12 @@ def free_port() -> int:
 @dataclass
 class Server:
     base: str
+    """The serving port (OpenAI API, /health, /metrics)."""
     token: str | None
     log: Path
     proc: subprocess.Popen[bytes]
+    admin_base: str = ""
+    """The admin API's own port (/arctic/v1/...)."""
 
     def request(
         self,
@@ -44,9 +48,13 @@ class Server:
         token: str | None = "default",
         raw: bytes | None = None,
         timeout: float = 120,
+        base: str | None = None,
     ) -> tuple[int, Any]:
+        """One request; admin paths (/arctic/...) go to the admin port unless ``base`` is given."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if base is None:
+            base = self.admin_base if path.startswith(ADMIN_PREFIX) else self.base
+        req = urllib.request.Request(base + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         use = self.token if token == "default" else token
         if use is not None:
@@ -111,9 +119,10 @@ def serve(
     ready_timeout: float = 600,
     env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     log = tmp / f"server-{port}.log"
     extra = {"ARCTIC_SERVE_ADMIN_TOKEN": token} if token else {}
+    extra[ENV_ADMIN_PORT] = str(admin_port)
     extra.update(env or {})
     env = engine_env(False, **extra)  # the launcher itself enables the plugin for the server
     with open(log, "wb") as out:
@@ -124,7 +133,7 @@ def serve(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", token, log, proc)
+    server = Server(f"http://127.0.0.1:{port}", token, log, proc, f"http://127.0.0.1:{admin_port}")
     try:
         deadline = time.monotonic() + ready_timeout
         while b"arctic-serve: ready on" not in log.read_bytes():

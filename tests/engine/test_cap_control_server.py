@@ -160,8 +160,8 @@ class Span:
 class Engine:
     """Reads the engine's /metrics and its admin API's GET."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.session, self.base, self.token = session, base, token
+    def __init__(self, session: aiohttp.ClientSession, base: str, admin_base: str, token: str) -> None:
+        self.session, self.base, self.admin_base, self.token = session, base, admin_base, token
 
     async def metrics(self) -> EngineMetrics:
         async with self.session.get(self.base + "/metrics") as response:
@@ -203,7 +203,7 @@ class Engine:
     async def cap(self) -> tuple[int | None, int | None]:
         """The engine's caps as its admin API's GET reports them (None: no cap)."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.session.get(self.base + "/arctic/v1/speculation", headers=headers) as response:
+        async with self.session.get(self.admin_base + "/arctic/v1/speculation", headers=headers) as response:
             body: dict[str, Any] = await response.json()
             assert response.status == 200, body
         return body["soft_cap"], body["hard_cap"]
@@ -234,7 +234,7 @@ class ControlLoop:
         assert server.token is not None
         self.controller = ServiceController(cap_policy=POLICY, admin_token=server.token, config=CONFIG)
         self.pod = PodTarget(
-            name="engine-0", ready=True, metrics_url=server.base + "/metrics", admin_url=server.base
+            name="engine-0", ready=True, metrics_url=server.base + "/metrics", admin_url=server.admin_base
         )
         self.started = time.monotonic()
         self.log: list[str] = []
@@ -293,7 +293,7 @@ async def scenario(server: Server, loop: ControlLoop) -> tuple[list[str], LoadSt
             server.base, model=MODEL, prompts=REPETITIVE, max_tokens=MAX_TOKENS, max_concurrency=HIGH
         ) as load,
     ):
-        engine = Engine(session, server.base, server.token)
+        engine = Engine(session, server.base, server.admin_base, server.token)
         changes_before = (await engine.metrics()).cap_changes
 
         async def paying() -> tuple[int | None, int | None] | None:

@@ -94,7 +94,20 @@ def test_main_job_serves_the_real_model(server: Server) -> None:
     assert status == 200, body
     assert "Paris" in body["choices"][0]["message"]["content"]
     banner = server.log.read_text()
-    assert "/arctic/v1/speculation" in banner and "/v1/chat/completions" in banner
+    assert f"{server.admin_base}/arctic/v1/speculation" in banner
+    assert f"{server.base}/v1/chat/completions" in banner
+
+
+def test_admin_api_answers_on_its_own_port_only(server: Server) -> None:
+    for path in ("/arctic/v1/speculation", "/arctic/v1/parallel"):
+        status, _ = server.request("GET", path, base=server.admin_base)
+        assert status == 200, path
+        status, body = server.request("GET", path, base=server.base)
+        assert (status, body) == (404, {"detail": "Not Found"}), path
+    status, _ = server.request("PUT", "/arctic/v1/speculation", {"soft_cap": 1}, base=server.base)
+    assert status == 404  # vLLM's app has no such route, whatever the method
+    status, _ = server.request("GET", "/metrics", base=server.admin_base, token=None)
+    assert status == 404  # the admin listener serves the admin API and nothing else
 
 
 def test_live_cap_stops_and_resumes_drafting(server: Server, vanilla: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 recorded from a real server, tests/operator/data/vllm-0.26.0-metrics.txt, with the values the test
 sets) and the runtime's admin API (PUT /arctic/v1/speculation with the bearer token, FastAPI's 422
 shape). It runs on loopback on its own thread and event loop, so sync tests (and kopf in its own
-thread) can use it; ``kill()`` closes the port (connection refused), ``start()`` opens it again
-on the same port with the engine's startup caps (a restarted pod).
+thread) can use it; the admin API has its own port, as in the runtime. ``kill()`` closes the
+ports (connection refused), ``start()`` opens them again on the same ports with the engine's
+startup caps (a restarted pod).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class FakeEngine:
     garbage: bool = False
     """Serve a body that is not Prometheus text."""
     port: int = 0
+    """The serving port (/metrics)."""
+    admin_port: int = 0
+    """The admin API's own port (PUT /arctic/v1/speculation), as the runtime serves it."""
     soft_cap: int | None = None
     hard_cap: int | None = None
     puts: list[tuple[int | None, int | None]] = field(default_factory=list)
@@ -63,7 +67,7 @@ class FakeEngine:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self.soft_cap, self.hard_cap = self.startup_soft_cap, self.startup_hard_cap
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -87,10 +91,10 @@ class FakeEngine:
         return self
 
     def kill(self) -> None:
-        """Close the port: scrapes and admin calls get connection refused."""
-        if self._runner is not None:
-            self._call(self._runner.cleanup())
-            self._runner = None
+        """Close the ports: scrapes and admin calls get connection refused."""
+        for runner in self._runners:
+            self._call(runner.cleanup())
+        self._runners = []
 
     def stop(self) -> None:
         self.kill()
@@ -111,19 +115,32 @@ class FakeEngine:
 
     @property
     def url(self) -> str:
+        """The serving port's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The admin port's base URL."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
     async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_put("/arctic/v1/speculation", self._put)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        serving = web.Application()
+        serving.router.add_get("/metrics", self._metrics)
+        admin = web.Application()
+        admin.router.add_put("/arctic/v1/speculation", self._put)
+        self.port = await self._open(serving, self.port)
+        self.admin_port = await self._open(admin, self.admin_port)
+
+    async def _open(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        bound: int = server.sockets[0].getsockname()[1]
+        return bound
 
     # ---- handlers -------------------------------------------------------------------------
 

@@ -144,9 +144,9 @@ def test_scrape_times_out_per_request_and_bounds_concurrency() -> None:
 
 def test_put_cap_returns_the_engines_caps(engines: list[FakeEngine]) -> None:
     engine = engines[0]
-    got = run(lambda s: put_cap(s, engine.url, "secret", 4, 8))
+    got = run(lambda s: put_cap(s, engine.admin_url, "secret", 4, 8))
     assert got == EffectiveCap(4, 8) and engine.puts == [(4, 8)]
-    assert run(lambda s: put_cap(s, engine.url, "secret", None, None)) == EffectiveCap(None, None)
+    assert run(lambda s: put_cap(s, engine.admin_url, "secret", None, None)) == EffectiveCap(None, None)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_put_cap_errors_say_what_is_wrong(
 ) -> None:
     engine = engines[0]
     with pytest.raises(AdminError, match=text) as caught:
-        run(lambda s: put_cap(s, engine.url, token, soft, hard))
+        run(lambda s: put_cap(s, engine.admin_url, token, soft, hard))
     assert caught.value.status == status and engine.puts == []
 
 
@@ -216,6 +216,13 @@ def _pod(name: str, ready: bool = True, ip: str | None = "10.0.0.5", **extra: An
 def test_pod_targets_use_the_engines_http_port_and_count_loading_pods() -> None:
     assert pod_target(_pod("a"), 8000) == PodTarget(
         "a", True, "http://10.0.0.5:8123/metrics", "http://10.0.0.5:8123"
+    )
+    # the admin API on the engine's port named "admin"; pods without one (an older operator's)
+    # are called on the serving port, where their runtime served it
+    with_admin = _pod("a")
+    with_admin["spec"]["containers"][1]["ports"].append({"name": "admin", "containerPort": 8124})
+    assert pod_target(with_admin, 8000) == PodTarget(
+        "a", True, "http://10.0.0.5:8123/metrics", "http://10.0.0.5:8124"
     )
     no_port = _pod("b", ip="fd00::1")
     no_port["spec"]["containers"] = [{"name": "engine"}]
@@ -304,7 +311,7 @@ CONFIG = ControllerConfig(window_s=1.0, max_age_s=2.0, scrape_timeout_s=1.0, rea
 
 
 def targets_for(engines: list[FakeEngine]) -> list[PodTarget]:
-    return [PodTarget(f"pod-{i}", True, e.url + "/metrics", e.url) for i, e in enumerate(engines)]
+    return [PodTarget(f"pod-{i}", True, e.url + "/metrics", e.admin_url) for i, e in enumerate(engines)]
 
 
 def tick(controller: ServiceController, pods: list[PodTarget], current: int, now: float) -> TickResult:

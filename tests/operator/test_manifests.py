@@ -43,6 +43,12 @@ def _with(name: str, **spec: Any) -> dict[str, Any]:
     return obj
 
 
+#: The chart's operator, as settings.OperatorSettings.admin_peer selects it.
+OPERATOR_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "arctic-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "arctic-serve-operator"}},
+}
+
 # (golden file, resource, inputs): each sample as written, then one option at a time
 CASES: list[tuple[str, dict[str, Any], PlanInputs]] = [
     *((name, _sample(name), PlanInputs(admin_token="t0k3n")) for name in SERVED),
@@ -86,6 +92,27 @@ CASES: list[tuple[str, dict[str, Any], PlanInputs]] = [
         "smollm2-cpu-image-path",
         _with("smollm2-cpu", model={"source": {"imagePath": "/models/smollm2-135m-instruct"}}),
         PlanInputs(admin_token="t0k3n", default_cpu_image="example.com/cpu:2"),
+    ),
+    (
+        # the compile caches on the node (hostPath); requests only: no empty limits written
+        "smollm2-cpu-compile-cache-on-the-node",
+        _with(
+            "smollm2-cpu",
+            compileCache={"volume": "hostPath"},
+            resources={"requests": {"cpu": "2", "memory": "4Gi"}},
+        ),
+        PlanInputs(admin_token="t0k3n"),
+    ),
+    (
+        "llama-8b-suffix-compile-cache-on-a-claim",
+        _with("llama-8b-suffix", compileCache={"volume": "pvc", "claimName": "vllm-compile-cache"}),
+        PlanInputs(admin_token="t0k3n"),
+    ),
+    (
+        # serving on the admin API's default port moves the admin port to the next one
+        "smollm2-cpu-network-policy-serving-on-8001",
+        _with("smollm2-cpu", service={"port": 8001}),
+        PlanInputs(admin_token="t0k3n", admin_peer=OPERATOR_PEER),
     ),
 ]
 

@@ -117,11 +117,63 @@ def test_suffix_sample_with_pvc_cache_is_a_statefulset_with_caps_and_gpus() -> N
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack" and not with_monitor.warnings
 
 
+OPERATOR_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "arctic-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "arctic-serve-operator"}},
+}
+
+
+@pytest.mark.parametrize(("serving", "admin"), [(8000, 8001), (9000, 8001), (8001, 8002)])
+def test_the_admin_port_is_on_the_pod_and_not_on_the_service(serving: int, admin: int) -> None:
+    obj = yaml.safe_load((SAMPLES / "smollm2-cpu.yaml").read_text())
+    obj["metadata"].update({"namespace": "ml", "uid": "1234-5678"})
+    obj["spec"]["service"] = {"port": serving}
+    p = plan(parse(obj), INPUTS)
+    c = engine(p)
+    assert c["ports"] == [
+        {"name": "http", "containerPort": serving, "protocol": "TCP"},
+        {"name": "admin", "containerPort": admin, "protocol": "TCP"},
+    ]
+    # the runtime reads its admin port from the environment the pod declares it in
+    assert [e for e in c["env"] if e["name"] == "ARCTIC_SERVE_ADMIN_PORT"] == [
+        {"name": "ARCTIC_SERVE_ADMIN_PORT", "value": str(admin)}
+    ]
+    assert arg(c, "--port") == str(serving)
+    assert p.by_kind("Service")["spec"]["ports"] == [
+        {"name": "http", "port": serving, "targetPort": "http", "protocol": "TCP"}
+    ]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    with pytest.raises(KeyError):
+        p.by_kind("NetworkPolicy")  # only when the operator is given a peer (the chart's option)
+
+
+def test_the_network_policy_admits_only_the_operator_to_the_admin_port() -> None:
+    p = plan(sample("smollm2-cpu"), PlanInputs(admin_token="t0k3n", admin_peer=OPERATOR_PEER))
+    assert [o["kind"] for o in p.objects] == ["Secret", "Deployment", "Service", "NetworkPolicy"]
+    policy = p.by_kind("NetworkPolicy")
+    assert policy["metadata"]["name"] == "smollm2-cpu"
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "1234-5678"
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": labels("smollm2-cpu")},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"ports": [{"port": "http", "protocol": "TCP"}]},
+            {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [OPERATOR_PEER]},
+        ],
+    }
+
+
 def test_user_env_cannot_override_the_plugin_switches() -> None:
     obj = yaml.safe_load((SAMPLES / "smollm2-cpu.yaml").read_text())
     obj["spec"]["env"].append({"name": "ARCTIC_SERVE_ENABLED", "value": "0"})
-    env = [e for e in engine(plan(parse(obj), INPUTS))["env"] if e["name"] == "ARCTIC_SERVE_ENABLED"]
-    assert env == [{"name": "ARCTIC_SERVE_ENABLED", "value": "1"}]
+    obj["spec"]["env"].append({"name": "ARCTIC_SERVE_ADMIN_PORT", "value": "8000"})
+    c = engine(plan(parse(obj), INPUTS))
+    env = [e for e in c["env"] if e["name"] in ("ARCTIC_SERVE_ENABLED", "ARCTIC_SERVE_ADMIN_PORT")]
+    assert env == [
+        {"name": "ARCTIC_SERVE_ENABLED", "value": "1"},
+        {"name": "ARCTIC_SERVE_ADMIN_PORT", "value": "8001"},
+    ]
 
 
 @pytest.mark.parametrize(("current", "expected"), [(None, 2), (1, 2), (5, 5), (50, 10)])
@@ -205,7 +257,10 @@ def test_every_planned_object_passes_the_kubernetes_schemas(tmp_path: Path) -> N
     for path in sorted(SAMPLES.glob("*.yaml")):
         try:
             p = plan(
-                sample(path.stem), PlanInputs(admin_token="x", service_monitor_crd=True, pod_monitor_crd=True)
+                sample(path.stem),
+                PlanInputs(
+                    admin_token="x", service_monitor_crd=True, pod_monitor_crd=True, admin_peer=OPERATOR_PEER
+                ),
             )
         except PlanError:
             continue
@@ -216,6 +271,7 @@ def test_every_planned_object_passes_the_kubernetes_schemas(tmp_path: Path) -> N
         "StatefulSet",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     out = tmp_path / "planned.yaml"
     out.write_text(yaml.safe_dump_all(docs))

@@ -35,11 +35,36 @@ def test_defaults_and_the_charts_variables() -> None:
         ("ARCTIC_OPERATOR_LOG_LEVEL", "loud"),
         ("ARCTIC_OPERATOR_MONITORING", "yes"),
         ("ARCTIC_OPERATOR_RESYNC_SECONDS", "0.1"),
+        ("ARCTIC_OPERATOR_NETWORK_POLICY", "on"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{name}: must be"):
         from_env({name: value})
+
+
+def test_network_policy_selects_the_operators_pods_in_its_namespace() -> None:
+    assert from_env({}).admin_peer is None
+    s = from_env(
+        {
+            "ARCTIC_OPERATOR_NETWORK_POLICY": "true",
+            "ARCTIC_OPERATOR_NAMESPACE": "arctic-system",
+            "ARCTIC_OPERATOR_POD_LABELS": "app.kubernetes.io/name=arctic-serve,"
+            "app.kubernetes.io/instance=rel",
+        }
+    )
+    assert s.admin_peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "arctic-system"}},
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/instance": "rel", "app.kubernetes.io/name": "arctic-serve"}
+        },
+    }
+    with pytest.raises(
+        SettingsError, match=r"^ARCTIC_OPERATOR_NAMESPACE: must name the operator's namespace"
+    ):
+        from_env({"ARCTIC_OPERATOR_NETWORK_POLICY": "true", "ARCTIC_OPERATOR_POD_LABELS": "a=b"})
+    with pytest.raises(SettingsError, match=r"^ARCTIC_OPERATOR_POD_LABELS: must be key=value pairs"):
+        from_env({"ARCTIC_OPERATOR_NETWORK_POLICY": "true", "ARCTIC_OPERATOR_NAMESPACE": "x"})
 
 
 def test_operator_command_fails_in_one_line_on_a_bad_setting() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -47,6 +48,7 @@ def test_cpu_plan() -> None:
     assert plan.env["ARCTIC_SERVE_ENABLED"] == "1"
     assert plan.env["VLLM_PLUGINS"] == "arctic_serve,arctic_serve_admin"
     assert plan.env["ARCTIC_SERVE_ADMIN_TOKEN_FILE"] == "/t"
+    assert plan.env["ARCTIC_SERVE_ADMIN_PORT"] == "8001"  # the admin API's own port, not --port
     assert plan.env["LD_PRELOAD"] == "/venv/lib/libiomp5.so" and plan.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
@@ -78,6 +80,26 @@ def test_generated_admin_token_is_private_and_stable(tmp_path: Path) -> None:
         None,
         "$ARCTIC_SERVE_ADMIN_TOKEN",
     )
+
+
+def test_admin_port_comes_from_the_flag_then_the_environment() -> None:
+    assert launcher.admin_port_of(None, 8000, {}) == 8001
+    assert launcher.admin_port_of(None, 8000, {"ARCTIC_SERVE_ADMIN_PORT": "9001"}) == 9001
+    assert launcher.admin_port_of(7001, 8000, {"ARCTIC_SERVE_ADMIN_PORT": "9001"}) == 7001
+    with pytest.raises(UserError, match="--admin-port 8000: the admin API needs a port of its own"):
+        launcher.admin_port_of(8000, 8000, {})
+    with pytest.raises(UserError, match=re.escape("--admin-port 0: must be a port number 1..65535")):
+        launcher.admin_port_of(0, 8000, {})
+    with pytest.raises(
+        UserError, match=re.escape("ARCTIC_SERVE_ADMIN_PORT: must be a port number 1..65535, got 'x'")
+    ):
+        launcher.admin_port_of(None, 8000, {"ARCTIC_SERVE_ADMIN_PORT": "x"})
+
+
+def test_the_banner_points_the_admin_calls_at_the_admin_port() -> None:
+    text = launcher.banner(opts(port=8100, admin_port=8101), "$T")
+    assert "http://127.0.0.1:8101/arctic/v1/speculation" in text
+    assert "8100/arctic" not in text and "http://127.0.0.1:8100/v1/chat/completions" in text
 
 
 def test_port_in_use_is_one_clear_error() -> None:

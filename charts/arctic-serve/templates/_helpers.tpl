@@ -115,6 +115,13 @@ The operator's workload permissions: the same rules whether they land in the Clu
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.networkPolicy.enabled }}
+# networkPolicy.enabled: a NetworkPolicy per ArcticInferenceService (its engines' admin port admits
+# only the operator's pods).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, update, patch, delete]
+{{- end }}
 {{- if .Values.monitoring.enabled }}
 # monitoring.enabled: a ServiceMonitor/PodMonitor per ArcticInferenceService.
 - apiGroups: [monitoring.coreos.com]

@@ -37,7 +37,7 @@ from arctic_operator.control.loop import replica_observation as replica_observat
 from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
 from arctic_operator.control.replicas import ReplicaDecision, ReplicaObservation, ReplicaPolicy, ReplicaState
 from arctic_operator.control.scrape import scrape
-from arctic_operator.plan import ENGINE_CONTAINER, ENGINE_PORT_NAME
+from arctic_operator.plan import ADMIN_PORT_NAME, ENGINE_CONTAINER, ENGINE_PORT_NAME
 
 #: Event = (type, reason, message), as kopf.event takes them.
 Event = tuple[str, str, str]
@@ -52,7 +52,8 @@ class PodTarget:
     metrics_url: str | None
     """http://IP:PORT/metrics; None while the pod has no IP."""
     admin_url: str | None
-    """http://IP:PORT (the runtime's admin API lives under /arctic/v1)."""
+    """http://IP:ADMIN_PORT: the runtime's admin API (under /arctic/v1) on its own port, the engine
+    container's port named "admin"; None while the pod has no IP."""
 
 
 @dataclass
@@ -116,30 +117,34 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-def _engine_port(pod: Mapping[str, Any], default_port: int) -> int:
+def _named_port(pod: Mapping[str, Any], name: str) -> int | None:
+    """The engine container's port called ``name`` (another container's only if the engine has none)."""
     containers = (pod.get("spec") or {}).get("containers") or []
     ordered = sorted(containers, key=lambda c: c.get("name") != ENGINE_CONTAINER)  # the engine first
     for container in ordered:
         for port in container.get("ports") or []:
-            if port.get("name") == ENGINE_PORT_NAME and port.get("containerPort"):
+            if port.get("name") == name and port.get("containerPort"):
                 return int(port["containerPort"])
-    return default_port
+    return None
 
 
 def pod_target(pod: Mapping[str, Any], default_port: int) -> PodTarget:
-    """A Pod object (as the API returns it) -> PodTarget: URLs from status.podIP and the container
-    port named "http" (else ``default_port``, spec.service.port)."""
+    """A Pod object (as the API returns it) -> PodTarget: URLs from status.podIP, /metrics on the
+    container port named "http" (else ``default_port``, spec.service.port) and the admin API on the
+    port named "admin". A pod that declares no admin port was made by an operator release whose
+    runtime served the admin API on the serving port: it is called there."""
     name = str((pod.get("metadata") or {}).get("name"))
     ip = (pod.get("status") or {}).get("podIP")
-    base = None
-    if ip:
-        host = f"[{ip}]" if ":" in str(ip) else str(ip)
-        base = f"http://{host}:{_engine_port(pod, default_port)}"
+    if not ip:
+        return PodTarget(name=name, ready=_pod_ready(pod), metrics_url=None, admin_url=None)
+    host = f"[{ip}]" if ":" in str(ip) else str(ip)
+    serving = _named_port(pod, ENGINE_PORT_NAME) or default_port
+    admin = _named_port(pod, ADMIN_PORT_NAME) or serving
     return PodTarget(
         name=name,
         ready=_pod_ready(pod),
-        metrics_url=None if base is None else base + "/metrics",
-        admin_url=base,
+        metrics_url=f"http://{host}:{serving}/metrics",
+        admin_url=f"http://{host}:{admin}",
     )
 
 
