@@ -202,6 +202,28 @@ def mc_eval(model: SwiftKVLlama, path: Path, amp: bool) -> dict[str, Any]:
     return mc.compare(base, student)
 
 
+def write_answers(path: Path, chosen: list[int], answers: list[list[int]]) -> None:
+    """The teacher's answers (prompt index, tokens), for a later run's ``--answers``."""
+    import numpy as np
+
+    lengths = np.array([len(a) for a in answers], dtype=np.int32)
+    tokens = np.array([t for a in answers for t in a], dtype=np.int32)
+    np.savez_compressed(path, prompt=np.array(chosen, dtype=np.int32), length=lengths, tokens=tokens)
+
+
+def read_answers(path: Path, chosen: list[int]) -> list[list[int]]:
+    """``write_answers``' file, for the prompts ``chosen`` (in that order; a missing one: no answer)."""
+    import numpy as np
+
+    data = np.load(path)
+    ends = np.cumsum(data["length"])
+    starts = ends - data["length"]
+    by_prompt = {
+        int(p): data["tokens"][s:e].tolist() for p, s, e in zip(data["prompt"], starts, ends, strict=True)
+    }
+    return [by_prompt.get(i, []) for i in chosen]
+
+
 def save_delta(model: SwiftKVLlama, out: Path, max_bytes: int = 15 << 20) -> list[str]:
     """The trained tensors (bf16), split over as many files as keep each under ``max_bytes``."""
     from safetensors.torch import save_file
@@ -243,6 +265,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     layers = int(config["num_hidden_layers"])
     lkv = args.num_kv_layers or layers // 2
     model = SwiftKVLlama(config, state, lkv).to_device(device, torch.bfloat16 if amp else torch.float32)
+    if args.init:  # continue from an earlier run's trained tensors (a checkpoint between commands)
+        delta, init_lkv = read_delta(Path(args.init))
+        if init_lkv != lkv:
+            raise SystemExit(f"--init: {args.init} was trained with L_kv={init_lkv}, this run uses {lkv}")
+        with torch.no_grad():
+            for name, tensor in delta.items():
+                model.sw(name).copy_(tensor.float())
+        log(f"initialised from {args.init} ({len(delta)} tensors)")
     metrics["num_key_value_layers"] = lkv
     metrics["trainable_parameters"] = sum(p.numel() for p in model.swiftkv.parameters())
     metrics["timings_s"]["load"] = time.monotonic() - t
@@ -256,15 +286,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng.shuffle(chosen)
     chosen = sorted(chosen[: args.max_prompts] if args.max_prompts else chosen)
     t = time.monotonic()
-    got = generate_answers(
-        model,
-        [prompts.row(i) for i in chosen],
-        max_new=args.max_new,
-        eos=eos,
-        batch=args.gen_batch,
-        progress=log if args.verbose else None,
-        deadline=time.monotonic() + args.gen_s,
-    )
+    if args.answers:  # an earlier run's teacher answers (the teacher is frozen: they are the same)
+        got = read_answers(Path(args.answers), chosen)
+    else:
+        got = generate_answers(
+            model,
+            [prompts.row(i) for i in chosen],
+            max_new=args.max_new,
+            eos=eos,
+            batch=args.gen_batch,
+            progress=log if args.verbose else None,
+            deadline=time.monotonic() + args.gen_s,
+        )
+    write_answers(out / "answers.npz", chosen, got)
     answers = {i: a for i, a in zip(chosen, got, strict=True) if a}
     gen_s = time.monotonic() - t
     n_ans = sum(len(a) for a in got)
@@ -299,7 +333,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"held-out, untrained init: {metrics['held_out_init']['all']}")
 
     # 3. distillation, time-boxed: the lr schedule runs on elapsed time
-    opt = torch.optim.AdamW(model.swiftkv.parameters(), lr=PEAK_LR, betas=(0.9, 0.999), weight_decay=0.0)
+    peak_lr = args.peak_lr
+    opt = torch.optim.AdamW(model.swiftkv.parameters(), lr=peak_lr, betas=(0.9, 0.999), weight_decay=0.0)
     curve: list[dict[str, float]] = []
     t_start, step, seen = time.monotonic(), 0, 0
     # the time box: --train-s, shortened so evaluation still ends before --deadline-s (eval reserve)
@@ -313,7 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if frac >= 1.0 or (args.max_steps and step >= args.max_steps):
                 stop = True
                 break
-            lr = PEAK_LR * (frac / WARMUP if frac < WARMUP else max(0.0, (1 - frac) / (1 - WARMUP)))
+            lr = peak_lr * (frac / WARMUP if frac < WARMUP else max(0.0, (1 - frac) / (1 - WARMUP)))
             for g in opt.param_groups:
                 g["lr"] = lr
             ids, target, valid = collate(batch, device)
@@ -572,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
             help="training ends early enough to evaluate and write results before this many seconds",
         )
         r.add_argument("--max-steps", type=int, default=0 if name == "run" else 3)
+        r.add_argument("--init", help="start from a run's trained tensors (its swiftkv-N.safetensors folder)")
+        r.add_argument("--answers", help="reuse a run's teacher answers (answers.npz)")
+        r.add_argument("--peak-lr", type=float, default=PEAK_LR)
         r.add_argument("--log-every", type=int, default=20 if name == "run" else 1)
         r.add_argument("--skip-mc", action="store_true", default=name == "dry-run")
         r.add_argument("--verbose", action="store_true")
