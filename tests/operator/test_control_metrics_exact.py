@@ -111,3 +111,38 @@ def test_every_summary_field() -> None:
     assert got.kv_cache_usage == pytest.approx(0.3)  # over the samples that report it
     assert (got.drafts, got.accepted_per_draft, got.acceptance_rate) == (20.0, 0.9, 0.3)
     assert (got.soft_cap, got.hard_cap, got.newest) == (None, None, 10)
+
+
+def test_a_counters_created_series_before_its_total_is_skipped_not_the_end() -> None:
+    body = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running 1
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting 0
+# TYPE vllm:spec_decode_num_drafts counter
+vllm:spec_decode_num_drafts_created 1.7e9
+vllm:spec_decode_num_drafts_total 12
+"""
+    assert parse_metrics(body, time=0).drafts == 12.0
+
+
+def test_one_draft_in_the_window_is_enough_to_measure_acceptance() -> None:
+    window = MetricsWindow(window_s=30)
+    window.add("p", sample(0, drafts=10, tokens=30, accepted=2))
+    window.add("p", sample(5, drafts=11, tokens=33, accepted=4))
+    got = window.summary("p", now=5, max_age_s=5)
+    assert got is not None
+    assert (got.drafts, got.accepted_per_draft) == (1.0, 2.0)
+    assert got.acceptance_rate == pytest.approx(2 / 3)
+
+
+def test_defaults_thirty_seconds_and_a_thousand_samples() -> None:
+    window = MetricsWindow()
+    window.add("p", sample(0))
+    window.add("p", sample(30.5))  # 30.5 s later: the first is out of a 30 s window
+    assert [s.time for s in window.samples("p")] == [30.5]
+    crowded = MetricsWindow()
+    for i in range(1001):
+        crowded.add("p", sample(i / 1000))  # 1001 samples within one second
+    kept = crowded.samples("p")
+    assert len(kept) == 1000 and kept[0].time == 0.001
