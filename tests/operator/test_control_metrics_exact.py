@@ -113,17 +113,17 @@ def test_every_summary_field() -> None:
     assert (got.soft_cap, got.hard_cap, got.newest) == (None, None, 10)
 
 
-def test_a_counters_created_series_before_its_total_is_skipped_not_the_end() -> None:
+def test_a_familys_parts_that_are_not_its_value_are_skipped_wherever_they_come() -> None:
+    # a summary's _sum line before its value series: skipped, and the series after it still count
     body = """\
-# TYPE vllm:num_requests_running gauge
-vllm:num_requests_running 1
+# TYPE vllm:num_requests_running summary
+vllm:num_requests_running_sum 50
+vllm:num_requests_running{engine="0"} 3
+vllm:num_requests_running{engine="1"} 4
 # TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting 0
-# TYPE vllm:spec_decode_num_drafts counter
-vllm:spec_decode_num_drafts_created 1.7e9
-vllm:spec_decode_num_drafts_total 12
 """
-    assert parse_metrics(body, time=0).drafts == 12.0
+    assert parse_metrics(body, time=0).running == 7.0
 
 
 def test_one_draft_in_the_window_is_enough_to_measure_acceptance() -> None:
