@@ -3,6 +3,8 @@ clock that steps back, the bound on samples kept, and each summary field."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from arctic_operator.control.metrics import MetricsWindow, PodSample, counter_increase, parse_metrics
@@ -146,3 +148,25 @@ def test_defaults_thirty_seconds_and_a_thousand_samples() -> None:
         crowded.add("p", sample(i / 1000))  # 1001 samples within one second
     kept = crowded.samples("p")
     assert len(kept) == 1000 and kept[0].time == 0.001
+
+
+def test_prompt_tokens_per_finished_request() -> None:
+    body = """\
+vllm:num_requests_running 1
+vllm:num_requests_waiting 0
+vllm:prompt_tokens_total 12000
+vllm:request_success_total{finished_reason="stop"} 9
+vllm:request_success_total{finished_reason="length"} 3
+"""
+    got = parse_metrics(body, time=0)
+    assert (got.prompt_tokens, got.requests_finished) == (12000.0, 12.0)
+    window = MetricsWindow(window_s=30)
+    for t, prompt, finished in ((0, 12000, 12), (5, 15000, 14), (10, 18000, 16)):
+        window.add("p", dataclasses.replace(sample(t), prompt_tokens=prompt, requests_finished=finished))
+    summary = window.summary("p", now=10, max_age_s=5)
+    assert summary is not None and summary.prompt_tokens_per_request == 1500.0  # 6000 / 4
+    idle = MetricsWindow(window_s=30)
+    for t in (0, 5):
+        idle.add("p", dataclasses.replace(sample(t), prompt_tokens=100, requests_finished=1))
+    summary = idle.summary("p", now=5, max_age_s=5)
+    assert summary is not None and summary.prompt_tokens_per_request is None  # none finished
