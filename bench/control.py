@@ -1384,9 +1384,10 @@ WHAT_IF_POLICIES = ("ours", "static-cap-0", "static-cap-64")
 
 REPLAY_REFERENCE = "static-cap-0"
 """--what-if-replicas: the run whose replica count per tick the others replay."""
-REPLAY_POLICIES = ("ours", "static-cap-8")
+REPLAY_POLICIES = ("ours-no-ttft-budget", "ours", "static-cap-8")
 """--what-if-replicas: the cap policies run on the reference's replicas, with drafts in steps that
-carry prefill (vLLM) and without (a runtime that drops them)."""
+carry prefill (vLLM) and without (a runtime that drops them). ``ours-no-ttft-budget``: ours with
+CapPolicy.ttft_budget None (the break-even size alone, the policy before the budget)."""
 
 
 def _what_if_replicas_job(job: tuple[Trace, Calibration, int, int | None]) -> list[dict[str, Any]]:
@@ -1400,8 +1401,11 @@ def _what_if_replicas_job(job: tuple[Trace, Calibration, int, int | None]) -> li
     rows = [{**base.row(), "drafts_with_prefill": True, "replicas": "own"}]
     for policy in REPLAY_POLICIES:
         for with_prefill in (True, False):
-            controller = make_controller(policy, running_target, cal, drafts_with_prefill=with_prefill)
+            base_policy = "ours" if policy == "ours-no-ttft-budget" else policy
+            controller = make_controller(base_policy, running_target, cal, drafts_with_prefill=with_prefill)
             assert isinstance(controller, OperatorController)
+            if policy == "ours-no-ttft-budget" and controller.loop.cap_policy is not None:
+                controller.loop.cap_policy = replace(controller.loop.cap_policy, ttft_budget=None)
             controller.replay_replicas = reference.replica_log
             engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=with_prefill)
             run = simulate(policy, trace, cal, seed, engine=engine, requests=requests, controller=controller)
