@@ -79,7 +79,8 @@ class CapPolicy:
     issue's bar (p95 TTFT within 2 % of never drafting); the extra time is about the same for
     every request, so bounding it on the mean TTFT bounds it on the p95, which is longer. None:
     goodput alone. Needs the cost file's decode step times and prefill rate, and the pod's prompt
-    tokens per request; without them the soft cap is the break-even size."""
+    tokens per request; without them the soft cap is the break-even size.
+    spec.speculation.capController.ttftBudgetPercent / 100."""
     drafts_with_prefill: bool = True
     """Whether the engine verifies drafts in a step that carries prefill chunks (vLLM's
     behaviour): then drafting delays a new request's first token by 1.5 lengthened steps (half
@@ -93,6 +94,7 @@ class CapPolicy:
             max_cap=spec.cap_controller.max,
             hard_cap_limit=spec.hard_cap,
             costs=costs,
+            ttft_budget=spec.cap_controller.ttft_budget_percent / 100,
         )
 
     def bounds(self) -> tuple[int, int]:
