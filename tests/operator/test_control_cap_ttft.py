@@ -104,3 +104,42 @@ def test_when_not_one_request_fits_the_budget_nobody_drafts() -> None:
     drafting = CapState(2, 33, last_change=-1000.0, last_accepted_per_draft=1.0, last_measured=-1000.0)
     decision, _ = decide_cap(POLICY, observe(0.0, 1.0), drafting)
     assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+
+
+def test_an_odd_maximum_keeps_a_budget_limited_hard_cap_in_bounds() -> None:
+    odd = dataclasses.replace(POLICY, max_cap=31)
+    decision, state = decide_cap(odd, observe(0.0, 16.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap) == (2, 32)
+    decision, _ = decide_cap(odd, observe(60.0, 16.0), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 32, "WithinHysteresis")
+
+
+def test_without_a_budget_a_lowering_is_step_limited_and_says_so() -> None:
+    goodput = dataclasses.replace(POLICY, ttft_budget=None)
+    obs = dataclasses.replace(observe(0.0, 16.0), accepted_per_draft=0.6)
+    state = CapState(32, 33, last_change=-1000.0, last_accepted_per_draft=0.6, last_measured=-1000.0)
+    decision, _ = decide_cap(goodput, obs, state)
+    # 1.6 / cost(b) >= 1.1 up to b = 9 (cost 1.25 + 0.25 x log(b) / log(16))
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (16, 17, "Lowered")
+    assert decision.message == (
+        "Soft cap 32 -> 16 (step limit; target 9): drafting pays up to 9 running at 0.60 accepted per draft."
+    )
+
+
+def test_drafting_that_stopped_paying_stops_before_any_probe() -> None:
+    # caps that let requests draft (hard above soft), acceptance measured long ago at zero
+    state = CapState(4, 5, last_change=-1000.0, last_accepted_per_draft=0.0, last_measured=-1000.0)
+    obs = dataclasses.replace(observe(0.0, 3.0), accepted_per_draft=None)
+    decision, _ = decide_cap(POLICY, obs, state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+
+
+def test_the_inputs_are_rounded_for_status() -> None:
+    obs = dataclasses.replace(
+        observe(0.0, 16.0, prompt_tokens=812.34), accepted_per_draft=1.61234, draft_len=2.34567
+    )
+    decision, _ = decide_cap(POLICY, obs, CapState())
+    inputs = decision.inputs
+    assert (inputs["acceptedPerDraft"], inputs["acceptedPerDraftUsed"]) == (1.612, 1.612)
+    assert (inputs["draftLen"], inputs["draftLenUsed"]) == (2.346, 2.346)
+    assert inputs["promptTokensUsed"] == 812.3
