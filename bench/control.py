@@ -137,12 +137,19 @@ class Calibration:
 
     def costs(self) -> VerifyCosts:
         """The verify-cost curves, as the chart ships them for the operator."""
+        steps = dict(zip(self.decode_batches, self.decode_step_s, strict=True))
         return VerifyCosts(
             batch_sizes=self.verify_batches,
             by_draft_len=tuple(sorted(self.verify_cost.items())),
             gpu=self.gpu,
             model_shape="llama-3.1-8b",
-            source=self.sources.get("verify_cost", ""),
+            source="; ".join(
+                f"{what}: {self.sources[what]}"
+                for what in ("verify_cost", "decode_step_s", "prefill_s_per_token")
+                if what in self.sources
+            ),
+            decode_step_s=tuple(steps[b] for b in self.verify_batches),
+            prefill_s_per_token=self.prefill_s_per_token,
         )
 
 
@@ -552,6 +559,10 @@ class Sample:
     accepted: float
     soft_cap: int | None
     hard_cap: int | None
+    prompt_tokens: float = 0.0
+    """Counter: prompt tokens of the requests whose prefill finished."""
+    requests_finished: float = 0.0
+    """Counter: requests finished."""
 
     def pod_sample(self) -> PodSample:
         """As the operator's metrics parser would return it."""
@@ -566,6 +577,8 @@ class Sample:
             soft_cap=self.soft_cap,
             hard_cap=self.hard_cap,
             cap_reported=True,
+            prompt_tokens=self.prompt_tokens,
+            requests_finished=self.requests_finished,
         )
 
 
@@ -602,6 +615,8 @@ class Replica:
         self.accepted = 0.0
         self.decode_request_steps = 0.0
         self.drafting_request_steps = 0.0
+        self.prompt_tokens = 0.0
+        self.requests_finished = 0.0
         # the current epoch: ``steps`` identical steps of ``step_s`` from ``epoch_start``
         self.busy = False
         self.epoch_start = 0.0
@@ -718,6 +733,7 @@ class Replica:
                 self.kv_tokens += chunk
                 if live.prefill_left == 0:
                     live.first_token_at = end
+                    self.prompt_tokens += live.req.prompt_tokens
                     live.context += 1
                     self.kv_tokens += 1
             elif rate > 0:
@@ -728,6 +744,7 @@ class Replica:
             if live.first_token_at is not None and live.tokens_left <= _EPS:
                 live.done_at = end
                 self.kv_tokens -= live.context
+                self.requests_finished += 1
                 finished.append(live)
             else:
                 keep.append(live)
@@ -756,6 +773,8 @@ class Replica:
             accepted=self.accepted + (elapsed * self._accept_per_step if self.busy else 0.0),
             soft_cap=self.soft_cap,
             hard_cap=self.hard_cap,
+            prompt_tokens=self.prompt_tokens,
+            requests_finished=self.requests_finished,
         )
 
 
@@ -1040,10 +1059,16 @@ class OperatorController:
         running_target: int | None = RUNNING_TARGET,
         schedule: Schedule | None = None,
         levers: Levers | None = None,
+        replay_replicas: Sequence[int] | None = None,
     ) -> None:
         self.tick_s = OPERATOR_TICK_S
         self.fixed_caps = fixed_caps
         self.schedule = schedule
+        self.replay_replicas = replay_replicas
+        """A what-if (--what-if-replicas): the replica count of each tick from another run's
+        ``replica_log`` (the last one after its end) instead of the policy's decision."""
+        self.replica_log: list[int] = []
+        """The workload's replicas after each tick."""
         self.loop = ControlLoop(
             ReplicaPolicy.from_spec(autoscaling_spec(running_target, levers)),
             cap_policy,
@@ -1064,8 +1089,12 @@ class OperatorController:
         decided = self.loop.decide(
             now, cluster.desired, [names[p.id] for p in ready], len(cluster.loading_pods())
         )
-        if decided.replicas is not None:
+        if self.replay_replicas is not None:
+            tick = min(len(self.replica_log), len(self.replay_replicas) - 1)
+            cluster.scale_to(self.replay_replicas[tick], now)
+        elif decided.replicas is not None:
             cluster.scale_to(decided.replicas.desired, now)
+        self.replica_log.append(cluster.desired)
         for pod in ready:
             cap = decided.caps.get(names[pod.id])
             if cap is None:
@@ -1117,10 +1146,15 @@ def make_controller(
     running_target: int | None = RUNNING_TARGET,
     cal: Calibration | None = None,
     levers: Levers | None = None,
+    drafts_with_prefill: bool = True,
 ) -> Controller:
+    """The policy's controller; ``drafts_with_prefill``: whether ours' cap policy prices drafts in
+    prefill steps (the engines' behaviour, EngineConfig.drafts_with_prefill)."""
     if policy == "ours":
         costs = cal.costs() if cal is not None else DEFAULT_COSTS
-        cap_policy = CapPolicy.from_spec(speculation_spec(), costs)
+        cap_policy = replace(
+            CapPolicy.from_spec(speculation_spec(), costs), drafts_with_prefill=drafts_with_prefill
+        )
         return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers)
     if policy.startswith("static-cap-"):
         name = policy.removeprefix("static-cap-")
@@ -1253,6 +1287,9 @@ def cost_file(cal: Calibration) -> dict[str, Any]:
     costs = cal.costs()
     data = costs.to_json()
     data["verifyCost"] = {k: [round(r, 3) for r in ratios] for k, ratios in data["verifyCost"].items()}
+    data["decodeStepSeconds"] = [round(t, 6) for t in data.get("decodeStepSeconds", [])]
+    if "prefillSecondsPerToken" in data:
+        data["prefillSecondsPerToken"] = float(f"{data['prefillSecondsPerToken']:.4g}")
     return data
 
 
@@ -1337,10 +1374,45 @@ def _simulate_job(job: tuple[str, Trace, Calibration, int, int | None, Levers]) 
 def _what_if_job(job: tuple[str, Trace, Calibration, int, int | None]) -> RunResult:
     policy, trace, cal, seed, running_target = job
     engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=False)
-    return simulate(policy, trace, cal, seed, engine=engine, running_target=running_target)
+    controller = make_controller(policy, running_target, cal, drafts_with_prefill=False)
+    return simulate(
+        policy, trace, cal, seed, engine=engine, running_target=running_target, controller=controller
+    )
 
 
 WHAT_IF_POLICIES = ("ours", "static-cap-0", "static-cap-64")
+
+REPLAY_REFERENCE = "static-cap-0"
+"""--what-if-replicas: the run whose replica count per tick the others replay."""
+REPLAY_POLICIES = ("ours-no-ttft-budget", "ours", "static-cap-8")
+"""--what-if-replicas: the cap policies run on the reference's replicas, with drafts in steps that
+carry prefill (vLLM) and without (a runtime that drops them). ``ours-no-ttft-budget``: ours with
+CapPolicy.ttft_budget None (the break-even size alone, the policy before the budget)."""
+
+
+def _what_if_replicas_job(job: tuple[Trace, Calibration, int, int | None]) -> list[dict[str, Any]]:
+    """The reference policy on ``trace``, then each of REPLAY_POLICIES with its replica count per
+    tick: what the caps cost TTFT when drafting cannot change the replicas."""
+    trace, cal, seed, running_target = job
+    requests = generate_requests(trace, cal, seed)
+    reference = make_controller(REPLAY_REFERENCE, running_target, cal)
+    assert isinstance(reference, OperatorController)
+    base = simulate(REPLAY_REFERENCE, trace, cal, seed, requests=requests, controller=reference)
+    rows = [{**base.row(), "drafts_with_prefill": True, "replicas": "own"}]
+    for policy in REPLAY_POLICIES:
+        for with_prefill in (True, False):
+            base_policy = "ours" if policy == "ours-no-ttft-budget" else policy
+            controller = make_controller(base_policy, running_target, cal, drafts_with_prefill=with_prefill)
+            assert isinstance(controller, OperatorController)
+            if policy == "ours-no-ttft-budget" and controller.loop.cap_policy is not None:
+                controller.loop.cap_policy = replace(controller.loop.cap_policy, ttft_budget=None)
+            controller.replay_replicas = reference.replica_log
+            engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=with_prefill)
+            run = simulate(policy, trace, cal, seed, engine=engine, requests=requests, controller=controller)
+            row = {**run.row(), "drafts_with_prefill": with_prefill, "replicas": REPLAY_REFERENCE}
+            row["p95_ttft_vs_reference"] = round(row["p95_ttft_s"] / rows[0]["p95_ttft_s"] - 1, 4)
+            rows.append(row)
+    return rows
 
 
 def run_all(
@@ -1502,6 +1574,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: engines that drop drafts in steps with prefill (a what-if)",
     )
     parser.add_argument(
+        "--what-if-replicas",
+        action="store_true",
+        help=f"instead: {', '.join(REPLAY_POLICIES)} on {REPLAY_REFERENCE}'s replica count, to "
+        "DIR/control-whatif-replicas.json",
+    )
+    parser.add_argument(
         "--levers",
         action="store_true",
         help="instead: ours with each burst lever on and off, to DIR/control-<trace>-levers.json",
@@ -1550,6 +1628,31 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{row['trace']:8} {row['policy']:15} p95 TTFT {row['p95_ttft_s']:.3f} s  "
                 f"E2E p95 {row['p95_e2e_s']:.2f} s  GPU-s {row['gpu_seconds']:.0f}"
+            )
+        return 0
+    if args.what_if_replicas:
+        jobs = [(t, cal, args.seed, running_target) for t in traces]
+        with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(jobs)))) as pool:
+            replay_rows = [row for rows in pool.map(_what_if_replicas_job, jobs) for row in rows]
+        path = args.out / "control-whatif-replicas.json"
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": _commit(),
+            "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
+            "what_if": f"{', '.join(REPLAY_POLICIES)} with the replica count of {REPLAY_REFERENCE} at "
+            "every tick (drafting cannot lower the replicas), with drafts in steps that carry prefill "
+            "(vLLM) and without (drafts_with_prefill false: not implemented in the runtime)",
+            "rows": replay_rows,
+        }
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"bench.control: wrote {path}")
+        for row in replay_rows:
+            print(
+                f"{row['trace']:8} {row['policy']:13} replicas {row['replicas']:12} "
+                f"drafts with prefill {row['drafts_with_prefill']!s:5}  p95 TTFT {row['p95_ttft_s']:.4f} s "
+                f"({row.get('p95_ttft_vs_reference', 0):+.1%})  E2E p95 {row['p95_e2e_s']:.2f} s  "
+                f"GPU-s {row['gpu_seconds']:.0f}"
             )
         return 0
     if args.levers:

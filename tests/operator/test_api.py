@@ -60,7 +60,12 @@ def test_dump_is_camel_case_and_leaves_unset_fields_out() -> None:
     assert "gpusPerPod" in spec and "swiftKV" in spec and "modelCache" in spec
     assert "replicas" not in spec and "autoscaling" not in spec and "status" not in dumped
     assert "softCap" not in spec["speculation"]
-    assert spec["speculation"]["capController"] == {"enabled": False, "min": 1, "max": 64}
+    assert spec["speculation"]["capController"] == {
+        "enabled": False,
+        "min": 1,
+        "max": 64,
+        "ttftBudgetPercent": 2.0,
+    }
 
 
 @pytest.mark.parametrize("path", sorted(SAMPLES_DIR.glob("*.yaml")), ids=lambda p: p.name)

@@ -90,3 +90,28 @@ def test_the_built_in_curves() -> None:
     assert DEFAULT_COSTS.draft_lengths() == (1, 3, 5)
     assert DEFAULT_COSTS.model_for(3) == VerifyCostModel((1, 4, 16, 64), (1.262, 1.328, 1.381, 1.67))
     assert DEFAULT_COSTS.gpu == "H100" and "verify-8b-" in DEFAULT_COSTS.source
+
+
+def test_step_times_and_prefill_rate_round_trip_and_are_checked() -> None:
+    timed = VerifyCosts((1, 16), ((1, (1.2, 1.4)),), decode_step_s=(0.006, 0.008), prefill_s_per_token=3e-5)
+    data = timed.to_json()
+    assert (data["decodeStepSeconds"], data["prefillSecondsPerToken"]) == ([0.006, 0.008], 3e-5)
+    assert VerifyCosts.from_json(data) == timed
+    assert "decodeStepSeconds" not in COSTS.to_json() and "prefillSecondsPerToken" not in COSTS.to_json()
+    # 1.5 steps + 300 tokens x 30 us over the step at batch 4 (halfway in log: 7 ms)
+    assert timed.ttft_step_ratio(4, 300) == pytest.approx(1.5 + 0.009 / 0.007)
+    with pytest.raises(ValueError, match=r"decode_step_s: one positive time per batch size \[1, 16\]"):
+        VerifyCosts((1, 16), ((1, (1.2, 1.4)),), decode_step_s=(0.006,))
+    with pytest.raises(ValueError, match="decode_step_s: one positive time"):
+        VerifyCosts((1, 16), ((1, (1.2, 1.4)),), decode_step_s=(0.006, 0.0))
+    with pytest.raises(ValueError, match=r"prefill_s_per_token: must be positive, got 0\.0"):
+        VerifyCosts((1, 16), ((1, (1.2, 1.4)),), prefill_s_per_token=0.0)
+    with pytest.raises(ValueError, match="prefillSecondsPerToken a number"):
+        VerifyCosts.from_json({**data, "prefillSecondsPerToken": "fast"})
+
+
+def test_the_built_in_timings() -> None:
+    assert DEFAULT_COSTS.decode_step_s == (0.006674, 0.006661, 0.006704, 0.007587)
+    assert DEFAULT_COSTS.prefill_s_per_token == 2.742e-05
+    chart = Path(__file__).resolve().parents[2] / "charts/arctic-serve/files/cost/h100-llama-3.1-8b.json"
+    assert VerifyCosts.load(chart).prefill_s_per_token == DEFAULT_COSTS.prefill_s_per_token

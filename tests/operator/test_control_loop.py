@@ -73,6 +73,8 @@ def test_cap_observation_from_a_window() -> None:
     assert (obs.effective_soft_cap, obs.effective_hard_cap) == (8, 9)
     assert cap_observation(12.0, window(accepted_per_draft=None, acceptance_rate=None)).draft_len is None
     assert cap_observation(12.0, window(acceptance_rate=0.0)).draft_len is None
+    assert obs.prompt_tokens is None
+    assert cap_observation(12.0, window(prompt_tokens_per_request=812.5)).prompt_tokens == 812.5
     missing = cap_observation(12.0, None)
     assert (missing.complete, missing.accepted_per_draft, missing.running) == (False, None, 0.0)
 

@@ -3,6 +3,8 @@ clock that steps back, the bound on samples kept, and each summary field."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from arctic_operator.control.metrics import MetricsWindow, PodSample, counter_increase, parse_metrics
@@ -111,3 +113,60 @@ def test_every_summary_field() -> None:
     assert got.kv_cache_usage == pytest.approx(0.3)  # over the samples that report it
     assert (got.drafts, got.accepted_per_draft, got.acceptance_rate) == (20.0, 0.9, 0.3)
     assert (got.soft_cap, got.hard_cap, got.newest) == (None, None, 10)
+
+
+def test_a_familys_parts_that_are_not_its_value_are_skipped_wherever_they_come() -> None:
+    # a summary's _sum line before its value series: skipped, and the series after it still count
+    body = """\
+# TYPE vllm:num_requests_running summary
+vllm:num_requests_running_sum 50
+vllm:num_requests_running{engine="0"} 3
+vllm:num_requests_running{engine="1"} 4
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting 0
+"""
+    assert parse_metrics(body, time=0).running == 7.0
+
+
+def test_one_draft_in_the_window_is_enough_to_measure_acceptance() -> None:
+    window = MetricsWindow(window_s=30)
+    window.add("p", sample(0, drafts=10, tokens=30, accepted=2))
+    window.add("p", sample(5, drafts=11, tokens=33, accepted=4))
+    got = window.summary("p", now=5, max_age_s=5)
+    assert got is not None
+    assert (got.drafts, got.accepted_per_draft) == (1.0, 2.0)
+    assert got.acceptance_rate == pytest.approx(2 / 3)
+
+
+def test_defaults_thirty_seconds_and_a_thousand_samples() -> None:
+    window = MetricsWindow()
+    window.add("p", sample(0))
+    window.add("p", sample(30.5))  # 30.5 s later: the first is out of a 30 s window
+    assert [s.time for s in window.samples("p")] == [30.5]
+    crowded = MetricsWindow()
+    for i in range(1001):
+        crowded.add("p", sample(i / 1000))  # 1001 samples within one second
+    kept = crowded.samples("p")
+    assert len(kept) == 1000 and kept[0].time == 0.001
+
+
+def test_prompt_tokens_per_finished_request() -> None:
+    body = """\
+vllm:num_requests_running 1
+vllm:num_requests_waiting 0
+vllm:prompt_tokens_total 12000
+vllm:request_success_total{finished_reason="stop"} 9
+vllm:request_success_total{finished_reason="length"} 3
+"""
+    got = parse_metrics(body, time=0)
+    assert (got.prompt_tokens, got.requests_finished) == (12000.0, 12.0)
+    window = MetricsWindow(window_s=30)
+    for t, prompt, finished in ((0, 12000, 12), (5, 15000, 14), (10, 18000, 16)):
+        window.add("p", dataclasses.replace(sample(t), prompt_tokens=prompt, requests_finished=finished))
+    summary = window.summary("p", now=10, max_age_s=5)
+    assert summary is not None and summary.prompt_tokens_per_request == 1500.0  # 6000 / 4
+    idle = MetricsWindow(window_s=30)
+    for t in (0, 5):
+        idle.add("p", dataclasses.replace(sample(t), prompt_tokens=100, requests_finished=1))
+    summary = idle.summary("p", now=5, max_age_s=5)
+    assert summary is not None and summary.prompt_tokens_per_request is None  # none finished

@@ -437,3 +437,66 @@ def test_a_tiny_target_or_a_huge_queue_stays_within_the_maximum() -> None:
     decisions = simulate(tiny, 1, lambda t: 1e300, until=600.0)
     assert max(d.desired for d in decisions) == 4
     assert decisions[-1].desired == 4
+
+
+# --- exact decisions on worked examples (what mutation testing showed the tests above let through) ---
+
+
+def test_cooldown_messages_quote_the_seconds_since_the_last_change() -> None:
+    policy = ReplicaPolicy(min_replicas=1, max_replicas=10, waiting_per_replica=5.0, scale_up_window_s=0)
+    # up: changed at 10, now 25: 15 s of the 30 s cooldown
+    decision, _ = decide_replicas(policy, observe(25.0, 2, 30.0), ReplicaState(last_change=10.0))
+    assert (decision.desired, decision.reason) == (2, "Cooldown")
+    assert decision.message == (
+        "Holding 2 replicas: the load (waiting) needs 6.00 replicas, but the last change was 15s ago "
+        "(scale-up cooldown 30s)."
+    )
+    # down: a whole window of low load, changed at 50, now 150: 100 s of the 120 s cooldown
+    low = ReplicaState(((-400.0, 1),), last_change=50.0)
+    decision, _ = decide_replicas(POLICY, observe(150.0, 4, 0.0), low)
+    assert (decision.desired, decision.reason) == (4, "Cooldown")
+    assert decision.message == (
+        "Holding 4 replicas: the load (waiting) needs 0.00 replicas, but the last change was 100s ago "
+        "(scale-down cooldown 120s)."
+    )
+
+
+def test_a_scale_down_long_after_the_last_change_goes_at_once() -> None:
+    low = ReplicaState(((-400.0, 3),), last_change=-1000.0)
+    decision, state = decide_replicas(POLICY, observe(0.0, 4, 10.0), low)
+    assert (decision.desired, decision.reason, decision.recommendation) == (3, "ScaleDown", 2)
+    assert decision.message == (
+        "Scaling down from 4 to 3 replicas: the load (waiting) needs 2.00 replicas for 300s."
+    )
+    assert state == ReplicaState(((-400.0, 3), (0.0, 2)), last_change=0.0)
+    # the window's largest is 1: one at a time, and the message says so
+    lower = ReplicaState(((-400.0, 1),), last_change=-1000.0)
+    decision, _ = decide_replicas(POLICY, observe(0.0, 4, 0.0), lower)
+    assert (decision.desired, decision.reason) == (3, "ScaleDown")
+    assert decision.message == (
+        "Scaling down from 4 to 3 replicas (at most 1 fewer per step): the load (waiting) needs 0.00 "
+        "replicas for 300s."
+    )
+
+
+def test_missing_metrics_message_counts_the_silent_pods() -> None:
+    decision, _ = decide_replicas(
+        POLICY, observe(0.0, 4, 0.0, ready=4, observed=3), ReplicaState(((-1000, 1),))
+    )
+    assert (decision.desired, decision.reason, decision.recommendation) == (4, "MetricsIncomplete", 1)
+    assert decision.message == (
+        "Holding 4 replicas: the load (waiting) needs 0.00 replicas by the 3 of 4 ready pods with "
+        "metrics, but 1 ready pods have no metrics."
+    )
+
+
+def test_history_keeps_only_the_recommendation_in_effect_at_the_longest_windows_start() -> None:
+    old = ReplicaState(((-1000.0, 1), (-900.0, 2), (-800.0, 3), (-100.0, 4)))
+    _, state = decide_replicas(POLICY, observe(0.0, 4, 20.0), old)  # keeps 300 s (the down window)
+    assert state.recommendations == ((-800.0, 3), (-100.0, 4), (0.0, 4))
+
+
+def test_needs_are_reported_to_three_decimals() -> None:
+    decision, _ = decide_replicas(POLICY, observe(0.0, 1, 6.17), ReplicaState())
+    assert decision.inputs["needs"] == {"waiting": 1.234}
+    assert decision.inputs["waitingTotal"] == 6.17

@@ -245,3 +245,38 @@ def test_the_h200_calibration_comes_from_calibrate_sh_files(tmp_path: Path) -> N
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"run bench/gpu/calibrate\.sh"):
         control.load_calibration_h200(empty)
+
+
+def test_a_replayed_replica_count_overrides_the_policy(cal: Calibration) -> None:
+    trace = _short("steady", 120)
+    requests = control.generate_requests(trace, cal, seed=3)
+    reference = control.make_controller("static-cap-0", cal=cal)
+    assert isinstance(reference, control.OperatorController)
+    control.simulate("static-cap-0", trace, cal, seed=3, requests=requests, controller=reference)
+    replayed = control.make_controller("ours", cal=cal)
+    assert isinstance(replayed, control.OperatorController)
+    replayed.replay_replicas = [5, 5, 3]  # then the last one, 3, for every later tick
+    control.simulate("ours", trace, cal, seed=3, requests=requests, controller=replayed)
+    assert replayed.replica_log[:4] == [5, 5, 3, 3] and set(replayed.replica_log[2:]) == {3}
+    assert len(reference.replica_log) == len(replayed.replica_log) > 10
+
+
+def test_ours_prices_drafts_in_prefill_steps_as_the_engines_do(cal: Calibration) -> None:
+    ours = control.make_controller("ours", cal=cal, drafts_with_prefill=False)
+    assert isinstance(ours, control.OperatorController) and ours.loop.cap_policy is not None
+    assert ours.loop.cap_policy.drafts_with_prefill is False
+    assert ours.loop.cap_policy.ttft_budget == 0.02  # the CR's default
+    costs = cal.costs()
+    assert costs.prefill_s_per_token == cal.prefill_s_per_token
+    assert costs.decode_step_s == cal.decode_step_s[: len(cal.verify_batches)]
+
+
+def test_scrapes_count_prompt_tokens_and_finished_requests(cal: Calibration) -> None:
+    trace = _short("steady", 60)
+    requests = control.generate_requests(trace, cal, seed=4)
+    cluster = Cluster(cal, control.EngineConfig(), Fixed((0, None)), 1, pod_start_s=0.0)
+    cluster.run(requests, 3600.0)
+    pod = cluster.pods[0]
+    sample = pod.sample(cluster.now).pod_sample()
+    assert sample.requests_finished == len(requests)
+    assert sample.prompt_tokens == sum(r.prompt_tokens for r in requests)

@@ -71,6 +71,21 @@ class CapPolicy:
     """Verify-cost curves by draft length (the hardware and model the engine runs)."""
     cost_model: VerifyCostModel | None = None
     """One fixed curve instead of ``costs`` at the pod's draft length (tests, the CPU engine)."""
+    ttft_budget: float | None = 0.02
+    """Fraction: drafting may add at most this to a new request's expected time to first token,
+    by the cost model (``ttft_soft_cap``). Drafting lengthens every step it is in, and a new
+    request waits for the step under way and, in vLLM, for its own prefill step, which verifies the
+    others' drafts too; the tokens drafting gains go to the decoding requests only. 0.02: the
+    issue's bar (p95 TTFT within 2 % of never drafting); the extra time is about the same for
+    every request, so bounding it on the mean TTFT bounds it on the p95, which is longer. None:
+    goodput alone. Needs the cost file's decode step times and prefill rate, and the pod's prompt
+    tokens per request; without them the soft cap is the break-even size.
+    spec.speculation.capController.ttftBudgetPercent / 100."""
+    drafts_with_prefill: bool = True
+    """Whether the engine verifies drafts in a step that carries prefill chunks (vLLM's
+    behaviour): then drafting delays a new request's first token by 1.5 lengthened steps (half
+    the step under way, and its prefill step); by half a step when the runtime drops drafts in
+    such steps."""
 
     @classmethod
     def from_spec(cls, spec: SpeculationSpec, costs: VerifyCosts = DEFAULT_COSTS) -> CapPolicy:
@@ -79,6 +94,7 @@ class CapPolicy:
             max_cap=spec.cap_controller.max,
             hard_cap_limit=spec.hard_cap,
             costs=costs,
+            ttft_budget=spec.cap_controller.ttft_budget_percent / 100,
         )
 
     def bounds(self) -> tuple[int, int]:
@@ -116,6 +132,8 @@ class CapObservation:
     """False: metrics missing or stale; the policy holds."""
     draft_len: float | None = None
     """Draft tokens per draft in the window; None when nothing was drafted."""
+    prompt_tokens: float | None = None
+    """Prompt tokens per request finished in the window; None when none finished."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,8 @@ class CapState:
     """When acceptance was last measured (or a probe started)."""
     last_draft_len: float | None = None
     """Last measured draft tokens per draft."""
+    last_prompt_tokens: float | None = None
+    """Last measured prompt tokens per request."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +189,26 @@ def break_even_batch(
     return 0
 
 
+def ttft_soft_cap(
+    policy: CapPolicy, model: VerifyCostModel, running: float, prompt_tokens: float | None
+) -> int | None:
+    """The most of ``running`` requests that may draft within the TTFT budget, or None when there
+    is no budget or it cannot be priced. Drafting s of b requests lengthens a step by
+    s x (cost(b) - 1) / b decode steps; a new request's first token takes ``1.5 + prefill / step``
+    decode steps without drafting (``VerifyCosts.ttft_step_ratio``) and is delayed by 1.5 (0.5
+    when the runtime drops drafts in prefill steps) lengthened steps."""
+    if policy.ttft_budget is None or prompt_tokens is None:
+        return None
+    batch = max(1.0, running)
+    ttft_steps = policy.costs.ttft_step_ratio(batch, prompt_tokens)
+    extra = model.cost(batch) - 1
+    if ttft_steps is None or extra <= 0:
+        return None
+    delayed_steps = 1.5 if policy.drafts_with_prefill else 0.5
+    lengthening = policy.ttft_budget * ttft_steps / delayed_steps
+    return math.floor(lengthening * batch / extra + 1e-9)
+
+
 def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple[CapDecision, CapState]:
     """One pod's speculation cap for this tick, and the state for the next one. Pure."""
     now = obs.time
@@ -196,9 +236,14 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
         return decision, next_state
 
     def apply(
-        soft: int, reason: str, message: str, next_state: CapState, paying: bool = True
+        soft: int,
+        reason: str,
+        message: str,
+        next_state: CapState,
+        paying: bool = True,
+        hard: int | None = None,
     ) -> tuple[CapDecision, CapState]:
-        hard = policy.hard_for(soft, paying)
+        hard = policy.hard_for(soft, paying) if hard is None else hard
         decision = CapDecision(now, soft, hard, previous_soft, previous_hard, reason, message, inputs)
         return decision, dataclasses.replace(next_state, soft_cap=soft, hard_cap=hard, last_change=now)
 
@@ -213,12 +258,16 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
             last_measured=now,
             last_draft_len=obs.draft_len if obs.draft_len is not None else state.last_draft_len,
         )
+    if obs.prompt_tokens is not None:
+        state = dataclasses.replace(state, last_prompt_tokens=obs.prompt_tokens)
     accepted = state.last_accepted_per_draft
     in_bounds = state.soft_cap is not None and low <= state.soft_cap <= high
     out_of_bounds = not first and not (
         in_bounds
         and state.soft_cap is not None
-        and state.hard_cap in (policy.hard_for(state.soft_cap), policy.hard_for(state.soft_cap, False))
+        and state.hard_cap
+        in {policy.hard_for(state.soft_cap, False)}
+        | {policy.hard_for(size) for size in range(state.soft_cap, high + 1)}
     )
 
     if accepted is None:
@@ -248,24 +297,48 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
 
     model = policy.model_for(state.last_draft_len)
     break_even = break_even_batch(policy, accepted, model)
-    paying = break_even > 0
-    target = max(low, min(high, break_even))
+    pays = break_even > 0
+    even = max(low, min(high, break_even))
+    budget = ttft_soft_cap(policy, model, obs.running, state.last_prompt_tokens) if pays else None
+    # within the TTFT budget: fewer draft (the soft cap), up to the break-even size (the hard cap);
+    # when not even one may draft, nobody does, as when drafting does not pay
+    limited = budget is not None and budget < even
+    over_budget = budget is not None and budget < 1
+    paying = pays and not over_budget
+    target = low if over_budget else max(low, min(even, budget)) if budget is not None else even
+
+    def hard_of(soft: int) -> int:
+        return policy.hard_for(even if limited else soft)
+
     inputs.update(
         acceptedPerDraftUsed=round(accepted, 3),
         draftLenUsed=None if state.last_draft_len is None else round(state.last_draft_len, 3),
         breakEvenBatch=break_even,
         costAtRunning=round(model.cost(max(1.0, obs.running)), 3),
+        promptTokensUsed=None if state.last_prompt_tokens is None else round(state.last_prompt_tokens, 1),
+        ttftBudgetCap=budget,
         target=target,
     )
     why = (
         f"drafting pays up to {break_even} running at {accepted:.2f} accepted per draft"
-        if paying
+        if pays
         else f"drafting does not pay even for one request at {accepted:.2f} accepted per draft"
     )
+    if over_budget:
+        why += (
+            f", but not one of {obs.running:.1f} running may draft within the TTFT budget "
+            f"({policy.ttft_budget:.0%} at {state.last_prompt_tokens:.0f} prompt tokens)"
+        )
+    elif limited:
+        why += (
+            f"; {budget} of {obs.running:.1f} running may draft within the TTFT budget "
+            f"({policy.ttft_budget:.0%} at {state.last_prompt_tokens:.0f} prompt tokens)"
+        )
     cap = state.soft_cap
     if cap is None or out_of_bounds:
         reason = "Initial" if cap is None else "OutOfBounds"
-        return apply(target, reason, f"Soft cap {previous_soft} -> {target}: {why}.", state, paying)
+        hard = hard_of(target) if paying else None
+        return apply(target, reason, f"Soft cap {previous_soft} -> {target}: {why}.", state, paying, hard)
     blocked = state.hard_cap is not None and state.hard_cap <= cap  # hard = soft: nobody drafts
     age = None if state.last_measured is None else now - state.last_measured
     stale = age is not None and age > policy.acceptance_max_age_s
@@ -283,7 +356,7 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
             return hold("WithinHysteresis", f"Holding soft cap {cap}: {why}.", state)
         return apply(target, "NotPaying", f"Soft cap {cap} -> {target}, nobody drafts: {why}.", state, False)
     threshold = max(1.0, policy.hysteresis * cap)
-    if abs(target - cap) < threshold and state.hard_cap == policy.hard_for(cap):
+    if abs(target - cap) < threshold and state.hard_cap == hard_of(cap):
         return hold(
             "WithinHysteresis",
             f"Holding soft cap {cap}: {why}, target {target} is within {threshold:g} of it.",
@@ -301,8 +374,9 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
         soft, reason = min(target, ceiling), "Raised"
     elif target < cap:
         floor = min(cap - 1, math.ceil(cap / policy.max_step_factor))
-        soft, reason = max(target, floor), "Lowered"
+        # beyond the TTFT budget drafting costs what it cannot pay back: down at once
+        soft, reason = target if limited else max(target, floor), "Lowered"
     else:
         soft, reason = cap, "Raised"  # drafting pays again at the same size: lift the hard cap
-    limited = f" (step limit; target {target})" if soft != target else ""
-    return apply(soft, reason, f"Soft cap {cap} -> {soft}{limited}: {why}.", state)
+    stepped = f" (step limit; target {target})" if soft != target else ""
+    return apply(soft, reason, f"Soft cap {cap} -> {soft}{stepped}: {why}.", state, hard=hard_of(soft))

@@ -68,10 +68,28 @@ class VerifyCosts:
     model_shape: str = ""
     source: str = ""
     """The result files the curves came from."""
+    decode_step_s: tuple[float, ...] = ()
+    """Seconds per vanilla decode step at each of batch_sizes; () when not measured. With
+    ``prefill_s_per_token`` it prices drafting in time to first token (``ttft_step_ratio``)."""
+    prefill_s_per_token: float | None = None
+    """Seconds of prefill per prompt token (the vanilla engine's TTFT of one long prompt / its
+    length); None when not measured."""
 
     def __post_init__(self) -> None:
         if not self.by_draft_len:
             raise ValueError("by_draft_len: at least one draft length is needed")
+        if self.decode_step_s and (
+            len(self.decode_step_s) != len(self.batch_sizes)
+            or any(not math.isfinite(s) or s <= 0 for s in self.decode_step_s)
+        ):
+            raise ValueError(
+                f"decode_step_s: one positive time per batch size {list(self.batch_sizes)}, "
+                f"got {list(self.decode_step_s)}"
+            )
+        if self.prefill_s_per_token is not None and not (
+            math.isfinite(self.prefill_s_per_token) and self.prefill_s_per_token > 0
+        ):
+            raise ValueError(f"prefill_s_per_token: must be positive, got {self.prefill_s_per_token}")
         ks = [k for k, _ in self.by_draft_len]
         if ks[0] < 1 or any(a >= b for a, b in itertools.pairwise(ks)):
             raise ValueError(f"by_draft_len: draft lengths must be increasing and >= 1, got {ks}")
@@ -100,14 +118,28 @@ class VerifyCosts:
         ratios = tuple(a + weight * (b - a) for a, b in zip(curves[lower], curves[upper], strict=True))
         return VerifyCostModel(self.batch_sizes, ratios)
 
+    def ttft_step_ratio(self, batch: float, prompt_tokens: float) -> float | None:
+        """A new request's time to first token without drafting, in decode steps at ``batch``:
+        half a step waiting for the step under way, then the step that carries its prefill
+        (one decode step plus ``prompt_tokens`` of prefill). None without the timings."""
+        if not self.decode_step_s or self.prefill_s_per_token is None:
+            return None
+        step = interpolate_log(self.batch_sizes, self.decode_step_s, max(1.0, batch))
+        return 1.5 + prompt_tokens * self.prefill_s_per_token / step
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "gpu": self.gpu,
             "modelShape": self.model_shape,
             "source": self.source,
             "batchSizes": list(self.batch_sizes),
             "verifyCost": {str(k): list(ratios) for k, ratios in self.by_draft_len},
         }
+        if self.decode_step_s:
+            data["decodeStepSeconds"] = list(self.decode_step_s)
+        if self.prefill_s_per_token is not None:
+            data["prefillSecondsPerToken"] = self.prefill_s_per_token
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VerifyCosts:
@@ -116,11 +148,17 @@ class VerifyCosts:
             batches = tuple(int(b) for b in data["batchSizes"])
             curves = data["verifyCost"]
             by_k = tuple(sorted((int(k), tuple(float(r) for r in ratios)) for k, ratios in curves.items()))
+            steps = tuple(float(t) for t in data.get("decodeStepSeconds", ()))
+            prefill = data.get("prefillSecondsPerToken")
+            prefill = None if prefill is None else float(prefill)
         except KeyError as exc:
             missing = exc.args[0]
             raise ValueError(f"cost file: missing key {missing!r} (needs batchSizes, verifyCost)") from exc
         except (TypeError, ValueError, AttributeError) as exc:
-            shape = "batchSizes must be integers, verifyCost {k: [ratios]}"
+            shape = (
+                "batchSizes must be integers, verifyCost {k: [ratios]}, decodeStepSeconds [seconds], "
+                "prefillSecondsPerToken a number"
+            )
             raise ValueError(f"cost file: {shape}: {exc}") from exc
         return cls(
             batch_sizes=batches,
@@ -128,6 +166,8 @@ class VerifyCosts:
             gpu=str(data.get("gpu", "")),
             model_shape=str(data.get("modelShape", "")),
             source=str(data.get("source", "")),
+            decode_step_s=steps,
+            prefill_s_per_token=prefill,
         )
 
     @classmethod
@@ -151,7 +191,11 @@ DEFAULT_COSTS = VerifyCosts(
     gpu="H100",
     model_shape="llama-3.1-8b",
     source="verify-k<k> tpot_ms / vanilla tpot_ms of the same run: verify-8b-20261123T191722Z.json (k=1), "
-    "verify-8b-20261123T191722Z.json (k=3), verify-8b-20261125T194437Z.json (k=5)",
+    "verify-8b-20261123T191722Z.json (k=3), verify-8b-20261125T194437Z.json (k=5); decode steps: "
+    "verify-8b-20261123T191722Z.json vanilla tpot_ms; prefill: overhead-8b-20261123T190159Z.json "
+    "vanilla latency-512-256 ttft_ms / 512",
+    decode_step_s=(0.006674, 0.006661, 0.006704, 0.007587),
+    prefill_s_per_token=2.742e-05,
 )
 """Built-in curves: H100, Llama-3.1-8B shape; the same numbers as the chart's
 files/cost/h100-llama-3.1-8b.json (written by ``python -m bench.control --write-costs``)."""

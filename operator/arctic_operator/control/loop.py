@@ -71,6 +71,7 @@ def cap_observation(now: float, window: PodWindow | None) -> CapObservation:
         effective_hard_cap=window.hard_cap,
         complete=True,
         draft_len=draft_len,
+        prompt_tokens=window.prompt_tokens_per_request,
     )
 
 

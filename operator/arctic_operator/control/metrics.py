@@ -27,6 +27,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "drafts": ("vllm:spec_decode_num_drafts",),
     "draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
     "accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
+    "prompt_tokens": ("vllm:prompt_tokens",),
+    "requests_finished": ("vllm:request_success",),
     "soft_cap": (METRIC_SOFT_CAP,),
     "hard_cap": (METRIC_HARD_CAP,),
 }
@@ -67,6 +69,10 @@ class PodSample:
     """Whether the arctic_speculation_* cap series were present (our plugin is on)."""
     missing: tuple[str, ...] = ()
     """Quantities of REQUIRED that were not found under any alias."""
+    prompt_tokens: float | None = None
+    """Counter: prompt tokens of the requests processed (vllm:prompt_tokens_total)."""
+    requests_finished: float | None = None
+    """Counter: requests finished, over every finish reason (vllm:request_success_total)."""
 
     @property
     def complete(self) -> bool:
@@ -140,6 +146,8 @@ def parse_metrics(text: str, time: float) -> PodSample:
         drafts=_total(values, "drafts"),
         draft_tokens=_total(values, "draft_tokens"),
         accepted_tokens=_total(values, "accepted_tokens"),
+        prompt_tokens=_total(values, "prompt_tokens"),
+        requests_finished=_total(values, "requests_finished"),
         soft_cap=_cap(values, "soft_cap"),
         hard_cap=_cap(values, "hard_cap"),
         cap_reported=_lookup(values, "soft_cap") is not None or _lookup(values, "hard_cap") is not None,
@@ -175,6 +183,9 @@ class PodWindow:
     """Effective hard cap at the newest sample."""
     newest: float
     """Time of the newest complete sample."""
+    prompt_tokens_per_request: float | None = None
+    """Prompt tokens over requests finished in the window (counter deltas); None when none
+    finished. What a new request's prefill costs, on average."""
 
 
 def counter_increase(values: Sequence[float]) -> float:
@@ -249,6 +260,12 @@ class MetricsWindow:
         accepted = counter_increase(
             [sample.accepted_tokens for sample in window if sample.accepted_tokens is not None]
         )
+        prompt = counter_increase(
+            [sample.prompt_tokens for sample in window if sample.prompt_tokens is not None]
+        )
+        finished = counter_increase(
+            [sample.requests_finished for sample in window if sample.requests_finished is not None]
+        )
         return PodWindow(
             pod=pod,
             samples=len(window),
@@ -262,4 +279,5 @@ class MetricsWindow:
             soft_cap=newest.soft_cap,
             hard_cap=newest.hard_cap,
             newest=newest.time,
+            prompt_tokens_per_request=prompt / finished if finished > 0 else None,
         )

@@ -1,0 +1,145 @@
+"""control.cap's TTFT budget, by worked example: how many of a batch may draft when drafting's
+longer steps delay new requests' first tokens (exact caps, reasons and messages)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap, ttft_soft_cap
+from arctic_operator.control.cost import VerifyCosts
+
+COSTS = VerifyCosts(
+    batch_sizes=(1, 16),
+    by_draft_len=((3, (1.25, 1.5)),),
+    decode_step_s=(0.01, 0.01),
+    prefill_s_per_token=1e-5,
+)
+"""Verify cost 1.25 at batch 1, 1.5 at 16 and above; 10 ms decode steps; 10 us of prefill per token."""
+POLICY = CapPolicy(min_cap=1, max_cap=32, costs=COSTS)
+"""TTFT budget 2 %, vLLM's behaviour (drafts in prefill steps); at 1.0 accepted per draft drafting
+pays at every batch size (2 / 1.5 >= 1.1): the break-even size is the maximum, 32."""
+PROMPT = 4000.0
+"""Prompt tokens per request: 40 ms of prefill, so a first token takes 1.5 + 4 = 5.5 decode steps."""
+
+
+def observe(time: float, running: float, prompt_tokens: float | None = PROMPT) -> CapObservation:
+    return CapObservation(
+        time=time,
+        running=running,
+        waiting=0.0,
+        accepted_per_draft=1.0,
+        effective_soft_cap=None,
+        effective_hard_cap=None,
+        complete=True,
+        prompt_tokens=prompt_tokens,
+    )
+
+
+def test_ttft_step_ratio_is_half_a_step_plus_the_prefill_step() -> None:
+    assert COSTS.ttft_step_ratio(16, PROMPT) == pytest.approx(5.5)
+    assert COSTS.ttft_step_ratio(0.2, 0.0) == 1.5  # at least one running
+    untimed = VerifyCosts(batch_sizes=(1, 16), by_draft_len=((3, (1.25, 1.5)),))
+    assert untimed.ttft_step_ratio(16, PROMPT) is None
+
+
+def test_the_budget_bounds_how_many_of_the_batch_draft() -> None:
+    model = POLICY.model_for(None)
+    # 2 % of 5.5 steps over 1.5 delayed steps = 7.33 % longer steps; each of 16 drafting adds 0.5 / 16
+    assert ttft_soft_cap(POLICY, model, 16.0, PROMPT) == 2  # floor(0.0733 x 16 / 0.5) = floor(2.35)
+    assert ttft_soft_cap(POLICY, model, 32.0, PROMPT) == 4  # floor(4.69)
+    assert ttft_soft_cap(POLICY, model, 1.0, PROMPT) == 0  # floor(0.0733 / 0.25)
+    # a runtime that drops drafts in prefill steps delays a first token by half a step only: 3x more
+    dropping = dataclasses.replace(POLICY, drafts_with_prefill=False)
+    assert ttft_soft_cap(dropping, model, 16.0, PROMPT) == 7  # floor(0.22 x 16 / 0.5) = floor(7.04)
+    looser = dataclasses.replace(POLICY, ttft_budget=0.1)
+    assert ttft_soft_cap(looser, model, 16.0, PROMPT) == 11  # floor(0.3667 x 32) = floor(11.7)
+    assert ttft_soft_cap(dataclasses.replace(POLICY, ttft_budget=None), model, 16.0, PROMPT) is None
+    assert ttft_soft_cap(POLICY, model, 16.0, None) is None  # prompt length not measured yet
+
+
+def test_within_the_budget_few_draft_and_the_hard_cap_stays_at_break_even() -> None:
+    decision, state = decide_cap(POLICY, observe(0.0, 16.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 33, "Initial")
+    assert decision.message == (
+        "Soft cap None -> 2: drafting pays up to 32 running at 1.00 accepted per draft; 2 of 16.0 "
+        "running may draft within the TTFT budget (2% at 4000 prompt tokens)."
+    )
+    assert decision.inputs["ttftBudgetCap"] == 2 and decision.inputs["promptTokensUsed"] == 4000.0
+    assert (state.soft_cap, state.hard_cap, state.last_prompt_tokens) == (2, 33, PROMPT)
+    # the same next tick: held, not taken for a cap out of bounds (hard is not soft + 1)
+    decision, state = decide_cap(POLICY, observe(60.0, 16.0), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 33, "WithinHysteresis")
+
+
+def test_without_a_measured_prompt_length_the_soft_cap_is_the_break_even_size() -> None:
+    decision, _ = decide_cap(POLICY, observe(0.0, 16.0, prompt_tokens=None), CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.inputs["ttftBudgetCap"]) == (32, 33, None)
+    # the last measured prompt length is kept while none finishes
+    known = CapState(32, 33, -1000.0, 1.0, last_measured=-1000.0, last_prompt_tokens=PROMPT)
+    decision, _ = decide_cap(POLICY, observe(0.0, 16.0, prompt_tokens=None), known)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 33, "Lowered")
+
+
+def test_beyond_the_budget_the_cap_comes_down_at_once() -> None:
+    state = CapState(32, 33, last_change=-1000.0, last_accepted_per_draft=1.0, last_measured=-1000.0)
+    decision, state = decide_cap(POLICY, observe(0.0, 16.0), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 33, "Lowered")  # not 16
+    assert decision.message.startswith("Soft cap 32 -> 2: drafting pays up to 32 running")
+    # more running: a raise within the budget, step-limited and after the dwell
+    decision, state = decide_cap(POLICY, observe(10.0, 32.0), state)
+    assert (decision.soft_cap, decision.reason) == (2, "Dwell")
+    decision, state = decide_cap(POLICY, observe(40.0, 32.0), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (4, 33, "Raised")
+
+
+def test_when_not_one_request_fits_the_budget_nobody_drafts() -> None:
+    decision, _ = decide_cap(POLICY, observe(0.0, 1.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "Initial")
+    assert decision.message == (
+        "Soft cap None -> 1: drafting pays up to 32 running at 1.00 accepted per draft, but not one "
+        "of 1.0 running may draft within the TTFT budget (2% at 4000 prompt tokens)."
+    )
+    drafting = CapState(2, 33, last_change=-1000.0, last_accepted_per_draft=1.0, last_measured=-1000.0)
+    decision, _ = decide_cap(POLICY, observe(0.0, 1.0), drafting)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+
+
+def test_an_odd_maximum_keeps_a_budget_limited_hard_cap_in_bounds() -> None:
+    odd = dataclasses.replace(POLICY, max_cap=31)
+    decision, state = decide_cap(odd, observe(0.0, 16.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap) == (2, 32)
+    decision, _ = decide_cap(odd, observe(60.0, 16.0), state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (2, 32, "WithinHysteresis")
+
+
+def test_without_a_budget_a_lowering_is_step_limited_and_says_so() -> None:
+    goodput = dataclasses.replace(POLICY, ttft_budget=None)
+    obs = dataclasses.replace(observe(0.0, 16.0), accepted_per_draft=0.6)
+    state = CapState(32, 33, last_change=-1000.0, last_accepted_per_draft=0.6, last_measured=-1000.0)
+    decision, _ = decide_cap(goodput, obs, state)
+    # 1.6 / cost(b) >= 1.1 up to b = 9 (cost 1.25 + 0.25 x log(b) / log(16))
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (16, 17, "Lowered")
+    assert decision.message == (
+        "Soft cap 32 -> 16 (step limit; target 9): drafting pays up to 9 running at 0.60 accepted per draft."
+    )
+
+
+def test_drafting_that_stopped_paying_stops_before_any_probe() -> None:
+    # caps that let requests draft (hard above soft), acceptance measured long ago at zero
+    state = CapState(4, 5, last_change=-1000.0, last_accepted_per_draft=0.0, last_measured=-1000.0)
+    obs = dataclasses.replace(observe(0.0, 3.0), accepted_per_draft=None)
+    decision, _ = decide_cap(POLICY, obs, state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+
+
+def test_the_inputs_are_rounded_for_status() -> None:
+    obs = dataclasses.replace(
+        observe(0.0, 16.0, prompt_tokens=812.34), accepted_per_draft=1.61234, draft_len=2.34567
+    )
+    decision, _ = decide_cap(POLICY, obs, CapState())
+    inputs = decision.inputs
+    assert (inputs["acceptedPerDraft"], inputs["acceptedPerDraftUsed"]) == (1.612, 1.612)
+    assert (inputs["draftLen"], inputs["draftLenUsed"]) == (2.346, 2.346)
+    assert inputs["promptTokensUsed"] == 812.3
