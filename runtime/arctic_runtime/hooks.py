@@ -274,8 +274,8 @@ def worker_state(self: Any) -> dict[str, Any]:
     parallel = None if runner is None else parallel_hooks.worker_parallel_state(runner)
     if parallel is not None:
         info["parallel"] = parallel
-    inner = getattr(getattr(runner, "model", None), "model", None)
-    if hasattr(inner, "saving_steps"):  # a SwiftKV model: how often prefill skipped later-layer rows
+    inner: Any = getattr(getattr(runner, "model", None), "model", None)
+    if inner is not None and hasattr(inner, "saving_steps"):  # a SwiftKV model: how often prefill skipped later-layer rows
         info["swiftkv"] = {"saving_steps": inner.saving_steps, "rows_skipped": inner.rows_skipped}
     return info
 

@@ -146,3 +146,21 @@ def test_the_contract_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_swiftkv_settings_round_trip_and_refuse_bad_values() -> None:
+    settings = EngineSettings(swiftkv=True, swiftkv_min_saving_tokens=2048)
+    additional = settings.to_additional_config()
+    assert additional == {"arctic": {"swiftkv": {"enabled": True, "min_saving_tokens": 2048}}}
+    assert parse_engine_settings(json.loads(json.dumps(additional))) == settings
+    assert EngineSettings(swiftkv=True).to_additional_config() == {"arctic": {"swiftkv": {"enabled": True}}}
+    for bad in (0.5, -3, True, "4k"):
+        with pytest.raises(InvalidSetting) as info:
+            parse_engine_settings({"arctic": {"swiftkv": {"enabled": True, "min_saving_tokens": bad}}})
+        (error,) = info.value.errors
+        assert error.field == "additional_config.arctic.swiftkv.min_saving_tokens"
+        assert "integer >= 1" in error.message
+    with pytest.raises(InvalidSetting) as info:
+        parse_engine_settings({"arctic": {"swiftkv": {"enable": True}}})
+    assert [e.field for e in info.value.errors] == ["additional_config.arctic.swiftkv.enable"]
+    assert "allowed: enabled, min_saving_tokens" in info.value.errors[0].message

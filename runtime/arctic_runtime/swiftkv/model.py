@@ -39,6 +39,7 @@ from vllm.model_executor.models.utils import (
 )
 from vllm.sequence import IntermediateTensors
 
+from arctic_runtime.contract import DEFAULT_SWIFTKV_MIN_SAVING_TOKENS, parse_engine_settings
 from arctic_runtime.swiftkv import num_kv_layers
 
 
@@ -171,6 +172,9 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         #: count the engine tests read; plain ints, no device sync).
         self.saving_steps = 0
         self.rows_skipped = 0
+        settings = parse_engine_settings(vllm_config.additional_config)
+        #: The fewest rows a step must skip to take the saving path (below: the compiled model).
+        self.min_saving_tokens = settings.swiftkv_min_saving_tokens or DEFAULT_SWIFTKV_MIN_SAVING_TOKENS
 
     def saving_rows(self, num_tokens: int) -> torch.Tensor | None:
         """The rows the later layers must compute this step, or None to run every row.
@@ -179,7 +183,8 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         speculation), clamped to the request's own rows: shorter requests repeat their first row,
         so the count is ``num_requests * verify_rows``, known on the host (no device sync, nothing
         data-dependent). None (the compiled, CUDA-graph path) when no request has more than
-        ``verify_rows`` tokens (decode and draft verification), when nothing would be saved, while
+        ``verify_rows`` tokens (decode and draft verification), when fewer than
+        ``min_saving_tokens`` rows would be skipped (the saving path's fixed cost), while
         a CUDA graph is being captured, or when the step's attention metadata does not say where
         requests start (dummy runs, micro-batches).
         """
@@ -190,6 +195,7 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         metadata = get_forward_context().attn_metadata
         if isinstance(metadata, dict):
             metadata = next(iter(metadata.values()), None)
+
         starts = getattr(metadata, "query_start_loc", None)
         max_query = getattr(metadata, "max_query_len", None)
         if not isinstance(starts, torch.Tensor) or starts.numel() < 2 or not isinstance(max_query, int):
@@ -199,7 +205,7 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         if starts.is_cuda and torch.cuda.is_current_stream_capturing():
             return None
         num_rows = (starts.numel() - 1) * self.verify_rows
-        if num_rows >= num_tokens:
+        if num_tokens - num_rows < self.min_saving_tokens:
             return None
         self.saving_steps += 1
         self.rows_skipped += num_tokens - num_rows
