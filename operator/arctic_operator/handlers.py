@@ -49,6 +49,13 @@ APPLIED = Counter(
 )
 
 
+#: Requests one reconcile sends side by side (the Cluster's threads, shared by all reconciles).
+FAN_OUT = 16
+#: Kept connections to the API server: the fan-out threads, kopf's handler threads (at most 32)
+#: and the control loop's; beyond it urllib3 opens (TLS handshake) and drops a connection per request.
+CONNECTIONS = 64
+
+
 def cluster_from_environment() -> Cluster:
     """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config)."""
     from kubernetes import client, config
@@ -57,7 +64,9 @@ def cluster_from_environment() -> Cluster:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
-    return Cluster(client.ApiClient())
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return Cluster(client.ApiClient(configuration), fan_out=FAN_OUT)
 
 
 def register(
@@ -98,7 +107,9 @@ def register(
         RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
         for action in ("created", "updated", "deleted"):
             APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
-        patch.status.update(outcome.status)
+        # only what changed: an unchanged status (every resync of a settled resource) is no request
+        previous = body.get("status") or {}
+        patch.status.update({k: v for k, v in outcome.status.items() if previous.get(k) != v})
         for kind, reason, message in outcome.events:
             kopf.event(body, type=kind, reason=reason, message=message[:1024])
         changed = [a for a in outcome.applied if not a.endswith("unchanged")]
