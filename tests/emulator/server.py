@@ -9,8 +9,9 @@ ownerReference cascade, and custom resources defaulted and validated against the
 openAPIV3Schema (jsonschema) and its CEL rules (cel-python), answering 422 as the API server does.
 
 Not emulated: auth, admission webhooks, dry runs beyond PATCH (a dryRun=All PATCH answers what the
-patch would store, admitted as a real one, and stores nothing), Table output, managedFields / field ownership, strategic
-merge keys (strategic merge is a JSON merge patch whose lists replace), pagination, protobuf.
+patch would store, admitted as a real one, and stores nothing), Table output, managedFields / field
+ownership, strategic merge keys (strategic merge is a JSON merge patch whose lists replace),
+pagination, protobuf.
 """
 
 from __future__ import annotations
