@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             (float(lbl["le"]), v) for lbl, v in _metric(metrics, "arctic_operator_reconcile_seconds_bucket")
         )
         reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
-        requests = sum(1 for _ in audit.open()) if audit.exists() else 0
+        requests, by_verb = 0, Counter[str]()
+        if audit.exists():
+            for line in audit.open():
+                requests += 1
+                entry = json.loads(line)
+                ref = entry.get("objectRef") or {}
+                what = "/".join(p for p in (ref.get("resource"), ref.get("subresource")) if p)
+                dry = "dryRun=All" in entry.get("requestURI", "")
+                by_verb[f"{entry.get('verb')}{' (dry run)' if dry else ''} {what}"] += 1
         rss_kb = op.peak_rss_kb()
         op.stop()
     finally:
@@ -155,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "operator_peak_rss_mb": round(rss_kb / 1024, 1),
         "api_requests": requests,
         "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,
+        "api_requests_by_verb": dict(by_verb.most_common()),
+        "operator_resync_s": float(OperatorProcess.RESYNC_SECONDS),
         "targets": {"reconcile_p99_s": 1.0, "operator_rss_mb": 150},
     }
     args.out.mkdir(parents=True, exist_ok=True)
