@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (audit log, logs)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     policy = work / "audit-policy.yaml"
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         op.stop()
     finally:
         cluster.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)  # etcd's data and the audit log: ~150 MB per 100
     result: dict[str, Any] = {
         "suite": "operator-scale",
         "time": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class Cluster:
         self.api_client = api_client
         self.dyn = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._pool = ThreadPoolExecutor(max_workers=fan_out, thread_name_prefix="arctic-api")
+        self._resources: dict[tuple[str, str], Any] = {}
+        self._discovery = threading.Lock()
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]``, the calls side by side; the first error is raised."""
@@ -90,8 +93,20 @@ class Cluster:
             return [fn(x) for x in items]
         return list(self._pool.map(fn, items))
 
+    def _resource(self, api_version: str, kind: str) -> Any:
+        """The kind's API resource, discovered once (under a lock: the first requests of a burst
+        would otherwise each run the whole discovery)."""
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is None:
+            with self._discovery:
+                found = self._resources.get(key)
+                if found is None:
+                    found = self._resources[key] = self.dyn.resources.get(api_version=api_version, kind=kind)
+        return found
+
     def _path(self, api_version: str, kind: str, name: str | None, namespace: str | None) -> str:
-        resource = self.dyn.resources.get(api_version=api_version, kind=kind)
+        resource = self._resource(api_version, kind)
         return str(resource.path(name=name, namespace=namespace if resource.namespaced else None))
 
     def _request(
