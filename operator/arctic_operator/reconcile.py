@@ -194,10 +194,12 @@ class Cluster:
             )
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """The objects of ``kind`` in ``namespace`` matching ``label_selector``."""
-        listing = self._request(
-            "GET", self._path(api_version, kind, None, namespace), [("labelSelector", label_selector)]
-        )
+        """The objects of ``kind`` in ``namespace`` matching ``label_selector``, from the API server's
+        watch cache (``resourceVersion=0``: no read through to etcd, milliseconds behind it). Enough
+        for a level-based pass: what is written next is checked against the live object (a dry
+        run; a GET by name for a child not listed), and the next pass sees what this one missed."""
+        query = [("labelSelector", label_selector), ("resourceVersion", "0")]
+        listing = self._request("GET", self._path(api_version, kind, None, namespace), query)
         return list(listing.get("items") or [])
 
     def has_crd(self, name: str) -> bool:
