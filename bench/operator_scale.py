@@ -69,6 +69,17 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return low_bound
 
 
+def _code_version() -> str:
+    """The commit the operator ran from (``+dirty`` with uncommitted changes), for comparisons."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     from tests.cluster.conftest import APPS_NS, Kube, OperatorProcess
     from tools.cluster.cluster import LocalCluster
@@ -159,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "kubernetes": "1.37.2 (kwok nodes)",
         },
+        "code": _code_version(),
         "services": args.services,
         "ready": ready,
         "all_ready_s": round(all_ready_s, 1),
