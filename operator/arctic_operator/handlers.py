@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 from arctic_operator.api import GROUP, PLURAL, VERSION
 from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
-from arctic_operator.reconcile import Cluster, reconcile
+from arctic_operator.reconcile import Cluster, Settled, reconcile
 from arctic_operator.settings import OperatorSettings
 
 RECONCILES = Counter(
@@ -81,6 +81,8 @@ def register(
     tuning = control_tuning or ControlTuning(costs=op_settings.costs)
     # per resource uid: reconcile and the autoscaler's replica patch never interleave
     locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+    # children known to be as planned (reconcile.apply_children): no dry run until they change
+    settled: Settled = {}
 
     def cluster() -> Cluster:
         if not clusters:
@@ -99,7 +101,7 @@ def register(
     def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         with RECONCILE_SECONDS.time(), locks[str(body.get("metadata", {}).get("uid"))]:
             try:
-                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC))
+                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC), settled)
             except Exception:
                 RECONCILES.labels(result="error").inc()
                 raise  # kopf retries with backoff and logs it
@@ -146,7 +148,10 @@ def register(
                 logger.warning("could not clear the control loop's status: %s", exc)
 
     def forget(body: kopf.Body, **_: Any) -> None:
-        locks.pop(str(body.get("metadata", {}).get("uid")), None)
+        uid = str(body.get("metadata", {}).get("uid"))
+        locks.pop(uid, None)
+        for key in [k for k in list(settled) if k[0] == uid]:
+            settled.pop(key, None)
 
     kopf.on.startup(registry=registry)(configure)
     kopf.daemon(

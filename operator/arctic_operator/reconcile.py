@@ -12,8 +12,8 @@ previous run, creates nothing twice: children have fixed names and apply is idem
 
 Requests per pass (issue 15: the operator at 1,000 resources): one round of reads side by side
 (the children by their labels, one listing per kind; the admin Secret; the pods), then a dry run per
-applied child side by side, then only the writes something needs: a settled resource costs those
-reads and dry runs and writes nothing. ``Cluster`` sends plain JSON requests through the Kubernetes
+child that may have changed side by side, then only the writes something needs: a settled resource
+costs those reads and nothing else. ``Cluster`` sends plain JSON requests through the Kubernetes
 client (the dynamic client's discovery gives the paths, so any kind works, ServiceMonitor
 included); tests run the same code against the project's emulated API server and a recording fake
 (tests/operator/test_reconcile.py).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import secrets
 import threading
@@ -310,6 +311,16 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
     return _comparable(current) == _comparable(would_be)
 
 
+#: (resource uid, kind, name) -> (digest of the manifest applied, the child's resourceVersion after):
+#: children known to be as the plan wants them. The handlers keep one per operator process.
+Settled = dict[tuple[str, str, str], tuple[str, Any]]
+
+
+def manifest_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of a planned child (what a server-side apply sends)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:
     def run() -> R | Exception:
         try:
@@ -326,6 +337,7 @@ def apply_children(
     uid: str,
     namespace: str,
     observed: Observed,
+    settled: Settled | None = None,
 ) -> tuple[list[str], tuple[str, str] | None, dict[Key, dict[str, Any]]]:
     """Apply the planned children: (what was done per object, problem or None, each applied child
     as stored now).
@@ -337,6 +349,12 @@ def apply_children(
     rewritten; a child whose dry run changes nothing is left as it is) and listed children of this
     resource that the plan no longer has are deleted (switching the model cache from emptyDir to
     PVC replaces the Deployment by a StatefulSet). Requests of one step go side by side.
+
+    ``settled`` remembers, per child, the manifest last applied (or found in place by a dry run)
+    and the child's resourceVersion then. A child whose manifest and resourceVersion are both still
+    the same needs no dry run: nothing about it changed on either side, so the dry run would answer
+    "as it is" (a hand edit, or the workload controller writing its status, changes the
+    resourceVersion, and the dry run is made again). After a restart it is empty: one dry run each.
     """
     from kubernetes.client.exceptions import ApiException
 
@@ -369,7 +387,22 @@ def apply_children(
         if made:
             done.append(f"{_where(obj)}: created")
     done += [f"{_where(o)}: unchanged" for o in create_only if o not in missing]
-    dry = cluster.map(lambda o: _attempt(lambda: cluster.apply(o, dry_run=True))(), to_apply)
+    settled = {} if settled is None else settled
+    digests = {(o["kind"], o["metadata"]["name"]): manifest_digest(o) for o in to_apply}
+
+    def known_settled(obj: dict[str, Any]) -> bool:
+        key = (obj["kind"], obj["metadata"]["name"])
+        now = current[key]
+        rv = None if now is None else (now.get("metadata") or {}).get("resourceVersion")
+        return rv is not None and settled.get((uid, *key)) == (digests[key], rv)
+
+    unsure = [o for o in to_apply if not known_settled(o)]
+    dry_answers = cluster.map(lambda o: _attempt(lambda: cluster.apply(o, dry_run=True))(), unsure)
+    answer_of = {(o["kind"], o["metadata"]["name"]): a for o, a in zip(unsure, dry_answers, strict=True)}
+    dry = [
+        answer_of.get((o["kind"], o["metadata"]["name"]), current[(o["kind"], o["metadata"]["name"])])
+        for o in to_apply
+    ]
     for obj, answer in zip(to_apply, dry, strict=True):
         if isinstance(answer, ApiException) and answer.status in (400, 403, 422):
             return [], ("ChildRejected", f"the API server rejects {_where(obj)}: {api_message(answer)}"), {}
@@ -386,6 +419,8 @@ def apply_children(
             changing.append(obj)
     for obj, stored in zip(changing, cluster.map(cluster.apply, changing), strict=True):
         after[(obj["kind"], obj["metadata"]["name"])] = stored
+    for (kind, name), stored in after.items():
+        settled[(uid, kind, name)] = (digests[(kind, name)], stored["metadata"].get("resourceVersion"))
     for obj in to_apply:
         key = (obj["kind"], obj["metadata"]["name"])
         before = current[key]
@@ -410,9 +445,14 @@ def apply_children(
 
 
 def reconcile(
-    body: Mapping[str, Any], cluster: Cluster, settings: OperatorSettings, now: datetime
+    body: Mapping[str, Any],
+    cluster: Cluster,
+    settings: OperatorSettings,
+    now: datetime,
+    settled: Settled | None = None,
 ) -> Outcome:
-    """One level-based pass over one ArcticInferenceService (see the module docstring)."""
+    """One level-based pass over one ArcticInferenceService (see the module docstring).
+    ``settled``: what earlier passes of this process applied (see ``apply_children``)."""
     meta = body.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace"))
     uid = str(meta.get("uid") or "")
@@ -467,7 +507,9 @@ def reconcile(
     outcome = Outcome(status={})
     for obj in desired.objects:
         obj["metadata"]["namespace"] = namespace
-    outcome.applied, problem, after = apply_children(cluster, desired.objects, uid, namespace, observed)
+    outcome.applied, problem, after = apply_children(
+        cluster, desired.objects, uid, namespace, observed, settled
+    )
     was: dict[str, Any] = next(
         (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded"), {}
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from arctic_operator.reconcile import Cluster, Outcome, reconcile, same_object
+from arctic_operator.reconcile import Cluster, Outcome, Settled, reconcile, same_object
 from arctic_operator.settings import OperatorSettings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "smollm2-cpu.yaml"
@@ -87,9 +87,9 @@ def body() -> dict[str, Any]:
     return obj
 
 
-def run(cluster: RecordingCluster, resource: dict[str, Any]) -> Outcome:
+def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled | None = None) -> Outcome:
     cluster.requests.clear()
-    outcome = reconcile(resource, cluster, OperatorSettings(), NOW)
+    outcome = reconcile(resource, cluster, OperatorSettings(), NOW, settled)
     resource["status"] = outcome.status
     return outcome
 
@@ -156,6 +156,33 @@ def test_a_drifted_child_is_the_only_write() -> None:
     assert ("Normal", "Updated", "Deployment/svc") in outcome.events
     put_back = cluster.objects[("Deployment", "svc")]["spec"]["template"]["spec"]["containers"][0]
     assert put_back["image"] != "edited/by-hand:1"
+
+
+def test_children_known_settled_need_no_dry_run_until_they_change() -> None:
+    cluster, resource, settled = RecordingCluster(), body(), Settled()
+    run(cluster, resource, settled)
+    outcome = run(cluster, resource, settled)
+    assert cluster.requests == READS  # nothing changed on either side since the last apply
+    assert outcome.applied == [
+        "Secret/svc-admin: unchanged",
+        "Deployment/svc: unchanged",
+        "Service/svc: unchanged",
+    ]
+    edited = cluster.objects[("Deployment", "svc")]
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
+    cluster._store(edited)  # a hand edit: a new resourceVersion
+    outcome = run(cluster, resource, settled)
+    assert cluster.requests == [*READS, ("dry-run", "Deployment", "svc"), ("apply", "Deployment", "svc")]
+    assert "Deployment/svc: updated" in outcome.applied
+    resource["spec"]["service"] = {"port": 9000}  # a changed spec: a changed manifest
+    run(cluster, resource, settled)
+    assert ("dry-run", "Service", "svc") in cluster.requests and (
+        "apply",
+        "Service",
+        "svc",
+    ) in cluster.requests
+    run(cluster, resource, settled)
+    assert cluster.requests == READS
 
 
 def test_a_name_taken_by_someone_else_changes_nothing() -> None:
