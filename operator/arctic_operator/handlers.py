@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 from arctic_operator.api import GROUP, PLURAL, VERSION
 from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
-from arctic_operator.reconcile import Cluster, reconcile
+from arctic_operator.reconcile import Cluster, Settled, reconcile
 from arctic_operator.settings import OperatorSettings
 
 RECONCILES = Counter(
@@ -49,6 +49,13 @@ APPLIED = Counter(
 )
 
 
+#: Requests one reconcile sends side by side (the Cluster's threads, shared by all reconciles).
+FAN_OUT = 16
+#: Kept connections to the API server: the fan-out threads, kopf's handler threads (at most 32)
+#: and the control loop's; beyond it urllib3 opens (TLS handshake) and drops a connection per request.
+CONNECTIONS = 64
+
+
 def cluster_from_environment() -> Cluster:
     """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config)."""
     from kubernetes import client, config
@@ -57,7 +64,9 @@ def cluster_from_environment() -> Cluster:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
-    return Cluster(client.ApiClient())
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return Cluster(client.ApiClient(configuration), fan_out=FAN_OUT)
 
 
 def register(
@@ -72,6 +81,8 @@ def register(
     tuning = control_tuning or ControlTuning(costs=op_settings.costs)
     # per resource uid: reconcile and the autoscaler's replica patch never interleave
     locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+    # children known to be as planned (reconcile.apply_children): no dry run until they change
+    settled: Settled = {}
 
     def cluster() -> Cluster:
         if not clusters:
@@ -90,7 +101,7 @@ def register(
     def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         with RECONCILE_SECONDS.time(), locks[str(body.get("metadata", {}).get("uid"))]:
             try:
-                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC))
+                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC), settled)
             except Exception:
                 RECONCILES.labels(result="error").inc()
                 raise  # kopf retries with backoff and logs it
@@ -98,7 +109,9 @@ def register(
         RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
         for action in ("created", "updated", "deleted"):
             APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
-        patch.status.update(outcome.status)
+        # only what changed: an unchanged status (every resync of a settled resource) is no request
+        previous = body.get("status") or {}
+        patch.status.update({k: v for k, v in outcome.status.items() if previous.get(k) != v})
         for kind, reason, message in outcome.events:
             kopf.event(body, type=kind, reason=reason, message=message[:1024])
         changed = [a for a in outcome.applied if not a.endswith("unchanged")]
@@ -135,7 +148,10 @@ def register(
                 logger.warning("could not clear the control loop's status: %s", exc)
 
     def forget(body: kopf.Body, **_: Any) -> None:
-        locks.pop(str(body.get("metadata", {}).get("uid")), None)
+        uid = str(body.get("metadata", {}).get("uid"))
+        locks.pop(uid, None)
+        for key in [k for k in list(settled) if k[0] == uid]:
+            settled.pop(key, None)
 
     kopf.on.startup(registry=registry)(configure)
     kopf.daemon(
