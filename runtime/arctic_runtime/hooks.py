@@ -275,7 +275,7 @@ def worker_state(self: Any) -> dict[str, Any]:
     if parallel is not None:
         info["parallel"] = parallel
     inner: Any = getattr(getattr(runner, "model", None), "model", None)
-    if inner is not None and hasattr(inner, "saving_steps"):  # a SwiftKV model: how often prefill skipped later-layer rows
+    if inner is not None and hasattr(inner, "saving_steps"):  # SwiftKV: steps that skipped rows
         info["swiftkv"] = {"saving_steps": inner.saving_steps, "rows_skipped": inner.rows_skipped}
     return info
 
