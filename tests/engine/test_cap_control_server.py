@@ -26,6 +26,11 @@ Settings, chosen for a 2-core machine and a test of ~1.5 minutes including the e
   per-step hard cap turns drafting off whenever two or more run (under the queue: this CPU engine
   may run fewer than 4 while 12 wait) and on again when one does: the cap does not need to move
   with the load.
+* No TTFT budget: the budget prices drafting against a new request's time to first token from the
+  cost file's decode step times and prefill rate, which are a GPU's, not this CPU engine's (with
+  them it would lower the hard cap under the queue too, so the engine's own per-step cap would not
+  be what is tested here). The budget's decisions are tested on worked examples in
+  tests/operator/test_control_cap_ttft.py.
 * Time: a 4 s metrics window, a 3 s dwell and a tick per second, instead of the operator's 30 s
   (the policy's logic is the same; only its time constants are short).
 """
@@ -63,7 +68,7 @@ REPETITIVE = [PROMPTS[i] for i in (1, 2, 3, 4)]
 """Prompts whose continuations n-gram speculation drafts well (counting, repeated text, code)."""
 
 CPU_COST = VerifyCostModel(batch_sizes=(1, 4), cost_ratios=(1.0, 8.0))
-POLICY = CapPolicy(min_cap=1, max_cap=MAX_NUM_SEQS, dwell_s=3.0, cost_model=CPU_COST)
+POLICY = CapPolicy(min_cap=1, max_cap=MAX_NUM_SEQS, dwell_s=3.0, cost_model=CPU_COST, ttft_budget=None)
 CONFIG = ControllerConfig(window_s=4.0, max_age_s=3.0)
 TICK_S = 1.0
 
