@@ -35,6 +35,7 @@ from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
 from arctic_operator.reconcile import Cluster, Settled, reconcile
 from arctic_operator.settings import OperatorSettings
+from arctic_operator.status import reconcile_status_patch
 
 RECONCILES = Counter(
     "arctic_operator_reconciles_total",
@@ -109,9 +110,9 @@ def register(
         RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
         for action in ("created", "updated", "deleted"):
             APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
-        # only what changed: an unchanged status (every resync of a settled resource) is no request
-        previous = body.get("status") or {}
-        patch.status.update({k: v for k, v in outcome.status.items() if previous.get(k) != v})
+        # only what changed: an unchanged status (every resync of a settled resource) is no request;
+        # kopf sends it as a merge patch, nulls included (they remove keys gone from status.engine)
+        patch.status.update(reconcile_status_patch(body.get("status"), outcome.status))
         for kind, reason, message in outcome.events:
             kopf.event(body, type=kind, reason=reason, message=message[:1024])
         changed = [a for a in outcome.applied if not a.endswith("unchanged")]

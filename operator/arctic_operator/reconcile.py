@@ -34,6 +34,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from arctic_operator.api import EngineStatus
 from arctic_operator.plan import PlanError, PlanInputs, labels, plan, selector_string, workload_kind
 from arctic_operator.settings import OperatorSettings
 from arctic_operator.status import POD_FAILURE_REASONS, compute_status
@@ -461,7 +462,12 @@ def reconcile(
     port = int(((body.get("spec") or {}).get("service") or {}).get("port") or 8000)
 
     def status_of(
-        errors: Any, desired: Any, workload: Any, engine: Any = None, pods: Any = (), problem: Any = None
+        errors: Any,
+        desired: Any,
+        workload: Any,
+        engine: EngineStatus | None = None,
+        pods: Any = (),
+        problem: Any = None,
     ) -> dict[str, Any]:
         return compute_status(
             name=name,
@@ -529,11 +535,12 @@ def reconcile(
     live = after.get((kind, name), workload_now)
     pods = observed.pods if live else []
     spec = resource.spec.speculation
-    engine: dict[str, Any] = {"speculationMethod": spec.method, "swiftKV": resource.spec.swift_kv.enabled}
-    if spec.soft_cap is not None:
-        engine["softCap"] = spec.soft_cap
-    if spec.hard_cap is not None:
-        engine["hardCap"] = spec.hard_cap
+    engine = EngineStatus(
+        speculation_method=spec.method,
+        swift_kv=resource.spec.swift_kv.enabled,
+        soft_cap=spec.soft_cap,
+        hard_cap=spec.hard_cap,
+    )
     outcome.status = status_of(
         None, desired, (live or {}).get("status") or ({} if live else None), engine, pods, problem
     )

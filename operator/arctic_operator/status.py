@@ -2,8 +2,10 @@
 
 ``compute_status`` is called after every reconcile with plain data: the resource's generation, the
 problems found in its spec (``validate()`` errors or a ``PlanError``), the plan that was applied and
-the workload's own status as the API server returned it. It returns the whole status object; the
-kopf layer patches it onto the status subresource. Conditions keep their ``lastTransitionTime``
+the workload's own status as the API server returned it. It returns the whole status object, built
+as the typed ``ArcticInferenceServiceStatus`` (the model the CRD's status schema is generated from)
+and dumped to JSON; the kopf layer patches what changed onto the status subresource
+(``reconcile_status_patch``). Conditions keep their ``lastTransitionTime``
 while their status does not change (as metav1.Condition requires), so a status patch on every
 timer tick does not look like a flapping resource.
 
@@ -32,39 +34,55 @@ Conditions (one each; reasons are CamelCase, messages are for a person):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
+from arctic_operator.api import ArcticInferenceServiceStatus, Condition, ConditionType, EngineStatus
 from arctic_operator.plan import Plan, PlanError, selector_string
 from arctic_operator.validation import FieldError
 
-ConditionDict = dict[str, Any]
+#: Longest condition message the CRD accepts (Condition.message's bound).
+_MAX_MESSAGE = 32_768
+_TIME = TypeAdapter(datetime)
+
+
+def kube_time(when: datetime) -> datetime:
+    """``when`` as Kubernetes keeps a metav1.Time: UTC, whole seconds (a naive datetime is taken
+    as UTC). The models dump it as ``2026-11-25T12:00:00Z``."""
+    utc = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return utc.replace(microsecond=0)
+
+
+def _stored_time(value: Any) -> datetime | None:
+    """A ``lastTransitionTime`` read back from the API server, or None if it is not a time."""
+    try:
+        return kube_time(_TIME.validate_python(value))
+    except ValidationError:
+        return None
 
 
 def _condition(
-    type_: str,
+    type_: ConditionType,
     status: bool,
     reason: str,
     message: str,
     generation: int,
-    now: str,
-    previous: Sequence[ConditionDict],
-) -> ConditionDict:
-    value = "True" if status else "False"
+    now: datetime,
+    previous: Sequence[Mapping[str, Any]],
+) -> Condition:
+    value: Literal["True", "False"] = "True" if status else "False"
     old = next((c for c in previous if c.get("type") == type_), None)
-    since = (
-        old["lastTransitionTime"]
-        if old and old.get("status") == value and "lastTransitionTime" in old
-        else now
+    since = _stored_time(old.get("lastTransitionTime")) if old and old.get("status") == value else None
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message[:_MAX_MESSAGE],
+        last_transition_time=since or now,
+        observed_generation=generation,
     )
-    return {
-        "type": type_,
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
 
 
 def _problems(errors: Sequence[FieldError] | PlanError | None) -> str | None:
@@ -154,7 +172,7 @@ def compute_status(
     plan: Plan | None,
     workload: Mapping[str, Any] | None,
     service_port: int,
-    engine: Mapping[str, Any] | None = None,
+    engine: EngineStatus | None = None,
     pods: Sequence[Mapping[str, Any]] = (),
     apply_problem: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -162,32 +180,37 @@ def compute_status(
     or StatefulSet's ``status`` (None: not created yet); ``plan`` None when the spec is invalid;
     ``pods`` the engine pods (for crash loops, image pull errors, unschedulable pods);
     ``apply_problem`` (reason, message) when the children could not be applied (a name taken by an
-    object this resource does not own, or a child the API server rejects)."""
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    old_conditions: Sequence[ConditionDict] = (previous or {}).get("conditions") or []
-    status: dict[str, Any] = {"observedGeneration": generation}
+    object this resource does not own, or a child the API server rejects). Built as an
+    ``ArcticInferenceServiceStatus`` (the model the CRD's status schema is generated from) and
+    dumped with its ``dump()`` (camelCase, absent fields left out)."""
+    stamp = kube_time(now)
+    old_conditions: Sequence[Mapping[str, Any]] = (previous or {}).get("conditions") or []
     problems = _problems(errors)
     ws = workload or {}
     replicas = int(ws.get("replicas") or 0)
     ready = int(ws.get("readyReplicas") or 0)
     updated = int(ws.get("updatedReplicas") or 0)
-    status.update(replicas=replicas, readyReplicas=ready, updatedReplicas=updated)
-    if plan is not None:
-        status["selector"] = selector_string(plan.selector)
-    status["endpoint"] = f"http://{name}.{namespace}.svc:{service_port}/v1"
-    if engine:
-        status["engine"] = dict(engine)
+    status = ArcticInferenceServiceStatus(
+        observed_generation=generation,
+        replicas=replicas,
+        ready_replicas=ready,
+        updated_replicas=updated,
+        selector=None if plan is None else selector_string(plan.selector),
+        endpoint=f"http://{name}.{namespace}.svc:{service_port}/v1",
+        # an engine section with no field set is left out, as an empty one always was
+        engine=engine if engine is not None and engine.model_dump(exclude_none=True) else None,
+    )
 
-    def cond(type_: str, value: bool, reason: str, message: str) -> ConditionDict:
+    def cond(type_: ConditionType, value: bool, reason: str, message: str) -> Condition:
         return _condition(type_, value, reason, message, generation, stamp, old_conditions)
 
     if problems is not None:
-        status["conditions"] = [
+        status.conditions = [
             cond("Ready", ready > 0, "InvalidSpec", "the current spec is not served: " + problems),
             cond("Progressing", False, "InvalidSpec", "nothing is rolled out until the spec is fixed"),
             cond("Degraded", True, "InvalidSpec", problems),
         ]
-        return status
+        return status.dump()
     desired = plan.replicas if plan is not None else 0
     stuck = _rollout_stuck(ws)
     failing = pod_failures(pods)
@@ -233,9 +256,56 @@ def compute_status(
         degraded = (True, "RolloutStuck", stuck)
     else:
         degraded = (False, "AsExpected", "")
-    status["conditions"] = [
+    status.conditions = [
         cond("Ready", *ready_cond),
         cond("Progressing", *progressing),
         cond("Degraded", *degraded),
     ]
-    return status
+    return status.dump()
+
+
+# --------------------------------------------------------------------------------------------
+# Patches (JSON merge patch, RFC 7386: objects merge key by key, null removes a key, lists and
+# scalars are replaced whole). The status objects come from the models; the only nulls the
+# operator ever sends are the ones these functions add to remove a key.
+# --------------------------------------------------------------------------------------------
+
+
+def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new`` (a key of ``old`` missing from ``new`` is
+    set to null, i.e. removed; lists are replaced whole). Empty when nothing changes."""
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def reconcile_status_patch(previous: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch for a ``compute_status`` result: only the top-level keys that changed.
+
+    A top-level key ``status`` leaves out is kept, not removed: other writers own some
+    (``autoscaling``, ``capController`` and ``pods`` are the control loop's), and with an invalid
+    spec nothing is rolled out, so ``selector`` and ``engine`` still describe what runs. Inside a
+    key that is an object on both sides (``engine``) the patch removes what is gone, with an
+    explicit null: a merge patch merges objects, so without it a soft cap taken out of the spec
+    would stay in ``status.engine`` for good."""
+    previous = previous or {}
+    patch: dict[str, Any] = {}
+    for key, value in status.items():
+        before = previous.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch

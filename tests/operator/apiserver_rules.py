@@ -15,8 +15,10 @@ what a cluster would get. cel-python and jsonschema are required (an ImportError
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,103 @@ def schema_errors(schema: dict[str, Any], obj: Any, *, strict: bool = True) -> l
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         errors.append((path, error.message))
     return sorted(errors)
+
+
+# --------------------------------------------------------------------------------------------
+# Structural check (no jsonschema): what the API server prunes or rejects in a value it stores
+# --------------------------------------------------------------------------------------------
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _is_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in value
+
+
+def structural_errors(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """Problems of ``value`` under a structural schema node, one ``path: what`` line each.
+
+    Checks what decides whether the API server keeps a value as written: the type (``integer``
+    takes no float or bool, ``int-or-string`` an int or a string, ``format: int32`` its range,
+    ``format: date-time`` a time), ``null`` (pruned unless ``nullable``), ``enum``, ``required``,
+    the bounds (length, items, minimum/maximum, pattern), the keys of ``x-kubernetes-list-type:
+    map`` lists, and unknown properties: under an object that lists ``properties`` or has no
+    ``additionalProperties`` schema, a key it does not know is silently pruned unless
+    ``x-kubernetes-preserve-unknown-fields`` is set, so here it is an error."""
+    where = path or "<root>"
+    if value is None:
+        return [] if schema.get("nullable") else [f"{where}: null (the API server prunes it)"]
+    if schema.get("x-kubernetes-int-or-string"):
+        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+        return [] if ok else [f"{where}: {value!r} is not an integer or a string"]
+    kind = schema.get("type")
+    errors: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{where}: {type(value).__name__} where an object is expected"]
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for name in schema.get("required", []):
+            if name not in value:
+                errors.append(f"{where}: required {name} missing")
+        for name, item in value.items():
+            sub = f"{path}.{name}" if path else name
+            if name in properties:
+                errors += structural_errors(properties[name], item, sub)
+            elif isinstance(extra, dict):
+                errors += structural_errors(extra, item, sub)
+            elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+                errors.append(f"{sub}: unknown field (not in the schema: the API server prunes it)")
+        return errors
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{where}: {type(value).__name__} where an array is expected"]
+        if len(value) > schema.get("maxItems", len(value)) or len(value) < schema.get("minItems", 0):
+            errors.append(
+                f"{where}: {len(value)} items, outside "
+                f"[{schema.get('minItems', 0)}, {schema.get('maxItems')}]"
+            )
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = [
+                tuple(item.get(k) for k in schema["x-kubernetes-list-map-keys"])
+                for item in value
+                if isinstance(item, dict)
+            ]
+            if len(set(keys)) != len(keys):
+                errors.append(f"{where}: duplicate keys {schema['x-kubernetes-list-map-keys']}")
+        for i, item in enumerate(value):
+            errors += structural_errors(schema.get("items", {}), item, f"{path}[{i}]")
+        return errors
+    if kind == "string":
+        if not isinstance(value, str):
+            return [f"{where}: {value!r} is not a string"]
+        if len(value) > schema.get("maxLength", len(value)) or len(value) < schema.get("minLength", 0):
+            errors.append(f"{where}: length {len(value)} outside the schema's bounds")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{where}: {value!r} does not match {schema['pattern']}")
+        if schema.get("format") == "date-time" and not _is_time(value):
+            errors.append(f"{where}: {value!r} is not an RFC 3339 date-time")
+        return errors
+    if kind == "boolean":
+        return errors if isinstance(value, bool) else [f"{where}: {value!r} is not a boolean"]
+    if kind in ("integer", "number"):
+        numeric = (int,) if kind == "integer" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            return [f"{where}: {value!r} is not {'an integer' if kind == 'integer' else 'a number'}"]
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if schema.get("format") == "int32":
+            low = _INT32[0] if low is None else max(low, _INT32[0])
+            high = _INT32[1] if high is None else min(high, _INT32[1])
+        if (low is not None and value < low) or (high is not None and value > high):
+            errors.append(f"{where}: {value} outside [{low}, {high}]")
+        return errors
+    return [*errors, f"{where}: the schema has no type this check knows ({kind!r})"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from arctic_operator.crd import openapi_schema
 from arctic_operator.settings import SettingsError, from_env
 from tests.operator.apiserver_rules import schema_errors
 from tests.operator.fake_engine import FakeEngine, Load
+from tests.operator.status_checks import assert_typed_status
 
 
 def free_port() -> int:
@@ -315,7 +316,9 @@ def targets_for(engines: list[FakeEngine]) -> list[PodTarget]:
 
 
 def tick(controller: ServiceController, pods: list[PodTarget], current: int, now: float) -> TickResult:
-    return asyncio.run(controller.tick(pods, current, 0, now))
+    result = asyncio.run(controller.tick(pods, current, 0, now))
+    assert_typed_status(result.status)  # every tick's status fields: the typed model and the CRD
+    return result
 
 
 def crd_status_errors(status: dict[str, Any]) -> list[Any]:
@@ -403,7 +406,7 @@ def test_incomplete_metrics_and_a_wrong_token(engines: list[FakeEngine]) -> None
     reasons = [e[1] for e in result.events]
     assert reasons.count("MetricsUnavailable") == 1 and reasons.count("CapUpdateFailed") == 1
     assert result.status["capController"]["lastChanges"][0]["result"].startswith("401")
-    assert crd_status_errors(result.status) == []
+    assert crd_status_errors(result.status) == [] and assert_typed_status(result.status)
 
 
 def test_autoscaling_only_and_unready_pods(engines: list[FakeEngine]) -> None:
@@ -414,3 +417,4 @@ def test_autoscaling_only_and_unready_pods(engines: list[FakeEngine]) -> None:
     assert [p["metrics"] for p in result.status["pods"]] == ["Ok", "NotReady"]
     assert "configuredSoftCap" not in result.status["pods"][0]
     assert result.status["autoscaling"]["loadingPods"] == 1
+    assert_typed_status(result.status)

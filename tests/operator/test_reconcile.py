@@ -18,6 +18,7 @@ import yaml
 
 from arctic_operator.reconcile import Cluster, Outcome, Settled, reconcile, same_object
 from arctic_operator.settings import OperatorSettings
+from tests.operator.status_checks import assert_typed_status
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "smollm2-cpu.yaml"
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
@@ -90,7 +91,7 @@ def body() -> dict[str, Any]:
 def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled | None = None) -> Outcome:
     cluster.requests.clear()
     outcome = reconcile(resource, cluster, OperatorSettings(), NOW, settled)
-    resource["status"] = outcome.status
+    resource["status"] = assert_typed_status(outcome.status)
     return outcome
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from arctic_operator.api import EngineStatus
 from arctic_operator.plan import Plan, PlanError, labels
-from arctic_operator.status import compute_status
+from arctic_operator.status import compute_status as compute_status_of
 from arctic_operator.validation import FieldError
+from tests.operator.status_checks import assert_typed_status
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 25, 12, 5, 0, tzinfo=UTC)
+
+
+def compute_status(**kwargs: Any) -> dict[str, Any]:
+    """The status under test, checked against the typed model and the CRD (every example here)."""
+    return assert_typed_status(compute_status_of(**kwargs))
 
 
 def status(
@@ -32,7 +39,7 @@ def status(
         plan=plan,
         workload=workload,
         service_port=8000,
-        engine={"speculationMethod": "suffix", "softCap": 32},
+        engine=EngineStatus(speculation_method="suffix", soft_cap=32),
     )
 
 

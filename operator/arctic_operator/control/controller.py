@@ -25,10 +25,18 @@ import datetime as dt
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
+from arctic_operator.api import (
+    ArcticInferenceServiceStatus,
+    AutoscalingStatus,
+    CapChangeRecord,
+    CapControllerStatus,
+    PodControlStatus,
+    ReplicaDecisionRecord,
+)
 from arctic_operator.control.admin_client import AdminError, EffectiveCap, put_cap
 from arctic_operator.control.cap import CapDecision, CapPolicy, CapState
 from arctic_operator.control.loop import ControlLoop
@@ -38,6 +46,7 @@ from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
 from arctic_operator.control.replicas import ReplicaDecision, ReplicaObservation, ReplicaPolicy, ReplicaState
 from arctic_operator.control.scrape import scrape
 from arctic_operator.plan import ADMIN_PORT_NAME, ENGINE_CONTAINER, ENGINE_PORT_NAME
+from arctic_operator.status import kube_time
 
 #: Event = (type, reason, message), as kopf.event takes them.
 Event = tuple[str, str, str]
@@ -69,7 +78,8 @@ class TickResult:
     scrape_errors: dict[str, str] = field(default_factory=dict)
     """pod -> why its metrics could not be read this tick."""
     status: dict[str, Any] = field(default_factory=dict)
-    """The status fields to patch (camelCase)."""
+    """The status fields the control loop owns (``CONTROL_STATUS_FIELDS``), camelCase, dumped from
+    an ``ArcticInferenceServiceStatus`` (see ``control_status``)."""
     events: list[Event] = field(default_factory=list)
     """Events to post on the resource: scale and cap changes, new scrape or push failures."""
 
@@ -165,29 +175,30 @@ def pod_targets(pods: Iterable[Mapping[str, Any]], default_port: int) -> tuple[l
     return targets, loading
 
 
+def unix_time(t: float) -> dt.datetime:
+    """Unix seconds -> a UTC time in whole seconds, as Kubernetes keeps them (the models dump it
+    as ``rfc3339`` writes it)."""
+    return kube_time(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
 def rfc3339(t: float) -> str:
     """Unix seconds -> an RFC 3339 UTC timestamp, as Kubernetes writes them."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return unix_time(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _num(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    """Absent is how status says "unset": drop None values."""
-    return {k: v for k, v in d.items() if v is not None}
-
-
-def decision_record(decision: ReplicaDecision) -> dict[str, Any]:
+def decision_record(decision: ReplicaDecision) -> ReplicaDecisionRecord:
     """One entry of status.autoscaling.lastDecisions."""
-    return {
-        "time": rfc3339(decision.time),
-        "current": decision.current,
-        "desired": decision.desired,
-        "reason": decision.reason,
-        "message": decision.message[:1024],
-    }
+    return ReplicaDecisionRecord(
+        time=unix_time(decision.time),
+        current=decision.current,
+        desired=decision.desired,
+        reason=decision.reason,
+        message=decision.message[:1024],
+    )
 
 
 def autoscaling_status(
@@ -195,24 +206,22 @@ def autoscaling_status(
     obs: ReplicaObservation,
     history: Sequence[ReplicaDecision],
     last_scale_time: float | None,
-) -> dict[str, Any]:
+) -> AutoscalingStatus:
     """status.autoscaling for the latest decision and the observation it was made from."""
-    return _clean(
-        {
-            "desiredReplicas": decision.desired,
-            "currentReplicas": decision.current,
-            "reason": decision.reason,
-            "message": decision.message[:1024],
-            "metricsComplete": obs.observed >= obs.ready,
-            "readyPods": obs.ready,
-            "observedPods": obs.observed,
-            "loadingPods": obs.loading,
-            "waitingRequests": _num(obs.waiting_total),
-            "runningRequests": _num(obs.running_total),
-            "kvCacheUsage": _num(obs.kv_cache_usage_mean),
-            "lastScaleTime": None if last_scale_time is None else rfc3339(last_scale_time),
-            "lastDecisions": [decision_record(d) for d in history],
-        }
+    return AutoscalingStatus(
+        desired_replicas=decision.desired,
+        current_replicas=decision.current,
+        reason=decision.reason,
+        message=decision.message[:1024],
+        metrics_complete=obs.observed >= obs.ready,
+        ready_pods=obs.ready,
+        observed_pods=obs.observed,
+        loading_pods=obs.loading,
+        waiting_requests=_num(obs.waiting_total),
+        running_requests=_num(obs.running_total),
+        kv_cache_usage=_num(obs.kv_cache_usage_mean),
+        last_scale_time=None if last_scale_time is None else unix_time(last_scale_time),
+        last_decisions=[decision_record(d) for d in history],
     )
 
 
@@ -226,20 +235,19 @@ class CapChange:
     """"Ok", or the error of pushing it."""
 
 
-def cap_change_record(change: CapChange) -> dict[str, Any]:
+def cap_change_record(change: CapChange) -> CapChangeRecord:
+    """One entry of status.capController.lastChanges."""
     d = change.decision
-    return _clean(
-        {
-            "time": rfc3339(d.time),
-            "pod": change.pod,
-            "softCap": d.soft_cap,
-            "hardCap": d.hard_cap,
-            "previousSoftCap": d.previous_soft_cap,
-            "previousHardCap": d.previous_hard_cap,
-            "reason": d.reason,
-            "message": d.message[:1024],
-            "result": change.result[:1024],
-        }
+    return CapChangeRecord(
+        time=unix_time(d.time),
+        pod=change.pod,
+        soft_cap=d.soft_cap,
+        hard_cap=d.hard_cap,
+        previous_soft_cap=d.previous_soft_cap,
+        previous_hard_cap=d.previous_hard_cap,
+        reason=d.reason,
+        message=d.message[:1024],
+        result=change.result[:1024],
     )
 
 
@@ -253,8 +261,9 @@ def pod_status(
     cap_decision: CapDecision | None,
     effective: EffectiveCap | None,
     cap_error: str | None,
-) -> dict[str, Any]:
+) -> PodControlStatus:
     """One entry of status.pods."""
+    metrics: Literal["Ok", "Error", "Incomplete", "NotReady"]
     if not target.ready:
         metrics = "NotReady"
     elif incomplete:
@@ -263,27 +272,41 @@ def pod_status(
         metrics = "Error"
     else:
         metrics = "Ok"
-    return _clean(
-        {
-            "name": target.name,
-            "ready": target.ready,
-            "metrics": metrics,
-            "metricsError": None if error is None else error[:1024],
-            "running": None if window is None else _num(window.running),
-            "waiting": None if window is None else _num(window.waiting),
-            "kvCacheUsage": None if window is None else _num(window.kv_cache_usage),
-            "acceptanceRate": None if window is None else _num(window.acceptance_rate),
-            "configuredSoftCap": None if cap_state is None else cap_state.soft_cap,
-            "configuredHardCap": (
-                None if cap_state is None or cap_state.soft_cap is None else cap_state.hard_cap
-            ),
-            "effectiveSoftCap": None if effective is None else effective.soft_cap,
-            "effectiveHardCap": None if effective is None else effective.hard_cap,
-            "capReason": None if cap_decision is None else cap_decision.reason,
-            "capMessage": None if cap_decision is None else cap_decision.message[:1024],
-            "capError": None if cap_error is None else cap_error[:1024],
-        }
+    return PodControlStatus(
+        name=target.name,
+        ready=target.ready,
+        metrics=metrics,
+        metrics_error=None if error is None else error[:1024],
+        running=None if window is None else _num(window.running),
+        waiting=None if window is None else _num(window.waiting),
+        kv_cache_usage=None if window is None else _num(window.kv_cache_usage),
+        acceptance_rate=None if window is None else _num(window.acceptance_rate),
+        configured_soft_cap=None if cap_state is None else cap_state.soft_cap,
+        configured_hard_cap=None if cap_state is None or cap_state.soft_cap is None else cap_state.hard_cap,
+        effective_soft_cap=None if effective is None else effective.soft_cap,
+        effective_hard_cap=None if effective is None else effective.hard_cap,
+        cap_reason=None if cap_decision is None else cap_decision.reason,
+        cap_message=None if cap_decision is None else cap_decision.message[:1024],
+        cap_error=None if cap_error is None else cap_error[:1024],
     )
+
+
+#: The status fields the control loop owns (reconcile writes the others), as JSON names.
+CONTROL_STATUS_FIELDS = ("autoscaling", "capController", "pods")
+
+
+def control_status(
+    autoscaling: AutoscalingStatus | None,
+    cap_controller: CapControllerStatus | None,
+    pods: Sequence[PodControlStatus],
+) -> dict[str, Any]:
+    """The control loop's status fields (absent: that half of the loop is off), dumped from an
+    ``ArcticInferenceServiceStatus`` so that their names and shapes are the CRD's."""
+    status = ArcticInferenceServiceStatus(
+        autoscaling=autoscaling, cap_controller=cap_controller, pods=list(pods)
+    )
+    dumped = status.dump()
+    return {key: dumped[key] for key in CONTROL_STATUS_FIELDS if key in dumped}
 
 
 def _caps(soft: int | None, hard: int | None) -> str:
@@ -385,20 +408,22 @@ class ServiceController:
             self._forget(names)
             decided = self.loop.decide(now, current_replicas, [p.name for p in ready], loading, samples)
             windows = decided.windows
+            autoscaling: AutoscalingStatus | None = None
             if decided.replicas is not None and decided.replica_observation is not None:
                 decision = decided.replicas
                 result.replicas = decision
                 self._remember(decision, result)
-                result.status["autoscaling"] = autoscaling_status(
+                autoscaling = autoscaling_status(
                     decision, decided.replica_observation, list(self.decisions), self.last_scale_time
                 )
+            cap_controller: CapControllerStatus | None = None
             if self.cap_policy is not None:
                 await self._caps(session, ready, windows, decided.caps, samples, now, result)
-                result.status["capController"] = {
-                    "lastChanges": [cap_change_record(c) for c in self.cap_changes]
-                }
+                cap_controller = CapControllerStatus(
+                    last_changes=[cap_change_record(c) for c in self.cap_changes]
+                )
         self._scrape_events(ready, result)
-        result.status["pods"] = [
+        pods_status = [
             pod_status(
                 p,
                 error=result.scrape_errors.get(p.name),
@@ -411,6 +436,7 @@ class ServiceController:
             )
             for p in pods
         ]
+        result.status = control_status(autoscaling, cap_controller, pods_status)
         return result
 
     def _record(

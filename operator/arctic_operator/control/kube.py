@@ -26,15 +26,22 @@ from prometheus_client import Counter, Gauge
 
 from arctic_operator.api import ArcticInferenceServiceSpec
 from arctic_operator.control.cap import CapPolicy
-from arctic_operator.control.controller import ControllerConfig, ServiceController, TickResult, pod_targets
+from arctic_operator.control.controller import (
+    CONTROL_STATUS_FIELDS,
+    ControllerConfig,
+    ServiceController,
+    TickResult,
+    pod_targets,
+)
 from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 from arctic_operator.control.replicas import ReplicaPolicy
 from arctic_operator.plan import labels, selector_string, workload_kind
 from arctic_operator.reconcile import Cluster
+from arctic_operator.status import merge_patch
 from arctic_operator.validation import parse, validate
 
 #: The status fields the control loop owns (reconcile writes the others).
-STATUS_FIELDS = ("autoscaling", "capController", "pods")
+STATUS_FIELDS = CONTROL_STATUS_FIELDS
 
 TICKS = Counter(
     "arctic_operator_control_ticks_total",
@@ -146,22 +153,8 @@ def policies(
     return replica, cap
 
 
-def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning ``old`` into ``new`` (a key of ``old`` missing from ``new`` is
-    set to null, i.e. removed; lists are replaced whole). Empty when nothing changes."""
-    old = old or {}
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            nested = status_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif value != before:
-            patch[key] = value
-    return patch
+#: A JSON merge patch turning the old status fields into the new ones (nulls remove what is gone).
+status_patch = merge_patch
 
 
 #: Status keys whose values move with every scrape (numbers, and the messages that quote them).
@@ -297,7 +290,8 @@ async def control_pass(
 
 
 async def clear_status(cluster: Cluster, body: Mapping[str, Any]) -> None:
-    """Remove the control loop's status fields (the spec turned it off)."""
+    """Remove the control loop's status fields (the spec turned it off). The one status patch not
+    dumped from the models: a merge patch of nulls, which removes each field the loop wrote."""
     meta = body.get("metadata") or {}
     live = body.get("status") or {}
     patch = {k: None for k in STATUS_FIELDS if k in live}
