@@ -1617,8 +1617,8 @@ def main(argv: list[str] | None = None) -> int:
             "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": _commit(),
             "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
-            "what_if": "engines drop every draft in a step that carries a prefill chunk (not implemented "
-            "in the runtime); otherwise the default setting",
+            "what_if": "engines drop every draft in a step that carries a prefill chunk (the runtime's "
+            "drafts_in_prefill_steps false); otherwise the default setting",
             "rows": [run.row() for run in runs],
         }
         path.write_text(json.dumps(record, indent=1) + "\n")
@@ -1642,7 +1642,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m bench.control " + " ".join(sys.argv[1:] if argv is None else argv),
             "what_if": f"{', '.join(REPLAY_POLICIES)} with the replica count of {REPLAY_REFERENCE} at "
             "every tick (drafting cannot lower the replicas), with drafts in steps that carry prefill "
-            "(vLLM) and without (drafts_with_prefill false: not implemented in the runtime)",
+            "(vLLM) and without (drafts_with_prefill false: the runtime's drafts_in_prefill_steps false)",
             "rows": replay_rows,
         }
         path.write_text(json.dumps(record, indent=1) + "\n")

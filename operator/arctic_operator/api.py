@@ -386,6 +386,14 @@ class SpeculationSpec(ApiModel):
     hard_cap: int | None = Field(default=None, ge=0, le=MAX_CAP)
     """Running requests. With this many or more running, nobody drafts (Arctic Inference's
     hard_disable_by_batch_size). Must be >= softCap. Absent: no hard cap."""
+    drafts_in_prefill_steps: bool = True
+    """Whether an engine step that carries prefill work (a prompt chunk, or a request it admits)
+    also verifies the running requests' drafts. true: vLLM's behaviour. false: such steps drop every
+    draft, so a new request's first token waits only for half a step lengthened by drafting instead
+    of 1.5 (drafting costs time to first token a third as much, and the capController's TTFT budget
+    lets more requests draft); the price is one step without drafts for the decoding requests each
+    time a prefill runs, so fewer tokens per step when requests arrive often. Applied at engine
+    start (a change restarts the pods)."""
     cap_controller: CapControllerSpec = Field(default_factory=CapControllerSpec)
     """Live tuning of the soft cap by the operator, within bounds."""
 

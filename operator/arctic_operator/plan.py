@@ -202,6 +202,7 @@ def engine_settings(spec: ArcticInferenceServiceSpec) -> contract.EngineSettings
             shift_threshold=p.shift_parallel.threshold,
         ),
         swiftkv=spec.swift_kv.enabled,
+        drafts_in_prefill_steps=spec.speculation.drafts_in_prefill_steps,
     )
 
 

@@ -146,6 +146,14 @@ class SpeculationCap:
         return {"soft_cap": self.soft_cap, "hard_cap": self.hard_cap}
 
 
+#: Our ``speculation`` section's switch (beside the cap): whether steps that carry prefill work
+#: verify the running requests' drafts (true, vLLM's behaviour) or drop them (false).
+DRAFTS_IN_PREFILL_STEPS = "drafts_in_prefill_steps"
+#: Every field of the ``speculation`` section of ``additional_config["arctic"]``: the live cap's
+#: fields and the engine-start switch (not part of the admin API's cap).
+SPECULATION_FIELDS = (*CAP_FIELDS, DRAFTS_IN_PREFILL_STEPS)
+
+
 def _check_cap_value(name: str, value: Any, errors: list[FieldError]) -> int | None:
     if value is None:
         return None
@@ -190,6 +198,27 @@ def parse_cap(
     if errors:
         raise InvalidSetting(errors)
     return SpeculationCap(soft_cap=soft, hard_cap=hard)
+
+
+def parse_speculation_section(data: Any, *, prefix: str = "") -> tuple[SpeculationCap, bool]:
+    """Our ``speculation`` section: (the cap, ``drafts_in_prefill_steps``). The cap's fields go
+    through ``parse_cap``; ``drafts_in_prefill_steps`` must be a JSON boolean (default true)."""
+    data = _object(data, prefix.rstrip("."))
+    errors = _unknown_keys(data, SPECULATION_FIELDS, prefix)
+    in_prefill = data.get(DRAFTS_IN_PREFILL_STEPS, True)
+    if not isinstance(in_prefill, bool):
+        errors.append(
+            FieldError(f"{prefix}{DRAFTS_IN_PREFILL_STEPS}", f"must be true or false, got {in_prefill!r}")
+        )
+        in_prefill = True
+    cap = SpeculationCap()
+    try:
+        cap = parse_cap({k: v for k, v in data.items() if k in CAP_FIELDS}, prefix=prefix)
+    except InvalidSetting as exc:
+        errors += exc.errors
+    if errors:
+        raise InvalidSetting(errors)
+    return cap, in_prefill
 
 
 # --- parallelism ------------------------------------------------------------------------------
@@ -396,12 +425,20 @@ class EngineSettings:
     """SwiftKV's prefill saving runs in a step only when it skips at least this many later-layer rows
     (``{"swiftkv": {"min_saving_tokens": N}}``); smaller steps run the compiled model over every row.
     0 = the default, ``DEFAULT_SWIFTKV_MIN_SAVING_TOKENS``."""
+    drafts_in_prefill_steps: bool = True
+    """Whether a scheduler step that carries prefill work (a running request's next prompt chunk, or
+    a waiting request the step can admit) verifies the running requests' drafts
+    (``{"speculation": {"drafts_in_prefill_steps": false}}``). True: vLLM's behaviour. False: those
+    steps drop every draft, so a new request's first token waits for no verify work; the decoding
+    requests lose one step of drafting per prefill step. Fixed at engine start."""
 
     def section(self) -> dict[str, Any]:
         """The section's dict; parts left at their defaults are omitted (shorter command lines)."""
         out: dict[str, Any] = {}
         if self.speculation != SpeculationCap():
             out["speculation"] = self.speculation.as_dict()
+        if not self.drafts_in_prefill_steps:
+            out.setdefault("speculation", {})[DRAFTS_IN_PREFILL_STEPS] = False
         if self.parallel != ParallelSettings():
             out["parallel"] = self.parallel.as_dict()
         if self.swiftkv or self.swiftkv_min_saving_tokens:
@@ -432,9 +469,11 @@ def parse_engine_settings(additional_config: Mapping[str, Any] | None) -> Engine
     if errors:
         raise InvalidSetting(errors)
     found: list[FieldError] = []
-    cap, parallel = SpeculationCap(), ParallelSettings()
+    cap, parallel, in_prefill = SpeculationCap(), ParallelSettings(), True
     try:
-        cap = parse_cap(section.get("speculation") or {}, prefix=f"{prefix}.speculation.")
+        cap, in_prefill = parse_speculation_section(
+            section.get("speculation") or {}, prefix=f"{prefix}.speculation."
+        )
     except InvalidSetting as exc:
         found += exc.errors
     try:
@@ -461,6 +500,7 @@ def parse_engine_settings(additional_config: Mapping[str, Any] | None) -> Engine
         swiftkv=swiftkv,
         heads=heads,
         swiftkv_min_saving_tokens=min_saving,
+        drafts_in_prefill_steps=in_prefill,
     )
 
 
@@ -575,6 +615,15 @@ SPECULATION_PATH = f"{ADMIN_PREFIX}/speculation"
 PARALLEL_PATH = f"{ADMIN_PREFIX}/parallel"
 
 
+#: What a scheduler step allowed (``SpeculationCountersView.steps``): every running request could
+#: draft; only the first soft cap; nobody (hard cap); nobody because the step carries prefill work
+#: and ``drafts_in_prefill_steps`` is off.
+STEP_MODES = ("open", "soft_capped", "hard_capped", "prefill")
+#: What a step scheduled (``SpeculationCountersView.phase_steps``): prefill work (a prompt chunk, a
+#: newly admitted or resumed request) or decode work only.
+STEP_PHASES = ("prefill", "decode")
+
+
 class SpeculationCountersView(TypedDict):
     steps: dict[str, int]
     steps_drafting: int
@@ -582,6 +631,9 @@ class SpeculationCountersView(TypedDict):
     request_steps_drafted: int
     request_steps_dropped: int
     cap_changes: int
+    phase_steps: dict[str, dict[str, int]]
+    """Steps by what vLLM scheduled (``STEP_PHASES``) and whether drafts were verified in them
+    (``"on"``/``"off"``), read from the scheduler's output."""
 
 
 class SpeculationView(TypedDict):
@@ -591,6 +643,7 @@ class SpeculationView(TypedDict):
     hard_cap: int | None
     method: str | None
     num_speculative_tokens: int
+    drafts_in_prefill_steps: bool
     counters: SpeculationCountersView
     engine_core: dict[str, Any] | None
     workers: list[dict[str, Any]]
@@ -622,6 +675,7 @@ METRIC_SPECULATION_STEPS = "arctic_speculation_steps"
 METRIC_DRAFTING_STEPS = "arctic_speculation_drafting_steps"
 METRIC_REQUEST_STEPS = "arctic_speculation_request_steps"
 METRIC_CAP_CHANGES = "arctic_speculation_cap_changes"
+METRIC_PHASE_STEPS = "arctic_speculation_phase_steps"
 METRIC_PARALLEL_INFO = "arctic_parallel_info"
 METRIC_PARALLEL_STEPS = "arctic_parallel_steps"
 METRIC_PARALLEL_TOKENS = "arctic_parallel_tokens"

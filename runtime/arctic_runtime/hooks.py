@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from arctic_runtime import __version__, patching
@@ -24,7 +24,15 @@ from arctic_runtime.contract import (
     parse_engine_settings,
 )
 from arctic_runtime.parallel import hooks as parallel_hooks
-from arctic_runtime.speculation import SpeculationCounters, apply_cap, empty_drafts, split_arctic_keys
+from arctic_runtime.speculation import (
+    QueueView,
+    SpeculationCounters,
+    apply_cap,
+    carries_prefill,
+    empty_drafts,
+    scheduled_phase,
+    split_arctic_keys,
+)
 
 logger = logging.getLogger("arctic_runtime")
 
@@ -154,6 +162,7 @@ class EngineSpeculationState:
     method: str | None
     num_speculative_tokens: int
     cap: SpeculationCap
+    drafts_in_prefill_steps: bool = True
     counters: SpeculationCounters = field(default_factory=SpeculationCounters)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +170,7 @@ class EngineSpeculationState:
             "method": self.method,
             "num_speculative_tokens": self.num_speculative_tokens,
             **self.cap.as_dict(),
+            "drafts_in_prefill_steps": self.drafts_in_prefill_steps,
             "counters": self.counters.as_dict(),
         }
 
@@ -179,17 +189,70 @@ def engine_state(scheduler: Any) -> EngineSpeculationState:
             method=method,
             num_speculative_tokens=0 if spec is None else int(spec.num_speculative_tokens or 0),
             cap=settings.speculation,
+            drafts_in_prefill_steps=settings.drafts_in_prefill_steps,
         )
         scheduler._arctic_state = state
     return state
 
 
+def queue_view(scheduler: Any, running_prefilling: bool) -> QueueView:
+    """The scheduler's queues before a step, for ``carries_prefill``. Waiting requests are vLLM's
+    ``waiting`` queue (the skipped-waiting queue holds requests blocked on a grammar, a remote KV
+    transfer or a streaming input). The running requests' tokens, the first waiting request and the
+    KV pool are read only when the answer depends on them."""
+    slots = len(scheduler.running) + int(getattr(scheduler, "num_waiting_for_streaming_input", 0))
+    view = QueueView(
+        running_prefilling=running_prefilling,
+        running_tokens=0,
+        slots_taken=slots,
+        max_num_seqs=int(scheduler.max_num_running_reqs),
+        token_budget=int(scheduler.max_num_scheduled_tokens),
+        waiting=len(scheduler.waiting),
+    )
+    if running_prefilling or not view.waiting or slots >= view.max_num_seqs:
+        return view
+    threshold = int(scheduler.scheduler_config.long_prefill_token_threshold or 0)
+    running_tokens = 0
+    for request in scheduler.running:
+        # vLLM's count without the drafts: num_tokens_with_spec + placeholders - computed
+        tokens = request.num_tokens + request.num_output_placeholders - request.num_computed_tokens
+        running_tokens += min(tokens, threshold) if threshold > 0 else tokens
+    head = scheduler.waiting.peek_request()
+    kv = scheduler.kv_cache_manager
+    return replace(
+        view,
+        running_tokens=running_tokens,
+        head_tokens_left=head.num_tokens - head.num_computed_tokens,
+        long_prefill_threshold=threshold,
+        block_size=int(scheduler.block_size),
+        free_kv_blocks=int(kv.block_pool.get_num_free_blocks()),
+        watermark_blocks=int(getattr(kv, "watermark_blocks", 0)),
+    )
+
+
 def wrap_schedule(original: Callable[..., Any]) -> Callable[..., Any]:
     def schedule(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = engine_state(self)
-        if state.method is not None and self.running:
-            state.counters.record(apply_cap(self.running, state.cap))
+        counted = state.method is not None and bool(self.running)
+        prefilling: list[str] = []
+        if counted:
+            prefilling = [r.request_id for r in self.running if r.is_prefill_chunk]
+            prefill = not state.drafts_in_prefill_steps and carries_prefill(
+                queue_view(self, bool(prefilling))
+            )
+            state.counters.record(apply_cap(self.running, state.cap, prefill=prefill))
         output = original(self, *args, **kwargs)
+        if counted:
+            admitted = {r.req_id for r in output.scheduled_new_reqs}
+            admitted |= set(output.scheduled_cached_reqs.resumed_req_ids)
+            scheduled = output.num_scheduled_tokens
+            state.counters.record_scheduled(
+                *scheduled_phase(
+                    any(rid in scheduled for rid in prefilling),
+                    admitted,
+                    output.scheduled_spec_decode_tokens,
+                )
+            )
         parallel = parallel_hooks.parallel_state(self)
         if parallel.settings.enabled:
             parallel.record(output.total_num_scheduled_tokens, bool(output.scheduled_spec_decode_tokens))

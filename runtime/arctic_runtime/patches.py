@@ -47,8 +47,10 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         process="engine core",
         reason=(
             "The speculation cap: before each step, drop the draft tokens of the running requests "
-            "the soft/hard cap excludes, and count steps and requests for the arctic_* metrics. "
-            "Runs before token budgeting and KV allocation, for every draft method and runner."
+            "the soft/hard cap excludes (all of them in a step that will carry prefill work when "
+            "drafts_in_prefill_steps is off, predicted from the queues), and count steps and "
+            "requests for the arctic_* metrics, reading back what the step scheduled. Runs before "
+            "token budgeting and KV allocation, for every draft method and runner."
         ),
         implementation=hooks.wrap_schedule,
     ),

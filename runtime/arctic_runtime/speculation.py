@@ -9,7 +9,12 @@ sizes, and wastes compute when the batch is already large. The cap turns draftin
   requests, nobody drafts.
 
 ``None`` means "no cap" for either. Both can be changed while the server runs
-(``PUT /arctic/v1/speculation``). The cap's type and its one validating parser are part of the
+(``PUT /arctic/v1/speculation``).
+
+Beside the cap, ``drafts_in_prefill_steps`` (fixed at engine start, default true as in vLLM): when
+false, a step that will carry prefill work drops every running request's drafts (``carries_prefill``
+predicts it from the scheduler's queues), so that a new request's first token does not wait for the
+verification of the others' drafts. The cap's type and its one validating parser are part of the
 runtime/operator contract (``arctic_runtime.contract.SpeculationCap``, ``parse_cap``), so every entry
 point (engine arguments, the admin API, the engine-side RPC, the operator) gives the same errors;
 this module applies the cap to the scheduler's running requests and counts what it did.
@@ -17,11 +22,12 @@ this module applies the cap to the scheduler's running requests and counts what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableSequence, Sequence
+import math
+from collections.abc import Collection, Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from arctic_runtime.contract import ARCTIC_CAP_ALIASES, SpeculationCap
+from arctic_runtime.contract import ARCTIC_CAP_ALIASES, STEP_MODES, STEP_PHASES, SpeculationCap
 
 
 def split_arctic_keys(speculative_config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,7 +53,68 @@ class HasDrafts(Protocol):
     spec_token_ids: list[int]
 
 
-StepMode = Literal["open", "soft_capped", "hard_capped"]
+StepMode = Literal["open", "soft_capped", "hard_capped", "prefill"]
+StepPhase = Literal["prefill", "decode"]
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What the scheduler holds before a step, as plain numbers (the adapter reads them from vLLM)."""
+
+    running_prefilling: bool
+    """A running request is part-way through its prompt (vLLM's ``is_prefill_chunk``): this step
+    schedules its next chunk."""
+    running_tokens: int
+    """Tokens the running requests schedule this step without drafts (1 per decoding request; a
+    prefill chunk's tokens, each at most the long-prefill threshold)."""
+    slots_taken: int
+    """Running requests, plus paused streaming sessions (they hold a slot too)."""
+    max_num_seqs: int
+    token_budget: int
+    """The step's token budget (vLLM's max_num_scheduled_tokens)."""
+    waiting: int
+    """Requests waiting to be admitted (vLLM's waiting and skipped-waiting queues)."""
+    head_tokens_left: int = 0
+    """Tokens the first waiting request has left to compute (its prompt, or prompt + output after a
+    preemption)."""
+    long_prefill_threshold: int = 0
+    """vLLM's long_prefill_token_threshold: the most tokens one request schedules per step (0: no
+    limit)."""
+    block_size: int = 16
+    free_kv_blocks: int = 0
+    watermark_blocks: int = 0
+    """KV blocks vLLM keeps free when it admits a request while others run."""
+
+
+def admission_blocks(view: QueueView) -> int:
+    """KV blocks the first waiting request's first chunk needs at most: its chunk (within the
+    budget the running requests leave and the long-prefill threshold) in whole blocks, plus the
+    watermark. Prefix-cache hits are not counted (looking them up is vLLM's work, with side effects),
+    so this is an upper bound."""
+    chunk = min(view.head_tokens_left, max(0, view.token_budget - view.running_tokens))
+    if view.long_prefill_threshold > 0:
+        chunk = min(chunk, view.long_prefill_threshold)
+    watermark = view.watermark_blocks if view.slots_taken > 0 else 0
+    return math.ceil(chunk / max(1, view.block_size)) + watermark
+
+
+def carries_prefill(view: QueueView) -> bool:
+    """Whether a step will carry prefill work, predicted before vLLM schedules it (with the running
+    requests' drafts dropped). Yes when a running request is mid-prompt; else when a waiting request
+    can be admitted: a request slot is free (fewer than max_num_seqs run), the running requests
+    leave token budget, and the free KV blocks hold its first chunk (``admission_blocks``). A full
+    batch or a KV cache too full to admit anyone means a decode-only step: drafts are kept, since
+    dropping them would delay nobody's first token. The KV test leaves out prefix-cache hits, so a
+    request that fits only thanks to them is admitted with drafts verified beside it (the
+    ``phase_steps`` counters show such steps); the other way round, drafts would be dropped in every
+    step while the request waits."""
+    if view.running_prefilling:
+        return True
+    if view.waiting <= 0 or view.slots_taken >= view.max_num_seqs:
+        return False
+    if view.running_tokens >= view.token_budget or view.head_tokens_left <= 0:
+        return False
+    return admission_blocks(view) <= view.free_kv_blocks
 
 
 @dataclass(frozen=True)
@@ -59,15 +126,22 @@ class StepOutcome:
     dropped: int  # running requests whose draft tokens the cap removed
 
 
-def apply_cap(running: Sequence[HasDrafts], cap: SpeculationCap) -> StepOutcome:
+def apply_cap(running: Sequence[HasDrafts], cap: SpeculationCap, *, prefill: bool = False) -> StepOutcome:
     """Remove draft tokens from the requests the cap excludes (in place); report what happened.
 
     ``running`` is the scheduler's running queue in its own order: the first requests keep their
-    drafts under a soft cap, as in Arctic Inference.
+    drafts under a soft cap, as in Arctic Inference. ``prefill``: the step carries prefill work and
+    drafts are not verified in such steps (``drafts_in_prefill_steps`` off): nobody drafts.
     """
     n = len(running)
-    slots = cap.drafting_slots(n)
-    mode: StepMode = "open" if slots == n else ("hard_capped" if slots == 0 else "soft_capped")
+    slots = 0 if prefill else cap.drafting_slots(n)
+    mode: StepMode
+    if prefill:
+        mode = "prefill"
+    elif slots == n:
+        mode = "open"
+    else:
+        mode = "hard_capped" if slots == 0 else "soft_capped"
     dropped = 0
     for request in running[slots:]:
         if request.spec_token_ids:
@@ -84,12 +158,16 @@ class SpeculationCounters:
     Only steps with at least one running request count.
     """
 
-    steps: dict[str, int] = field(default_factory=lambda: {"open": 0, "soft_capped": 0, "hard_capped": 0})
+    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STEP_MODES, 0))
     steps_drafting: int = 0  # steps in which at least one request carried drafts
     steps_not_drafting: int = 0  # steps in which no request carried drafts
     request_steps_drafted: int = 0  # sum over steps of requests that carried drafts
     request_steps_dropped: int = 0  # sum over steps of requests whose drafts the cap removed
     cap_changes: int = 0
+    # steps by what vLLM scheduled (prefill work or decode only) and whether drafts were verified
+    phase_steps: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {phase: {"on": 0, "off": 0} for phase in STEP_PHASES}
+    )
 
     def record(self, outcome: StepOutcome) -> None:
         self.steps[outcome.mode] += 1
@@ -100,6 +178,10 @@ class SpeculationCounters:
         self.request_steps_drafted += outcome.drafted
         self.request_steps_dropped += outcome.dropped
 
+    def record_scheduled(self, phase: StepPhase, drafted: bool) -> None:
+        """What vLLM scheduled in a step: prefill work or decode only, with drafts verified or not."""
+        self.phase_steps[phase]["on" if drafted else "off"] += 1
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "steps": dict(self.steps),
@@ -108,7 +190,20 @@ class SpeculationCounters:
             "request_steps_drafted": self.request_steps_drafted,
             "request_steps_dropped": self.request_steps_dropped,
             "cap_changes": self.cap_changes,
+            "phase_steps": {phase: dict(counts) for phase, counts in self.phase_steps.items()},
         }
+
+
+def scheduled_phase(
+    prefilling_scheduled: bool, admitted_ids: Collection[str], drafted_ids: Iterable[str]
+) -> tuple[StepPhase, bool]:
+    """What a step scheduled, from vLLM's output: prefill work when a running request's prompt chunk
+    was scheduled or a request was admitted (new, or resumed after a preemption); drafts verified
+    when a request other than those admitted had draft tokens scheduled (vLLM pads a newly admitted
+    request with placeholder drafts in a decode step, which verify nothing)."""
+    phase: StepPhase = "prefill" if prefilling_scheduled or admitted_ids else "decode"
+    drafted = any(rid not in admitted_ids for rid in drafted_ids)
+    return phase, drafted
 
 
 def empty_drafts(req_ids: MutableSequence[str] | Sequence[str]) -> list[list[int]]:

@@ -129,3 +129,20 @@ def test_models_accept_python_names() -> None:
 def test_metadata_keeps_other_fields() -> None:
     obj = {**MINIMAL, "metadata": {"name": "tiny", "namespace": "ns", "labels": {"a": "b"}, "generation": 4}}
     assert parse(obj).dump()["metadata"] == obj["metadata"]
+
+
+def test_drafts_in_prefill_steps_in_the_crd(schema: dict[str, Any]) -> None:
+    """spec.speculation.draftsInPrefillSteps: a boolean, true when absent (vLLM's behaviour), on the
+    API server as in the model; anything but a boolean is refused."""
+    field = schema["properties"]["spec"]["properties"]["speculation"]["properties"]["draftsInPrefillSteps"]
+    assert field["type"] == "boolean" and field["default"] is True
+    assert "prefill" in field["description"]
+    stored = apply_defaults(schema, MINIMAL)
+    assert stored["spec"]["speculation"]["draftsInPrefillSteps"] is True
+    assert parse(MINIMAL).spec.speculation.drafts_in_prefill_steps is True
+    off = {**MINIMAL, "spec": {**MINIMAL["spec"], "speculation": {"draftsInPrefillSteps": False}}}
+    assert parse(off).spec.speculation.drafts_in_prefill_steps is False
+    assert parse(off).dump() == apply_defaults(schema, off)
+    bad = {**MINIMAL, "spec": {**MINIMAL["spec"], "speculation": {"draftsInPrefillSteps": "no"}}}
+    errors = schema_errors(schema, apply_defaults(schema, bad))
+    assert [path for path, _ in errors] == ["spec.speculation.draftsInPrefillSteps"], errors

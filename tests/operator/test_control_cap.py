@@ -344,6 +344,10 @@ def test_from_spec() -> None:
     assert CapPolicy.from_spec(SpeculationSpec()).ttft_budget == 0.02
     loose = SpeculationSpec.model_validate({"capController": {"ttftBudgetPercent": 25}})
     assert CapPolicy.from_spec(loose).ttft_budget == 0.25
+    # the engine's draftsInPrefillSteps is what the TTFT budget prices
+    assert CapPolicy.from_spec(SpeculationSpec()).drafts_with_prefill is True
+    dropping = SpeculationSpec.model_validate({"draftsInPrefillSteps": False})
+    assert CapPolicy.from_spec(dropping).drafts_with_prefill is False
 
 
 # --- properties -------------------------------------------------------------------------------

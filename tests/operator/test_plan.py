@@ -296,3 +296,20 @@ def test_a_model_baked_into_the_image_is_served_from_its_path_without_a_download
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     # no volume is mounted over the image's own folder (it would hide the weights)
     assert not any(path == m or path.startswith(m + "/") for m in mounts for path in [arg(c, "--model")])
+
+
+def test_drafts_in_prefill_steps_reaches_the_engine_only_when_off() -> None:
+    """spec.speculation.draftsInPrefillSteps false: the plugin's section says so, beside the caps,
+    and the runtime's parser reads it back; true (the default) writes nothing."""
+    from arctic_runtime.contract import parse_engine_settings
+
+    obj = yaml.safe_load((SAMPLES / "smollm2-cpu.yaml").read_text())
+    obj["spec"]["speculation"]["draftsInPrefillSteps"] = False
+    additional = json.loads(arg(engine(plan(parse(obj), INPUTS)), "--additional-config"))
+    assert additional == {
+        "arctic": {"speculation": {"soft_cap": 4, "hard_cap": 16, "drafts_in_prefill_steps": False}}
+    }
+    assert parse_engine_settings(additional).drafts_in_prefill_steps is False
+    obj["spec"]["speculation"]["draftsInPrefillSteps"] = True
+    on = json.loads(arg(engine(plan(parse(obj), INPUTS)), "--additional-config"))
+    assert on == {"arctic": {"speculation": {"soft_cap": 4, "hard_cap": 16}}}

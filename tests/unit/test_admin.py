@@ -104,6 +104,7 @@ STATE = {
         "hard_cap": None,
         "method": "ngram",
         "num_speculative_tokens": 3,
+        "drafts_in_prefill_steps": True,
         "counters": {"cap_changes": 0},
     },
     "engine_core": {"pid": 1},

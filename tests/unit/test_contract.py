@@ -164,3 +164,35 @@ def test_swiftkv_settings_round_trip_and_refuse_bad_values() -> None:
         parse_engine_settings({"arctic": {"swiftkv": {"enable": True}}})
     assert [e.field for e in info.value.errors] == ["additional_config.arctic.swiftkv.enable"]
     assert "allowed: enabled, min_saving_tokens" in info.value.errors[0].message
+
+
+def test_drafts_in_prefill_steps_defaults_to_true_and_round_trips() -> None:
+    assert EngineSettings().drafts_in_prefill_steps is True
+    off = EngineSettings(drafts_in_prefill_steps=False)
+    assert off.to_additional_config() == {"arctic": {"speculation": {"drafts_in_prefill_steps": False}}}
+    assert parse_engine_settings(json.loads(json.dumps(off.to_additional_config()))) == off
+    both = EngineSettings(speculation=SpeculationCap(2, 6), drafts_in_prefill_steps=False)
+    assert both.section() == {"speculation": {"soft_cap": 2, "hard_cap": 6, "drafts_in_prefill_steps": False}}
+    assert parse_engine_settings(both.to_additional_config()) == both
+    # true (the default) is accepted when written out and left off the command line
+    on = parse_engine_settings({"arctic": {"speculation": {"drafts_in_prefill_steps": True}}})
+    assert on == EngineSettings() and on.section() == {}
+
+
+def test_drafts_in_prefill_steps_must_be_a_boolean() -> None:
+    key = "additional_config.arctic.speculation.drafts_in_prefill_steps"
+    with pytest.raises(InvalidSetting) as info:
+        parse_engine_settings({"arctic": {"speculation": {"drafts_in_prefill_steps": "false"}}})
+    assert str(info.value) == f"{key}: must be true or false, got 'false'"
+    with pytest.raises(InvalidSetting) as info:
+        parse_engine_settings(
+            {"arctic": {"speculation": {"drafts_in_prefill_steps": 0, "soft_cap": -1, "draft_in_prefill": 1}}}
+        )
+    assert [e.field for e in info.value.errors] == [
+        "additional_config.arctic.speculation.draft_in_prefill",
+        key,
+        "additional_config.arctic.speculation.soft_cap",
+    ]
+    assert info.value.errors[0].message == (
+        "unknown field; allowed fields: soft_cap, hard_cap, drafts_in_prefill_steps"
+    )

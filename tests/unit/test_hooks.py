@@ -49,7 +49,21 @@ def test_fold_rejects_bad_and_conflicting_values() -> None:
 
 @dataclass
 class Req:
+    """vLLM's Request as the scheduler hook reads it: decoding (one token to compute) by default."""
+
     spec_token_ids: list[int] = field(default_factory=list)
+    request_id: str = "r"
+    is_prefill_chunk: bool = False
+    num_tokens: int = 10
+    num_computed_tokens: int = 9
+    num_output_placeholders: int = 0
+
+
+class Queue(list[Req]):
+    """vLLM's request queue as the hook reads it."""
+
+    def peek_request(self) -> Req:
+        return self[0]
 
 
 def fake_scheduler(method: str | None, additional: dict[str, Any]) -> Any:
@@ -61,26 +75,116 @@ def fake_scheduler(method: str | None, additional: dict[str, Any]) -> Any:
             parallel_config=SimpleNamespace(tensor_parallel_size=2),
         ),
         running=[],
+        waiting=Queue(),
+        num_waiting_for_streaming_input=0,
+        max_num_running_reqs=4,
+        max_num_scheduled_tokens=512,
+        scheduler_config=SimpleNamespace(long_prefill_token_threshold=0),
+        block_size=16,
+        kv_cache_manager=SimpleNamespace(
+            block_pool=SimpleNamespace(get_num_free_blocks=lambda: 100), watermark_blocks=0
+        ),
+    )
+
+
+def scheduler_output(
+    scheduled: dict[str, int], drafts: dict[str, list[int]] | None = None, new: tuple[str, ...] = ()
+) -> Any:
+    """vLLM's SchedulerOutput as the hook reads it."""
+    return SimpleNamespace(
+        scheduled_new_reqs=[SimpleNamespace(req_id=rid) for rid in new],
+        scheduled_cached_reqs=SimpleNamespace(resumed_req_ids=set()),
+        num_scheduled_tokens=scheduled,
+        scheduled_spec_decode_tokens=drafts or {},
+        total_num_scheduled_tokens=sum(scheduled.values()),
     )
 
 
 def test_schedule_applies_the_cap_before_vllm_schedules() -> None:
     seen: list[list[list[int]]] = []
-    schedule = hooks.wrap_schedule(lambda self: seen.append([list(r.spec_token_ids) for r in self.running]))
+
+    def original(self: Any) -> Any:
+        seen.append([list(r.spec_token_ids) for r in self.running])
+        return scheduler_output({"a": 2, "b": 1}, {"a": [1]})
+
+    schedule = hooks.wrap_schedule(original)
     sched = fake_scheduler("ngram", {"arctic": {"speculation": {"soft_cap": 1}}})
-    sched.running = [Req([1]), Req([2])]
+    sched.running = [Req([1], "a"), Req([2], "b")]
     schedule(sched)
     assert seen == [[[1], []]]
     state = hooks.engine_state(sched)
     assert state.counters.steps["soft_capped"] == 1 and state.counters.request_steps_dropped == 1
+    assert state.counters.phase_steps == {"prefill": {"on": 0, "off": 0}, "decode": {"on": 1, "off": 0}}
 
 
 def test_schedule_without_speculation_counts_nothing() -> None:
-    schedule = hooks.wrap_schedule(lambda self: None)
+    schedule = hooks.wrap_schedule(lambda self: scheduler_output({"a": 1}))
     sched = fake_scheduler(None, {})
     sched.running = [Req([])]
     schedule(sched)
-    assert hooks.engine_state(sched).counters.steps == {"open": 0, "soft_capped": 0, "hard_capped": 0}
+    counters = hooks.engine_state(sched).counters
+    assert counters.steps == {"open": 0, "soft_capped": 0, "hard_capped": 0, "prefill": 0}
+    assert counters.phase_steps == {"prefill": {"on": 0, "off": 0}, "decode": {"on": 0, "off": 0}}
+
+
+NO_DRAFTS_IN_PREFILL = {"arctic": {"speculation": {"drafts_in_prefill_steps": False}}}
+
+
+def test_schedule_drops_drafts_in_a_step_with_a_running_prompt_chunk() -> None:
+    seen: list[list[list[int]]] = []
+
+    def original(self: Any) -> Any:
+        seen.append([list(r.spec_token_ids) for r in self.running])
+        return scheduler_output({"a": 1, "p": 100})
+
+    sched = fake_scheduler("ngram", NO_DRAFTS_IN_PREFILL)
+    sched.running = [
+        Req([1, 2], "a"),
+        Req([], "p", is_prefill_chunk=True, num_tokens=600, num_computed_tokens=500),
+    ]
+    hooks.wrap_schedule(original)(sched)
+    assert seen == [[[], []]]
+    state = hooks.engine_state(sched)
+    assert state.drafts_in_prefill_steps is False and state.as_dict()["drafts_in_prefill_steps"] is False
+    assert state.counters.steps["prefill"] == 1 and state.counters.request_steps_dropped == 1
+    assert state.counters.phase_steps["prefill"] == {"on": 0, "off": 1}
+
+
+def test_schedule_drops_drafts_when_a_waiting_request_can_be_admitted_only() -> None:
+    def original(self: Any) -> Any:  # vLLM: admits the waiting request when a slot and 4 blocks are free
+        drafts = {r.request_id: r.spec_token_ids for r in self.running if r.spec_token_ids}
+        fits = self.kv_cache_manager.block_pool.get_num_free_blocks() >= 4
+        new = tuple(
+            r.request_id for r in self.waiting if len(self.running) < self.max_num_running_reqs and fits
+        )
+        return scheduler_output({"a": 1 + len(drafts.get("a", [])), **dict.fromkeys(new, 50)}, drafts, new)
+
+    sched = fake_scheduler("ngram", NO_DRAFTS_IN_PREFILL)
+    sched.waiting = Queue([Req([], "w", num_tokens=50, num_computed_tokens=0)])
+    sched.running = [Req([7], "a")]
+    hooks.wrap_schedule(original)(sched)  # a slot, budget and KV: admitted, so no drafts
+    sched.running = [Req([7], "a"), Req([8], "b"), Req([9], "c"), Req([5], "d")]
+    hooks.wrap_schedule(original)(sched)  # max_num_seqs running: nobody is admitted, all draft
+    sched.running = [Req([7], "a")]
+    sched.kv_cache_manager.block_pool.get_num_free_blocks = lambda: 3  # 50 tokens need 4 blocks
+    hooks.wrap_schedule(original)(sched)
+    counters = hooks.engine_state(sched).counters
+    assert counters.steps == {"open": 2, "soft_capped": 0, "hard_capped": 0, "prefill": 1}
+    assert counters.phase_steps == {"prefill": {"on": 0, "off": 1}, "decode": {"on": 2, "off": 0}}
+    assert (counters.request_steps_drafted, counters.request_steps_dropped) == (5, 1)
+
+
+def test_schedule_keeps_drafts_in_prefill_steps_by_default_and_counts_them() -> None:
+    def original(self: Any) -> Any:
+        return scheduler_output({"a": 2, "w": 50}, {"a": [7], "w": [-1, -1]}, ("w",))
+
+    sched = fake_scheduler("ngram", {})
+    sched.waiting = Queue([Req([], "w", num_tokens=50, num_computed_tokens=0)])
+    sched.running = [Req([7], "a")]
+    hooks.wrap_schedule(original)(sched)
+    counters = hooks.engine_state(sched).counters
+    assert sched.running[0].spec_token_ids == [7]
+    assert counters.steps["open"] == 1 and counters.phase_steps["prefill"] == {"on": 1, "off": 0}
 
 
 def test_engine_rpc_sets_the_cap_and_forwards_to_workers() -> None:

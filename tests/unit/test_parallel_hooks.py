@@ -101,13 +101,15 @@ STATE: dict[str, Any] = {
         "hard_cap": None,
         "method": None,
         "num_speculative_tokens": 0,
+        "drafts_in_prefill_steps": True,
         "counters": {
-            "steps": {"open": 0, "soft_capped": 0, "hard_capped": 0},
+            "steps": {"open": 0, "soft_capped": 0, "hard_capped": 0, "prefill": 0},
             "steps_drafting": 0,
             "steps_not_drafting": 0,
             "request_steps_drafted": 0,
             "request_steps_dropped": 0,
             "cap_changes": 0,
+            "phase_steps": {"prefill": {"on": 0, "off": 0}, "decode": {"on": 0, "off": 0}},
         },
     },
     "parallel": {
@@ -208,3 +210,25 @@ def test_vllms_own_sequence_parallelism_is_detected_in_either_config_form() -> N
     assert _vllm_sp({}) is False
     assert _vllm_sp(SimpleNamespace(pass_config=SimpleNamespace(enable_sp=False))) is False
     assert _vllm_sp(SimpleNamespace(pass_config=SimpleNamespace(enable_sp=True))) is True
+
+
+def test_metrics_show_prefill_steps_and_phases() -> None:
+    spec = STATE["speculation"]
+    counters = {
+        **spec["counters"],
+        "steps": {"open": 5, "soft_capped": 0, "hard_capped": 0, "prefill": 3},
+        "phase_steps": {"prefill": {"on": 0, "off": 3}, "decode": {"on": 4, "off": 1}},
+    }
+    collector = ArcticCollector()
+    collector.update({**STATE, "speculation": {**spec, "counters": counters}})
+    registry = CollectorRegistry()
+    registry.register(collector)
+    lines = generate_latest(registry).decode().splitlines()
+    for line in (
+        'arctic_speculation_steps_total{mode="prefill"} 3.0',
+        'arctic_speculation_phase_steps_total{drafting="off",phase="prefill"} 3.0',
+        'arctic_speculation_phase_steps_total{drafting="on",phase="prefill"} 0.0',
+        'arctic_speculation_phase_steps_total{drafting="on",phase="decode"} 4.0',
+        'arctic_speculation_phase_steps_total{drafting="off",phase="decode"} 1.0',
+    ):
+        assert line in lines, line

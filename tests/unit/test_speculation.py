@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from arctic_runtime.contract import InvalidSetting, SpeculationCap, parse_cap
-from arctic_runtime.speculation import SpeculationCounters, apply_cap, split_arctic_keys
+from arctic_runtime.speculation import (
+    QueueView,
+    SpeculationCounters,
+    admission_blocks,
+    apply_cap,
+    carries_prefill,
+    scheduled_phase,
+    split_arctic_keys,
+)
 
 
 @dataclass
@@ -72,7 +80,7 @@ def test_counters_record_steps() -> None:
     counters = SpeculationCounters()
     counters.record(apply_cap([Req([1]), Req([2])], SpeculationCap(soft_cap=1)))
     counters.record(apply_cap([Req([1])], SpeculationCap(hard_cap=1)))
-    assert counters.steps == {"open": 0, "soft_capped": 1, "hard_capped": 1}
+    assert counters.steps == {"open": 0, "soft_capped": 1, "hard_capped": 1, "prefill": 0}
     assert (counters.steps_drafting, counters.steps_not_drafting) == (1, 1)
     assert (counters.request_steps_drafted, counters.request_steps_dropped) == (1, 2)
 
@@ -126,3 +134,85 @@ def test_split_arctic_keys() -> None:
     )
     assert for_vllm == {"method": "ngram", "num_speculative_tokens": 3}
     assert ours == {"soft_cap": 8, "hard_cap": 32}
+
+
+# --- drafts_in_prefill_steps: which steps carry prefill work ----------------------------------
+
+#: two requests decoding (1 token each) of at most 4, one waiting with a 100-token prompt, 512
+#: tokens per step, 16-token blocks, plenty of free KV blocks
+DECODING = QueueView(
+    running_prefilling=False,
+    running_tokens=2,
+    slots_taken=2,
+    max_num_seqs=4,
+    token_budget=512,
+    waiting=1,
+    head_tokens_left=100,
+    block_size=16,
+    free_kv_blocks=1000,
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "prefill"),
+    [
+        ({}, True),  # a waiting request the step can admit
+        ({"waiting": 0, "head_tokens_left": 0}, False),  # decode only
+        # a running request mid-prompt (its next chunk): prefill, whatever waits or fits
+        ({"running_prefilling": True, "waiting": 0}, True),
+        ({"running_prefilling": True, "slots_taken": 4, "free_kv_blocks": 0}, True),
+        # a full batch (max_num_seqs): nobody can be admitted, the step decodes and drafts
+        ({"slots_taken": 4}, False),
+        ({"slots_taken": 5}, False),
+        ({"slots_taken": 3}, True),
+        # the running requests take the whole token budget
+        ({"running_tokens": 512}, False),
+        ({"running_tokens": 511}, True),  # one token of the prompt fits: a chunk, prefill
+        # the KV cache cannot hold the first chunk: not admitted, decode only
+        ({"free_kv_blocks": 6}, False),
+        ({"free_kv_blocks": 7}, True),  # 100 tokens = 7 blocks of 16
+        ({"free_kv_blocks": 7, "watermark_blocks": 1}, False),  # vLLM keeps the watermark free
+        # the watermark applies only while something runs (vLLM's has_scheduled_reqs)
+        ({"free_kv_blocks": 7, "watermark_blocks": 1, "slots_taken": 0, "running_tokens": 0}, True),
+    ],
+)
+def test_carries_prefill(change: dict[str, object], prefill: bool) -> None:
+    assert carries_prefill(replace(DECODING, **change)) is prefill  # type: ignore[arg-type]
+
+
+def test_admission_blocks_count_the_first_chunk_only() -> None:
+    long = replace(DECODING, head_tokens_left=700, running_tokens=2)
+    assert admission_blocks(long) == 32  # 510 tokens left in the budget: ceil(510 / 16)
+    assert admission_blocks(replace(long, long_prefill_threshold=100)) == 7
+    assert admission_blocks(replace(long, watermark_blocks=3)) == 35
+    assert admission_blocks(replace(long, head_tokens_left=16)) == 1
+
+
+def test_apply_cap_in_a_prefill_step_drops_every_draft() -> None:
+    running = [Req([1, 2]), Req([]), Req([3])]
+    outcome = apply_cap(running, SpeculationCap(), prefill=True)
+    assert [r.spec_token_ids for r in running] == [[], [], []]
+    assert (outcome.mode, outcome.drafted, outcome.dropped) == ("prefill", 0, 2)
+    counters = SpeculationCounters()
+    counters.record(outcome)
+    counters.record(apply_cap([Req([1])], SpeculationCap(), prefill=False))
+    assert counters.steps == {"open": 1, "soft_capped": 0, "hard_capped": 0, "prefill": 1}
+    assert (counters.steps_drafting, counters.steps_not_drafting) == (1, 1)
+
+
+def test_scheduled_phase_reads_what_vllm_scheduled() -> None:
+    assert scheduled_phase(False, set(), []) == ("decode", False)
+    assert scheduled_phase(False, set(), ["a"]) == ("decode", True)
+    assert scheduled_phase(True, set(), ["a"]) == ("prefill", True)  # a running request's chunk
+    assert scheduled_phase(False, {"new"}, []) == ("prefill", False)  # an admitted request
+    # vLLM pads an admitted request with placeholder drafts: that verifies nothing
+    assert scheduled_phase(False, {"new"}, ["new"]) == ("prefill", False)
+    assert scheduled_phase(False, {"new"}, ["new", "a"]) == ("prefill", True)
+    counters = SpeculationCounters()
+    counters.record_scheduled("prefill", False)
+    counters.record_scheduled("decode", True)
+    counters.record_scheduled("decode", True)
+    assert counters.as_dict()["phase_steps"] == {
+        "prefill": {"on": 0, "off": 1},
+        "decode": {"on": 2, "off": 0},
+    }

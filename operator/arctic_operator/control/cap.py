@@ -85,7 +85,7 @@ class CapPolicy:
     """Whether the engine verifies drafts in a step that carries prefill chunks (vLLM's
     behaviour): then drafting delays a new request's first token by 1.5 lengthened steps (half
     the step under way, and its prefill step); by half a step when the runtime drops drafts in
-    such steps."""
+    such steps. spec.speculation.draftsInPrefillSteps."""
 
     @classmethod
     def from_spec(cls, spec: SpeculationSpec, costs: VerifyCosts = DEFAULT_COSTS) -> CapPolicy:
@@ -95,6 +95,7 @@ class CapPolicy:
             hard_cap_limit=spec.hard_cap,
             costs=costs,
             ttft_budget=spec.cap_controller.ttft_budget_percent / 100,
+            drafts_with_prefill=spec.drafts_in_prefill_steps,
         )
 
     def bounds(self) -> tuple[int, int]:

@@ -109,6 +109,7 @@ def speculation_view(engine_state: Mapping[str, Any]) -> SpeculationView:
         "hard_cap": spec.pop("hard_cap"),
         "method": spec.pop("method"),
         "num_speculative_tokens": spec.pop("num_speculative_tokens"),
+        "drafts_in_prefill_steps": spec.pop("drafts_in_prefill_steps"),
         "counters": spec.pop("counters"),
         "engine_core": engine_state.get("engine_core"),
         "workers": engine_state.get("workers", []),

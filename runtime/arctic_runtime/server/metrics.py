@@ -24,6 +24,7 @@ from arctic_runtime.contract import (
     METRIC_PARALLEL_INFO,
     METRIC_PARALLEL_STEPS,
     METRIC_PARALLEL_TOKENS,
+    METRIC_PHASE_STEPS,
     METRIC_PLUGIN_INFO,
     METRIC_REQUEST_STEPS,
     METRIC_SHIFT_THRESHOLD,
@@ -80,7 +81,8 @@ class ArcticCollector(Collector):
         counters = spec["counters"]
         steps = CounterMetricFamily(
             METRIC_SPECULATION_STEPS,
-            "Scheduler steps with running requests, by what the cap allowed",
+            "Scheduler steps with running requests, by what the cap allowed (prefill: nobody, the "
+            "step carries prefill work and drafts_in_prefill_steps is off)",
             labels=["mode"],
         )
         for mode, count in sorted(counters["steps"].items()):
@@ -102,6 +104,16 @@ class ArcticCollector(Collector):
         requests.add_metric(["drafted"], float(counters["request_steps_drafted"]))
         requests.add_metric(["dropped"], float(counters["request_steps_dropped"]))
         yield requests
+        phases = CounterMetricFamily(
+            METRIC_PHASE_STEPS,
+            "Scheduler steps with running requests, by what they scheduled (prefill work or decode "
+            "only) and whether drafts were verified in them (on) or not (off)",
+            labels=["phase", "drafting"],
+        )
+        for phase, counts in sorted(counters["phase_steps"].items()):
+            for drafting, count in sorted(counts.items()):
+                phases.add_metric([phase, drafting], float(count))
+        yield phases
         yield CounterMetricFamily(
             METRIC_CAP_CHANGES,
             "Times the speculation cap was changed while serving",
