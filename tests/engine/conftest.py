@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from arctic_runtime.launcher import cpu_thread_binding
 from tests.conftest import engine_env
-from tests.engine.prompts import MAX_TOKENS, PROMPTS
+from tests.engine.prompts import MAX_TOKENS, PARALLEL_MAX_TOKENS, PARALLEL_PROMPTS, PROMPTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,3 +58,22 @@ def vanilla(smollm2_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def enabled_defaults(smollm2_dir: Path) -> dict[str, Any]:
     return run_offline(smollm2_dir, enabled=True)
+
+
+def run_parallel(model: Path, ranks: int = 1, **request: Any) -> dict[str, Any]:
+    """``tests.engine.parallel_runner`` on PARALLEL_PROMPTS (greedy, top-1 log-probabilities) with
+    ``request``'s layout and engine arguments; ``ranks``: the processes the layout starts."""
+    body = {"model": str(model), "prompts": PARALLEL_PROMPTS, "max_tokens": PARALLEL_MAX_TOKENS, **request}
+    # vLLM's automatic CPU binding refuses more ranks than NUMA nodes: one core group per rank
+    binding = cpu_thread_binding(ranks, sorted(os.sched_getaffinity(0)))
+    return run_module(
+        "tests.engine.parallel_runner", body, enabled=True, timeout=900, VLLM_CPU_OMP_THREADS_BIND=binding
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm2_parallel(smollm2_dir: Path) -> dict[str, Any]:
+    """The real SmolLM2's answers to PARALLEL_PROMPTS on one rank with the runner's default settings
+    (plugin on, nothing else): the reference of the Shift padding and SwiftKV L_kv = layers tests,
+    computed once per session."""
+    return run_parallel(smollm2_dir)

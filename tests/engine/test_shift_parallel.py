@@ -18,16 +18,14 @@ different order across ranks (the all-reduce of TP, per-chunk matmuls of SP), fl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from arctic_runtime.launcher import cpu_thread_binding
 from arctic_runtime.models import head_padded_copy
-from tests.engine.conftest import run_module
-from tests.engine.prompts import PARALLEL_MAX_TOKENS, PARALLEL_PROMPTS
+from tests.engine.conftest import run_parallel
+from tests.engine.prompts import PARALLEL_PROMPTS
 
 pytestmark = pytest.mark.engine
 
@@ -53,13 +51,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 
 
 def run(model: Path, **request: Any) -> dict[str, Any]:
-    body = {"model": str(model), "prompts": PARALLEL_PROMPTS, "max_tokens": PARALLEL_MAX_TOKENS, **request}
-    ranks = 2 if request else 1
-    # vLLM's automatic CPU binding refuses more ranks than NUMA nodes: one core group per rank
-    binding = cpu_thread_binding(ranks, sorted(os.sched_getaffinity(0)))
-    return run_module(
-        "tests.engine.parallel_runner", body, enabled=True, timeout=900, VLLM_CPU_OMP_THREADS_BIND=binding
-    )
+    return run_parallel(model, 2 if request else 1, **request)
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +83,9 @@ def assert_same_answers(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert worst <= LOGPROB_ATOL, f"log-probabilities differ by up to {worst:.2e}"
 
 
-def test_head_padding_changes_no_output(smollm2_dir: Path, reference: dict[str, Any]) -> None:
+def test_head_padding_changes_no_output(smollm2_parallel: dict[str, Any], reference: dict[str, Any]) -> None:
     assert "Paris" in reference["texts"][1]
-    assert_same_answers(run(smollm2_dir), reference)
+    assert_same_answers(smollm2_parallel, reference)
 
 
 def test_every_layout_gives_the_one_rank_answers(

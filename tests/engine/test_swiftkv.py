@@ -10,7 +10,7 @@ published weight names.
   argmax: 22 prompts of 1 to 364 tokens in one batch, chunked prefill at 64 batched tokens,
   prefix caching on;
 * with suffix decoding on top, the greedy tokens are the same;
-* L_kv = number of layers (nothing replaced) gives the base model's tokens;
+* L_kv = number of layers (nothing replaced) gives the base model's tokens and log-probabilities;
 * SwiftKV asked for a model that is not a SwiftKV checkpoint, or an L_kv out of range, stops the
   engine start with one line naming the setting.
 """
@@ -29,7 +29,7 @@ import torch
 from arctic_runtime.train.llama import SwiftKVLlama, load_folder
 from arctic_runtime.train.swiftkv import write_model_folder
 from tests.conftest import engine_env
-from tests.engine.conftest import REPO, run_module
+from tests.engine.conftest import REPO, run_module, run_parallel
 from tests.engine.prompts import PARALLEL_MAX_TOKENS, PARALLEL_PROMPTS
 
 pytestmark = pytest.mark.engine
@@ -135,11 +135,12 @@ def test_suffix_decoding_keeps_greedy_tokens(swiftkv_dir: Path, served: dict[str
 
 
 def test_lkv_equal_to_layers_is_the_base_model(
-    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    smollm2_dir: Path, smollm2_parallel: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    # the base model's answers come from the session's one-rank run (the same runner and settings)
     layers = int(json.loads((smollm2_dir / "config.json").read_text())["num_hidden_layers"])
     full = swiftkv_folder(smollm2_dir, tmp_path_factory.mktemp("swiftkv") / f"lkv{layers}", layers)
-    base, swift = generate(smollm2_dir), generate(full)
+    base, swift = smollm2_parallel, run_parallel(full)
     assert swift["token_ids"] == base["token_ids"]
     diffs = [
         abs(a - b)
