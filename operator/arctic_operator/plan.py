@@ -412,6 +412,12 @@ def desired_replicas(spec: ArcticInferenceServiceSpec, current: int | None) -> i
     return low if current is None else max(low, min(high, current))
 
 
+def plan_reads_replicas(spec: ArcticInferenceServiceSpec) -> bool:
+    """Whether the plan depends on the workload's current replicas (``desired_replicas``): only
+    with autoscaling. Otherwise the workload need not be read before planning."""
+    return spec.autoscaling is not None
+
+
 def workload_kind(spec: ArcticInferenceServiceSpec) -> str:
     """StatefulSet when the model cache is a PVC (one claim per replica), else Deployment."""
     return "StatefulSet" if spec.model_cache.volume == "pvc" else "Deployment"

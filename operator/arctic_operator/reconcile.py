@@ -10,13 +10,16 @@ It then reads the workload's status and returns the resource's new status plus t
 It never writes the resource's spec. Running it twice, or after a restart in the middle of a
 previous run, creates nothing twice: children have fixed names and apply is idempotent.
 
-Requests per pass (issue 15: the operator at 1,000 resources): one round of reads side by side
-(the children by their labels, one listing per kind; the admin Secret; the pods), then a dry run per
-child that may have changed side by side, then only the writes something needs: a settled resource
-costs those reads and nothing else. ``Cluster`` sends plain JSON requests through the Kubernetes
-client (the dynamic client's discovery gives the paths, so any kind works, ServiceMonitor
-included); tests run the same code against the project's emulated API server and a recording fake
-(tests/operator/test_reconcile.py).
+Requests per pass (issue 15: the operator at 1,000 resources), in rounds of requests side by side:
+the reads (the children by their labels, one listing per kind; the admin Secret; the pods); the
+checks (a read by name of each planned child not listed, a dry run of each child that may have
+changed); the creates and applies something needs; the deletes, if any. A first pass waits for
+three round trips (reads, checks, writes), a settled resource for the reads only. (With
+autoscaling, a workload not listed is read by name before planning: the plan keeps its replicas.)
+
+``Cluster`` sends plain JSON requests through the Kubernetes client (the dynamic client's discovery
+gives the paths, so any kind works, ServiceMonitor included); tests run the same code against the
+project's emulated API server and a recording fake (tests/operator/test_reconcile.py).
 """
 
 from __future__ import annotations
@@ -32,10 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from arctic_operator.api import EngineStatus
-from arctic_operator.plan import PlanError, PlanInputs, labels, plan, selector_string, workload_kind
+from arctic_operator.plan import (
+    PlanError,
+    PlanInputs,
+    labels,
+    plan,
+    plan_reads_replicas,
+    selector_string,
+    workload_kind,
+)
 from arctic_operator.settings import OperatorSettings
 from arctic_operator.status import POD_FAILURE_REASONS, compute_status
 from arctic_operator.validation import parse, validate
@@ -147,14 +158,18 @@ class Cluster:
         except NotFoundException:
             return None
 
-    def create(self, obj: Mapping[str, Any]) -> bool:
-        """Create ``obj``; False if it exists already (409)."""
+    def create(self, obj: Mapping[str, Any], *, dry_run: bool = False) -> bool:
+        """Create ``obj`` (with ``dry_run``: only check that the API server would); False if it
+        exists already (409)."""
         from kubernetes.client.exceptions import ConflictException
 
         meta = obj["metadata"]
         try:
             self._request(
-                "POST", self._path(obj["apiVersion"], obj["kind"], None, meta["namespace"]), body=dict(obj)
+                "POST",
+                self._path(obj["apiVersion"], obj["kind"], None, meta["namespace"]),
+                [("dryRun", "All")] if dry_run else [],
+                body=dict(obj),
             )
         except ConflictException:
             return False
@@ -332,6 +347,143 @@ def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:
     return run
 
 
+Verb = Literal["get", "dry-run create", "dry-run apply", "create", "apply", "delete"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a reconcile's check or write round: ``verb`` on ``obj`` (a planned child; for
+    ``get`` and ``delete`` only its apiVersion, kind, name and namespace count)."""
+
+    verb: Verb
+    obj: Mapping[str, Any]
+
+    @property
+    def key(self) -> Key:
+        return key_of(self.obj)
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    return (str(obj["kind"]), str(obj["metadata"]["name"]))
+
+
+def create_only(obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` is only ever created, never rewritten (the admin-token Secret)."""
+    return (obj["metadata"].get("annotations") or {}).get(CREATE_ONLY) == "true"
+
+
+def is_settled(obj: Mapping[str, Any], current: Mapping[str, Any] | None, uid: str, settled: Settled) -> bool:
+    """Whether ``obj`` is known to be in place as planned: the manifest an earlier pass applied
+    and the resourceVersion it left, both unchanged (see ``apply_children``)."""
+    rv = None if current is None else (current.get("metadata") or {}).get("resourceVersion")
+    return rv is not None and settled.get((uid, *key_of(obj))) == (manifest_digest(obj), rv)
+
+
+def check_round(
+    objects: Sequence[Mapping[str, Any]],
+    known: Mapping[Key, Mapping[str, Any] | None],
+    uid: str,
+    settled: Settled,
+) -> list[Request]:
+    """The requests a pass sends side by side before it writes anything (none of them writes):
+    a read by name of each planned child ``observe`` did not see (its name may be taken), and a
+    server-side dry run of each child that may have to be written, a create for a create-only child
+    not known to exist, an apply for any other child not known settled. A child unknown before
+    the round is read and dry-run in the same round: the read decides afterwards whether the name
+    is taken, and nothing is written until both are answered."""
+    reads = [Request("get", o) for o in objects if key_of(o) not in known]
+    dry: list[Request] = []
+    for obj in objects:
+        now = known.get(key_of(obj))
+        if create_only(obj):
+            if now is None:
+                dry.append(Request("dry-run create", obj))
+        elif not is_settled(obj, now, uid, settled):
+            dry.append(Request("dry-run apply", obj))
+    return reads + dry
+
+
+def judge(
+    objects: Sequence[Mapping[str, Any]],
+    uid: str,
+    current: Mapping[Key, Mapping[str, Any] | None],
+    answers: Mapping[Key, Any],
+) -> tuple[str, str] | None:
+    """The problem that stops a pass before any write, from the check round's answers: a name
+    taken by an object this resource does not own (``NameConflict``), else a child the API
+    server rejects in its dry run (400, 403, 422: ``ChildRejected`` with its message); None when
+    every child may be written. Any other failed dry run is raised (the pass is retried)."""
+    for obj in objects:
+        now = current[key_of(obj)]
+        if now is not None and not owned_by(now, uid):
+            return (
+                "NameConflict",
+                f"{_where(obj)} exists and is not owned by this ArcticInferenceService; "
+                "rename or delete it (nothing was changed)",
+            )
+    for obj in objects:
+        answer = answers.get(key_of(obj))
+        if isinstance(answer, Exception) and getattr(answer, "status", None) in (400, 403, 422):
+            return "ChildRejected", f"the API server rejects {_where(obj)}: {api_message(answer)}"
+    for obj in objects:
+        answer = answers.get(key_of(obj))
+        if isinstance(answer, Exception):
+            raise answer
+    return None
+
+
+def write_rounds(
+    objects: Sequence[Mapping[str, Any]],
+    uid: str,
+    current: Mapping[Key, Mapping[str, Any] | None],
+    answers: Mapping[Key, Any],
+    listed: Mapping[Key, tuple[str, Mapping[str, Any]]],
+) -> list[list[Request]]:
+    """The writes of a pass ``judge`` let through, in rounds (the requests of a round side by side,
+    a round only after the one before succeeded): first every create and apply (the admin-token
+    Secret with the rest: a pod that mounts it before it exists waits for it), then the deletes of
+    listed children of this resource the plan no longer has (only once their replacements are in:
+    a Deployment replaced by a StatefulSet is deleted after the StatefulSet is applied). A child
+    whose dry run leaves it as it is (or with no dry run: known settled) is not written; a
+    create-only child is created only when missing (its dry run answered False: it exists now)."""
+    puts: list[Request] = []
+    for obj in objects:
+        key = key_of(obj)
+        before = current[key]
+        if create_only(obj):
+            if before is None and answers.get(key) is not False:
+                puts.append(Request("create", obj))
+        else:
+            answer = answers.get(key, before)
+            if before is None or not isinstance(answer, Mapping) or not same_object(before, answer):
+                puts.append(Request("apply", obj))
+    wanted = {key_of(o) for o in objects}
+    deletes = [
+        Request("delete", child)
+        for key, (_, child) in listed.items()
+        if key not in wanted and owned_by(child, uid)
+    ]
+    return [r for r in (puts, deletes) if r]
+
+
+def send(cluster: Cluster, request: Request) -> Any:
+    """The one request (the adapter from ``Request`` to ``Cluster``)."""
+    obj, meta = request.obj, request.obj["metadata"]
+    api_version, kind, name, namespace = obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"]
+    if request.verb == "get":
+        return cluster.get(api_version, kind, name, namespace)
+    if request.verb == "dry-run create":
+        return cluster.create(obj, dry_run=True)
+    if request.verb == "dry-run apply":
+        return cluster.apply(obj, dry_run=True)
+    if request.verb == "create":
+        return cluster.create(obj)
+    if request.verb == "apply":
+        return cluster.apply(obj)
+    cluster.delete(api_version, kind, name, namespace)
+    return None
+
+
 def apply_children(
     cluster: Cluster,
     objects: list[dict[str, Any]],
@@ -345,11 +497,15 @@ def apply_children(
 
     Nothing is applied when a child's name is taken by an object this resource does not own
     (``NameConflict``: it is never taken over, so never deleted with the resource) or when the API
-    server rejects a child in a server-side dry run (``ChildRejected``, with the server's message).
-    Otherwise every child is server-side applied (the admin-token Secret only created, never
-    rewritten; a child whose dry run changes nothing is left as it is) and listed children of this
-    resource that the plan no longer has are deleted (switching the model cache from emptyDir to
-    PVC replaces the Deployment by a StatefulSet). Requests of one step go side by side.
+    server rejects a child in a server-side dry run (``ChildRejected``, with the server's message),
+    the admin-token Secret included. Otherwise every child is server-side applied (the admin-token
+    Secret only created, never rewritten; a child whose dry run changes nothing is left as it is)
+    and listed children of this resource that the plan no longer has are deleted (switching the
+    model cache from emptyDir to PVC replaces the Deployment by a StatefulSet).
+
+    Rounds (``check_round``, ``judge``, ``write_rounds``): the reads by name and the dry runs side by
+    side; then the creates and applies side by side; then the deletes, if any. A first pass waits
+    for three round trips after ``observe``'s, a settled resource for none.
 
     ``settled`` remembers, per child, the manifest last applied (or found in place by a dry run)
     and the child's resourceVersion then. A child whose manifest and resourceVersion are both still
@@ -357,74 +513,39 @@ def apply_children(
     "as it is" (a hand edit, or the workload controller writing its status, changes the
     resourceVersion, and the dry run is made again). After a restart it is empty: one dry run each.
     """
-    from kubernetes.client.exceptions import ApiException
-
-    unread = [o for o in objects if (o["kind"], o["metadata"]["name"]) not in observed.known]
-    cluster.map(
-        lambda o: current_of(cluster, observed, o["apiVersion"], o["kind"], o["metadata"]["name"], namespace),
-        unread,
-    )
-    current = {
-        (o["kind"], o["metadata"]["name"]): observed.known[(o["kind"], o["metadata"]["name"])]
-        for o in objects
-    }
-    for obj in objects:
-        now = current[(obj["kind"], obj["metadata"]["name"])]
-        if now is not None and not owned_by(now, uid):
-            return (
-                [],
-                (
-                    "NameConflict",
-                    f"{_where(obj)} exists and is not owned by this ArcticInferenceService; "
-                    "rename or delete it (nothing was changed)",
-                ),
-                {},
-            )
-    done: list[str] = []
-    create_only = [o for o in objects if (o["metadata"].get("annotations") or {}).get(CREATE_ONLY) == "true"]
-    to_apply = [o for o in objects if o not in create_only]
-    missing = [o for o in create_only if current[(o["kind"], o["metadata"]["name"])] is None]
-    for obj, made in zip(missing, cluster.map(cluster.create, missing), strict=True):
-        if made:
-            done.append(f"{_where(obj)}: created")
-    done += [f"{_where(o)}: unchanged" for o in create_only if o not in missing]
     settled = {} if settled is None else settled
-    digests = {(o["kind"], o["metadata"]["name"]): manifest_digest(o) for o in to_apply}
-
-    def known_settled(obj: dict[str, Any]) -> bool:
-        key = (obj["kind"], obj["metadata"]["name"])
-        now = current[key]
-        rv = None if now is None else (now.get("metadata") or {}).get("resourceVersion")
-        return rv is not None and settled.get((uid, *key)) == (digests[key], rv)
-
-    unsure = [o for o in to_apply if not known_settled(o)]
-    dry_answers = cluster.map(lambda o: _attempt(lambda: cluster.apply(o, dry_run=True))(), unsure)
-    answer_of = {(o["kind"], o["metadata"]["name"]): a for o, a in zip(unsure, dry_answers, strict=True)}
-    dry = [
-        answer_of.get((o["kind"], o["metadata"]["name"]), current[(o["kind"], o["metadata"]["name"])])
-        for o in to_apply
-    ]
-    for obj, answer in zip(to_apply, dry, strict=True):
-        if isinstance(answer, ApiException) and answer.status in (400, 403, 422):
-            return [], ("ChildRejected", f"the API server rejects {_where(obj)}: {api_message(answer)}"), {}
-        if isinstance(answer, Exception):
-            raise answer
-    after: dict[Key, dict[str, Any]] = {}
-    changing = []
-    for obj, answer in zip(to_apply, dry, strict=True):
-        key = (obj["kind"], obj["metadata"]["name"])
-        before = current[key]
-        if before is not None and isinstance(answer, dict) and same_object(before, answer):
-            after[key] = before
+    checks = check_round(objects, observed.known, uid, settled)
+    results = cluster.map(lambda r: _attempt(lambda: send(cluster, r))(), checks)
+    answers: dict[Key, Any] = {}
+    for request, result in zip(checks, results, strict=True):
+        if request.verb == "get":
+            if isinstance(result, Exception):
+                raise result  # not 404 (that is None): whether the name is taken is not known
+            observed.known[request.key] = result
         else:
-            changing.append(obj)
-    for obj, stored in zip(changing, cluster.map(cluster.apply, changing), strict=True):
-        after[(obj["kind"], obj["metadata"]["name"])] = stored
-    for (kind, name), stored in after.items():
-        settled[(uid, kind, name)] = (digests[(kind, name)], stored["metadata"].get("resourceVersion"))
-    for obj in to_apply:
-        key = (obj["kind"], obj["metadata"]["name"])
+            answers[request.key] = result
+    current = {key_of(o): observed.known[key_of(o)] for o in objects}
+    problem = judge(objects, uid, current, answers)
+    if problem is not None:
+        return [], problem, {}
+    written: dict[tuple[Verb, Key], Any] = {}
+    for round_ in write_rounds(objects, uid, current, answers, observed.listed):
+        for request, result in zip(round_, cluster.map(partial(send, cluster), round_), strict=True):
+            written[(request.verb, request.key)] = result
+    done: list[str] = []
+    after: dict[Key, dict[str, Any]] = {}
+    for obj in objects:
+        key = key_of(obj)
         before = current[key]
+        if create_only(obj):
+            if written.get(("create", key)):
+                done.append(f"{_where(obj)}: created")
+            elif before is not None:
+                done.append(f"{_where(obj)}: unchanged")
+            continue
+        stored = written.get(("apply", key))
+        after[key] = stored if stored is not None else dict(before or {})
+        settled[(uid, *key)] = (manifest_digest(obj), after[key]["metadata"].get("resourceVersion"))
         if before is None:
             action = "created"
         elif (before.get("metadata") or {}).get("resourceVersion") == after[key]["metadata"].get(
@@ -434,14 +555,7 @@ def apply_children(
         else:
             action = "updated"
         done.append(f"{_where(obj)}: {action}")
-    wanted = set(current)
-    doomed = [
-        (api_version, kind, name)
-        for (kind, name), (api_version, child) in observed.listed.items()
-        if (kind, name) not in wanted and owned_by(child, uid)
-    ]
-    cluster.map(lambda d: cluster.delete(d[0], d[1], d[2], namespace), doomed)
-    done += [f"{kind}/{name}: deleted" for _, kind, name in doomed]
+    done += [f"{kind}/{name}: deleted" for verb, (kind, name) in written if verb == "delete"]
     return done, None, after
 
 
@@ -494,7 +608,11 @@ def reconcile(
     kinds = (*CHILD_KINDS, NETWORK_POLICY_KIND) if settings.network_policy else CHILD_KINDS
     observed = observe(cluster, name, namespace, kinds, settings.monitoring)
     kind = workload_kind(resource.spec)
-    workload_now = current_of(cluster, observed, "apps/v1", kind, name, namespace)
+    if plan_reads_replicas(resource.spec):
+        # the plan keeps the workload's replicas: read it now if the listing did not show it
+        workload_now = current_of(cluster, observed, "apps/v1", kind, name, namespace)
+    else:  # not listed: read by name in the check round, side by side with the dry runs
+        workload_now = observed.known.get((kind, name))
     replicas_now = ((workload_now or {}).get("spec") or {}).get("replicas")
     secret = observed.known[("Secret", f"{name}-admin")]
     inputs = PlanInputs(
@@ -532,7 +650,7 @@ def reconcile(
         outcome.events.append(("Normal", "Deleted", ", ".join(a.split(":")[0] for a in deleted)))
     outcome.events += [("Warning", "MonitoringUnavailable", w) for w in desired.warnings]
     # the workload as the apply left it (as read before, when nothing was applied)
-    live = after.get((kind, name), workload_now)
+    live = after.get((kind, name), observed.known.get((kind, name)))
     pods = observed.pods if live else []
     spec = resource.spec.speculation
     engine = EngineStatus(

@@ -8,10 +8,10 @@ bookmarks, timeouts), PUT, the four PATCH flavours, status and scale subresource
 ownerReference cascade, and custom resources defaulted and validated against the CRD's
 openAPIV3Schema (jsonschema) and its CEL rules (cel-python), answering 422 as the API server does.
 
-Not emulated: auth, admission webhooks, dry runs beyond PATCH (a dryRun=All PATCH answers what the
-patch would store, admitted as a real one, and stores nothing), Table output, managedFields / field
-ownership, strategic merge keys (strategic merge is a JSON merge patch whose lists replace),
-pagination, protobuf.
+Not emulated: auth, admission webhooks, dry runs beyond POST and PATCH (a dryRun=All POST or
+PATCH answers what it would store, admitted as a real one, and stores nothing), Table output,
+managedFields / field ownership, strategic merge keys (strategic merge is a JSON merge patch whose
+lists replace), pagination, protobuf.
 """
 
 from __future__ import annotations
@@ -522,7 +522,10 @@ class ApiState:
 
     # ---- writes ---------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, ns: str | None, body: Obj, strict: bool = False) -> Obj:
+    def create(
+        self, rt: ResourceType, ns: str | None, body: Obj, strict: bool = False, dry_run: bool = False
+    ) -> Obj:
+        """POST semantics; with ``dry_run``, the object it would store, nothing stored."""
         obj = copy.deepcopy(body)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta = obj.setdefault("metadata", {})
@@ -557,6 +560,8 @@ class ApiState:
         meta["generation"] = 1
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(k, None)
+        if dry_run:
+            return obj
         if rt.kind == "CustomResourceDefinition":
             self._establish(obj)
         if rt.kind == "Namespace":
@@ -1092,7 +1097,8 @@ class EmulatedApiServer:
         if "protobuf" in request.headers.get("Content-Type", ""):
             raise ApiError(415, "UnsupportedMediaType", "protobuf is not supported: send JSON")
         if method == "POST" and name is None:
-            return _json(self._out(rt, state.create(rt, ns, self._body(body), strict)), 201)
+            dry_run = q.get("dryRun") == "All"
+            return _json(self._out(rt, state.create(rt, ns, self._body(body), strict, dry_run)), 201)
         if method == "DELETE" and name is None:
             labels = label_matcher(q.get("labelSelector"))
             doomed = state.list(rt, ns, lambda o: labels(o["metadata"].get("labels") or {}))

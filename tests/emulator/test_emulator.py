@@ -95,6 +95,21 @@ def test_deployment_crud_and_selectors(api_client: client.ApiClient) -> None:
     assert error_body(exc)["kind"] == "Status" and error_body(exc)["reason"] == "NotFound"
 
 
+def test_dry_run_create_answers_what_it_would_store_and_stores_nothing(api_client: client.ApiClient) -> None:
+    core: Any = client.CoreV1Api(api_client)
+    secret = {"metadata": {"name": "tok"}, "stringData": {"token": "t"}}
+    would_be = core.create_namespaced_secret(NS, secret, dry_run="All")
+    assert would_be.metadata.name == "tok" and would_be.metadata.namespace == NS
+    with pytest.raises(ApiException) as exc:
+        core.read_namespaced_secret("tok", NS)
+    assert exc.value.status == 404
+    core.create_namespaced_secret(NS, secret)
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_secret(NS, secret, dry_run="All")
+    assert exc.value.status == 409 and error_body(exc)["reason"] == "AlreadyExists"
+    core.delete_namespaced_secret("tok", NS)
+
+
 def test_stale_resource_version_conflicts(api_client: client.ApiClient) -> None:
     core: Any = client.CoreV1Api(api_client)
     cm = core.create_namespaced_config_map(NS, {"metadata": {"name": "cfg"}, "data": {"a": "1"}})

@@ -10,14 +10,33 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
-from arctic_operator.reconcile import Cluster, Outcome, Settled, reconcile, same_object
+from arctic_operator.plan import plan_reads_replicas
+from arctic_operator.reconcile import (
+    CREATE_ONLY,
+    Cluster,
+    Outcome,
+    Request,
+    Settled,
+    check_round,
+    judge,
+    manifest_digest,
+    reconcile,
+    same_object,
+    write_rounds,
+)
 from arctic_operator.settings import OperatorSettings
+from arctic_operator.validation import parse
 from tests.operator.status_checks import assert_typed_status
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "smollm2-cpu.yaml"
@@ -26,15 +45,39 @@ UID = "uid-1"
 
 
 class RecordingCluster(Cluster):
-    """Objects by (kind, name); every request recorded as (verb, kind, name)."""
+    """Objects by (kind, name); every request recorded as (verb, kind, name), and in ``rounds``:
+    the requests of one ``map`` call (sent side by side) together, any other request alone.
+    ``reject``: (verb, kind) -> the message of a 422 the API server answers."""
 
     def __init__(self) -> None:  # no API client: nothing here goes over the network
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, str]] = []
+        self.rounds: list[list[tuple[str, str, str]]] = []
+        self.reject: dict[tuple[str, str], str] = {}
         self.rv = 0
+        self._in_round = False
+
+    def _record(self, verb: str, kind: str, name: str) -> None:
+        self.requests.append((verb, kind, name))
+        if self._in_round:
+            self.rounds[-1].append((verb, kind, name))
+        else:
+            self.rounds.append([(verb, kind, name)])
+        if (verb, kind) in self.reject:
+            error = ApiException(status=422, reason="Unprocessable Entity")
+            error.body = json.dumps({"kind": "Status", "message": self.reject[(verb, kind)]})
+            raise error
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return [fn(x) for x in items]
+        items = list(items)
+        if not items:  # nothing sent
+            return []
+        self.rounds.append([])
+        self._in_round = True
+        try:
+            return [fn(x) for x in items]
+        finally:
+            self._in_round = False
 
     def _store(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.rv += 1
@@ -44,12 +87,12 @@ class RecordingCluster(Cluster):
         return copy.deepcopy(stored)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
-        self.requests.append(("get", kind, name))
+        self._record("get", kind, name)
         found = self.objects.get((kind, name))
         return copy.deepcopy(found) if found else None
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.requests.append(("list", kind, label_selector.split("instance=")[1].split(",")[0]))
+        self._record("list", kind, label_selector.split("instance=")[1].split(",")[0])
         wanted = dict(pair.split("=") for pair in label_selector.split(","))
         return [
             {k: v for k, v in copy.deepcopy(o).items() if k not in ("apiVersion", "kind")}
@@ -57,16 +100,17 @@ class RecordingCluster(Cluster):
             if k == kind and wanted.items() <= (o["metadata"].get("labels") or {}).items()
         ]
 
-    def create(self, obj: Any) -> bool:
-        self.requests.append(("create", obj["kind"], obj["metadata"]["name"]))
+    def create(self, obj: Any, *, dry_run: bool = False) -> bool:
+        self._record("dry-run create" if dry_run else "create", obj["kind"], obj["metadata"]["name"])
         if (obj["kind"], obj["metadata"]["name"]) in self.objects:
             return False
-        self._store(obj)
+        if not dry_run:
+            self._store(obj)
         return True
 
     def apply(self, obj: Any, *, dry_run: bool = False) -> dict[str, Any]:
         key = (obj["kind"], obj["metadata"]["name"])
-        self.requests.append(("dry-run" if dry_run else "apply", *key))
+        self._record("dry-run" if dry_run else "apply", *key)
         before = self.objects.get(key)
         would_be = copy.deepcopy(obj)
         if before is not None:
@@ -78,7 +122,7 @@ class RecordingCluster(Cluster):
         return would_be if dry_run else self._store(would_be)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
-        self.requests.append(("delete", kind, name))
+        self._record("delete", kind, name)
         self.objects.pop((kind, name), None)
 
 
@@ -90,6 +134,7 @@ def body() -> dict[str, Any]:
 
 def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled | None = None) -> Outcome:
     cluster.requests.clear()
+    cluster.rounds.clear()
     outcome = reconcile(resource, cluster, OperatorSettings(), NOW, settled)
     resource["status"] = assert_typed_status(outcome.status)
     return outcome
@@ -97,6 +142,11 @@ def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled | 
 
 def writes(cluster: RecordingCluster) -> list[tuple[str, str, str]]:
     return [r for r in cluster.requests if r[0] in ("create", "apply", "delete")]
+
+
+def degraded(outcome: Outcome) -> tuple[str, str]:
+    condition = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
+    return condition["reason"], condition["message"]
 
 
 READS = [
@@ -107,21 +157,22 @@ READS = [
     ("list", "Service", "svc"),
     ("list", "PodDisruptionBudget", "svc"),
 ]
+CHECKS = [
+    ("get", "Deployment", "svc"),  # not listed: is its name taken by someone else's object?
+    ("get", "Service", "svc"),
+    ("dry-run create", "Secret", "svc-admin"),
+    ("dry-run", "Deployment", "svc"),
+    ("dry-run", "Service", "svc"),
+]
+CREATES = [("create", "Secret", "svc-admin"), ("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
 
 
-def test_first_pass_creates_the_children_after_checking_them() -> None:
+def test_first_pass_checks_everything_in_one_round_then_writes_in_one() -> None:
     cluster, resource = RecordingCluster(), body()
     outcome = run(cluster, resource)
-    assert cluster.requests == [
-        *READS,
-        ("get", "Deployment", "svc"),  # not listed: is its name taken by someone else's object?
-        ("get", "Service", "svc"),
-        ("create", "Secret", "svc-admin"),
-        ("dry-run", "Deployment", "svc"),
-        ("dry-run", "Service", "svc"),
-        ("apply", "Deployment", "svc"),
-        ("apply", "Service", "svc"),
-    ]
+    # three round trips: the reads; the reads by name and every dry run; the writes
+    assert cluster.rounds == [READS, CHECKS, CREATES]
+    assert len(cluster.requests) == 14
     assert outcome.applied == ["Secret/svc-admin: created", "Deployment/svc: created", "Service/svc: created"]
     assert ("Normal", "Created", "Secret/svc-admin, Deployment/svc, Service/svc") in outcome.events
 
@@ -134,8 +185,8 @@ def test_a_settled_resource_costs_one_round_of_reads_and_dry_runs_and_writes_not
         "readyReplicas": 1,
         "updatedReplicas": 1,
     }
-    outcome = run(cluster, resource)
-    assert cluster.requests == [*READS, ("dry-run", "Deployment", "svc"), ("dry-run", "Service", "svc")]
+    outcome = run(cluster, resource)  # no settled memory (an operator restart): one dry run each
+    assert cluster.rounds == [READS, [("dry-run", "Deployment", "svc"), ("dry-run", "Service", "svc")]]
     assert outcome.applied == [
         "Secret/svc-admin: unchanged",
         "Deployment/svc: unchanged",
@@ -163,7 +214,7 @@ def test_children_known_settled_need_no_dry_run_until_they_change() -> None:
     cluster, resource, settled = RecordingCluster(), body(), Settled()
     run(cluster, resource, settled)
     outcome = run(cluster, resource, settled)
-    assert cluster.requests == READS  # nothing changed on either side since the last apply
+    assert cluster.rounds == [READS]  # nothing changed on either side since the last apply
     assert outcome.applied == [
         "Secret/svc-admin: unchanged",
         "Deployment/svc: unchanged",
@@ -173,17 +224,16 @@ def test_children_known_settled_need_no_dry_run_until_they_change() -> None:
     edited["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
     cluster._store(edited)  # a hand edit: a new resourceVersion
     outcome = run(cluster, resource, settled)
-    assert cluster.requests == [*READS, ("dry-run", "Deployment", "svc"), ("apply", "Deployment", "svc")]
+    assert cluster.rounds == [READS, [("dry-run", "Deployment", "svc")], [("apply", "Deployment", "svc")]]
     assert "Deployment/svc: updated" in outcome.applied
     resource["spec"]["service"] = {"port": 9000}  # a changed spec: a changed manifest
     run(cluster, resource, settled)
-    assert ("dry-run", "Service", "svc") in cluster.requests and (
-        "apply",
-        "Service",
-        "svc",
-    ) in cluster.requests
+    assert cluster.rounds[1:] == [
+        [("dry-run", "Deployment", "svc"), ("dry-run", "Service", "svc")],  # the port is in both
+        [("apply", "Deployment", "svc"), ("apply", "Service", "svc")],
+    ]
     run(cluster, resource, settled)
-    assert cluster.requests == READS
+    assert cluster.rounds == [READS]
 
 
 def test_a_name_taken_by_someone_else_changes_nothing() -> None:
@@ -194,24 +244,208 @@ def test_a_name_taken_by_someone_else_changes_nothing() -> None:
         "metadata": {"name": "svc", "namespace": "models", "resourceVersion": "1"},
     }
     outcome = run(cluster, resource)
-    assert writes(cluster) == []  # not even the admin Secret
-    degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
-    assert (degraded["reason"], degraded["message"]) == (
+    assert cluster.rounds == [READS, CHECKS]  # read by name with the dry runs; nothing written
+    assert cluster.objects.keys() == {("Service", "svc")}  # not even the admin Secret
+    assert degraded(outcome) == (
         "NameConflict",
         "Service/svc exists and is not owned by this ArcticInferenceService; "
         "rename or delete it (nothing was changed)",
     )
 
 
-def test_a_dropped_child_is_deleted() -> None:
+@pytest.mark.parametrize(
+    ("verb", "kind"), [("dry-run create", "Secret"), ("dry-run", "Deployment"), ("dry-run", "Service")]
+)
+def test_one_child_rejected_in_its_dry_run_leaves_none_applied(verb: str, kind: str) -> None:
     cluster, resource = RecordingCluster(), body()
+    cluster.reject[(verb, kind)] = f"{kind}.spec: Invalid value"
+    outcome = run(cluster, resource)
+    assert cluster.rounds == [READS, CHECKS]
+    assert cluster.objects == {} and outcome.applied == []
+    name = "svc-admin" if kind == "Secret" else "svc"
+    assert degraded(outcome) == (
+        "ChildRejected",
+        f"the API server rejects {kind}/{name}: {kind}.spec: Invalid value",
+    )
+    assert ("Warning", "ChildRejected", degraded(outcome)[1]) in outcome.events
+    del cluster.reject[(verb, kind)]  # fixed (say, by the user): the next pass applies everything
+    outcome = run(cluster, resource)
+    assert cluster.rounds == [READS, CHECKS, CREATES]
+    assert degraded(outcome)[0] != "ChildRejected"
+
+
+def test_a_secret_made_meanwhile_is_not_created_again() -> None:
+    cluster, resource = RecordingCluster(), body()
+    real_get = cluster.get
+
+    def get(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        found = real_get(api_version, kind, name, namespace)
+        if kind == "Secret":  # someone (an earlier pass, say) creates it right after this read
+            cluster.objects[("Secret", name)] = {"metadata": {"name": name, "resourceVersion": "1"}}
+        return found
+
+    cluster.get = get  # type: ignore[method-assign]
+    outcome = run(cluster, resource)
+    assert cluster.rounds[1][2] == ("dry-run create", "Secret", "svc-admin")  # answered: it exists
+    assert cluster.rounds[2] == [("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
+    assert outcome.applied == ["Deployment/svc: created", "Service/svc: created"]
+
+
+def test_a_dropped_child_is_deleted_after_the_applies() -> None:
+    cluster, resource, settled = RecordingCluster(), body(), Settled()
     resource["spec"]["replicas"] = 2  # two replicas get a PodDisruptionBudget
-    run(cluster, resource)
+    run(cluster, resource, settled)
     assert ("PodDisruptionBudget", "svc") in cluster.objects
     resource["spec"]["replicas"] = 1
-    outcome = run(cluster, resource)
-    assert ("delete", "PodDisruptionBudget", "svc") in writes(cluster)
+    outcome = run(cluster, resource, settled)
+    assert cluster.rounds == [
+        [*READS],
+        [("dry-run", "Deployment", "svc")],
+        [("apply", "Deployment", "svc")],
+        [("delete", "PodDisruptionBudget", "svc")],
+    ]
     assert "PodDisruptionBudget/svc: deleted" in outcome.applied
+    assert ("PodDisruptionBudget", "svc") not in cluster.objects
+
+
+def test_with_autoscaling_the_workload_is_read_before_planning() -> None:
+    cluster, resource = RecordingCluster(), body()
+    resource["spec"].pop("replicas")
+    resource["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 6}
+    run(cluster, resource)
+    assert cluster.rounds[1] == [("get", "Deployment", "svc")]  # alone, before the plan
+    gets = [r for r in cluster.rounds[2] if r[0] == "get"]
+    assert gets == [("get", "Service", "svc"), ("get", "PodDisruptionBudget", "svc")]
+    cluster.objects[("Deployment", "svc")]["spec"]["replicas"] = 5  # the autoscaler's choice
+    cluster.objects[("Deployment", "svc")]["metadata"]["labels"] = {}  # not listed: read by name
+    run(cluster, resource)
+    assert cluster.rounds[1] == [("get", "Deployment", "svc")]
+    assert cluster.objects[("Deployment", "svc")]["spec"]["replicas"] == 5  # kept
+
+
+def test_plan_reads_replicas_only_with_autoscaling() -> None:
+    resource = body()
+    assert not plan_reads_replicas(parse(resource).spec)
+    resource["spec"].pop("replicas")
+    resource["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
+    assert plan_reads_replicas(parse(resource).spec)
+
+
+def child(
+    kind: str, name: str, *, owner: str | None = UID, rv: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "models"}
+    if owner is not None:
+        meta["ownerReferences"] = [{"uid": owner, "controller": True}]
+    if rv is not None:
+        meta["resourceVersion"] = rv
+    if kind == "Secret":
+        meta["annotations"] = {CREATE_ONLY: "true"}
+    return {"apiVersion": "v1", "kind": kind, "metadata": meta, **extra}
+
+
+def plain(requests: list[Request]) -> list[tuple[str, str, str]]:
+    return [(r.verb, *r.key) for r in requests]
+
+
+def test_check_round_reads_the_unknown_and_dry_runs_all_but_the_settled() -> None:
+    secret, service, deployment = child("Secret", "a-admin"), child("Service", "a"), child("Deployment", "a")
+    stored = {**service, "metadata": {**service["metadata"], "resourceVersion": "4"}}
+    settled = {(UID, "Service", "a"): (manifest_digest(service), "4")}
+    known: dict[tuple[str, str], dict[str, Any] | None] = {
+        ("Secret", "a-admin"): None,
+        ("Service", "a"): stored,
+    }
+    assert plain(check_round([secret, service, deployment], known, UID, settled)) == [
+        ("get", "Deployment", "a"),
+        ("dry-run create", "Secret", "a-admin"),
+        ("dry-run apply", "Deployment", "a"),
+    ]
+    moved = {**stored, "metadata": {**stored["metadata"], "resourceVersion": "5"}}  # edited since
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): moved}
+    assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
+    assert plain(check_round([secret], {}, UID, {})) == [  # unknown: read and dry-run side by side
+        ("get", "Secret", "a-admin"),
+        ("dry-run create", "Secret", "a-admin"),
+    ]
+
+
+def test_write_rounds_put_the_creates_and_applies_together_and_the_deletes_after() -> None:
+    secret, service = child("Secret", "a-admin"), child("Service", "a", spec={"port": 1})
+    live = child("Service", "a", rv="3", spec={"port": 1})
+    old_pdb = child("PodDisruptionBudget", "a", rv="2")
+    foreign = child("Deployment", "b", owner="someone-else", rv="9")
+    listed = {("PodDisruptionBudget", "a"): ("v1", old_pdb), ("Deployment", "b"): ("v1", foreign)}
+    current: dict[tuple[str, str], dict[str, Any] | None] = {
+        ("Secret", "a-admin"): None,
+        ("Service", "a"): live,
+    }
+    changed = {**live, "spec": {"port": 2}}
+    rounds = write_rounds([secret, service], UID, current, {("Service", "a"): changed}, listed)
+    assert [plain(r) for r in rounds] == [
+        [("create", "Secret", "a-admin"), ("apply", "Service", "a")],
+        [("delete", "PodDisruptionBudget", "a")],  # never someone else's
+    ]
+    same = {("Service", "a"): live, ("Secret", "a-admin"): False}  # as it is; the Secret exists now
+    assert write_rounds([secret, service], UID, current, same, {}) == []
+    assert write_rounds([service], UID, current, {}, {}) == []  # settled: no answer, no write
+
+
+def test_judge_reports_a_taken_name_before_a_rejection_and_raises_other_failures() -> None:
+    service, deployment = child("Service", "a"), child("Deployment", "a")
+    rejected = ApiException(status=422)
+    rejected.body = json.dumps({"message": "spec.ports: Required value"})
+    taken = {("Service", "a"): None, ("Deployment", "a"): child("Deployment", "a", owner="x", rv="1")}
+    answers = {("Service", "a"): rejected}
+    assert judge([service, deployment], UID, taken, answers) == (
+        "NameConflict",
+        "Deployment/a exists and is not owned by this ArcticInferenceService; "
+        "rename or delete it (nothing was changed)",
+    )
+    free = {("Service", "a"): None, ("Deployment", "a"): None}
+    assert judge([service, deployment], UID, free, answers) == (
+        "ChildRejected",
+        "the API server rejects Service/a: spec.ports: Required value",
+    )
+    assert judge([service, deployment], UID, free, {}) is None
+    with pytest.raises(ApiException):
+        judge([service, deployment], UID, free, {("Deployment", "a"): ApiException(status=500)})
+
+
+class ThreadedCluster(RecordingCluster):
+    """The fake with ``Cluster.map``'s thread pool: every request of a round waits at a barrier for
+    all the others of its round, so a round not sent side by side breaks it (a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool = ThreadPoolExecutor(max_workers=16)
+        self.barrier: threading.Barrier | None = None
+        self.lock = threading.Lock()
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        items = list(items)
+        if not items:
+            return []
+        with self.lock:
+            self.rounds.append([])
+            self.barrier = threading.Barrier(len(items), timeout=10)
+        return Cluster.map(self, fn, items)
+
+    def _record(self, verb: str, kind: str, name: str) -> None:
+        with self.lock:
+            self.requests.append((verb, kind, name))
+            self.rounds[-1].append((verb, kind, name))
+            barrier = self.barrier
+        assert barrier is not None
+        barrier.wait()  # BrokenBarrierError unless the whole round is in flight together
+
+
+def test_the_rounds_are_sent_side_by_side() -> None:
+    cluster, resource = ThreadedCluster(), body()
+    outcome = run(cluster, resource)
+    assert [sorted(r) for r in cluster.rounds] == [sorted(READS), sorted(CHECKS), sorted(CREATES)]
+    assert outcome.applied == ["Secret/svc-admin: created", "Deployment/svc: created", "Service/svc: created"]
+    cluster._pool.shutdown()
 
 
 def test_same_object_ignores_only_status_and_resource_version() -> None:
