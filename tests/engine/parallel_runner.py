@@ -45,6 +45,10 @@ def main() -> None:
             [lp[t].logprob for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs, strict=True)]
             for o in outputs
         ],
+        "compilation": {
+            "mode": int(llm.llm_engine.vllm_config.compilation_config.mode),
+            "backend": llm.llm_engine.vllm_config.compilation_config.backend,
+        },
         "load_s": loaded - started,
         "generate_s": time.perf_counter() - loaded,
     }

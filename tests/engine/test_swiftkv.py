@@ -83,6 +83,9 @@ def served(swiftkv_dir: Path) -> dict[str, Any]:
 
 
 def test_prefill_steps_skip_the_later_layers_rows(served: dict[str, Any]) -> None:
+    # the engine compiled the model, not eager mode: vLLM's CPU build traces the whole model once
+    # (CompilationMode.DYNAMO_TRACE_ONCE = 2; GPUs run VLLM_COMPILE = 3, piecewise with CUDA graphs)
+    assert served["compilation"]["mode"] == 2
     (worker,) = served["engine"]["workers"]
     # 22 prompts of 1-364 tokens in 64-token chunks: every step with a prompt chunk of more than
     # one token takes the saving path; decode-only steps do not
