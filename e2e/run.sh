@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The kind end-to-end suite (`make e2e`): real images, a real cluster, the real chart.
 #   build the operator and CPU runtime images -> kind cluster -> helm install -> apply the SmolLM2 CPU
-#   sample -> wait Ready -> a chat completion through the Service -> kubectl scale -> delete.
+#   sample -> wait Ready -> a chat completion through the Service -> the cap controller turned on, the
+#   engine's effective caps equal to what it set -> kubectl scale -> delete.
 # Needs Docker (able to pull python:3.11-slim-bookworm and kindest/node), kind, and internet access from
 # the kind node (the sample pulls SmolLM2 from the Hugging Face hub). Where Docker or kind is missing it
 # prints one line and exits 0: it is not part of `make test` or CI.
@@ -53,6 +54,17 @@ for _ in $(seq 30); do curl -sf http://127.0.0.1:18000/health >/dev/null && brea
 answer=$(curl -sf http://127.0.0.1:18000/v1/chat/completions -H 'Content-Type: application/json' \
   -d '{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0}')
 echo "$answer" | grep -q Paris || { echo "e2e: FAILED: unexpected answer: $answer" >&2; exit 1; }
+
+step "cap controller on: the engine's effective caps follow what the controller set"
+# The defect class this catches: a pod that cannot read its admin-token Secret (file permissions,
+# fsGroup) answers every cap change with 503, so the controller's caps never reach the engine.
+$KUBECTL patch ais smollm2-cpu --type=merge -p '{"spec":{"speculation":{"capController":{"enabled":true}}}}'
+caps_followed() { $KUBECTL get ais smollm2-cpu -o json | python3 e2e/caps_followed.py; }
+for i in $(seq 60); do
+  if out=$(caps_followed); then echo "e2e: caps followed: $out"; break; fi
+  [ "$i" = 60 ] && { echo "e2e: FAILED: the engine's caps did not follow the controller's: $out" >&2; exit 1; }
+  sleep 5
+done
 
 step "kubectl scale ais smollm2-cpu --replicas=2"
 $KUBECTL scale ais smollm2-cpu --replicas=2
