@@ -167,8 +167,12 @@ class OperatorProcess:
     #: Every resource reconciled this often (the chart's default is 60 s): drift tests wait less.
     RESYNC_SECONDS = 3
 
-    def __init__(self, kube: Kube, workdir: Path, metrics_port: bool = False) -> None:
+    def __init__(
+        self, kube: Kube, workdir: Path, metrics_port: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         self.kube, self.workdir = kube, workdir
+        self.env = dict(env or {})
+        """Extra environment (the settings the chart's Deployment would give the operator)."""
         self.metrics_port = _free_port() if metrics_port else 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "operator.log"
@@ -188,6 +192,7 @@ class OperatorProcess:
             "ARCTIC_OPERATOR_METRICS_PORT": str(self.metrics_port),
             # this checkout's code, also where .venv holds another checkout in editable mode
             "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "operator")]),
+            **self.env,
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from tests.cluster.conftest import APPS_NS, OPERATOR_NS, OPERATOR_SA, RELEASE, REPO, Kube, OperatorProcess
 
+from arctic_operator.plan import ADMIN_PORT_NAME, ENGINE_PORT_NAME
+
 SAMPLES = REPO / "docs" / "samples"
 SERVED = [
     "smollm2-cpu",
@@ -282,3 +284,74 @@ def test_helm_upgrade_with_a_changed_crd(ready: Kube, tmp_path: Path) -> None:
     out = ready.kubectl("get", "ais", "-n", APPS_NS).stdout
     assert "UPGRADED" in out.splitlines()[0]
     assert "smollm2-cpu" in out  # the resources outlived the upgrade
+
+
+def test_network_policy_admits_only_the_operator_to_the_admin_port(
+    ready: Kube, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """The chart's networkPolicy.enabled: RBAC for NetworkPolicies, and the operator (with the
+    settings the chart's Deployment gives it) makes one per service that the API server accepts,
+    whose named ports exist on the engine pods, owned by the service (collected with it)."""
+    chart = str(REPO / "charts" / "arctic-serve")
+    ready.helm("upgrade", RELEASE, chart, "-n", OPERATOR_NS, "--set", "operator.replicas=0",
+               "--set", "networkPolicy.enabled=true")  # fmt: skip
+    deployment = json.loads(ready.kubectl("get", "deployment", "-n", OPERATOR_NS, "-o", "json").stdout)[
+        "items"
+    ][0]
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
+    ]
+    env = {
+        e["name"]: e.get("value", "")
+        for e in container.get("env", [])
+        if e["name"].startswith("ARCTIC_OPERATOR_")
+    }
+    assert env["ARCTIC_OPERATOR_NETWORK_POLICY"] == "true"
+    pod_labels = dict(pair.split("=", 1) for pair in env["ARCTIC_OPERATOR_POD_LABELS"].split(","))
+    assert pod_labels == deployment["spec"]["selector"]["matchLabels"]
+    operator.stop()
+    guarded = OperatorProcess(
+        ready,
+        tmp_path,
+        env={
+            "ARCTIC_OPERATOR_NETWORK_POLICY": "true",
+            "ARCTIC_OPERATOR_NAMESPACE": OPERATOR_NS,  # the chart's downward-API value
+            "ARCTIC_OPERATOR_POD_LABELS": env["ARCTIC_OPERATOR_POD_LABELS"],
+        },
+    )
+    guarded.start()
+    try:
+        ready.apply(cpu_service("guarded"))
+        ready.wait_condition("guarded", "Ready", "True", "ReplicasReady", timeout=90)
+        policy = ready.wait_for(
+            "the NetworkPolicy", lambda: ready.get("networkpolicy", "guarded"), timeout=30
+        )
+        owner = ready.get("ais", "guarded") or {}
+        assert [o["uid"] for o in policy["metadata"]["ownerReferences"]] == [owner["metadata"]["uid"]]
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "guarded"
+        serving, admin = spec["ingress"]
+        assert serving == {"ports": [{"port": ENGINE_PORT_NAME, "protocol": "TCP"}]}  # from anywhere
+        assert admin["ports"] == [{"port": ADMIN_PORT_NAME, "protocol": "TCP"}]
+        assert admin["from"] == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NS}},
+                "podSelector": {"matchLabels": pod_labels},
+            }
+        ]
+        # the named ports resolve on the engine pods the policy selects
+        engines = ready.get("deployment", "guarded") or {}
+        ports = {
+            p["name"] for c in engines["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
+        }
+        assert {ENGINE_PORT_NAME, ADMIN_PORT_NAME} <= ports
+        assert not guarded.forbidden(), guarded.forbidden()
+        ready.kubectl("delete", "ais", "guarded", "-n", APPS_NS, "--wait=true")
+        ready.wait_for(
+            "the NetworkPolicy to be collected", lambda: ready.get("networkpolicy", "guarded") is None
+        )
+    finally:
+        guarded.stop()
+        ready.helm("upgrade", RELEASE, chart, "-n", OPERATOR_NS, "--set", "operator.replicas=0")
+        operator.start()
