@@ -58,7 +58,7 @@ lint: setup ## ruff + mypy (strict)
 # runs last, after waiting for it (build.sh serialises callers). Both pytest runs always run.
 test: cluster-build-start lint tools ## lint, then every test, real-engine and real-cluster tests included (never skipped)
 	@status=0; \
-	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest --ignore=tests/cluster || status=1; \
+	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest --ignore=tests/cluster --durations=20 || status=1; \
 	echo "test: waiting for the control plane's build (log: .cache/cluster-build.log)"; \
 	tools/cluster/build.sh >/dev/null || status=1; \
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest tests/cluster || status=1; \
