@@ -38,8 +38,10 @@ class Load:
     kv_cache_usage: float = 0.1
     accepted_per_draft: float = 1.5
     """Drafted tokens accepted per draft (3 tokens drafted per draft)."""
-    drafts_per_scrape: float = 10.0
-    """How much the draft counters grow between two scrapes (0: nothing drafted)."""
+    drafts_per_scrape: float = 40.0
+    """How much the draft counters grow between two scrapes (0: nothing drafted); a real engine
+    drafts in most steps, tens of steps a second, so a window holds more than the cap policy's
+    ``min_drafts`` (8)."""
 
 
 @dataclass

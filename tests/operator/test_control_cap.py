@@ -204,6 +204,25 @@ def test_zero_acceptance_stops_drafting_at_once() -> None:
     assert (decision.soft_cap, decision.hard_cap) == (0, 0)
 
 
+def test_too_few_drafts_do_not_count_as_measured_acceptance() -> None:
+    """A pod's first window with 3 drafts, none accepted: too little to stop drafting for the 600 s
+    until a probe; from ``min_drafts`` (8) drafts on it counts."""
+    few = dataclasses.replace(observe(0, accepted_per_draft=0.0), drafts=3)
+    decision, state = decide_cap(POLICY, few, CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (64, 65, "Optimistic")
+    assert state.last_accepted_per_draft is None and state.last_measured is None
+    enough = dataclasses.replace(observe(40, accepted_per_draft=0.0), drafts=8)
+    decision, state = decide_cap(POLICY, enough, state)
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (1, 1, "NotPaying")
+    assert state.last_accepted_per_draft == 0.0 and state.last_measured == 40
+    # later, a window with too few drafts leaves the measured acceptance (and its age) as it was
+    decision, state = decide_cap(
+        POLICY, dataclasses.replace(observe(80, accepted_per_draft=2.0), drafts=7), state
+    )
+    assert (decision.soft_cap, decision.reason) == (1, "WithinHysteresis")
+    assert state.last_accepted_per_draft == 0.0 and state.last_measured == 40
+
+
 def test_a_stale_zero_acceptance_is_probed_again() -> None:
     state = CapState(1, 1, 0, last_accepted_per_draft=0.1, last_measured=0)
     decision, state = decide_cap(POLICY, observe(600, accepted_per_draft=None), state)

@@ -67,6 +67,10 @@ class CapPolicy:
     acceptance_max_age_s: float = 600.0
     """Seconds after which an acceptance that stopped drafting is tested again: the caps let a
     lone request draft (a probe) so that acceptance is measured anew."""
+    min_drafts: float = 8
+    """Drafts a window must hold for its acceptance to count. A window with fewer (a pod's first
+    requests, a trickle of traffic) leaves the last measured acceptance, or none, in place: a
+    handful of unlucky drafts must not stop drafting until the next probe."""
     costs: VerifyCosts = DEFAULT_COSTS
     """Verify-cost curves by draft length (the hardware and model the engine runs)."""
     cost_model: VerifyCostModel | None = None
@@ -135,6 +139,8 @@ class CapObservation:
     """Draft tokens per draft in the window; None when nothing was drafted."""
     prompt_tokens: float | None = None
     """Prompt tokens per request finished in the window; None when none finished."""
+    drafts: float | None = None
+    """Drafts verified in the window (``accepted_per_draft``'s evidence); None: not counted."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,8 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
         return hold(
             "MetricsIncomplete", f"Holding the cap ({current}): the pod's metrics are incomplete.", state
         )
-    if obs.accepted_per_draft is not None:
+    evidence = obs.drafts is None or obs.drafts >= policy.min_drafts
+    if obs.accepted_per_draft is not None and evidence:
         state = dataclasses.replace(
             state,
             last_accepted_per_draft=obs.accepted_per_draft,

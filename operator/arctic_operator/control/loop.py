@@ -72,6 +72,7 @@ def cap_observation(now: float, window: PodWindow | None) -> CapObservation:
         complete=True,
         draft_len=draft_len,
         prompt_tokens=window.prompt_tokens_per_request,
+        drafts=window.drafts,
     )
 
 
