@@ -297,15 +297,5 @@ def reconcile_status_patch(previous: Mapping[str, Any] | None, status: Mapping[s
     spec nothing is rolled out, so ``selector`` and ``engine`` still describe what runs. Inside a
     key that is an object on both sides (``engine``) the patch removes what is gone, with an
     explicit null: a merge patch merges objects, so without it a soft cap taken out of the spec
-    would stay in ``status.engine`` for good."""
-    previous = previous or {}
-    patch: dict[str, Any] = {}
-    for key, value in status.items():
-        before = previous.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            nested = merge_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif value != before:
-            patch[key] = value
-    return patch
+    would stay in ``status.engine`` for good: ``merge_patch`` without its top-level removals."""
+    return {key: value for key, value in merge_patch(previous, status).items() if key in status}
