@@ -56,16 +56,19 @@ lint: setup ## ruff + mypy (strict)
 # The control plane's cold build (~25 CPU-minutes) starts first, in the background and niced, so it
 # overlaps the downloads of setup/tools and the idle moments of the other tiers; the cluster tier
 # runs last, after waiting for it (build.sh serialises callers). Both pytest runs always run.
+# The first runs TEST_WORKERS pytest-xdist workers, one file per worker at a time, each worker and its
+# engines pinned to its own share of the CPUs (tests/conftest.py): a CPU engine uses about one core.
+TEST_WORKERS ?= 2
 test: cluster-build-start lint tools ## lint, then every test, real-engine and real-cluster tests included (never skipped)
 	@status=0; \
-	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest --ignore=tests/cluster --durations=20 || status=1; \
+	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/cluster --durations=20 || status=1; \
 	echo "test: waiting for the control plane's build (log: .cache/cluster-build.log)"; \
 	tools/cluster/build.sh >/dev/null || status=1; \
 	ARCTIC_REQUIRE_ENGINE=1 $(VENV)/bin/pytest tests/cluster || status=1; \
 	exit $$status
 
 cluster-build-start:
-	@mkdir -p .cache && (tools/cluster/build.sh > .cache/cluster-build.log 2>&1 &)
+	@mkdir -p .cache && (NICE=19 tools/cluster/build.sh > .cache/cluster-build.log 2>&1 &)
 
 SUITE ?=
 bench: setup ## run one benchmark suite: make bench SUITE=<name> (python -m bench list shows them)

@@ -8,7 +8,7 @@
 # Results (two safetensors files of the trained tensors, metrics.json, the log) go to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-keep=/var/tmp/swiftkv-weights
+keep=${SWIFTKV_WEIGHTS:-/var/tmp/swiftkv-weights}  # or the stage.sh tree: /var/tmp/stage/tree/.gpu-swiftkv/weights
 case "${1:-}" in
   stage)
     mkdir -p "$keep"

@@ -15,6 +15,8 @@ tokenizer) under the cache directory:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,12 +155,34 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") 
     return ConvertedModel(out_dir, len(state), sum(int(t.numel()) for t in state.values()))
 
 
+@contextlib.contextmanager
+def _writer_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s writer lock (``folder/.lock``, an advisory ``flock``): one process at a time
+    writes a model folder there, so two processes sharing the cache (parallel test workers, two
+    servers started at once) never convert twice or replace a folder the other one is loading.
+    The standard library's ``fcntl`` is enough here; the lock is released when the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_smollm2(cache_dir: Path | None = None, progress: Progress = _print) -> Path:
     """The converted SmolLM2 folder, fetching and converting it on first use."""
     cache = cache_dir or default_cache_dir()
     target = cache / "models" / SMOLLM2_NAME
     if (target / COMPLETE_MARKER).exists():
         return target
+    with _writer_lock(target.parent):
+        if (target / COMPLETE_MARKER).exists():  # converted by another process while we waited
+            return target
+        return _convert_smollm2(cache, target, progress)
+
+
+def _convert_smollm2(cache: Path, target: Path, progress: Progress) -> Path:
     check_free_space(cache, REQUIRED_FREE_BYTES)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache))
     try:
@@ -193,11 +217,18 @@ def head_padded_copy(src: Path, dst: Path, num_heads: int, num_kv_heads: int) ->
     2 nor 4; 12 / 4 do). Outputs are unchanged: a zero query head attends uniformly to a zero value
     head and its output meets zero columns of ``o_proj``. Query heads keep their KV head because the
     group size (query heads per KV head) must stay the same. Written once (``.complete``)."""
+    if (dst / COMPLETE_MARKER).exists():
+        return dst
+    with _writer_lock(dst.parent):
+        if not (dst / COMPLETE_MARKER).exists():  # else another process wrote it while we waited
+            _write_head_padded(src, dst, num_heads, num_kv_heads)
+    return dst
+
+
+def _write_head_padded(src: Path, dst: Path, num_heads: int, num_kv_heads: int) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    if (dst / COMPLETE_MARKER).exists():
-        return dst
     config = json.loads((src / "config.json").read_text())
     heads, kv_heads = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
     head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
@@ -235,4 +266,3 @@ def head_padded_copy(src: Path, dst: Path, num_heads: int, num_kv_heads: int) ->
         os.replace(work, dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return dst

@@ -54,7 +54,9 @@ def test_a_failed_conversion_leaves_nothing_behind(tmp_path: Path, monkeypatch: 
     with pytest.raises(Exception):  # noqa: B017 - transformers' own error for a corrupt GGUF
         models.ensure_smollm2(tmp_path, progress=lambda _: None)
     assert not (tmp_path / "models" / models.SMOLLM2_NAME).exists()
-    assert [p.name for p in tmp_path.iterdir()] == []  # no half-converted temp folder either
+    # no half-converted temp folder either: only the writers' lock file
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".lock"]
 
 
 def test_not_enough_disk_is_a_clear_error(tmp_path: Path) -> None:

