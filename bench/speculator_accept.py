@@ -54,6 +54,20 @@ def arctic_status() -> str:
 Draft = tuple[list[int], float]  # tokens, score
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results name the heads they measured)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def replay(answer: Sequence[int], draft_at: Callable[[int], Sequence[int]]) -> tuple[int, int, int, int]:
     """(steps, drafted, accepted, emitted) over one answer; token 0 came from the prefill step. The
     engine loop is the training recipe's (``arctic_runtime.train.speculator.replay``): one home."""
@@ -206,7 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
         },
         "traces": traces_info,
-        "heads": {k: {"n_predict": h.config.n_predict, "kind": h.config.kind} for k, h in heads.items()},
+        "heads": {
+            k: {
+                "n_predict": h.config.n_predict,
+                "kind": h.config.kind,
+                "dir": display_path(Path(args.heads) / f"smollm2-135m-{k}"),
+                "sha256": file_sha256(Path(args.heads) / f"smollm2-135m-{k}" / "model.safetensors"),
+            }
+            for k, h in heads.items()
+        },
         "suffix_config": suffix_config.__dict__,
         "arctic_hybrid": arctic_status(),
         "rows": rows,
