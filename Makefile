@@ -53,7 +53,7 @@ lint: setup ## ruff + mypy (strict)
 	$(VENV)/bin/ruff format --check runtime operator kernels tests bench tools
 	$(VENV)/bin/mypy
 
-# The control plane's cold build (~25 CPU-minutes) starts first, in the background and niced, so it
+# The control plane's cold build (~20 CPU-minutes) starts first, in the background and niced, so it
 # overlaps the downloads of setup/tools and the idle moments of the other tiers; the cluster tier
 # runs last, after waiting for it (build.sh serialises callers). Both pytest runs always run.
 # The first runs TEST_WORKERS pytest-xdist workers, one file per worker at a time, each worker and its
