@@ -159,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     config, state = load_folder(ensure_smollm2())
     model = teacher(config, state, "cpu", torch.float32)
     embedding = model.w("model.embed_tokens.weight")
+    head_dirs = {kind: Path(args.heads) / f"smollm2-135m-{kind}" for kind in ("lstm", "mlp")}
     heads = {
-        kind: load_head(Path(args.heads) / f"smollm2-135m-{kind}", embedding, dtype=torch.float32)
-        for kind in ("lstm", "mlp")
-        if (Path(args.heads) / f"smollm2-135m-{kind}" / "config.json").is_file()
+        kind: load_head(folder, embedding, dtype=torch.float32)
+        for kind, folder in head_dirs.items()
+        if (folder / "config.json").is_file()
     }
     if not heads:
         raise SystemExit(f"bench: no trained heads under {args.heads} (python -m bench.speculator_train)")
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             k: {
                 "n_predict": h.config.n_predict,
                 "kind": h.config.kind,
-                "dir": display_path(Path(args.heads) / f"smollm2-135m-{k}"),
-                "sha256": file_sha256(Path(args.heads) / f"smollm2-135m-{k}" / "model.safetensors"),
+                "dir": display_path(head_dirs[k]),
+                "sha256": file_sha256(head_dirs[k] / "model.safetensors"),
             }
             for k, h in heads.items()
         },

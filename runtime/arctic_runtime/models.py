@@ -170,19 +170,25 @@ def _writer_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _write_once(folder: Path, write: Callable[[], None]) -> Path:
+    """``folder``, calling ``write`` first unless it is complete (its ``.complete`` marker), under
+    the cache's writer lock; the marker is checked again once the lock is held, since another
+    process may have written the folder while this one waited."""
+    if not (folder / COMPLETE_MARKER).exists():
+        with _writer_lock(folder.parent):
+            if not (folder / COMPLETE_MARKER).exists():
+                write()
+    return folder
+
+
 def ensure_smollm2(cache_dir: Path | None = None, progress: Progress = _print) -> Path:
     """The converted SmolLM2 folder, fetching and converting it on first use."""
     cache = cache_dir or default_cache_dir()
     target = cache / "models" / SMOLLM2_NAME
-    if (target / COMPLETE_MARKER).exists():
-        return target
-    with _writer_lock(target.parent):
-        if (target / COMPLETE_MARKER).exists():  # converted by another process while we waited
-            return target
-        return _convert_smollm2(cache, target, progress)
+    return _write_once(target, lambda: _convert_smollm2(cache, target, progress))
 
 
-def _convert_smollm2(cache: Path, target: Path, progress: Progress) -> Path:
+def _convert_smollm2(cache: Path, target: Path, progress: Progress) -> None:
     check_free_space(cache, REQUIRED_FREE_BYTES)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache))
     try:
@@ -206,7 +212,6 @@ def _convert_smollm2(cache: Path, target: Path, progress: Progress) -> Path:
             shutil.rmtree(target)
         os.replace(converted.path, target)
         progress(f"model ready: {target} ({converted.num_parameters / 1e6:.0f}M parameters)")
-        return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -217,12 +222,7 @@ def head_padded_copy(src: Path, dst: Path, num_heads: int, num_kv_heads: int) ->
     2 nor 4; 12 / 4 do). Outputs are unchanged: a zero query head attends uniformly to a zero value
     head and its output meets zero columns of ``o_proj``. Query heads keep their KV head because the
     group size (query heads per KV head) must stay the same. Written once (``.complete``)."""
-    if (dst / COMPLETE_MARKER).exists():
-        return dst
-    with _writer_lock(dst.parent):
-        if not (dst / COMPLETE_MARKER).exists():  # else another process wrote it while we waited
-            _write_head_padded(src, dst, num_heads, num_kv_heads)
-    return dst
+    return _write_once(dst, lambda: _write_head_padded(src, dst, num_heads, num_kv_heads))
 
 
 def _write_head_padded(src: Path, dst: Path, num_heads: int, num_kv_heads: int) -> None:

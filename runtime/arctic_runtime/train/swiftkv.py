@@ -536,22 +536,14 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {out}: mean_acc_delta {result['mean_acc_delta']:+.2f}, held-out {held_all}")
 
 
-#: ``run`` options and their defaults on the GPU host; a report's command names the others.
-_RUN_FLAGS = {
-    "init": "None",
-    "answers": "None",
-    "peak_lr": str(PEAK_LR),
-    "train_s": "240.0",
-    "deadline_s": "450.0",
-    "kl_on_prompts": "False",
-    "num_kv_layers": "0",
-}
-
-
 def run_command(run_args: dict[str, str]) -> str:
-    """The host command of a ``run`` from its recorded arguments (metrics.json's ``args``)."""
+    """The host command of a ``run`` from its recorded arguments (metrics.json's ``args``, values as
+    strings): the options that differ from the parser's defaults (``swiftkv_host.sh`` gives
+    ``--data`` and ``--out`` itself)."""
+    given = {"cmd", "func", "data", "out"}
+    defaults = vars(build_parser().parse_args(["run", "--data", "", "--out", ""]))
     opts = []
-    for key, default in _RUN_FLAGS.items():
+    for key, default in ((k, str(v)) for k, v in defaults.items() if k not in given):
         value = run_args.get(key, default)
         if value == default:
             continue
@@ -594,7 +586,7 @@ def report(args: argparse.Namespace) -> None:
     print(f"  mean_acc_delta {result['mean_acc_delta']}; held-out {m.get('held_out', {}).get('all')}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m arctic_runtime.train.swiftkv", description=__doc__.split("\n")[0]
     )
@@ -669,7 +661,11 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--gpu-out", required=True)
     rp.add_argument("--out", default="bench/results")
     rp.set_defaults(func=report)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.func(args)
     return 0
 
