@@ -103,6 +103,60 @@ def test_last_rows_are_each_requests_last_rows() -> None:
     assert last_rows(starts, 3, 8).tolist() == [2, 3, 4, 5, 5, 5, 6, 6, 7, 7, 7, 7]
 
 
+def test_saving_path_calls_the_fused_kernels_and_restores_the_compiled_choice() -> None:
+    """Under torch.compile vLLM dispatches its custom ops to their PyTorch-native forms (inductor fuses
+    them in the graph); the saving path runs eagerly, so inside ``DirectKernels.active()`` each op calls
+    its platform kernel (here the CPU build's: in-place rotary, C++ RMSNorm where registered) with the
+    same results, and the compiled path's choice comes back on exit, even after an error."""
+    from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+    from vllm.config.compilation import CompilationMode
+
+    from arctic_runtime.swiftkv.model import DirectKernels
+
+    compiled = VllmConfig(
+        compilation_config=CompilationConfig(mode=CompilationMode.VLLM_COMPILE, backend="inductor")
+    )
+    with set_current_vllm_config(compiled):
+        from vllm.model_executor.layers.activation import SiluAndMul
+        from vllm.model_executor.layers.layernorm import RMSNorm
+        from vllm.model_executor.layers.rotary_embedding import get_rope
+
+        ops = torch.nn.ModuleDict(
+            {
+                "norm": RMSNorm(64),
+                "act": SiluAndMul(),
+                "rope": get_rope(16, 128, is_neox_style=True, dtype=torch.float32),
+            }
+        )
+        chosen = {name: op._forward_method for name, op in ops.items()}
+        assert (
+            "native" in chosen["act"].__name__
+        )  # the premise: compiled engines dispatch to PyTorch-native forms
+        direct = DirectKernels(ops)
+        gen = torch.Generator().manual_seed(0)
+        x, res, gate = (torch.randn(7, 64, generator=gen) for _ in range(3))
+        pos = torch.arange(7)
+        q, k = torch.randn(7, 64, generator=gen), torch.randn(7, 32, generator=gen)
+
+        def run() -> list[torch.Tensor]:
+            normed, added = ops["norm"](x.clone(), res.clone())
+            rq, rk = ops["rope"](pos, q.clone(), k.clone())
+            return [normed, added, ops["act"](torch.cat([x, gate], -1)), rq, rk]
+
+        expected = run()
+        with direct.active():
+            assert ops["rope"]._forward_method.__name__ == "forward_cpu"
+            assert ops["act"]._forward_method.__name__ == "forward_cpu"
+            got = run()
+        for e, g in zip(expected, got, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+        assert {name: op._forward_method for name, op in ops.items()} == chosen
+
+        with pytest.raises(RuntimeError, match="step failed"), direct.active():
+            raise RuntimeError("step failed")
+        assert {name: op._forward_method for name, op in ops.items()} == chosen
+
+
 def test_logits_match_the_pytorch_reference(swiftkv_dir: Path, served: dict[str, Any]) -> None:
     config, state = load_folder(swiftkv_dir)
     ref = SwiftKVLlama(config, {k: v.float() for k, v in state.items()}, LKV).to_device("cpu", torch.float32)

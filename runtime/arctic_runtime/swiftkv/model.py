@@ -11,22 +11,28 @@ The prefill saving: in a step where some request has more query rows than 1 + dr
 prompt chunk), ``forward_saving`` runs instead of the compiled model: layers < L_kv over every token,
 the later layers' K/V and cache writes for every token, but their Q, O and MLP only for each
 request's last 1 + k rows (the rows vLLM reads logits from). That path is not compiled and not
-graphed (its row count changes with the batch); decode and verify steps run the compiled model with
-CUDA graphs as usual. See docs/swiftkv.md for what is still to do (attention over the kept rows only,
-the one-launch cache write).
+graphed (its row count changes with the batch), so it calls each of vLLM's custom ops' own fused
+kernels directly (``DirectKernels``: under torch.compile vLLM dispatches them to their PyTorch-native
+forms for inductor to fuse, which eagerly are several unfused kernels each); decode and verify steps
+run the compiled model with CUDA graphs as usual. See docs/swiftkv.md for what is still to do
+(attention over the kept rows only, the one-launch cache write).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from vllm import ir
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.distributed import get_pp_group
+from vllm.ir.op import enable_torch_wrap
+from vllm.model_executor.custom_op import CustomOp
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import ColumnParallelLinear, MergedColumnParallelLinear
 from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
@@ -37,10 +43,65 @@ from vllm.model_executor.models.utils import (
     make_empty_intermediate_tensors_factory,
     make_layers,
 )
+from vllm.platforms import current_platform
 from vllm.sequence import IntermediateTensors
 
 from arctic_runtime.contract import DEFAULT_SWIFTKV_MIN_SAVING_TOKENS, parse_engine_settings
 from arctic_runtime.swiftkv import num_kv_layers
+
+#: vLLM IR ops in the Llama layers (RMSNorm) and their compiled-C provider.
+_IR_OPS = ("rms_norm", "fused_add_rms_norm")
+_IR_KERNEL = "vllm_c"
+
+
+def platform_forward(op: Any) -> Any:
+    """The method vLLM's ``CustomOp.dispatch_forward`` picks for this platform when the op is enabled
+    (its own fused kernel), whatever the compilation config chose."""
+    if current_platform.is_rocm():
+        return op.forward_hip
+    if current_platform.is_cpu():
+        return op.forward_cpu
+    if current_platform.is_xpu():
+        return op.forward_xpu
+    if current_platform.is_cuda():
+        return op.forward_cuda
+    return op.forward_native
+
+
+class DirectKernels:
+    """Eager calls of vLLM's custom ops run their fused kernels while ``active()``.
+
+    With torch.compile (inductor), vLLM disables its custom ops: each dispatches to its PyTorch-native
+    form and the IR ops (RMSNorm) to "native", for inductor to fuse inside the compiled graph. Called
+    eagerly, as in SwiftKV's saving path, each is then several unfused kernels over the whole batch
+    (RMSNorm: cast, square, mean, rsqrt, two multiplies, cast, residual add). Inside ``active()`` every
+    ``CustomOp`` of the module calls its platform method (``forward_cuda`` on CUDA, as in vLLM's own
+    eager mode), the IR ops prefer their C kernel where it is supported, and the torch custom-op wrapper
+    around IR ops is skipped. Everything is restored on exit, so the compiled path is untouched.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        ops = [op for op in root.modules() if isinstance(op, CustomOp)]
+        self._swaps = [(op, op._forward_method, platform_forward(op)) for op in ops]
+        self._priorities = []
+        for name in _IR_OPS:
+            op = getattr(ir.ops, name)
+            kernels = [_IR_KERNEL] if _IR_KERNEL in op.supported_providers() else []
+            self._priorities.append((op, [*kernels, "native"]))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for op, priority in self._priorities:
+                stack.enter_context(op.set_priority(priority))
+            stack.enter_context(enable_torch_wrap(False))
+            for module, _, direct in self._swaps:
+                module._forward_method = direct
+            try:
+                yield
+            finally:
+                for module, compiled_choice, _ in self._swaps:
+                    module._forward_method = compiled_choice
 
 
 class SwiftKVAttention(LlamaAttention):  # type: ignore[misc]
@@ -175,6 +236,7 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         settings = parse_engine_settings(vllm_config.additional_config)
         #: The fewest rows a step must skip to take the saving path (below: the compiled model).
         self.min_saving_tokens = settings.swiftkv_min_saving_tokens or DEFAULT_SWIFTKV_MIN_SAVING_TOKENS
+        self._direct: DirectKernels | None = None  # built at the first saving step (every op exists then)
 
     def saving_rows(self, num_tokens: int) -> torch.Tensor | None:
         """The rows the later layers must compute this step, or None to run every row.
@@ -249,6 +311,18 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         < L_kv over every token, then the later layers' K/V (and the cache write) for every token but
         their Q, O and MLP only for ``rows``. The other rows of the result are zeros: vLLM reads
         logits only at ``rows``."""
+        if self._direct is None:
+            self._direct = DirectKernels(self)
+        with self._direct.active():
+            return self._forward_saving(input_ids, positions, inputs_embeds, rows)
+
+    def _forward_saving(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
         hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
         residual: torch.Tensor | None = None
         for layer in islice(self.layers, 0, self.num_kv_layers):
