@@ -118,6 +118,13 @@ ENGINES: dict[str, Engine] = {
     "arctic-serve-swiftkv": Engine(
         "arctic-serve-swiftkv", _PLUGIN_ON, {"additional_config": {"arctic": {"swiftkv": {"enabled": True}}}}
     ),
+    # the saving path in every step that skips rows (min_saving_tokens 1), beside the default engine:
+    # where the saving path starts to pay (prompt-1k ... prompt-8k)
+    "arctic-serve-swiftkv-always": Engine(
+        "arctic-serve-swiftkv-always",
+        _PLUGIN_ON,
+        {"additional_config": {"arctic": {"swiftkv": {"enabled": True, "min_saving_tokens": 1}}}},
+    ),
     "arctic-serve-swiftkv-eager": Engine(
         "arctic-serve-swiftkv-eager",
         _PLUGIN_ON,
@@ -337,11 +344,18 @@ SUITES: dict[str, Suite] = {
             ),
             model="llama-3.1-8b-swiftkv-shape",
             device="gpu",
-            engines=("vanilla", "arctic-serve-swiftkv", "arctic-inference-swiftkv-eager"),
+            engines=(
+                "vanilla",
+                "arctic-serve-swiftkv",
+                "arctic-inference-swiftkv-eager",
+                "arctic-serve-swiftkv-always",
+            ),
             engine_models={"vanilla": "llama-3.1-8b-shape", "vanilla-eager": "llama-3.1-8b-shape"},
             cases=(
                 Case("throughput-512x2000-250", "throughput", 2000, 250, num_prompts=512, repeats=1),
+                Case("prompt-1k", "latency", 1000, 2, repeats=5),
                 Case("prompt-2k", "latency", 2000, 2, repeats=5),
+                Case("prompt-4k", "latency", 4000, 2, repeats=5),
                 Case("prompt-8k", "latency", 8000, 2, repeats=5),
                 Case("batch-1-512-256", "latency", 512, 256, repeats=3),
             ),

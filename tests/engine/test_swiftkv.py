@@ -76,7 +76,7 @@ def served(swiftkv_dir: Path) -> dict[str, Any]:
     model, steps with a prompt chunk the saving path. The suffix test below runs eager mode."""
     return generate(
         swiftkv_dir,
-        # every step with a prompt chunk takes the saving path (the GPU default needs 4096 rows)
+        # every step with a prompt chunk takes the saving path (the default needs 1024 rows)
         additional_config={"arctic": {"swiftkv": {"enabled": True, "min_saving_tokens": 1}}},
         engine_args={"enforce_eager": False},
     )
