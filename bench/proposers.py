@@ -16,5 +16,8 @@ class FixedLengthProposer:
     def __init__(self, vllm_config: Any) -> None:
         self.k = int(vllm_config.speculative_config.num_speculative_tokens)
 
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to load (vLLM's CPU model runner calls this on every drafter)."""
+
     def propose(self, sampled_token_ids: list[list[int]], *args: Any, **kwargs: Any) -> list[list[int]]:
         return [[ids[-1]] * self.k if ids else [] for ids in sampled_token_ids]

@@ -133,6 +133,13 @@ def server_argv(model: str, port: int, engine_args: dict[str, Any]) -> list[str]
         "--served-model-name",
         "bench",
     ]
+    return argv + cli_flags(engine_args)
+
+
+def cli_flags(engine_args: dict[str, Any]) -> list[str]:
+    """Engine arguments as vLLM server flags: ``--key-name value``, a bare flag for True, JSON for
+    a dict, nothing for False or None."""
+    argv: list[str] = []
     for key, value in engine_args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -1,0 +1,1176 @@
+"""Validate the control simulator against one real engine (issue 16, "Credibility").
+
+``python -m bench.control_validate [--device auto|gpu|cpu] [--traces steady,bursty,diurnal]
+[--segment-s S] [--budget-s S] [--calibration h200|probe] [--probe] [--out DIR]`` starts one vLLM
+OpenAI server with our plugin, replays a segment of each trace against it open loop with the
+operator's cap controller in the loop, predicts the same segment with the simulator
+(``bench/control.py``) for one replica, and writes ``DIR/control-validation-<time>.json`` with the
+measured and predicted TTFT/TPOT p50/p95 per trace, their ratios and whether each is within 15 %.
+
+Method (the planning functions below are pure; the I/O is at the end of the file):
+
+* **Segment** (``segment_window``): steady from its start; bursty from ``segment_s / 3`` before its
+  first burst (a third at the base rate, then the burst's onset); diurnal with its day compressed
+  x0.1 (``bench.control``'s ``--quick`` factor: a day in 6 minutes) from a quarter of the day on,
+  the ramp from half load to the peak. The other traces keep their own time scale, so the cap
+  controller acts on the time constants it has in production (5 s scrapes, 30 s window and dwell).
+* **Rate scaling** (``rate_scale``): every rate of the segment times one factor, chosen so that the
+  segment's peak rate keeps about ``running_target`` requests running on one replica by Little's law:
+  ``factor = running_target / (peak rate x e2e)``, with e2e = mean prompt x prefill time per token +
+  (mean output - 1) x the vanilla decode step at ``running_target`` (no drafting: drafting only
+  shortens it). ``running_target`` is the simulator's running-requests target per replica (32) on
+  the GPU: a load the operator would serve with one replica. No replica scaling happens in either
+  path.
+* **Requests** (``plan_trace``): the simulator's own generator (``generate_requests``, same seed
+  string) on the scaled segment; on CPU the lengths are divided by ``length_scale`` (SmolLM2's
+  1024-token context). The measured path sends exactly these (``load_inputs``: send offset = arrival,
+  prompt of ``prompt_tokens`` random token ids, ``max_tokens`` = ``output_tokens``, ``ignore_eos``);
+  the predicted path simulates exactly these.
+* **Acceptance**: vLLM 0.26's synthetic rejection sampling (``rejection_sample_method="synthetic"``)
+  takes one list of per-position acceptance rates per engine, not per request. So the engine drafts
+  ``k`` = the trace mix's mean draft length (rounded) tokens per request per step
+  (``bench.proposers.FixedLengthProposer``) and accepts the mix's mean accepted tokens per step
+  (``engine_acceptance``: even weights over edit, agent, chat-repeat from suffix-accept), and the
+  prediction gives every request that same acceptance and draft length (``engine_calibration``).
+  vLLM's CPU sampler rejects synthetic acceptance, so on CPU the drafts are verified by the real
+  model (greedy) and the acceptance used is the one the engine's counters measured.
+* **Cap controller**: the operator's own ``ServiceController`` (scrape of /metrics, the 30 s window,
+  ``decide_cap`` with ``CapPolicy.from_spec`` of the simulator's speculation spec and the
+  calibration's verify costs, ``PUT /arctic/v1/speculation`` on the admin API) ticks every 5 s (the
+  operator's scrape interval) during each replay; the engine starts each trace at soft cap 64, no
+  hard cap. The prediction runs the same policy through ``OperatorController`` with the replica
+  count held at one.
+* **Calibration**: on the GPU, the H200 files (``load_calibration_h200``: control-h200-*.json from
+  bench/gpu/calibrate.sh), with the KV capacity the engine reported at start; ``--probe`` also
+  measures step times on this engine before the replay (``probe_calibration``) and adds a second
+  prediction from them. On CPU the probe is the calibration, and the run is marked a smoke run
+  (``validation: false``): its numbers are not a validation of the GPU model.
+* **Comparison** (``compare``): ratio = predicted / measured per percentile; a trace is within 15 %
+  when every ratio is in [0.85, 1.15] and no request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from arctic_operator.control.cap import CapPolicy
+from arctic_operator.control.cost import interpolate_log
+from bench.control import (
+    CLASS_WEIGHTS,
+    DEFAULT_DRAFT_CAP,
+    FIXED_CAP,
+    MAX_AGE_S,
+    OPERATOR_TICK_S,
+    OUTPUT_MEAN,
+    PROMPT_MEAN,
+    QUICK_FACTOR,
+    RESULTS,
+    RUNNING_TARGET,
+    TRACES,
+    WINDOW_S,
+    Calibration,
+    Cluster,
+    EngineConfig,
+    OperatorController,
+    Request,
+    Trace,
+    generate_requests,
+    load_calibration,
+    load_calibration_h200,
+    percentile,
+    speculation_spec,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOLERANCE = 0.15
+"""The issue's bar: predicted within 15 % of measured, per percentile."""
+PERCENTILE_KEYS = ("p50_ttft_s", "p95_ttft_s", "p50_tpot_s", "p95_tpot_s")
+
+DIURNAL_TIME_SCALE = QUICK_FACTOR
+"""The diurnal trace's day compressed to this fraction (a day in 6 minutes) before the window."""
+
+Device = Literal["gpu", "cpu"]
+
+
+@dataclass(frozen=True)
+class DeviceSetting:
+    """What one device runs: the engine's limits, the load and the default segment."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    running_target: int
+    """Running requests the segment's peak rate should keep on the replica (rate scaling)."""
+    length_scale: float
+    """Prompt and output lengths are divided by this (1: the simulator's own)."""
+    segment_s: float
+    drain_s: float
+    """Seconds a replay may run past its last arrival (budget planning)."""
+    max_model_len: int
+    probe_batches: tuple[int, ...]
+    probe_prompt: int
+    probe_output: int
+    probe_long_prompt: int
+
+
+SETTINGS: dict[Device, DeviceSetting] = {
+    # the simulator's replica: 256 slots, 8192 tokens per step; Llama-3.1-8B shape, 4096 context
+    "gpu": DeviceSetting(
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        running_target=RUNNING_TARGET,
+        length_scale=1.0,
+        segment_s=90.0,
+        drain_s=25.0,
+        max_model_len=4096,
+        probe_batches=(1, 4, 16, 64, 128, 256),
+        probe_prompt=128,
+        probe_output=64,
+        probe_long_prompt=2048,
+    ),
+    # SmolLM2 on 2 cores (the launcher's CPU settings: 1024 context, 512 tokens per step)
+    "cpu": DeviceSetting(
+        max_num_seqs=8,
+        max_num_batched_tokens=512,
+        running_target=4,
+        length_scale=8.0,
+        segment_s=30.0,
+        drain_s=30.0,
+        max_model_len=1024,
+        probe_batches=(1, 2, 4, 8),
+        probe_prompt=64,
+        probe_output=24,
+        probe_long_prompt=480,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Segments, scaling, requests (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentTrace(Trace):
+    """A window of ``source`` from ``offset_s`` on, its rate times ``rate_scale``; what
+    ``generate_requests`` draws from (base_rate/peak_rate: the scaled source's, the envelope)."""
+
+    source: Trace | None = None
+    offset_s: float = 0.0
+    rate_scale: float = 1.0
+
+    def rate(self, t: float) -> float:
+        if self.source is None:
+            raise ValueError("SegmentTrace.source: a trace is needed")
+        return self.rate_scale * self.source.rate(self.offset_s + t)
+
+
+def segment_window(trace: Trace, segment_s: float) -> tuple[Trace, float]:
+    """(the trace on the time scale the segment uses, the segment's start in it)."""
+    if segment_s <= 0:
+        raise ValueError(f"segment_s: must be positive, got {segment_s}")
+    if trace.kind == "steady":
+        return trace, 0.0
+    if trace.kind == "bursty":
+        return trace, max(0.0, trace.period_s - trace.burst_s - segment_s / 3)
+    if trace.kind == "diurnal":
+        day = trace.scaled(DIURNAL_TIME_SCALE)
+        return day, day.duration_s / 4
+    raise ValueError(f"trace {trace.name}: unknown kind {trace.kind!r} (steady, bursty, diurnal)")
+
+
+def peak_rate(trace: Trace, start_s: float, length_s: float, step_s: float = 0.5) -> float:
+    """The highest rate of ``trace`` in [start, start + length], on a ``step_s`` grid (exact for
+    the piecewise-constant traces whose changes fall on it; within the grid's error for diurnal)."""
+    steps = max(1, math.ceil(length_s / step_s))
+    return max(trace.rate(start_s + min(length_s, i * step_s)) for i in range(steps + 1))
+
+
+def mean_lengths(length_scale: float) -> tuple[float, float]:
+    """(prompt, output) means of the simulator's distributions divided by ``length_scale``."""
+    return PROMPT_MEAN / length_scale, OUTPUT_MEAN / length_scale
+
+
+def e2e_estimate_s(cal: Calibration, running: int, length_scale: float) -> float:
+    """A mean request's time in the engine at ``running`` decoding requests, without drafting:
+    its prefill plus (output - 1) vanilla decode steps."""
+    prompt, output = mean_lengths(length_scale)
+    step = interpolate_log(cal.decode_batches, cal.decode_step_s, running)
+    return prompt * cal.prefill_s_per_token + (output - 1) * step
+
+
+def rate_scale(peak: float, running_target: int, e2e_s: float) -> float:
+    """The factor on every rate of a segment whose peak rate is ``peak``: at the scaled peak, by
+    Little's law, ``running_target`` requests are in the engine."""
+    if peak <= 0 or e2e_s <= 0 or running_target < 1:
+        raise ValueError(f"rate_scale: needs peak > 0, e2e_s > 0, running_target >= 1 ({peak}, {e2e_s})")
+    return running_target / (peak * e2e_s)
+
+
+def scale_lengths(requests: Sequence[Request], length_scale: float, max_model_len: int) -> list[Request]:
+    """Each request's prompt and output divided by ``length_scale`` (rounded, at least 8 and 2
+    tokens) and within ``max_model_len`` together; ids, arrivals and classes kept."""
+    if length_scale == 1:
+        out = list(requests)
+    else:
+        out = [
+            replace(
+                r,
+                prompt_tokens=max(8, round(r.prompt_tokens / length_scale)),
+                output_tokens=max(2, round(r.output_tokens / length_scale)),
+            )
+            for r in requests
+        ]
+    for r in out:
+        if r.prompt_tokens + r.output_tokens > max_model_len:
+            raise ValueError(
+                f"request {r.id}: {r.prompt_tokens} + {r.output_tokens} tokens exceed max_model_len "
+                f"{max_model_len}"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class TracePlan:
+    """One trace's segment and the exact requests both paths use."""
+
+    trace: str
+    time_scale: float
+    offset_s: float
+    duration_s: float
+    rate_scale: float
+    running_target: int
+    length_scale: float
+    rate_range: tuple[float, float]
+    """Lowest and highest scaled rate in the segment (requests per second)."""
+    requests: tuple[Request, ...]
+
+    def segment(self) -> dict[str, Any]:
+        return {
+            "source": self.trace,
+            "time_scale": self.time_scale,
+            "offset_s": round(self.offset_s, 3),
+            "duration_s": round(self.duration_s, 3),
+            "rate_scale": round(self.rate_scale, 6),
+            "rate_per_s": [round(r, 4) for r in self.rate_range],
+            "running_target": self.running_target,
+            "length_scale": self.length_scale,
+        }
+
+
+def plan_trace(
+    trace: Trace,
+    cal: Calibration,
+    segment_s: float,
+    running_target: int,
+    length_scale: float,
+    max_model_len: int,
+    seed: int = 0,
+) -> TracePlan:
+    """The segment of ``trace`` (``segment_window``), its rate scale (``rate_scale`` from ``cal``'s
+    step times) and its requests (the simulator's generator, lengths scaled)."""
+    source, offset = segment_window(trace, segment_s)
+    peak = peak_rate(source, offset, segment_s)
+    scale = rate_scale(peak, running_target, e2e_estimate_s(cal, running_target, length_scale))
+    segment = SegmentTrace(
+        name=trace.name,
+        kind=trace.kind,
+        duration_s=segment_s,
+        base_rate=source.base_rate * scale,
+        peak_rate=source.peak_rate * scale,
+        initial_replicas=1,
+        source=source,
+        offset_s=offset,
+        rate_scale=scale,
+    )
+    low = min(segment.rate(min(segment_s, i * 0.5)) for i in range(math.ceil(segment_s / 0.5) + 1))
+    requests = scale_lengths(generate_requests(segment, cal, seed), length_scale, max_model_len)
+    return TracePlan(
+        trace=trace.name,
+        time_scale=source.duration_s / trace.duration_s,
+        offset_s=offset,
+        duration_s=segment_s,
+        rate_scale=scale,
+        running_target=running_target,
+        length_scale=length_scale,
+        rate_range=(low, peak * scale),
+        requests=tuple(requests),
+    )
+
+
+def request_digest(requests: Sequence[Request]) -> str:
+    """sha256 of the request list (id, arrival to the microsecond, lengths, class)."""
+    text = "\n".join(
+        f"{r.id},{r.arrival:.6f},{r.prompt_tokens},{r.output_tokens},{r.klass}" for r in requests
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadInputs:
+    """What bench.load sends: per request its send offset, prompt token ids and output length."""
+
+    offsets: tuple[float, ...]
+    prompts: tuple[tuple[int, ...], ...]
+    max_tokens: tuple[int, ...]
+
+
+PROMPT_IDS = (1000, 30000)
+"""Prompt token ids are drawn from this range: below every supported model's vocabulary size and
+away from special ids; random, so no two prompts share a prefix-cache block."""
+
+
+def load_inputs(requests: Sequence[Request], seed: int = 0) -> LoadInputs:
+    """The measured path's requests: exactly ``requests`` (send offset = arrival, prompt of
+    ``prompt_tokens`` random ids, ``max_tokens`` = ``output_tokens``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    prompts = tuple(
+        tuple(int(x) for x in rng.integers(PROMPT_IDS[0], PROMPT_IDS[1], size=r.prompt_tokens))
+        for r in requests
+    )
+    return LoadInputs(
+        offsets=tuple(r.arrival for r in requests),
+        prompts=prompts,
+        max_tokens=tuple(r.output_tokens for r in requests),
+    )
+
+
+def fit_segment_s(
+    requested_s: float, seconds_left: float | None, traces: int, drain_s: float, minimum_s: float = 20.0
+) -> float:
+    """The segment length that lets ``traces`` replays (each segment + ``drain_s``) finish within
+    ``seconds_left`` (None: no limit): ``requested_s`` or less. Raises when not even
+    ``minimum_s`` fits."""
+    if seconds_left is None:
+        return requested_s
+    fit = seconds_left / traces - drain_s
+    if fit < minimum_s:
+        raise ValueError(
+            f"budget: {seconds_left:.0f} s left for {traces} traces leaves {fit:.0f} s per segment "
+            f"(at least {minimum_s:g} s needed)"
+        )
+    return min(requested_s, math.floor(fit))
+
+
+# --------------------------------------------------------------------------------------------
+# Acceptance and calibration (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineAcceptance:
+    """The engine's speculation: ``k`` draft tokens per request per step and, with synthetic
+    rejection sampling, ``rates`` (unconditional per position; their sum = accepted per step)."""
+
+    k: int
+    accepted_per_step: float
+    rates: tuple[float, ...]
+    source: str
+
+    def speculative_config(self, synthetic: bool) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "method": "custom_class",
+            "model": "bench.proposers.FixedLengthProposer",
+            "num_speculative_tokens": self.k,
+        }
+        if synthetic:
+            config["rejection_sample_method"] = "synthetic"
+            config["synthetic_acceptance_rates"] = list(self.rates)
+        return config
+
+
+def acceptance_rates(accepted: float, k: int) -> tuple[float, ...]:
+    """Unconditional per-position rates with mean ``accepted`` accepted tokens per step, the
+    least-variance schedule (vLLM's for synthetic_acceptance_length): the first floor(accepted)
+    always, the next with the fraction, none after."""
+    if not 0 <= accepted <= k:
+        raise ValueError(f"accepted per step {accepted} must be within [0, k={k}]")
+    full = min(k, math.floor(accepted))
+    rest = accepted - full
+    rates = [1.0] * full + ([rest] if full < k else [])
+    return tuple(round(r, 6) for r in rates + [0.0] * (k - len(rates)))
+
+
+def engine_acceptance(cal: Calibration, weights: Mapping[str, float] = CLASS_WEIGHTS) -> EngineAcceptance:
+    """The trace mix's mean acceptance as one engine setting: k = its mean draft length rounded
+    (at least 1), accepted per step = its mean accepted tokens (at most k)."""
+    total = sum(weights.values())
+    draft = sum(w * cal.draft_len[c] for c, w in weights.items()) / total
+    accepted = sum(w * cal.accepted_per_step[c] for c, w in weights.items()) / total
+    k = max(1, round(draft))
+    accepted = min(accepted, float(k))
+    return EngineAcceptance(
+        k=k,
+        accepted_per_step=accepted,
+        rates=acceptance_rates(accepted, k),
+        source=f"mean over {', '.join(weights)} of {cal.sources.get('accepted_per_step', 'the calibration')} "
+        f"(draft length {draft:.3f} -> k = {k})",
+    )
+
+
+def engine_calibration(
+    cal: Calibration, accepted_per_step: float, k: int, kv_capacity_tokens: int | None = None
+) -> Calibration:
+    """``cal`` with every acceptance class at the engine's one acceptance and draft length (the
+    simulator's table at its default draft cap), and the engine's KV capacity when known."""
+    classes = set(CLASS_WEIGHTS) | set(cal.accepted_per_step)
+    return replace(
+        cal,
+        accepted_per_step=dict.fromkeys(classes, accepted_per_step),
+        draft_len=dict.fromkeys(classes, float(k)),
+        by_draft_cap={DEFAULT_DRAFT_CAP: dict.fromkeys(classes, (accepted_per_step, float(k)))},
+        kv_capacity_tokens=kv_capacity_tokens or cal.kv_capacity_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Step times measured on the running engine (``probe``): per batch size, the median time per
+    output token with nobody drafting and with everyone drafting, the tokens per drafting step
+    (engine counters), and a long prompt's TTFT."""
+
+    batches: tuple[int, ...]
+    vanilla_tpot_s: tuple[float, ...]
+    drafting_tpot_s: tuple[float, ...]
+    tokens_per_step: tuple[float, ...]
+    """1 + accepted / drafts over each drafting run."""
+    long_prompt: int
+    long_prompt_ttft_s: float
+    k: int
+
+
+def probe_calibration(
+    probe: Probe, start_s: float, kv_capacity_tokens: int, gpu: str, source: str
+) -> Calibration:
+    """A Calibration from a probe: decode step = vanilla TPOT; verify cost at k = drafting step
+    (TPOT x tokens per step) / vanilla step; prefill per token = long prompt TTFT / its length;
+    acceptance = the probe's mean accepted per drafting step, for every class."""
+    if not probe.batches or any(a >= b for a, b in zip(probe.batches, probe.batches[1:], strict=False)):
+        raise ValueError(f"probe batches must be increasing, got {probe.batches}")
+    steps = probe.vanilla_tpot_s
+    costs = tuple(
+        d * g / v for d, g, v in zip(probe.drafting_tpot_s, probe.tokens_per_step, steps, strict=True)
+    )
+    accepted = statistics.fmean(g - 1 for g in probe.tokens_per_step)
+    classes = list(CLASS_WEIGHTS)
+    return Calibration(
+        decode_batches=probe.batches,
+        decode_step_s=steps,
+        verify_batches=probe.batches,
+        verify_cost={probe.k: costs},
+        prefill_s_per_token=probe.long_prompt_ttft_s / probe.long_prompt,
+        engine_start_s=start_s,
+        accepted_per_step=dict.fromkeys(classes, accepted),
+        draft_len=dict.fromkeys(classes, float(probe.k)),
+        by_draft_cap={DEFAULT_DRAFT_CAP: dict.fromkeys(classes, (accepted, float(probe.k)))},
+        cold_engine_start_s=start_s,
+        sources={
+            "decode_step_s": f"{source}: median TPOT, nobody drafting (caps 0/0)",
+            "verify_cost": f"{source}: TPOT x tokens per step drafting {probe.k} / vanilla step",
+            "prefill_s_per_token": f"{source}: TTFT of a {probe.long_prompt}-token prompt / its length",
+            "accepted_per_step": f"{source}: engine counters, accepted / drafts",
+        },
+        gpu=gpu,
+        kv_capacity_tokens=kv_capacity_tokens,
+    )
+
+
+def cap_policy_for(cal: Calibration) -> CapPolicy:
+    """The cap policy of the simulator's ``ours`` (``make_controller``) on ``cal``'s verify costs:
+    the same object drives the prediction and the engine."""
+    return CapPolicy.from_spec(speculation_spec(), cal.costs())
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction and comparison (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One request's latencies (seconds); None: it did not finish."""
+
+    id: int
+    ttft_s: float | None
+    tpot_s: float | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    timings: tuple[Timing, ...]
+    cap_changes: int
+    cap_reasons: dict[str, int]
+    drafted_fraction: float
+    pods: int
+    """Replicas the simulation ran (always 1)."""
+
+
+def predict(
+    requests: Sequence[Request],
+    cal: Calibration,
+    engine: EngineConfig,
+    policy: CapPolicy,
+    horizon_s: float = 3600.0,
+) -> Prediction:
+    """The simulator on exactly ``requests``: one replica (ready at 0, the count held at one), the
+    operator's cap policy ticking every ``OPERATOR_TICK_S`` from soft cap 64, no hard cap."""
+    controller = OperatorController(policy, (FIXED_CAP, None), running_target=None, replay_replicas=(1,))
+    cluster = Cluster(cal, engine, controller, initial_replicas=1, pod_start_s=0.0)
+    cluster.run(list(requests), horizon_s)
+    finished = {live.req.id: live for live in cluster.done}
+    timings = []
+    for r in requests:
+        live = finished.get(r.id)
+        if live is None or live.first_token_at is None or live.done_at is None:
+            timings.append(Timing(r.id, None, None))
+            continue
+        tpot = (live.done_at - live.first_token_at) / (r.output_tokens - 1) if r.output_tokens > 1 else None
+        timings.append(Timing(r.id, live.first_token_at - r.arrival, tpot))
+    pod = cluster.pods[0]
+    drafted = pod.drafting_request_steps / pod.decode_request_steps if pod.decode_request_steps else 0.0
+    return Prediction(
+        tuple(timings), cluster.cap_changes, dict(controller.cap_reasons), drafted, len(cluster.pods)
+    )
+
+
+def summary(timings: Sequence[Timing]) -> dict[str, float]:
+    """p50/p95 of TTFT and TPOT over the requests that finished (the simulator's percentile)."""
+    ttft = [t.ttft_s for t in timings if t.ttft_s is not None]
+    tpot = [t.tpot_s for t in timings if t.tpot_s is not None]
+    return {
+        "p50_ttft_s": round(percentile(ttft, 50), 5),
+        "p95_ttft_s": round(percentile(ttft, 95), 5),
+        "p50_tpot_s": round(percentile(tpot, 50), 6),
+        "p95_tpot_s": round(percentile(tpot, 95), 6),
+    }
+
+
+def compare(
+    measured: Mapping[str, float],
+    predicted: Mapping[str, float],
+    failed: int = 0,
+    tolerance: float = TOLERANCE,
+) -> tuple[dict[str, float], bool]:
+    """(predicted / measured per percentile, within): within when no request failed and every
+    ratio is within [1 - tolerance, 1 + tolerance]. A ratio with a missing or zero measurement is
+    NaN and never within."""
+    ratios: dict[str, float] = {}
+    for key in PERCENTILE_KEYS:
+        m, p = measured[key], predicted[key]
+        ratios[key] = round(p / m, 4) if m > 0 and math.isfinite(m) and math.isfinite(p) else math.nan
+    within = failed == 0 and all(abs(r - 1) <= tolerance + 1e-9 for r in ratios.values())
+    return ratios, within
+
+
+def trace_record(
+    plan: TracePlan,
+    measured: Sequence[Timing],
+    failed: int,
+    prediction: Prediction,
+    extra: Mapping[str, Any] | None = None,
+    probe_prediction: Prediction | None = None,
+) -> dict[str, Any]:
+    """One trace's entry of control-validation-<time>.json."""
+    m, p = summary(measured), summary(prediction.timings)
+    ratio, within = compare(m, p, failed)
+    classes: dict[str, int] = {}
+    for r in plan.requests:
+        classes[r.klass] = classes.get(r.klass, 0) + 1
+    record: dict[str, Any] = {
+        "trace": plan.trace,
+        "segment": plan.segment(),
+        "requests": len(plan.requests),
+        "request_digest": request_digest(plan.requests),
+        "request_classes": dict(sorted(classes.items())),
+        "measured": m,
+        "predicted": p,
+        "ratio": ratio,
+        "within_15pct": within,
+        "failed": failed,
+        "predicted_unfinished": sum(1 for t in prediction.timings if t.ttft_s is None),
+        "predicted_cap_changes": prediction.cap_changes,
+        "predicted_cap_reasons": dict(sorted(prediction.cap_reasons.items())),
+        "predicted_drafted_fraction": round(prediction.drafted_fraction, 4),
+    }
+    if probe_prediction is not None:
+        pp = summary(probe_prediction.timings)
+        probe_ratio, probe_within = compare(m, pp, failed)
+        record["predicted_probe"] = pp
+        record["ratio_probe"] = probe_ratio
+        record["within_15pct_probe"] = probe_within
+    record.update(extra or {})
+    return record
+
+
+def measured_timings(
+    requests: Sequence[Request], results: Sequence[tuple[bool, float | None, float, int]]
+) -> tuple[list[Timing], int]:
+    """Per request (ok, ttft, e2e, output tokens) -> Timings (TPOT = (e2e - ttft) / (tokens - 1),
+    bench.load's definition) and the number that failed or came back short."""
+    timings, failed = [], 0
+    for r, (ok, ttft, e2e, tokens) in zip(requests, results, strict=True):
+        if not ok or ttft is None or tokens != r.output_tokens:
+            failed += 1
+            timings.append(Timing(r.id, None, None))
+            continue
+        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
+        timings.append(Timing(r.id, ttft, tpot))
+    return timings, failed
+
+
+KV_LINE = re.compile(r"KV cache size:\s*([\d,]+)\s*tokens")
+
+
+def kv_capacity_from_log(text: str) -> int | None:
+    """vLLM's "GPU KV cache size: 1,234 tokens" (also printed by the CPU build), the last one."""
+    found = KV_LINE.findall(text)
+    return int(found[-1].replace(",", "")) if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# I/O: the engine, the probe, the replay with the controller
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Engine:
+    base: str
+    admin: str
+    token: str
+    log: Path
+    start_s: float
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+
+def engine_flags(device: Device, setting: DeviceSetting, speculative: Mapping[str, Any]) -> list[str]:
+    """vLLM server flags after ``arctic-serve serve --``: the engine limits both paths assume, and
+    on the GPU the Llama-3.1-8B shape with dummy weights (bench.suites.GPU_8B_ARGS)."""
+    from bench.run import cli_flags
+    from bench.suites import GPU_8B_ARGS
+
+    args: dict[str, Any] = {
+        "max_num_seqs": setting.max_num_seqs,
+        "max_num_batched_tokens": setting.max_num_batched_tokens,
+        "speculative_config": dict(speculative),
+    }
+    if device == "gpu":
+        args = {**GPU_8B_ARGS, **args}
+    return cli_flags(args)
+
+
+@contextlib.contextmanager
+def start_engine(model: str, flags: Sequence[str], device: Device, timeout_s: float) -> Iterator[Engine]:
+    """``arctic-serve serve`` (our launcher: plugin and admin API on) with ``flags`` for vLLM."""
+    port, admin_port = free_port(), free_port()
+    token = secrets.token_urlsafe(24)
+    log = Path(tempfile.gettempdir()) / "arctic-bench" / f"validate-server-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARCTIC_SERVE_", "VLLM_PLUGINS"))}
+    env.update(
+        {
+            "ARCTIC_SERVE_ADMIN_TOKEN": token,
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "PYTHONUNBUFFERED": "1",
+            # the engine imports bench.proposers (the custom drafter)
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+        }
+    )
+    if device == "cpu":
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    argv = [
+        sys.executable,
+        "-m",
+        "arctic_runtime.cli",
+        "serve",
+        "--model",
+        model,
+        "--served-model-name",
+        "bench",
+        "--speculation",
+        "none",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        "--",
+        *flags,
+    ]
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError(
+                    f"the engine did not start (rc={proc.poll()}): {log.read_text(errors='replace')[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(1)
+        yield Engine(base, f"http://127.0.0.1:{admin_port}", token, log, time.perf_counter() - t0, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _put_cap(engine: Engine, soft: int | None, hard: int | None) -> None:
+    import aiohttp
+
+    from arctic_operator.control.admin_client import put_cap
+
+    async with aiohttp.ClientSession() as session:
+        await put_cap(session, engine.admin, engine.token, soft, hard)
+
+
+async def _counters(engine: Engine) -> tuple[float, float]:
+    """(drafts, accepted tokens) from the engine's /metrics, through the operator's parser."""
+    import aiohttp
+
+    from arctic_operator.control.metrics import parse_metrics
+
+    async with aiohttp.ClientSession() as session, session.get(engine.base + "/metrics") as response:
+        sample = parse_metrics(await response.text(), time.time())
+    return sample.drafts or 0.0, sample.accepted_tokens or 0.0
+
+
+async def _burst(engine: Engine, n: int, prompt: int, output: int, seed: int) -> list[float]:
+    """``n`` requests at once; their TTFTs and TPOTs (failed requests raise)."""
+    from bench.load import run_load
+
+    fake = [Request(i, 0.0, prompt, output, "probe", 0.0) for i in range(n)]
+    inputs = load_inputs(fake, seed)
+    results, _ = await run_load(
+        engine.base,
+        "bench",
+        [list(p) for p in inputs.prompts],
+        list(inputs.max_tokens),
+        math.inf,
+        timeout_s=600,
+    )
+    bad = [r.error for r in results if not r.ok]
+    if bad:
+        raise RuntimeError(f"probe request failed: {bad[0]}")
+    return [
+        (r.e2e_s - r.ttft_s) / (r.output_tokens - 1) if output > 1 else r.ttft_s
+        for r in results
+        if r.ttft_s is not None
+    ]
+
+
+async def probe(engine: Engine, setting: DeviceSetting, k: int) -> Probe:
+    """Step times on this engine: per batch size a warm-up, then a run with nobody drafting (caps
+    0/0) and one with everyone drafting (no caps); a long prompt's TTFT (median of 3)."""
+    from bench.load import run_load
+
+    vanilla, drafting, gains = [], [], []
+    for i, b in enumerate(setting.probe_batches):
+        await _burst(engine, b, setting.probe_prompt, setting.probe_output, seed=100 + i)  # warm-up
+        await _put_cap(engine, 0, 0)
+        vanilla.append(
+            statistics.median(await _burst(engine, b, setting.probe_prompt, setting.probe_output, 200 + i))
+        )
+        await _put_cap(engine, None, None)
+        drafts0, accepted0 = await _counters(engine)
+        drafting.append(
+            statistics.median(await _burst(engine, b, setting.probe_prompt, setting.probe_output, 300 + i))
+        )
+        drafts1, accepted1 = await _counters(engine)
+        drafts = drafts1 - drafts0
+        gains.append(1 + (accepted1 - accepted0) / drafts if drafts > 0 else 1.0)
+    await _put_cap(engine, 0, 0)
+    ttfts = []
+    for i in range(3):
+        inputs = load_inputs([Request(0, 0.0, setting.probe_long_prompt, 2, "probe", 0.0)], seed=400 + i)
+        results, _ = await run_load(
+            engine.base, "bench", [list(inputs.prompts[0])], [2], math.inf, timeout_s=600
+        )
+        if not results[0].ok or results[0].ttft_s is None:
+            raise RuntimeError(f"probe long prompt failed: {results[0].error}")
+        ttfts.append(results[0].ttft_s)
+    await _put_cap(engine, None, None)
+    return Probe(
+        batches=setting.probe_batches,
+        vanilla_tpot_s=tuple(vanilla),
+        drafting_tpot_s=tuple(drafting),
+        tokens_per_step=tuple(gains),
+        long_prompt=setting.probe_long_prompt,
+        long_prompt_ttft_s=statistics.median(ttfts),
+        k=k,
+    )
+
+
+@dataclass
+class Replay:
+    results: list[tuple[bool, float | None, float, int]]
+    wall_s: float
+    ticks: int
+    cap_reasons: dict[str, int]
+    pushes: dict[str, int]
+    scrape_errors: int
+    drafts: float
+    accepted: float
+    first_error: str | None
+
+
+async def replay(engine: Engine, plan: TracePlan, policy: CapPolicy, seed: int) -> Replay:
+    """Send the plan's requests open loop while the operator's controller ticks every
+    OPERATOR_TICK_S (window WINDOW_S, max age MAX_AGE_S) on the engine as its one ready pod,
+    starting from soft cap 64, no hard cap."""
+    from arctic_operator.control.controller import ControllerConfig, PodTarget, ServiceController
+    from bench.load import run_load
+
+    await _put_cap(engine, FIXED_CAP, None)
+    inputs = load_inputs(plan.requests, seed)
+    controller = ServiceController(
+        cap_policy=policy,
+        admin_token=engine.token,
+        config=ControllerConfig(window_s=WINDOW_S, max_age_s=MAX_AGE_S),
+    )
+    pod = PodTarget(name="engine-0", ready=True, metrics_url=engine.base + "/metrics", admin_url=engine.admin)
+    reasons: dict[str, int] = {}
+    pushes: dict[str, int] = {}
+    errors = 0
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def control() -> None:
+        nonlocal errors, ticks
+        started = time.monotonic()
+        while True:
+            ticks += 1
+            delay = started + ticks * OPERATOR_TICK_S - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
+            if stop.is_set():
+                return
+            result = await controller.tick([pod], 1, 0, time.time())
+            decision = result.caps.get(pod.name)
+            if decision is not None:
+                reasons[decision.reason] = reasons.get(decision.reason, 0) + 1
+            if pod.name in result.pushed:
+                key = "ok" if result.pushed[pod.name] == "ok" else "error"
+                pushes[key] = pushes.get(key, 0) + 1
+            errors += pod.name in result.scrape_errors
+
+    drafts0, accepted0 = await _counters(engine)
+    task = asyncio.create_task(control())
+    try:
+        results, wall = await run_load(
+            engine.base,
+            "bench",
+            [list(p) for p in inputs.prompts],
+            list(inputs.max_tokens),
+            math.inf,
+            timeout_s=600,
+            max_concurrency=4096,
+            offsets=list(inputs.offsets),
+        )
+    finally:
+        stop.set()
+        await task
+    drafts1, accepted1 = await _counters(engine)
+    return Replay(
+        results=[(r.ok, r.ttft_s, r.e2e_s, r.output_tokens) for r in results],
+        wall_s=wall,
+        ticks=ticks - 1,
+        cap_reasons=reasons,
+        pushes=pushes,
+        scrape_errors=errors,
+        drafts=drafts1 - drafts0,
+        accepted=accepted1 - accepted0,
+        first_error=next((r.error for r in results if not r.ok), None),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def _detect_device() -> Device:
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "gpu"
+
+
+def _model(device: Device, work: Path) -> str:
+    from bench.run import model_folder
+
+    return model_folder("smollm2" if device == "cpu" else "llama-3.1-8b-shape", work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.control_validate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto")
+    parser.add_argument("--traces", default=",".join(TRACES), help=f"comma-separated of {', '.join(TRACES)}")
+    parser.add_argument("--segment-s", type=float, help="seconds per segment (default: 90 GPU, 30 CPU)")
+    parser.add_argument(
+        "--budget-s", type=float, help="seconds this command may take in all: segments shrink to fit"
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=("h200", "probe"),
+        help="the prediction's step times: h200 (control-h200 files; GPU default) or probe (this "
+        "engine, measured before the replay; CPU)",
+    )
+    parser.add_argument("--probe", action="store_true", help="GPU: also probe and predict from it")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="calibration files")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-timeout-s", type=float, default=900)
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.traces.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRACES]
+    if unknown or not names:
+        print(f"control_validate: --traces: unknown {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
+        return 2
+    device: Device = _detect_device() if args.device == "auto" else args.device
+    calibration = args.calibration or ("h200" if device == "gpu" else "probe")
+    if device == "cpu" and calibration == "h200":
+        print("control_validate: --calibration h200 is the GPU's; on CPU use probe", file=sys.stderr)
+        return 2
+    setting = SETTINGS[device]
+    base_cal = (
+        load_calibration_h200(args.results) if calibration == "h200" else load_calibration(args.results)
+    )
+    acceptance = engine_acceptance(load_calibration(args.results))
+    synthetic = device == "gpu"  # vLLM's CPU sampler rejects synthetic acceptance
+    work = Path(tempfile.gettempdir()) / "arctic-bench" / "validate-work"
+    model = _model(device, work)
+    flags = engine_flags(device, setting, acceptance.speculative_config(synthetic))
+    records: list[dict[str, Any]] = []
+    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from bench.run import environment
+
+    env = environment()
+    with start_engine(model, flags, device, args.start_timeout_s) as engine:
+        print(f"control_validate: engine ready in {engine.start_s:.0f} s", file=sys.stderr, flush=True)
+        kv = kv_capacity_from_log(engine.log.read_text(errors="replace"))
+        probed: Calibration | None = None
+        if calibration == "probe" or args.probe:
+            p = asyncio.run(probe(engine, setting, acceptance.k))
+            gpu = "CPU" if device == "cpu" else "H200"
+            probed = probe_calibration(
+                p, engine.start_s, kv or base_cal.kv_capacity_tokens, gpu, "probe of this run"
+            )
+            print(f"control_validate: probe {dataclasses.asdict(p)}", file=sys.stderr, flush=True)
+        else:  # a warm-up, so that the first segment does not pay for the engine's first steps
+            asyncio.run(_burst(engine, 8, setting.probe_prompt, setting.probe_output, seed=99))
+        if calibration == "probe":
+            assert probed is not None
+            accepted = (
+                probed.accepted_per_step[next(iter(CLASS_WEIGHTS))]
+                if not synthetic
+                else acceptance.accepted_per_step
+            )
+            cal = engine_calibration(probed, accepted, acceptance.k, kv)
+        else:
+            cal = engine_calibration(base_cal, acceptance.accepted_per_step, acceptance.k, kv)
+        left = None if args.budget_s is None else args.budget_s - (time.monotonic() - started)
+        segment_s = fit_segment_s(args.segment_s or setting.segment_s, left, len(names), setting.drain_s)
+        policy = cap_policy_for(cal)
+        engine_cfg = EngineConfig(
+            max_num_seqs=setting.max_num_seqs,
+            max_num_batched_tokens=setting.max_num_batched_tokens,
+            kv_capacity_tokens=cal.kv_capacity_tokens,
+        )
+        for name in names:
+            plan = plan_trace(
+                TRACES[name],
+                cal,
+                segment_s,
+                setting.running_target,
+                setting.length_scale,
+                setting.max_model_len,
+                args.seed,
+            )
+            print(
+                f"control_validate: {name}: {len(plan.requests)} requests in {segment_s:.0f} s "
+                f"(rates {plan.rate_range[0]:.2f}-{plan.rate_range[1]:.2f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            run = asyncio.run(replay(engine, plan, policy, args.seed))
+            measured, failed = measured_timings(plan.requests, run.results)
+            trace_cal, trace_policy = cal, policy
+            if not synthetic and run.drafts > 0:
+                # CPU: the real model decides acceptance; the prediction takes what the engine's
+                # counters measured over this replay (an input, like the GPU's synthetic rate)
+                trace_cal = engine_calibration(cal, run.accepted / run.drafts, acceptance.k, kv)
+                trace_policy = cap_policy_for(trace_cal)
+            prediction = predict(plan.requests, trace_cal, engine_cfg, trace_policy)
+            probe_prediction = None
+            if probed is not None and calibration != "probe":
+                pcal = engine_calibration(probed, acceptance.accepted_per_step, acceptance.k, kv)
+                probe_prediction = predict(plan.requests, pcal, engine_cfg, cap_policy_for(pcal))
+            extra = {
+                "measured_wall_s": round(run.wall_s, 2),
+                "measured_accepted_per_draft": round(run.accepted / run.drafts, 4) if run.drafts else None,
+                "measured_drafts": run.drafts,
+                "predicted_accepted_per_step": round(next(iter(trace_cal.accepted_per_step.values())), 4),
+                "controller": {
+                    "ticks": run.ticks,
+                    "reasons": dict(sorted(run.cap_reasons.items())),
+                    "pushes": run.pushes,
+                    "scrape_errors": run.scrape_errors,
+                },
+                "first_error": run.first_error,
+            }
+            record = trace_record(plan, measured, failed, prediction, extra, probe_prediction)
+            records.append(record)
+            # rewritten after each trace: a command cut off at its time limit keeps what it measured
+            path = write_result(
+                args.out,
+                result_record(
+                    records,
+                    env=env,
+                    device=device,
+                    model=model,
+                    flags=flags,
+                    acceptance=acceptance,
+                    synthetic=synthetic,
+                    cal=cal,
+                    calibration=calibration,
+                    engine_start_s=engine.start_s,
+                    kv=kv,
+                    argv=sys.argv[1:] if argv is None else argv,
+                    created=created,
+                ),
+            )
+            print(
+                f"control_validate: {name}: measured {record['measured']} predicted {record['predicted']} "
+                f"ratio {record['ratio']} within {record['within_15pct']} failed {failed}",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(f"control_validate: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def write_result(out: Path, result: Mapping[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"control-validation-{str(result['created']).replace(':', '').replace('-', '')}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
+def result_record(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    env: Mapping[str, Any],
+    created: str,
+    device: Device,
+    model: str,
+    flags: Sequence[str],
+    acceptance: EngineAcceptance,
+    synthetic: bool,
+    cal: Calibration,
+    calibration: str,
+    engine_start_s: float,
+    kv: int | None,
+    argv: Sequence[str],
+) -> dict[str, Any]:
+    from bench.control import _commit
+
+    return {
+        "kind": "control-validation",
+        "created": created,
+        "validation": device == "gpu",
+        "note": (
+            "prediction from the H200 calibration files (control-h200)"
+            if calibration == "h200"
+            else "prediction from this run's probe of the engine (no control-h200 files)"
+        )
+        if device == "gpu"
+        else "smoke run on CPU (SmolLM2, lengths / 8, acceptance of the real model's greedy drafts): "
+        "checks the tool end to end; its numbers are not a validation of the GPU model",
+        "tolerance": TOLERANCE,
+        "ratio": "predicted / measured",
+        "traces": list(records),
+        "setting": {
+            "device": device,
+            "gpu": env.get("gpu"),
+            "model": "llama-3.1-8b-shape (dummy weights)" if device == "gpu" else "smollm2-135m-instruct",
+            "model_path": model,
+            "engine_flags": list(flags),
+            "engine_start_s": round(engine_start_s, 1),
+            "kv_capacity_tokens": kv,
+            "speculation": {
+                "drafter": "bench.proposers.FixedLengthProposer",
+                "k": acceptance.k,
+                "accepted_per_step": round(acceptance.accepted_per_step, 4) if synthetic else None,
+                "synthetic_acceptance_rates": list(acceptance.rates) if synthetic else None,
+                "per": "engine (vLLM 0.26's synthetic acceptance is one setting per engine)"
+                if synthetic
+                else "request: the real model's greedy verification (vLLM's CPU sampler has no synthetic "
+                "acceptance); the prediction uses each replay's measured accepted per draft",
+                "source": acceptance.source,
+            },
+            "calibration": calibration,
+            "calibration_files": dict(cal.sources),
+            "prediction_calibration": {
+                "decode_batches": list(cal.decode_batches),
+                "decode_step_s": [round(s, 6) for s in cal.decode_step_s],
+                "verify_cost": {k: [round(r, 4) for r in v] for k, v in cal.verify_cost.items()},
+                "prefill_s_per_token": cal.prefill_s_per_token,
+                "accepted_per_step": round(next(iter(cal.accepted_per_step.values())), 4),
+                "kv_capacity_tokens": cal.kv_capacity_tokens,
+            },
+            "controller": {
+                "tick_s": OPERATOR_TICK_S,
+                "window_s": WINDOW_S,
+                "max_age_s": MAX_AGE_S,
+                "initial_caps": [FIXED_CAP, None],
+                "speculation": speculation_spec().model_dump(by_alias=True, exclude_none=True),
+            },
+            "environment": env,
+            "commit": _commit(),
+            "command": "python -m bench.control_validate " + " ".join(argv),
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
