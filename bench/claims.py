@@ -281,8 +281,8 @@ def check_quoted(text: str, claims: list[Claim], where: str) -> list[str]:
     """Problems with the checked regions of ``text`` (between ``<!-- claims -->`` and
     ``<!-- /claims -->``): measured-looking numbers that are not among the rendered claims."""
 
-    def bare(number: str) -> str:
-        return re.sub(r"\s?" + UNITS + "$", "", number.strip())
+    def bare(number: str) -> str:  # "+2.0%" in the findings is quoted as "+2.0%" or "2.0%"
+        return re.sub(r"\s?" + UNITS + "$", "", number.strip()).lstrip("+")
 
     rendered = {bare(c.text) for c in claims}
     problems = []

@@ -257,7 +257,9 @@ SUITES: dict[str, Suite] = {
                 ),
                 Case("prefill-2048", "latency", 2048, 2, repeats=3),
             ),
-            engine_args={**GPU_8B_ARGS, "max_num_seqs": 256},
+            # prefix caching off: the prefill case's warm-up would otherwise cache its prompt, and its
+            # TTFT would time a cache hit (the first runs, 2026-12-03: 10-20 ms for 2048 tokens)
+            engine_args={**GPU_8B_ARGS, "max_num_seqs": 256, "enable_prefix_caching": False},
         ),
         Suite(
             name="suffix-8b",

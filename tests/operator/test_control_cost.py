@@ -115,3 +115,14 @@ def test_the_built_in_timings() -> None:
     assert DEFAULT_COSTS.prefill_s_per_token == 2.742e-05
     chart = Path(__file__).resolve().parents[2] / "charts/arctic-serve/files/cost/h100-llama-3.1-8b.json"
     assert VerifyCosts.load(chart).prefill_s_per_token == DEFAULT_COSTS.prefill_s_per_token
+
+
+def test_every_cost_profile_the_chart_ships_loads() -> None:
+    """``operator.costProfile`` names a file in files/cost: each must load as the operator reads it
+    (``ARCTIC_OPERATOR_COST_FILE``), with its GPU and a verify-cost curve per batch size."""
+    files = sorted((Path(__file__).resolve().parents[2] / "charts/arctic-serve/files/cost").glob("*.json"))
+    assert [f.name for f in files] == ["h100-llama-3.1-8b.json", "h200-llama-3.1-8b.json"]
+    for f in files:
+        costs = VerifyCosts.load(f)
+        assert costs.gpu == f.name.split("-")[0].upper() and costs.model_shape == "llama-3.1-8b"
+        assert costs.decode_step_s and costs.prefill_s_per_token > 0

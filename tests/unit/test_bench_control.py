@@ -191,7 +191,9 @@ def test_each_class_pays_the_verify_cost_of_its_own_draft_length(cal: Calibratio
     assert table[1]["edit"].accepted < table[3]["edit"].accepted < table[16]["edit"].accepted
 
 
-def _h200_run(path: Path, engines: dict[str, tuple[float, float]], start: float) -> None:
+def _h200_run(
+    path: Path, engines: dict[str, tuple[float, float]], start: float, prefix_caching: bool = False
+) -> None:
     """A control-h200 result file: engine -> (tpot scale, ttft ms); tpot = 5 ms x scale x (1 + b / 256)."""
     batches = (1, 4, 16, 64, 128, 256)
     cases = [
@@ -199,7 +201,7 @@ def _h200_run(path: Path, engines: dict[str, tuple[float, float]], start: float)
     ]
     cases.append({"name": "prefill-2048", "kind": "latency", "num_prompts": 1, "input_len": 2048})
     result = {
-        "config": {"cases": cases},
+        "config": {"cases": cases, "engine_args": {"enable_prefix_caching": prefix_caching}},
         "engines": {
             name: {
                 "start_s": start + i,
@@ -245,6 +247,31 @@ def test_the_h200_calibration_comes_from_calibrate_sh_files(tmp_path: Path) -> N
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"run bench/gpu/calibrate\.sh"):
         control.load_calibration_h200(empty)
+
+
+def test_a_prefill_timed_with_prefix_caching_on_is_not_used(tmp_path: Path) -> None:
+    """The first H200 calibration ran with prefix caching on, and its prefill prompt was a cache hit:
+    prefill then comes from vanilla's 2k prompt in a swiftkv-8b run (prefix caching off), or the
+    calibration refuses, saying why."""
+    for name in ("verify-8b", "overhead-8b", "throughput-8b", "suffix-accept"):
+        for source in control.RESULTS.glob(f"{name}-2*.json"):
+            (tmp_path / source.name).write_text(source.read_text())
+    _h200_run(
+        tmp_path / "control-h200-20261202T150000Z.json",
+        {"vanilla": (1.0, 15.0), "verify-k3": (1.3, 0)},
+        170,
+        prefix_caching=True,
+    )
+    with pytest.raises(FileNotFoundError, match=r"prefix caching on \(a cache hit\)"):
+        control.load_calibration_h200(tmp_path)
+    swiftkv = {
+        "config": {"cases": [{"name": "prompt-2k", "kind": "latency", "num_prompts": 1, "input_len": 2000}]},
+        "engines": {"vanilla": {"start_s": 30.0, "cases": {"prompt-2k": {"ttft_ms": {"median": 51.0}}}}},
+    }
+    (tmp_path / "swiftkv-8b-20261203T111317Z.json").write_text(json.dumps(swiftkv))
+    cal = control.load_calibration_h200(tmp_path)
+    assert cal.prefill_s_per_token == pytest.approx(0.051 / 2000)
+    assert cal.sources["prefill_s_per_token"].startswith("swiftkv-8b-20261203T111317Z.json vanilla prompt-2k")
 
 
 def test_a_replayed_replica_count_overrides_the_policy(cal: Calibration) -> None:
