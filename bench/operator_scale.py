@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         "reconciles": reconciles,
         "reconcile_p50_s": round(quantile(buckets, 0.5), 4) if buckets else None,
         "reconcile_p99_s": round(quantile(buckets, 0.99), 4) if buckets else None,
+        # the histogram itself, cumulative (upper bound, count): to recompute in other buckets
+        "reconcile_buckets": [
+            [bound if bound != float("inf") else "+Inf", count] for bound, count in buckets
+        ],
         "operator_peak_rss_mb": round(rss_kb / 1024, 1),
         "api_requests": requests,
         "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,
