@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         extra_apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit}"],
     )
     cluster.start()
+    op: OperatorProcess | None = None
     try:
         kube = Kube(cluster)
         kube.helm(
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_kb = op.peak_rss_kb()
         op.stop()
     finally:
+        if op is not None:
+            op.stop()  # also when the run fails: no operator left running
         cluster.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # etcd's data and the audit log: ~150 MB per 100
