@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             doc["metadata"] = {"name": f"svc-{i:04d}", "namespace": APPS_NS}
             items.append(doc)
         started = time.monotonic()
-        for chunk in range(0, len(items), 200):
-            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[chunk : chunk + 200]})
+        # 50 a call: kubectl's client-side apply is two requests per object, one after another, and
+        # a call of 200 ran past kubectl's 120 s limit on a busy machine (the API server creating
+        # the first ones' children meanwhile)
+        for chunk in range(0, len(items), 50):
+            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[chunk : chunk + 50]})
         ready = 0
         while time.monotonic() - started < args.timeout:
             listing = json.loads(kube.kubectl("get", "ais", "-n", APPS_NS, "-o", "json").stdout)["items"]
