@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
         requests, by_verb = 0, Counter[str]()
         server_s: dict[str, list[float]] = {}
-        if audit.exists():
-            for line in audit.open():
+        # the API server rotates its audit log every 100 MB (audit-<time>.log beside it): read all
+        for part in sorted(work.glob("audit*.log")):
+            for line in part.open():
                 requests += 1
                 entry = json.loads(line)
                 ref = entry.get("objectRef") or {}
