@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         extra_apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit}"],
     )
     cluster.start()
+    op: OperatorProcess | None = None
     try:
         kube = Kube(cluster)
         kube.helm(
@@ -134,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             doc["metadata"] = {"name": f"svc-{i:04d}", "namespace": APPS_NS}
             items.append(doc)
         started = time.monotonic()
-        for chunk in range(0, len(items), 200):
-            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[chunk : chunk + 200]})
+        # 50 a call: kubectl's client-side apply is two requests per object, one after another, and
+        # a call of 200 ran past kubectl's 120 s limit on a busy machine (the API server creating
+        # the first ones' children meanwhile)
+        for chunk in range(0, len(items), 50):
+            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[chunk : chunk + 50]})
         ready = 0
         while time.monotonic() - started < args.timeout:
             listing = json.loads(kube.kubectl("get", "ais", "-n", APPS_NS, "-o", "json").stdout)["items"]
@@ -157,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
         requests, by_verb = 0, Counter[str]()
         server_s: dict[str, list[float]] = {}
-        if audit.exists():
-            for line in audit.open():
+        # the API server rotates its audit log every 100 MB (audit-<time>.log beside it): read all
+        for part in sorted(work.glob("audit*.log")):
+            for line in part.open():
                 requests += 1
                 entry = json.loads(line)
                 ref = entry.get("objectRef") or {}
@@ -172,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_kb = op.peak_rss_kb()
         op.stop()
     finally:
+        if op is not None:
+            op.stop()  # also when the run fails: no operator left running
         cluster.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # etcd's data and the audit log: ~150 MB per 100
@@ -191,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         "reconciles": reconciles,
         "reconcile_p50_s": round(quantile(buckets, 0.5), 4) if buckets else None,
         "reconcile_p99_s": round(quantile(buckets, 0.99), 4) if buckets else None,
+        # the histogram itself, cumulative (upper bound, count): to recompute in other buckets
+        "reconcile_buckets": [
+            [bound if bound != float("inf") else "+Inf", count] for bound, count in buckets
+        ],
         "operator_peak_rss_mb": round(rss_kb / 1024, 1),
         "api_requests": requests,
         "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,

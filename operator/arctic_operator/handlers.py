@@ -42,7 +42,16 @@ RECONCILES = Counter(
     "Reconcile passes over ArcticInferenceServices, by result (ok, invalid_spec, error).",
     ["result"],
 )
-RECONCILE_SECONDS = Histogram("arctic_operator_reconcile_seconds", "Time of one reconcile pass.")
+#: The client's default buckets jump from 1 s to 2.5 s: a reconcile p99 of 1.43 s (measured per pass)
+#: read 2.10 s interpolated in them (issue 15's target is p99 < 1 s). These add finer steps around
+#: a second and keep every default bound (results before and after compare in the old buckets).
+RECONCILE_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9,
+    1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 7.5, 10.0, 30.0, float("inf"),
+)  # fmt: skip
+RECONCILE_SECONDS = Histogram(
+    "arctic_operator_reconcile_seconds", "Time of one reconcile pass.", buckets=RECONCILE_BUCKETS
+)
 APPLIED = Counter(
     "arctic_operator_objects_applied_total",
     "Child objects created, updated or deleted, by action.",

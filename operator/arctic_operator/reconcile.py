@@ -11,11 +11,14 @@ It never writes the resource's spec. Running it twice, or after a restart in the
 previous run, creates nothing twice: children have fixed names and apply is idempotent.
 
 Requests per pass (issue 15: the operator at 1,000 resources), in rounds of requests side by side:
-the reads (the children by their labels, one listing per kind; the admin Secret; the pods); the
-checks (a read by name of each planned child not listed, a dry run of each child that may have
-changed); the creates and applies something needs; the deletes, if any. A first pass waits for
-three round trips (reads, checks, writes), a settled resource for the reads only. (With
-autoscaling, a workload not listed is read by name before planning: the plan keeps its replicas.)
+the reads (the children by their labels, one listing per kind, and the admin Secret, from the API
+server's watch cache; the pods); the checks (a read by name of each planned child not listed, a
+dry run of each child that may have changed); the creates and applies something needs; the
+deletes, if any. A first pass (no child known settled: a new resource, or the first pass after a
+restart) sends its checks with the reads, every planned child read by name: two round trips
+(reads and checks, writes); a settled resource waits for the reads only. (With autoscaling, a
+workload not listed is read by name before planning, the plan keeps its replicas; with
+monitoring, the plan needs the monitor CRDs: there the checks wait for the reads.)
 
 ``Cluster`` sends plain JSON requests through the Kubernetes client (the dynamic client's discovery
 gives the paths, so any kind works, ServiceMonitor included); tests run the same code against the
@@ -150,11 +153,16 @@ class Cluster:
         result: dict[str, Any] = json.loads(data)
         return result
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None, *, cached: bool = False
+    ) -> dict[str, Any] | None:
+        """The object, None if it does not exist. ``cached``: from the API server's watch cache
+        (``resourceVersion=0``, as ``list``: no read through to etcd, milliseconds behind it)."""
         from kubernetes.client.exceptions import NotFoundException
 
+        query = [("resourceVersion", "0")] if cached else []
         try:
-            return self._request("GET", self._path(api_version, kind, name, namespace))
+            return self._request("GET", self._path(api_version, kind, name, namespace), query)
         except NotFoundException:
             return None
 
@@ -244,11 +252,29 @@ def api_message(exc: Exception) -> str:
         return str(body or exc)
 
 
-def _token(secret: Mapping[str, Any] | None, uid: str) -> str:
-    """The admin token: the one in this resource's Secret, else a new one (the Secret is made)."""
+def _token(secret: Mapping[str, Any] | None, uid: str, fresh: str) -> str:
+    """The admin token: the one in this resource's Secret, else ``fresh`` (the Secret is made)."""
     if secret and owned_by(secret, uid) and (secret.get("data") or {}).get("token"):
         return base64.b64decode(secret["data"]["token"]).decode()
-    return secrets.token_urlsafe(32)
+    return fresh
+
+
+def _inputs(
+    settings: OperatorSettings,
+    token: str,
+    replicas: int | None,
+    service_monitor_crd: bool = False,
+    pod_monitor_crd: bool = False,
+) -> PlanInputs:
+    return PlanInputs(
+        admin_token=token,
+        service_monitor_crd=service_monitor_crd,
+        pod_monitor_crd=pod_monitor_crd,
+        current_replicas=replicas,
+        default_image=settings.runtime_image,
+        default_cpu_image=settings.runtime_cpu_image,
+        admin_peer=settings.admin_peer,
+    )
 
 
 def _where(obj: Mapping[str, Any]) -> str:
@@ -273,23 +299,43 @@ class Observed:
     """The engine pods (by the same labels)."""
     service_monitor_crd: bool = False
     pod_monitor_crd: bool = False
+    checked: list[tuple[Request, Any]] = field(default_factory=list)
+    """The checks sent with the reads (a first pass) and their answers."""
 
 
 def observe(
-    cluster: Cluster, name: str, namespace: str, kinds: tuple[tuple[str, str], ...], monitoring: bool
+    cluster: Cluster,
+    name: str,
+    namespace: str,
+    kinds: tuple[tuple[str, str], ...],
+    monitoring: bool,
+    checks: Sequence[Request] = (),
 ) -> Observed:
     """Read what the plan and the status need: every listing, the admin Secret and the monitor CRDs
-    at once (the operator's RBAC has no list on Secrets: the Secret is read by name)."""
+    at once (the operator's RBAC has no list on Secrets: the Secret is read by name). ``checks``
+    (a first pass's, see ``reconcile``) go in the same round; their answers (an exception is an
+    answer) are in ``Observed.checked``, and a read by name of the Secret among them is the
+    Secret's read."""
     selector = selector_string(labels(name))
     secret_name = f"{name}-admin"
+    # the first pass's checks read the Secret by name (live): no second read of it
+    secret_checked = any(c.verb == "get" and c.key == ("Secret", secret_name) for c in checks)
     reads: list[Callable[[], Any]] = [
-        partial(cluster.get, "v1", "Secret", secret_name, namespace),
+        *(
+            []
+            if secret_checked
+            else [partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True)]
+        ),
         partial(cluster.list, "v1", "Pod", namespace, selector),
         *(partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds),
     ]
     if monitoring:
         reads += [partial(cluster.has_crd, crd) for crd in MONITOR_CRDS.values()]
-    secret, pods, *rest = cluster.map(lambda read: read(), reads)
+    answers = cluster.map(
+        lambda read: read(), [*reads, *(_attempt(partial(send, cluster, c)) for c in checks)]
+    )
+    checked = list(zip(checks, answers[len(reads) :], strict=True))
+    secret, pods, *rest = [None, *answers[: len(reads)]] if secret_checked else answers[: len(reads)]
     listed: dict[Key, tuple[str, dict[str, Any]]] = {}
     for (api_version, kind), items in zip(kinds, rest, strict=False):
         for item in items:
@@ -301,7 +347,13 @@ def observe(
     known: dict[Key, dict[str, Any] | None] = {key: obj for key, (_, obj) in listed.items()}
     known[("Secret", secret_name)] = secret
     crds = rest[len(kinds) :] if monitoring else [False, False]
-    return Observed(known, listed, pods, bool(crds[0]), bool(crds[1]))
+    observed = Observed(known, listed, pods, bool(crds[0]), bool(crds[1]), checked)
+    for request, answer in checked:
+        if request.verb == "get":
+            if isinstance(answer, Exception):
+                raise answer  # not 404 (that is None): whether the name is taken is not known
+            known[request.key] = answer  # live, where a listing is the watch cache's
+    return observed
 
 
 def current_of(
@@ -319,6 +371,17 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}, "metadata": meta}
 
 
+def _content(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``_comparable`` without the field owners of the status subresource: what a status write (the
+    workload's controller, every few seconds while pods start) leaves as it was."""
+    comparable = _comparable(obj)
+    meta = comparable["metadata"]
+    owners = [m for m in meta.pop("managedFields", None) or [] if m.get("subresource") != "status"]
+    if owners:
+        meta["managedFields"] = owners
+    return comparable
+
+
 def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool:
     """Whether a server-side dry-run apply's answer (``would_be``) leaves ``current`` as it is: every
     field but the status (the workload's controller writes it meanwhile) and the resourceVersion
@@ -327,14 +390,20 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
     return _comparable(current) == _comparable(would_be)
 
 
-#: (resource uid, kind, name) -> (digest of the manifest applied, the child's resourceVersion after):
-#: children known to be as the plan wants them. The handlers keep one per operator process.
+#: (resource uid, kind, name) -> (digest of the manifest applied, ``content_digest`` of the child
+#: after): children known to be as the plan wants them. The handlers keep one per operator process.
 Settled = dict[tuple[str, str, str], tuple[str, Any]]
 
 
 def manifest_digest(obj: Mapping[str, Any]) -> str:
     """A digest of a planned child (what a server-side apply sends)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def content_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of a live child as ``same_object`` compares it, less the status subresource's field
+    owners: any write but a status write changes it (a hand edit, a label, an owner reference)."""
+    return manifest_digest(_content(obj))
 
 
 def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:
@@ -374,9 +443,14 @@ def create_only(obj: Mapping[str, Any]) -> bool:
 
 def is_settled(obj: Mapping[str, Any], current: Mapping[str, Any] | None, uid: str, settled: Settled) -> bool:
     """Whether ``obj`` is known to be in place as planned: the manifest an earlier pass applied
-    and the resourceVersion it left, both unchanged (see ``apply_children``)."""
-    rv = None if current is None else (current.get("metadata") or {}).get("resourceVersion")
-    return rv is not None and settled.get((uid, *key_of(obj))) == (manifest_digest(obj), rv)
+    and the child as it left it (all but its status), both unchanged (see ``apply_children``)."""
+    known = settled.get((uid, *key_of(obj)))
+    return (
+        current is not None
+        and known is not None
+        and known[0] == manifest_digest(obj)
+        and known[1] == content_digest(current)
+    )
 
 
 def check_round(
@@ -401,6 +475,26 @@ def check_round(
         elif not is_settled(obj, now, uid, settled):
             dry.append(Request("dry-run apply", obj))
     return reads + dry
+
+
+def first_checks(objects: Sequence[Mapping[str, Any]], uid: str, settled: Settled) -> list[Request]:
+    """A first pass's checks, sent with ``observe``'s reads when the plan needs nothing they read
+    but the admin token (see ``reconcile``): every planned child read by name and dry-run; None
+    (an empty list) once any child is known settled: a later pass reads first, and dry-runs only
+    what may have changed."""
+    if any((uid, *key_of(o)) in settled for o in objects):
+        return []
+    return check_round(objects, {}, uid, settled)
+
+
+def _same_checks(sent: Sequence[Request], wanted: Sequence[Request]) -> bool:
+    """Whether the checks ``sent`` ask what ``wanted`` asks: the same requests, the same manifests
+    (a create-only child's content is not compared: it is only created where missing)."""
+
+    def what(r: Request) -> tuple[str, Key, str]:
+        return (r.verb, r.key, "" if create_only(r.obj) else manifest_digest(r.obj))
+
+    return [what(r) for r in sent] == [what(r) for r in wanted]
 
 
 def judge(
@@ -504,26 +598,36 @@ def apply_children(
     model cache from emptyDir to PVC replaces the Deployment by a StatefulSet).
 
     Rounds (``check_round``, ``judge``, ``write_rounds``): the reads by name and the dry runs side by
-    side; then the creates and applies side by side; then the deletes, if any. A first pass waits
-    for three round trips after ``observe``'s, a settled resource for none.
+    side (a first pass's were sent with ``observe``'s reads: ``first_checks``); then the creates and
+    applies side by side; then the deletes, if any. A first pass waits for one round trip after
+    ``observe``'s, a settled resource for none.
 
     ``settled`` remembers, per child, the manifest last applied (or found in place by a dry run)
-    and the child's resourceVersion then. A child whose manifest and resourceVersion are both still
-    the same needs no dry run: nothing about it changed on either side, so the dry run would answer
-    "as it is" (a hand edit, or the workload controller writing its status, changes the
-    resourceVersion, and the dry run is made again). After a restart it is empty: one dry run each.
+    and the child as it was then, all but its status (``content_digest``). A child whose manifest and
+    content are both still the same needs no dry run: nothing the dry run compares changed on
+    either side, so it would answer "as it is" (a hand edit, a label or owner changed, changes the
+    content, and the dry run is made again; the workload controller writing its status, as it
+    does every few seconds while pods start, does not). After a restart it is empty: one dry run
+    each.
     """
     settled = {} if settled is None else settled
-    checks = check_round(objects, observed.known, uid, settled)
-    results = cluster.map(lambda r: _attempt(lambda: send(cluster, r))(), checks)
     answers: dict[Key, Any] = {}
-    for request, result in zip(checks, results, strict=True):
-        if request.verb == "get":
-            if isinstance(result, Exception):
-                raise result  # not 404 (that is None): whether the name is taken is not known
-            observed.known[request.key] = result
-        else:
-            answers[request.key] = result
+    if observed.checked and _same_checks(
+        [r for r, _ in observed.checked], first_checks(objects, uid, settled)
+    ):
+        # sent with the reads (``observe``; its reads by name are in ``known`` already)
+        answers = {r.key: result for r, result in observed.checked if r.verb != "get"}
+    else:
+        checks = check_round(objects, observed.known, uid, settled)
+        results = cluster.map(lambda r: _attempt(lambda: send(cluster, r))(), checks)
+        for request, result in zip(checks, results, strict=True):
+            if request.verb == "get":
+                if isinstance(result, Exception):
+                    raise result  # not 404 (that is None): whether the name is taken is not known
+                observed.known[request.key] = result
+            else:
+                answers[request.key] = result
+
     current = {key_of(o): observed.known[key_of(o)] for o in objects}
     problem = judge(objects, uid, current, answers)
     if problem is not None:
@@ -545,7 +649,7 @@ def apply_children(
             continue
         stored = written.get(("apply", key))
         after[key] = stored if stored is not None else dict(before or {})
-        settled[(uid, *key)] = (manifest_digest(obj), after[key]["metadata"].get("resourceVersion"))
+        settled[(uid, *key)] = (manifest_digest(obj), content_digest(after[key]))
         if before is None:
             action = "created"
         elif (before.get("metadata") or {}).get("resourceVersion") == after[key]["metadata"].get(
@@ -606,7 +710,21 @@ def reconcile(
         return Outcome(status_of(errors, None, None), [("Warning", "InvalidSpec", message)])
     resource = parse({k: v for k, v in body.items() if k != "status"})
     kinds = (*CHILD_KINDS, NETWORK_POLICY_KIND) if settings.network_policy else CHILD_KINDS
-    observed = observe(cluster, name, namespace, kinds, settings.monitoring)
+    settled = {} if settled is None else settled
+    fresh_token = secrets.token_urlsafe(32)
+    checks: list[Request] = []
+    if not plan_reads_replicas(resource.spec) and not settings.monitoring:
+        # The plan needs nothing observe reads but the admin token, which only the Secret (created
+        # where missing, never rewritten) holds: plan with a fresh one, and a first pass sends its
+        # checks with the reads (two round trips, not three). Planned again below with what was
+        # read; the checks count only if they are still the ones that plan needs.
+        with contextlib.suppress(PlanError):
+            guess = plan(resource, _inputs(settings, fresh_token, None))
+            for obj in guess.objects:
+                obj["metadata"]["namespace"] = namespace
+            checks = first_checks(guess.objects, uid, settled)
+
+    observed = observe(cluster, name, namespace, kinds, settings.monitoring, checks)
     kind = workload_kind(resource.spec)
     if plan_reads_replicas(resource.spec):
         # the plan keeps the workload's replicas: read it now if the listing did not show it
@@ -615,14 +733,12 @@ def reconcile(
         workload_now = observed.known.get((kind, name))
     replicas_now = ((workload_now or {}).get("spec") or {}).get("replicas")
     secret = observed.known[("Secret", f"{name}-admin")]
-    inputs = PlanInputs(
-        admin_token=_token(secret, uid),
-        service_monitor_crd=observed.service_monitor_crd,
-        pod_monitor_crd=observed.pod_monitor_crd,
-        current_replicas=None if replicas_now is None else int(replicas_now),
-        default_image=settings.runtime_image,
-        default_cpu_image=settings.runtime_cpu_image,
-        admin_peer=settings.admin_peer,
+    inputs = _inputs(
+        settings,
+        _token(secret, uid, fresh_token),
+        None if replicas_now is None else int(replicas_now),
+        observed.service_monitor_crd,
+        observed.pod_monitor_crd,
     )
     try:
         desired = plan(resource, inputs)

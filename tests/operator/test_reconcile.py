@@ -28,7 +28,10 @@ from arctic_operator.reconcile import (
     Outcome,
     Request,
     Settled,
+    _same_checks,
     check_round,
+    content_digest,
+    first_checks,
     judge,
     manifest_digest,
     reconcile,
@@ -86,8 +89,10 @@ class RecordingCluster(Cluster):
         self.objects[(obj["kind"], obj["metadata"]["name"])] = stored
         return copy.deepcopy(stored)
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
-        self._record("get", kind, name)
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None, *, cached: bool = False
+    ) -> dict[str, Any] | None:
+        self._record("cached get" if cached else "get", kind, name)
         found = self.objects.get((kind, name))
         return copy.deepcopy(found) if found else None
 
@@ -150,7 +155,7 @@ def degraded(outcome: Outcome) -> tuple[str, str]:
 
 
 READS = [
-    ("get", "Secret", "svc-admin"),
+    ("cached get", "Secret", "svc-admin"),  # from the API server's watch cache, as the listings
     ("list", "Pod", "svc"),
     ("list", "Deployment", "svc"),
     ("list", "StatefulSet", "svc"),
@@ -165,13 +170,22 @@ CHECKS = [
     ("dry-run", "Service", "svc"),
 ]
 CREATES = [("create", "Secret", "svc-admin"), ("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
+#: A first pass (no child known settled): the listings, and with them every planned child read by
+#: name (live: the Secret's read too) and dry-run, planned with a fresh admin token.
+FIRST = [
+    *READS[1:],
+    ("get", "Secret", "svc-admin"),
+    ("get", "Deployment", "svc"),
+    ("get", "Service", "svc"),
+    *CHECKS[2:],
+]
 
 
-def test_first_pass_checks_everything_in_one_round_then_writes_in_one() -> None:
+def test_first_pass_checks_everything_with_the_reads_then_writes_in_one_round() -> None:
     cluster, resource = RecordingCluster(), body()
     outcome = run(cluster, resource)
-    # three round trips: the reads; the reads by name and every dry run; the writes
-    assert cluster.rounds == [READS, CHECKS, CREATES]
+    # two round trips: the reads, the reads by name and every dry run; the writes
+    assert cluster.rounds == [FIRST, CREATES]
     assert len(cluster.requests) == 14
     assert outcome.applied == ["Secret/svc-admin: created", "Deployment/svc: created", "Service/svc: created"]
     assert ("Normal", "Created", "Secret/svc-admin, Deployment/svc, Service/svc") in outcome.events
@@ -185,8 +199,10 @@ def test_a_settled_resource_costs_one_round_of_reads_and_dry_runs_and_writes_not
         "readyReplicas": 1,
         "updatedReplicas": 1,
     }
-    outcome = run(cluster, resource)  # no settled memory (an operator restart): one dry run each
-    assert cluster.rounds == [READS, [("dry-run", "Deployment", "svc"), ("dry-run", "Service", "svc")]]
+    token = cluster.objects[("Secret", "svc-admin")]["stringData"]["token"]
+    outcome = run(cluster, resource)  # no settled memory (an operator restart): a first pass
+    assert cluster.rounds == [FIRST]  # the Secret's dry-run create answers "exists"; nothing written
+    assert cluster.objects[("Secret", "svc-admin")]["stringData"]["token"] == token
     assert outcome.applied == [
         "Secret/svc-admin: unchanged",
         "Deployment/svc: unchanged",
@@ -244,7 +260,7 @@ def test_a_name_taken_by_someone_else_changes_nothing() -> None:
         "metadata": {"name": "svc", "namespace": "models", "resourceVersion": "1"},
     }
     outcome = run(cluster, resource)
-    assert cluster.rounds == [READS, CHECKS]  # read by name with the dry runs; nothing written
+    assert cluster.rounds == [FIRST]  # read by name with the dry runs; nothing written
     assert cluster.objects.keys() == {("Service", "svc")}  # not even the admin Secret
     assert degraded(outcome) == (
         "NameConflict",
@@ -260,7 +276,7 @@ def test_one_child_rejected_in_its_dry_run_leaves_none_applied(verb: str, kind: 
     cluster, resource = RecordingCluster(), body()
     cluster.reject[(verb, kind)] = f"{kind}.spec: Invalid value"
     outcome = run(cluster, resource)
-    assert cluster.rounds == [READS, CHECKS]
+    assert cluster.rounds == [FIRST]
     assert cluster.objects == {} and outcome.applied == []
     name = "svc-admin" if kind == "Secret" else "svc"
     assert degraded(outcome) == (
@@ -270,7 +286,7 @@ def test_one_child_rejected_in_its_dry_run_leaves_none_applied(verb: str, kind: 
     assert ("Warning", "ChildRejected", degraded(outcome)[1]) in outcome.events
     del cluster.reject[(verb, kind)]  # fixed (say, by the user): the next pass applies everything
     outcome = run(cluster, resource)
-    assert cluster.rounds == [READS, CHECKS, CREATES]
+    assert cluster.rounds == [FIRST, CREATES]
     assert degraded(outcome)[0] != "ChildRejected"
 
 
@@ -278,16 +294,18 @@ def test_a_secret_made_meanwhile_is_not_created_again() -> None:
     cluster, resource = RecordingCluster(), body()
     real_get = cluster.get
 
-    def get(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
-        found = real_get(api_version, kind, name, namespace)
+    def get(
+        api_version: str, kind: str, name: str, namespace: str | None, *, cached: bool = False
+    ) -> dict[str, Any] | None:
+        found = real_get(api_version, kind, name, namespace, cached=cached)
         if kind == "Secret":  # someone (an earlier pass, say) creates it right after this read
             cluster.objects[("Secret", name)] = {"metadata": {"name": name, "resourceVersion": "1"}}
         return found
 
     cluster.get = get  # type: ignore[method-assign]
     outcome = run(cluster, resource)
-    assert cluster.rounds[1][2] == ("dry-run create", "Secret", "svc-admin")  # answered: it exists
-    assert cluster.rounds[2] == [("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
+    assert cluster.rounds[0][8] == ("dry-run create", "Secret", "svc-admin")  # answered: it exists
+    assert cluster.rounds[1] == [("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
     assert outcome.applied == ["Deployment/svc: created", "Service/svc: created"]
 
 
@@ -351,7 +369,7 @@ def plain(requests: list[Request]) -> list[tuple[str, str, str]]:
 def test_check_round_reads_the_unknown_and_dry_runs_all_but_the_settled() -> None:
     secret, service, deployment = child("Secret", "a-admin"), child("Service", "a"), child("Deployment", "a")
     stored = {**service, "metadata": {**service["metadata"], "resourceVersion": "4"}}
-    settled = {(UID, "Service", "a"): (manifest_digest(service), "4")}
+    settled = {(UID, "Service", "a"): (manifest_digest(service), content_digest(stored))}
     known: dict[tuple[str, str], dict[str, Any] | None] = {
         ("Secret", "a-admin"): None,
         ("Service", "a"): stored,
@@ -361,13 +379,52 @@ def test_check_round_reads_the_unknown_and_dry_runs_all_but_the_settled() -> Non
         ("dry-run create", "Secret", "a-admin"),
         ("dry-run apply", "Deployment", "a"),
     ]
-    moved = {**stored, "metadata": {**stored["metadata"], "resourceVersion": "5"}}  # edited since
-    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): moved}
+    # its status written since (a new resourceVersion, the status subresource's field owner): settled
+    status_written = {
+        **stored,
+        "metadata": {
+            **stored["metadata"],
+            "resourceVersion": "5",
+            "managedFields": [{"manager": "kube-controller-manager", "subresource": "status"}],
+        },
+        "status": {"loadBalancer": {}},
+    }
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): status_written}
+    assert plain(check_round([secret, service], known, UID, settled)) == []
+    # anything else written since (a label by hand, its field owner): dry-run again
+    edited = {
+        **stored,
+        "metadata": {
+            **stored["metadata"],
+            "resourceVersion": "6",
+            "labels": {"team": "x"},
+            "managedFields": [{"manager": "kubectl-label", "operation": "Update"}],
+        },
+    }
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): edited}
     assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
     assert plain(check_round([secret], {}, UID, {})) == [  # unknown: read and dry-run side by side
         ("get", "Secret", "a-admin"),
         ("dry-run create", "Secret", "a-admin"),
     ]
+
+
+def test_first_checks_only_while_no_child_is_settled_and_count_only_for_the_same_manifests() -> None:
+    secret, service = child("Secret", "a-admin"), child("Service", "a", spec={"port": 1})
+    assert plain(first_checks([secret, service], UID, {})) == [
+        ("get", "Secret", "a-admin"),
+        ("get", "Service", "a"),
+        ("dry-run create", "Secret", "a-admin"),
+        ("dry-run apply", "Service", "a"),
+    ]
+    settled = {(UID, "Service", "a"): (manifest_digest(service), "x")}
+    assert first_checks([secret, service], UID, settled) == []  # a later pass: reads first
+    sent = first_checks([secret, service], UID, {})
+    other_token = {**secret, "stringData": {"token": "another"}}  # create-only: not compared
+    assert _same_checks(sent, first_checks([other_token, service], UID, {}))
+    port_changed = child("Service", "a", spec={"port": 2})
+    assert not _same_checks(sent, first_checks([secret, port_changed], UID, {}))
+    assert not _same_checks(sent, first_checks([service], UID, {}))
 
 
 def test_write_rounds_put_the_creates_and_applies_together_and_the_deletes_after() -> None:
@@ -443,7 +500,7 @@ class ThreadedCluster(RecordingCluster):
 def test_the_rounds_are_sent_side_by_side() -> None:
     cluster, resource = ThreadedCluster(), body()
     outcome = run(cluster, resource)
-    assert [sorted(r) for r in cluster.rounds] == [sorted(READS), sorted(CHECKS), sorted(CREATES)]
+    assert [sorted(r) for r in cluster.rounds] == [sorted(FIRST), sorted(CREATES)]
     assert outcome.applied == ["Secret/svc-admin: created", "Deployment/svc: created", "Service/svc: created"]
     cluster._pool.shutdown()
 
