@@ -8,7 +8,12 @@ How a point is checked and applied is generic and lives in ``patching``; the imp
 the modules the table names (``hooks`` for speculation and suffix decoding, ``parallel.hooks`` for
 Ulysses and Shift Parallelism) and never import this table.
 
-The rest of the runtime never reaches into vLLM internals: hooks receive vLLM objects from here.
+The rest of the runtime never reaches into vLLM internals (hooks receive vLLM objects from here),
+with one exception that patches nothing: SwiftKV's saving path (``swiftkv.model.DirectKernels``)
+switches each ``CustomOp``'s ``_forward_method`` to its platform kernel for one step and uses the IR
+ops' scoped ``set_priority`` and ``enable_torch_wrap``; ``tests/engine/test_swiftkv.py::
+test_saving_path_calls_the_fused_kernels_and_restores_the_compiled_choice`` fails if an upgrade
+changes them.
 """
 
 from __future__ import annotations
