@@ -62,13 +62,11 @@ import math
 import os
 import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -655,13 +653,6 @@ def kv_capacity_from_log(text: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Engine:
     base: str
@@ -691,10 +682,11 @@ def engine_flags(device: Device, setting: DeviceSetting, speculative: Mapping[st
 @contextlib.contextmanager
 def start_engine(model: str, flags: Sequence[str], device: Device, timeout_s: float) -> Iterator[Engine]:
     """``arctic-serve serve`` (our launcher: plugin and admin API on) with ``flags`` for vLLM."""
+    from bench.run import ServerDidNotStart, free_port, serving
+
     port, admin_port = free_port(), free_port()
     token = secrets.token_urlsafe(24)
     log = Path(tempfile.gettempdir()) / "arctic-bench" / f"validate-server-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARCTIC_SERVE_", "VLLM_PLUGINS"))}
     env.update(
         {
@@ -727,29 +719,13 @@ def start_engine(model: str, flags: Sequence[str], device: Device, timeout_s: fl
         *flags,
     ]
     base = f"http://127.0.0.1:{port}"
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        while True:
-            if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
-                raise RuntimeError(
-                    f"the engine did not start (rc={proc.poll()}): {log.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(1)
-        yield Engine(base, f"http://127.0.0.1:{admin_port}", token, log, time.perf_counter() - t0, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with serving(argv, env, log, base + "/health", timeout_s) as (proc, start_s):
+            yield Engine(base, f"http://127.0.0.1:{admin_port}", token, log, start_s, proc)
+    except ServerDidNotStart as exc:
+        raise RuntimeError(
+            f"the engine did not start (rc={exc.rc}): {log.read_text(errors='replace')[-3000:]}"
+        ) from None
 
 
 async def _put_cap(engine: Engine, soft: int | None, hard: int | None) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -151,65 +155,90 @@ def cli_flags(engine_args: dict[str, Any]) -> list[str]:
     return argv
 
 
-def run_online_engine(suite: Suite, engine: Engine, model: str, timeout_s: float) -> dict[str, Any]:
-    """Start the OpenAI server once, drive each rate with open-loop Poisson load, stop the server."""
-    import socket
-    import urllib.request
-
-    import numpy as np
-
-    from bench.load import run_load_sync, summarize
-
+def free_port() -> int:
+    """A TCP port free on loopback now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    argv = server_argv(model, port, {**suite.engine_args, **engine.engine_args})
-    log = Path(tempfile.gettempdir()) / "arctic-bench" / f"server-{engine.name}-{port}.log"
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerDidNotStart(RuntimeError):
+    """The server process exited, or did not answer its health check in time."""
+
+    def __init__(self, rc: int | None, log: Path) -> None:
+        super().__init__(f"server did not start (rc={rc}), log {log}")
+        self.rc, self.log = rc, log
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str], env: dict[str, str], log: Path, health_url: str, timeout_s: float
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start ``argv`` in the repository root (stdout and stderr to ``log``), wait until ``health_url``
+    answers 200, and yield the process and its start seconds; on exit terminate it (kill after 60 s).
+    ``ServerDidNotStart`` if it exits or does not answer within ``timeout_s``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=engine_env(engine.env, suite.device), stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         while True:
             if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
-                return {"error": f"server did not start (rc={proc.poll()}): {log.read_text()[-1500:]}"}
+                raise ServerDidNotStart(proc.poll(), log)
             try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+                with urllib.request.urlopen(health_url, timeout=2) as resp:
                     if resp.status == 200:
                         break
             except OSError:
-                time.sleep(1)
-        result: dict[str, Any] = {"start_s": time.perf_counter() - t0, "online": {}}
-        vocab = 30000  # prompt token ids below every supported model's vocabulary size
-        rng = np.random.default_rng(3)
-        for case in suite.online:
-            rows = []
-            warm = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(8)]
-            run_load_sync(base, "bench", warm, case.output_len, rate_per_s=float("inf"))
-            for rate in case.rates:
-                n = max(8, int(rate * case.seconds_per_rate))
-                prompts = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(n)]
-                results, wall = run_load_sync(
-                    base, "bench", prompts, case.output_len, rate_per_s=rate, seed=int(rate)
-                )
-                rows.append({"rate_per_s": rate, **summarize(results, wall)})
-                tps = rows[-1]["throughput_output_tok_s"]
-                print(
-                    f"bench: {engine.name} {case.name} rate {rate}/s: {tps:.0f} output tok/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            result["online"][case.name] = rows
-        return result
+                pass
+            time.sleep(1)
+        yield proc, time.perf_counter() - t0
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def run_online_engine(suite: Suite, engine: Engine, model: str, timeout_s: float) -> dict[str, Any]:
+    """Start the OpenAI server once, drive each rate with open-loop Poisson load, stop the server."""
+    import numpy as np
+
+    from bench.load import run_load_sync, summarize
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = server_argv(model, port, {**suite.engine_args, **engine.engine_args})
+    log = Path(tempfile.gettempdir()) / "arctic-bench" / f"server-{engine.name}-{port}.log"
+    env = engine_env(engine.env, suite.device)
+    try:
+        with serving(argv, env, log, base + "/health", timeout_s) as (_, start_s):
+            result: dict[str, Any] = {"start_s": start_s, "online": {}}
+            vocab = 30000  # prompt token ids below every supported model's vocabulary size
+            rng = np.random.default_rng(3)
+            for case in suite.online:
+                rows = []
+                warm = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(8)]
+                run_load_sync(base, "bench", warm, case.output_len, rate_per_s=float("inf"))
+                for rate in case.rates:
+                    n = max(8, int(rate * case.seconds_per_rate))
+                    prompts = [rng.integers(1000, vocab, size=case.input_len).tolist() for _ in range(n)]
+                    results, wall = run_load_sync(
+                        base, "bench", prompts, case.output_len, rate_per_s=rate, seed=int(rate)
+                    )
+                    rows.append({"rate_per_s": rate, **summarize(results, wall)})
+                    tps = rows[-1]["throughput_output_tok_s"]
+                    print(
+                        f"bench: {engine.name} {case.name} rate {rate}/s: {tps:.0f} output tok/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                result["online"][case.name] = rows
+            return result
+    except ServerDidNotStart as exc:
+        return {"error": f"server did not start (rc={exc.rc}): {exc.log.read_text()[-1500:]}"}
 
 
 #: The figure each case kind is compared on, and whether higher is better.

@@ -33,7 +33,6 @@ import glob
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import percentiles, run_load_sync, summarize
-from bench.run import REPO, engine_env, environment, server_argv
+from bench.run import REPO, engine_env, environment, free_port, server_argv
 from bench.suites import llama_8b_config, llama_weight_bytes
 
 # --------------------------------------------------------------------------------------------
@@ -228,13 +227,6 @@ def server_env(layout: Layout, device: str, server_index: int, gpus: int) -> dic
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get(url: str, token: str | None = None, timeout: float = 10) -> Any:
     request = urllib.request.Request(url)
     if token:
@@ -266,7 +258,7 @@ class Servers:
         log_dir = Path(tempfile.gettempdir()) / "arctic-bench"
         log_dir.mkdir(parents=True, exist_ok=True)
         for i in range(layout.servers):
-            port, admin_port = _free_port(), _free_port()
+            port, admin_port = free_port(), free_port()
             argv = [*server_argv(model, port, args), *EXTRA_FLAGS, *layout.flags(SHIFT_THRESHOLD)]
             log = log_dir / f"shift-{layout.name}-{i}-{port}.log"
             with open(log, "wb") as out:

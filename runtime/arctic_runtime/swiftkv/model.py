@@ -314,28 +314,19 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         if self._direct is None:
             self._direct = DirectKernels(self)
         with self._direct.active():
-            return self._forward_saving(input_ids, positions, inputs_embeds, rows)
-
-    def _forward_saving(
-        self,
-        input_ids: torch.Tensor | None,
-        positions: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        rows: torch.Tensor,
-    ) -> torch.Tensor:
-        hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
-        residual: torch.Tensor | None = None
-        for layer in islice(self.layers, 0, self.num_kv_layers):
-            hidden, residual = layer(positions, hidden, residual)
-        stream = hidden if residual is None else hidden + residual
-        swift_in = self.norm_swiftkv(stream)
-        h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
-        for layer in islice(self.layers, self.num_kv_layers, None):
-            h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
-        h_rows, _ = self.norm(h_rows, r_rows)
-        out = torch.zeros_like(stream)
-        out[rows] = h_rows
-        return out
+            hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+            residual: torch.Tensor | None = None
+            for layer in islice(self.layers, 0, self.num_kv_layers):
+                hidden, residual = layer(positions, hidden, residual)
+            stream = hidden if residual is None else hidden + residual
+            swift_in = self.norm_swiftkv(stream)
+            h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
+            for layer in islice(self.layers, self.num_kv_layers, None):
+                h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
+            h_rows, _ = self.norm(h_rows, r_rows)
+            out = torch.zeros_like(stream)
+            out[rows] = h_rows
+            return out
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
