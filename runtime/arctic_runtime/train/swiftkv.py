@@ -12,15 +12,17 @@ The recipe (ArcticTraining's ``projects/swiftkv`` choices, at 1/50 of its data):
   ``norm_swiftkv`` (8.3M of 134.5M parameters), initialised from the layer's own q/k/v_proj and
   layer L_kv's input_layernorm; everything else frozen.
 * loss = T^2 * KL(teacher || student) at T = 2 on answer tokens (chat) and on tokens after the
-  first 64 (raw text) + 1.0 * MSE of the stream entering the last layer, over all tokens, divided
-  by the teacher stream's mean square (we differ here: SmolLM2's residual stream is large, and the
-  plain MSE was ~40x the KL term at step 0 of the CPU dry run, so it would have drowned the KL).
+  first ``--masked-prefix`` (raw text; 64 by default, 1 from the 2026-12-03 prose run on, whose raw
+  text includes short documents: the multiple-choice tasks score text a few tokens in) + 1.0 * MSE
+  of the stream entering the last layer, over all tokens, divided by the teacher stream's mean
+  square (we differ here: SmolLM2's residual stream is large, and the plain MSE was ~40x the KL term
+  at step 0 of the CPU dry run, so it would have drowned the KL).
 * AdamW (0.9, 0.999), weight decay 0, fp32 trainable weights under bf16 autocast, peak lr 5e-4
   (Arctic's 2e-4 at its batch, scaled), 5% warm-up then linear decay, clipped at 1.0.
 * Where we differ: the data (the base model's own greedy answers to prompts built from PyPI text,
-  plus raw standard-library text: ``arctic_runtime.train.data``), its size, a time box instead of an
-  epoch count (the schedule runs on elapsed time), and greedy (not sampled) answers, which keeps the
-  data deterministic.
+  plus raw standard-library source and English prose: ``arctic_runtime.train.data``), its size, a
+  time box instead of an epoch count (the schedule runs on elapsed time), and greedy (not sampled)
+  answers, which keeps the data deterministic.
 * Layers < L_kv are run once per batch and shared by teacher and student.
 
 ``run`` writes the trained tensors in two safetensors files (each < 16 MiB: what a device command
@@ -77,19 +79,23 @@ def build_samples(
     raw: TokenTable,
     held_out: bool,
     kl_on_prompts: bool = False,
+    masked_prefix: int = RAW_MASKED_PREFIX,
 ) -> list[Sample]:
+    """Training (or held-out) samples: chat prompt + the teacher's answer, with the KL on the answer
+    (and on prompt tokens after ``masked_prefix`` with ``kl_on_prompts``), and raw text with the KL
+    on tokens after ``masked_prefix``."""
     out: list[Sample] = []
     for i, ans in answers.items():
         if bool(prompts.held_out[i]) != held_out or not ans:
             continue
         p = prompts.row(i)
-        head = [kl_on_prompts and j >= RAW_MASKED_PREFIX for j in range(len(p))]
+        head = [kl_on_prompts and j >= masked_prefix for j in range(len(p))]
         out.append((p + ans, head + [True] * len(ans), len(p)))
     for i in range(len(raw)):
         if bool(raw.held_out[i]) != held_out:
             continue
         r = raw.row(i)
-        out.append((r, [j >= RAW_MASKED_PREFIX for j in range(len(r))], RAW_MASKED_PREFIX))
+        out.append((r, [j >= masked_prefix for j in range(len(r))], masked_prefix))
     return out
 
 
@@ -221,11 +227,11 @@ def read_answers(path: Path, chosen: list[int]) -> list[list[int]]:
     import numpy as np
 
     data = np.load(path)
-    ends = np.cumsum(data["length"])
-    starts = ends - data["length"]
-    by_prompt = {
-        int(p): data["tokens"][s:e].tolist() for p, s, e in zip(data["prompt"], starts, ends, strict=True)
-    }
+    # each ``data[key]`` decompresses the whole array again: read every array once
+    tokens, length, prompt = data["tokens"], data["length"], data["prompt"]
+    ends = np.cumsum(length)
+    starts = ends - length
+    by_prompt = {int(p): tokens[s:e].tolist() for p, s, e in zip(prompt, starts, ends, strict=True)}
     return [by_prompt.get(i, []) for i in chosen]
 
 
@@ -321,8 +327,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raw = TokenTable.build(
             [(raw.sources[int(raw.source[i])], raw.row(i), bool(raw.held_out[i])) for i in keep]
         )
-    train = build_samples(prompts, answers, raw, held_out=False, kl_on_prompts=args.kl_on_prompts)
-    held = build_samples(prompts, answers, raw, held_out=True)
+    train = build_samples(
+        prompts,
+        answers,
+        raw,
+        held_out=False,
+        kl_on_prompts=args.kl_on_prompts,
+        masked_prefix=args.masked_prefix,
+    )
+    held = build_samples(prompts, answers, raw, held_out=True, masked_prefix=args.masked_prefix)
     metrics["data"] = {
         "train_sequences": len(train),
         "train_tokens": sum(len(s[0]) for s in train),
@@ -635,7 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument(
             "--kl-on-prompts",
             action="store_true",
-            help="KL on prompt tokens too (after the first 64), not only on the answers",
+            help="KL on prompt tokens too (after --masked-prefix), not only on the answers",
+        )
+        r.add_argument(
+            "--masked-prefix",
+            type=int,
+            default=RAW_MASKED_PREFIX,
+            help="tokens at the start of raw text (and of prompts, with --kl-on-prompts) without KL",
         )
         r.add_argument("--log-every", type=int, default=20 if name == "run" else 1)
         r.add_argument("--skip-mc", action="store_true", default=name == "dry-run")
