@@ -15,12 +15,14 @@ Method (the planning functions below are pure; the I/O is at the end of the file
   the ramp from half load to the peak. The other traces keep their own time scale, so the cap
   controller acts on the time constants it has in production (5 s scrapes, 30 s window and dwell).
 * **Rate scaling** (``rate_scale``): every rate of the segment times one factor, chosen so that the
-  segment's peak rate keeps about ``running_target`` requests running on one replica by Little's law:
-  ``factor = running_target / (peak rate x e2e)``, with e2e = mean prompt x prefill time per token +
-  (mean output - 1) x the vanilla decode step at ``running_target`` (no drafting: drafting only
-  shortens it). ``running_target`` is the simulator's running-requests target per replica (32) on
-  the GPU: a load the operator would serve with one replica. No replica scaling happens in either
-  path.
+  segment's peak rate keeps about ``running_target`` requests running on one replica by Little's law
+  (``sustainable_rate``): rate x e2e = running_target, with e2e = mean prompt x prefill time per token
+  + (mean output - 1) x the vanilla decode step at ``running_target`` (no drafting: drafting only
+  shortens it), each step stretched by prefill's share of the engine's time (rate x one prompt's
+  prefill). The first H200 runs (2026-12-03) left that share out: their peak loads spent ~58 % of
+  the engine's time prefilling, at the knee of the engine's curve. ``running_target`` is the
+  simulator's running-requests target per replica (32) on the GPU: a load the operator would serve
+  with one replica. No replica scaling happens in either path.
 * **Requests** (``plan_trace``): the simulator's own generator (``generate_requests``, same seed
   string) on the scaled segment; on CPU the lengths are divided by ``length_scale`` (SmolLM2's
   1024-token context). The measured path sends exactly these (``load_inputs``: send offset = arrival,
@@ -210,20 +212,45 @@ def mean_lengths(length_scale: float) -> tuple[float, float]:
     return PROMPT_MEAN / length_scale, OUTPUT_MEAN / length_scale
 
 
-def e2e_estimate_s(cal: Calibration, running: int, length_scale: float) -> float:
-    """A mean request's time in the engine at ``running`` decoding requests, without drafting:
-    its prefill plus (output - 1) vanilla decode steps."""
+def e2e_estimate_s(cal: Calibration, running: int, length_scale: float, rate: float = 0.0) -> float:
+    """A mean request's time in the engine at ``running`` decoding requests, without drafting: its
+    prefill plus (output - 1) vanilla decode steps. At an arrival ``rate``, the engine spends
+    ``rate x prefill`` of each second prefilling other requests (chunked prefill shares the steps),
+    so each decode step takes 1 / (1 - that share) longer in wall time."""
     prompt, output = mean_lengths(length_scale)
+    prefill = prompt * cal.prefill_s_per_token
+    busy = rate * prefill
+    if busy >= 1:
+        raise ValueError(f"e2e_estimate_s: {rate}/s x {prefill:.4f} s of prefill each saturates the engine")
     step = interpolate_log(cal.decode_batches, cal.decode_step_s, running)
-    return prompt * cal.prefill_s_per_token + (output - 1) * step
+    return prefill + (output - 1) * step / (1 - busy)
 
 
-def rate_scale(peak: float, running_target: int, e2e_s: float) -> float:
-    """The factor on every rate of a segment whose peak rate is ``peak``: at the scaled peak, by
-    Little's law, ``running_target`` requests are in the engine."""
-    if peak <= 0 or e2e_s <= 0 or running_target < 1:
-        raise ValueError(f"rate_scale: needs peak > 0, e2e_s > 0, running_target >= 1 ({peak}, {e2e_s})")
-    return running_target / (peak * e2e_s)
+def sustainable_rate(cal: Calibration, running_target: int, length_scale: float) -> float:
+    """The arrival rate at which one replica holds ``running_target`` requests (Little's law,
+    ``rate x e2e_estimate_s(rate) = running_target``), prefill's share of the steps counted.
+
+    With p = one request's prefill seconds and d = its decode seconds at the target, the rate r
+    solves r (p + d / (1 - r p)) = R, i.e. p^2 r^2 - (p + d + R p) r + R = 0: the smaller root
+    (the larger one is past saturation, r p > 1)."""
+    if running_target < 1:
+        raise ValueError(f"sustainable_rate: running_target must be >= 1, got {running_target}")
+    prompt, output = mean_lengths(length_scale)
+    p = prompt * cal.prefill_s_per_token
+    d = (output - 1) * interpolate_log(cal.decode_batches, cal.decode_step_s, running_target)
+    r = float(running_target)
+    if p == 0:
+        return r / d
+    b = p + d + r * p
+    return (b - math.sqrt(b * b - 4 * p * p * r)) / (2 * p * p)
+
+
+def rate_scale(peak: float, sustainable: float) -> float:
+    """The factor on every rate of a segment whose peak rate is ``peak`` that brings the peak to the
+    ``sustainable`` rate (``sustainable_rate``)."""
+    if peak <= 0 or sustainable <= 0:
+        raise ValueError(f"rate_scale: needs peak > 0 and sustainable > 0 ({peak}, {sustainable})")
+    return sustainable / peak
 
 
 def scale_lengths(requests: Sequence[Request], length_scale: float, max_model_len: int) -> list[Request]:
@@ -290,7 +317,7 @@ def plan_trace(
     step times) and its requests (the simulator's generator, lengths scaled)."""
     source, offset = segment_window(trace, segment_s)
     peak = peak_rate(source, offset, segment_s)
-    scale = rate_scale(peak, running_target, e2e_estimate_s(cal, running_target, length_scale))
+    scale = rate_scale(peak, sustainable_rate(cal, running_target, length_scale))
     segment = SegmentTrace(
         name=trace.name,
         kind=trace.kind,
@@ -965,8 +992,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"control_validate: engine ready in {engine.start_s:.0f} s", file=sys.stderr, flush=True)
         kv = kv_capacity_from_log(engine.log.read_text(errors="replace"))
         probed: Calibration | None = None
+        probe_record: dict[str, Any] | None = None
         if calibration == "probe" or args.probe:
             p = asyncio.run(probe(engine, setting, acceptance.k))
+            probe_record = dataclasses.asdict(p)
             gpu = "CPU" if device == "cpu" else "H200"
             probed = probe_calibration(
                 p, engine.start_s, kv or base_cal.kv_capacity_tokens, gpu, "probe of this run"
@@ -1051,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
                     calibration=calibration,
                     engine_start_s=engine.start_s,
                     kv=kv,
+                    probe=probe_record,
                     argv=sys.argv[1:] if argv is None else argv,
                     created=created,
                 ),
@@ -1087,6 +1117,7 @@ def result_record(
     engine_start_s: float,
     kv: int | None,
     argv: Sequence[str],
+    probe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     from bench.control import _commit
 
@@ -1126,6 +1157,8 @@ def result_record(
             },
             "calibration": calibration,
             "calibration_files": dict(cal.sources),
+            # the probe's step times on this engine, through its server (None without --probe)
+            "probe": dict(probe) if probe is not None else None,
             "prediction_calibration": {
                 "decode_batches": list(cal.decode_batches),
                 "decode_step_s": [round(s, 6) for s in cal.decode_step_s],

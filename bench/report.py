@@ -747,6 +747,7 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
         and not p.name.endswith("-levers.json")
         and "-h200-" not in p.name
         and "-whatif-" not in p.name
+        and not p.name.startswith("control-validation-")
     )
     levers = sorted(results_dir.glob("control-*-levers.json"))
     if not traces:
@@ -809,6 +810,41 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
         lines.append("")
     if (docs / "img" / "control-latency.png").exists():
         lines += ["![control loop: p95 TTFT and GPU-seconds](img/control-latency.png)", ""]
+    return lines + validation_lines(results_dir)
+
+
+def validation_lines(results_dir: Path) -> list[str]:
+    """The simulator against one real engine (``bench.control_validate``): per run and trace, the
+    measured and predicted percentiles and their ratios (predicted / measured)."""
+    keys = ("p50_ttft_s", "p95_ttft_s", "p50_tpot_s", "p95_tpot_s")
+    lines: list[str] = []
+    for path in sorted(results_dir.glob("control-validation-*.json")):
+        record = json.loads(path.read_text())
+        setting = record.get("setting", {})
+        if not lines:
+            lines += ["### The simulator against a real engine", ""]
+        lines += [
+            f"`{path.name}`: {record.get('note')}; {setting.get('gpu') or setting.get('device')}, "
+            f"{setting.get('model')}, engine start {setting.get('engine_start_s')} s, commit "
+            f"{str(setting.get('commit'))[:10]}, `{setting.get('command')}`"
+            + ("" if record.get("validation") else " (a smoke run: not a validation)"),
+            "",
+            "| trace | requests | side | TTFT p50 s | TTFT p95 s | TPOT p50 s | TPOT p95 s | within 15 % |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for t in record.get("traces", []):
+            sides = [("measured", t["measured"], "")]
+            sides.append(("predicted", t["predicted"], str(t.get("within_15pct"))))
+            sides.append(("ratio", t["ratio"], ""))
+            if "predicted_probe" in t:
+                sides.append(
+                    ("predicted from the probe", t["predicted_probe"], str(t.get("within_15pct_probe")))
+                )
+                sides.append(("ratio (probe)", t["ratio_probe"], ""))
+            for side, values, within in sides:
+                cells = " | ".join(_fmt(values.get(k), 3) for k in keys)
+                lines.append(f"| {t['trace']} | {t['requests']} | {side} | {cells} | {within} |")
+        lines.append("")
     return lines
 
 

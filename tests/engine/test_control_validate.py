@@ -58,6 +58,9 @@ def test_cpu_dry_run_replays_a_segment_with_the_cap_controller_in_the_loop(
     assert result["setting"]["speculation"]["synthetic_acceptance_rates"] is None
     assert result["setting"]["speculation"]["accepted_per_step"] is None
     assert result["setting"]["kv_capacity_tokens"] > 0  # read from the engine's log
+    # the probe's own step times are kept beside the prediction made from them
+    assert result["setting"]["probe"]["batches"] == [1, 2, 4, 8]
+    assert len(result["setting"]["probe"]["vanilla_tpot_s"]) == 4
     [trace] = result["traces"]
     assert trace["trace"] == "steady" and trace["segment"]["duration_s"] == 20
     assert trace["requests"] == sum(trace["request_classes"].values()) > 0

@@ -68,18 +68,27 @@ def test_segments_are_the_traces_informative_windows() -> None:
 
 def test_rates_are_scaled_so_one_replica_runs_the_target_at_the_peak() -> None:
     cal = tiny_cal()
-    # 1000 prompt tokens x 0.1 ms + 249 steps of 20 ms at 32 running = 0.1 + 4.98 s
+    # idle engine: 1000 prompt tokens x 0.1 ms + 249 steps of 20 ms at 32 running = 0.1 + 4.98 s
     assert cv.e2e_estimate_s(cal, 32, 1.0) == pytest.approx(5.08)
     # lengths / 8: 125 x 0.1 ms + 30.25 steps
     assert cv.e2e_estimate_s(cal, 32, 8.0) == pytest.approx(0.0125 + 30.25 * 0.02)
-    assert cv.rate_scale(25.0, 32, 1.6) == pytest.approx(0.8)
+    # at 4 arrivals/s, 40 % of each second prefills others: every decode step takes 1 / 0.6 longer
+    assert cv.e2e_estimate_s(cal, 32, 1.0, rate=4.0) == pytest.approx(0.1 + 4.98 / 0.6)
+    with pytest.raises(ValueError, match="saturates"):
+        cv.e2e_estimate_s(cal, 32, 1.0, rate=10.0)
+    # Little's law with that stretch: r (0.1 + 4.98 / (1 - 0.1 r)) = 32, the smaller root of
+    # 0.01 r^2 - 8.28 r + 32 = 0 (without the prefill share it would be 32 / 5.08 = 6.3 per second)
+    rate = cv.sustainable_rate(cal, 32, 1.0)
+    assert rate == pytest.approx((8.28 - math.sqrt(8.28**2 - 1.28)) / 0.02)
+    assert rate * cv.e2e_estimate_s(cal, 32, 1.0, rate=rate) == pytest.approx(32)
+    assert cv.rate_scale(25.0, 20.0) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="rate_scale"):
-        cv.rate_scale(0.0, 32, 1.0)
+        cv.rate_scale(0.0, 20.0)
+    with pytest.raises(ValueError, match="running_target"):
+        cv.sustainable_rate(cal, 0, 1.0)
     plan = cv.plan_trace(control.TRACES["bursty"], cal, 90, 32, 1.0, 4096)
-    assert plan.rate_scale == pytest.approx(32 / (30 * 5.08))
+    assert plan.rate_scale == pytest.approx(rate / 30)
     assert plan.rate_range == pytest.approx((5 * plan.rate_scale, 30 * plan.rate_scale))
-    # Little's law at the scaled peak: the target running
-    assert plan.rate_range[1] * 5.08 == pytest.approx(32)
     assert plan.segment()["offset_s"] == 450.0 and plan.segment()["time_scale"] == 1.0
 
 
@@ -103,8 +112,8 @@ def test_requests_come_from_the_simulators_generator_on_the_scaled_segment() -> 
     other = cv.plan_trace(control.TRACES["steady"], cal, 60, 32, 1.0, 4096, seed=4)
     assert cv.request_digest(again.requests) == cv.request_digest(plan.requests)
     assert cv.request_digest(other.requests) != cv.request_digest(plan.requests)
-    # about rate x seconds arrivals (Poisson): 32 / 5.08 per second for 60 s = 378
-    assert 300 < len(plan.requests) < 460
+    # about rate x seconds arrivals (Poisson): 3.89 per second for 60 s = 233
+    assert 180 < len(plan.requests) < 290
 
 
 def test_lengths_scale_down_for_the_cpu_and_must_fit_the_context() -> None:
