@@ -33,12 +33,45 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker and workers > 1:
         os.sched_setaffinity(0, worker_cpus(worker, workers, sorted(os.sched_getaffinity(0))))
+    # pytest-xdist hands out files in collection order, longest first (the order
+    # pytest_collection_modifyitems below sets), not by its default of "most tests first", which put
+    # the slowest engine files, having one or two tests each, at the very end of the run
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+#: Seconds each slow real-engine file takes on one core of the CI machine (its log, 2026-12-03),
+#: without the session fixtures several files share (vanilla, the one-rank parallel reference).
+#: Under pytest-xdist (``make test``: ``--dist loadfile``) files are handed out longest first.
+SLOW_FILES: dict[str, float] = {
+    "tests/engine/test_swiftkv.py": 675,  # torch.compile on one core, suffix decoding, L_kv = layers
+    "tests/engine/test_shift_parallel.py": 617,  # four two-rank layouts
+    "tests/engine/test_bench_smoke.py": 300,
+    "tests/engine/test_live_cap_server.py": 250,
+    "tests/engine/test_heads_engine.py": 240,
+    "tests/engine/test_shift_server.py": 200,
+    "tests/engine/test_control_validate.py": 176,
+    "tests/engine/test_suffix_engine.py": 142,
+    "tests/engine/test_cap_control_server.py": 136,
+    "tests/engine/test_prefill_drafts_engine.py": 100,
+    "tests/engine/test_offline_engine.py": 91,
+}
+#: A real-engine file the table does not know yet (about one engine start).
+DEFAULT_ENGINE_FILE_S = 60.0
+
+
+def file_seconds(path: str, engine: bool) -> float:
+    """Expected seconds of a test file (pure): the table's, else an engine start for real-engine
+    files, else 0 (the fast tests, which fill the end of the run)."""
+    return SLOW_FILES.get(path, DEFAULT_ENGINE_FILE_S if engine else 0.0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # under pytest-xdist the slow real-engine files are handed out first, the short ones fill the tail
+    # Under pytest-xdist the slowest files are handed out first and the short ones fill the tail
+    # (longest-processing-time-first), so that the two workers finish within a short file of each
+    # other instead of one running the last engine files alone.
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: "engine" not in item.keywords)
+        items.sort(key=lambda item: -file_seconds(item.nodeid.split("::", 1)[0], "engine" in item.keywords))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -1,11 +1,14 @@
-"""Engine fixtures: vanilla and plugin-enabled offline runs, computed once per test session."""
+"""Engine fixtures: vanilla and plugin-enabled offline runs, computed once per test session (the
+ones several files use once per run, whichever pytest-xdist worker needs them first)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +53,32 @@ def run_offline(
     return run_module("tests.engine.offline_runner", request, enabled=enabled)
 
 
+def once_per_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, compute: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``compute()``'s JSON result, computed once per test run: under pytest-xdist the first worker
+    that needs it computes it under a lock, in the run's own temporary folder, and the others read
+    it (or wait for it, which costs less than a second engine run). Nothing outlives the run."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder; each worker's own is popen-gwN inside it
+    path = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            shared: dict[str, Any] = json.loads(path.read_text())
+            return shared
+        result = compute()
+        partial = root / f"{name}.json.partial"
+        partial.write_text(json.dumps(result))
+        os.replace(partial, path)
+        return result
+
+
 @pytest.fixture(scope="session")
-def vanilla(smollm2_dir: Path) -> dict[str, Any]:
-    return run_offline(smollm2_dir, enabled=False)
+def vanilla(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Vanilla vLLM (plugin off) on PROMPTS: the reference of four files, one engine run per run."""
+    return once_per_run(tmp_path_factory, "vanilla", lambda: run_offline(smollm2_dir, enabled=False))
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +98,8 @@ def run_parallel(model: Path, ranks: int = 1, **request: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def smollm2_parallel(smollm2_dir: Path) -> dict[str, Any]:
+def smollm2_parallel(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The real SmolLM2's answers to PARALLEL_PROMPTS on one rank with the runner's default settings
     (plugin on, nothing else): the reference of the Shift padding and SwiftKV L_kv = layers tests,
-    computed once per session."""
-    return run_parallel(smollm2_dir)
+    computed once per run."""
+    return once_per_run(tmp_path_factory, "smollm2-parallel", lambda: run_parallel(smollm2_dir))
