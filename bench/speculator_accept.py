@@ -41,6 +41,15 @@ TRACES = ("heldout-chat", "heldout-code", "edit")
 THRESHOLDS = (0.5, 1.0, 2.0, 3.0, 4.0)
 
 
+def part_of(prompt: Sequence[int]) -> str:
+    """``"dev"`` or ``"heldout"``: a request's part, from the SHA-256 of its prompt's token ids (fixed
+    before any hybrid rule was tried). Rules are tuned on ``dev`` only; ``heldout`` is the result."""
+    import hashlib
+
+    digest = hashlib.sha256(",".join(str(int(t)) for t in prompt).encode()).digest()
+    return "dev" if digest[0] % 2 == 0 else "heldout"
+
+
 def arctic_status() -> str:
     import importlib
 
