@@ -446,14 +446,17 @@ def speculator_accept_lines(run: dict[str, Any]) -> list[str]:
         f"took {run['seconds']:.0f} s on this machine's CPU; Arctic's hybrid: {run['arctic_hybrid']}",
         f"- Traces: {json.dumps(run['traces'])}",
         "",
-        "| trace | method | head | tokens/step | accept rate | steps | drafted | accepted |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| part | trace | method | head | tokens/step | accept rate | steps | drafted | accepted |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in run["rows"]:
         lines.append(
-            f"| {r['trace']} | {r['method']} | {r['head'] or ''} | {r['tokens_per_step']:.3f} | "
-            f"{r['accept_rate']:.3f} | {r['steps']} | {r['drafted']} | {r['accepted']} |"
+            f"| {r.get('part', 'all')} | {r['trace']} | {r['method']} | {r['head'] or ''} | "
+            f"{r['tokens_per_step']:.3f} | {r['accept_rate']:.3f} | {r['steps']} | {r['drafted']} | "
+            f"{r['accepted']} |"
         )
+    if "threshold_sweep" not in run:  # split runs: the rule was chosen on the dev part
+        return [*lines, ""]
     lines += [
         "",
         "Hybrid tokens per step by suffix-score threshold (chosen on these traces: indicative):",

@@ -8,20 +8,25 @@ Traces (``bench/traces``, real greedy answers of SmolLM2-135M-Instruct, none of 
 training run, and ``edit.jsonl`` (code-editing requests: repeated edits of the same functions, from
 ``bench.suffix_traces``). ``mixed`` is all three together.
 
+Requests are split in two by the SHA-256 of their prompt (``part_of``): the hybrid's rule was
+chosen on the ``dev`` part only; ``heldout`` is the result. Each part runs on its own (its own
+suffix cache, its requests in trace order, so later ones see earlier answers of the same part).
+
 Exact replay of the engine loop, one loop for every method: the prefill step emits the first answer
 token; each later step drafts, accepts the longest prefix equal to the base model's greedy answer
 and emits it plus one token of the base model's own (tokens per step = emitted / steps). The head
 drafts at answer position j from the base model's final hidden state there (one teacher-forced
 forward of this machine's PyTorch Llama over prompt + answer) and answer token j; suffix decoding
-runs our ``SuffixDecodingCache`` (depth 64, up to 16 tokens; the requests of a trace in order, so
-later ones see earlier answers); ``hybrid`` is Arctic's rule: the suffix draft when its score
-(expected accepted tokens) is at least ``n_predict``, else the head's. ``threshold_sweep`` gives the
-hybrid at other thresholds (chosen on these same traces: indicative only).
+runs our ``SuffixDecodingCache`` (depth 64, up to 16 tokens). ``hybrid`` is the engine's rule, through
+the engine's functions (``arctic_runtime.heads.engine.hybrid_source`` / ``hybrid_pick``): the suffix
+draft when its score (expected accepted tokens) is at least ``DEFAULT_HYBRID_THRESHOLD`` (1.0),
+continued by the head (suffix tokens forced) when shorter than ``n_predict``, else the head's draft.
+``hybrid-arctic-rule`` is Arctic's rule through the same functions (threshold ``n_predict``).
 ``arctic-hybrid`` (Arctic Inference 0.3.0 loading the same weights) needs its CUDA build and vLLM;
 the result says why it is absent here.
 
 Writes ``bench/results/speculator-accept-<time>.json`` with rows
-``{trace, method, head, tokens_per_step, accept_rate, steps, tokens, drafted, accepted}``.
+``{part, trace, method, head, tokens_per_step, accept_rate, steps, tokens, drafted, accepted, ...}``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TRACES = ("heldout-chat", "heldout-code", "edit")
-THRESHOLDS = (0.5, 1.0, 2.0, 3.0, 4.0)
+PARTS = ("dev", "heldout")
+
+
+def part_of(prompt: Sequence[int]) -> str:
+    """``"dev"`` or ``"heldout"``: a request's part, from the SHA-256 of its prompt's token ids (fixed
+    before any hybrid rule was tried). Rules are tuned on ``dev`` only; ``heldout`` is the result."""
+    import hashlib
+
+    digest = hashlib.sha256(",".join(str(int(t)) for t in prompt).encode()).digest()
+    return "dev" if digest[0] % 2 == 0 else "heldout"
 
 
 def arctic_status() -> str:
@@ -77,16 +91,34 @@ def replay(answer: Sequence[int], draft_at: Callable[[int], Sequence[int]]) -> t
     return steps, drafted, accepted, max(0, len(answer) - 1)
 
 
+HeadSource = tuple[list[list[list[int]]], Any, Any, Any]  # drafts[r][j], head, hidden, tokens
+
+
 def simulate(
     requests: Sequence[tuple[list[int], list[int]]],
-    head_drafts: Sequence[Sequence[Sequence[int]]] | None,
+    head: HeadSource | None,
     mode: str,
     threshold: float,
     make_cache: Callable[[], Any] | None,
 ) -> dict[str, int]:
-    """One trace through one method: ``suffix``, ``head`` or ``hybrid``."""
+    """One trace through one method: ``suffix``, ``head`` or ``hybrid``. The hybrid decides and
+    assembles each draft with the engine's own functions (``arctic_runtime.heads.engine``:
+    ``hybrid_source``, ``hybrid_pick``); a suffix draft it extends is continued by the head with
+    the suffix tokens forced (``DraftHead.draft``'s ``prefix``), as in the engine."""
+    import torch
+
+    from arctic_runtime.heads.engine import hybrid_pick, hybrid_source
+
     cache = make_cache() if make_cache is not None and mode != "head" else None
-    total = {"steps": 0, "drafted": 0, "accepted": 0, "tokens": 0, "suffix_drafts": 0, "head_drafts": 0}
+    total = {
+        "steps": 0,
+        "drafted": 0,
+        "accepted": 0,
+        "tokens": 0,
+        "suffix_drafts": 0,
+        "head_drafts": 0,
+        "extended_drafts": 0,
+    }
     for r, (prompt, answer) in enumerate(requests):
         known = 1  # answer tokens the cache holds
         if cache is not None:
@@ -98,17 +130,32 @@ def simulate(
             if cache is not None and known < j + 1:
                 cache.add_tokens(r, answer[known : j + 1])
                 known = j + 1
-            head = list(head_drafts[r][j]) if head_drafts is not None else []
             if mode == "head":
+                assert head is not None
                 total["head_drafts"] += 1
-                return head
+                return list(head[0][r][j])
             assert cache is not None
             d = cache.speculate(r)
-            if mode == "suffix" or (d.token_ids and d.score >= threshold):
+            if mode == "suffix":
                 total["suffix_drafts"] += 1
                 return list(d.token_ids)
-            total["head_drafts"] += 1
-            return head
+            assert head is not None
+            drafts, model, hidden, tokens = head
+            k = model.config.n_predict
+            source = hybrid_source(len(d.token_ids), float(d.score), k, threshold)
+            head_draft: list[int] = []
+            if source == "head":
+                head_draft = list(drafts[r][j])
+            elif source == "suffix+head":
+                prefix = torch.tensor([list(d.token_ids) + [-1] * (k - len(d.token_ids))])
+                with torch.no_grad():
+                    head_draft = model.draft(hidden[r, j][None].float(), tokens[r, j][None], k, prefix)[
+                        0
+                    ].tolist()
+            total[
+                {"suffix": "suffix_drafts", "suffix+head": "extended_drafts", "head": "head_drafts"}[source]
+            ] += 1
+            return hybrid_pick(source, list(d.token_ids), head_draft, k)
 
         steps, drafted, accepted, emitted = replay(answer, draft_at)
         if cache is not None:
@@ -123,8 +170,9 @@ def simulate(
     return total
 
 
-def row(trace: str, method: str, head: str | None, t: dict[str, int]) -> dict[str, Any]:
+def row(part: str, trace: str, method: str, head: str | None, t: dict[str, int]) -> dict[str, Any]:
     return {
+        "part": part,
         "trace": trace,
         "method": method,
         "head": head,
@@ -143,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", default=str(REPO / "models" / "speculators"))
     p.add_argument("--traces", default=str(REPO / "bench" / "traces"))
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
-    p.add_argument("--max-requests", type=int, default=24, help="per trace (0 = all)")
+    p.add_argument("--max-requests", type=int, default=0, help="first N per trace, then split (0 = all)")
     args = p.parse_args(argv)
     import torch
 
@@ -172,43 +220,53 @@ def main(argv: list[str] | None = None) -> int:
     def make_cache() -> Any:
         return SuffixDecodingCache(config=suffix_config)
 
+    from arctic_runtime.heads.engine import DEFAULT_HYBRID_THRESHOLD
+
     rows: list[dict[str, Any]] = []
-    mixed: dict[tuple[str, str | None], dict[str, int]] = {}
-    sweep: dict[str, dict[str, dict[str, int]]] = {}
-    traces_info = {}
-    for name in TRACES:
-        path = Path(args.traces) / f"{name}.jsonl"
-        if not path.is_file():
-            raise SystemExit(
-                f"bench: {path} is missing (held-out traces come from the GPU run: bench.speculator_train)"
+    traces_info: dict[str, dict[str, dict[str, int]]] = {}
+    for part in PARTS:
+        mixed: dict[tuple[str, str | None], dict[str, int]] = {}
+        for name in TRACES:
+            path = Path(args.traces) / f"{name}.jsonl"
+            if not path.is_file():
+                raise SystemExit(
+                    f"bench: {path} is missing "
+                    "(held-out traces come from the GPU run: bench.speculator_train)"
+                )
+            reqs = [(list(r.prompt), list(r.output)) for r in load_trace(path)]
+            if args.max_requests:
+                reqs = reqs[: args.max_requests]
+            reqs = [(p_, a) for p_, a in reqs if len(a) >= 2 and part_of(p_) == part]
+            traces_info.setdefault(part, {})[name] = {
+                "requests": len(reqs),
+                "output_tokens": sum(len(a) for _, a in reqs),
+            }
+            longest = max(len(a) for _, a in reqs)
+            seqs = [(p_, a, name) for p_, a in reqs]
+            n_predict = max(h.config.n_predict for h in heads.values())
+            hidden, tokens, _ = hidden_table(model, seqs, n_predict, longest, 8192, torch.float32)
+            runs: list[tuple[str, str | None, dict[str, int]]] = [
+                ("suffix", None, simulate(reqs, None, "suffix", 0.0, make_cache))
+            ]
+            for kind, head in heads.items():
+                k = head.config.n_predict
+                source = (all_position_drafts(head, hidden, tokens, k).tolist(), head, hidden, tokens)
+                runs.append(("head", kind, simulate(reqs, source, "head", 0.0, make_cache)))
+                runs.append(
+                    ("hybrid", kind, simulate(reqs, source, "hybrid", DEFAULT_HYBRID_THRESHOLD, make_cache))
+                )
+                runs.append(
+                    ("hybrid-arctic-rule", kind, simulate(reqs, source, "hybrid", float(k), make_cache))
+                )
+            for method, kind_, t in runs:
+                rows.append(row(part, name, method, kind_, t))
+                mixed[(method, kind_)] = add(mixed.get((method, kind_), {}), t)
+            print(
+                f"{part} {name}: {traces_info[part][name]} done at {time.monotonic() - started:.0f}s",
+                flush=True,
             )
-        reqs = [(list(r.prompt), list(r.output)) for r in load_trace(path)]
-        if args.max_requests:
-            reqs = reqs[: args.max_requests]
-        reqs = [(p_, a) for p_, a in reqs if len(a) >= 2]
-        traces_info[name] = {"requests": len(reqs), "output_tokens": sum(len(a) for _, a in reqs)}
-        longest = max(len(a) for _, a in reqs)
-        seqs = [(p_, a, name) for p_, a in reqs]
-        n_predict = max(h.config.n_predict for h in heads.values())
-        hidden, tokens, _ = hidden_table(model, seqs, n_predict, longest, 8192, torch.float32)
-        suffix = simulate(reqs, None, "suffix", 0.0, make_cache)
-        rows.append(row(name, "suffix", None, suffix))
-        mixed[("suffix", None)] = add(mixed.get(("suffix", None), {}), suffix)
-        for kind, head in heads.items():
-            k = head.config.n_predict
-            drafts = all_position_drafts(head, hidden, tokens, k).tolist()
-            for method, threshold in (("head", 0.0), ("hybrid", float(k))):
-                t = simulate(reqs, drafts, method, threshold, make_cache)
-                rows.append(row(name, method, kind, t))
-                mixed[(method, kind)] = add(mixed.get((method, kind), {}), t)
-            for th in THRESHOLDS:
-                t = simulate(reqs, drafts, "hybrid", th, make_cache)
-                key = f"{kind}@{th:g}"
-                sweep.setdefault(key, {})[name] = t
-                sweep[key]["mixed"] = add(sweep[key].get("mixed", {}), t)
-        print(f"{name}: {traces_info[name]} done at {time.monotonic() - started:.0f}s", flush=True)
-    for (method, head_kind), t in mixed.items():
-        rows.append(row("mixed", method, head_kind, t))
+        for (method, head_kind), t in mixed.items():
+            rows.append(row(part, "mixed", method, head_kind, t))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     result = {
         "suite": "speculator-accept",
@@ -232,18 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "suffix_config": suffix_config.__dict__,
         "arctic_hybrid": arctic_status(),
+        "hybrid_threshold": DEFAULT_HYBRID_THRESHOLD,
         "rows": rows,
-        "threshold_sweep": {
-            key: {trace: row(trace, "hybrid", key, t)["tokens_per_step"] for trace, t in by.items()}
-            for key, by in sweep.items()
-        },
         "seconds": round(time.monotonic() - started, 1),
     }
     out = Path(args.out) / f"speculator-accept-{stamp}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
         print(
-            f"{r['trace']:14s} {r['method']:7s} {r['head'] or '':5s} "
+            f"{r['part']:8s} {r['trace']:14s} {r['method']:18s} {r['head'] or '':5s} "
             f"{r['tokens_per_step']:.3f} {r['accept_rate']:.3f}"
         )
     print(out)

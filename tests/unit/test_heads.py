@@ -14,7 +14,12 @@ import torch
 from arctic_kernels import speculator as kernels
 from arctic_runtime.contract import InvalidSetting, parse_engine_settings
 from arctic_runtime.heads.config import HeadConfig, check_against_base, parse_head_config
-from arctic_runtime.heads.engine import hybrid_pick, split_head_spec
+from arctic_runtime.heads.engine import (
+    DEFAULT_HYBRID_THRESHOLD,
+    hybrid_pick,
+    hybrid_source,
+    split_head_spec,
+)
 from arctic_runtime.heads.model import DraftHead, load_head, save_head
 from arctic_runtime.train.speculator import head_loss, replay
 
@@ -198,9 +203,41 @@ def test_triton_kernels_match_the_references(dtype: torch.dtype) -> None:
 
 
 def test_hybrid_rule() -> None:
-    assert hybrid_pick([1, 2, 3, 4], 3.0, [9, 9, 9], 3.0) == ([1, 2, 3, 4], "suffix")
-    assert hybrid_pick([1, 2, 3, 4], 2.9, [9, 9, 9], 3.0) == ([9, 9, 9], "head")
-    assert hybrid_pick([], 0.0, [9], 0.0) == ([9], "head")
+    # a suffix draft scoring at least the threshold wins; one shorter than k is continued by the head
+    assert hybrid_source(4, 3.0, 3, 3.0) == "suffix"
+    assert hybrid_source(4, 2.9, 3, 3.0) == "head"
+    assert hybrid_source(2, 1.0, 3, 1.0) == "suffix+head"
+    assert hybrid_source(3, 1.0, 3, 1.0) == "suffix"
+    assert hybrid_source(2, 0.99, 3, 1.0) == "head"
+    assert hybrid_source(0, 0.0, 3, 0.0) == "head"  # no suffix draft: the head, whatever the threshold
+    assert DEFAULT_HYBRID_THRESHOLD == 1.0
+    # Arctic's rule (threshold = k) never extends: a score of k needs k tokens (path probs <= 1)
+    assert hybrid_source(2, 2.0, 3, 3.0) == "head"
+    assert hybrid_pick("suffix", [1, 2, 3, 4], [9, 9, 9], 3) == [1, 2, 3, 4]
+    assert hybrid_pick("head", [1, 2, 3, 4], [9, 8, 7], 3) == [9, 8, 7]
+    assert hybrid_pick("head", [], [9, 8, 7], 2) == [9, 8]  # cut to the room left
+    assert hybrid_pick("suffix+head", [1], [1, 8, 7], 3) == [1, 8, 7]
+    with pytest.raises(ValueError, match="must start with the suffix draft"):
+        hybrid_pick("suffix+head", [1, 2], [1, 8, 7], 3)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_a_forced_prefix_is_kept_and_fed_to_the_later_steps(kind: str) -> None:
+    head = DraftHead(small(kind))
+    head.init_weights(torch.Generator().manual_seed(4))
+    x, tok = torch.randn(3, 16), torch.tensor([3, 7, 11])
+    free = head.draft(x, tok, 3)
+    # no prefix (all -1) is the head's own draft
+    assert torch.equal(head.draft(x, tok, 3, torch.full((3, 3), -1)), free)
+    forced_tok = (free[:, 0] + 1) % 50  # a first token the head did not pick
+    prefix = torch.full((3, 3), -1)
+    prefix[:, 0] = forced_tok
+    prefix[2, 0] = -1  # row 2: free
+    out = head.draft(x, tok, 3, prefix)
+    assert torch.equal(out[:2, 0], forced_tok[:2]) and torch.equal(out[2], free[2])
+    # the later steps read the forced token: as drafting two steps with it fed at step 1
+    states = head.step_states(x[:2], [tok[:2], forced_tok[:2]])
+    assert torch.equal(out[:2, 1], head.head[1](states[1]).argmax(-1))
 
 
 def test_front_end_translation(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ in hybrid mode, suffix decoding) and returns one draft per request.
 
 **Hybrid** (``enable_suffix_decoding``, Arctic's key): per request and step the suffix cache is
 updated and searched; its draft is used when its score (the expected number of accepted tokens)
-is at least ``hybrid_threshold`` (default ``n_predict``, Arctic's rule), otherwise the head's.
-vLLM's ``num_speculative_tokens`` is then the longer of the two caps.
+is at least ``hybrid_threshold`` (default 1.0, chosen by measurement: ``DEFAULT_HYBRID_THRESHOLD``),
+and continued by the head when it is shorter than ``k`` (the head drafts with the suffix tokens
+forced); otherwise the head's draft. ``hybrid_threshold = n_predict`` is Arctic's rule. vLLM's
+``num_speculative_tokens`` is then the longer of the two caps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from arctic_runtime.contract import (
     DEFAULT_SUFFIX_TREE_DEPTH,
@@ -131,13 +133,36 @@ def check_head(config: HeadConfig, hf_config: Any, k: int) -> None:
     )
 
 
+#: The hybrid's default ``hybrid_threshold``: the suffix draft is used when its score (expected
+#: accepted tokens) is at least 1, and extended by the head when shorter than ``k``. Chosen on the
+#: development half of ``bench.speculator_accept``'s requests (heads with n_predict 3); Arctic's
+#: rule is ``hybrid_threshold = n_predict`` (a score that high needs a draft of at least n_predict
+#: tokens, so nothing is extended).
+DEFAULT_HYBRID_THRESHOLD = 1.0
+
+HybridSource = Literal["suffix", "suffix+head", "head"]
+
+
+def hybrid_source(suffix_len: int, suffix_score: float, k: int, threshold: float) -> HybridSource:
+    """Where a row's draft comes from this step: ``"suffix"`` when the suffix draft scores at least
+    ``threshold`` and has ``k`` tokens or more; ``"suffix+head"`` when it scores enough but is
+    shorter than ``k`` (the head continues it: its draft with the suffix tokens forced, see
+    ``DraftHead.draft``'s ``prefix``); else ``"head"``."""
+    if suffix_len and suffix_score >= threshold:
+        return "suffix" if suffix_len >= k else "suffix+head"
+    return "head"
+
+
 def hybrid_pick(
-    suffix_draft: Sequence[int], suffix_score: float, head_draft: Sequence[int], threshold: float
-) -> tuple[list[int], str]:
-    """Arctic's rule: the suffix draft when its score reaches the threshold, else the head's."""
-    if suffix_draft and suffix_score >= threshold:
-        return list(suffix_draft), "suffix"
-    return list(head_draft), "head"
+    source: HybridSource, suffix_draft: Sequence[int], head_draft: Sequence[int], room: int
+) -> list[int]:
+    """The row's draft: the suffix draft, or the head's (for ``"suffix+head"`` the head's draft made
+    with the suffix tokens forced, which starts with them), cut to ``room`` tokens."""
+    if source == "suffix":
+        return list(suffix_draft)
+    if source == "suffix+head" and list(head_draft[: len(suffix_draft)]) != list(suffix_draft):
+        raise ValueError("hybrid_pick: a suffix+head draft must start with the suffix draft")
+    return list(head_draft)[: max(0, room)]
 
 
 @dataclass
@@ -146,6 +171,7 @@ class HeadCounters:
     rows: int = 0
     head_drafts: int = 0
     suffix_drafts: int = 0
+    extended_drafts: int = 0  # suffix drafts shorter than k continued by the head
     drafted_tokens: int = 0
     step_ns: int = 0
 
@@ -155,6 +181,7 @@ class HeadCounters:
             "rows": self.rows,
             "head_drafts": self.head_drafts,
             "suffix_drafts": self.suffix_drafts,
+            "extended_drafts": self.extended_drafts,
             "drafted_tokens": self.drafted_tokens,
             "us_per_step": self.step_ns / 1000 / max(1, self.steps),
         }
@@ -177,9 +204,7 @@ class HeadDrafter:
     def threshold(self) -> float:
         if self.settings.hybrid_threshold is not None:
             return self.settings.hybrid_threshold
-        return float(
-            self.head.config.n_predict if self.head is not None else self.settings.num_speculative_tokens
-        )
+        return DEFAULT_HYBRID_THRESHOLD
 
     def load(self, embedding: Any, lm_head: Any, dtype: Any, device: Any) -> None:
         from arctic_runtime.heads.model import GraphedDrafter, load_head
@@ -224,25 +249,36 @@ class HeadDrafter:
             rows = [
                 i for i in range(n) if sampled[i] and min(k, self.max_model_len - 1 - int(num_tokens[i])) > 0
             ]
-            need_head = [i for i in rows if not (suffix_drafts[i] and scores[i] >= self.threshold)]
+            threshold = self.threshold
+            sources = {i: hybrid_source(len(suffix_drafts[i]), scores[i], k, threshold) for i in rows}
+            need_head = [i for i in rows if sources[i] != "suffix"]
             head_out: dict[int, list[int]] = {}
             if need_head and k > 0:
                 index = torch.tensor(need_head, dtype=torch.long, device=hidden.device)
                 last = torch.tensor(
                     [int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device
                 )
+                prefix = None
+                if any(sources[i] == "suffix+head" for i in need_head):
+                    forced = [
+                        (suffix_drafts[i] if sources[i] == "suffix+head" else []) + [-1] * k
+                        for i in need_head
+                    ]
+                    prefix = torch.tensor([f[:k] for f in forced], dtype=torch.long, device=hidden.device)
                 drafter = self.graphed if self.graphed is not None else self.head
-                out = drafter.draft(hidden.index_select(0, index).to(self.head_dtype), last, k).tolist()
+                out = drafter.draft(
+                    hidden.index_select(0, index).to(self.head_dtype), last, k, prefix
+                ).tolist()
                 head_out = dict(zip(need_head, out, strict=True))
-            threshold = self.threshold
             for i in rows:
                 room = min(k, self.max_model_len - 1 - int(num_tokens[i]))
-                draft, source = hybrid_pick(
-                    suffix_drafts[i], scores[i], head_out.get(i, [])[:room], threshold
-                )
+                source = sources[i]
+                draft = hybrid_pick(source, suffix_drafts[i], head_out.get(i, []), room)
                 drafts[i] = draft
                 if source == "suffix":
                     self.counters.suffix_drafts += 1
+                elif source == "suffix+head":
+                    self.counters.extended_drafts += 1
                 else:
                     self.counters.head_drafts += 1
                 self.counters.drafted_tokens += len(draft)

@@ -200,8 +200,17 @@ class DraftHead(nn.Module):  # type: ignore[misc]
         return out
 
     @torch.no_grad()  # type: ignore[untyped-decorator]
-    def draft(self, hidden: torch.Tensor, last_tokens: torch.Tensor, k: int) -> torch.Tensor:
-        """Greedy drafts, (rows, k): ``hidden`` (rows, input_hidden_dim), ``last_tokens`` (rows,)."""
+    def draft(
+        self,
+        hidden: torch.Tensor,
+        last_tokens: torch.Tensor,
+        k: int,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Greedy drafts, (rows, k): ``hidden`` (rows, input_hidden_dim), ``last_tokens`` (rows,).
+        ``prefix`` (rows, k), optional: where ``prefix[r, i] >= 0`` the draft's token i is that token
+        instead of the head's own (and the later steps are fed it), so a row's draft can continue
+        another drafter's tokens (the hybrid extends short suffix drafts this way); -1: the head's."""
         state = self._input(hidden)
         cell = torch.zeros(hidden.shape[0], self.config.inner_dim, dtype=hidden.dtype, device=hidden.device)
         tok = last_tokens
@@ -212,6 +221,8 @@ class DraftHead(nn.Module):  # type: ignore[misc]
             else:
                 state, cell = self._lstm_step(i, state, cell, tok)
             tok = self.head[i](state).argmax(dim=-1)
+            if prefix is not None:
+                tok = torch.where(prefix[:, i] >= 0, prefix[:, i], tok)
             out.append(tok)
         return torch.stack(out, dim=-1)
 
@@ -291,35 +302,49 @@ class GraphedDrafter:
     def __init__(self, head: DraftHead, max_batch: int = 256) -> None:
         self.head = head
         self.max_batch = max_batch
-        self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.graphs: dict[
+            tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = {}
 
     @staticmethod
     def padded(rows: int) -> int:
         return 1 << max(0, (rows - 1).bit_length())
 
     @torch.no_grad()  # type: ignore[untyped-decorator]
-    def draft(self, hidden: torch.Tensor, last_tokens: torch.Tensor, k: int) -> torch.Tensor:
+    def draft(
+        self,
+        hidden: torch.Tensor,
+        last_tokens: torch.Tensor,
+        k: int,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``DraftHead.draft`` (``prefix`` likewise; the graph always reads a prefix buffer, -1
+        where none is given)."""
         rows = hidden.shape[0]
         size = self.padded(rows)
         if not hidden.is_cuda or size > self.max_batch:
-            return self.head.draft(hidden, last_tokens, k)
+            return self.head.draft(hidden, last_tokens, k, prefix)
         entry = self.graphs.get((size, k))
         if entry is None:
             static_h = torch.zeros((size, hidden.shape[1]), dtype=hidden.dtype, device=hidden.device)
             static_t = torch.zeros((size,), dtype=torch.long, device=hidden.device)
+            static_p = torch.full((size, k), -1, dtype=torch.long, device=hidden.device)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm up: Triton compiles outside the capture
-                    self.head.draft(static_h, static_t, k)
+                    self.head.draft(static_h, static_t, k, static_p)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = self.head.draft(static_h, static_t, k)
-            entry = (graph, static_h, static_t, static_out)
+                static_out = self.head.draft(static_h, static_t, k, static_p)
+            entry = (graph, static_h, static_t, static_p, static_out)
             self.graphs[(size, k)] = entry
-        graph, static_h, static_t, static_out = entry
+        graph, static_h, static_t, static_p, static_out = entry
         static_h[:rows].copy_(hidden)
         static_t[:rows].copy_(last_tokens)
+        static_p.fill_(-1)
+        if prefix is not None:
+            static_p[:rows].copy_(prefix)
         graph.replay()
         return static_out[:rows].clone()
