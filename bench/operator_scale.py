@@ -93,11 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     from tests.cluster.conftest import APPS_NS, Kube, OperatorProcess
     from tools.cluster.cluster import LocalCluster
 
+    from arctic_operator.settings import OperatorSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (audit log, logs)")
+    parser.add_argument(
+        "--resync-s",
+        type=float,
+        default=OperatorSettings.resync_seconds,
+        help="the operator's resync interval (default: the operator's and the chart's, "
+        f"{OperatorSettings.resync_seconds:g} s; the cluster tests use {OperatorProcess.RESYNC_SECONDS} s)",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     policy = work / "audit-policy.yaml"
@@ -125,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             "operator.replicas=0",
         )
         kube.kubectl("create", "namespace", APPS_NS)
-        op = OperatorProcess(kube, work, metrics_port=True)
+        op = OperatorProcess(
+            kube, work, metrics_port=True, env={"ARCTIC_OPERATOR_RESYNC_SECONDS": f"{args.resync_s:g}"}
+        )
         op.start()
         sample = yaml.safe_load((ROOT / "docs" / "samples" / "smollm2-cpu.yaml").read_text())
         sample["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "1Gi"}}
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, v in sorted(server_s.items(), key=lambda kv: -len(kv[1]))
             if len(v) >= 100
         },
-        "operator_resync_s": float(OperatorProcess.RESYNC_SECONDS),
+        "operator_resync_s": args.resync_s,
         "targets": {"reconcile_p99_s": 1.0, "operator_rss_mb": 150},
     }
     args.out.mkdir(parents=True, exist_ok=True)
