@@ -212,18 +212,23 @@ def mean_lengths(length_scale: float) -> tuple[float, float]:
     return PROMPT_MEAN / length_scale, OUTPUT_MEAN / length_scale
 
 
-def e2e_estimate_s(cal: Calibration, running: int, length_scale: float, rate: float = 0.0) -> float:
-    """A mean request's time in the engine at ``running`` decoding requests, without drafting: its
-    prefill plus (output - 1) vanilla decode steps. At an arrival ``rate``, the engine spends
-    ``rate x prefill`` of each second prefilling other requests (chunked prefill shares the steps),
-    so each decode step takes 1 / (1 - that share) longer in wall time."""
+def request_seconds(cal: Calibration, running: int, length_scale: float) -> tuple[float, float]:
+    """A mean request's (prefill, decode) seconds on an otherwise idle engine at ``running``
+    decoding requests, without drafting: its prompt's prefill and (output - 1) vanilla decode steps."""
     prompt, output = mean_lengths(length_scale)
-    prefill = prompt * cal.prefill_s_per_token
+    step = interpolate_log(cal.decode_batches, cal.decode_step_s, running)
+    return prompt * cal.prefill_s_per_token, (output - 1) * step
+
+
+def e2e_estimate_s(cal: Calibration, running: int, length_scale: float, rate: float = 0.0) -> float:
+    """A mean request's time in the engine (``request_seconds``). At an arrival ``rate``, the engine
+    spends ``rate x prefill`` of each second prefilling other requests (chunked prefill shares the
+    steps), so each decode step takes 1 / (1 - that share) longer in wall time."""
+    prefill, decode = request_seconds(cal, running, length_scale)
     busy = rate * prefill
     if busy >= 1:
         raise ValueError(f"e2e_estimate_s: {rate}/s x {prefill:.4f} s of prefill each saturates the engine")
-    step = interpolate_log(cal.decode_batches, cal.decode_step_s, running)
-    return prefill + (output - 1) * step / (1 - busy)
+    return prefill + decode / (1 - busy)
 
 
 def sustainable_rate(cal: Calibration, running_target: int, length_scale: float) -> float:
@@ -235,9 +240,7 @@ def sustainable_rate(cal: Calibration, running_target: int, length_scale: float)
     (the larger one is past saturation, r p > 1)."""
     if running_target < 1:
         raise ValueError(f"sustainable_rate: running_target must be >= 1, got {running_target}")
-    prompt, output = mean_lengths(length_scale)
-    p = prompt * cal.prefill_s_per_token
-    d = (output - 1) * interpolate_log(cal.decode_batches, cal.decode_step_s, running_target)
+    p, d = request_seconds(cal, running_target, length_scale)
     r = float(running_target)
     if p == 0:
         return r / d

@@ -107,7 +107,7 @@ def simulate(
     the suffix tokens forced (``DraftHead.draft``'s ``prefix``), as in the engine."""
     import torch
 
-    from arctic_runtime.heads.engine import hybrid_pick, hybrid_source
+    from arctic_runtime.heads.engine import forced_prefix, hybrid_pick, hybrid_source
 
     cache = make_cache() if make_cache is not None and mode != "head" else None
     total = {
@@ -147,7 +147,7 @@ def simulate(
             if source == "head":
                 head_draft = list(drafts[r][j])
             elif source == "suffix+head":
-                prefix = torch.tensor([list(d.token_ids) + [-1] * (k - len(d.token_ids))])
+                prefix = torch.tensor([forced_prefix(source, d.token_ids, k)])
                 with torch.no_grad():
                     head_draft = model.draft(hidden[r, j][None].float(), tokens[r, j][None], k, prefix)[
                         0
@@ -224,26 +224,28 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     traces_info: dict[str, dict[str, dict[str, int]]] = {}
+    loaded: dict[str, list[tuple[list[int], list[int]]]] = {}
+    for name in TRACES:
+        path = Path(args.traces) / f"{name}.jsonl"
+        if not path.is_file():
+            raise SystemExit(
+                f"bench: {path} is missing (held-out traces come from the GPU run: bench.speculator_train)"
+            )
+        reqs = [(list(r.prompt), list(r.output)) for r in load_trace(path)]
+        if args.max_requests:
+            reqs = reqs[: args.max_requests]
+        loaded[name] = [(p_, a) for p_, a in reqs if len(a) >= 2]
+    n_predict = max(h.config.n_predict for h in heads.values())
     for part in PARTS:
         mixed: dict[tuple[str, str | None], dict[str, int]] = {}
         for name in TRACES:
-            path = Path(args.traces) / f"{name}.jsonl"
-            if not path.is_file():
-                raise SystemExit(
-                    f"bench: {path} is missing "
-                    "(held-out traces come from the GPU run: bench.speculator_train)"
-                )
-            reqs = [(list(r.prompt), list(r.output)) for r in load_trace(path)]
-            if args.max_requests:
-                reqs = reqs[: args.max_requests]
-            reqs = [(p_, a) for p_, a in reqs if len(a) >= 2 and part_of(p_) == part]
+            reqs = [(p_, a) for p_, a in loaded[name] if part_of(p_) == part]
             traces_info.setdefault(part, {})[name] = {
                 "requests": len(reqs),
                 "output_tokens": sum(len(a) for _, a in reqs),
             }
             longest = max(len(a) for _, a in reqs)
             seqs = [(p_, a, name) for p_, a in reqs]
-            n_predict = max(h.config.n_predict for h in heads.values())
             hidden, tokens, _ = hidden_table(model, seqs, n_predict, longest, 8192, torch.float32)
             runs: list[tuple[str, str | None, dict[str, int]]] = [
                 ("suffix", None, simulate(reqs, None, "suffix", 0.0, make_cache))

@@ -16,6 +16,7 @@ from arctic_runtime.contract import InvalidSetting, parse_engine_settings
 from arctic_runtime.heads.config import HeadConfig, check_against_base, parse_head_config
 from arctic_runtime.heads.engine import (
     DEFAULT_HYBRID_THRESHOLD,
+    forced_prefix,
     hybrid_pick,
     hybrid_source,
     split_head_spec,
@@ -219,6 +220,9 @@ def test_hybrid_rule() -> None:
     assert hybrid_pick("suffix+head", [1], [1, 8, 7], 3) == [1, 8, 7]
     with pytest.raises(ValueError, match="must start with the suffix draft"):
         hybrid_pick("suffix+head", [1, 2], [1, 8, 7], 3)
+    # the head's forced tokens: the suffix draft of an extended row, -1 (the head's own) elsewhere
+    assert forced_prefix("suffix+head", [5, 6], 3) == [5, 6, -1]
+    assert forced_prefix("head", [5, 6], 3) == [-1, -1, -1]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])

@@ -153,6 +153,13 @@ def hybrid_source(suffix_len: int, suffix_score: float, k: int, threshold: float
     return "head"
 
 
+def forced_prefix(source: HybridSource, suffix_draft: Sequence[int], k: int) -> list[int]:
+    """The head's ``prefix`` row (``DraftHead.draft``) for a row of this ``source``: the suffix
+    tokens of a ``"suffix+head"`` row, then -1 (the head's own) up to ``k``; all -1 otherwise."""
+    forced = list(suffix_draft)[:k] if source == "suffix+head" else []
+    return forced + [-1] * (k - len(forced))
+
+
 def hybrid_pick(
     source: HybridSource, suffix_draft: Sequence[int], head_draft: Sequence[int], room: int
 ) -> list[int]:
@@ -260,11 +267,11 @@ class HeadDrafter:
                 )
                 prefix = None
                 if any(sources[i] == "suffix+head" for i in need_head):
-                    forced = [
-                        (suffix_drafts[i] if sources[i] == "suffix+head" else []) + [-1] * k
-                        for i in need_head
-                    ]
-                    prefix = torch.tensor([f[:k] for f in forced], dtype=torch.long, device=hidden.device)
+                    prefix = torch.tensor(
+                        [forced_prefix(sources[i], suffix_drafts[i], k) for i in need_head],
+                        dtype=torch.long,
+                        device=hidden.device,
+                    )
                 drafter = self.graphed if self.graphed is not None else self.head
                 out = drafter.draft(
                     hidden.index_select(0, index).to(self.head_dtype), last, k, prefix

@@ -73,6 +73,11 @@ def load_base(data: Path, model_dir: Path | None) -> tuple[dict[str, Any], dict[
 Sample = tuple[list[int], list[bool], int]  # tokens, loss mask, prompt length
 
 
+def raw_sample(tokens: list[int], masked_prefix: int) -> Sample:
+    """A raw-text sample: the KL on every token after the first ``masked_prefix``."""
+    return tokens, [j >= masked_prefix for j in range(len(tokens))], masked_prefix
+
+
 def build_samples(
     prompts: TokenTable,
     answers: dict[int, list[int]],
@@ -94,8 +99,7 @@ def build_samples(
     for i in range(len(raw)):
         if bool(raw.held_out[i]) != held_out:
             continue
-        r = raw.row(i)
-        out.append((r, [j >= masked_prefix for j in range(len(r))], masked_prefix))
+        out.append(raw_sample(raw.row(i), masked_prefix))
     return out
 
 
@@ -524,10 +528,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model = SwiftKVLlama(config, state, lkv, swiftkv=delta).to_device(device, torch.float32)
     raw = TokenTable.load(data / "raw.npz")
     held = [i for i in range(len(raw)) if raw.held_out[i]][: args.max_raw]
-    samples: list[Sample] = [
-        (raw.row(i), [j >= RAW_MASKED_PREFIX for j in range(len(raw.row(i)))], RAW_MASKED_PREFIX)
-        for i in held
-    ]
+    samples = [raw_sample(raw.row(i), RAW_MASKED_PREFIX) for i in held]
     t = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         mc_path = subset_mc(data / "mc.npz", args.per_task, Path(tmp) / "mc.npz")
