@@ -85,8 +85,8 @@ suffix-sim: setup ## replay a trace through suffix decoding: make suffix-sim TRA
 bench-suffix: setup ## suffix decoding, ours vs Arctic Inference (if importable), on bench/traces/*.jsonl
 	$(PY) -m bench.suffix_accept
 
-bench-control: setup ## control-loop simulator: our policies vs static caps and KEDA on 3 traces (bench/results/control-*.json)
-	$(PY) -m bench.control --plot docs/img/control-latency.png
+bench-control: setup ## control-loop simulator: our policies vs static caps and KEDA on 3 traces (bench/results/control-*.json) [CAL=h100|h200|served]
+	$(PY) -m bench.control --plot docs/img/control-latency.png $(if $(CAL),--calibration $(CAL))
 
 MUTATION_VENV := $(VENV)/mutation
 mutation: setup ## mutation testing (cosmic-ray) of tools/mutation/modules.txt: >= 90 % killed per module [ARGS=--only PATH]

@@ -134,6 +134,23 @@ class Calibration:
     """What -> result file (or how it was derived)."""
     gpu: str = "H100"
     kv_capacity_tokens: int = KV_CAPACITY_TOKENS
+    kv_s_per_token: float = 0.0
+    """Seconds a decode step spends per KV-cache token of its decoding requests: attention reads
+    every decoding request's whole context in every step, so a batch of 1,000-token contexts steps
+    slower than the same batch of 150-token ones. 0: not modelled, and ``decode_step_s`` include
+    the calibration runs' own contexts (128-token prompts, 64 outputs: ~130-190 tokens per request).
+    The served probe (bench/control_validate.py) measures it from one batch size at two prompt
+    lengths and takes it out of ``decode_step_s`` (which then hold a step at zero context)."""
+    prefill_marginal: bool = False
+    """True: ``prefill_s_per_token`` is a prompt token's marginal cost in a step (the slope of TTFT
+    over the prompt tokens of one step, measured at several lengths), and a step that carries only
+    prefill also pays the batch-1 decode step (the step's fixed cost: reading the weights, the
+    launch). False: one long prompt's TTFT / its length, the fixed cost spread over its tokens."""
+    request_overhead_s: float = 0.0
+    """Seconds of a request's time to first token spent outside the engine's steps: its path through
+    the OpenAI server (HTTP, the API process, the hand-over to the engine core and back). Added to
+    every TTFT and end-to-end latency, as a client measures them. 0: not modelled (the offline
+    calibrations time the engine alone)."""
 
     def costs(self) -> VerifyCosts:
         """The verify-cost curves, as the chart ships them for the operator."""
@@ -400,14 +417,96 @@ def load_calibration_h200(results_dir: Path = RESULTS) -> Calibration:
     )
 
 
-def step_time_s(cal: Calibration, decoding: int, verify_extra: float, prefill_tokens: int) -> float:
+def _served_file(results_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest GPU ``control-served-<time>.json`` (a CPU dry run's is not a calibration)."""
+    for path in sorted(results_dir.glob("control-served-[0-9]*.json"), reverse=True):
+        data: dict[str, Any] = json.loads(path.read_text())
+        if data.get("device") == "gpu":
+            return path, data
+    raise FileNotFoundError(
+        f"no control-served-<time>.json from a GPU in {results_dir}: run bench/gpu/validate.sh on the H200 "
+        "(python -m bench.control_validate writes it from its probe of the served engine)"
+    )
+
+
+def load_calibration_served(results_dir: Path = RESULTS) -> Calibration:
+    """The served engine's calibration (``control-served-<time>.json``: bench.control_validate's
+    probe of the engine the operator deploys, through its OpenAI server, speculation configured):
+    decode steps at zero context and the context's cost per KV token, the verify cost at the
+    engine's k, the prefill's marginal cost per token and the request's path through the server.
+    Acceptance as for the H100 (suffix-accept). Draft lengths the probe did not measure (the
+    simulator's classes draft 1-4 tokens on average) take the served curve scaled by the offline
+    H200 curves (control-h200) at each batch size: cost_k'(b) = 1 + (served_k(b) - 1) x
+    (offline_k'(b) - 1) / (offline_k(b) - 1). Engine starts from the control-h200 files (a start
+    with warm caches and the first one), else the validation run's start for both."""
+    path, data = _served_file(results_dir)
+    c = data["calibration"]
+    batches = tuple(int(b) for b in c["decode_batches"])
+    served_costs = {int(k): tuple(float(r) for r in v) for k, v in c["verify_cost"].items()}
+    costs = dict(served_costs)
+    h100 = load_calibration(results_dir)
+    try:
+        offline: Calibration | None = load_calibration_h200(results_dir)
+    except FileNotFoundError:
+        offline = None
+    derived = []
+    if offline is not None:
+        k = min(served_costs)
+        if k in offline.verify_cost:
+            base = [interpolate_log(offline.verify_batches, offline.verify_cost[k], b) - 1 for b in batches]
+            for other, curve in offline.verify_cost.items():
+                if other in costs or any(x <= 0 for x in base):
+                    continue
+                scale = [
+                    (interpolate_log(offline.verify_batches, curve, b) - 1) / x
+                    for b, x in zip(batches, base, strict=True)
+                ]
+                costs[other] = tuple(1 + (s - 1) * f for s, f in zip(served_costs[k], scale, strict=True))
+                derived.append(f"k={other} scaled from k={k} by the offline H200 curves")
+    start = float(c["engine_start_s"])
+    return replace(
+        h100,
+        decode_batches=batches,
+        decode_step_s=tuple(float(s) for s in c["decode_step_s"]),
+        verify_batches=batches,
+        verify_cost=dict(sorted(costs.items())),
+        prefill_s_per_token=float(c["prefill_s_per_token"]),
+        engine_start_s=offline.engine_start_s if offline is not None else start,
+        cold_engine_start_s=offline.cold_engine_start_s if offline is not None else start,
+        gpu=str(c.get("gpu") or "H200"),
+        kv_capacity_tokens=int(c["kv_capacity_tokens"]),
+        kv_s_per_token=float(c["kv_s_per_token"]),
+        prefill_marginal=bool(c["prefill_marginal"]),
+        request_overhead_s=float(c["request_overhead_s"]),
+        sources={
+            **h100.sources,
+            **{what: f"{path.name}: {how}" for what, how in data.get("sources", {}).items()},
+            "verify_cost": f"{path.name}: served k={', '.join(map(str, served_costs))}"
+            + (f"; {'; '.join(derived)}" if derived else ""),
+            "engine_start_s": offline.sources["engine_start_s"] if offline is not None else f"{path.name}",
+            "cold_engine_start_s": offline.sources["cold_engine_start_s"]
+            if offline is not None
+            else path.name,
+        },
+    )
+
+
+def step_time_s(
+    cal: Calibration, decoding: int, verify_extra: float, prefill_tokens: int, context_tokens: float = 0.0
+) -> float:
     """One engine step: decode of ``decoding`` requests, ``verify_extra`` = the sum over drafting
-    requests of (verify cost at their draft length - 1), plus the prefill of ``prefill_tokens``."""
+    requests of (verify cost at their draft length - 1), plus the prefill of ``prefill_tokens``,
+    plus ``context_tokens`` (the decoding requests' KV-cache tokens) x ``cal.kv_s_per_token``.
+    Drafts scale the step's batch part only: the verify step reads each context once, as the plain
+    step does. With ``cal.prefill_marginal`` a step without decoding requests pays the batch-1
+    decode step for its prefill (the step's fixed cost)."""
     decode = 0.0
     if decoding > 0:
         decode = interpolate_log(cal.decode_batches, cal.decode_step_s, decoding)
         decode *= 1 + verify_extra / decoding
-    return decode + prefill_tokens * cal.prefill_s_per_token
+    elif prefill_tokens > 0 and cal.prefill_marginal:
+        decode = interpolate_log(cal.decode_batches, cal.decode_step_s, 1)
+    return decode + context_tokens * cal.kv_s_per_token + prefill_tokens * cal.prefill_s_per_token
 
 
 Schedule = tuple[tuple[int, int], ...]
@@ -665,33 +764,43 @@ class Replica:
     def active(self) -> bool:
         return self.stopped_at is None and not self.draining
 
-    def can_admit(self) -> bool:
+    def head_fits(self, scheduled_tokens: int = 0) -> bool:
+        """Whether the first waiting request may be admitted as far as slots and KV cache go: fewer
+        than max_num_seqs run, and its whole prompt fits beside the KV cache in use and the
+        ``scheduled_tokens`` this step already gives out (vLLM 0.26's admission with
+        ``scheduler_reserve_full_isl``); an idle engine admits it whatever its size."""
         if not self.waiting or len(self.running) >= self.engine.max_num_seqs:
             return False
-        return (
-            not self.running
-            or self.kv_tokens + self.waiting[0].prefill_left <= self.engine.kv_capacity_tokens
-        )
+        need = self.kv_tokens + scheduled_tokens + self.waiting[0].prefill_left
+        return not self.running or need <= self.engine.kv_capacity_tokens
 
     def plan(self, now: float) -> float | None:
-        """Start an epoch at ``now`` (admitting what fits); its end, or None when idle."""
-        while self.can_admit():
-            self.running.append(self.waiting.popleft())
-        if not self.running:
+        """Start an epoch at ``now`` as vLLM 0.26's V1 scheduler builds a step; its end, or None
+        when idle. The token budget (max_num_batched_tokens) goes first to the running requests
+        in their order: a decoding request takes 1 + its draft tokens, one still prefilling
+        (admitted in an earlier step) its next chunk. Only then are waiting requests admitted,
+        FIFO, while budget is left (``head_fits``): each with a chunk of its prompt in this very
+        step. A request the budget cannot reach stays waiting, and counts as waiting in the
+        scrapes, as vLLM's gauges count it. The caps apply to the running requests as the step
+        starts (the runtime caps vLLM's running queue before the newly admitted join it)."""
+        if not self.running and not self.waiting:
             self.busy = False
             return None
-        slots = drafting_slots(len(self.running), self.soft_cap, self.hard_cap)
-        if not self.engine.drafts_with_prefill and any(live.prefill_left > 0 for live in self.running):
-            slots = 0
+        running = len(self.running)
+        slots = drafting_slots(running, self.soft_cap, self.hard_cap)
+        if not self.engine.drafts_with_prefill and (
+            any(live.prefill_left > 0 for live in self.running) or self.head_fits()
+        ):
+            slots = 0  # the runtime's carries_prefill: this step will carry prefill work
         draft_cap = DEFAULT_DRAFT_CAP
         if self.schedule is not None:
-            draft_cap = schedule_draft_cap(self.schedule, len(self.running))
+            draft_cap = schedule_draft_cap(self.schedule, running)
             slots = slots if draft_cap > 0 else 0
         classes = self.table.get(draft_cap, {})
         budget = self.engine.max_num_batched_tokens
-        rates, chunks = [0.0] * len(self.running), [0] * len(self.running)
+        rates, chunks = [0.0] * running, [0] * running
         decoding = drafting = 0
-        accept = draft_tokens = extra = 0.0
+        accept = draft_tokens = extra = context = 0.0
         prefilling: list[int] = []
         steps = sys.maxsize  # until the first completion
         for pos, live in enumerate(self.running):
@@ -699,6 +808,7 @@ class Replica:
                 prefilling.append(pos)
                 continue
             decoding += 1
+            context += live.context
             rate = 1.0
             if pos < slots:
                 draft = classes[live.req.klass]
@@ -706,7 +816,7 @@ class Replica:
                 rate += draft.accepted
                 accept += draft.accepted
                 draft_tokens += draft.draft_len
-                extra += draft.cost.cost(len(self.running)) - 1
+                extra += draft.cost.cost(running) - 1
                 budget -= math.ceil(draft.draft_len)
             budget -= 1
             rates[pos] = rate
@@ -718,11 +828,22 @@ class Replica:
             chunks[pos] = min(self.running[pos].prefill_left, budget)
             budget -= chunks[pos]
             prefill += chunks[pos]
+        while budget > 0 and self.head_fits(prefill):
+            live = self.waiting.popleft()
+            self.running.append(live)
+            chunk = min(live.prefill_left, budget)
+            rates.append(0.0)
+            chunks.append(chunk)
+            budget -= chunk
+            prefill += chunk
+        if not self.running:
+            self.busy = False
+            return None
         if prefill > 0:
             steps = 1  # the batch changes after this step
         self.busy = True
         self.epoch_start, self.steps = now, max(1, steps)
-        self.step_s = step_time_s(self.cal, decoding, extra, prefill)
+        self.step_s = step_time_s(self.cal, decoding, extra, prefill, context)
         self._rates, self._chunks = rates, chunks
         self._decoding, self._drafting = decoding, drafting
         self._accept_per_step = accept
@@ -1293,9 +1414,15 @@ def simulate(
         end_s=end,
         gpu_seconds=cluster.gpu_seconds(end),
         ttft_s=tuple(
-            live.first_token_at - live.req.arrival for live in cluster.done if live.first_token_at is not None
+            live.first_token_at - live.req.arrival + cal.request_overhead_s
+            for live in cluster.done
+            if live.first_token_at is not None
         ),
-        e2e_s=tuple(live.done_at - live.req.arrival for live in cluster.done if live.done_at is not None),
+        e2e_s=tuple(
+            live.done_at - live.req.arrival + cal.request_overhead_s
+            for live in cluster.done
+            if live.done_at is not None
+        ),
         scale_events=cluster.scale_events,
         cap_changes=cluster.cap_changes,
         max_replicas=most,
@@ -1571,9 +1698,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="calibration: bench result files")
     parser.add_argument(
         "--calibration",
-        choices=("h100", "h200"),
+        choices=("h100", "h200", "served"),
         default="h200",
-        help="h100: verify-8b, overhead-8b, throughput-8b files; h200: control-h200 (bench/gpu/calibrate.sh)",
+        help="h100: verify-8b, overhead-8b, throughput-8b files; h200: control-h200 (bench/gpu/calibrate.sh, "
+        "offline engine); served: control-served (bench/gpu/validate.sh's probe of the served engine)",
     )
     parser.add_argument("--plot", type=Path, help="also write the PNG plot here")
     parser.add_argument(
@@ -1619,9 +1747,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.control: unknown traces {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
         return 2
     traces = [TRACES[n].scaled(QUICK_FACTOR) if args.quick else TRACES[n] for n in names]
-    cal = (
-        load_calibration_h200(args.results) if args.calibration == "h200" else load_calibration(args.results)
-    )
+    loaders = {"h100": load_calibration, "h200": load_calibration_h200, "served": load_calibration_served}
+    cal = loaders[args.calibration](args.results)
     if args.write_costs:
         args.write_costs.parent.mkdir(parents=True, exist_ok=True)
         args.write_costs.write_text(json.dumps(cost_file(cal), indent=2) + "\n")

@@ -1,11 +1,14 @@
 """Validate the control simulator against one real engine (issue 16, "Credibility").
 
 ``python -m bench.control_validate [--device auto|gpu|cpu] [--traces steady,bursty,diurnal]
-[--segment-s S] [--budget-s S] [--calibration h200|probe] [--probe] [--out DIR]`` starts one vLLM
-OpenAI server with our plugin, replays a segment of each trace against it open loop with the
-operator's cap controller in the loop, predicts the same segment with the simulator
+[--segment-s S] [--budget-s S] [--calibration served|h200] [--compare] [--out DIR]`` starts one
+vLLM OpenAI server with our plugin, probes its step times through the server (the served
+calibration, ``DIR/control-served-<time>.json``), replays a segment of each trace against it open
+loop with the operator's cap controller in the loop, predicts the same segment with the simulator
 (``bench/control.py``) for one replica, and writes ``DIR/control-validation-<time>.json`` with the
 measured and predicted TTFT/TPOT p50/p95 per trace, their ratios and whether each is within 15 %.
+``--repredict FILE [--what-if steps=X|kv=S ...]`` predicts a recorded run again from its own probe
+(no engine), to ``DIR/control-repredict-<its time>.json``.
 
 Method (the planning functions below are pure; the I/O is at the end of the file):
 
@@ -17,10 +20,12 @@ Method (the planning functions below are pure; the I/O is at the end of the file
 * **Rate scaling** (``rate_scale``): every rate of the segment times one factor, chosen so that the
   segment's peak rate keeps about ``running_target`` requests running on one replica by Little's law
   (``sustainable_rate``): rate x e2e = running_target, with e2e = mean prompt x prefill time per token
-  + (mean output - 1) x the vanilla decode step at ``running_target`` (no drafting: drafting only
-  shortens it), each step stretched by prefill's share of the engine's time (rate x one prompt's
-  prefill). The first H200 runs (2026-12-03) left that share out: their peak loads spent ~58 % of
-  the engine's time prefilling, at the knee of the engine's curve. ``running_target`` is the
+  + (mean output - 1) x the vanilla decode step at ``running_target`` with their contexts (no
+  drafting: drafting only shortens it), each step stretched by prefill's share of the engine's time
+  (rate x one prompt's prefill). The step times are the calibration's: the served probe's by
+  default, so the load is what this engine sustains. The first H200 runs (2026-12-03) left that
+  share out and took the offline calibration's faster steps: their peak loads spent ~58 % of the
+  engine's time prefilling, at the knee of the engine's curve. ``running_target`` is the
   simulator's running-requests target per replica (32) on the GPU: a load the operator would serve
   with one replica. No replica scaling happens in either path.
 * **Requests** (``plan_trace``): the simulator's own generator (``generate_requests``, same seed
@@ -42,11 +47,19 @@ Method (the planning functions below are pure; the I/O is at the end of the file
   operator's scrape interval) during each replay; the engine starts each trace at soft cap 64, no
   hard cap. The prediction runs the same policy through ``OperatorController`` with the replica
   count held at one.
-* **Calibration**: on the GPU, the H200 files (``load_calibration_h200``: control-h200-*.json from
-  bench/gpu/calibrate.sh), with the KV capacity the engine reported at start; ``--probe`` also
-  measures step times on this engine before the replay (``probe_calibration``) and adds a second
-  prediction from them. On CPU the probe is the calibration, and the run is marked a smoke run
-  (``validation: false``): its numbers are not a validation of the GPU model.
+* **Calibration** (``--calibration served``, the default): this engine, probed through its server
+  before the replays (``probe``, ``served_calibration``): closed batches of 1-256 requests, nobody
+  drafting and everyone drafting ``k``, their step time read from the stream while the whole batch
+  decodes (``decode_window``), at short prompts for every batch size and at long ones for two (the
+  context's cost per KV token, ``Calibration.kv_s_per_token``); the idle engine's TTFT at 512-8,000
+  prompt tokens per step (a line: the prefill's marginal cost per token, and the request's path
+  through the server). The KV capacity is the one the engine reported at start. The first H200
+  runs used the offline calibration (control-h200: vLLM's ``LLM``, no speculation configured,
+  128-token prompts), which timed a faster engine than the served one (1.4-2.0x); their own probe
+  (the median TPOT of bursts) mixed the bursts' prefill steps into the large batches' step times
+  and left the context out. ``--calibration h200`` still predicts from the offline files;
+  ``--compare`` adds the other calibration's prediction beside. On CPU the run is marked a smoke
+  run (``validation: false``): its numbers are not a validation of the GPU model.
 * **Comparison** (``compare``): ratio = predicted / measured per percentile; a trace is within 15 %
   when every ratio is in [0.85, 1.15] and no request failed.
 """
@@ -59,6 +72,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -80,6 +94,7 @@ from bench.control import (
     CLASS_WEIGHTS,
     DEFAULT_DRAFT_CAP,
     FIXED_CAP,
+    H200_KV_CAPACITY_TOKENS,
     MAX_AGE_S,
     OPERATOR_TICK_S,
     OUTPUT_MEAN,
@@ -131,7 +146,16 @@ class DeviceSetting:
     probe_batches: tuple[int, ...]
     probe_prompt: int
     probe_output: int
+    """Closed batches at every one of ``probe_batches``: prompt and output tokens per request."""
+    probe_long_batches: tuple[int, ...]
     probe_long_prompt: int
+    probe_long_output: int
+    """Closed batches at long prompts (the context's cost), at a few of the batch sizes."""
+    probe_prefill: tuple[tuple[int, int], ...]
+    """(requests, prompt tokens each) sent together into an idle engine, each group one step's
+    prefill, for the line of TTFT over a step's prompt tokens."""
+    probe_repeats: int = 3
+    """Each prefill group is timed this many times (the median counts)."""
 
 
 SETTINGS: dict[Device, DeviceSetting] = {
@@ -144,10 +168,14 @@ SETTINGS: dict[Device, DeviceSetting] = {
         segment_s=90.0,
         drain_s=25.0,
         max_model_len=4096,
-        probe_batches=(1, 4, 16, 64, 128, 256),
+        probe_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         probe_prompt=128,
-        probe_output=64,
-        probe_long_prompt=2048,
+        probe_output=96,
+        # the traces' contexts: ~1,000-token prompts; 256 x 1,024 tokens prefill in 32 steps
+        probe_long_batches=(64, 256),
+        probe_long_prompt=1024,
+        probe_long_output=96,
+        probe_prefill=((1, 512), (1, 1024), (1, 2048), (1, 4000), (2, 4000)),
     ),
     # SmolLM2 on 2 cores (the launcher's CPU settings: 1024 context, 512 tokens per step)
     "cpu": DeviceSetting(
@@ -161,7 +189,11 @@ SETTINGS: dict[Device, DeviceSetting] = {
         probe_batches=(1, 2, 4, 8),
         probe_prompt=64,
         probe_output=24,
-        probe_long_prompt=480,
+        probe_long_batches=(8,),
+        probe_long_prompt=320,
+        probe_long_output=32,
+        probe_prefill=((1, 128), (1, 256), (1, 480), (2, 240)),
+        probe_repeats=2,
     ),
 }
 
@@ -214,9 +246,12 @@ def mean_lengths(length_scale: float) -> tuple[float, float]:
 
 def request_seconds(cal: Calibration, running: int, length_scale: float) -> tuple[float, float]:
     """A mean request's (prefill, decode) seconds on an otherwise idle engine at ``running``
-    decoding requests, without drafting: its prompt's prefill and (output - 1) vanilla decode steps."""
+    decoding requests, without drafting: its prompt's prefill and (output - 1) vanilla decode steps,
+    each step with the contexts of ``running`` mean requests halfway through their output (prompt
+    + output / 2 tokens each) at ``cal.kv_s_per_token``."""
     prompt, output = mean_lengths(length_scale)
     step = interpolate_log(cal.decode_batches, cal.decode_step_s, running)
+    step += cal.kv_s_per_token * running * (prompt + output / 2)
     return prompt * cal.prefill_s_per_token, (output - 1) * step
 
 
@@ -300,11 +335,29 @@ class TracePlan:
             "time_scale": self.time_scale,
             "offset_s": round(self.offset_s, 3),
             "duration_s": round(self.duration_s, 3),
-            "rate_scale": round(self.rate_scale, 6),
+            "rate_scale": self.rate_scale,  # exact: --repredict regenerates the requests from it
             "rate_per_s": [round(r, 4) for r in self.rate_range],
             "running_target": self.running_target,
             "length_scale": self.length_scale,
         }
+
+
+def make_segment(
+    trace: Trace, source: Trace, offset_s: float, segment_s: float, scale: float
+) -> SegmentTrace:
+    """``segment_s`` of ``source`` (``trace`` on the segment's time scale) from ``offset_s`` on, every
+    rate times ``scale``: what ``generate_requests`` draws the segment's requests from."""
+    return SegmentTrace(
+        name=trace.name,
+        kind=trace.kind,
+        duration_s=segment_s,
+        base_rate=source.base_rate * scale,
+        peak_rate=source.peak_rate * scale,
+        initial_replicas=1,
+        source=source,
+        offset_s=offset_s,
+        rate_scale=scale,
+    )
 
 
 def plan_trace(
@@ -321,17 +374,7 @@ def plan_trace(
     source, offset = segment_window(trace, segment_s)
     peak = peak_rate(source, offset, segment_s)
     scale = rate_scale(peak, sustainable_rate(cal, running_target, length_scale))
-    segment = SegmentTrace(
-        name=trace.name,
-        kind=trace.kind,
-        duration_s=segment_s,
-        base_rate=source.base_rate * scale,
-        peak_rate=source.peak_rate * scale,
-        initial_replicas=1,
-        source=source,
-        offset_s=offset,
-        rate_scale=scale,
-    )
+    segment = make_segment(trace, source, offset, segment_s, scale)
     low = min(segment.rate(min(segment_s, i * 0.5)) for i in range(math.ceil(segment_s / 0.5) + 1))
     requests = scale_lengths(generate_requests(segment, cal, seed), length_scale, max_model_len)
     return TracePlan(
@@ -475,38 +518,264 @@ def engine_calibration(
 
 
 @dataclass(frozen=True)
+class StepWindow:
+    """A closed batch's steps while all its requests decode together (``decode_window``)."""
+
+    batch: int
+    prompt: int
+    step_s: float
+    """Seconds per engine step: the median over the requests of their window's seconds per token
+    x ``tokens_per_step``."""
+    context_tokens: float
+    """Mean KV-cache tokens per request over the window (prompt + output so far)."""
+    steps: float
+    """The window's length in steps (median over the requests)."""
+    tokens_per_step: float
+    """Output tokens per request per step: 1 without drafts, else 1 + accepted per draft (the
+    engine's counters over the batch)."""
+    chunk_step_s: float
+    """Seconds per stream chunk in the window (median over the requests): the step time when the
+    server sends every step's tokens in a chunk of their own (a check on ``step_s``)."""
+
+
+def decode_window(
+    prompt: int, chunks: Sequence[Sequence[tuple[float, int]]], tokens_per_step: float = 1.0
+) -> StepWindow:
+    """The step time of a closed batch (all requests sent at once, the same prompt length and
+    output length) from each request's stream chunks ((seconds from the start, tokens), in order).
+
+    The window runs from the last request's first token (every prompt prefilled: from then on
+    each step decodes the whole batch and nothing else) to the first request's last token (the
+    batch starts to shrink). Per request, the seconds between its first and last chunk inside
+    the window over the tokens between them (those of the later chunk on) is the time per
+    token; times ``tokens_per_step`` it is the time per step. Raises when the window holds fewer
+    than two chunks of some request (too short an output for its prefill)."""
+    if not chunks or any(not c for c in chunks):
+        raise ValueError("decode_window: every request needs at least one chunk")
+    if tokens_per_step < 1:
+        raise ValueError(f"decode_window: tokens_per_step must be >= 1, got {tokens_per_step}")
+    start = max(c[0][0] for c in chunks)
+    end = min(c[-1][0] for c in chunks)
+    per_token, steps, contexts, per_chunk = [], [], [], []
+    for i, request in enumerate(chunks):
+        cumulative, inside = 0, []
+        for t, n in request:
+            cumulative += n
+            if start <= t <= end:
+                inside.append((t, cumulative))
+        if len(inside) < 2 or inside[-1][1] == inside[0][1]:
+            raise ValueError(
+                f"decode_window: request {i} has {len(inside)} chunk(s) between the last first token "
+                f"({start:.4f} s) and the first last token ({end:.4f} s): the outputs are too short for "
+                "the batch's prefill"
+            )
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        per_token.append((t1 - t0) / (c1 - c0))
+        steps.append((c1 - c0) / tokens_per_step)
+        contexts.append(prompt + (c0 + c1) / 2)
+        per_chunk.append((t1 - t0) / (len(inside) - 1))
+    return StepWindow(
+        batch=len(chunks),
+        prompt=prompt,
+        step_s=statistics.median(per_token) * tokens_per_step,
+        context_tokens=statistics.fmean(contexts),
+        steps=statistics.median(steps),
+        tokens_per_step=tokens_per_step,
+        chunk_step_s=statistics.median(per_chunk),
+    )
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of ys over xs (at least two distinct xs)."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError(f"linear_fit: needs two or more distinct x with one y each, got {list(xs)}")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+@dataclass(frozen=True)
 class Probe:
-    """Step times measured on the running engine (``probe``): per batch size, the median time per
-    output token with nobody drafting and with everyone drafting, the tokens per drafting step
-    (engine counters), and a long prompt's TTFT."""
+    """Step times of the served engine (``probe``): closed batches through its OpenAI server,
+    with nobody drafting (caps 0/0) and with everyone drafting ``k`` tokens (no caps), at short
+    prompts for every batch size and at long prompts for a few (the context's cost), and the
+    TTFT of prompts that fill a step to several sizes (the prefill's cost per token)."""
+
+    k: int
+    vanilla: tuple[StepWindow, ...]
+    drafting: tuple[StepWindow, ...]
+    """At the short prompt, one per batch size (increasing), the same sizes as ``vanilla``."""
+    long_vanilla: tuple[StepWindow, ...]
+    long_drafting: tuple[StepWindow, ...]
+    """At the long prompt, for a few of the batch sizes."""
+    prefill_tokens: tuple[int, ...]
+    """Prompt tokens of one step (one prompt, or several sent together that fit one step)."""
+    prefill_ttft_s: tuple[float, ...]
+    """The last first token of each (median over repeats), from an idle engine."""
+    seconds: float = 0.0
+    """The probe's own wall time."""
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Probe:
+        """From ``dataclasses.asdict`` of one (the result file's ``setting.probe``)."""
+
+        def windows(key: str) -> tuple[StepWindow, ...]:
+            return tuple(StepWindow(**w) for w in record[key])
+
+        return cls(
+            k=int(record["k"]),
+            vanilla=windows("vanilla"),
+            drafting=windows("drafting"),
+            long_vanilla=windows("long_vanilla"),
+            long_drafting=windows("long_drafting"),
+            prefill_tokens=tuple(int(t) for t in record["prefill_tokens"]),
+            prefill_ttft_s=tuple(float(t) for t in record["prefill_ttft_s"]),
+            seconds=float(record.get("seconds", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class ServedFit:
+    """What ``served_calibration`` derived beside the Calibration: the fits and the model's check
+    on the long-prompt batches (model / measured step time)."""
+
+    kv_s_per_token: float
+    prefill_intercept_s: float
+    prefill_s_per_token: float
+    request_overhead_s: float
+    checks: dict[str, dict[str, float]]
+
+
+def _kv_fit(short: Sequence[StepWindow], long: Sequence[StepWindow]) -> float:
+    """Seconds per step per context token: least squares through 0 of the long-prompt step's excess
+    over the short-prompt step at the same batch size, against the excess context tokens of the
+    batch (never below 0)."""
+    by_batch = {w.batch: w for w in short}
+    pairs = [
+        (w.batch * (w.context_tokens - by_batch[w.batch].context_tokens), w.step_s - by_batch[w.batch].step_s)
+        for w in long
+        if w.batch in by_batch
+    ]
+    den = sum(x * x for x, _ in pairs)
+    if not pairs or den <= 0:
+        return 0.0
+    return max(0.0, sum(x * y for x, y in pairs) / den)
+
+
+def served_calibration(
+    probe: Probe, start_s: float, kv_capacity_tokens: int, gpu: str, source: str
+) -> tuple[Calibration, ServedFit]:
+    """The simulator's Calibration of the served engine from its probe:
+
+    * ``kv_s_per_token`` (``_kv_fit``): the context's cost per token per step, from the
+      long-prompt batches against the short-prompt ones, nobody drafting;
+    * decode step at batch b = the short-prompt step minus b x its mean context x that cost;
+    * verify cost at k = the drafting step (short prompts) minus its context's cost, over the
+      decode step;
+    * prefill: a line through the idle engine's TTFT over the step's prompt tokens: its slope is
+      ``prefill_s_per_token`` (``prefill_marginal``); the intercept less the batch-1 decode step is
+      the request's path through the server (``request_overhead_s``, at least 0);
+    * acceptance: the drafting batches' mean accepted tokens per step, for every class.
+
+    ``ServedFit.checks``: the model's step time over the measured one on the long-prompt batches
+    (drafting and not), which the fit of the context's cost used only in part."""
+    batches = tuple(w.batch for w in probe.vanilla)
+    if not batches or any(a >= b for a, b in itertools.pairwise(batches)):
+        raise ValueError(f"probe: batch sizes must be increasing, got {list(batches)}")
+    if tuple(w.batch for w in probe.drafting) != batches:
+        raise ValueError(
+            f"probe: drafting batch sizes {[w.batch for w in probe.drafting]} differ from {list(batches)}"
+        )
+    kv = _kv_fit(probe.vanilla, probe.long_vanilla)
+    steps = tuple(w.step_s - kv * w.batch * w.context_tokens for w in probe.vanilla)
+    if any(s <= 0 for s in steps):
+        raise ValueError(f"probe: the context's cost {kv:.3g} s/token leaves no decode step: {list(steps)}")
+    costs = tuple(
+        (d.step_s - kv * d.batch * d.context_tokens) / s for d, s in zip(probe.drafting, steps, strict=True)
+    )
+    intercept, slope = linear_fit([float(t) for t in probe.prefill_tokens], probe.prefill_ttft_s)
+    if slope <= 0:
+        raise ValueError(f"probe: prefill TTFT does not grow with the prompt: {list(probe.prefill_ttft_s)}")
+    overhead = max(0.0, intercept - steps[0])
+    accepted = statistics.fmean(w.tokens_per_step - 1 for w in probe.drafting)
+    classes = list(CLASS_WEIGHTS)
+    cal = Calibration(
+        decode_batches=batches,
+        decode_step_s=steps,
+        verify_batches=batches,
+        verify_cost={probe.k: costs},
+        prefill_s_per_token=slope,
+        engine_start_s=start_s,
+        accepted_per_step=dict.fromkeys(classes, accepted),
+        draft_len=dict.fromkeys(classes, float(probe.k)),
+        by_draft_cap={DEFAULT_DRAFT_CAP: dict.fromkeys(classes, (accepted, float(probe.k)))},
+        cold_engine_start_s=start_s,
+        sources={
+            "decode_step_s": f"{source}: closed batches of {probe.vanilla[0].prompt}-token prompts "
+            "through the server, caps 0/0, step time while the whole batch decodes, less its context's cost",
+            "verify_cost": f"{source}: the same batches drafting {probe.k} tokens (no caps), step time "
+            "less its context's cost, over the decode step",
+            "kv_s_per_token": f"{source}: step time at "
+            f"{', '.join(str(w.batch) for w in probe.long_vanilla)} requests of "
+            f"{probe.long_vanilla[0].prompt if probe.long_vanilla else '-'}-token prompts against the "
+            "short ones",
+            "prefill_s_per_token": f"{source}: slope of the idle engine's TTFT over "
+            f"{', '.join(map(str, probe.prefill_tokens))} prompt tokens in one step",
+            "request_overhead_s": f"{source}: that line's intercept less the batch-1 decode step",
+            "accepted_per_step": f"{source}: engine counters, accepted / drafts",
+        },
+        gpu=gpu,
+        kv_capacity_tokens=kv_capacity_tokens,
+        kv_s_per_token=kv,
+        prefill_marginal=True,
+        request_overhead_s=overhead,
+    )
+    checks: dict[str, dict[str, float]] = {}
+    for mode, windows, drafting in (
+        ("vanilla", probe.long_vanilla, False),
+        ("drafting", probe.long_drafting, True),
+    ):
+        for w in windows:
+            base = interpolate_log(batches, steps, w.batch)
+            if drafting:
+                base *= interpolate_log(batches, costs, w.batch)
+            model = base + kv * w.batch * w.context_tokens
+            checks[f"{mode}-{w.batch}x{w.prompt}"] = {
+                "measured_step_s": round(w.step_s, 6),
+                "model_step_s": round(model, 6),
+                "ratio": round(model / w.step_s, 4),
+            }
+    return cal, ServedFit(kv, intercept, slope, overhead, checks)
+
+
+@dataclass(frozen=True)
+class TpotProbe:
+    """The first H200 runs' probe (2026-12-03; ``setting.probe`` of their files): median TPOT of
+    bursts of 128-token prompts and 64 outputs, nobody drafting and everyone drafting, and one
+    2048-token prompt's TTFT. Read only to predict those runs again (``--repredict``)."""
 
     batches: tuple[int, ...]
     vanilla_tpot_s: tuple[float, ...]
     drafting_tpot_s: tuple[float, ...]
     tokens_per_step: tuple[float, ...]
-    """1 + accepted / drafts over each drafting run."""
     long_prompt: int
     long_prompt_ttft_s: float
     k: int
 
 
-def probe_calibration(
-    probe: Probe, start_s: float, kv_capacity_tokens: int, gpu: str, source: str
-) -> Calibration:
-    """A Calibration from a probe: decode step = vanilla TPOT; verify cost at k = drafting step
-    (TPOT x tokens per step) / vanilla step; prefill per token = long prompt TTFT / its length;
-    acceptance = the probe's mean accepted per drafting step, for every class."""
-    if not probe.batches or any(a >= b for a, b in zip(probe.batches, probe.batches[1:], strict=False)):
-        raise ValueError(f"probe batches must be increasing, got {probe.batches}")
-    steps = probe.vanilla_tpot_s
+def tpot_probe_calibration(probe: TpotProbe, start_s: float, kv_capacity_tokens: int) -> Calibration:
+    """That probe's calibration, as those runs made it: decode step = vanilla TPOT; verify cost =
+    drafting TPOT x tokens per step / vanilla TPOT; prefill per token = the long prompt's TTFT / its
+    length (fixed cost included); acceptance = the mean accepted per drafting step."""
     costs = tuple(
-        d * g / v for d, g, v in zip(probe.drafting_tpot_s, probe.tokens_per_step, steps, strict=True)
+        d * g / v
+        for d, g, v in zip(probe.drafting_tpot_s, probe.tokens_per_step, probe.vanilla_tpot_s, strict=True)
     )
     accepted = statistics.fmean(g - 1 for g in probe.tokens_per_step)
     classes = list(CLASS_WEIGHTS)
     return Calibration(
         decode_batches=probe.batches,
-        decode_step_s=steps,
+        decode_step_s=probe.vanilla_tpot_s,
         verify_batches=probe.batches,
         verify_cost={probe.k: costs},
         prefill_s_per_token=probe.long_prompt_ttft_s / probe.long_prompt,
@@ -515,13 +784,8 @@ def probe_calibration(
         draft_len=dict.fromkeys(classes, float(probe.k)),
         by_draft_cap={DEFAULT_DRAFT_CAP: dict.fromkeys(classes, (accepted, float(probe.k)))},
         cold_engine_start_s=start_s,
-        sources={
-            "decode_step_s": f"{source}: median TPOT, nobody drafting (caps 0/0)",
-            "verify_cost": f"{source}: TPOT x tokens per step drafting {probe.k} / vanilla step",
-            "prefill_s_per_token": f"{source}: TTFT of a {probe.long_prompt}-token prompt / its length",
-            "accepted_per_step": f"{source}: engine counters, accepted / drafts",
-        },
-        gpu=gpu,
+        sources={"decode_step_s": "the run's TPOT probe (2026-12-03 format)"},
+        gpu="H200",
         kv_capacity_tokens=kv_capacity_tokens,
     )
 
@@ -576,7 +840,7 @@ def predict(
             timings.append(Timing(r.id, None, None))
             continue
         tpot = (live.done_at - live.first_token_at) / (r.output_tokens - 1) if r.output_tokens > 1 else None
-        timings.append(Timing(r.id, live.first_token_at - r.arrival, tpot))
+        timings.append(Timing(r.id, live.first_token_at - r.arrival + cal.request_overhead_s, tpot))
     pod = cluster.pods[0]
     drafted = pod.drafting_request_steps / pod.decode_request_steps if pod.decode_request_steps else 0.0
     return Prediction(
@@ -619,9 +883,10 @@ def trace_record(
     failed: int,
     prediction: Prediction,
     extra: Mapping[str, Any] | None = None,
-    probe_prediction: Prediction | None = None,
+    alternative: tuple[str, Prediction] | None = None,
 ) -> dict[str, Any]:
-    """One trace's entry of control-validation-<time>.json."""
+    """One trace's entry of control-validation-<time>.json; ``alternative``: (name, a prediction
+    from another calibration), kept as ``predicted_<name>``, ``ratio_<name>``, ``within_15pct_<name>``."""
     m, p = summary(measured), summary(prediction.timings)
     ratio, within = compare(m, p, failed)
     classes: dict[str, int] = {}
@@ -642,15 +907,50 @@ def trace_record(
         "predicted_cap_changes": prediction.cap_changes,
         "predicted_cap_reasons": dict(sorted(prediction.cap_reasons.items())),
         "predicted_drafted_fraction": round(prediction.drafted_fraction, 4),
+        "by_arrival": by_arrival(plan.requests, measured, prediction.timings),
     }
-    if probe_prediction is not None:
-        pp = summary(probe_prediction.timings)
-        probe_ratio, probe_within = compare(m, pp, failed)
-        record["predicted_probe"] = pp
-        record["ratio_probe"] = probe_ratio
-        record["within_15pct_probe"] = probe_within
+    if alternative is not None:
+        name, other = alternative
+        pp = summary(other.timings)
+        other_ratio, other_within = compare(m, pp, failed)
+        record[f"predicted_{name}"] = pp
+        record[f"ratio_{name}"] = other_ratio
+        record[f"within_15pct_{name}"] = other_within
     record.update(extra or {})
     return record
+
+
+BIN_S = 10.0
+"""Seconds of arrivals per ``by_arrival`` bin."""
+
+
+def by_arrival(
+    requests: Sequence[Request], measured: Sequence[Timing], predicted: Sequence[Timing], bin_s: float = BIN_S
+) -> list[dict[str, Any]]:
+    """The segment over time: per ``bin_s`` of arrivals, the requests and the measured and predicted
+    TTFT p50/p95 and TPOT p50 of those that finished (a queue shows as TTFT growing bin by bin)."""
+    bins: dict[int, list[int]] = {}
+    for i, r in enumerate(requests):
+        bins.setdefault(int(r.arrival // bin_s), []).append(i)
+
+    def stats(timings: Sequence[Timing], idx: Sequence[int]) -> dict[str, float | None]:
+        ttft = [t.ttft_s for i in idx if (t := timings[i]).ttft_s is not None]
+        tpot = [t.tpot_s for i in idx if (t := timings[i]).tpot_s is not None]
+        return {
+            "p50_ttft_s": round(percentile(ttft, 50), 4) if ttft else None,
+            "p95_ttft_s": round(percentile(ttft, 95), 4) if ttft else None,
+            "p50_tpot_s": round(percentile(tpot, 50), 5) if tpot else None,
+        }
+
+    return [
+        {
+            "from_s": b * bin_s,
+            "requests": len(idx),
+            "measured": stats(measured, idx),
+            "predicted": stats(predicted, idx),
+        }
+        for b, idx in sorted(bins.items())
+    ]
 
 
 def measured_timings(
@@ -778,8 +1078,12 @@ async def _counters(engine: Engine) -> tuple[float, float]:
     return sample.drafts or 0.0, sample.accepted_tokens or 0.0
 
 
-async def _burst(engine: Engine, n: int, prompt: int, output: int, seed: int) -> list[float]:
-    """``n`` requests at once; their TTFTs and TPOTs (failed requests raise)."""
+async def _burst(
+    engine: Engine, n: int, prompt: int, output: int, seed: int, record: bool = False
+) -> list[Any]:
+    """``n`` requests at once (``n`` prompts of ``prompt`` random tokens, ``output`` tokens each);
+    bench.load's results (with each chunk's time and tokens when ``record``). A failed request
+    raises."""
     from bench.load import run_load
 
     fake = [Request(i, 0.0, prompt, output, "probe", 0.0) for i in range(n)]
@@ -791,56 +1095,87 @@ async def _burst(engine: Engine, n: int, prompt: int, output: int, seed: int) ->
         list(inputs.max_tokens),
         math.inf,
         timeout_s=600,
+        max_concurrency=max(n, 1),
+        record_chunks=record,
     )
     bad = [r.error for r in results if not r.ok]
     if bad:
         raise RuntimeError(f"probe request failed: {bad[0]}")
-    return [
-        (r.e2e_s - r.ttft_s) / (r.output_tokens - 1) if output > 1 else r.ttft_s
-        for r in results
-        if r.ttft_s is not None
-    ]
+    short = [r.output_tokens for r in results if r.output_tokens != output]
+    if short:
+        raise RuntimeError(f"probe: a request came back with {short[0]} of {output} tokens")
+    return list(results)
+
+
+async def _window(
+    engine: Engine, batch: int, prompt: int, output: int, seed: int, drafting: bool
+) -> StepWindow:
+    """One closed batch's decode window (``decode_window``); drafting: the engine's accepted tokens
+    per draft over the batch give its tokens per step."""
+    drafts0, accepted0 = await _counters(engine)
+    results = await _burst(engine, batch, prompt, output, seed, record=True)
+    gain = 1.0
+    if drafting:
+        drafts1, accepted1 = await _counters(engine)
+        drafts = drafts1 - drafts0
+        gain = 1 + (accepted1 - accepted0) / drafts if drafts > 0 else 1.0
+    return decode_window(prompt, [r.chunks for r in results], gain)
+
+
+DRAFTING_OUTPUT_FACTOR = 2
+"""Drafting batches ask for this many times the output tokens: a drafting request runs through
+its output ~2.7x faster, and its window must still outlast the batch's prefill."""
 
 
 async def probe(engine: Engine, setting: DeviceSetting, k: int) -> Probe:
-    """Step times on this engine: per batch size a warm-up, then a run with nobody drafting (caps
-    0/0) and one with everyone drafting (no caps); a long prompt's TTFT (median of 3)."""
-    from bench.load import run_load
+    """The served engine's step times (``Probe``): a warm-up batch with nobody drafting and one with
+    everyone drafting; per batch size a closed batch with nobody drafting (caps 0/0), then one with
+    everyone drafting (no caps); the same at the long prompt for ``probe_long_batches`` (a batch
+    whose window the prefill leaves too short is left out, with a line on stderr); then, caps 0/0
+    and the engine idle, the TTFT of each prefill group (median of ``probe_repeats``). Leaves the
+    caps off (None/None)."""
+    started = time.monotonic()
+    for caps in ((0, 0), (None, None)):  # warm-up: both kinds of step at the largest batch
+        await _put_cap(engine, *caps)
+        await _burst(engine, setting.probe_batches[-1], setting.probe_prompt, 16, seed=99)
+    seed = 1000
 
-    vanilla, drafting, gains = [], [], []
-    for i, b in enumerate(setting.probe_batches):
-        await _burst(engine, b, setting.probe_prompt, setting.probe_output, seed=100 + i)  # warm-up
+    async def pair(batch: int, prompt: int, output: int) -> tuple[StepWindow, StepWindow]:
+        nonlocal seed
+        seed += 2
         await _put_cap(engine, 0, 0)
-        vanilla.append(
-            statistics.median(await _burst(engine, b, setting.probe_prompt, setting.probe_output, 200 + i))
-        )
+        plain = await _window(engine, batch, prompt, output, seed, drafting=False)
         await _put_cap(engine, None, None)
-        drafts0, accepted0 = await _counters(engine)
-        drafting.append(
-            statistics.median(await _burst(engine, b, setting.probe_prompt, setting.probe_output, 300 + i))
+        drafted = await _window(
+            engine, batch, prompt, output * DRAFTING_OUTPUT_FACTOR, seed + 1, drafting=True
         )
-        drafts1, accepted1 = await _counters(engine)
-        drafts = drafts1 - drafts0
-        gains.append(1 + (accepted1 - accepted0) / drafts if drafts > 0 else 1.0)
+        return plain, drafted
+
+    short = [await pair(b, setting.probe_prompt, setting.probe_output) for b in setting.probe_batches]
+    long = []
+    for b in setting.probe_long_batches:
+        try:
+            long.append(await pair(b, setting.probe_long_prompt, setting.probe_long_output))
+        except ValueError as exc:
+            print(f"control_validate: probe: long batch {b} left out: {exc}", file=sys.stderr, flush=True)
     await _put_cap(engine, 0, 0)
     ttfts = []
-    for i in range(3):
-        inputs = load_inputs([Request(0, 0.0, setting.probe_long_prompt, 2, "probe", 0.0)], seed=400 + i)
-        results, _ = await run_load(
-            engine.base, "bench", [list(inputs.prompts[0])], [2], math.inf, timeout_s=600
-        )
-        if not results[0].ok or results[0].ttft_s is None:
-            raise RuntimeError(f"probe long prompt failed: {results[0].error}")
-        ttfts.append(results[0].ttft_s)
+    for group, (n, prompt) in enumerate(setting.probe_prefill):
+        times = []
+        for repeat in range(setting.probe_repeats):
+            results = await _burst(engine, n, prompt, 2, seed=5000 + 10 * group + repeat)
+            times.append(max(r.ttft_s for r in results if r.ttft_s is not None))
+        ttfts.append(statistics.median(times))
     await _put_cap(engine, None, None)
     return Probe(
-        batches=setting.probe_batches,
-        vanilla_tpot_s=tuple(vanilla),
-        drafting_tpot_s=tuple(drafting),
-        tokens_per_step=tuple(gains),
-        long_prompt=setting.probe_long_prompt,
-        long_prompt_ttft_s=statistics.median(ttfts),
         k=k,
+        vanilla=tuple(p for p, _ in short),
+        drafting=tuple(d for _, d in short),
+        long_vanilla=tuple(p for p, _ in long),
+        long_drafting=tuple(d for _, d in long),
+        prefill_tokens=tuple(n * prompt for n, prompt in setting.probe_prefill),
+        prefill_ttft_s=tuple(ttfts),
+        seconds=round(time.monotonic() - started, 1),
     )
 
 
@@ -932,6 +1267,163 @@ async def replay(engine: Engine, plan: TracePlan, policy: CapPolicy, seed: int) 
 # --------------------------------------------------------------------------------------------
 
 
+OLD_PROBE_CONTEXT = 128 + 64 / 2
+"""Mean KV tokens per request over the first runs' TPOT probe (128-token prompts, 64 outputs)."""
+
+WHAT_IFS = ("steps", "kv")
+
+
+def parse_what_if(spec: str) -> tuple[str, float]:
+    """``steps=X`` (every decode step x X, X > 0) or ``kv=S`` (S >= 0 seconds per context token per
+    step); ValueError naming the spec and what is allowed."""
+    name, sep, text = spec.partition("=")
+    if not sep or name not in WHAT_IFS:
+        raise ValueError(f"--what-if {spec!r}: expected NAME=VALUE with NAME in {', '.join(WHAT_IFS)}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--what-if {spec!r}: VALUE must be a number") from None
+    if not math.isfinite(value) or value < 0 or (name == "steps" and value == 0):
+        raise ValueError(
+            f"--what-if {spec!r}: VALUE must be finite and {'> 0' if name == 'steps' else '>= 0'}"
+        )
+    return name, value
+
+
+def what_if_calibration(cal: Calibration, name: str, value: float, contexts: Sequence[float]) -> Calibration:
+    """``cal`` (a probe's) changed by one what-if. steps: its decode steps x ``value``. kv: the
+    context's cost set to ``value`` and its decode steps re-derived from the probe's measured ones
+    (step + old cost x b x context - new cost x b x context, ``contexts`` = the probe's mean KV tokens
+    per request at each batch size); the verify-cost ratios are kept."""
+    if name == "steps":
+        return replace(cal, decode_step_s=tuple(s * value for s in cal.decode_step_s))
+    if name == "kv":
+        steps = tuple(
+            s + (cal.kv_s_per_token - value) * b * c
+            for s, b, c in zip(cal.decode_step_s, cal.decode_batches, contexts, strict=True)
+        )
+        if any(s <= 0 for s in steps):
+            raise ValueError(f"--what-if kv={value}: leaves no decode step at the probe's contexts: {steps}")
+        return replace(cal, decode_step_s=steps, kv_s_per_token=value)
+    raise ValueError(f"what-if {name!r}: one of {', '.join(WHAT_IFS)}")
+
+
+def recorded_requests(
+    segment: Mapping[str, Any], cal: Calibration, seed: int, max_model_len: int
+) -> list[Request]:
+    """A recorded trace's requests again, from its ``segment`` (source, time scale, offset, length,
+    rate scale, length scale) and the simulator's generator. Files before this version kept the
+    rate scale rounded to 6 digits: their arrivals come back within a few microseconds."""
+    trace = TRACES[str(segment["source"])]
+    time_scale = float(segment["time_scale"])
+    source = trace.scaled(time_scale) if time_scale != 1 else trace
+    seg = make_segment(
+        trace, source, float(segment["offset_s"]), float(segment["duration_s"]), float(segment["rate_scale"])
+    )
+    return scale_lengths(generate_requests(seg, cal, seed), float(segment["length_scale"]), max_model_len)
+
+
+def recorded_calibration(setting: Mapping[str, Any]) -> tuple[Calibration, tuple[float, ...]]:
+    """A recorded run's probe as a calibration (this version's ``served_calibration``, or the first
+    runs' ``tpot_probe_calibration``), and the probe's mean KV tokens per request at each batch size."""
+    probe_rec = setting.get("probe")
+    if not probe_rec:
+        raise ValueError("the run has no probe (setting.probe): nothing to predict from")
+    start = float(setting["engine_start_s"])
+    kv = int(setting["kv_capacity_tokens"] or H200_KV_CAPACITY_TOKENS)
+    if "vanilla" in probe_rec:
+        probe_ = Probe.from_record(probe_rec)
+        cal, _ = served_calibration(probe_, start, kv, str(setting.get("gpu") or "H200"), "the run's probe")
+        return cal, tuple(w.context_tokens for w in probe_.vanilla)
+    old = TpotProbe(
+        batches=tuple(int(b) for b in probe_rec["batches"]),
+        vanilla_tpot_s=tuple(float(t) for t in probe_rec["vanilla_tpot_s"]),
+        drafting_tpot_s=tuple(float(t) for t in probe_rec["drafting_tpot_s"]),
+        tokens_per_step=tuple(float(g) for g in probe_rec["tokens_per_step"]),
+        long_prompt=int(probe_rec["long_prompt"]),
+        long_prompt_ttft_s=float(probe_rec["long_prompt_ttft_s"]),
+        k=int(probe_rec["k"]),
+    )
+    return tpot_probe_calibration(old, start, kv), (OLD_PROBE_CONTEXT,) * len(old.batches)
+
+
+def repredict(
+    record: Mapping[str, Any], what_ifs: Sequence[tuple[str, float]], seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows of (trace, what-if, predicted, measured, ratio): the recorded run's traces predicted again
+    from its own probe by this simulator, as recorded and under each what-if."""
+    setting = record["setting"]
+    device: Device = "cpu" if setting["device"] == "cpu" else "gpu"
+    dev = SETTINGS[device]
+    base, contexts = recorded_calibration(setting)
+    spec = setting["speculation"]
+    k = int(spec["k"])
+    engine_cfg = EngineConfig(
+        max_num_seqs=dev.max_num_seqs,
+        max_num_batched_tokens=dev.max_num_batched_tokens,
+        kv_capacity_tokens=base.kv_capacity_tokens,
+    )
+    rows = []
+    for trace in record["traces"]:
+        accepted = spec.get("accepted_per_step") or trace.get("measured_accepted_per_draft")
+        if accepted is None:
+            raise ValueError(f"trace {trace['trace']}: no acceptance recorded")
+        requests = recorded_requests(trace["segment"], base, seed, dev.max_model_len)
+        for name, value in (("as recorded", 0.0), *what_ifs):
+            cal = base if name == "as recorded" else what_if_calibration(base, name, value, contexts)
+            cal = engine_calibration(cal, float(accepted), k, base.kv_capacity_tokens)
+            got = summary(predict(requests, cal, engine_cfg, cap_policy_for(cal)).timings)
+            ratio, within = compare(trace["measured"], got, trace.get("failed", 0))
+            rows.append(
+                {
+                    "trace": trace["trace"],
+                    "what_if": name if name == "as recorded" else f"{name}={value:g}",
+                    "requests": len(requests),
+                    "same_requests": request_digest(requests) == trace["request_digest"],
+                    "measured": trace["measured"],
+                    "predicted": got,
+                    "ratio": ratio,
+                    "within_15pct": within,
+                }
+            )
+    return rows
+
+
+def repredict_command(
+    path: Path, specs: Sequence[str], out: Path, seed: int, argv: Sequence[str] | None
+) -> int:
+    try:
+        what_ifs = [parse_what_if(s) for s in specs]
+        record = json.loads(path.read_text())
+        rows = repredict(record, what_ifs, seed)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"control_validate: --repredict {path}: {exc}", file=sys.stderr)
+        return 2
+    from bench.control import _commit
+
+    for row in rows:
+        print(
+            f"{row['trace']:8} {row['what_if']:14} predicted {row['predicted']} ratio {row['ratio']}"
+            + ("" if row["same_requests"] else " (requests regenerated from a rounded rate scale)")
+        )
+    result = {
+        "kind": "control-repredict",
+        "source": path.name,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "note": "the run's traces predicted again from its own probe by this commit's simulator, as "
+        "recorded and under each what-if (steps=X: decode steps x X; kv=S: S s per context token per "
+        "step, taken out of the probe's steps at its contexts)",
+        "rows": rows,
+        "commit": _commit(),
+        "command": "python -m bench.control_validate " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"control-repredict-{path.stem.removeprefix('control-validation-')}.json"
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"control_validate: wrote {target}", file=sys.stderr)
+    return 0
+
+
 def _detect_device() -> Device:
     from vllm.platforms import current_platform
 
@@ -957,31 +1449,55 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--calibration",
-        choices=("h200", "probe"),
-        help="the prediction's step times: h200 (control-h200 files; GPU default) or probe (this "
-        "engine, measured before the replay; CPU)",
+        choices=("served", "h200"),
+        default="served",
+        help="the load's and the prediction's step times: served (this engine's probe through its "
+        "server, the default) or h200 (the control-h200 files of bench/gpu/calibrate.sh, GPU only)",
     )
-    parser.add_argument("--probe", action="store_true", help="GPU: also probe and predict from it")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also predict from the other calibration (GPU; h200 needs the control-h200 files)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="calibration files")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start-timeout-s", type=float, default=900)
+    parser.add_argument(
+        "--repredict",
+        type=Path,
+        metavar="FILE",
+        help="no engine: predict a recorded control-validation run again from its own probe with "
+        "this simulator (and each --what-if), to DIR/control-repredict-<its time>.json",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --repredict: steps=X (every decode step x X) or kv=S (S seconds per context "
+        "token per step, taken out of the probe's steps at its own contexts); repeatable",
+    )
     args = parser.parse_args(argv)
+    if args.repredict is not None:
+        return repredict_command(args.repredict, args.what_if, args.out, args.seed, argv)
     names = [n.strip() for n in args.traces.split(",") if n.strip()]
     unknown = [n for n in names if n not in TRACES]
     if unknown or not names:
         print(f"control_validate: --traces: unknown {unknown}; known: {', '.join(TRACES)}", file=sys.stderr)
         return 2
     device: Device = _detect_device() if args.device == "auto" else args.device
-    calibration = args.calibration or ("h200" if device == "gpu" else "probe")
-    if device == "cpu" and calibration == "h200":
-        print("control_validate: --calibration h200 is the GPU's; on CPU use probe", file=sys.stderr)
+    calibration: str = args.calibration
+    if device == "cpu" and (calibration == "h200" or args.compare):
+        print(
+            "control_validate: --calibration h200 and --compare are the GPU's; on CPU the probe",
+            file=sys.stderr,
+        )
         return 2
     setting = SETTINGS[device]
-    base_cal = (
-        load_calibration_h200(args.results) if calibration == "h200" else load_calibration(args.results)
-    )
-    acceptance = engine_acceptance(load_calibration(args.results))
+    offline = load_calibration_h200(args.results) if calibration == "h200" or args.compare else None
+    acceptance_cal = load_calibration(args.results)
+    acceptance = engine_acceptance(acceptance_cal)
     synthetic = device == "gpu"  # vLLM's CPU sampler rejects synthetic acceptance
     work = Path(tempfile.gettempdir()) / "arctic-bench" / "validate-work"
     model = _model(device, work)
@@ -994,28 +1510,50 @@ def main(argv: list[str] | None = None) -> int:
     with start_engine(model, flags, device, args.start_timeout_s) as engine:
         print(f"control_validate: engine ready in {engine.start_s:.0f} s", file=sys.stderr, flush=True)
         kv = kv_capacity_from_log(engine.log.read_text(errors="replace"))
-        probed: Calibration | None = None
+        served: Calibration | None = None
+        fit: ServedFit | None = None
         probe_record: dict[str, Any] | None = None
-        if calibration == "probe" or args.probe:
+        if calibration == "served" or args.compare:
             p = asyncio.run(probe(engine, setting, acceptance.k))
             probe_record = dataclasses.asdict(p)
-            gpu = "CPU" if device == "cpu" else "H200"
-            probed = probe_calibration(
-                p, engine.start_s, kv or base_cal.kv_capacity_tokens, gpu, "probe of this run"
+            served, fit = served_calibration(
+                p,
+                engine.start_s,
+                kv or acceptance_cal.kv_capacity_tokens,
+                "CPU" if device == "cpu" else "H200",
+                "probe of this run",
             )
-            print(f"control_validate: probe {dataclasses.asdict(p)}", file=sys.stderr, flush=True)
+            served_path = write_served(
+                args.out,
+                served_record(
+                    served,
+                    fit,
+                    p,
+                    device=device,
+                    model=model,
+                    flags=flags,
+                    env=env,
+                    created=created,
+                    argv=sys.argv[1:] if argv is None else argv,
+                ),
+            )
+            print(
+                f"control_validate: probe in {p.seconds:.0f} s: {json.dumps(served_summary(served, fit))}; "
+                f"wrote {served_path}",
+                file=sys.stderr,
+                flush=True,
+            )
         else:  # a warm-up, so that the first segment does not pay for the engine's first steps
             asyncio.run(_burst(engine, 8, setting.probe_prompt, setting.probe_output, seed=99))
-        if calibration == "probe":
-            assert probed is not None
-            accepted = (
-                probed.accepted_per_step[next(iter(CLASS_WEIGHTS))]
-                if not synthetic
-                else acceptance.accepted_per_step
-            )
-            cal = engine_calibration(probed, accepted, acceptance.k, kv)
-        else:
-            cal = engine_calibration(base_cal, acceptance.accepted_per_step, acceptance.k, kv)
+        base = served if calibration == "served" else offline
+        assert base is not None
+        accepted = acceptance.accepted_per_step if synthetic else next(iter(base.accepted_per_step.values()))
+        cal = engine_calibration(base, accepted, acceptance.k, kv)
+        other: tuple[str, Calibration] | None = None
+        if args.compare:
+            name, alt = ("h200", offline) if calibration == "served" else ("served", served)
+            assert alt is not None
+            other = (name, engine_calibration(alt, accepted, acceptance.k, kv))
         left = None if args.budget_s is None else args.budget_s - (time.monotonic() - started)
         segment_s = fit_segment_s(args.segment_s or setting.segment_s, left, len(names), setting.drain_s)
         policy = cap_policy_for(cal)
@@ -1049,10 +1587,12 @@ def main(argv: list[str] | None = None) -> int:
                 trace_cal = engine_calibration(cal, run.accepted / run.drafts, acceptance.k, kv)
                 trace_policy = cap_policy_for(trace_cal)
             prediction = predict(plan.requests, trace_cal, engine_cfg, trace_policy)
-            probe_prediction = None
-            if probed is not None and calibration != "probe":
-                pcal = engine_calibration(probed, acceptance.accepted_per_step, acceptance.k, kv)
-                probe_prediction = predict(plan.requests, pcal, engine_cfg, cap_policy_for(pcal))
+            alternative = None
+            if other is not None:
+                alternative = (
+                    other[0],
+                    predict(plan.requests, other[1], engine_cfg, cap_policy_for(other[1])),
+                )
             extra = {
                 "measured_wall_s": round(run.wall_s, 2),
                 "measured_accepted_per_draft": round(run.accepted / run.drafts, 4) if run.drafts else None,
@@ -1066,7 +1606,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "first_error": run.first_error,
             }
-            record = trace_record(plan, measured, failed, prediction, extra, probe_prediction)
+            record = trace_record(plan, measured, failed, prediction, extra, alternative)
             records.append(record)
             # rewritten after each trace: a command cut off at its time limit keeps what it measured
             path = write_result(
@@ -1084,6 +1624,7 @@ def main(argv: list[str] | None = None) -> int:
                     engine_start_s=engine.start_s,
                     kv=kv,
                     probe=probe_record,
+                    fit=fit,
                     argv=sys.argv[1:] if argv is None else argv,
                     created=created,
                 ),
@@ -1098,10 +1639,73 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stamp(created: str) -> str:
+    return created.replace(":", "").replace("-", "")
+
+
 def write_result(out: Path, result: Mapping[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"control-validation-{str(result['created']).replace(':', '').replace('-', '')}.json"
+    path = out / f"control-validation-{_stamp(str(result['created']))}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
+def served_summary(cal: Calibration, fit: ServedFit) -> dict[str, Any]:
+    """The served calibration as the result files keep it (``bench.control.load_calibration_served``
+    reads it back)."""
+    return {
+        "decode_batches": list(cal.decode_batches),
+        "decode_step_s": [round(s, 7) for s in cal.decode_step_s],
+        "verify_batches": list(cal.verify_batches),
+        "verify_cost": {str(k): [round(r, 4) for r in v] for k, v in cal.verify_cost.items()},
+        "kv_s_per_token": float(f"{cal.kv_s_per_token:.4g}"),
+        "prefill_s_per_token": float(f"{cal.prefill_s_per_token:.4g}"),
+        "prefill_marginal": cal.prefill_marginal,
+        "prefill_intercept_s": round(fit.prefill_intercept_s, 6),
+        "request_overhead_s": round(cal.request_overhead_s, 6),
+        "accepted_per_step": round(next(iter(cal.accepted_per_step.values())), 4),
+        "engine_start_s": round(cal.engine_start_s, 1),
+        "kv_capacity_tokens": cal.kv_capacity_tokens,
+        "gpu": cal.gpu,
+        "checks": fit.checks,
+    }
+
+
+def served_record(
+    cal: Calibration,
+    fit: ServedFit,
+    probe: Probe,
+    *,
+    device: Device,
+    model: str,
+    flags: Sequence[str],
+    env: Mapping[str, Any],
+    created: str,
+    argv: Sequence[str],
+) -> dict[str, Any]:
+    """control-served-<time>.json: the served engine's calibration, its probe and where it came
+    from (``make bench-control CAL=served`` re-bases the simulator on it)."""
+    from bench.control import _commit
+
+    return {
+        "kind": "control-served-calibration",
+        "created": created,
+        "device": device,
+        "gpu": env.get("gpu"),
+        "model_path": model,
+        "engine_flags": list(flags),
+        "calibration": served_summary(cal, fit),
+        "sources": dict(cal.sources),
+        "probe": dataclasses.asdict(probe),
+        "commit": _commit(),
+        "command": "python -m bench.control_validate " + " ".join(argv),
+    }
+
+
+def write_served(out: Path, record: Mapping[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"control-served-{_stamp(str(record['created']))}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 
 
@@ -1121,6 +1725,7 @@ def result_record(
     kv: int | None,
     argv: Sequence[str],
     probe: Mapping[str, Any] | None = None,
+    fit: ServedFit | None = None,
 ) -> dict[str, Any]:
     from bench.control import _commit
 
@@ -1129,9 +1734,9 @@ def result_record(
         "created": created,
         "validation": device == "gpu",
         "note": (
-            "prediction from the H200 calibration files (control-h200)"
+            "load and prediction from the H200 calibration files (control-h200, offline engine)"
             if calibration == "h200"
-            else "prediction from this run's probe of the engine (no control-h200 files)"
+            else "load and prediction from this run's probe of the served engine (control-served file)"
         )
         if device == "gpu"
         else "smoke run on CPU (SmolLM2, lengths / 8, acceptance of the real model's greedy drafts): "
@@ -1160,13 +1765,17 @@ def result_record(
             },
             "calibration": calibration,
             "calibration_files": dict(cal.sources),
-            # the probe's step times on this engine, through its server (None without --probe)
+            # the probe's step windows on this engine, through its server (None when not probed)
             "probe": dict(probe) if probe is not None else None,
+            "served_fit": dataclasses.asdict(fit) if fit is not None else None,
             "prediction_calibration": {
                 "decode_batches": list(cal.decode_batches),
-                "decode_step_s": [round(s, 6) for s in cal.decode_step_s],
+                "decode_step_s": [round(s, 7) for s in cal.decode_step_s],
                 "verify_cost": {k: [round(r, 4) for r in v] for k, v in cal.verify_cost.items()},
                 "prefill_s_per_token": cal.prefill_s_per_token,
+                "prefill_marginal": cal.prefill_marginal,
+                "kv_s_per_token": cal.kv_s_per_token,
+                "request_overhead_s": cal.request_overhead_s,
                 "accepted_per_step": round(next(iter(cal.accepted_per_step.values())), 4),
                 "kv_capacity_tokens": cal.kv_capacity_tokens,
             },

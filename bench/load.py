@@ -57,6 +57,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import math
@@ -85,6 +86,9 @@ class RequestResult:
     e2e_s: float
     output_tokens: int
     error: str | None
+    chunks: tuple[tuple[float, int], ...] = ()
+    """With ``run_load(record_chunks=True)``: per stream chunk that carried output, (seconds from
+    the run's start, tokens in it), in arrival order; else empty."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,13 +231,16 @@ class _Progress:
     ttft_s: float | None = None
     chunk_tokens: int = 0
     usage_tokens: int | None = None
+    chunks: list[tuple[float, int]] | None = None
+    """(seconds from the send, tokens) per chunk with output, when recording."""
 
     @property
     def output_tokens(self) -> int:
         return self.usage_tokens if self.usage_tokens is not None else self.chunk_tokens
 
     def result(self, now: float, error: str | None) -> RequestResult:
-        return RequestResult(error is None, self.ttft_s, now - self.sent, self.output_tokens, error)
+        chunks = tuple(self.chunks) if self.chunks is not None else ()
+        return RequestResult(error is None, self.ttft_s, now - self.sent, self.output_tokens, error, chunks)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -258,6 +265,8 @@ async def _read_stream(response: aiohttp.ClientResponse, progress: _Progress) ->
             if tokens and progress.ttft_s is None:
                 progress.ttft_s = now - progress.sent
             progress.chunk_tokens += tokens
+            if tokens and progress.chunks is not None:
+                progress.chunks.append((now - progress.sent, tokens))
             usage = chunk.get("usage")
             if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                 progress.usage_tokens = usage["completion_tokens"]
@@ -268,11 +277,15 @@ async def _read_stream(response: aiohttp.ClientResponse, progress: _Progress) ->
 
 
 async def _one_request(
-    session: aiohttp.ClientSession, url: str, payload: dict[str, Any], timeout_s: float
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: dict[str, Any],
+    timeout_s: float,
+    record_chunks: bool = False,
 ) -> tuple[RequestResult, float, float]:
     """Send one streaming request. Returns (result, send time, end time). Never raises (except on
     cancellation)."""
-    progress = _Progress(sent=time.perf_counter())
+    progress = _Progress(sent=time.perf_counter(), chunks=[] if record_chunks else None)
     try:
         async with asyncio.timeout(timeout_s), session.post(url, json=payload) as response:
             if response.status != 200:
@@ -297,14 +310,16 @@ async def run_load(
     timeout_s: float = 300.0,
     max_concurrency: int = 512,
     offsets: Sequence[float] | None = None,
+    record_chunks: bool = False,
 ) -> tuple[list[RequestResult], float]:
     """Send ``prompts`` (token ids) to ``{base_url}/v1/completions`` at Poisson arrival times of rate
     ``rate_per_s`` (see the module docstring). ``base_url`` is the server root, e.g.
     ``http://127.0.0.1:8000``, or several roots that take requests in turn (round robin by request
     index: data-parallel replicas behind a plain load balancer). ``max_tokens`` is one value or one
     per prompt; ``offsets`` (seconds from the start, one per prompt) replace the Poisson schedule, to
-    replay a trace. Returns the results in prompt order and the wall time in seconds from the first
-    send to the last completion. Failed requests are results, not exceptions."""
+    replay a trace; ``record_chunks`` keeps each chunk's arrival time and tokens in
+    ``RequestResult.chunks``. Returns the results in prompt order and the wall time in seconds from
+    the first send to the last completion. Failed requests are results, not exceptions."""
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
     if not timeout_s > 0:
@@ -336,7 +351,7 @@ async def run_load(
             "return_token_ids": True,
         }
         async with semaphore:
-            outcomes[i] = await _one_request(session, urls[i % len(urls)], payload, timeout_s)
+            outcomes[i] = await _one_request(session, urls[i % len(urls)], payload, timeout_s, record_chunks)
 
     # The connector's own pool limit (100 by default) would cap concurrency silently; timeouts are
     # per request (asyncio.timeout in _one_request), not aiohttp's 5-minute session default.
@@ -355,6 +370,11 @@ async def run_load(
     done = [o for o in outcomes if o is not None]
     assert len(done) == len(prompts), "a request task ended without a result"
     wall_s = max(end for _, _, end in done) - min(sent for _, sent, _ in done)
+    if record_chunks:  # from each request's send to the run's start
+        return [
+            dataclasses.replace(result, chunks=tuple((sent - start + t, n) for t, n in result.chunks))
+            for result, sent, _ in done
+        ], wall_s
     return [result for result, _, _ in done], wall_s
 
 

@@ -750,7 +750,7 @@ def control_lines(results_dir: Path, docs: Path) -> list[str]:
         and not p.name.endswith("-levers.json")
         and "-h200-" not in p.name
         and "-whatif-" not in p.name
-        and not p.name.startswith("control-validation-")
+        and not p.name.startswith(("control-validation-", "control-served-", "control-repredict-"))
     )
     levers = sorted(results_dir.glob("control-*-levers.json"))
     if not traces:
@@ -839,11 +839,17 @@ def validation_lines(results_dir: Path) -> list[str]:
             sides = [("measured", t["measured"], "")]
             sides.append(("predicted", t["predicted"], str(t.get("within_15pct"))))
             sides.append(("ratio", t["ratio"], ""))
-            if "predicted_probe" in t:
-                sides.append(
-                    ("predicted from the probe", t["predicted_probe"], str(t.get("within_15pct_probe")))
-                )
-                sides.append(("ratio (probe)", t["ratio_probe"], ""))
+            # a second prediction, from another calibration
+            for name, label in (("probe", "the probe"), ("h200", "the H200 files"), ("served", "the probe")):
+                if f"predicted_{name}" in t:
+                    sides.append(
+                        (
+                            f"predicted from {label}",
+                            t[f"predicted_{name}"],
+                            str(t.get(f"within_15pct_{name}")),
+                        )
+                    )
+                    sides.append((f"ratio ({name})", t[f"ratio_{name}"], ""))
             for side, values, within in sides:
                 cells = " | ".join(_fmt(values.get(k), 3) for k in keys)
                 lines.append(f"| {t['trace']} | {t['requests']} | {side} | {cells} | {within} |")

@@ -3,14 +3,17 @@
 # command of at most ~9 minutes:
 #   bash bench/gpu/validate.sh            (after the vLLM bundle's last part: see bench/gpu/README.md)
 # Starts one vLLM OpenAI server with our plugin (Llama-3.1-8B shape, dummy weights, CUDA graphs; k = 3
-# drafts per request per step with vLLM's synthetic acceptance at the suffix traces' mean), probes its
-# step times, then replays a segment of steady, bursty and diurnal against it open loop with the
-# operator's cap controller in the loop (scrape every 5 s, caps through the admin API), and compares
-# TTFT/TPOT p50/p95 with the simulator's prediction for one replica (bench/control_validate.py).
-# The prediction uses the H200 calibration (control-h200-*.json from calibrate.sh, committed under
-# bench/results); without those files it uses this run's probe. Segments (90 s each by default) shrink
-# to fit the budget when the engine starts cold (~180 s instead of ~75 s). The result JSON
-# (control-validation-<time>.json, rewritten after each trace) goes to $OUT.
+# drafts per request per step with vLLM's synthetic acceptance at the suffix traces' mean), probes
+# its step times through the server (~50 s: closed batches of 1-256 requests drafting and not, at
+# 128- and 1,024-token prompts, and the prefill's TTFT at 512-8,000 prompt tokens per step), writes
+# that served calibration (control-served-<time>.json), then replays a segment of steady, bursty and
+# diurnal at the load the probe says one replica sustains (32 running at the peak) against it open
+# loop with the operator's cap controller in the loop (scrape every 5 s, caps through the admin API),
+# and compares TTFT/TPOT p50/p95 with the simulator's prediction for one replica from the same
+# probe (bench/control_validate.py). With the control-h200 files in bench/results it also predicts
+# from them (--compare: the offline engine's calibration, beside). Segments (90 s each by default)
+# shrink to fit the budget: ~45 s after a cold start (~260 s on a fresh host), 90 s after a warm one
+# (~90 s). Both JSON files go to $OUT (the validation file is rewritten after each trace).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${VALIDATE_BUDGET_S:-540}   # the whole command's seconds (the device allows 600)
@@ -25,18 +28,18 @@ export PYTHONPATH=$site:$PYTHONPATH
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/var/tmp/vllm-cache}   # shared with calibrate.sh: warm if it ran on this host
 if [ -d "$VLLM_CACHE_ROOT" ]; then echo "validate: compile caches present in $VLLM_CACHE_ROOT (warm start)"; else echo "validate: no compile caches yet (cold start)"; fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
-calibration=h200
-if ! ls bench/results/control-h200-*.json >/dev/null 2>&1; then
-  echo "validate: no control-h200-*.json in bench/results: the prediction uses this run's probe"
-  calibration=probe
-fi
+compare=""
+if ls bench/results/control-h200-*.json >/dev/null 2>&1; then compare="--compare"; fi
 left=$(( budget - ($(date +%s) - started) ))
 # 15 s kept for the interpreter's exit and the copy; the tool fits its segments into the rest
-timeout --signal=INT "$left" python3 -m bench.control_validate --device gpu --calibration "$calibration" --probe \
+timeout --signal=INT "$left" python3 -m bench.control_validate --device gpu --calibration served $compare \
   --segment-s "${VALIDATE_SEGMENT_S:-90}" --budget-s $(( left - 15 )) --out "$out" 2>&1 \
   | grep -E '^control_validate|Error|error' || true
 python3 - "$out" <<'PY'
 import glob, json, sys
+for f in sorted(glob.glob(sys.argv[1] + "/control-served-*.json")):
+    d = json.load(open(f))
+    print(f, "probe", d["probe"]["seconds"], "s; served calibration", json.dumps(d["calibration"]))
 for f in sorted(glob.glob(sys.argv[1] + "/control-validation-*.json")):
     d = json.load(open(f))
     print(f, "validation", d["validation"], "calibration", d["setting"]["calibration"], "start", d["setting"]["engine_start_s"], "s")
@@ -44,8 +47,10 @@ for f in sorted(glob.glob(sys.argv[1] + "/control-validation-*.json")):
         print(" ", t["trace"], t["requests"], "requests, failed", t["failed"], "within", t["within_15pct"])
         print("    measured ", t["measured"])
         print("    predicted", t["predicted"], t["ratio"])
-        if "predicted_probe" in t:
-            print("    probe    ", t["predicted_probe"], t["ratio_probe"])
+        if "predicted_h200" in t:
+            print("    h200     ", t["predicted_h200"], t["ratio_h200"])
+        for b in t.get("by_arrival", []):
+            print("    from", b["from_s"], "s:", b["requests"], "requests; measured", b["measured"], "predicted", b["predicted"])
         print("    controller", t.get("controller"), "accepted/draft", t.get("measured_accepted_per_draft"))
 PY
 echo "validate: $(( $(date +%s) - started )) s"

@@ -53,19 +53,33 @@ def test_cpu_dry_run_replays_a_segment_with_the_cap_controller_in_the_loop(
     assert len(files) == 1, proc.stderr[-2000:]
     result: dict[str, Any] = json.loads(files[0].read_text())
     assert result["kind"] == "control-validation" and result["validation"] is False
-    assert result["setting"]["device"] == "cpu" and result["setting"]["calibration"] == "probe"
+    assert result["setting"]["device"] == "cpu" and result["setting"]["calibration"] == "served"
     assert result["setting"]["speculation"]["k"] == 3
     assert result["setting"]["speculation"]["synthetic_acceptance_rates"] is None
     assert result["setting"]["speculation"]["accepted_per_step"] is None
     assert result["setting"]["kv_capacity_tokens"] > 0  # read from the engine's log
-    # the probe's own step times are kept beside the prediction made from them
-    assert result["setting"]["probe"]["batches"] == [1, 2, 4, 8]
-    assert len(result["setting"]["probe"]["vanilla_tpot_s"]) == 4
+    # the probe's step windows are kept beside the prediction made from them, and the served
+    # calibration is written on its own (a CPU one: the simulator's loader takes GPU files only)
+    probe = result["setting"]["probe"]
+    assert [w["batch"] for w in probe["vanilla"]] == [w["batch"] for w in probe["drafting"]] == [1, 2, 4, 8]
+    assert [w["batch"] for w in probe["long_vanilla"]] == [8] and probe["long_vanilla"][0]["prompt"] == 320
+    assert all(w["step_s"] > 0 and w["steps"] >= 2 for w in probe["vanilla"] + probe["drafting"])
+    assert probe["prefill_tokens"] == [128, 256, 480, 480] and len(probe["prefill_ttft_s"]) == 4
+    [served_path] = out.glob("control-served-*.json")
+    served = json.loads(served_path.read_text())
+    assert served["device"] == "cpu" and served["probe"] == probe
+    assert served["calibration"]["decode_batches"] == [1, 2, 4, 8]
+    assert all(s > 0 for s in served["calibration"]["decode_step_s"])
+    assert served["calibration"]["prefill_s_per_token"] > 0 and served["calibration"]["kv_s_per_token"] >= 0
+    assert (
+        result["setting"]["prediction_calibration"]["decode_step_s"] == served["calibration"]["decode_step_s"]
+    )
     [trace] = result["traces"]
     assert trace["trace"] == "steady" and trace["segment"]["duration_s"] == 20
     assert trace["requests"] == sum(trace["request_classes"].values()) > 0
     assert trace["failed"] == 0, trace["first_error"]
     assert trace["predicted_unfinished"] == 0
+    assert sum(b["requests"] for b in trace["by_arrival"]) == trace["requests"]
     for side in ("measured", "predicted"):
         got = trace[side]
         assert set(got) == set(PERCENTILE_KEYS)

@@ -307,3 +307,159 @@ def test_scrapes_count_prompt_tokens_and_finished_requests(cal: Calibration) -> 
     sample = pod.sample(cluster.now).pod_sample()
     assert sample.requests_finished == len(requests)
     assert sample.prompt_tokens == sum(r.prompt_tokens for r in requests)
+
+
+def flat_cal(**changes: object) -> Calibration:
+    """10 ms per decode step at any batch, 0.1 ms of prefill per prompt token, verify cost 1.5."""
+    cal = Calibration(
+        decode_batches=(1, 256),
+        decode_step_s=(0.01, 0.01),
+        verify_batches=(1, 256),
+        verify_cost={3: (1.5, 1.5)},
+        prefill_s_per_token=1e-4,
+        engine_start_s=60.0,
+        accepted_per_step=dict.fromkeys(control.CLASS_WEIGHTS, 1.5),
+        draft_len=dict.fromkeys(control.CLASS_WEIGHTS, 3.0),
+        by_draft_cap={16: dict.fromkeys(control.CLASS_WEIGHTS, (1.5, 3.0))},
+    )
+    return replace(cal, **changes)  # type: ignore[arg-type]
+
+
+def _replica(cal: Calibration, max_num_seqs: int = 4, budget: int = 100) -> control.Replica:
+    engine = control.EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget)
+    return control.Replica(0, 0.0, 0.0, cal, engine, (0, 0), control.draft_table(cal))
+
+
+def _live(rid: int, prompt: int, output: int) -> control._Live:
+    return control._Live(control.Request(rid, 0.0, prompt, output, "edit", 1.5), prompt, float(output - 1))
+
+
+def test_waiting_requests_are_admitted_only_with_a_chunk_of_the_steps_budget() -> None:
+    """vLLM 0.26's V1 scheduler: the running requests take the budget first; a waiting request
+    joins the running ones only when a chunk of its prompt fits in this step, else it stays
+    waiting (and the scrape counts it as waiting)."""
+    pod = _replica(flat_cal())
+    pod.waiting.extend(_live(i, 60, 3) for i in range(3))
+    # step 1: r0 gets 60 tokens, r1 the 40 left of the 100-token budget, r2 waits
+    assert pod.plan(0.0) == pytest.approx(0.01)  # 100 prefill tokens x 0.1 ms, nobody decoding
+    assert [live.req.id for live in pod.running] == [0, 1] and [w.req.id for w in pod.waiting] == [2]
+    assert pod._chunks == [60, 40]
+    sample = pod.sample(0.005)
+    assert (sample.running, sample.waiting) == (2, 1)
+    assert pod.finish_epoch() == []
+    assert pod.running[0].first_token_at == pytest.approx(0.01) and pod.running[1].first_token_at is None
+    # step 2: r0 decodes (1 token), r1 its last 20, then r2 is admitted with 60 of the 79 left
+    assert pod.plan(0.01) == pytest.approx(0.01 + 0.01 + 80 * 1e-4)
+    assert [live.req.id for live in pod.running] == [0, 1, 2] and not pod.waiting
+    assert pod._chunks == [0, 20, 60] and pod._rates == [1.0, 0.0, 0.0]
+    pod.finish_epoch()
+    assert [live.first_token_at for live in pod.running] == pytest.approx([0.01, 0.028, 0.028])
+
+
+def test_a_full_batch_keeps_the_next_request_waiting_until_one_finishes() -> None:
+    pod = _replica(flat_cal(), max_num_seqs=2, budget=1000)
+    pod.waiting.extend(_live(i, 10, 3) for i in range(3))
+    assert pod.plan(0.0) == pytest.approx(20 * 1e-4)  # r0 and r1 prefill together; r2 has no slot
+    assert (len(pod.running), len(pod.waiting)) == (2, 1)
+    pod.finish_epoch()
+    # both decode their 2 remaining tokens in one epoch of 2 steps; r2 still waits
+    assert pod.plan(0.002) == pytest.approx(0.002 + 2 * 0.01)
+    assert pod.steps == 2 and len(pod.waiting) == 1
+    assert len(pod.finish_epoch()) == 2
+    assert pod.plan(0.022) == pytest.approx(0.022 + 10 * 1e-4) and not pod.waiting
+
+
+def test_a_decode_step_pays_for_its_requests_contexts() -> None:
+    """Attention reads every decoding request's KV cache each step: kv_s_per_token x their context
+    tokens (prompt + output so far) on top of the batch's step; drafts do not multiply it."""
+    cal = flat_cal(kv_s_per_token=1e-4)
+    assert control.step_time_s(cal, 4, 0.0, 0, 1000) == pytest.approx(0.01 + 0.1)
+    # 4 decoding, 2 of them drafting at cost 1.5: the batch part x (1 + 2 x 0.5 / 4), the contexts once
+    assert control.step_time_s(cal, 4, 1.0, 0, 1000) == pytest.approx(0.01 * 1.25 + 0.1)
+    pod = _replica(cal)
+    pod.waiting.append(_live(0, 50, 3))
+    assert pod.plan(0.0) == pytest.approx(0.005)  # 50 prompt tokens
+    pod.finish_epoch()
+    # 51 tokens in its cache (prompt + first token): 2 steps of 10 ms + 51 x 0.1 ms
+    assert pod.plan(0.005) == pytest.approx(0.005 + 2 * (0.01 + 51e-4))
+    [done] = pod.finish_epoch()
+    assert done.done_at == pytest.approx(0.0352)
+
+
+def test_a_marginal_prefill_cost_pays_the_steps_fixed_cost_once() -> None:
+    """prefill_marginal: prefill_s_per_token is the slope of TTFT over a step's prompt tokens; a step
+    with prefill only also pays the batch-1 decode step (weights, launch), a mixed step does not
+    pay it twice."""
+    marginal = flat_cal(prefill_marginal=True)
+    assert control.step_time_s(marginal, 0, 0.0, 1000) == pytest.approx(0.01 + 0.1)
+    assert control.step_time_s(marginal, 3, 0.0, 1000) == pytest.approx(0.01 + 0.1)
+    assert control.step_time_s(flat_cal(), 0, 0.0, 1000) == pytest.approx(0.1)
+    assert control.step_time_s(marginal, 0, 0.0, 0) == 0.0
+
+
+def test_the_servers_path_adds_to_every_ttft_and_e2e() -> None:
+    trace = Trace("t", "steady", 20, 2, 2)
+    plain = control.simulate("static-cap-0", trace, flat_cal(), running_target=None)
+    slow = control.simulate("static-cap-0", trace, flat_cal(request_overhead_s=0.05), running_target=None)
+    assert slow.ttft_s == pytest.approx([t + 0.05 for t in plain.ttft_s])
+    assert slow.e2e_s == pytest.approx([t + 0.05 for t in plain.e2e_s])
+
+
+def _served_file(path: Path, device: str = "gpu") -> None:
+    record = {
+        "kind": "control-served-calibration",
+        "device": device,
+        "calibration": {
+            "decode_batches": [1, 256],
+            "decode_step_s": [0.007, 0.014],
+            "verify_batches": [1, 256],
+            "verify_cost": {"3": [1.1, 2.0]},
+            "kv_s_per_token": 3e-8,
+            "prefill_s_per_token": 2.4e-5,
+            "prefill_marginal": True,
+            "prefill_intercept_s": 0.012,
+            "request_overhead_s": 0.005,
+            "accepted_per_step": 1.72,
+            "engine_start_s": 92.0,
+            "kv_capacity_tokens": 893000,
+            "gpu": "H200",
+        },
+        "sources": {"decode_step_s": "probe of this run: closed batches"},
+    }
+    path.write_text(json.dumps(record))
+
+
+def test_the_served_calibration_comes_from_the_validation_runs_probe(tmp_path: Path) -> None:
+    for name in ("verify-8b", "overhead-8b", "throughput-8b", "suffix-accept"):  # acceptance etc.
+        for source in control.RESULTS.glob(f"{name}-2*.json"):
+            (tmp_path / source.name).write_text(source.read_text())
+    with pytest.raises(FileNotFoundError, match=r"run bench/gpu/validate\.sh"):
+        control.load_calibration_served(tmp_path)
+    _served_file(tmp_path / "control-served-20261204T100000Z.json")
+    _served_file(tmp_path / "control-served-20261204T110000Z.json", device="cpu")  # a dry run: not used
+    cal = control.load_calibration_served(tmp_path)
+    assert (cal.decode_batches, cal.decode_step_s) == ((1, 256), (0.007, 0.014))
+    assert (cal.kv_s_per_token, cal.prefill_s_per_token, cal.request_overhead_s) == (3e-8, 2.4e-5, 0.005)
+    assert cal.prefill_marginal and cal.kv_capacity_tokens == 893000 and cal.gpu == "H200"
+    assert cal.verify_cost == {3: (1.1, 2.0)}  # no offline curves to scale other draft lengths by
+    assert cal.engine_start_s == cal.cold_engine_start_s == 92.0
+    assert cal.accepted_per_step == control.load_calibration(tmp_path).accepted_per_step
+    # with the offline H200 files: k = 1 is the served k = 3 curve scaled by their (k1 - 1) / (k3 - 1)
+    _h200_run(
+        tmp_path / "control-h200-20261202T150000Z.json", {"vanilla": (1.0, 102.4), "verify-k3": (1.5, 0)}, 170
+    )
+    _h200_run(
+        tmp_path / "control-h200-20261202T150400Z.json",
+        {"verify-k1": (1.2, 0), "vanilla-restart": (1.0, 0)},
+        60,
+    )
+    cal = control.load_calibration_served(tmp_path)
+    assert cal.verify_cost[3] == (1.1, 2.0)
+    assert cal.verify_cost[1] == pytest.approx((1 + 0.1 * 0.4, 1 + 1.0 * 0.4))
+    assert (cal.engine_start_s, cal.cold_engine_start_s) == (61, 170)
+    assert "k=1 scaled from k=3" in cal.sources["verify_cost"]
+    out = tmp_path / "served.json"
+    assert (
+        control.main(["--calibration", "served", "--results", str(tmp_path), "--write-costs", str(out)]) == 0
+    )
+    assert json.loads(out.read_text())["verifyCost"]["3"] == [1.1, 2.0]

@@ -4,8 +4,12 @@ calibration and the comparison, on worked numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 from bench import control
@@ -196,28 +200,171 @@ def test_the_prediction_gives_every_request_the_engines_acceptance(cal: Calibrat
     assert cv.engine_calibration(cal, 1.5, 3).kv_capacity_tokens == cal.kv_capacity_tokens
 
 
-def test_a_probe_becomes_a_calibration() -> None:
-    probe = cv.Probe(
-        batches=(1, 4),
-        vanilla_tpot_s=(0.01, 0.02),
-        drafting_tpot_s=(0.006, 0.015),
-        tokens_per_step=(2.0, 1.6),
-        long_prompt=500,
-        long_prompt_ttft_s=0.5,
-        k=3,
+def test_a_closed_batchs_step_time_is_read_from_its_stream_while_it_all_decodes() -> None:
+    # two requests of 100-token prompts: A's first token at 0.10 s, B's at 0.12 s (its prefill came
+    # second); a token every 20 ms; A ends first, at 0.20 s. The window is [0.12, 0.20]: A's 4 tokens
+    # from its 2nd to its 6th, B's from its 1st to its 5th, 80 ms each
+    a = [(0.10, 1), (0.12, 1), (0.14, 1), (0.16, 1), (0.18, 1), (0.20, 1)]
+    b = [(0.12, 1), (0.14, 1), (0.16, 1), (0.18, 1), (0.20, 1), (0.22, 1)]
+    w = cv.decode_window(100, [a, b])
+    assert (w.batch, w.prompt, w.steps, w.tokens_per_step) == (2, 100, 4, 1.0)
+    assert w.step_s == pytest.approx(0.02) and w.chunk_step_s == pytest.approx(0.02)
+    assert w.context_tokens == pytest.approx(103.5)  # A: 100 + (2 + 6) / 2; B: 100 + (1 + 5) / 2
+    # drafting: chunks of 2-3 tokens, one per 30 ms step; 7 tokens in 90 ms at 7/3 tokens per step
+    a = [(0.10, 1), (0.13, 3), (0.16, 2), (0.19, 3), (0.22, 2)]
+    b = [(0.13, 1), (0.16, 2), (0.19, 3), (0.22, 2), (0.25, 3)]
+    w = cv.decode_window(100, [a, b], tokens_per_step=7 / 3)
+    assert (
+        w.step_s == pytest.approx(0.03)
+        and w.steps == pytest.approx(3)
+        and w.chunk_step_s == pytest.approx(0.03)
     )
-    got = cv.probe_calibration(probe, 42.0, 9000, "CPU", "probe")
-    assert got.decode_step_s == (0.01, 0.02) and got.verify_batches == (1, 4)
-    assert got.verify_cost[3] == pytest.approx((1.2, 1.2))  # 0.006 x 2 / 0.01, 0.015 x 1.6 / 0.02
-    assert got.prefill_s_per_token == pytest.approx(0.001)
-    assert list(got.accepted_per_step.values()) == [pytest.approx(0.8)] * 3  # mean of 1.0 and 0.6
-    accepted, draft_len = got.by_draft_cap[control.DEFAULT_DRAFT_CAP]["edit"]
-    assert accepted == pytest.approx(0.8) and draft_len == 3.0
-    assert (got.engine_start_s, got.kv_capacity_tokens, got.gpu) == (42.0, 9000, "CPU")
+    with pytest.raises(ValueError, match="request 0 has 1 chunk"):  # B's first token came with A's last
+        cv.decode_window(100, [[(0.1, 1), (0.2, 1)], [(0.2, 1), (0.3, 1)]])
+    with pytest.raises(ValueError, match="tokens_per_step"):
+        cv.decode_window(100, [a], tokens_per_step=0.5)
+
+
+def _window(batch: int, step: float, context: float, gain: float = 1.0) -> cv.StepWindow:
+    return cv.StepWindow(batch, 100, step, context, 50.0, gain, step)
+
+
+def worked_probe() -> cv.Probe:
+    """An engine with decode steps of 10 ms at batch 1 and 12 ms at batch 4, 1 us per context token
+    per step, verify cost 1.2 and 1.5, prefill TTFT 15 ms + 20 us per prompt token."""
+    return cv.Probe(
+        k=3,
+        vanilla=(_window(1, 0.01 + 1e-6 * 100, 100), _window(4, 0.012 + 1e-6 * 4 * 100, 100)),
+        drafting=(
+            _window(1, 0.012 + 1e-6 * 110, 110, 2.5),
+            _window(4, 0.018 + 1e-6 * 4 * 120, 120, 2.7),
+        ),
+        long_vanilla=(_window(4, 0.012 + 1e-6 * 4 * 600, 600),),
+        long_drafting=(_window(4, 0.019, 650, 2.7),),
+        prefill_tokens=(500, 1000, 2000),
+        prefill_ttft_s=(0.025, 0.035, 0.055),
+        seconds=40.0,
+    )
+
+
+def test_the_served_probe_becomes_a_calibration_with_the_contexts_cost() -> None:
+    cal, fit = cv.served_calibration(worked_probe(), 92.0, 9000, "H200", "probe")
+    # the long prompts' excess: 2 ms for 4 x 500 more context tokens = 1 us per token per step
+    assert cal.kv_s_per_token == pytest.approx(1e-6) == fit.kv_s_per_token
+    assert cal.decode_step_s == pytest.approx((0.01, 0.012))  # the short batches less their contexts
+    assert cal.verify_cost == {3: pytest.approx((1.2, 1.5))}
+    assert cal.prefill_marginal and cal.prefill_s_per_token == pytest.approx(2e-5)
+    assert fit.prefill_intercept_s == pytest.approx(0.015)
+    assert cal.request_overhead_s == pytest.approx(0.005)  # the intercept less the batch-1 step
+    assert list(cal.accepted_per_step.values()) == [pytest.approx(1.6)] * 3  # mean of 1.5 and 1.7
+    assert cal.by_draft_cap[control.DEFAULT_DRAFT_CAP]["edit"] == pytest.approx((1.6, 3.0))
+    assert (cal.engine_start_s, cal.kv_capacity_tokens, cal.gpu) == (92.0, 9000, "H200")
+    # the model on the long batches: exact where fitted, 0.018 + 0.0026 = 0.0206 s against 0.019 drafting
+    assert fit.checks["vanilla-4x100"]["ratio"] == pytest.approx(1.0)
+    assert fit.checks["drafting-4x100"]["model_step_s"] == pytest.approx(0.0206)
+    assert fit.checks["drafting-4x100"]["ratio"] == pytest.approx(0.0206 / 0.019, abs=1e-4)
+    # a context's cost that would leave no decode step is an error, as are unordered batches
     with pytest.raises(ValueError, match="increasing"):
-        cv.probe_calibration(
-            cv.Probe((4, 1), (0.01, 0.02), (0.01, 0.02), (1.0, 1.0), 10, 0.1, 3), 1, 1, "CPU", "x"
+        cv.served_calibration(
+            replace(worked_probe(), vanilla=worked_probe().vanilla[::-1]), 1, 1, "H200", "x"
         )
+    with pytest.raises(ValueError, match="drafting batch sizes"):
+        cv.served_calibration(
+            replace(worked_probe(), drafting=worked_probe().drafting[:1]), 1, 1, "H200", "x"
+        )
+    flat = replace(worked_probe(), prefill_ttft_s=(0.03, 0.03, 0.03))
+    with pytest.raises(ValueError, match="does not grow"):
+        cv.served_calibration(flat, 1, 1, "H200", "x")
+    # without long batches the context is not modelled (0) and the steps are the measured ones
+    short_only = replace(worked_probe(), long_vanilla=(), long_drafting=())
+    cal0, _ = cv.served_calibration(short_only, 1, 1, "H200", "x")
+    assert cal0.kv_s_per_token == 0 and cal0.decode_step_s == pytest.approx((0.0101, 0.0124))
+
+
+def test_a_probe_record_reads_back(tmp_path: Path) -> None:
+    probe = worked_probe()
+    record = json.loads(json.dumps(dataclasses.asdict(probe)))
+    assert cv.Probe.from_record(record) == probe
+    cal, fit = cv.served_calibration(probe, 92.0, 9000, "H200", "probe")
+    served = cv.served_record(
+        cal,
+        fit,
+        probe,
+        device="gpu",
+        model="m",
+        flags=["--x"],
+        env={"gpu": "H200"},
+        created="2026-12-04T10:00:00Z",
+        argv=["--device", "gpu"],
+    )
+    path = cv.write_served(tmp_path, served)
+    assert path.name == "control-served-20261204T100000Z.json"
+    got = json.loads(path.read_text())
+    assert got["device"] == "gpu" and got["calibration"]["kv_s_per_token"] == 1e-6
+    assert got["calibration"]["verify_cost"] == {"3": [1.2, 1.5]}
+
+
+def test_the_rate_counts_the_contexts_of_the_running_requests() -> None:
+    cal = replace(tiny_cal(), kv_s_per_token=1e-6)
+    # 32 running requests of 1000 + 250 / 2 tokens: 36 ms more per step than tiny_cal's 20 ms
+    prefill, decode = cv.request_seconds(cal, 32, 1.0)
+    assert prefill == pytest.approx(0.1) and decode == pytest.approx(249 * (0.02 + 32 * 1125e-6))
+
+
+def test_a_recorded_run_is_predicted_again_from_its_own_probe() -> None:
+    cal, _ = cv.served_calibration(worked_probe(), 92.0, 900_000, "H200", "probe")
+    ecal = cv.engine_calibration(cal, 1.6, 3)
+    plan = cv.plan_trace(control.TRACES["steady"], ecal, 10, 32, 1.0, 4096)
+    dev = cv.SETTINGS["gpu"]
+    engine = control.EngineConfig(dev.max_num_seqs, dev.max_num_batched_tokens, 900_000)
+    prediction = cv.predict(plan.requests, ecal, engine, cv.cap_policy_for(ecal))
+    record: dict[str, Any] = {
+        "setting": {
+            "device": "gpu",
+            "gpu": "H200",
+            "engine_start_s": 92.0,
+            "kv_capacity_tokens": 900_000,
+            "probe": json.loads(json.dumps(dataclasses.asdict(worked_probe()))),
+            "speculation": {"k": 3, "accepted_per_step": 1.6},
+        },
+        "traces": [json.loads(json.dumps(cv.trace_record(plan, prediction.timings, 0, prediction)))],
+    }
+    rows = cv.repredict(record, [("steps", 2.0)])
+    assert [r["what_if"] for r in rows] == ["as recorded", "steps=2"]
+    assert rows[0]["same_requests"] and rows[0]["predicted"] == record["traces"][0]["predicted"]
+    assert rows[0]["ratio"] == dict.fromkeys(cv.PERCENTILE_KEYS, 1.0) and rows[0]["within_15pct"]
+    assert rows[1]["predicted"]["p50_tpot_s"] > 1.5 * rows[0]["predicted"]["p50_tpot_s"]
+
+
+def test_what_ifs_change_one_thing_of_a_probes_calibration() -> None:
+    assert cv.parse_what_if("steps=1.13") == ("steps", 1.13)
+    assert cv.parse_what_if("kv=1.2e-8") == ("kv", 1.2e-8)
+    for bad, message in (
+        ("step=2", "NAME in steps, kv"),
+        ("kv=x", "a number"),
+        ("steps=0", "> 0"),
+        ("kv=-1", ">= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            cv.parse_what_if(bad)
+    cal, _ = cv.served_calibration(worked_probe(), 92.0, 9000, "H200", "probe")
+    assert cv.what_if_calibration(cal, "steps", 2.0, (100, 100)).decode_step_s == pytest.approx((0.02, 0.024))
+    # the context's cost set to 0: the steps go back to the probe's measured ones at its contexts
+    none = cv.what_if_calibration(cal, "kv", 0.0, (100, 100))
+    assert none.kv_s_per_token == 0 and none.decode_step_s == pytest.approx((0.0101, 0.0124))
+    with pytest.raises(ValueError, match="leaves no decode step"):
+        cv.what_if_calibration(cal, "kv", 1e-3, (100, 100))
+
+
+def test_the_segment_over_time_bins_arrivals() -> None:
+    reqs = [Request(i, t, 100, 10, "edit", 1.0) for i, t in enumerate((1.0, 4.0, 12.0))]
+    measured = [cv.Timing(0, 0.1, 0.01), cv.Timing(1, 0.3, 0.02), cv.Timing(2, None, None)]
+    predicted = [cv.Timing(0, 0.2, 0.01), cv.Timing(1, 0.2, 0.01), cv.Timing(2, 0.5, 0.03)]
+    got = cv.by_arrival(reqs, measured, predicted)
+    assert [(b["from_s"], b["requests"]) for b in got] == [(0.0, 2), (10.0, 1)]
+    assert got[0]["measured"] == {"p50_ttft_s": 0.2, "p95_ttft_s": 0.29, "p50_tpot_s": 0.015}
+    assert got[1]["measured"] == {"p50_ttft_s": None, "p95_ttft_s": None, "p50_tpot_s": None}
+    assert got[1]["predicted"]["p50_ttft_s"] == 0.5
 
 
 def test_ratios_and_the_15_percent_bar_on_worked_numbers() -> None:
@@ -266,7 +413,7 @@ def test_a_trace_record_has_the_issues_keys_and_is_json() -> None:
         for t in prediction.timings
     ]
     record = cv.trace_record(plan, measured, 0, prediction, {"controller": {"ticks": 3}})
-    assert set(record) == REQUEST_KEYS | {"controller"}
+    assert set(record) == REQUEST_KEYS | {"controller", "by_arrival"}
     assert record["requests"] == len(plan.requests) and record["trace"] == "steady"
     assert (
         set(record["measured"]) == set(record["predicted"]) == set(record["ratio"]) == set(cv.PERCENTILE_KEYS)
@@ -276,8 +423,9 @@ def test_a_trace_record_has_the_issues_keys_and_is_json() -> None:
     assert record["within_15pct"] is True
     assert sum(record["request_classes"].values()) == len(plan.requests)
     json.dumps(record, allow_nan=False)
-    with_probe = cv.trace_record(plan, measured, 0, prediction, probe_prediction=prediction)
-    assert with_probe["predicted_probe"] == record["predicted"] and with_probe["within_15pct_probe"]
+    with_h200 = cv.trace_record(plan, measured, 0, prediction, alternative=("h200", prediction))
+    assert with_h200["predicted_h200"] == record["predicted"] and with_h200["within_15pct_h200"]
+    assert with_h200["ratio_h200"] == record["ratio"]
 
 
 def test_engine_flags_pin_the_limits_the_prediction_assumes(cal: Calibration) -> None:
