@@ -13,12 +13,16 @@ Model (deterministic for a seed; pure Python; the whole comparison runs in secon
   length, an output length (log-normal around 1000 in / 250 out) and an acceptance class: how many
   draft tokens a drafting step accepts on average, measured by our suffix decoding on real traces
   (``bench/results/suffix-accept-*.json``: edit, agent, chat-repeat; one third each).
-* A replica is a continuous-batching engine (``Replica``): ``max_num_seqs`` slots, a FIFO queue,
-  chunked prefill within a token budget. One engine step takes the vanilla decode step time at the
-  number of decoding requests b (interpolated from the H100 measurements), times
-  ``1 + (verify_cost(b) - 1) x drafting / b`` when some requests draft, plus the prefill time of the
-  prompt tokens scheduled in that step. Only requests among the first soft-cap positions draft, and
-  nobody with hard-cap or more running (the runtime's caps); a drafting request gains
+* A replica is a continuous-batching engine (``Replica``) that builds its steps as vLLM 0.26's V1
+  scheduler does: ``max_num_seqs`` slots, a FIFO queue, a token budget per step that the running
+  requests take first (1 + drafts per decoding request, the next chunk of one still prefilling),
+  and waiting requests admitted only while budget is left, each with a chunk of its prompt. One
+  engine step takes the vanilla decode step time at the number of decoding requests b
+  (interpolated from the calibration), times ``1 + (verify_cost(b) - 1) x drafting / b`` when some
+  requests draft, plus the decoding requests' context tokens x ``kv_s_per_token`` (when the
+  calibration measured it), plus the prefill time of the prompt tokens scheduled in that step.
+  Only requests among the first soft-cap positions of the running queue draft, and nobody with
+  hard-cap or more running (the runtime's caps); a drafting request gains
   ``1 + accepted`` tokens per step (fractional: the class mean), the others 1.
 * Replicas start as pods: ready after the pod start overhead plus the measured engine start, and
   count GPU-seconds from creation. Scale-down cancels a loading pod first, else drains the least

@@ -51,7 +51,7 @@ Method (the planning functions below are pure; the I/O is at the end of the file
   before the replays (``probe``, ``served_calibration``): closed batches of 1-256 requests, nobody
   drafting and everyone drafting ``k``, their step time read from the stream while the whole batch
   decodes (``decode_window``), at short prompts for every batch size and at long ones for two (the
-  context's cost per KV token, ``Calibration.kv_s_per_token``); the idle engine's TTFT at 512-8,000
+  context's cost per KV token, ``Calibration.kv_s_per_token``); the idle engine's TTFT at 512-4,000
   prompt tokens per step (a line: the prefill's marginal cost per token, and the request's path
   through the server). The KV capacity is the one the engine reported at start. The first H200
   runs used the offline calibration (control-h200: vLLM's ``LLM``, no speculation configured,
@@ -152,8 +152,9 @@ class DeviceSetting:
     probe_long_output: int
     """Closed batches at long prompts (the context's cost), at a few of the batch sizes."""
     probe_prefill: tuple[tuple[int, int], ...]
-    """(requests, prompt tokens each) sent together into an idle engine, each group one step's
-    prefill, for the line of TTFT over a step's prompt tokens."""
+    """(requests, prompt tokens each) sent together into an idle engine, each group within one
+    step's budget, for the line of TTFT over a step's prompt tokens. One request each: two sent
+    together may reach the scheduler a step apart."""
     probe_repeats: int = 3
     """Each prefill group is timed this many times (the median counts)."""
 
@@ -175,7 +176,7 @@ SETTINGS: dict[Device, DeviceSetting] = {
         probe_long_batches=(64, 256),
         probe_long_prompt=1024,
         probe_long_output=96,
-        probe_prefill=((1, 512), (1, 1024), (1, 2048), (1, 4000), (2, 4000)),
+        probe_prefill=((1, 512), (1, 1024), (1, 2048), (1, 3072), (1, 4000)),
     ),
     # SmolLM2 on 2 cores (the launcher's CPU settings: 1024 context, 512 tokens per step)
     "cpu": DeviceSetting(
@@ -192,7 +193,7 @@ SETTINGS: dict[Device, DeviceSetting] = {
         probe_long_batches=(8,),
         probe_long_prompt=320,
         probe_long_output=32,
-        probe_prefill=((1, 128), (1, 256), (1, 480), (2, 240)),
+        probe_prefill=((1, 128), (1, 256), (1, 384), (1, 480)),
         probe_repeats=2,
     ),
 }
@@ -646,6 +647,21 @@ class ServedFit:
     checks: dict[str, dict[str, float]]
 
 
+KEPT_UP = 0.01
+"""A plain window's seconds per chunk within this fraction of its seconds per token: the server
+sent every step in a chunk of its own (vLLM merges a stream's steps when its reader lags)."""
+
+
+def drafting_step_s(drafted: StepWindow, plain: StepWindow) -> float:
+    """A drafting window's step time: per chunk when the plain window of the same batch shows
+    that the server kept up (``KEPT_UP``; a drafting step is longer, so it keeps up there too),
+    which counts each step exactly whatever each request accepted; else per token x the batch's
+    mean tokens per step."""
+    if abs(plain.chunk_step_s / plain.step_s - 1) <= KEPT_UP:
+        return drafted.chunk_step_s
+    return drafted.step_s
+
+
 def _kv_fit(short: Sequence[StepWindow], long: Sequence[StepWindow]) -> float:
     """Seconds per step per context token: least squares through 0 of the long-prompt step's excess
     over the short-prompt step at the same batch size, against the excess context tokens of the
@@ -662,6 +678,14 @@ def _kv_fit(short: Sequence[StepWindow], long: Sequence[StepWindow]) -> float:
     return max(0.0, sum(x * y for x, y in pairs) / den)
 
 
+def _check(measured: float, model: float) -> dict[str, float]:
+    return {
+        "measured_step_s": round(measured, 6),
+        "model_step_s": round(model, 6),
+        "ratio": round(model / measured, 4),
+    }
+
+
 def served_calibration(
     probe: Probe, start_s: float, kv_capacity_tokens: int, gpu: str, source: str
 ) -> tuple[Calibration, ServedFit]:
@@ -670,8 +694,8 @@ def served_calibration(
     * ``kv_s_per_token`` (``_kv_fit``): the context's cost per token per step, from the
       long-prompt batches against the short-prompt ones, nobody drafting;
     * decode step at batch b = the short-prompt step minus b x its mean context x that cost;
-    * verify cost at k = the drafting step (short prompts) minus its context's cost, over the
-      decode step;
+    * verify cost at k = the drafting step (short prompts; ``drafting_step_s``) minus its
+      context's cost, over the decode step;
     * prefill: a line through the idle engine's TTFT over the step's prompt tokens: its slope is
       ``prefill_s_per_token`` (``prefill_marginal``); the intercept less the batch-1 decode step is
       the request's path through the server (``request_overhead_s``, at least 0);
@@ -691,7 +715,8 @@ def served_calibration(
     if any(s <= 0 for s in steps):
         raise ValueError(f"probe: the context's cost {kv:.3g} s/token leaves no decode step: {list(steps)}")
     costs = tuple(
-        (d.step_s - kv * d.batch * d.context_tokens) / s for d, s in zip(probe.drafting, steps, strict=True)
+        (drafting_step_s(d, v) - kv * d.batch * d.context_tokens) / s
+        for d, v, s in zip(probe.drafting, probe.vanilla, steps, strict=True)
     )
     intercept, slope = linear_fit([float(t) for t in probe.prefill_tokens], probe.prefill_ttft_s)
     if slope <= 0:
@@ -731,20 +756,14 @@ def served_calibration(
         request_overhead_s=overhead,
     )
     checks: dict[str, dict[str, float]] = {}
-    for mode, windows, drafting in (
-        ("vanilla", probe.long_vanilla, False),
-        ("drafting", probe.long_drafting, True),
-    ):
-        for w in windows:
-            base = interpolate_log(batches, steps, w.batch)
-            if drafting:
-                base *= interpolate_log(batches, costs, w.batch)
-            model = base + kv * w.batch * w.context_tokens
-            checks[f"{mode}-{w.batch}x{w.prompt}"] = {
-                "measured_step_s": round(w.step_s, 6),
-                "model_step_s": round(model, 6),
-                "ratio": round(model / w.step_s, 4),
-            }
+    plain_long = {w.batch: w for w in probe.long_vanilla}
+    for w in probe.long_vanilla:
+        model = interpolate_log(batches, steps, w.batch) + kv * w.batch * w.context_tokens
+        checks[f"vanilla-{w.batch}x{w.prompt}"] = _check(w.step_s, model)
+    for w in probe.long_drafting:
+        base = interpolate_log(batches, steps, w.batch) * interpolate_log(batches, costs, w.batch)
+        measured = drafting_step_s(w, plain_long[w.batch]) if w.batch in plain_long else w.step_s
+        checks[f"drafting-{w.batch}x{w.prompt}"] = _check(measured, base + kv * w.batch * w.context_tokens)
     return cal, ServedFit(kv, intercept, slope, overhead, checks)
 
 

@@ -5,7 +5,7 @@
 # Starts one vLLM OpenAI server with our plugin (Llama-3.1-8B shape, dummy weights, CUDA graphs; k = 3
 # drafts per request per step with vLLM's synthetic acceptance at the suffix traces' mean), probes
 # its step times through the server (~50 s: closed batches of 1-256 requests drafting and not, at
-# 128- and 1,024-token prompts, and the prefill's TTFT at 512-8,000 prompt tokens per step), writes
+# 128- and 1,024-token prompts, and the prefill's TTFT at 512-4,000 prompt tokens per step), writes
 # that served calibration (control-served-<time>.json), then replays a segment of steady, bursty and
 # diurnal at the load the probe says one replica sustains (32 running at the peak) against it open
 # loop with the operator's cap controller in the loop (scrape every 5 s, caps through the admin API),

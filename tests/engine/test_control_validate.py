@@ -64,7 +64,7 @@ def test_cpu_dry_run_replays_a_segment_with_the_cap_controller_in_the_loop(
     assert [w["batch"] for w in probe["vanilla"]] == [w["batch"] for w in probe["drafting"]] == [1, 2, 4, 8]
     assert [w["batch"] for w in probe["long_vanilla"]] == [8] and probe["long_vanilla"][0]["prompt"] == 320
     assert all(w["step_s"] > 0 and w["steps"] >= 2 for w in probe["vanilla"] + probe["drafting"])
-    assert probe["prefill_tokens"] == [128, 256, 480, 480] and len(probe["prefill_ttft_s"]) == 4
+    assert probe["prefill_tokens"] == [128, 256, 384, 480] and len(probe["prefill_ttft_s"]) == 4
     [served_path] = out.glob("control-served-*.json")
     served = json.loads(served_path.read_text())
     assert served["device"] == "cpu" and served["probe"] == probe

@@ -281,6 +281,21 @@ def test_the_served_probe_becomes_a_calibration_with_the_contexts_cost() -> None
     assert cal0.kv_s_per_token == 0 and cal0.decode_step_s == pytest.approx((0.0101, 0.0124))
 
 
+def test_a_drafting_step_is_counted_per_chunk_while_the_server_keeps_up() -> None:
+    # drafting at batch 4: 30 ms per chunk, but 28 ms by its tokens (the batch's mean acceptance
+    # differs from these requests'): one chunk per step while the plain window got one per token
+    drafted = cv.StepWindow(4, 100, 0.028, 120, 30, 2.7, 0.030)
+    assert cv.drafting_step_s(drafted, cv.StepWindow(4, 100, 0.012, 100, 50, 1.0, 0.012)) == 0.030
+    assert cv.drafting_step_s(drafted, cv.StepWindow(4, 100, 0.012, 100, 50, 1.0, 0.0121)) == 0.030
+    # the plain window's chunks carried 2 tokens each: the server merged steps, count tokens instead
+    assert cv.drafting_step_s(drafted, cv.StepWindow(4, 100, 0.012, 100, 50, 1.0, 0.024)) == 0.028
+    probe = worked_probe()
+    merged = replace(probe, drafting=(probe.drafting[0], replace(probe.drafting[1], chunk_step_s=0.05)))
+    assert cv.served_calibration(merged, 1, 1, "H200", "x")[0].verify_cost[3][1] == pytest.approx(
+        (0.05 - 1e-6 * 4 * 120) / 0.012
+    )
+
+
 def test_a_probe_record_reads_back(tmp_path: Path) -> None:
     probe = worked_probe()
     record = json.loads(json.dumps(dataclasses.asdict(probe)))
