@@ -339,7 +339,11 @@ def worker_state(self: Any) -> dict[str, Any]:
         info["parallel"] = parallel
     inner: Any = getattr(getattr(runner, "model", None), "model", None)
     if inner is not None and hasattr(inner, "saving_steps"):  # SwiftKV: steps that skipped rows
-        info["swiftkv"] = {"saving_steps": inner.saving_steps, "rows_skipped": inner.rows_skipped}
+        info["swiftkv"] = {
+            "saving_steps": inner.saving_steps,
+            "rows_skipped": inner.rows_skipped,
+            "saving_paths": dict(inner.saving_paths),
+        }
     return info
 
 

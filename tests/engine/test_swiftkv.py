@@ -90,17 +90,28 @@ def test_prefill_steps_skip_the_later_layers_rows(served: dict[str, Any]) -> Non
     # 22 prompts of 1-364 tokens in 64-token chunks: every step with a prompt chunk of more than
     # one token takes the saving path; decode-only steps do not
     assert worker["swiftkv"]["saving_steps"] >= 10
+    # vLLM's CPU attention: the later layers' caches written by vLLM's own per-layer op (the
+    # one-launch Triton write is CUDA's), attention from the kept rows only in every saving step
+    assert worker["swiftkv"]["saving_paths"] == {"per-layer": worker["swiftkv"]["saving_steps"]}
     prompt_tokens = sum(len(p) for p in served["prompt_token_ids"])
     assert worker["swiftkv"]["rows_skipped"] >= prompt_tokens // 2
 
 
-def test_last_rows_are_each_requests_last_rows() -> None:
-    from arctic_runtime.swiftkv.model import last_rows
+def test_rows_are_each_requests_last_rows_then_discarded_filler() -> None:
+    from arctic_runtime.swiftkv.rows import pick_rows
 
-    starts = torch.tensor([0, 5, 6, 8, 8])  # lengths 5, 1, 2, 0 (a padding request)
-    assert last_rows(starts, 1, 10).tolist() == [4, 5, 7, 8]
-    # 3 rows per request: short requests repeat their first row; padding clamps into the batch
-    assert last_rows(starts, 3, 8).tolist() == [2, 3, 4, 5, 5, 5, 6, 6, 7, 7, 7, 7]
+    starts = torch.tensor([0, 5, 6, 8, 8], dtype=torch.int32)  # lengths 5, 1, 2, 0 (a padding request)
+    one = pick_rows(starts, 1, 10)
+    assert one.index.tolist() == [4, 5, 7, 0]
+    assert one.target.tolist() == [4, 5, 7, 10]  # the empty request keeps nothing: one filler row
+    assert one.query_start.tolist() == [0, 1, 2, 3, 3]
+    # 3 rows per request: a request keeps its last min(rows, 3), in order, request after request;
+    # the 12 - 6 filler rows at the end go to row 8, one past the step's rows, which is dropped
+    three = pick_rows(starts, 3, 8)
+    assert three.index.tolist() == [2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0]
+    assert three.target.tolist() == [2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8, 8]
+    assert three.query_start.tolist() == [0, 3, 4, 6, 6]
+    assert (three.per_request, three.num_requests) == (3, 4)
 
 
 def test_saving_path_calls_the_fused_kernels_and_restores_the_compiled_choice() -> None:
@@ -189,6 +200,7 @@ def test_suffix_decoding_keeps_greedy_tokens(swiftkv_dir: Path, served: dict[str
     assert spec["token_ids"] == served["token_ids"]
     (worker,) = spec["engine"]["workers"]
     assert worker["swiftkv"]["saving_steps"] >= 2
+    assert worker["swiftkv"]["saving_paths"] == {"per-layer": worker["swiftkv"]["saving_steps"]}
 
 
 def test_lkv_equal_to_layers_is_the_base_model(

@@ -1,21 +1,25 @@
 """``LlamaSwiftKVForCausalLM`` for vLLM 0.26: vLLM's Llama with SingleInputKV from layer L_kv on.
 
 Layers < L_kv are vLLM's own ``LlamaDecoderLayer``. At L_kv the residual stream is RMS-normed once
-(``norm_swiftkv``); every later layer takes its K and V from that one input (``kv_proj_swiftkv``,
-packed from the checkpoint's ``k_proj_swiftkv`` / ``v_proj_swiftkv``, RoPE on K) and its Q from its
-own input (``q_proj_swiftkv``); vLLM's ``Attention`` writes the paged cache and attends as for any
-layer, so decode, CUDA graphs, prefix caching, chunked prefill and speculation see an ordinary
-decoder. The later layers' original ``q/k/v_proj`` are neither allocated nor loaded.
+(``norm_swiftkv``) and one matmul (``kv_proj_swiftkv``, packed at load from every later layer's
+published ``k_proj_swiftkv`` / ``v_proj_swiftkv``) gives all later layers' K and V; each later layer
+takes its Q from its own input (``q_proj_swiftkv``) and its K/V columns of that output, and vLLM's
+``Attention`` writes the paged cache and attends as for any layer, so decode, CUDA graphs, prefix
+caching, chunked prefill and speculation see an ordinary decoder. The later layers' original
+``q/k/v_proj`` are neither allocated nor loaded.
 
 The prefill saving: in a step where some request has more query rows than 1 + draft tokens (a
-prompt chunk), ``forward_saving`` runs instead of the compiled model: layers < L_kv over every token,
-the later layers' K/V and cache writes for every token, but their Q, O and MLP only for each
-request's last 1 + k rows (the rows vLLM reads logits from). That path is not compiled and not
+prompt chunk), ``forward_saving`` runs instead of the compiled model: layers < L_kv over every token;
+the later layers' K/V for every token, RoPE on all of their keys in one call and every later
+layer's cache written in one launch (``arctic_kernels.swiftkv_cache`` on CUDA; vLLM's per-layer
+write elsewhere); then their Q, attention, O and MLP only for each request's last 1 + k rows (the
+rows vLLM reads logits from), attention from those rows only against the cached sequences
+(``arctic_runtime.swiftkv.rows``: metadata rebuilt for FlashAttention and vLLM's CPU backend; other
+backends attend from every row with the other queries zero). That path is not compiled and not
 graphed (its row count changes with the batch), so it calls each of vLLM's custom ops' own fused
 kernels directly (``DirectKernels``: under torch.compile vLLM dispatches them to their PyTorch-native
 forms for inductor to fuse, which eagerly are several unfused kernels each); decode and verify steps
-run the compiled model with CUDA graphs as usual. See docs/swiftkv.md for what is still to do
-(attention over the kept rows only, the one-launch cache write).
+run the compiled model with CUDA graphs as usual.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch import nn
 from vllm import ir
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
-from vllm.distributed import get_pp_group
+from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
 from vllm.ir.op import enable_torch_wrap
 from vllm.model_executor.custom_op import CustomOp
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -48,6 +52,7 @@ from vllm.sequence import IntermediateTensors
 
 from arctic_runtime.contract import DEFAULT_SWIFTKV_MIN_SAVING_TOKENS, parse_engine_settings
 from arctic_runtime.swiftkv import num_kv_layers
+from arctic_runtime.swiftkv.rows import Rows, RowsAttention, pick_rows, write_layers
 
 #: vLLM IR ops in the Llama layers (RMSNorm) and their compiled-C provider.
 _IR_OPS = ("rms_norm", "fused_add_rms_norm")
@@ -105,7 +110,7 @@ class DirectKernels:
 
 
 class SwiftKVAttention(LlamaAttention):  # type: ignore[misc]
-    """Q from the layer's input, K/V from the shared SwiftKV input."""
+    """Q from the layer's input; K/V given by the model (its one projection of the SwiftKV input)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,34 +124,36 @@ class SwiftKVAttention(LlamaAttention):  # type: ignore[misc]
             quant_config=quant,
             prefix=f"{prefix}.q_proj_swiftkv",
         )
-        kv = self.total_num_kv_heads * self.head_dim
-        self.kv_proj_swiftkv = MergedColumnParallelLinear(
-            hidden, [kv, kv], bias=False, quant_config=quant, prefix=f"{prefix}.kv_proj_swiftkv"
-        )
 
     def forward(
-        self, positions: torch.Tensor, hidden_states: torch.Tensor, swift_in: torch.Tensor
+        self, positions: torch.Tensor, hidden_states: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         q, _ = self.q_proj_swiftkv(hidden_states)
-        kv, _ = self.kv_proj_swiftkv(swift_in)
-        k, v = kv.split([self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
         out, _ = self.o_proj(self.attn(q, k, v))
         return out
 
     def forward_rows(
-        self, positions: torch.Tensor, hidden_rows: torch.Tensor, swift_in: torch.Tensor, rows: torch.Tensor
+        self,
+        positions: torch.Tensor,
+        hidden_rows: torch.Tensor,
+        rows: Rows,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attend: RowsAttention | None,
     ) -> torch.Tensor:
-        """Q and O only for ``rows`` (the tokens whose logits are read); K/V and the cache write for
-        every token. The other queries are zeros: attention still runs over them (vLLM's metadata
-        covers every token) and their outputs are dropped."""
-        kv, _ = self.kv_proj_swiftkv(swift_in)
-        k, v = kv.split([self.kv_size, self.kv_size], dim=-1)
+        """Q and O only for ``rows``. With ``attend`` the cache already holds this layer's K/V and
+        attention runs from the rows only; without it (a backend we do not rebuild metadata for)
+        vLLM's ``Attention`` writes ``k``/``v`` and attends from every token, the other queries zero."""
         q_rows, _ = self.q_proj_swiftkv(hidden_rows)
-        q = q_rows.new_zeros((swift_in.shape[0], q_rows.shape[-1]))
-        q[rows] = q_rows
-        q, k = self.rotary_emb(positions, q, k)
-        out, _ = self.o_proj(self.attn(q, k, v)[rows])
+        if attend is not None:
+            q_rows, _ = self.rotary_emb(positions[rows.index], q_rows, None)
+            out, _ = self.o_proj(attend(self.attn, q_rows, self.attn.kv_cache))
+            return out
+        q = q_rows.new_zeros((k.shape[0] + 1, q_rows.shape[-1]))  # + 1: filler rows land there
+        q[rows.target] = q_rows
+        q, k = self.rotary_emb(positions, q[:-1], k)
+        out, _ = self.o_proj(self.attn(q, k, v)[rows.index])
         return out
 
 
@@ -161,10 +168,11 @@ class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
         positions: torch.Tensor,
         hidden_states: torch.Tensor,
         residual: torch.Tensor,
-        swift_in: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_states, residual = self.input_layernorm(hidden_states, residual)
-        hidden_states = self.self_attn(positions=positions, hidden_states=hidden_states, swift_in=swift_in)
+        hidden_states = self.self_attn(positions=positions, hidden_states=hidden_states, k=k, v=v)
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
 
@@ -173,11 +181,13 @@ class SwiftKVDecoderLayer(LlamaDecoderLayer):  # type: ignore[misc]
         positions: torch.Tensor,
         hidden_rows: torch.Tensor,
         residual_rows: torch.Tensor,
-        swift_in: torch.Tensor,
-        rows: torch.Tensor,
+        rows: Rows,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attend: RowsAttention | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_rows, residual_rows = self.input_layernorm(hidden_rows, residual_rows)
-        hidden_rows = self.self_attn.forward_rows(positions, hidden_rows, swift_in, rows)
+        hidden_rows = self.self_attn.forward_rows(positions, hidden_rows, rows, k, v, attend)
         hidden_rows, residual_rows = self.post_attention_layernorm(hidden_rows, residual_rows)
         return self.mlp(hidden_rows), residual_rows
 
@@ -221,8 +231,27 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
             prefix=f"{prefix}.layers",
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        if self.num_kv_layers < config.num_hidden_layers:
+        self.num_swiftkv_layers = config.num_hidden_layers - self.num_kv_layers
+        if self.num_swiftkv_layers:
             self.norm_swiftkv = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            # SingleInputKV: every later layer's K and V from the one normed input, as one matmul;
+            # output partitions k_16, v_16, k_17, v_17, ... (each sharded by tensor parallelism)
+            attn = self.layers[self.num_kv_layers].self_attn
+            self.kv_size = attn.kv_size  # this rank's K (or V) width per layer
+            total = attn.total_num_kv_heads * attn.head_dim
+            tp = get_tensor_model_parallel_world_size()
+            if total % tp or total // tp != self.kv_size:
+                raise ValueError(
+                    f"SwiftKV: tensor_parallel_size ({tp}) must divide the number of KV heads "
+                    f"({attn.total_num_kv_heads}); replicated KV heads are not supported"
+                )
+            self.kv_proj_swiftkv = MergedColumnParallelLinear(
+                config.hidden_size,
+                [total] * (2 * self.num_swiftkv_layers),
+                bias=False,
+                quant_config=vllm_config.quant_config,
+                prefix=f"{prefix}.kv_proj_swiftkv",
+            )
         self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
             ["hidden_states", "residual"], config.hidden_size
         )
@@ -233,12 +262,15 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         #: count the engine tests read; plain ints, no device sync).
         self.saving_steps = 0
         self.rows_skipped = 0
+        #: Saving steps per way of writing the later layers' caches and of attending: one-launch or
+        #: per-layer writes with attention from the kept rows only, or "generic" (every row attends).
+        self.saving_paths: dict[str, int] = {}
         settings = parse_engine_settings(vllm_config.additional_config)
         #: The fewest rows a step must skip to take the saving path (below: the compiled model).
         self.min_saving_tokens = settings.swiftkv_min_saving_tokens or DEFAULT_SWIFTKV_MIN_SAVING_TOKENS
         self._direct: DirectKernels | None = None  # built at the first saving step (every op exists then)
 
-    def saving_rows(self, num_tokens: int) -> torch.Tensor | None:
+    def saving_rows(self, num_tokens: int) -> Rows | None:
         """The rows the later layers must compute this step, or None to run every row.
 
         Per request its last ``verify_rows`` rows (the last token, plus the draft positions under
@@ -271,7 +303,7 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
             return None
         self.saving_steps += 1
         self.rows_skipped += num_tokens - num_rows
-        return last_rows(starts, self.verify_rows, num_tokens)
+        return pick_rows(starts, self.verify_rows, num_tokens)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
@@ -290,27 +322,31 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         stream = hidden if residual is None else hidden + residual
         if self.num_kv_layers == len(self.layers):
             return self.norm(stream)
-        swift_in = self.norm_swiftkv(stream)
-        hidden, residual = stream, None
-        for layer in islice(self.layers, self.num_kv_layers, None):
-            if residual is None:  # first SwiftKV layer: the stream is the residual, nothing added
-                residual = hidden
-                hidden = torch.zeros_like(hidden)
-            hidden, residual = layer(positions, hidden, residual, swift_in)
+        kv, _ = self.kv_proj_swiftkv(self.norm_swiftkv(stream))
+        hidden, residual = torch.zeros_like(stream), stream  # the stream is the residual, nothing added
+        for i, layer in enumerate(islice(self.layers, self.num_kv_layers, None)):
+            k, v = self._layer_kv(kv, i)
+            hidden, residual = layer(positions, hidden, residual, k, v)
         hidden, _ = self.norm(hidden, residual)
         return hidden
+
+    def _layer_kv(self, kv: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Later layer i's K and V columns of the shared projection's output."""
+        w = self.kv_size
+        return kv[:, 2 * i * w : (2 * i + 1) * w], kv[:, (2 * i + 1) * w : (2 * i + 2) * w]
 
     def forward_saving(
         self,
         input_ids: torch.Tensor | None,
         positions: torch.Tensor,
         inputs_embeds: torch.Tensor | None,
-        rows: torch.Tensor,
+        rows: Rows,
     ) -> torch.Tensor:
         """SwiftKV's prefill saving (not compiled: the row count changes with the batch): layers
-        < L_kv over every token, then the later layers' K/V (and the cache write) for every token but
-        their Q, O and MLP only for ``rows``. The other rows of the result are zeros: vLLM reads
-        logits only at ``rows``."""
+        < L_kv over every token; then every later layer's K/V for every token (one matmul, RoPE on
+        all layers' K at once, the caches written in one launch where supported); then the later
+        layers' Q, attention, O and MLP only for ``rows``. The other rows of the result are zeros:
+        vLLM reads logits only at ``rows``."""
         if self._direct is None:
             self._direct = DirectKernels(self)
         with self._direct.active():
@@ -319,14 +355,65 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
             for layer in islice(self.layers, 0, self.num_kv_layers):
                 hidden, residual = layer(positions, hidden, residual)
             stream = hidden if residual is None else hidden + residual
-            swift_in = self.norm_swiftkv(stream)
-            h_rows, r_rows = torch.zeros_like(stream[rows]), stream[rows]
-            for layer in islice(self.layers, self.num_kv_layers, None):
-                h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, swift_in, rows)
+            kv, _ = self.kv_proj_swiftkv(self.norm_swiftkv(stream))
+            later = list(islice(self.layers, self.num_kv_layers, None))
+            attend = self._rows_attention(later, rows, stream.dtype)
+            if attend is not None:
+                self._write_caches(later, kv, positions)
+            h_rows, r_rows = torch.zeros_like(stream[rows.index]), stream[rows.index]
+            for i, layer in enumerate(later):
+                k, v = self._layer_kv(kv, i)
+                h_rows, r_rows = layer.forward_rows(positions, h_rows, r_rows, rows, k, v, attend)
             h_rows, _ = self.norm(h_rows, r_rows)
-            out = torch.zeros_like(stream)
-            out[rows] = h_rows
-            return out
+            out = stream.new_zeros((stream.shape[0] + 1, stream.shape[1]))  # + 1: repeats land there
+            out[rows.target] = h_rows
+            return out[:-1]
+
+    def _rows_attention(self, later: list[nn.Module], rows: Rows, dtype: torch.dtype) -> RowsAttention | None:
+        """Attention from ``rows`` only, if the backend and this step's metadata allow it (one
+        metadata for all later layers: they share a KV-cache group)."""
+        from vllm.forward_context import get_forward_context
+
+        metadata = get_forward_context().attn_metadata
+        attend = None
+        if isinstance(metadata, dict):
+            names = [layer.self_attn.attn.layer_name for layer in later]
+            first = metadata.get(names[0])
+            if first is not None and all(metadata.get(n) is first for n in names):
+                attn = later[0].self_attn
+                attend = RowsAttention.build(attn.attn.impl, first, rows, attn.num_heads, dtype)
+        if attend is None:
+            self._count("generic")
+        return attend
+
+    def _count(self, path: str) -> None:
+        self.saving_paths[path] = self.saving_paths.get(path, 0) + 1
+
+    def _write_caches(self, later: list[nn.Module], kv: torch.Tensor, positions: torch.Tensor) -> None:
+        """Every later layer's K/V of this step into its cache: RoPE on all layers' K in one call
+        (they share positions and the rotary table), then one write for all layers."""
+        from vllm.forward_context import get_forward_context
+
+        tokens, layers = kv.shape[0], len(later)
+        attn = later[0].self_attn
+        head = attn.head_dim
+        split = kv.view(tokens, layers, 2, self.kv_size)
+        keys = split[:, :, 0].reshape(tokens, layers * self.kv_size)  # one copy; RoPE in place
+        keys, _ = attn.rotary_emb(positions, keys, None)
+        key = keys.view(tokens, layers, -1, head).transpose(0, 1)
+        value = split[:, :, 1].view(tokens, layers, -1, head).transpose(0, 1)
+        slots = get_forward_context().slot_mapping
+        names = [layer.self_attn.attn.layer_name for layer in later]
+        slot_mapping = slots[names[0]] if isinstance(slots, dict) else slots
+        how = write_layers(
+            [layer.self_attn.attn.impl for layer in later],
+            [layer.self_attn.attn for layer in later],
+            [layer.self_attn.attn.kv_cache for layer in later],
+            key,
+            value,
+            slot_mapping,
+        )
+        self._count(how)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
@@ -335,10 +422,10 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         for name, tensor in weights:
             if "_swiftkv" in name:
                 if ".k_proj_swiftkv" in name or ".v_proj_swiftkv" in name:
-                    target = name.replace(".k_proj_swiftkv", ".kv_proj_swiftkv").replace(
-                        ".v_proj_swiftkv", ".kv_proj_swiftkv"
-                    )
-                    shard = 0 if ".k_proj_swiftkv" in name else 1
+                    # layer i's k/v -> partitions 2 (i - L_kv) and 2 (i - L_kv) + 1 of the shared one
+                    target = "kv_proj_swiftkv.weight"
+                    later = extract_layer_index(name) - self.num_kv_layers
+                    shard = 2 * later + (0 if ".k_proj_swiftkv" in name else 1)
                     param = params[target]
                     param.weight_loader(param, tensor, shard)
                 else:
@@ -360,15 +447,6 @@ class LlamaSwiftKVModel(nn.Module):  # type: ignore[misc]
         return bool(extract_layer_index(name) >= self.num_kv_layers)
 
 
-def last_rows(starts: torch.Tensor, per_request: int, num_tokens: int) -> torch.Tensor:
-    """Row indices: for each request (``starts`` = query start offsets, length requests + 1) its last
-    ``per_request`` rows, clamped to its first row (short requests repeat it) and to the batch."""
-    ends, begins = starts[1:].long(), starts[:-1].long()
-    offsets = torch.arange(per_request, device=starts.device) - per_request
-    idx = torch.maximum(ends[:, None] + offsets[None, :], begins[:, None])
-    return idx.clamp(0, num_tokens - 1).reshape(-1)
-
-
 def _default_loader(param: torch.Tensor, tensor: torch.Tensor) -> None:
     param.data.copy_(tensor)
 
@@ -379,7 +457,6 @@ class LlamaSwiftKVForCausalLM(LlamaForCausalLM):  # type: ignore[misc]
     packed_modules_mapping: ClassVar[dict[str, list[str]]] = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
-        "kv_proj_swiftkv": ["k_proj_swiftkv", "v_proj_swiftkv"],
     }
 
     def _init_model(self, vllm_config: VllmConfig, prefix: str = "", layer_type: Any = None) -> nn.Module:
