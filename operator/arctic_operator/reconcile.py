@@ -362,17 +362,6 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}, "metadata": meta}
 
 
-def _content(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``_comparable`` without the field owners of the status subresource: what a status write (the
-    workload's controller, every few seconds while pods start) leaves as it was."""
-    comparable = _comparable(obj)
-    meta = comparable["metadata"]
-    owners = [m for m in meta.pop("managedFields", None) or [] if m.get("subresource") != "status"]
-    if owners:
-        meta["managedFields"] = owners
-    return comparable
-
-
 def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool:
     """Whether a server-side dry-run apply's answer (``would_be``) leaves ``current`` as it is: every
     field but the status (the workload's controller writes it meanwhile) and the resourceVersion
@@ -392,9 +381,18 @@ def manifest_digest(obj: Mapping[str, Any]) -> str:
 
 
 def content_digest(obj: Mapping[str, Any]) -> str:
-    """A digest of a live child as ``same_object`` compares it, less the status subresource's field
-    owners: any write but a status write changes it (a hand edit, a label, an owner reference)."""
-    return manifest_digest(_content(obj))
+    """A digest of what a server-side apply of an unchanged manifest depends on in a live child: the
+    object itself (its uid) and the fields this operator owns there (its ``FIELD_MANAGER`` entries
+    of managedFields, which the API server keeps: a field it owns that another writer changes or
+    removes leaves that entry, any other writer's fields are not in it). While both are the same,
+    every field the apply sets holds the value the last apply or dry run left, and the apply would
+    change nothing: a hand edit of the operator's fields (``kubectl set env``, ``kubectl scale``, a
+    label or owner reference it set) changes the digest; writes that leave the operator's fields
+    alone do not (the workload controller's status and its revision annotation, a label someone
+    else adds: the apply would keep them as they are)."""
+    meta = obj.get("metadata") or {}
+    ours = [m for m in meta.get("managedFields") or [] if m.get("manager") == FIELD_MANAGER]
+    return manifest_digest({"uid": meta.get("uid"), "managedFields": ours})
 
 
 def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:
@@ -619,12 +617,11 @@ def apply_children(
     trip after ``observe``'s, a settled resource for none.
 
     ``settled`` remembers, per child, the manifest last applied (or found in place by a dry run)
-    and the child as it was then, all but its status (``content_digest``). A child whose manifest and
-    content are both still the same needs no dry run: nothing the dry run compares changed on
-    either side, so it would answer "as it is" (a hand edit, a label or owner changed, changes the
-    content, and the dry run is made again; the workload controller writing its status, as it
-    does every few seconds while pods start, does not). After a restart it is empty: one dry run
-    each.
+    and the child's uid and this operator's field owners then (``content_digest``). A child whose
+    manifest and digest are both still the same needs no dry run: it would answer "as it is" (a
+    hand edit of a field the operator set changes the digest, and the dry run is made again; the
+    workload controller writing its status or its revision annotation, as it does while pods
+    start, does not). After a restart it is empty: one dry run each.
     """
     settled = {} if settled is None else settled
     answers: dict[Key, Any] = {}

@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from arctic_operator.plan import plan_reads_replicas
 from arctic_operator.reconcile import (
     CREATE_ONLY,
+    FIELD_MANAGER,
     Cluster,
     Outcome,
     Request,
@@ -120,6 +121,10 @@ class RecordingCluster(Cluster):
         self._record("dry-run" if dry_run else "apply", *key)
         before = self.objects.get(key)
         would_be = copy.deepcopy(obj)
+        # the operator's field owner: the fields of what it applied (here, a digest stands for them)
+        would_be["metadata"]["managedFields"] = [
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": manifest_digest(obj)}
+        ]
         if before is not None:
             would_be["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"]
             if "status" in before:
@@ -131,6 +136,20 @@ class RecordingCluster(Cluster):
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
         self._record("delete", kind, name)
         self.objects.pop((kind, name), None)
+
+    def edit(self, kind: str, name: str, change: Callable[[dict[str, Any]], None], *, ours: bool) -> None:
+        """Someone else's write (a new resourceVersion). ``ours``: it changes a field the operator
+        applied, and the API server moves that field's owner from the operator's entry to the
+        writer's; otherwise the operator's entry stays as it was."""
+        obj = self.objects[(kind, name)]
+        change(obj)
+        owners = obj["metadata"].setdefault("managedFields", [])
+        if ours:
+            for entry in owners:
+                if entry["manager"] == FIELD_MANAGER:
+                    entry["fieldsV1"] = "all but the edited field"
+        owners.append({"manager": "kubectl-edit", "operation": "Update"})
+        self._store(obj)
 
 
 def body() -> dict[str, Any]:
@@ -232,9 +251,18 @@ def test_children_known_settled_need_no_dry_run_until_they_change() -> None:
         "Deployment/svc: unchanged",
         "Service/svc: unchanged",
     ]
-    edited = cluster.objects[("Deployment", "svc")]
-    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
-    cluster._store(edited)  # a hand edit: a new resourceVersion
+
+    def revision(obj: dict[str, Any]) -> None:  # as the Deployment controller does
+        obj["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+
+    cluster.edit("Deployment", "svc", revision, ours=False)  # leaves the operator's fields alone
+    run(cluster, resource, settled)
+    assert cluster.rounds == [READS]
+
+    def image(obj: dict[str, Any]) -> None:
+        obj["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
+
+    cluster.edit("Deployment", "svc", image, ours=True)  # a hand edit of a field the operator set
     outcome = run(cluster, resource, settled)
     assert cluster.rounds == [READS, [("dry-run", "Deployment", "svc")], [("apply", "Deployment", "svc")]]
     assert "Deployment/svc: updated" in outcome.applied
@@ -397,7 +425,11 @@ def plain(requests: list[Request]) -> list[tuple[str, str, str]]:
 
 def test_check_round_dry_runs_all_but_the_settled_and_reads_nothing_by_name() -> None:
     secret, service, deployment = child("Secret", "a-admin"), child("Service", "a"), child("Deployment", "a")
-    stored = {**service, "metadata": {**service["metadata"], "resourceVersion": "4"}}
+    ours = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:port": {}}}}
+    stored = {
+        **service,
+        "metadata": {**service["metadata"], "resourceVersion": "4", "uid": "s1", "managedFields": [ours]},
+    }
     settled = {(UID, "Service", "a"): (manifest_digest(service), content_digest(stored))}
     known: dict[tuple[str, str], dict[str, Any] | None] = {
         ("Secret", "a-admin"): None,
@@ -413,23 +445,39 @@ def test_check_round_dry_runs_all_but_the_settled_and_reads_nothing_by_name() ->
         "metadata": {
             **stored["metadata"],
             "resourceVersion": "5",
-            "managedFields": [{"manager": "kube-controller-manager", "subresource": "status"}],
+            "managedFields": [ours, {"manager": "kube-controller-manager", "subresource": "status"}],
         },
         "status": {"loadBalancer": {}},
     }
     known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): status_written}
     assert plain(check_round([secret, service], known, UID, settled)) == []
-    # anything else written since (a label by hand, its field owner): dry-run again
-    edited = {
+    # a label someone else adds leaves the operator's fields alone (its apply would keep it): settled
+    labelled = {
         **stored,
         "metadata": {
             **stored["metadata"],
             "resourceVersion": "6",
             "labels": {"team": "x"},
-            "managedFields": [{"manager": "kubectl-label", "operation": "Update"}],
+            "managedFields": [ours, {"manager": "kubectl-label", "operation": "Update"}],
+        },
+    }
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): labelled}
+    assert plain(check_round([secret, service], known, UID, settled)) == []
+    # a field the operator set changed by hand (its owner moves to the editor): dry-run again
+    taken = {**ours, "fieldsV1": {"f:spec": {}}}
+    edited = {
+        **stored,
+        "metadata": {
+            **stored["metadata"],
+            "resourceVersion": "7",
+            "managedFields": [taken, {"manager": "kubectl-edit", "operation": "Update"}],
         },
     }
     known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): edited}
+    assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
+    # deleted and made again (another uid), the same fields: dry-run again
+    remade = {**stored, "metadata": {**stored["metadata"], "resourceVersion": "8", "uid": "s2"}}
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): remade}
     assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
     assert plain(check_round([secret], {}, UID, {})) == [("dry-run create", "Secret", "a-admin")]
 
