@@ -375,6 +375,13 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
 Settled = dict[tuple[str, str, str], tuple[str, Any]]
 
 
+def first_pass(settled: Settled, uid: str) -> bool:
+    """Whether a pass over the resource with ``uid`` is its first in this process: no child known
+    settled (a new resource, or the first pass after a restart). Such a pass dry-runs every child
+    with its reads (``first_checks``) and creates what is missing."""
+    return not any(key[0] == uid for key in settled)
+
+
 def manifest_digest(obj: Mapping[str, Any]) -> str:
     """A digest of a planned child (what a server-side apply sends)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -389,10 +396,20 @@ def content_digest(obj: Mapping[str, Any]) -> str:
     change nothing: a hand edit of the operator's fields (``kubectl set env``, ``kubectl scale``, a
     label or owner reference it set) changes the digest; writes that leave the operator's fields
     alone do not (the workload controller's status and its revision annotation, a label someone
-    else adds: the apply would keep them as they are)."""
+    else adds: the apply would keep them as they are). A child with no such entry (managedFields
+    cleared, or an API server that keeps none) is digested whole, less its status and the status
+    subresource's field owners: then any other write changes it."""
     meta = obj.get("metadata") or {}
     ours = [m for m in meta.get("managedFields") or [] if m.get("manager") == FIELD_MANAGER]
-    return manifest_digest({"uid": meta.get("uid"), "managedFields": ours})
+    if ours:
+        return manifest_digest({"uid": meta.get("uid"), "managedFields": ours})
+    content = _comparable(obj)
+    owners = [
+        m for m in content["metadata"].pop("managedFields", None) or [] if m.get("subresource") != "status"
+    ]
+    if owners:
+        content["metadata"]["managedFields"] = owners
+    return manifest_digest(content)
 
 
 def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:

@@ -34,6 +34,7 @@ from arctic_operator.reconcile import (
     check_round,
     content_digest,
     first_checks,
+    first_pass,
     judge,
     manifest_digest,
     reconcile,
@@ -623,3 +624,34 @@ def test_unresolved_reads_only_what_neither_a_listing_nor_a_dry_run_answered() -
     ]
     failed = {("Secret", "a-admin"): True, ("Service", "a"): ApiException(status=500)}
     assert plain(unresolved([secret, service, deployment], known, failed)) == [("get", "Service", "a")]
+
+
+def test_a_first_pass_is_one_with_no_child_of_the_resource_known_settled() -> None:
+    cluster, resource, settled = RecordingCluster(), body(), Settled()
+    assert first_pass(settled, UID)
+    run(cluster, resource, settled)
+    assert not first_pass(settled, UID)  # its children are settled now
+    assert first_pass(settled, "another-uid")
+
+
+def test_without_the_operators_field_owner_a_child_is_digested_whole() -> None:
+    # managedFields cleared (or an API server that keeps none, as the emulated one): any write but
+    # a status write counts
+    plain_child = child("Deployment", "a", rv="1")
+    status_only = {
+        **plain_child,
+        "metadata": {
+            **plain_child["metadata"],
+            "resourceVersion": "2",
+            "managedFields": [{"manager": "kube-controller-manager", "subresource": "status"}],
+        },
+        "status": {"replicas": 1},
+    }
+    assert content_digest(status_only) == content_digest(plain_child)
+    labelled = {**plain_child, "metadata": {**plain_child["metadata"], "labels": {"team": "x"}}}
+    assert content_digest(labelled) != content_digest(plain_child)
+    # with it, only the operator's entry and the uid count
+    ours = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    owned = {**plain_child, "metadata": {**plain_child["metadata"], "uid": "u", "managedFields": ours}}
+    relabelled = {**owned, "metadata": {**owned["metadata"], "labels": {"team": "x"}, "resourceVersion": "3"}}
+    assert content_digest(relabelled) == content_digest(owned)
