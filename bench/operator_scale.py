@@ -6,7 +6,8 @@ chart's ServiceAccount token, applies N copies of the CPU sample and measures:
 
 - time from the first apply to all N Ready;
 - reconcile latency p50/p99 (the operator's ``arctic_operator_reconcile_seconds`` histogram,
-  interpolated inside its buckets);
+  interpolated inside its buckets), the passes over 1 s, and the same for the first passes alone
+  (``arctic_operator_first_reconcile_seconds``: each resource's first, which creates its children);
 - the operator's peak RSS (``/proc/<pid>/status`` VmHWM);
 - API requests per reconcile: the API server's audit log (only the operator's ServiceAccount is
   logged) divided by the reconcile count.
@@ -67,6 +68,16 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
             return low_bound + (bound - low_bound) * ((rank - low_count) / span if span else 0.0)
         low_bound, low_count = bound, count
     return low_bound
+
+
+def over(buckets: list[tuple[float, float]], bound: float) -> float:
+    """How many observations of cumulative (upper bound, count) buckets exceed ``bound`` (a bucket
+    bound)."""
+    total = buckets[-1][1]
+    at = next((count for upper, count in buckets if upper == bound), None)
+    if at is None:
+        raise ValueError(f"{bound:g} is not a bucket bound (bounds: {[b for b, _ in buckets]})")
+    return total - at
 
 
 def _stamp(text: str) -> float:
@@ -169,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         buckets = sorted(
             (float(lbl["le"]), v) for lbl, v in _metric(metrics, "arctic_operator_reconcile_seconds_bucket")
         )
+        first_buckets = sorted(
+            (float(lbl["le"]), v)
+            for lbl, v in _metric(metrics, "arctic_operator_first_reconcile_seconds_bucket")
+        )
         reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
         requests, by_verb = 0, Counter[str]()
         server_s: dict[str, list[float]] = {}
@@ -209,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         "reconciles": reconciles,
         "reconcile_p50_s": round(quantile(buckets, 0.5), 4) if buckets else None,
         "reconcile_p99_s": round(quantile(buckets, 0.99), 4) if buckets else None,
+        "reconciles_over_1s": over(buckets, 1.0) if buckets else None,
+        # each resource's first pass (it creates the children): the tail of the histogram above
+        "first_reconciles": first_buckets[-1][1] if first_buckets else None,
+        "first_reconcile_p50_s": round(quantile(first_buckets, 0.5), 4) if first_buckets else None,
+        "first_reconcile_p99_s": round(quantile(first_buckets, 0.99), 4) if first_buckets else None,
+        "first_reconciles_over_1s": over(first_buckets, 1.0) if first_buckets else None,
         # the histogram itself, cumulative (upper bound, count): to recompute in other buckets
         "reconcile_buckets": [
             [bound if bound != float("inf") else "+Inf", count] for bound, count in buckets

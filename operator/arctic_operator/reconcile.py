@@ -12,13 +12,16 @@ previous run, creates nothing twice: children have fixed names and apply is idem
 
 Requests per pass (issue 15: the operator at 1,000 resources), in rounds of requests side by side:
 the reads (the children by their labels, one listing per kind, and the admin Secret, from the API
-server's watch cache; the pods); the checks (a read by name of each planned child not listed, a
-dry run of each child that may have changed); the creates and applies something needs; the
-deletes, if any. A first pass (no child known settled: a new resource, or the first pass after a
-restart) sends its checks with the reads, every planned child read by name: two round trips
-(reads and checks, writes); a settled resource waits for the reads only. (With autoscaling, a
-workload not listed is read by name before planning, the plan keeps its replicas; with
-monitoring, the plan needs the monitor CRDs: there the checks wait for the reads.)
+server's watch cache; the pods); the checks (a dry run of each child that may have changed); the
+creates and applies something needs; the deletes, if any. A child not listed is not read by name:
+its dry run answers whether it exists (``absent``: a dry run that would create it), and only a
+child that exists unlisted, or whose dry run failed, is read by name before anything is written
+(``unresolved``: a name taken by an object without the resource's labels, reported as
+``NameConflict``). A first pass (no child known settled: a new resource, or the first pass after a
+restart) sends its dry runs with the reads: two round trips (reads and checks, writes); a settled
+resource waits for the reads only. (With autoscaling, a workload not listed is read by name
+before planning, the plan keeps its replicas; with monitoring, the plan needs the monitor CRDs:
+there the checks wait for the reads.)
 
 ``Cluster`` sends plain JSON requests through the Kubernetes client (the dynamic client's discovery
 gives the paths, so any kind works, ServiceMonitor included); tests run the same code against the
@@ -290,8 +293,9 @@ class Observed:
 
     known: dict[Key, dict[str, Any] | None]
     """Objects whose state is known: the children that carry the resource's labels (from one
-    listing per child kind) and the admin-token Secret (None: it does not exist). A planned child
-    not here is read by name before anything is applied (it may exist without the labels)."""
+    listing per child kind) and the admin-token Secret (None: the watch cache does not have it).
+    A planned child not here (or None) exists only if its dry run says so (``unresolved``): then it
+    is read by name before anything is applied (it may exist without the labels)."""
     listed: dict[Key, tuple[str, dict[str, Any]]]
     """The listed children: (kind, name) -> (apiVersion, object); those the plan no longer has are
     deleted."""
@@ -300,7 +304,7 @@ class Observed:
     service_monitor_crd: bool = False
     pod_monitor_crd: bool = False
     checked: list[tuple[Request, Any]] = field(default_factory=list)
-    """The checks sent with the reads (a first pass) and their answers."""
+    """The checks (dry runs) sent with the reads (a first pass) and their answers."""
 
 
 def observe(
@@ -312,20 +316,13 @@ def observe(
     checks: Sequence[Request] = (),
 ) -> Observed:
     """Read what the plan and the status need: every listing, the admin Secret and the monitor CRDs
-    at once (the operator's RBAC has no list on Secrets: the Secret is read by name). ``checks``
-    (a first pass's, see ``reconcile``) go in the same round; their answers (an exception is an
-    answer) are in ``Observed.checked``, and a read by name of the Secret among them is the
-    Secret's read."""
+    at once (the operator's RBAC has no list on Secrets: the Secret is read by name, from the
+    watch cache like the listings). ``checks`` (a first pass's dry runs, see ``reconcile``) go in
+    the same round; their answers (an exception is an answer) are in ``Observed.checked``."""
     selector = selector_string(labels(name))
     secret_name = f"{name}-admin"
-    # the first pass's checks read the Secret by name (live): no second read of it
-    secret_checked = any(c.verb == "get" and c.key == ("Secret", secret_name) for c in checks)
     reads: list[Callable[[], Any]] = [
-        *(
-            []
-            if secret_checked
-            else [partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True)]
-        ),
+        partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True),
         partial(cluster.list, "v1", "Pod", namespace, selector),
         *(partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds),
     ]
@@ -335,7 +332,7 @@ def observe(
         lambda read: read(), [*reads, *(_attempt(partial(send, cluster, c)) for c in checks)]
     )
     checked = list(zip(checks, answers[len(reads) :], strict=True))
-    secret, pods, *rest = [None, *answers[: len(reads)]] if secret_checked else answers[: len(reads)]
+    secret, pods, *rest = answers[: len(reads)]
     listed: dict[Key, tuple[str, dict[str, Any]]] = {}
     for (api_version, kind), items in zip(kinds, rest, strict=False):
         for item in items:
@@ -347,13 +344,7 @@ def observe(
     known: dict[Key, dict[str, Any] | None] = {key: obj for key, (_, obj) in listed.items()}
     known[("Secret", secret_name)] = secret
     crds = rest[len(kinds) :] if monitoring else [False, False]
-    observed = Observed(known, listed, pods, bool(crds[0]), bool(crds[1]), checked)
-    for request, answer in checked:
-        if request.verb == "get":
-            if isinstance(answer, Exception):
-                raise answer  # not 404 (that is None): whether the name is taken is not known
-            known[request.key] = answer  # live, where a listing is the watch cache's
-    return observed
+    return Observed(known, listed, pods, bool(crds[0]), bool(crds[1]), checked)
 
 
 def current_of(
@@ -371,17 +362,6 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}, "metadata": meta}
 
 
-def _content(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``_comparable`` without the field owners of the status subresource: what a status write (the
-    workload's controller, every few seconds while pods start) leaves as it was."""
-    comparable = _comparable(obj)
-    meta = comparable["metadata"]
-    owners = [m for m in meta.pop("managedFields", None) or [] if m.get("subresource") != "status"]
-    if owners:
-        meta["managedFields"] = owners
-    return comparable
-
-
 def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool:
     """Whether a server-side dry-run apply's answer (``would_be``) leaves ``current`` as it is: every
     field but the status (the workload's controller writes it meanwhile) and the resourceVersion
@@ -395,15 +375,41 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
 Settled = dict[tuple[str, str, str], tuple[str, Any]]
 
 
+def first_pass(settled: Settled, uid: str) -> bool:
+    """Whether a pass over the resource with ``uid`` is its first in this process: no child known
+    settled (a new resource, or the first pass after a restart). Such a pass dry-runs every child
+    with its reads (``first_checks``) and creates what is missing."""
+    return not any(key[0] == uid for key in settled)
+
+
 def manifest_digest(obj: Mapping[str, Any]) -> str:
     """A digest of a planned child (what a server-side apply sends)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def content_digest(obj: Mapping[str, Any]) -> str:
-    """A digest of a live child as ``same_object`` compares it, less the status subresource's field
-    owners: any write but a status write changes it (a hand edit, a label, an owner reference)."""
-    return manifest_digest(_content(obj))
+    """A digest of what a server-side apply of an unchanged manifest depends on in a live child: the
+    object itself (its uid) and the fields this operator owns there (its ``FIELD_MANAGER`` entries
+    of managedFields, which the API server keeps: a field it owns that another writer changes or
+    removes leaves that entry, any other writer's fields are not in it). While both are the same,
+    every field the apply sets holds the value the last apply or dry run left, and the apply would
+    change nothing: a hand edit of the operator's fields (``kubectl set env``, ``kubectl scale``, a
+    label or owner reference it set) changes the digest; writes that leave the operator's fields
+    alone do not (the workload controller's status and its revision annotation, a label someone
+    else adds: the apply would keep them as they are). A child with no such entry (managedFields
+    cleared, or an API server that keeps none) is digested whole, less its status and the status
+    subresource's field owners: then any other write changes it."""
+    meta = obj.get("metadata") or {}
+    ours = [m for m in meta.get("managedFields") or [] if m.get("manager") == FIELD_MANAGER]
+    if ours:
+        return manifest_digest({"uid": meta.get("uid"), "managedFields": ours})
+    content = _comparable(obj)
+    owners = [
+        m for m in content["metadata"].pop("managedFields", None) or [] if m.get("subresource") != "status"
+    ]
+    if owners:
+        content["metadata"]["managedFields"] = owners
+    return manifest_digest(content)
 
 
 def _attempt(fn: Callable[[], R]) -> Callable[[], R | Exception]:
@@ -459,13 +465,11 @@ def check_round(
     uid: str,
     settled: Settled,
 ) -> list[Request]:
-    """The requests a pass sends side by side before it writes anything (none of them writes):
-    a read by name of each planned child ``observe`` did not see (its name may be taken), and a
+    """The requests a pass sends side by side before it writes anything (none of them writes): a
     server-side dry run of each child that may have to be written, a create for a create-only child
-    not known to exist, an apply for any other child not known settled. A child unknown before
-    the round is read and dry-run in the same round: the read decides afterwards whether the name
-    is taken, and nothing is written until both are answered."""
-    reads = [Request("get", o) for o in objects if key_of(o) not in known]
+    not known to exist, an apply for any other child not known settled. A child ``observe`` did
+    not see is dry-run too; whether its name is taken is decided from that answer (``unresolved``),
+    and nothing is written until every answer is in."""
     dry: list[Request] = []
     for obj in objects:
         now = known.get(key_of(obj))
@@ -474,14 +478,40 @@ def check_round(
                 dry.append(Request("dry-run create", obj))
         elif not is_settled(obj, now, uid, settled):
             dry.append(Request("dry-run apply", obj))
-    return reads + dry
+    return dry
+
+
+def absent(obj: Mapping[str, Any], answer: Any) -> bool:
+    """Whether the answer to ``obj``'s dry run shows that no object has its name now: a dry-run
+    create that would create it (True; False is a 409, it exists), or a dry-run apply that would
+    create it. The API server stamps a resourceVersion only on what it stores, and a dry run stores
+    nothing: its answer has one only when it applies to an object that exists (that object's)."""
+    if create_only(obj):
+        return answer is True
+    return isinstance(answer, Mapping) and not (answer.get("metadata") or {}).get("resourceVersion")
+
+
+def unresolved(
+    objects: Sequence[Mapping[str, Any]],
+    known: Mapping[Key, Mapping[str, Any] | None],
+    answers: Mapping[Key, Any],
+) -> list[Request]:
+    """The reads by name a pass still needs after its checks, before it judges: each planned child
+    that neither ``observe`` saw (a listing, the cached Secret) nor its dry run showed ``absent``.
+    A name taken by an object without the resource's labels, a listing or cache a moment behind,
+    or a child whose dry run failed (is the name taken? that is reported first): rare, so a
+    normal pass sends none, where it used to read every unlisted child by name."""
+    return [
+        Request("get", o)
+        for o in objects
+        if known.get(key_of(o)) is None and not absent(o, answers.get(key_of(o)))
+    ]
 
 
 def first_checks(objects: Sequence[Mapping[str, Any]], uid: str, settled: Settled) -> list[Request]:
     """A first pass's checks, sent with ``observe``'s reads when the plan needs nothing they read
-    but the admin token (see ``reconcile``): every planned child read by name and dry-run; None
-    (an empty list) once any child is known settled: a later pass reads first, and dry-runs only
-    what may have changed."""
+    but the admin token (see ``reconcile``): every planned child dry-run; None (an empty list) once
+    any child is known settled: a later pass reads first, and dry-runs only what may have changed."""
     if any((uid, *key_of(o)) in settled for o in objects):
         return []
     return check_round(objects, {}, uid, settled)
@@ -597,36 +627,36 @@ def apply_children(
     and listed children of this resource that the plan no longer has are deleted (switching the
     model cache from emptyDir to PVC replaces the Deployment by a StatefulSet).
 
-    Rounds (``check_round``, ``judge``, ``write_rounds``): the reads by name and the dry runs side by
-    side (a first pass's were sent with ``observe``'s reads: ``first_checks``); then the creates and
-    applies side by side; then the deletes, if any. A first pass waits for one round trip after
-    ``observe``'s, a settled resource for none.
+    Rounds (``check_round``, ``unresolved``, ``judge``, ``write_rounds``): the dry runs side by side
+    (a first pass's were sent with ``observe``'s reads: ``first_checks``); the reads by name of
+    children not seen that exist after all or whose dry run failed (normally none); then the
+    creates and applies side by side; then the deletes, if any. A first pass waits for one round
+    trip after ``observe``'s, a settled resource for none.
 
     ``settled`` remembers, per child, the manifest last applied (or found in place by a dry run)
-    and the child as it was then, all but its status (``content_digest``). A child whose manifest and
-    content are both still the same needs no dry run: nothing the dry run compares changed on
-    either side, so it would answer "as it is" (a hand edit, a label or owner changed, changes the
-    content, and the dry run is made again; the workload controller writing its status, as it
-    does every few seconds while pods start, does not). After a restart it is empty: one dry run
-    each.
+    and the child's uid and this operator's field owners then (``content_digest``). A child whose
+    manifest and digest are both still the same needs no dry run: it would answer "as it is" (a
+    hand edit of a field the operator set changes the digest, and the dry run is made again; the
+    workload controller writing its status or its revision annotation, as it does while pods
+    start, does not). After a restart it is empty: one dry run each.
     """
     settled = {} if settled is None else settled
     answers: dict[Key, Any] = {}
     if observed.checked and _same_checks(
         [r for r, _ in observed.checked], first_checks(objects, uid, settled)
     ):
-        # sent with the reads (``observe``; its reads by name are in ``known`` already)
-        answers = {r.key: result for r, result in observed.checked if r.verb != "get"}
+        answers = {r.key: result for r, result in observed.checked}  # sent with the reads
     else:
         checks = check_round(objects, observed.known, uid, settled)
         results = cluster.map(lambda r: _attempt(lambda: send(cluster, r))(), checks)
-        for request, result in zip(checks, results, strict=True):
-            if request.verb == "get":
-                if isinstance(result, Exception):
-                    raise result  # not 404 (that is None): whether the name is taken is not known
-                observed.known[request.key] = result
-            else:
-                answers[request.key] = result
+        answers = {r.key: result for r, result in zip(checks, results, strict=True)}
+    reads = unresolved(objects, observed.known, answers)
+    for obj in objects:
+        if absent(obj, answers.get(key_of(obj))):
+            observed.known[key_of(obj)] = None  # live, where a listing or the cache may lag
+    # (errors raise: not 404, which is None, so whether the name is taken is not known)
+    for request, found in zip(reads, cluster.map(partial(send, cluster), reads), strict=True):
+        observed.known[request.key] = found  # live
 
     current = {key_of(o): observed.known[key_of(o)] for o in objects}
     problem = judge(objects, uid, current, answers)
@@ -729,7 +759,7 @@ def reconcile(
     if plan_reads_replicas(resource.spec):
         # the plan keeps the workload's replicas: read it now if the listing did not show it
         workload_now = current_of(cluster, observed, "apps/v1", kind, name, namespace)
-    else:  # not listed: read by name in the check round, side by side with the dry runs
+    else:  # without autoscaling the plan does not use it: as listed
         workload_now = observed.known.get((kind, name))
     replicas_now = ((workload_now or {}).get("spec") or {}).get("replicas")
     secret = observed.known[("Secret", f"{name}-admin")]

@@ -24,18 +24,22 @@ from kubernetes.client.exceptions import ApiException
 from arctic_operator.plan import plan_reads_replicas
 from arctic_operator.reconcile import (
     CREATE_ONLY,
+    FIELD_MANAGER,
     Cluster,
     Outcome,
     Request,
     Settled,
     _same_checks,
+    absent,
     check_round,
     content_digest,
     first_checks,
+    first_pass,
     judge,
     manifest_digest,
     reconcile,
     same_object,
+    unresolved,
     write_rounds,
 )
 from arctic_operator.settings import OperatorSettings
@@ -118,6 +122,10 @@ class RecordingCluster(Cluster):
         self._record("dry-run" if dry_run else "apply", *key)
         before = self.objects.get(key)
         would_be = copy.deepcopy(obj)
+        # the operator's field owner: the fields of what it applied (here, a digest stands for them)
+        would_be["metadata"]["managedFields"] = [
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": manifest_digest(obj)}
+        ]
         if before is not None:
             would_be["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"]
             if "status" in before:
@@ -129,6 +137,20 @@ class RecordingCluster(Cluster):
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
         self._record("delete", kind, name)
         self.objects.pop((kind, name), None)
+
+    def edit(self, kind: str, name: str, change: Callable[[dict[str, Any]], None], *, ours: bool) -> None:
+        """Someone else's write (a new resourceVersion). ``ours``: it changes a field the operator
+        applied, and the API server moves that field's owner from the operator's entry to the
+        writer's; otherwise the operator's entry stays as it was."""
+        obj = self.objects[(kind, name)]
+        change(obj)
+        owners = obj["metadata"].setdefault("managedFields", [])
+        if ours:
+            for entry in owners:
+                if entry["manager"] == FIELD_MANAGER:
+                    entry["fieldsV1"] = "all but the edited field"
+        owners.append({"manager": "kubectl-edit", "operation": "Update"})
+        self._store(obj)
 
 
 def body() -> dict[str, Any]:
@@ -162,31 +184,25 @@ READS = [
     ("list", "Service", "svc"),
     ("list", "PodDisruptionBudget", "svc"),
 ]
+#: Every planned child dry-run. A child not listed is not read by name: its dry run answers whether
+#: its name is taken (an answer that would create it has no resourceVersion).
 CHECKS = [
-    ("get", "Deployment", "svc"),  # not listed: is its name taken by someone else's object?
-    ("get", "Service", "svc"),
     ("dry-run create", "Secret", "svc-admin"),
     ("dry-run", "Deployment", "svc"),
     ("dry-run", "Service", "svc"),
 ]
 CREATES = [("create", "Secret", "svc-admin"), ("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
-#: A first pass (no child known settled): the listings, and with them every planned child read by
-#: name (live: the Secret's read too) and dry-run, planned with a fresh admin token.
-FIRST = [
-    *READS[1:],
-    ("get", "Secret", "svc-admin"),
-    ("get", "Deployment", "svc"),
-    ("get", "Service", "svc"),
-    *CHECKS[2:],
-]
+#: A first pass (no child known settled): the reads, and with them every planned child dry-run,
+#: planned with a fresh admin token.
+FIRST = [*READS, *CHECKS]
 
 
 def test_first_pass_checks_everything_with_the_reads_then_writes_in_one_round() -> None:
     cluster, resource = RecordingCluster(), body()
     outcome = run(cluster, resource)
-    # two round trips: the reads, the reads by name and every dry run; the writes
+    # two round trips: the reads and every dry run; the writes
     assert cluster.rounds == [FIRST, CREATES]
-    assert len(cluster.requests) == 14
+    assert len(cluster.requests) == 12  # 14 before: each unlisted child was also read by name
     assert outcome.applied == ["Secret/svc-admin: created", "Deployment/svc: created", "Service/svc: created"]
     assert ("Normal", "Created", "Secret/svc-admin, Deployment/svc, Service/svc") in outcome.events
 
@@ -236,9 +252,18 @@ def test_children_known_settled_need_no_dry_run_until_they_change() -> None:
         "Deployment/svc: unchanged",
         "Service/svc: unchanged",
     ]
-    edited = cluster.objects[("Deployment", "svc")]
-    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
-    cluster._store(edited)  # a hand edit: a new resourceVersion
+
+    def revision(obj: dict[str, Any]) -> None:  # as the Deployment controller does
+        obj["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+
+    cluster.edit("Deployment", "svc", revision, ours=False)  # leaves the operator's fields alone
+    run(cluster, resource, settled)
+    assert cluster.rounds == [READS]
+
+    def image(obj: dict[str, Any]) -> None:
+        obj["spec"]["template"]["spec"]["containers"][0]["image"] = "edited/by-hand:1"
+
+    cluster.edit("Deployment", "svc", image, ours=True)  # a hand edit of a field the operator set
     outcome = run(cluster, resource, settled)
     assert cluster.rounds == [READS, [("dry-run", "Deployment", "svc")], [("apply", "Deployment", "svc")]]
     assert "Deployment/svc: updated" in outcome.applied
@@ -260,7 +285,8 @@ def test_a_name_taken_by_someone_else_changes_nothing() -> None:
         "metadata": {"name": "svc", "namespace": "models", "resourceVersion": "1"},
     }
     outcome = run(cluster, resource)
-    assert cluster.rounds == [FIRST]  # read by name with the dry runs; nothing written
+    # its dry run answers that it exists (a resourceVersion), though not listed: read by name
+    assert cluster.rounds == [FIRST, [("get", "Service", "svc")]]  # and nothing written
     assert cluster.objects.keys() == {("Service", "svc")}  # not even the admin Secret
     assert degraded(outcome) == (
         "NameConflict",
@@ -276,9 +302,10 @@ def test_one_child_rejected_in_its_dry_run_leaves_none_applied(verb: str, kind: 
     cluster, resource = RecordingCluster(), body()
     cluster.reject[(verb, kind)] = f"{kind}.spec: Invalid value"
     outcome = run(cluster, resource)
-    assert cluster.rounds == [FIRST]
-    assert cluster.objects == {} and outcome.applied == []
     name = "svc-admin" if kind == "Secret" else "svc"
+    # a failed dry run does not say whether the name is taken (that is reported first): read it
+    assert cluster.rounds == [FIRST, [("get", kind, name)]]
+    assert cluster.objects == {} and outcome.applied == []
     assert degraded(outcome) == (
         "ChildRejected",
         f"the API server rejects {kind}/{name}: {kind}.spec: Invalid value",
@@ -298,15 +325,40 @@ def test_a_secret_made_meanwhile_is_not_created_again() -> None:
         api_version: str, kind: str, name: str, namespace: str | None, *, cached: bool = False
     ) -> dict[str, Any] | None:
         found = real_get(api_version, kind, name, namespace, cached=cached)
-        if kind == "Secret":  # someone (an earlier pass, say) creates it right after this read
-            cluster.objects[("Secret", name)] = {"metadata": {"name": name, "resourceVersion": "1"}}
+        if kind == "Secret" and cached and ("Secret", name) not in cluster.objects:
+            # someone (an earlier pass, say) creates it right after this read from the cache
+            cluster.objects[("Secret", name)] = child("Secret", name, rv="1")
         return found
 
     cluster.get = get  # type: ignore[method-assign]
     outcome = run(cluster, resource)
-    assert cluster.rounds[0][8] == ("dry-run create", "Secret", "svc-admin")  # answered: it exists
-    assert cluster.rounds[1] == [("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
-    assert outcome.applied == ["Deployment/svc: created", "Service/svc: created"]
+    assert cluster.rounds[0][6] == ("dry-run create", "Secret", "svc-admin")  # answered: it exists
+    assert cluster.rounds[1] == [("get", "Secret", "svc-admin")]  # the cache said no: read it live
+    assert cluster.rounds[2] == [("apply", "Deployment", "svc"), ("apply", "Service", "svc")]
+    assert outcome.applied == [
+        "Secret/svc-admin: unchanged",
+        "Deployment/svc: created",
+        "Service/svc: created",
+    ]
+
+
+def test_a_secret_someone_else_made_meanwhile_is_a_name_conflict() -> None:
+    cluster, resource = RecordingCluster(), body()
+    real_get = cluster.get
+
+    def get(
+        api_version: str, kind: str, name: str, namespace: str | None, *, cached: bool = False
+    ) -> dict[str, Any] | None:
+        found = real_get(api_version, kind, name, namespace, cached=cached)
+        if kind == "Secret" and cached:  # a user's Secret, made right after the cache's answer
+            cluster.objects[("Secret", name)] = child("Secret", name, owner=None, rv="1")
+        return found
+
+    cluster.get = get  # type: ignore[method-assign]
+    outcome = run(cluster, resource)
+    assert cluster.rounds == [FIRST, [("get", "Secret", "svc-admin")]]  # nothing written
+    assert degraded(outcome)[0] == "NameConflict"
+    assert cluster.objects.keys() == {("Secret", "svc-admin")}
 
 
 def test_a_dropped_child_is_deleted_after_the_applies() -> None:
@@ -332,8 +384,14 @@ def test_with_autoscaling_the_workload_is_read_before_planning() -> None:
     resource["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 6}
     run(cluster, resource)
     assert cluster.rounds[1] == [("get", "Deployment", "svc")]  # alone, before the plan
-    gets = [r for r in cluster.rounds[2] if r[0] == "get"]
-    assert gets == [("get", "Service", "svc"), ("get", "PodDisruptionBudget", "svc")]
+    # then the dry runs (the other children unlisted: they answer that they are absent), the writes
+    assert cluster.rounds[2] == [
+        ("dry-run create", "Secret", "svc-admin"),
+        ("dry-run", "Deployment", "svc"),
+        ("dry-run", "Service", "svc"),
+        ("dry-run", "PodDisruptionBudget", "svc"),
+    ]
+    assert [r[0] for r in cluster.rounds[3]] == ["create", "apply", "apply", "apply"]
     cluster.objects[("Deployment", "svc")]["spec"]["replicas"] = 5  # the autoscaler's choice
     cluster.objects[("Deployment", "svc")]["metadata"]["labels"] = {}  # not listed: read by name
     run(cluster, resource)
@@ -366,16 +424,19 @@ def plain(requests: list[Request]) -> list[tuple[str, str, str]]:
     return [(r.verb, *r.key) for r in requests]
 
 
-def test_check_round_reads_the_unknown_and_dry_runs_all_but_the_settled() -> None:
+def test_check_round_dry_runs_all_but_the_settled_and_reads_nothing_by_name() -> None:
     secret, service, deployment = child("Secret", "a-admin"), child("Service", "a"), child("Deployment", "a")
-    stored = {**service, "metadata": {**service["metadata"], "resourceVersion": "4"}}
+    ours = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:port": {}}}}
+    stored = {
+        **service,
+        "metadata": {**service["metadata"], "resourceVersion": "4", "uid": "s1", "managedFields": [ours]},
+    }
     settled = {(UID, "Service", "a"): (manifest_digest(service), content_digest(stored))}
     known: dict[tuple[str, str], dict[str, Any] | None] = {
         ("Secret", "a-admin"): None,
         ("Service", "a"): stored,
     }
     assert plain(check_round([secret, service, deployment], known, UID, settled)) == [
-        ("get", "Deployment", "a"),
         ("dry-run create", "Secret", "a-admin"),
         ("dry-run apply", "Deployment", "a"),
     ]
@@ -385,35 +446,46 @@ def test_check_round_reads_the_unknown_and_dry_runs_all_but_the_settled() -> Non
         "metadata": {
             **stored["metadata"],
             "resourceVersion": "5",
-            "managedFields": [{"manager": "kube-controller-manager", "subresource": "status"}],
+            "managedFields": [ours, {"manager": "kube-controller-manager", "subresource": "status"}],
         },
         "status": {"loadBalancer": {}},
     }
     known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): status_written}
     assert plain(check_round([secret, service], known, UID, settled)) == []
-    # anything else written since (a label by hand, its field owner): dry-run again
-    edited = {
+    # a label someone else adds leaves the operator's fields alone (its apply would keep it): settled
+    labelled = {
         **stored,
         "metadata": {
             **stored["metadata"],
             "resourceVersion": "6",
             "labels": {"team": "x"},
-            "managedFields": [{"manager": "kubectl-label", "operation": "Update"}],
+            "managedFields": [ours, {"manager": "kubectl-label", "operation": "Update"}],
+        },
+    }
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): labelled}
+    assert plain(check_round([secret, service], known, UID, settled)) == []
+    # a field the operator set changed by hand (its owner moves to the editor): dry-run again
+    taken = {**ours, "fieldsV1": {"f:spec": {}}}
+    edited = {
+        **stored,
+        "metadata": {
+            **stored["metadata"],
+            "resourceVersion": "7",
+            "managedFields": [taken, {"manager": "kubectl-edit", "operation": "Update"}],
         },
     }
     known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): edited}
     assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
-    assert plain(check_round([secret], {}, UID, {})) == [  # unknown: read and dry-run side by side
-        ("get", "Secret", "a-admin"),
-        ("dry-run create", "Secret", "a-admin"),
-    ]
+    # deleted and made again (another uid), the same fields: dry-run again
+    remade = {**stored, "metadata": {**stored["metadata"], "resourceVersion": "8", "uid": "s2"}}
+    known = {("Secret", "a-admin"): child("Secret", "a-admin", rv="1"), ("Service", "a"): remade}
+    assert plain(check_round([secret, service], known, UID, settled)) == [("dry-run apply", "Service", "a")]
+    assert plain(check_round([secret], {}, UID, {})) == [("dry-run create", "Secret", "a-admin")]
 
 
 def test_first_checks_only_while_no_child_is_settled_and_count_only_for_the_same_manifests() -> None:
     secret, service = child("Secret", "a-admin"), child("Service", "a", spec={"port": 1})
     assert plain(first_checks([secret, service], UID, {})) == [
-        ("get", "Secret", "a-admin"),
-        ("get", "Service", "a"),
         ("dry-run create", "Secret", "a-admin"),
         ("dry-run apply", "Service", "a"),
     ]
@@ -521,3 +593,65 @@ def test_same_object_ignores_only_status_and_resource_version() -> None:
     assert not same_object(
         current, {**current, "metadata": {**current["metadata"], "managedFields": taken_back}}
     )
+
+
+def test_a_dry_run_that_would_create_the_child_shows_it_absent() -> None:
+    secret, service = child("Secret", "a-admin"), child("Service", "a")
+    would_create = {**service, "metadata": {**service["metadata"], "uid": "new", "creationTimestamp": "t"}}
+    assert absent(service, would_create)  # no resourceVersion: nothing stored has this name
+    assert not absent(service, child("Service", "a", rv="7"))  # applied to an object that exists
+    assert not absent(service, None)  # not dry-run (known settled): nothing said
+    error = ApiException(status=422)
+    assert not absent(service, error)
+    assert absent(secret, True)  # the dry-run create would create it
+    assert not absent(secret, False)  # 409: it exists
+    assert not absent(secret, error)
+
+
+def test_unresolved_reads_only_what_neither_a_listing_nor_a_dry_run_answered() -> None:
+    secret, service, deployment = child("Secret", "a-admin"), child("Service", "a"), child("Deployment", "a")
+    listed = child("Deployment", "a", rv="3")
+    known: dict[tuple[str, str], dict[str, Any] | None] = {
+        ("Secret", "a-admin"): None,  # the watch cache has none
+        ("Deployment", "a"): listed,
+    }
+    answers: dict[tuple[str, str], Any] = {("Secret", "a-admin"): True, ("Service", "a"): service}
+    assert unresolved([secret, service, deployment], known, answers) == []  # the usual first pass
+    exists = {("Secret", "a-admin"): False, ("Service", "a"): child("Service", "a", owner=None, rv="1")}
+    assert plain(unresolved([secret, service, deployment], known, exists)) == [
+        ("get", "Secret", "a-admin"),  # the cache was behind
+        ("get", "Service", "a"),  # there, without the resource's labels
+    ]
+    failed = {("Secret", "a-admin"): True, ("Service", "a"): ApiException(status=500)}
+    assert plain(unresolved([secret, service, deployment], known, failed)) == [("get", "Service", "a")]
+
+
+def test_a_first_pass_is_one_with_no_child_of_the_resource_known_settled() -> None:
+    cluster, resource, settled = RecordingCluster(), body(), Settled()
+    assert first_pass(settled, UID)
+    run(cluster, resource, settled)
+    assert not first_pass(settled, UID)  # its children are settled now
+    assert first_pass(settled, "another-uid")
+
+
+def test_without_the_operators_field_owner_a_child_is_digested_whole() -> None:
+    # managedFields cleared (or an API server that keeps none, as the emulated one): any write but
+    # a status write counts
+    plain_child = child("Deployment", "a", rv="1")
+    status_only = {
+        **plain_child,
+        "metadata": {
+            **plain_child["metadata"],
+            "resourceVersion": "2",
+            "managedFields": [{"manager": "kube-controller-manager", "subresource": "status"}],
+        },
+        "status": {"replicas": 1},
+    }
+    assert content_digest(status_only) == content_digest(plain_child)
+    labelled = {**plain_child, "metadata": {**plain_child["metadata"], "labels": {"team": "x"}}}
+    assert content_digest(labelled) != content_digest(plain_child)
+    # with it, only the operator's entry and the uid count
+    ours = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    owned = {**plain_child, "metadata": {**plain_child["metadata"], "uid": "u", "managedFields": ours}}
+    relabelled = {**owned, "metadata": {**owned["metadata"], "labels": {"team": "x"}, "resourceVersion": "3"}}
+    assert content_digest(relabelled) == content_digest(owned)
