@@ -114,8 +114,8 @@ class RowsAttention:
 
     ``build`` returns None where the backend or the step's metadata is not one we rebuild."""
 
-    def __init__(self, impl: Any, metadata: Any, rows: Rows) -> None:
-        self.impl, self.metadata, self.rows = impl, metadata, rows
+    def __init__(self, impl: Any, metadata: Any) -> None:
+        self.impl, self.metadata = impl, metadata
 
     @classmethod
     def build(
@@ -162,7 +162,7 @@ class RowsAttention:
             rebuilt = dataclasses.replace(
                 metadata, **common, scheduler_metadata=scheduler, use_sdpa_prefill=False
             )
-        return cls(impl, rebuilt, rows)
+        return cls(impl, rebuilt)
 
     def __call__(self, layer: Any, query: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         """``query``: ``[rows, num_heads * head_size]`` (RoPE applied); returns the same shape."""
