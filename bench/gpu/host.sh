@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source /var/tmp/gpu-bundle/env.sh
 out=${OUT:-bench/results}
+mkdir -p "$out"
+# only this command's results go back (the checkout carries every earlier result file too)
+marker=$(mktemp /tmp/host-started.XXXXXX)
 site=/var/tmp/arctic-site
 rm -rf "$site"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . 2>&1 | grep -v WARNING || true
@@ -59,10 +62,11 @@ for suite in "$@"; do
   fi
   python3 -m bench run --suite "${suite%%:*}" $([[ $suite == *:* ]] && echo --engines "${suite#*:}") --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
 done
-ls bench/results/*.json >/dev/null 2>&1 && cp bench/results/*.json "$out"/ 2>/dev/null || true
-python3 - <<'PY'
-import glob, json
-for f in sorted(glob.glob("bench/results/*.json")):
+new=$(find bench/results -maxdepth 1 -name '*.json' -newer "$marker")
+[ "$out" != bench/results ] && [ -n "$new" ] && cp $new "$out"/
+python3 - $new <<'PY'
+import json, sys
+for f in sorted(sys.argv[1:]):
     d = json.load(open(f))
     print(f, f"{d.get('duration_s', 0):.0f}s", json.dumps(d.get("ratios")))
     if d.get("kind") == "sampling":
