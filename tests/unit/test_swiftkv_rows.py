@@ -87,6 +87,7 @@ def flash_backend(dtype: torch.dtype) -> tuple[Any, Any]:
             cu_prefix_query_lens=None,
             prefix_kv_lens=None,
             suffix_kv_lens=None,
+            max_dcp_context_kv_len=0,  # what vLLM 0.26's builder sets on a single rank
         )
 
     return impl, metadata
@@ -184,3 +185,24 @@ def test_unsupported_backends_and_metadata_get_the_generic_path() -> None:
     assert RowsAttention.build(impl, metadata, rows, HEADS, torch.float32) is not None
     impl.kv_cache_dtype = "fp8"  # a quantized cache: not rebuilt
     assert RowsAttention.build(impl, metadata, rows, HEADS, torch.float32) is None
+
+
+def test_flash_attention_metadata_from_a_single_rank_is_rebuilt_and_dcp_is_not() -> None:
+    """The FlashAttention metadata vLLM 0.26 builds on one GPU (``max_dcp_context_kv_len`` 0, not
+    None) takes the kept-rows path; with decode context parallelism it keeps the generic path. On
+    the H200 a check on ``max_dcp_context_kv_len is None`` sent every saving step to the generic
+    path (``swiftkv-8b-20261203T210332Z``: ``saving_paths == {"generic": 175}``)."""
+    impl, build_metadata = flash_backend(torch.bfloat16)
+    rows = pick_rows(torch.tensor([0, 3]), 1, 3)
+    metadata = build_metadata(
+        torch.tensor([0, 3], dtype=torch.int32),
+        torch.tensor([3], dtype=torch.int32),
+        torch.zeros(1, 1, dtype=torch.int32),
+        3,
+    )
+    attend = RowsAttention.build(impl, metadata, rows, HEADS, torch.bfloat16)
+    assert attend is not None
+    assert attend.metadata.num_actual_tokens == 1 and attend.metadata.max_query_len == 1
+    assert attend.metadata.query_start_loc.tolist() == [0, 1]
+    impl.dcp_world_size = 2  # the cache split across two ranks: not rebuilt
+    assert RowsAttention.build(impl, metadata, rows, HEADS, torch.bfloat16) is None

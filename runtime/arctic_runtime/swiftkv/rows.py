@@ -130,7 +130,10 @@ class RowsAttention:
         starts = rows.query_start
         common = {"num_actual_tokens": n * per, "max_query_len": per, "query_start_loc": starts}
         if backend == "flash":
-            if getattr(metadata, "max_dcp_context_kv_len", None) is not None:
+            # decode context parallelism splits the cache across ranks; vLLM 0.26's builder sets
+            # max_dcp_context_kv_len to 0 (not None) on a single rank, so ask the rank count
+            split_cache = getattr(metadata, "dcp_context_kv_lens", None) is not None
+            if getattr(impl, "dcp_world_size", 1) > 1 or split_cache:
                 return None
             if getattr(metadata, "mm_prefix_range_tensor", None) is not None:
                 return None
