@@ -16,6 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--suite", required=True, choices=sorted(SUITES))
     run.add_argument("--engines", help="comma-separated subset of the suite's engines")
     run.add_argument("--out", default="bench/results")
+    run.add_argument(
+        "--budget-s",
+        type=float,
+        help="wall-time limit of the whole run (a device command's): engines get what is left, and "
+        "the result file is rewritten after each engine",
+    )
     sub.add_parser("report", help="regenerate docs/benchmarks.md from bench/results/")
     sub.add_parser("list", help="list the suites")
     args = parser.parse_args(argv)
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    run_suite(args.suite, Path(args.out), engines)
+    run_suite(args.suite, Path(args.out), engines, budget_s=args.budget_s)
     return 0
 
 

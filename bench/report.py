@@ -76,6 +76,9 @@ def case_rows(run: dict[str, Any]) -> list[str]:
         if case["kind"] == "e2e":
             lines += e2e_lines(case, engines, ratios)
             continue
+        if case["kind"] == "draft-cost":
+            lines += draft_cost_lines(case, engines, ratios)
+            continue
         if case["kind"] == "latency":
             who = (
                 "1 request"
@@ -146,6 +149,70 @@ def e2e_lines(case: dict[str, Any], engines: dict[str, Any], ratios: dict[str, A
             f"| {engine} | {_fmt(c['ms_per_token']['median'], 3)} | {_ratio(ratio)} | "
             f"{_fmt(c['tokens_per_drafting_step']['median'], 2)} | {rounds} |"
         )
+    return [*lines, ""]
+
+
+def draft_cost_lines(case: dict[str, Any], engines: dict[str, Any], ratios: dict[str, Any]) -> list[str]:
+    """Time per engine step and the drafter's own time per step (bench.worker.run_draft_cost)."""
+    name = case["name"]
+    lines = [
+        f"**{name}** ({case['num_prompts']} requests decoding together, {case['input_len']} in / "
+        f"{case['output_len']} out, median of {case['repeats']}; drafter timed between device "
+        "synchronisations in one more run)",
+        "",
+        "| engine | ms per step | step vs vanilla | TPOT ms | drafter ms per step | "
+        "our head's own us per step |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for engine, res in engines.items():
+        if "cases" not in res:
+            lines.append(f"| {engine} | {_error(res)} | | | | |")
+            continue
+        c = res["cases"][name]
+        ratio = ratios.get(f"{engine}/vanilla", {}).get(f"{name}.step_ms")
+        draft = c.get("draft_ms", {}).get("per_step")
+        own = (c.get("head_counters") or {}).get("us_per_step")
+        lines.append(
+            f"| {engine} | {_fmt(c['step_ms']['median'], 3)} | {_ratio(ratio)} | "
+            f"{_fmt(c['tpot_ms']['median'], 3)} | {_fmt(draft, 3)} | {_fmt(own, 0)} |"
+        )
+    return [*lines, ""]
+
+
+def implied_lines(run: dict[str, Any]) -> list[str]:
+    """The ``implied`` section of a draft-head cost run (bench/headcost.py): formulas and figures."""
+    section = run.get("implied")
+    if not section:
+        return []
+    formula = section["formula"]
+    lines = [
+        f"Implied per-request speedup (tau: {formula['tau']}, from `{section['sources']['tau']}`; "
+        f"verification cost at k = 3 from `{section['sources']['verify_k3_ratio']}`): direct = "
+        f"`{formula['direct']}`, composed = `{formula['composed']}`.",
+        "",
+    ]
+    if "error" in section:
+        return [*lines, f"Not computed: {section['error']}", ""]
+    traces = list(section["tau"])
+    lines += [
+        "| engine | case | step vs vanilla | drafter vs vanilla step | verify k=3 vs vanilla | "
+        + " | ".join(f"direct {t}" for t in traces)
+        + " | "
+        + " | ".join(f"composed {t}" for t in traces)
+        + " |",
+        "| --- | --- |" + " ---: |" * (3 + 2 * len(traces)),
+    ]
+    for engine, rows in section.get("engines", {}).items():
+        for case, row in rows.items():
+            composed = row.get("composed", {})
+            lines.append(
+                f"| {engine} | {case} | {_fmt(row['step_ratio'], 3)} | {_fmt(row['draft_ratio'], 3)} | "
+                f"{_fmt(row.get('verify_k3_ratio'), 3)} | "
+                + " | ".join(_fmt(row["direct"][t], 3) for t in traces)
+                + " | "
+                + " | ".join(_fmt(composed.get(t), 3) for t in traces)
+                + " |"
+            )
     return [*lines, ""]
 
 
@@ -442,9 +509,20 @@ def speculator_accept_lines(run: dict[str, Any]) -> list[str]:
         "",
         run["description"],
         "",
-        f"- Command: `python -m bench.speculator_accept`; result file `bench/results/{run['_file']}`; "
-        f"took {run['seconds']:.0f} s on this machine's CPU; Arctic's hybrid: {run['arctic_hybrid']}",
+        f"- Command: `{run.get('command', 'python -m bench.speculator_accept')}`; result file "
+        f"`bench/results/{run['_file']}`; took {run['seconds']:.0f} s "
+        + (
+            f"in real vLLM engines on {_env_line(run)}"
+            if run.get("device") == "gpu"
+            else "on this machine's CPU"
+        )
+        + f"; Arctic's hybrid: {run['arctic_hybrid']}",
         f"- Traces: {json.dumps(run['traces'])}",
+        *(
+            f"- Engine {name}: {_error(res)}"
+            for name, res in run.get("engines", {}).items()
+            if "error" in res
+        ),
         "",
         "| part | trace | method | head | tokens/step | accept rate | steps | drafted | accepted |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -730,6 +808,7 @@ def render(
             lines += acceptance_lines(run)
             lines += online_lines(run)
             lines += engine_state_lines(run)
+            lines += implied_lines(run)
             if suite.startswith("verify"):
                 lines += verify_cost_lines(run)
             png = docs / "img" / f"{run['_file'].removesuffix('.json')}.png"

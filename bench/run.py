@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.headcost import HEAD_PLACEHOLDER
 from bench.suites import (
     ENGINES,
     SUITES,
@@ -90,7 +91,19 @@ def engine_env(extra: dict[str, str], device: str) -> dict[str, str]:
     return env
 
 
-def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> dict[str, Any]:
+def with_head(engine_args: dict[str, Any], head: str | None) -> dict[str, Any]:
+    """``engine_args`` with ``speculative_config.model`` = ``"{head}"`` replaced by ``head``."""
+    spec = engine_args.get("speculative_config")
+    if not isinstance(spec, dict) or spec.get("model") != HEAD_PLACEHOLDER:
+        return engine_args
+    if head is None:
+        raise ValueError("an engine names the suite's head but the suite writes none (Suite.head)")
+    return {**engine_args, "speculative_config": {**spec, "model": head}}
+
+
+def run_engine(
+    suite: Suite, engine_name: str, model: str, timeout_s: float, head: str | None = None
+) -> dict[str, Any]:
     engine = ENGINES[engine_name]
     if engine.requires and importlib.util.find_spec(engine.requires) is None:
         return {"error": f"not run: {engine.requires} is not importable"}
@@ -98,19 +111,24 @@ def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> 
         return run_online_engine(suite, engine, model, timeout_s)
     plan = {
         "model": model,
-        "engine_args": {**suite.engine_args, **engine.engine_args},
+        "engine_args": with_head({**suite.engine_args, **engine.engine_args}, head),
         "cases": [asdict(c) for c in suite.cases],
     }
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.worker", json.dumps(plan)],
-        cwd=REPO,
-        env=engine_env(engine.env, suite.device),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.worker", json.dumps(plan)],
+            cwd=REPO,
+            env=engine_env(engine.env, suite.device),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        tail = "\n".join(_text(exc.stderr).strip().splitlines()[-25:])
+        print(f"bench: engine {engine_name} timed out after {timeout_s:.0f} s:\n{tail}", file=sys.stderr)
+        return {"error": f"timed out after {timeout_s:.0f} s: {tail[-2000:]}", "wall_s": timeout_s}
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -120,6 +138,10 @@ def run_engine(suite: Suite, engine_name: str, model: str, timeout_s: float) -> 
     result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
     result["wall_s"] = wall
     return result
+
+
+def _text(value: str | bytes | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
 
 
 def server_argv(model: str, port: int, engine_args: dict[str, Any]) -> list[str]:
@@ -247,6 +269,7 @@ HEADLINE = {
     "throughput": [("output_tok_s", True)],
     "acceptance": [],
     "e2e": [("ms_per_token", False)],
+    "draft-cost": [("step_ms", False), ("tpot_ms", False)],
 }
 
 
@@ -291,12 +314,36 @@ def floor(suite: Suite) -> dict[str, Any] | None:
     return measured
 
 
-def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeout_s: float = 1800) -> Path:
+#: Seconds an engine needs at least to be worth starting under a budget (an 8B start is 1-3 min).
+MIN_ENGINE_S = 60.0
+
+
+def run_suite(
+    name: str,
+    out_dir: Path,
+    engines: list[str] | None = None,
+    timeout_s: float = 1800,
+    budget_s: float | None = None,
+) -> Path:
+    """Run the suite's engines one after another and write ``<suite>-<time>.json``: rewritten after
+    every engine (``"complete": false`` until the last), so a run cut short keeps what it measured.
+    ``budget_s``: the whole run's wall-time limit (a device command's); each engine gets what is
+    left (less than ``MIN_ENGINE_S``: not started, reported as such)."""
     suite = SUITES[name]
     chosen = engines or list(suite.engines)
     started = time.perf_counter()
     work = out_dir / ".work"
     models = {e: model_folder(suite.engine_models.get(e, suite.model), work) for e in chosen}
+    head = None
+    if suite.head is not None:
+        from bench.headcost import write_dummy_head
+
+        t0 = time.perf_counter()
+        folder = work / f"{suite.model}-{suite.head}-head"
+        head = str(write_dummy_head(models[chosen[0]], folder, suite.head))
+        print(
+            f"bench: wrote the {suite.head} head {head} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr
+        )
     result: dict[str, Any] = {
         "suite": suite.name,
         "description": suite.description,
@@ -313,15 +360,35 @@ def run_suite(name: str, out_dir: Path, engines: list[str] | None = None, timeou
         },
         "floor": floor(suite),
         "engines": {},
+        "budget_s": budget_s,
+        "head": head,
     }
-    for engine in chosen:
-        print(f"bench: {suite.name}: engine {engine} ...", file=sys.stderr, flush=True)
-        result["engines"][engine] = run_engine(suite, engine, models[engine], timeout_s)
-    result["ratios"] = ratios(suite, result["engines"])
-    result["duration_s"] = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = result["created"].replace(":", "").replace("-", "")
     path = out_dir / f"{suite.name}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    for i, engine in enumerate(chosen):
+        left = timeout_s if budget_s is None else budget_s - (time.perf_counter() - started)
+        if left < MIN_ENGINE_S:
+            result["engines"][engine] = {
+                "error": f"not run: {left:.0f} s of the {budget_s:.0f} s budget left "
+                f"(needs {MIN_ENGINE_S:.0f})"
+            }
+        else:
+            print(f"bench: {suite.name}: engine {engine} ...", file=sys.stderr, flush=True)
+            result["engines"][engine] = run_engine(suite, engine, models[engine], min(timeout_s, left), head)
+        write_result(path, result, suite, started, complete=i == len(chosen) - 1)
     print(f"bench: wrote {path} ({result['duration_s']:.0f} s)", file=sys.stderr)
     return path
+
+
+def write_result(path: Path, result: dict[str, Any], suite: Suite, started: float, *, complete: bool) -> None:
+    result["ratios"] = ratios(suite, result["engines"])
+    if suite.head is not None:
+        from bench.headcost import implied_section
+
+        result["implied"] = implied_section(
+            result["engines"], result["config"]["cases"], REPO / "bench" / "results"
+        )
+    result["duration_s"] = time.perf_counter() - started
+    result["complete"] = complete
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CaseKind = Literal["latency", "throughput", "acceptance", "e2e"]
+CaseKind = Literal["latency", "throughput", "acceptance", "e2e", "draft-cost"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class Case:
       accept rate and tokens per drafting step of the engine's draft method.
     e2e: the same real prompts one request at a time, ``repeats`` rounds: wall time per output token
       and acceptance per round (round 1 cold; figures from rounds 2..).
+    draft-cost: as latency, plus wall time per engine step and the drafter's own time per step
+      (``bench.worker.run_draft_cost``; the suite sets ``worker_extension_cls`` to
+      ``bench.drafttimer.DraftTimer``).
     """
 
     name: str
@@ -65,6 +68,16 @@ SUFFIX_SPEC: dict[str, Any] = {
     "method": "suffix",
     "num_speculative_tokens": 16,
     "suffix_decoding_max_tree_depth": 64,
+}
+
+
+#: The speculator every draft-head engine of a suite with ``head`` loads: written by the harness in
+#: Arctic Inference's layout (bench.headcost.write_dummy_head), the same folder for ours and Arctic's.
+HEAD_SPEC: dict[str, Any] = {"method": "arctic", "model": "{head}", "num_speculative_tokens": 3}
+_ARCTIC_INFERENCE_ON = {
+    "VLLM_PLUGINS": "arctic_inference",
+    "ARCTIC_INFERENCE_ENABLED": "1",
+    "ARCTIC_SERVE_ENABLED": "0",
 }
 
 
@@ -144,6 +157,15 @@ ENGINES: dict[str, Engine] = {
         {"VLLM_PLUGINS": "arctic_inference", "ARCTIC_INFERENCE_ENABLED": "1", "ARCTIC_SERVE_ENABLED": "0"},
         requires="arctic_inference",
     ),
+    # A draft head (suites with ``head``): ours (plugin on) and Arctic Inference 0.3.0's own proposer
+    # (its plugin, ours off), on the same speculator folder and config
+    "arctic-serve-head": Engine("arctic-serve-head", _PLUGIN_ON, {"speculative_config": HEAD_SPEC}),
+    "arctic-inference-head": Engine(
+        "arctic-inference-head",
+        _ARCTIC_INFERENCE_ON,
+        {"speculative_config": HEAD_SPEC},
+        requires="arctic_inference",
+    ),
 }
 
 
@@ -163,6 +185,9 @@ class Suite:
     online: tuple[OnlineCase, ...] = ()  # served through the OpenAI server instead of offline LLM
     #: Engines that serve another model than ``model`` (swiftkv-8b: vanilla serves the base Llama).
     engine_models: dict[str, ModelKey] = field(default_factory=dict)
+    #: A draft head the harness writes for the suite's model (kind: "lstm" or "mlp"; random weights,
+    #: Arctic's layout); engines name it as ``"{head}"`` in ``speculative_config.model``.
+    head: str | None = None
 
 
 CPU_ENGINE_ARGS: dict[str, Any] = {
@@ -184,6 +209,12 @@ OVERHEAD_CASES = (
     Case("latency-512-256", "latency", 512, 256, repeats=5),
     Case("throughput-256x1024-256", "throughput", 1024, 256, num_prompts=256, repeats=3),
 )
+
+#: The draft-cost cases: the same batch sizes as the verification-cost calibration (control-h200).
+HEAD_COST_CASES = tuple(
+    Case(f"batch-{b}-128-128", "draft-cost", 128, 128, num_prompts=b, repeats=3) for b in (1, 16, 64)
+)
+_TIMER = {"worker_extension_cls": "bench.drafttimer.DraftTimer", "disable_log_stats": False}
 
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -276,6 +307,39 @@ SUITES: dict[str, Suite] = {
                 Case(f"batch-{b}-128-256", "latency", 128, 256, num_prompts=b, repeats=3) for b in (1, 64)
             ),
             engine_args={**GPU_8B_ARGS, "disable_log_stats": False},
+        ),
+        Suite(
+            name="heads-8b",
+            description=(
+                "Draft-head cost in the engine loop, Llama-3.1-8B shape, dummy weights (acceptance not "
+                "meaningful; cost is): an LSTM speculator of the 8B shape (n_predict 3, random weights "
+                "in Arctic's layout) in ours and in Arctic Inference 0.3.0's proposer, beside vanilla. "
+                "Per batch size: time per engine step, and the drafter's own time per step timed "
+                "between device synchronisations in a separate run; the implied per-request speedup "
+                "from held-out acceptance (section implied: formulas and sources)."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-head", "arctic-inference-head"),
+            cases=HEAD_COST_CASES,
+            engine_args={**GPU_8B_ARGS, **_TIMER},
+            head="lstm",
+        ),
+        Suite(
+            name="heads-cpu",
+            description=(
+                "heads-8b's dry run on CPU with the real SmolLM2-135M and a random LSTM head of its "
+                "shape (Arctic Inference's engine needs CUDA: reported, not run)."
+            ),
+            model="smollm2",
+            device="cpu",
+            engines=("vanilla", "arctic-serve-head", "arctic-inference-head"),
+            cases=(
+                Case("batch-1-32-8", "draft-cost", 32, 8, repeats=1),
+                Case("batch-4-32-8", "draft-cost", 32, 8, num_prompts=4, repeats=1),
+            ),
+            engine_args={**CPU_ENGINE_ARGS, **_TIMER},
+            head="lstm",
         ),
         Suite(
             name="smollm2-gpu",

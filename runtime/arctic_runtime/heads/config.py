@@ -11,7 +11,10 @@ Two published layouts are read unchanged:
   three as dotted strings such as ``"4096"``; one level is supported), ``vocab_size``,
   ``tie_weights`` and ``tie_lstm_embs`` (both required by the design), ``scale_input``; weights
   ``forget_emb.0``, ``projs.0`` (from the base hidden state), ``projs.1`` (from the previous step),
-  ``cell_ln.0``, ``state_ln.0``, ``head.i``.
+  ``cell_ln.0``, ``state_ln.0``, ``head.i``. ArcticTraining saves each ``projs.i`` as four gate
+  matrices (``forget_proj.i``, ``input_proj.i``, ``output_proj.i``, ``cell_proj.i``; Arctic
+  Inference 0.3.0 requires them): both are read (``heads.model.join_gate_projections``), and
+  ``heads.model.save_arctic_layout`` writes that layout.
 
 One field of our own, ``tie_base_embeddings`` (default false): the token embedding and the output
 head are the base model's own (its ``embed_tokens``, and its ``lm_head``), so the checkpoint leaves

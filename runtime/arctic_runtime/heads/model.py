@@ -237,6 +237,66 @@ class DraftHead(nn.Module):  # type: ignore[misc]
         return [self.head[i](s) for i, s in enumerate(states)]
 
 
+#: The LSTM's four gate projections as ArcticTraining saves them (``forget_proj.i`` ...), in the
+#: order our ``projs.i`` (and Arctic Inference's) stack them: [forget, input, output, candidate].
+GATE_KEYS = ("forget_proj", "input_proj", "output_proj", "cell_proj")
+#: ArcticTraining's aliases of ``forget_emb`` when ``tie_lstm_embs`` (the same tensor, saved again).
+TIED_EMB_ALIASES = ("input_emb", "cell_emb", "output_emb")
+
+
+def join_gate_projections(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint tensors with ArcticTraining's per-gate LSTM projections (``forget_proj.i``,
+    ``input_proj.i``, ``output_proj.i``, ``cell_proj.i``, each (proj_dim, in)) joined into our
+    ``projs.i`` (4 * proj_dim, in); a checkpoint that already has ``projs.i`` is returned as is.
+    Arctic Inference 0.3.0's loader does the same join and requires the per-gate keys."""
+    out = dict(tensors)
+    for i in (0, 1):
+        parts = [f"{gate}.{i}.weight" for gate in GATE_KEYS]
+        if f"projs.{i}.weight" in out or not all(k in out for k in parts):
+            continue
+        out[f"projs.{i}.weight"] = torch.cat([out.pop(k) for k in parts], dim=0)
+    return out
+
+
+def arctic_layout(head: DraftHead) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json, tensors) of ``head`` as a checkpoint Arctic Inference 0.3.0 loads: an LSTM's
+    ``projs.i`` split into the per-gate keys its loader requires, every tensor present (a head tied
+    to the base model's embedding gets a copy of it: Arctic has no such field), each shared tensor
+    once (``head.0`` for every step: both loaders tie the steps' output heads to it)."""
+    config = head.config
+    state = {k: v.detach() for k, v in head.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        prefix, _, rest = key.partition(".")
+        index = rest.partition(".")[0]
+        if config.tie_weights and prefix in ("head", "emb", "ln") and index != "0":
+            continue
+        if config.tie_weights and config.kind == "mlp" and prefix == "proj" and index not in ("0", "1"):
+            continue
+        if config.kind == "lstm" and prefix == "projs":
+            for gate, part in zip(GATE_KEYS, value.chunk(4, dim=0), strict=True):
+                tensors[f"{gate}.{index}.weight"] = part.contiguous().clone()
+            continue
+        tensors[key] = value.contiguous().clone()
+    data = {k: v for k, v in config.to_json().items() if k != "tie_base_embeddings"}
+    return data, tensors
+
+
+def save_arctic_layout(head: DraftHead, folder: str | Path) -> Path:
+    """Write ``arctic_layout(head)`` as ``config.json`` + ``model.safetensors``; our loader reads it
+    back too (``join_gate_projections``)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    data, tensors = arctic_layout(head)
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, str(path / "model.safetensors"))
+    return path
+
+
 def new_head(config: HeadConfig, base_embedding: torch.Tensor | None = None, seed: int = 0) -> DraftHead:
     head = DraftHead(config)
     head.init_weights(torch.Generator().manual_seed(seed))
@@ -278,8 +338,12 @@ def load_head(
         tensors = load_file(str(path / "model.safetensors"))
     else:
         tensors = torch.load(str(path / "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    tensors = {k.removeprefix("speculator."): v for k, v in tensors.items()}
-    head = DraftHead(config)
+    tensors = join_gate_projections({k.removeprefix("speculator."): v for k, v in tensors.items()})
+    # built without initialising (an 8B-shape head is ~1.2 G parameters): every tensor is then
+    # loaded or tied to the base model's, or load_checkpoint raises
+    with torch.device("meta"):
+        head = DraftHead(config)
+    head.to(dtype=dtype).to_empty(device=device if device is not None else "cpu")  # in place
     if config.tie_base_embeddings:
         if base_embedding is None:
             raise InvalidSetting([FieldError(key, "tie_base_embeddings needs the base model's embedding")])

@@ -1,0 +1,94 @@
+"""Issue 14's GPU measurements of draft heads, our side end to end on CPU with the real vLLM and
+SmolLM2: the ``heads-cpu`` suite (heads-8b's dry run), ``bench.arctic_hybrid`` (Arctic's engine
+reported as not run, with its reason, beside our rows), and Arctic Inference 0.3.0's own speculator
+code reading the checkpoint layout we write for it (from its sdist, when one is at hand)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import engine_env
+from tests.engine.conftest import REPO, run_module
+
+pytestmark = pytest.mark.engine
+SDIST = Path(os.environ.get("ARCTIC_INFERENCE_SDIST", REPO / ".gpu-files" / "arctic_inference-0.3.0.tar.gz"))
+
+
+def bench(argv: list[str], out: Path, pattern: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv, "--out", str(out)],
+        cwd=REPO,
+        env=engine_env(False),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(out.glob(pattern))
+    assert len(files) == 1
+    result: dict[str, Any] = json.loads(files[0].read_text())
+    return result
+
+
+def test_heads_cpu_suite_times_steps_and_the_drafter(tmp_path: Path, smollm2_dir: Path) -> None:
+    run = bench(["bench", "run", "--suite", "heads-cpu"], tmp_path, "heads-cpu-*.json")
+    assert run["complete"] and Path(run["head"]).name == "smollm2-lstm-head"
+    engines = run["engines"]
+    assert engines["arctic-inference-head"] == {"error": "not run: arctic_inference is not importable"}
+    for name in ("vanilla", "arctic-serve-head"):
+        for case in engines[name]["cases"].values():
+            assert case["runner"].endswith("CPUModelRunner")
+            assert case["step_ms"]["median"] > 0 and case["steps"]["median"] >= 8
+    assert not any("draft_ms" in c for c in engines["vanilla"]["cases"].values())
+    ours = engines["arctic-serve-head"]["cases"]["batch-4-32-8"]
+    assert ours["draft_ms"]["calls"] == ours["head_counters"]["steps"] > 0  # one drafting call a step
+    assert ours["head_counters"]["head_drafts"] > 0 and ours["draft_ms"]["per_step"] > 0
+    rows = run["implied"]["engines"]["arctic-serve-head"]
+    assert set(rows) == {"batch-1-32-8", "batch-4-32-8"} and "composed" in rows["batch-1-32-8"]
+
+
+def test_arctic_hybrid_run_keeps_our_rows_and_says_why_arctic_did_not_run(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    argv = ["bench.arctic_hybrid", "--device", "cpu", "--max-requests", "2", "--max-tokens", "24"]
+    run = bench(argv, tmp_path, "speculator-accept-*.json")
+    assert run["kind"] == "speculator-accept" and run["complete"]
+    assert "KeyError: 'forget_proj.0.weight'" in run["arctic_hybrid"]
+    assert run["engines"]["arctic-hybrid"]["error"].startswith("not run: arctic_inference is not importable")
+    rows = {r["trace"]: r for r in run["rows"]}
+    assert set(rows) == {"heldout-chat", "heldout-code", "edit", "mixed"}
+    for r in rows.values():
+        assert r["method"] == "hybrid-engine" and r["tokens"] == 23 * r["requests"]
+        assert r["drafts"] == r["steps"] > 0  # the hybrid drafts every step (the head is the fallback)
+        assert r["tokens_per_step"] >= 1.0
+
+
+def test_arctic_inference_reads_the_layout_we_write_and_drafts_as_ours(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    if not SDIST.is_file():
+        pytest.skip(f"Arctic Inference 0.3.0's sdist is not at {SDIST} (ARCTIC_INFERENCE_SDIST)")
+    with tarfile.open(SDIST) as tar:
+        tar.extractall(tmp_path, filter="data")
+    from bench.arctic_hybrid import HEAD, arctic_copy
+
+    exported = arctic_copy(HEAD, str(smollm2_dir), tmp_path / "exported")
+    request = {
+        "source": str(tmp_path / "arctic_inference-0.3.0"),
+        "ours": str(HEAD),
+        "exported": str(exported),
+        "base": str(smollm2_dir),
+    }
+    result = run_module("tests.engine.arctic_loader_runner", request, enabled=False, VLLM_PLUGINS="")
+    assert result["method"] == "arctic" and result["archs"] == ["ArcticLSTMSpeculatorPreTrainedModel"]
+    assert result["ours_as_is"] == "KeyError: 'forget_proj.0.weight'"
+    assert result["arctic"] == result["ours"]
