@@ -42,20 +42,10 @@ def head_config_for(base: Mapping[str, Any], kind: str = "lstm", n_predict: int 
     """The speculator shape for a base model's config.json: Arctic's published layout with every
     width equal to the base model's hidden size, its own embedding and output head (not tied to the
     base model's), the steps' output heads tied together."""
-    from arctic_runtime.heads.config import HeadConfig
+    from arctic_runtime.train.speculator import head_config
 
-    hidden = int(base["hidden_size"])
-    return HeadConfig(
-        kind="lstm" if kind == "lstm" else "mlp",
-        n_predict=n_predict,
-        input_hidden_dim=hidden,
-        inner_dim=hidden,
-        emb_dim=hidden,
-        proj_dim=hidden,
-        vocab_size=int(base["vocab_size"]),
-        tie_weights=True,
-        scale_input=True,
-        tie_base_embeddings=False,
+    return head_config(
+        kind, int(base["hidden_size"]), int(base["vocab_size"]), n_predict, tie_base_embeddings=False
     )
 
 

@@ -373,7 +373,12 @@ def _rates(steps: int, drafted: int, accepted: int, emitted: int) -> dict[str, A
 # ------------------------------------------------------------------------------------------ commands
 
 
-def head_config(kind: str, hidden: int, vocab: int, n_predict: int) -> HeadConfig:
+def head_config(
+    kind: str, hidden: int, vocab: int, n_predict: int, tie_base_embeddings: bool = True
+) -> HeadConfig:
+    """Arctic's published layout with every width equal to the base model's hidden size, the
+    steps' output heads tied together; ``tie_base_embeddings``: embedding and output head are the
+    base model's own (not stored)."""
     return HeadConfig(
         kind="lstm" if kind == "lstm" else "mlp",
         n_predict=n_predict,
@@ -384,7 +389,7 @@ def head_config(kind: str, hidden: int, vocab: int, n_predict: int) -> HeadConfi
         vocab_size=vocab,
         tie_weights=True,
         scale_input=True,
-        tie_base_embeddings=True,
+        tie_base_embeddings=tie_base_embeddings,
     )
 
 
