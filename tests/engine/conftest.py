@@ -41,6 +41,25 @@ def run_module(
     return result
 
 
+def run_bench(argv: list[str], out: Path, pattern: str, timeout: float = 900) -> dict[str, Any]:
+    """``python -m ARGV --out OUT`` as a user runs a benchmark (plugin off in the parent; the bench
+    enables it per engine); the one result file matching ``pattern`` it wrote."""
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv, "--out", str(out)],
+        cwd=REPO,
+        env=engine_env(False),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(out.glob(pattern))
+    assert len(files) == 1, [f.name for f in files]
+    result: dict[str, Any] = json.loads(files[0].read_text())
+    return result
+
+
 def run_offline(
     model: Path, *, enabled: bool, speculative_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -5,42 +5,20 @@ code reading the checkpoint layout we write for it (from its sdist, when one is 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import engine_env
-from tests.engine.conftest import REPO, run_module
+from tests.engine.conftest import REPO, run_bench, run_module
 
 pytestmark = pytest.mark.engine
 SDIST = Path(os.environ.get("ARCTIC_INFERENCE_SDIST", REPO / ".gpu-files" / "arctic_inference-0.3.0.tar.gz"))
 
 
-def bench(argv: list[str], out: Path, pattern: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", *argv, "--out", str(out)],
-        cwd=REPO,
-        env=engine_env(False),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    files = list(out.glob(pattern))
-    assert len(files) == 1
-    result: dict[str, Any] = json.loads(files[0].read_text())
-    return result
-
-
 def test_heads_cpu_suite_times_steps_and_the_drafter(tmp_path: Path, smollm2_dir: Path) -> None:
-    run = bench(["bench", "run", "--suite", "heads-cpu"], tmp_path, "heads-cpu-*.json")
+    run = run_bench(["bench", "run", "--suite", "heads-cpu"], tmp_path, "heads-cpu-*.json")
     assert run["complete"] and Path(run["head"]).name == "smollm2-lstm-head"
     engines = run["engines"]
     assert engines["arctic-inference-head"] == {"error": "not run: arctic_inference is not importable"}
@@ -60,7 +38,7 @@ def test_arctic_hybrid_run_keeps_our_rows_and_says_why_arctic_did_not_run(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:
     argv = ["bench.arctic_hybrid", "--device", "cpu", "--max-requests", "2", "--max-tokens", "24"]
-    run = bench(argv, tmp_path, "speculator-accept-*.json")
+    run = run_bench(argv, tmp_path, "speculator-accept-*.json")
     assert run["kind"] == "speculator-accept" and run["complete"]
     assert "KeyError: 'forget_proj.0.weight'" in run["arctic_hybrid"]
     assert run["engines"]["arctic-hybrid"]["error"].startswith("not run: arctic_inference is not importable")

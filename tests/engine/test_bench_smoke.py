@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.report import render
 
-from tests.conftest import engine_env
+from tests.engine.conftest import run_bench
 
 pytestmark = pytest.mark.engine
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_suite(suite: str, out: Path) -> dict[str, Any]:
     """``python -m bench run`` as a user runs it; the one result file it wrote."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--suite", suite, "--out", str(out)],
-        cwd=REPO,
-        env=engine_env(False),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    files = list(out.glob(f"{suite}-*.json"))
-    assert len(files) == 1
-    result: dict[str, Any] = json.loads(files[0].read_text())
-    return result
+    return run_bench(["bench", "run", "--suite", suite], out, f"{suite}-*.json")
 
 
 def test_cpu_smoke_suite_produces_a_complete_result(tmp_path: Path, smollm2_dir: Path) -> None:
