@@ -21,7 +21,14 @@ from arctic_runtime.heads.engine import (
     hybrid_source,
     split_head_spec,
 )
-from arctic_runtime.heads.model import DraftHead, arctic_layout, load_head, save_arctic_layout, save_head
+from arctic_runtime.heads.model import (
+    DraftHead,
+    GraphedDrafter,
+    arctic_layout,
+    load_head,
+    save_arctic_layout,
+    save_head,
+)
 from arctic_runtime.train.speculator import head_loss, replay
 
 # IBM's published MLP speculator config (ibm-fms/llama-13b-accelerator's fields) and the config
@@ -264,6 +271,33 @@ def test_hybrid_rule() -> None:
     # the head's forced tokens: the suffix draft of an extended row, -1 (the head's own) elsewhere
     assert forced_prefix("suffix+head", [5, 6], 3) == [5, 6, -1]
     assert forced_prefix("head", [5, 6], 3) == [-1, -1, -1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs run on CUDA only")
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_graphed_drafter_replays_exactly_the_heads_drafts(kind: str) -> None:
+    """One CUDA graph per padded batch size gives the eager head's drafts, with and without a
+    forced prefix, for batches that pad (3 -> 4, 5 -> 8) and that fit exactly, and a graph
+    captured once serves later calls with other inputs and other prefixes."""
+    head = DraftHead(small(kind))
+    head.init_weights(torch.Generator().manual_seed(5))
+    head = head.to("cuda")
+    graphed = GraphedDrafter(head, max_batch=8)
+    g = torch.Generator().manual_seed(6)
+    for rows in (3, 4, 5, 3):
+        x = torch.randn(rows, 16, generator=g).cuda()
+        tok = torch.randint(0, 50, (rows,), generator=g).cuda()
+        assert torch.equal(graphed.draft(x, tok, 3), head.draft(x, tok, 3))
+        prefix = torch.full((rows, 3), -1, device="cuda")
+        prefix[0, 0], prefix[rows - 1, :2] = 7, torch.tensor([9, 4], device="cuda")
+        assert torch.equal(graphed.draft(x, tok, 3, prefix), head.draft(x, tok, 3, prefix))
+        # a prefix given once does not leak into the next call without one
+        assert torch.equal(graphed.draft(x, tok, 3), head.draft(x, tok, 3))
+    assert sorted(graphed.graphs) == [(4, 3), (8, 3)]
+    # beyond max_batch: the eager head, no graph
+    x, tok = torch.randn(9, 16, generator=g).cuda(), torch.randint(0, 50, (9,), generator=g).cuda()
+    assert torch.equal(graphed.draft(x, tok, 3), head.draft(x, tok, 3))
+    assert sorted(graphed.graphs) == [(4, 3), (8, 3)]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])
