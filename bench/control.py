@@ -1137,6 +1137,10 @@ POLICIES = (
 )
 
 
+NO_BUDGET = "ours-no-ttft-budget"
+"""Ours without the cap policy's TTFT budget (``capController.ttftBudgetPercent`` unset): not in
+the default runs; ``--policies`` and ``--what-if-replicas`` use it."""
+
 RUNNING_TARGET = 32
 """Requests, spec.autoscaling.targets.runningRequestsPerReplica of ours, static-cap-N and
 schedule-N, on top of the CR's default targets (5 waiting per replica, 80 % KV cache). Why:
@@ -1297,11 +1301,13 @@ def make_controller(
 ) -> Controller:
     """The policy's controller; ``drafts_with_prefill``: whether ours' cap policy prices drafts in
     prefill steps (the engines' behaviour, EngineConfig.drafts_with_prefill)."""
-    if policy == "ours":
+    if policy in ("ours", NO_BUDGET):
         costs = cal.costs() if cal is not None else DEFAULT_COSTS
         cap_policy = replace(
             CapPolicy.from_spec(speculation_spec(), costs), drafts_with_prefill=drafts_with_prefill
         )
+        if policy == NO_BUDGET:
+            cap_policy = replace(cap_policy, ttft_budget=None)
         return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers)
     if policy.startswith("static-cap-"):
         name = policy.removeprefix("static-cap-")
@@ -1312,7 +1318,7 @@ def make_controller(
         return OperatorController(None, (None, None), running_target, schedule, levers)
     if policy == "keda-waiting-5":
         return KedaController((FIXED_CAP, None))
-    raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+    raise ValueError(f"unknown policy {policy!r} (known: {', '.join((*POLICIES, NO_BUDGET))})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1537,7 +1543,7 @@ WHAT_IF_POLICIES = ("ours", "static-cap-0", "static-cap-64")
 
 REPLAY_REFERENCE = "static-cap-0"
 """--what-if-replicas: the run whose replica count per tick the others replay."""
-REPLAY_POLICIES = ("ours-no-ttft-budget", "ours", "static-cap-8")
+REPLAY_POLICIES = (NO_BUDGET, "ours", "static-cap-8")
 """--what-if-replicas: the cap policies run on the reference's replicas, with drafts in steps that
 carry prefill (vLLM) and without (a runtime that drops them). ``ours-no-ttft-budget``: ours with
 CapPolicy.ttft_budget None (the break-even size alone, the policy before the budget)."""
@@ -1554,11 +1560,8 @@ def _what_if_replicas_job(job: tuple[Trace, Calibration, int, int | None]) -> li
     rows = [{**base.row(), "drafts_with_prefill": True, "replicas": "own"}]
     for policy in REPLAY_POLICIES:
         for with_prefill in (True, False):
-            base_policy = "ours" if policy == "ours-no-ttft-budget" else policy
-            controller = make_controller(base_policy, running_target, cal, drafts_with_prefill=with_prefill)
+            controller = make_controller(policy, running_target, cal, drafts_with_prefill=with_prefill)
             assert isinstance(controller, OperatorController)
-            if policy == "ours-no-ttft-budget" and controller.loop.cap_policy is not None:
-                controller.loop.cap_policy = replace(controller.loop.cap_policy, ttft_budget=None)
             controller.replay_replicas = reference.replica_log
             engine = EngineConfig(kv_capacity_tokens=cal.kv_capacity_tokens, drafts_with_prefill=with_prefill)
             run = simulate(policy, trace, cal, seed, engine=engine, requests=requests, controller=controller)

@@ -168,6 +168,10 @@ def test_the_simulated_operator_is_the_operators_control_loop(cal: Calibration) 
     assert isinstance(ours.loop, ControlLoop)
     assert ours.loop.cap_policy is not None and ours.loop.cap_policy.costs == cal.costs()
     assert ours.loop.replica_policy is not None and ours.loop.replica_policy.burst_headroom == 1
+    assert ours.loop.cap_policy.ttft_budget == 0.02  # the CR's default ttftBudgetPercent, 2
+    unbudgeted = control.make_controller("ours-no-ttft-budget", cal=cal)
+    assert isinstance(unbudgeted, control.OperatorController) and unbudgeted.loop.cap_policy is not None
+    assert unbudgeted.loop.cap_policy == replace(ours.loop.cap_policy, ttft_budget=None)
     fixed = control.make_controller("static-cap-none", cal=cal)
     assert isinstance(fixed, control.OperatorController)
     assert fixed.loop.cap_policy is None and fixed.initial_caps() == (None, None)
