@@ -89,6 +89,25 @@ def _rank(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def cpu_seconds(stat: str, ticks: int) -> float:
+    """A process's CPU time (user + system) from its ``/proc/<pid>/stat`` line, ``ticks`` a second."""
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
+
+
+def busy_seconds(stat: str, ticks: int) -> float:
+    """The machine's busy CPU time from ``/proc/stat``: user, nice, system, irq and softirq (not idle,
+    iowait, the hypervisor's steal, nor guest time, which user already counts)."""
+    first = stat.splitlines()[0].split()
+    assert first[0] == "cpu", first
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in first[1:8])
+    return (user + nice + system + irq + softirq) / ticks
+
+
+def _cpu_of(pid: int) -> float:
+    return cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
 def _code_version() -> str:
     """The commit the operator ran from (``+dirty`` with uncommitted changes), for comparisons."""
     import subprocess
@@ -157,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             doc["metadata"] = {"name": f"svc-{i:04d}", "namespace": APPS_NS}
             items.append(doc)
         started = time.monotonic()
+        machine_busy = busy_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+        load_before = os.getloadavg()[0]
+        assert op.proc is not None
+        pids = {name: proc.pid for name, proc in cluster.procs.items()} | {"operator": op.proc.pid}
+        cpu_before = {name: _cpu_of(pid) for name, pid in pids.items()}
         # 50 a call: kubectl's client-side apply is two requests per object, one after another, and
         # a call of 200 ran past kubectl's 120 s limit on a busy machine (the API server creating
         # the first ones' children meanwhile)
@@ -176,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(2.0)
         all_ready_s = time.monotonic() - started
+        # CPU time from the first apply to all Ready, per process and for the whole machine (kubectl,
+        # helm and other users of a shared machine are the rest)
+        cpu = {name: round(_cpu_of(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        machine_busy = busy_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK")) - machine_busy
+        load_after = os.getloadavg()[0]
         metrics = op.metrics()
         buckets = sorted(
             (float(lbl["le"]), v) for lbl, v in _metric(metrics, "arctic_operator_reconcile_seconds_bucket")
@@ -216,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.node(),
             "cpus": os.cpu_count(),
             "kubernetes": "1.37.2 (kwok nodes)",
+            # 1-minute load average at the first apply and at all Ready
+            "load": [round(load_before, 2), round(load_after, 2)],
         },
         "code": _code_version(),
         "services": args.services,
@@ -235,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             [bound if bound != float("inf") else "+Inf", count] for bound, count in buckets
         ],
         "operator_peak_rss_mb": round(rss_kb / 1024, 1),
+        # CPU-seconds per process of the benchmark, and the machine's busy CPU-seconds from the first
+        # apply to all Ready (beside all_ready_s x cpus: how saturated the machine was)
+        "cpu_seconds": cpu,
+        "machine_busy_cpu_seconds": round(machine_busy, 1),
         "api_requests": requests,
         "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,
         "api_requests_by_verb": dict(by_verb.most_common()),

@@ -1,9 +1,9 @@
-"""bench.operator_scale's pure pieces: reading the operator's reconcile histograms."""
+"""bench.operator_scale's pure pieces: reading the operator's reconcile histograms and CPU times."""
 
 from __future__ import annotations
 
 import pytest
-from bench.operator_scale import over, quantile
+from bench.operator_scale import busy_seconds, cpu_seconds, over, quantile
 
 #: cumulative (upper bound, count), as Prometheus exposes a histogram: 10 passes
 BUCKETS = [(0.5, 4.0), (1.0, 8.0), (1.25, 9.0), (2.0, 10.0), (float("inf"), 10.0)]
@@ -22,3 +22,15 @@ def test_over_counts_the_observations_above_a_bucket_bound() -> None:
     assert over(BUCKETS, 2.0) == 0.0
     with pytest.raises(ValueError, match=r"0\.9 is not a bucket bound"):
         over(BUCKETS, 0.9)
+
+
+def test_cpu_seconds_reads_utime_and_stime_also_after_a_name_with_spaces_and_parentheses() -> None:
+    # /proc/<pid>/stat: pid (comm) state ppid ... utime (14th) stime (15th) ...
+    stat = "4242 (kube (api) server) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 9 0 0"
+    assert cpu_seconds(stat, 100) == pytest.approx(3.0)
+
+
+def test_busy_seconds_leaves_out_idle_iowait_steal_and_guest() -> None:
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 20 30 900 50 5 5 7 40 0\ncpu0 50 10 15 450 25 2 3 0 0 0\n"
+    assert busy_seconds(stat, 100) == pytest.approx(1.6)
