@@ -23,9 +23,9 @@ ver="k8s.io/component-base/version"
 # One `go build` for everything that shares Kubernetes' package graph (etcd's server included), so
 # each package compiles once; -trimpath and no symbol tables keep the link fast and the files small.
 # Inlining stays on, as in Kubernetes' release binaries: without it (-gcflags=all=-l) a cold build
-# takes 23% less CPU (1,056 vs 1,365 CPU-seconds, side by side on 2 cores), but the API server then
-# spent 20-35% more CPU in bench.operator_scale's 1,000 services, and the operator's reconcile
-# latency followed (README, "At scale": bench/results/operator-scale-20261203T21* and T22*).
+# takes 23% less CPU (1,056 vs 1,365 CPU-seconds, side by side on 2 cores), but with inlining the
+# API server takes 23-35% less CPU in bench.operator_scale's 1,000 services, and the operator's
+# reconcile latency follows (README, "At scale": bench/results/operator-scale-20261203T21* and T22*).
 flags=(-trimpath -ldflags "-s -w -X $ver.gitVersion=v1.37.2 -X $ver.gitMajor=1 -X $ver.gitMinor=37 -X $ver.gitTreeState=clean")
 echo "cluster build: kube-apiserver, kube-controller-manager, kube-scheduler, etcd (cold: many minutes)" >&2
 (cd "$here" && nice -n "${NICE:-10}" go build "${flags[@]}" -o "$bin.tmp/" \
