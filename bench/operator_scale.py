@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,92 @@ def _stamp(text: str) -> float:
 def _rank(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(stat: str, ticks: int) -> float:
+    """A process's CPU time (user + system) from its ``/proc/<pid>/stat`` line, ``ticks`` a second."""
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
+
+
+def busy_seconds(stat: str, ticks: int) -> float:
+    """The machine's busy CPU time from ``/proc/stat``: user, nice, system, irq and softirq (not idle,
+    iowait, the hypervisor's steal, nor guest time, which user already counts)."""
+    first = stat.splitlines()[0].split()
+    assert first[0] == "cpu", first
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in first[1:8])
+    return (user + nice + system + irq + softirq) / ticks
+
+
+def _cpu_of(pid: int) -> float:
+    return cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One of the operator's requests about one resource's children, from the audit log."""
+
+    received: float
+    completed: float
+    verb: str
+    resource: str
+    dry_run: bool
+
+    @property
+    def write(self) -> bool:
+        return self.verb in ("create", "patch", "update") and not self.dry_run
+
+    @property
+    def read(self) -> bool:
+        return self.verb in ("get", "list")
+
+
+def first_pass_rounds(sent: list[Sent]) -> dict[str, Any] | None:
+    """A resource's first pass as the API server saw it, from the requests about its children (its
+    own object and its status left out): round 1, every request received before the first write
+    (the reads and the dry runs); round 2, the writes from there to the next read (the next
+    pass). Seconds: ``total`` (round 1's first request received to round 2's last answer),
+    ``round1``, ``between`` (round 1's last answer to round 2's first request: the operator's own
+    time) and ``round2``; ``slowest_write``: the resource of round 2's slowest request. None when
+    the resource has no write."""
+    ordered = sorted(sent, key=lambda r: r.received)
+    first = next((i for i, r in enumerate(ordered) if r.write), None)
+    if first is None or first == 0:
+        return None
+    round1 = ordered[:first]
+    round2 = []
+    for r in ordered[first:]:
+        if r.read:
+            break
+        if r.write:
+            round2.append(r)
+    end1 = max(r.completed for r in round1)
+    return {
+        "total": max(r.completed for r in round2) - round1[0].received,
+        "round1": end1 - round1[0].received,
+        "between": round2[0].received - end1,
+        "round2": max(r.completed for r in round2) - round2[0].received,
+        "slowest_write": max(round2, key=lambda r: r.completed - r.received).resource,
+    }
+
+
+def owner_of(entry: dict[str, Any], names: list[str]) -> str | None:
+    """Which of the resources ``names`` an audit entry of a child request is about: the one whose
+    name the object's name starts with (``svc-0001-admin``), or the listing's selector names
+    (``app.kubernetes.io/instance=svc-0001``); None for the resources themselves and events."""
+    from urllib.parse import parse_qs, urlsplit
+
+    ref = entry.get("objectRef") or {}
+    if ref.get("resource") in (None, "arcticinferenceservices", "events"):
+        return None
+    name = ref.get("name")
+    if not name:
+        query = parse_qs(urlsplit(entry.get("requestURI", "")).query)
+        pairs = dict(p.split("=", 1) for p in ",".join(query.get("labelSelector", [])).split(",") if "=" in p)
+        name = pairs.get("app.kubernetes.io/instance")
+    if not name:
+        return None
+    return max((n for n in names if name == n or name.startswith(n + "-")), key=len, default=None)
 
 
 def _code_version() -> str:
@@ -157,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             doc["metadata"] = {"name": f"svc-{i:04d}", "namespace": APPS_NS}
             items.append(doc)
         started = time.monotonic()
+        machine_busy = busy_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+        load_before = os.getloadavg()[0]
+        assert op.proc is not None
+        pids = {name: proc.pid for name, proc in cluster.procs.items()} | {"operator": op.proc.pid}
+        cpu_before = {name: _cpu_of(pid) for name, pid in pids.items()}
+        tools_before = os.times()
         # 50 a call: kubectl's client-side apply is two requests per object, one after another, and
         # a call of 200 ran past kubectl's 120 s limit on a busy machine (the API server creating
         # the first ones' children meanwhile)
@@ -176,6 +269,21 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(2.0)
         all_ready_s = time.monotonic() - started
+        # CPU time from the first apply to all Ready, per process and for the whole machine (other
+        # users of a shared machine are the rest)
+        cpu = {name: round(_cpu_of(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        tools = os.times()  # this process (the polling) and its finished children (kubectl calls)
+        cpu["benchmark (kubectl apply, polling)"] = round(
+            tools.user
+            + tools.system
+            + tools.children_user
+            + tools.children_system
+            - (tools_before.user + tools_before.system)
+            - (tools_before.children_user + tools_before.children_system),
+            1,
+        )
+        machine_busy = busy_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK")) - machine_busy
+        load_after = os.getloadavg()[0]
         metrics = op.metrics()
         buckets = sorted(
             (float(lbl["le"]), v) for lbl, v in _metric(metrics, "arctic_operator_reconcile_seconds_bucket")
@@ -187,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         reconciles = sum(v for _, v in _metric(metrics, "arctic_operator_reconciles_total"))
         requests, by_verb = 0, Counter[str]()
         server_s: dict[str, list[float]] = {}
+        names = [item["metadata"]["name"] for item in items]
+        children: dict[str, list[Sent]] = {}
         # the API server rotates its audit log every 100 MB (audit-<time>.log beside it): read all
         for part in sorted(work.glob("audit*.log")):
             for line in part.open():
@@ -200,6 +310,18 @@ def main(argv: list[str] | None = None) -> int:
                 if entry.get("stage") == "ResponseComplete" and entry.get("requestReceivedTimestamp"):
                     took = _stamp(entry["stageTimestamp"]) - _stamp(entry["requestReceivedTimestamp"])
                     server_s.setdefault(key, []).append(took)
+                    owner = owner_of(entry, names)
+                    if owner is not None:
+                        children.setdefault(owner, []).append(
+                            Sent(
+                                _stamp(entry["requestReceivedTimestamp"]),
+                                _stamp(entry["stageTimestamp"]),
+                                str(entry.get("verb")),
+                                what,
+                                dry,
+                            )
+                        )
+        passes = [r for r in (first_pass_rounds(v) for v in children.values()) if r is not None]
         rss_kb = op.peak_rss_kb()
         op.stop()
     finally:
@@ -216,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.node(),
             "cpus": os.cpu_count(),
             "kubernetes": "1.37.2 (kwok nodes)",
+            # 1-minute load average at the first apply and at all Ready
+            "load": [round(load_before, 2), round(load_after, 2)],
         },
         "code": _code_version(),
         "services": args.services,
@@ -235,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             [bound if bound != float("inf") else "+Inf", count] for bound, count in buckets
         ],
         "operator_peak_rss_mb": round(rss_kb / 1024, 1),
+        # CPU-seconds per process of the benchmark, and the machine's busy CPU-seconds from the first
+        # apply to all Ready (beside all_ready_s x cpus: how saturated the machine was)
+        "cpu_seconds": cpu,
+        "machine_busy_cpu_seconds": round(machine_busy, 1),
         "api_requests": requests,
         "api_requests_per_reconcile": round(requests / reconciles, 2) if reconciles else None,
         "api_requests_by_verb": dict(by_verb.most_common()),
@@ -244,6 +372,15 @@ def main(argv: list[str] | None = None) -> int:
             for key, v in sorted(server_s.items(), key=lambda kv: -len(kv[1]))
             if len(v) >= 100
         },
+        # each resource's first pass as the API server saw it (first_pass_rounds), p50/p90/p99 per
+        # part, and which request was the slowest of its writes (how often)
+        "first_pass_server_seconds": {
+            part: [round(_rank([p[part] for p in passes], q), 4) for q in (0.5, 0.9, 0.99)]
+            for part in ("total", "round1", "between", "round2")
+        }
+        if passes
+        else None,
+        "first_pass_slowest_write": dict(Counter(p["slowest_write"] for p in passes).most_common()),
         "operator_resync_s": args.resync_s,
         "targets": {"reconcile_p99_s": 1.0, "operator_rss_mb": 150},
     }
