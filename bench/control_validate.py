@@ -1478,6 +1478,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also predict from the other calibration (GPU; h200 needs the control-h200 files)",
     )
+    parser.add_argument(
+        "--running-target",
+        type=int,
+        help="requests the segment's peak rate keeps running on the replica (default: the simulator's "
+        "running target, 32 on the GPU; higher puts the load at the knee, where a queue forms)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="calibration files")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
@@ -1514,6 +1520,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     setting = SETTINGS[device]
+    if args.running_target is not None:
+        if not 1 <= args.running_target <= setting.max_num_seqs:
+            print(
+                f"control_validate: --running-target must be 1-{setting.max_num_seqs} on {device}, "
+                f"got {args.running_target}",
+                file=sys.stderr,
+            )
+            return 2
+        setting = replace(setting, running_target=args.running_target)
     offline = load_calibration_h200(args.results) if calibration == "h200" or args.compare else None
     acceptance_cal = load_calibration(args.results)
     acceptance = engine_acceptance(acceptance_cal)

@@ -14,6 +14,8 @@
 # from them (--compare: the offline engine's calibration, beside). Segments (90 s each by default)
 # shrink to fit the budget: ~45 s after a cold start (~260 s on a fresh host), 90 s after a warm one
 # (~90 s). Both JSON files go to $OUT (the validation file is rewritten after each trace).
+# VALIDATE_ARGS passes more options, e.g. "--running-target 96 --traces steady,bursty" for a load at
+# the knee (a queue forms), which the default load (32 running at the peak) stays below.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${VALIDATE_BUDGET_S:-540}   # the whole command's seconds (the device allows 600)
@@ -33,7 +35,7 @@ if ls bench/results/control-h200-*.json >/dev/null 2>&1; then compare="--compare
 left=$(( budget - ($(date +%s) - started) ))
 # 15 s kept for the interpreter's exit and the copy; the tool fits its segments into the rest
 timeout --signal=INT "$left" python3 -m bench.control_validate --device gpu --calibration served $compare \
-  --segment-s "${VALIDATE_SEGMENT_S:-90}" --budget-s $(( left - 15 )) --out "$out" 2>&1 \
+  --segment-s "${VALIDATE_SEGMENT_S:-90}" --budget-s $(( left - 15 )) --out "$out" ${VALIDATE_ARGS:-} 2>&1 \
   | grep -E '^control_validate|Error|error' || true
 python3 - "$out" <<'PY'
 import glob, json, sys

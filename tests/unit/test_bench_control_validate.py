@@ -459,3 +459,12 @@ def test_the_kv_capacity_comes_from_the_engines_log() -> None:
     log = "INFO [kv_cache_utils.py:1] GPU KV cache size: 1,234,567 tokens\nmore\n"
     assert cv.kv_capacity_from_log(log) == 1_234_567
     assert cv.kv_capacity_from_log("nothing here") is None
+
+
+def test_a_running_target_outside_the_engines_slots_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cv.main(["--device", "cpu", "--running-target", "0"]) == 2
+    assert "--running-target must be 1-8 on cpu, got 0" in capsys.readouterr().err
+    assert cv.main(["--device", "gpu", "--running-target", "257"]) == 2
+    assert "--running-target must be 1-256 on gpu, got 257" in capsys.readouterr().err
