@@ -36,7 +36,6 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -189,7 +188,7 @@ def engine_main(plan_file: str) -> None:
 def run_engine(
     method: str, plan: dict[str, Any], work: Path, device: str, timeout_s: float
 ) -> dict[str, Any]:
-    from bench.run import engine_env
+    from bench.run import engine_env, run_result_process
 
     env, _, requires = ENGINES[method]
     if requires and importlib.util.find_spec(requires) is None:
@@ -198,28 +197,9 @@ def run_engine(
         }
     plan_file = work / f"plan-{method}.json"
     plan_file.write_text(json.dumps(plan))
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.arctic_hybrid", "engine", str(plan_file)],
-            cwd=REPO,
-            env=engine_env(env, device),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        return {"error": f"timed out after {timeout_s:.0f} s: " + "\n".join(err.splitlines()[-15:])[-1500:]}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
-        print(f"bench: {method} failed (rc={proc.returncode}):\n{tail}", file=sys.stderr)
-        return {"error": f"rc={proc.returncode}: {tail[-2000:]}", "wall_s": time.perf_counter() - t0}
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    result["wall_s"] = time.perf_counter() - t0
-    return result
+    return run_result_process(
+        ["bench.arctic_hybrid", "engine", str(plan_file)], engine_env(env, device), timeout_s, method
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

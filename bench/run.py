@@ -114,12 +114,26 @@ def run_engine(
         "engine_args": with_head({**suite.engine_args, **engine.engine_args}, head),
         "cases": [asdict(c) for c in suite.cases],
     }
+    return run_result_process(
+        ["bench.worker", json.dumps(plan)],
+        engine_env(engine.env, suite.device),
+        timeout_s,
+        f"engine {engine_name}",
+    )
+
+
+def run_result_process(
+    module_args: list[str], env: dict[str, str], timeout_s: float, label: str
+) -> dict[str, Any]:
+    """``python -m MODULE_ARGS`` in its own process (an engine run): its last ``RESULT <json>`` line
+    with ``wall_s`` added, or ``{"error", "wall_s"}`` when it fails or times out (stderr's tail, also
+    printed)."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.worker", json.dumps(plan)],
+            [sys.executable, "-m", *module_args],
             cwd=REPO,
-            env=engine_env(engine.env, suite.device),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -127,13 +141,13 @@ def run_engine(
         )
     except subprocess.TimeoutExpired as exc:
         tail = "\n".join(_text(exc.stderr).strip().splitlines()[-25:])
-        print(f"bench: engine {engine_name} timed out after {timeout_s:.0f} s:\n{tail}", file=sys.stderr)
+        print(f"bench: {label} timed out after {timeout_s:.0f} s:\n{tail}", file=sys.stderr)
         return {"error": f"timed out after {timeout_s:.0f} s: {tail[-2000:]}", "wall_s": timeout_s}
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
-        print(f"bench: engine {engine_name} failed (rc={proc.returncode}):\n{tail}", file=sys.stderr)
+        print(f"bench: {label} failed (rc={proc.returncode}):\n{tail}", file=sys.stderr)
         return {"error": f"rc={proc.returncode}: {tail[-2000:]}", "wall_s": wall}
     result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
     result["wall_s"] = wall
