@@ -14,6 +14,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,18 +45,39 @@ def run_latency(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
     first = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
     full = SamplingParams(max_tokens=case["output_len"], temperature=0.0, ignore_eos=True)
     llm.generate(prompt, full, use_tqdm=False)  # warm-up
-    ttft, e2e, tpot = [], [], []
+    rounds = timed_rounds(llm, prompt, first, full, case)
+    return {k: stats(rounds[k]) for k in ("ttft_ms", "e2e_ms", "tpot_ms")}
+
+
+def timed_rounds(
+    llm: Any,
+    prompt: Any,
+    first: Any,
+    full: Any,
+    case: dict[str, Any],
+    read_steps: Callable[[], int] | None = None,
+) -> dict[str, list[float]]:
+    """``repeats`` rounds of a 1-token run (TTFT) then the full run (E2E), TPOT from the difference.
+    With ``read_steps`` (the engine's step counter) also ``steps`` of each full run and ``step_ms``:
+    (E2E - TTFT) / (steps of the full run - steps of the 1-token run)."""
+    rounds: dict[str, list[float]] = {"ttft_ms": [], "e2e_ms": [], "tpot_ms": [], "step_ms": [], "steps": []}
     for _ in range(case["repeats"]):
+        s0 = read_steps() if read_steps else 0
         t0 = time.perf_counter()
         llm.generate(prompt, first, use_tqdm=False)
         t1 = time.perf_counter()
+        s1 = read_steps() if read_steps else 0
         out = llm.generate(prompt, full, use_tqdm=False)
         t2 = time.perf_counter()
+        s2 = read_steps() if read_steps else 0
         assert all(len(o.outputs[0].token_ids) == case["output_len"] for o in out)
-        ttft.append((t1 - t0) * 1e3)
-        e2e.append((t2 - t1) * 1e3)
-        tpot.append(((t2 - t1) - (t1 - t0)) * 1e3 / (case["output_len"] - 1))
-    return {"ttft_ms": stats(ttft), "e2e_ms": stats(e2e), "tpot_ms": stats(tpot)}
+        rounds["ttft_ms"].append((t1 - t0) * 1e3)
+        rounds["e2e_ms"].append((t2 - t1) * 1e3)
+        rounds["tpot_ms"].append(((t2 - t1) - (t1 - t0)) * 1e3 / (case["output_len"] - 1))
+        if read_steps:
+            rounds["steps"].append(float(s2 - s1))
+            rounds["step_ms"].append(((t2 - t1) - (t1 - t0)) * 1e3 / max(1, (s2 - s1) - (s1 - s0)))
+    return rounds
 
 
 def run_throughput(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
@@ -146,34 +168,14 @@ def run_draft_cost(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]
     first = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, detokenize=False)
     full = SamplingParams(max_tokens=case["output_len"], temperature=0.0, ignore_eos=True, detokenize=False)
     llm.generate(prompt, full, use_tqdm=False)  # warm-up (also captures the drafter's graphs)
-    ttft, e2e, tpot, step, steps = [], [], [], [], []
-    for _ in range(case["repeats"]):
-        s0 = _timer(llm, "bench_timer_read")["steps"]
-        t0 = time.perf_counter()
-        llm.generate(prompt, first, use_tqdm=False)
-        t1 = time.perf_counter()
-        s1 = _timer(llm, "bench_timer_read")["steps"]
-        out = llm.generate(prompt, full, use_tqdm=False)
-        t2 = time.perf_counter()
-        s2 = _timer(llm, "bench_timer_read")["steps"]
-        assert all(len(o.outputs[0].token_ids) == case["output_len"] for o in out)
-        ttft.append((t1 - t0) * 1e3)
-        e2e.append((t2 - t1) * 1e3)
-        tpot.append(((t2 - t1) - (t1 - t0)) * 1e3 / (case["output_len"] - 1))
-        decode_steps = (s2 - s1) - (s1 - s0)
-        steps.append(float(s2 - s1))
-        step.append(((t2 - t1) - (t1 - t0)) * 1e3 / max(1, decode_steps))
+    rounds = timed_rounds(
+        llm, prompt, first, full, case, lambda: int(_timer(llm, "bench_timer_read")["steps"])
+    )
     before, spec0, heads0 = _timer(llm, "bench_timer_sync", on=True), spec_counters(llm), _head_counters(llm)
     llm.generate(prompt, full, use_tqdm=False)
     after, spec1, heads1 = _timer(llm, "bench_timer_sync", on=False), spec_counters(llm), _head_counters(llm)
-    result: dict[str, Any] = {
-        "ttft_ms": stats(ttft),
-        "e2e_ms": stats(e2e),
-        "tpot_ms": stats(tpot),
-        "step_ms": stats(step),
-        "steps": stats(steps),
-        "runner": installed["runner"],
-    }
+    result: dict[str, Any] = {k: stats(v) for k, v in rounds.items()}
+    result["runner"] = installed["runner"]
     calls = after["timed_calls"] - before["timed_calls"]
     probe_steps = after["steps"] - before["steps"]
     if calls:
