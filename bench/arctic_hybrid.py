@@ -22,7 +22,8 @@ worker's ``execute_model`` calls that schedule tokens, ``bench.drafttimer``); ac
 drafts from vLLM's spec-decode counters (whose ``tokens - accepted`` is kept as
 ``steps_from_counters``: it counts drafts accepted past ``max_tokens`` too).
 ``match`` is the share of answers identical to the trace's (both greedy; the trace came from the
-training run's forward pass, so bf16 kernels may part ways on near-ties).
+training run's forward pass, so bf16 kernels may part ways on near-ties); ``first_diff`` under each
+engine lists, per trace and request, the first output position that differs (null: identical).
 
 Writes ``speculator-accept-<time>.json`` (rows ``{part, trace, method, head, tokens_per_step,
 accept_rate, ...}``, methods ``hybrid-engine`` and ``arctic-hybrid``), rewritten after each engine
@@ -146,6 +147,16 @@ def rows_of(method: str, per_trace: dict[str, dict[str, float]]) -> list[dict[st
     return rows
 
 
+def first_difference(got: list[int], answer: list[int]) -> int | None:
+    """Index of the first output token that differs from the trace's answer (a shorter output
+    differs where it ends), or None when the two are equal: where an engine parts ways with
+    the greedy trace tells a near-tie late in an answer from a different prompt or sampler."""
+    for i, (a, b) in enumerate(zip(got, answer, strict=False)):
+        if a != b:
+            return i
+    return None if len(got) == len(answer) else min(len(got), len(answer))
+
+
 def engine_main(plan_file: str) -> None:
     """In the engine's own process: replay every trace, one request at a time; print RESULT."""
     plan = json.loads(Path(plan_file).read_text())
@@ -161,12 +172,13 @@ def engine_main(plan_file: str) -> None:
         worker_extension_cls="bench.drafttimer.DraftTimer",
         **plan["engine_args"],
     )
-    result: dict[str, Any] = {"start_s": time.perf_counter() - t0, "traces": {}}
+    result: dict[str, Any] = {"start_s": time.perf_counter() - t0, "traces": {}, "first_diff": {}}
     result["runner"] = llm.collective_rpc("bench_timer_install")[0]["runner"]
     for trace, reqs in plan["requests"].items():
         before = spec_counters(llm)
         steps0 = llm.collective_rpc("bench_timer_read")[0]["steps"]
         out_tokens = matched = 0
+        diffs: list[int | None] = []
         started = time.perf_counter()
         for prompt, answer in reqs:
             params = SamplingParams(
@@ -176,12 +188,14 @@ def engine_main(plan_file: str) -> None:
             got = list(out[0].outputs[0].token_ids)
             out_tokens += len(got)
             matched += int(got == answer)
+            diffs.append(first_difference(got, answer))
         after = spec_counters(llm)
         counters = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
         counters.update(requests=len(reqs), output_tokens=out_tokens, matched=matched)
         counters["engine_steps"] = llm.collective_rpc("bench_timer_read")[0]["steps"] - steps0
         counters["seconds"] = time.perf_counter() - started
         result["traces"][trace] = counters
+        result["first_diff"][trace] = diffs
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -77,6 +77,10 @@ def test_arctic_hybrid_run_keeps_our_rows_and_says_why_arctic_did_not_run(
         assert r["method"] == "hybrid-engine" and r["tokens"] == 23 * r["requests"]
         assert r["drafts"] == r["steps"] > 0  # the hybrid drafts every step (the head is the fallback)
         assert r["tokens_per_step"] >= 1.0
+    # where each answer parts from the trace (None: identical), one entry per request
+    first_diff = run["engines"]["hybrid-engine"]["first_diff"]
+    assert {t: len(d) for t, d in first_diff.items()} == {t: rows[t]["requests"] for t in first_diff}
+    assert all(d is None or 0 <= d < 24 for ds in first_diff.values() for d in ds)
 
 
 def test_arctic_inference_reads_the_layout_we_write_and_drafts_as_ours(

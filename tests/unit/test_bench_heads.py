@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from bench.arctic_hybrid import arctic_loader_verdict, rows_of
+from bench.arctic_hybrid import arctic_loader_verdict, first_difference, rows_of
 from bench.headcost import (
     ACCEPT_FILE,
     VERIFY_FILE,
@@ -137,6 +137,16 @@ def test_rows_count_steps_from_the_engine_and_sum_to_mixed() -> None:
     assert rows["mixed"]["steps"] == 44 and rows["mixed"]["tokens"] == 92 and rows["mixed"]["match"] == 0.75
     assert {r["method"] for r in rows.values()} == {"arctic-hybrid"}
     assert all(r["part"] == "heldout" and r["head"] == "lstm" for r in rows.values())
+
+
+def test_first_difference_names_where_an_answer_parts_from_the_trace() -> None:
+    assert first_difference([5, 6, 7], [5, 6, 7]) is None
+    assert first_difference([9, 6, 7], [5, 6, 7]) == 0
+    assert first_difference([5, 6, 8], [5, 6, 7]) == 2
+    # an output cut short (or running on) differs where the shorter one ends
+    assert first_difference([5, 6], [5, 6, 7]) == 2
+    assert first_difference([5, 6, 7, 1], [5, 6, 7]) == 3
+    assert first_difference([], []) is None
 
 
 def test_arctic_is_told_why_our_checkpoint_needs_its_layout(tmp_path: Path) -> None:
