@@ -161,20 +161,22 @@ def draft_cost_lines(case: dict[str, Any], engines: dict[str, Any], ratios: dict
         "synchronisations in one more run)",
         "",
         "| engine | ms per step | step vs vanilla | TPOT ms | drafter ms per step | "
-        "our head's own us per step |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "our head's own us per step | async scheduling |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for engine, res in engines.items():
         if "cases" not in res:
-            lines.append(f"| {engine} | {_error(res)} | | | | |")
+            lines.append(f"| {engine} | {_error(res)} | | | | | |")
             continue
         c = res["cases"][name]
         ratio = ratios.get(f"{engine}/vanilla", {}).get(f"{name}.step_ms")
         draft = c.get("draft_ms", {}).get("per_step")
         own = (c.get("head_counters") or {}).get("us_per_step")
+        scheduling = (res.get("settings") or {}).get("async_scheduling")
         lines.append(
             f"| {engine} | {_fmt(c['step_ms']['median'], 3)} | {_ratio(ratio)} | "
-            f"{_fmt(c['tpot_ms']['median'], 3)} | {_fmt(draft, 3)} | {_fmt(own, 0)} |"
+            f"{_fmt(c['tpot_ms']['median'], 3)} | {_fmt(draft, 3)} | {_fmt(own, 0)} | "
+            f"{'-' if scheduling is None else ('on' if scheduling else 'off')} |"
         )
     return [*lines, ""]
 

@@ -166,6 +166,14 @@ ENGINES: dict[str, Engine] = {
         {"speculative_config": HEAD_SPEC},
         requires="arctic_inference",
     ),
+    # Arctic's proposer with asynchronous scheduling off, as vLLM runs ours (method suffix has no
+    # asynchronous path): suite heads-8b-sync, which separates scheduling from drafting cost
+    "arctic-inference-head-sync": Engine(
+        "arctic-inference-head-sync",
+        _ARCTIC_INFERENCE_ON,
+        {"speculative_config": HEAD_SPEC, "async_scheduling": False},
+        requires="arctic_inference",
+    ),
 }
 
 
@@ -321,6 +329,23 @@ SUITES: dict[str, Suite] = {
             model="llama-3.1-8b-shape",
             device="gpu",
             engines=("vanilla", "arctic-serve-head", "arctic-inference-head"),
+            cases=HEAD_COST_CASES,
+            engine_args={**GPU_8B_ARGS, **_TIMER},
+            head="lstm",
+        ),
+        Suite(
+            name="heads-8b-sync",
+            description=(
+                "heads-8b with Arctic Inference 0.3.0's proposer run with asynchronous scheduling off, "
+                "as vLLM runs ours (it turns asynchronous scheduling off for method suffix, which our "
+                "heads run behind; Arctic registers its method as EAGLE-like and drafts on the device "
+                "before the host's bookkeeping): the step time each engine would have with the same "
+                "scheduling, beside ours and vanilla in the same run (each engine's settings: "
+                "engines.<name>.settings)."
+            ),
+            model="llama-3.1-8b-shape",
+            device="gpu",
+            engines=("vanilla", "arctic-serve-head", "arctic-inference-head-sync"),
             cases=HEAD_COST_CASES,
             engine_args={**GPU_8B_ARGS, **_TIMER},
             head="lstm",

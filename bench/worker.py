@@ -241,6 +241,31 @@ def run_e2e(llm: Any, case: dict[str, Any], vocab: int) -> dict[str, Any]:
     }
 
 
+def _name(value: Any) -> Any:
+    """An enum's name (vLLM's CUDAGraphMode, CompilationMode), anything else as it is."""
+    return getattr(value, "name", value)
+
+
+def engine_settings(config: Any) -> dict[str, Any]:
+    """What vLLM made of an engine's arguments (its ``VllmConfig`` after start-up), for the settings
+    that decide how a step runs: engines given the same arguments can still differ here (vLLM turns
+    asynchronous scheduling off for draft methods it has no asynchronous path for, e.g. ``suffix``,
+    which our draft heads run behind), and step times are only comparable with this beside them."""
+    sched, model, comp = config.scheduler_config, config.model_config, config.compilation_config
+    spec = config.speculative_config
+    return {
+        "async_scheduling": bool(sched.async_scheduling),
+        "max_num_seqs": int(sched.max_num_seqs),
+        "max_num_batched_tokens": int(sched.max_num_batched_tokens),
+        "enforce_eager": bool(model.enforce_eager),
+        "compilation_mode": _name(comp.mode),
+        "cudagraph_mode": _name(comp.cudagraph_mode),
+        "max_cudagraph_capture_size": comp.max_cudagraph_capture_size,
+        "speculative_method": None if spec is None else str(spec.method),
+        "num_speculative_tokens": None if spec is None else spec.num_speculative_tokens,
+    }
+
+
 def main() -> None:
     plan = json.loads(sys.argv[1])
     t0 = time.perf_counter()
@@ -257,7 +282,11 @@ def main() -> None:
         "draft-cost": run_draft_cost,
     }
     cases = {case["name"]: runners[case["kind"]](llm, case, vocab) for case in plan["cases"]}
-    result: dict[str, Any] = {"start_s": start_s, "cases": cases}
+    result: dict[str, Any] = {
+        "start_s": start_s,
+        "settings": engine_settings(llm.llm_engine.vllm_config),
+        "cases": cases,
+    }
     if plan["engine_args"].get("disable_log_stats") is False:
         result["spec_counters"] = spec_counters(llm)
     if os.environ.get("ARCTIC_SERVE_ENABLED") == "1":

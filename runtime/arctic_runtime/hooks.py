@@ -404,13 +404,17 @@ def _last_accepted_hidden(
         return None
     if sample_hidden_states.shape[0] == len(sampled):
         return sample_hidden_states
+    import numpy as np
     import torch
 
-    index, offset = [], 0
-    for num_draft, tokens in zip(spec_meta.num_draft_tokens, sampled, strict=False):
-        index.append(offset + max(len(tokens), 1) - 1)
-        offset += num_draft + 1
-    rows = torch.tensor(index, dtype=torch.long).to(sample_hidden_states.device, non_blocking=True)
+    # request i's rows start after the earlier requests' (drafts + 1) rows; its last accepted one
+    # is at len(sampled[i]) - 1 (a request that sampled nothing: its first row, never read)
+    num_draft = np.asarray(spec_meta.num_draft_tokens, dtype=np.int64)
+    n = min(len(num_draft), len(sampled))
+    spans = num_draft[:n] + 1
+    accepted = np.fromiter((len(tokens) for tokens in sampled[:n]), dtype=np.int64, count=n)
+    index = np.cumsum(spans) - spans + np.maximum(accepted, 1) - 1
+    rows = torch.from_numpy(index).to(sample_hidden_states.device, non_blocking=True)
     return sample_hidden_states.index_select(0, rows)
 
 

@@ -56,6 +56,12 @@ def test_heads_cpu_suite_times_steps_and_the_drafter(tmp_path: Path, smollm2_dir
             assert case["runner"].endswith("CPUModelRunner")
             assert case["step_ms"]["median"] > 0 and case["steps"]["median"] >= 8
     assert not any("draft_ms" in c for c in engines["vanilla"]["cases"].values())
+    # what vLLM made of the arguments: ours runs behind method suffix, which vLLM schedules
+    # synchronously (the step cost this puts on the host: suite heads-8b-sync)
+    settings = engines["arctic-serve-head"]["settings"]
+    assert (settings["speculative_method"], settings["num_speculative_tokens"]) == ("suffix", 3)
+    assert settings["async_scheduling"] is False and settings["enforce_eager"] is True
+    assert engines["vanilla"]["settings"]["speculative_method"] is None
     ours = engines["arctic-serve-head"]["cases"]["batch-4-32-8"]
     assert ours["draft_ms"]["calls"] == ours["head_counters"]["steps"] > 0  # one drafting call a step
     assert ours["head_counters"]["head_drafts"] > 0 and ours["draft_ms"]["per_step"] > 0

@@ -95,6 +95,58 @@ def test_head_engines_share_one_speculator_folder() -> None:
     assert with_head(plain, None) is plain
 
 
+def test_the_sync_suite_differs_from_heads_8b_only_in_arctics_scheduling() -> None:
+    """heads-8b-sync: the same model, cases, engine arguments and speculator as heads-8b, with
+    Arctic's proposer told to schedule synchronously, as vLLM schedules ours (method suffix)."""
+    sync, base = SUITES["heads-8b-sync"], SUITES["heads-8b"]
+    assert (sync.model, sync.cases, sync.engine_args, sync.head) == (
+        base.model,
+        base.cases,
+        base.engine_args,
+        base.head,
+    )
+    assert sync.engines == ("vanilla", "arctic-serve-head", "arctic-inference-head-sync")
+    arctic, arctic_sync = ENGINES["arctic-inference-head"], ENGINES["arctic-inference-head-sync"]
+    assert arctic_sync.env == arctic.env and arctic_sync.requires == arctic.requires
+    assert arctic_sync.engine_args == {**arctic.engine_args, "async_scheduling": False}
+    script = (REPO / "bench" / "gpu" / "heads_bench.sh").read_text()
+    assert (
+        "sync) export BENCH_BUDGET_S=${BENCH_BUDGET_S:-480}; exec bash bench/gpu/host.sh heads-8b-sync ;;"
+        in script
+    )
+
+
+def test_engine_settings_are_what_vllm_made_of_the_arguments() -> None:
+    from types import SimpleNamespace
+
+    from bench.worker import engine_settings
+
+    mode = SimpleNamespace(name="FULL_AND_PIECEWISE")
+    config = SimpleNamespace(
+        scheduler_config=SimpleNamespace(
+            async_scheduling=False, max_num_seqs=256, max_num_batched_tokens=8192
+        ),
+        model_config=SimpleNamespace(enforce_eager=False),
+        compilation_config=SimpleNamespace(
+            mode=SimpleNamespace(name="VLLM_COMPILE"), cudagraph_mode=mode, max_cudagraph_capture_size=512
+        ),
+        speculative_config=SimpleNamespace(method="suffix", num_speculative_tokens=3),
+    )
+    assert engine_settings(config) == {
+        "async_scheduling": False,
+        "max_num_seqs": 256,
+        "max_num_batched_tokens": 8192,
+        "enforce_eager": False,
+        "compilation_mode": "VLLM_COMPILE",
+        "cudagraph_mode": "FULL_AND_PIECEWISE",
+        "max_cudagraph_capture_size": 512,
+        "speculative_method": "suffix",
+        "num_speculative_tokens": 3,
+    }
+    config.speculative_config = None
+    assert engine_settings(config)["speculative_method"] is None
+
+
 def test_the_8b_head_has_the_8b_shape() -> None:
     from bench.suites import llama_8b_config
 
@@ -168,8 +220,16 @@ def test_report_renders_a_partial_draft_cost_run(tmp_path: Path) -> None:
     ]
     cases[0].update(num_prompts=1, repeats=3)
     engines = {
-        "vanilla": {"start_s": 60.0, "cases": {"batch-1-128-128": case(5.0)}},
-        "arctic-serve-head": {"start_s": 70.0, "cases": {"batch-1-128-128": case(7.0, draft=0.5)}},
+        "vanilla": {
+            "start_s": 60.0,
+            "settings": {"async_scheduling": True},
+            "cases": {"batch-1-128-128": case(5.0)},
+        },
+        "arctic-serve-head": {
+            "start_s": 70.0,
+            "settings": {"async_scheduling": False},
+            "cases": {"batch-1-128-128": case(7.0, draft=0.5)},
+        },
         "arctic-inference-head": {"error": "timed out after 200 s: capturing"},
     }
     results = tmp_path / "results"
@@ -188,6 +248,8 @@ def test_report_renders_a_partial_draft_cost_run(tmp_path: Path) -> None:
     }
     (results / "heads-8b-20261204T000000Z.json").write_text(json.dumps(run))
     text = render(results, tmp_path / "docs", intro=None)
-    assert "| arctic-serve-head | 7.000 | 1.4000 | 7.000 | 0.500 | - |" in text
-    assert "| arctic-inference-head | timed out after 200 s: capturing | | | | |" in text
+    # each engine's scheduling as vLLM settled it (bench.worker.engine_settings); "-": not recorded
+    assert "| vanilla | 5.000 | 1 (baseline) | 5.000 | - | - | on |" in text
+    assert "| arctic-serve-head | 7.000 | 1.4000 | 7.000 | 0.500 | - | off |" in text
+    assert "| arctic-inference-head | timed out after 200 s: capturing | | | | | |" in text
     assert "composed = `tau / (verify_k3_ratio(b)" in text

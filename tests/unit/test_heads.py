@@ -371,3 +371,89 @@ def test_loss_targets_are_the_next_tokens() -> None:
         state = head.step_states(hidden[:, t], [tokens[:, t]])[0]
         manual.append(torch.nn.functional.cross_entropy(head.head[0](state), tokens[:, t + 1]))
     assert per_step[0] == pytest.approx(float(torch.stack(manual).mean()), rel=1e-5)
+
+
+class _Recording:
+    """Stands in for the head (``DraftHead.draft``'s signature) and keeps what it was handed."""
+
+    def __init__(self, head: DraftHead) -> None:
+        self.head, self.calls = head, []  # type: ignore[var-annotated]
+
+    def draft(self, hidden: torch.Tensor, last: torch.Tensor, k: int, prefix: Any = None) -> torch.Tensor:
+        self.calls.append((hidden, last, k))
+        out: torch.Tensor = self.head.draft(hidden, last, k, prefix)
+        return out
+
+
+def _drafter(kind: str, max_model_len: int = 100) -> tuple[Any, _Recording]:
+    from arctic_runtime.contract import HeadSettings
+    from arctic_runtime.heads.engine import HeadDrafter
+
+    head = DraftHead(small(kind))
+    head.init_weights(torch.Generator().manual_seed(8))
+    drafter = HeadDrafter(HeadSettings(model="unused", num_speculative_tokens=3), max_model_len)
+    drafter.head = head
+    drafter.graphed = _Recording(head)
+    return drafter, drafter.graphed
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_head_drafts_every_row_from_the_hidden_states_as_given(kind: str) -> None:
+    """The common step (every request sampled a token and has room): each row's draft is the head's
+    on its own hidden state and last sampled token, and the head reads the runner's hidden states
+    as they are (no gathered copy: host and device work per step stay flat in the batch size)."""
+    import numpy as np
+
+    drafter, recording = _drafter(kind)
+    hidden = torch.randn(4, 16, generator=torch.Generator().manual_seed(9))
+    sampled = [[3], [4, 5], [6], [7, 8, 9]]
+    counts = np.array([10, 20, 30, 40, 0, 0, 0, 0], dtype=np.int32)  # vLLM's array: max_num_reqs long
+    drafts = drafter.propose(["a", "b", "c", "d"], None, counts, counts, sampled, 3, True, hidden)
+    assert drafts == drafter.head.draft(hidden, torch.tensor([3, 5, 6, 9]), 3).tolist()
+    ((given, last, k),) = recording.calls
+    assert given.data_ptr() == hidden.data_ptr() and last.tolist() == [3, 5, 6, 9] and k == 3
+    counters = drafter.counters.as_dict()
+    assert (counters["head_drafts"], counters["drafted_tokens"], counters["rows"]) == (4, 12, 4)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_rows_without_a_token_or_room_are_left_out_and_near_the_end_drafts_are_cut(kind: str) -> None:
+    """A row that sampled nothing (a prefill chunk) gets no draft; a row near max_model_len gets
+    only the room left (max_model_len - 1 - tokens), one with no room none; the others draft k."""
+    drafter, recording = _drafter(kind, max_model_len=100)
+    hidden = torch.randn(5, 16, generator=torch.Generator().manual_seed(10))
+    sampled = [[3], [], [6], [7], [11]]
+    counts = [10, 20, 97, 99, 30]  # rooms: 3, -, 2, 0, 3
+    drafts = drafter.propose(list("abcde"), None, counts, counts, sampled, 3, True, hidden)
+    full = drafter.head.draft(hidden[[0, 2, 4]], torch.tensor([3, 6, 11]), 3).tolist()
+    assert drafts == [full[0], [], full[1][:2], [], full[2]]
+    ((given, last, _),) = recording.calls
+    assert torch.equal(given, hidden[[0, 2, 4]]) and last.tolist() == [3, 6, 11]
+    assert drafter.counters.head_drafts == 3 and drafter.counters.drafted_tokens == 8
+    # the live cap (k = 1 this step) and a step that does not draft
+    drafts = drafter.propose(list("abcde"), None, counts, counts, sampled, 1, True, hidden)
+    assert drafts == [full[0][:1], [], full[1][:1], [], full[2][:1]]
+    assert drafter.propose(list("abcde"), None, counts, counts, sampled, 3, False, hidden) == [[]] * 5
+    assert drafter.counters.steps == 3 and len(recording.calls) == 2
+
+
+def test_device_drafts_leave_the_common_steps_drafts_on_the_device() -> None:
+    """On CUDA (``device_drafts``) the common step's drafts are the head's (rows, k) tensor, which
+    vLLM's runner copies to the host itself and reads after the engine core has processed the
+    step's output; any other step still gets lists cut to each row's room."""
+    import numpy as np
+
+    drafter, _ = _drafter("lstm", max_model_len=100)
+    drafter.device_drafts = True
+    hidden = torch.randn(3, 16, generator=torch.Generator().manual_seed(11))
+    sampled, counts = [[3], [4], [5]], np.array([10, 20, 30], dtype=np.int32)
+    out = drafter.propose(list("abc"), None, counts, counts, sampled, 3, True, hidden)
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 3)
+    assert torch.equal(out, drafter.head.draft(hidden, torch.tensor([3, 4, 5]), 3))
+    drafter.device_drafts = False
+    assert drafter.propose(list("abc"), None, counts, counts, sampled, 3, True, hidden) == out.tolist()
+    drafter.device_drafts = True
+    near_end = np.array([10, 98, 30], dtype=np.int32)  # row 1: room for 1 token
+    lists = drafter.propose(list("abc"), None, near_end, near_end, sampled, 3, True, hidden)
+    assert lists == [out[0].tolist(), out[1, :1].tolist(), out[2].tolist()]
+    assert drafter.counters.drafted_tokens == 3 + 3 + 3 + 3 + 3 + 3 + 7

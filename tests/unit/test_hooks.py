@@ -251,3 +251,21 @@ def test_schedule_counts_steps_and_tokens_per_parallel_mode() -> None:
     hooks.wrap_schedule(lambda self: None)(plain)
     assert parallel_state(plain).as_dict()["steps"] == {"tp": 0, "sp": 0}
     assert parallel_state(plain).tensor == 2
+
+
+def test_head_reads_the_hidden_state_of_each_requests_last_accepted_position() -> None:
+    """vLLM computes logits at every draft position plus one: request i's rows follow the earlier
+    requests' (drafts + 1) rows, and its last accepted one is at (tokens sampled - 1); a request
+    that sampled nothing (a prefill chunk) gets its first row (never read)."""
+    import torch
+
+    heads = SimpleNamespace(head=object())  # loaded: no model needed
+    rows = torch.arange(9, dtype=torch.float32).unsqueeze(1) * torch.ones(1, 2)
+    meta = SimpleNamespace(num_draft_tokens=[3, 0, 2, 1])  # rows 0-3, 4, 5-7, 8
+    sampled = [[7, 8], [9], [1, 2, 3], []]
+    out = hooks._last_accepted_hidden(None, heads, sampled, rows, meta, True)
+    assert out[:, 0].tolist() == [1.0, 4.0, 7.0, 8.0]
+    # one row per request (no drafts verified): the rows as they are; not drafting: nothing
+    same = rows[:4]
+    assert hooks._last_accepted_hidden(None, heads, sampled, same, meta, True) is same
+    assert hooks._last_accepted_hidden(None, heads, sampled, rows, meta, False) is None

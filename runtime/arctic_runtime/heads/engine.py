@@ -10,6 +10,13 @@ Each step the runner hook hands the drafter the base model's final hidden state 
 request's last accepted position and the token sampled from it; the drafter runs the head (and,
 in hybrid mode, suffix decoding) and returns one draft per request.
 
+**What the suffix slot costs.** vLLM schedules method ``suffix`` synchronously (it has an
+asynchronous path only for EAGLE-like methods), so each step's host work (scheduling, input
+preparation, bookkeeping) and the whole drafting (after bookkeeping, ending with the drafts on the
+host) lie on the step's critical path with the device idle. Arctic Inference's proposer instead
+registers its method as EAGLE-like and drafts on the device before bookkeeping, under asynchronous
+scheduling. ``bench.suites``' ``heads-8b-sync`` measures both under the same scheduling.
+
 **Hybrid** (``enable_suffix_decoding``, Arctic's key): per request and step the suffix cache is
 updated and searched; its draft is used when its score (the expected number of accepted tokens)
 is at least ``hybrid_threshold`` (default 1.0, chosen by measurement: ``DEFAULT_HYBRID_THRESHOLD``),
@@ -24,6 +31,8 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
 
 from arctic_runtime.contract import (
     DEFAULT_SUFFIX_TREE_DEPTH,
@@ -205,7 +214,13 @@ class HeadDrafter:
     cuda_graphs: bool = False  # on CUDA: the drafting loop as one CUDA graph per padded batch size
     max_batch: int = 256
     graphed: Any = None  # arctic_runtime.heads.model.GraphedDrafter
+    #: On CUDA: the common step's drafts stay on the device as one (rows, k) tensor, which vLLM
+    #: copies to the host on its own stream and reads only when the engine core takes the drafts,
+    #: after it has processed the step's output, so the head's kernels overlap that host work
+    #: instead of the host waiting for them here (``propose``).
+    device_drafts: bool = False
     counters: HeadCounters = field(default_factory=HeadCounters)
+    _dtype: Any = field(default=None, repr=False)  # the head's parameters' dtype (head_dtype)
 
     @property
     def threshold(self) -> float:
@@ -217,7 +232,9 @@ class HeadDrafter:
         from arctic_runtime.heads.model import GraphedDrafter, load_head
 
         self.head = load_head(self.settings.model, embedding, lm_head=lm_head, dtype=dtype, device=device)
-        if self.cuda_graphs and str(device).startswith("cuda"):
+        self._dtype = None
+        self.device_drafts = str(device).startswith("cuda")
+        if self.cuda_graphs and self.device_drafts:
             self.graphed = GraphedDrafter(self.head, max_batch=GraphedDrafter.padded(self.max_batch))
 
     def propose(
@@ -230,13 +247,23 @@ class HeadDrafter:
         num_speculative_tokens: int,
         drafting: bool,
         hidden: Any,
-    ) -> list[list[int]]:
-        """One draft per row. ``hidden``: (rows, width) base hidden states at each row's last
-        accepted position (rows without a sampled token: anything)."""
-        import torch
+    ) -> Any:
+        """One draft per row: lists, or with ``device_drafts`` the common step's drafts as a
+        (rows, k) tensor on the device (vLLM's runner takes either). ``hidden``: (rows, width) base
+        hidden states at each row's last accepted position (rows without a sampled token: anything).
 
+        Behind vLLM's suffix slot this runs inside the step with the device idle (synchronous
+        scheduling), so its host time adds to every step: the drafting rows and their room come
+        from array operations; head alone, the only per-row work left is reading each row's last
+        sampled token; when every row drafts, the head reads ``hidden`` as it is (no gather), and
+        with ``device_drafts`` the host does not wait for the head's kernels here.
+
+        The common step is head alone with every row having sampled a token and room for k
+        drafts; otherwise (a prefill chunk in the batch, a request near max_model_len, hybrid)
+        the drafts are lists cut to each row's room."""
         started = time.perf_counter_ns()
         n = len(req_ids)
+        drafts: Any = [[] for _ in range(n)]
         suffix_drafts: list[list[int]] = [[] for _ in range(n)]
         scores = [0.0] * n
         if self.suffix is not None:
@@ -250,53 +277,126 @@ class HeadDrafter:
                     if sampled[i] and room > 0:
                         draft = cache.speculate(req_id, room)
                         suffix_drafts[i], scores[i] = list(draft.token_ids), float(draft.score)
-        drafts: list[list[int]] = [[] for _ in range(n)]
         if drafting and n:
             k = min(self.settings.num_speculative_tokens, num_speculative_tokens)
-            rows = [
-                i for i in range(n) if sampled[i] and min(k, self.max_model_len - 1 - int(num_tokens[i])) > 0
-            ]
-            threshold = self.threshold
-            sources = {i: hybrid_source(len(suffix_drafts[i]), scores[i], k, threshold) for i in rows}
-            need_head = [i for i in rows if sources[i] != "suffix"]
-            head_out: dict[int, list[int]] = {}
-            if need_head and k > 0:
-                index = torch.tensor(need_head, dtype=torch.long, device=hidden.device)
-                last = torch.tensor(
-                    [int(sampled[i][-1]) for i in need_head], dtype=torch.long, device=hidden.device
-                )
-                prefix = None
-                if any(sources[i] == "suffix+head" for i in need_head):
-                    prefix = torch.tensor(
-                        [forced_prefix(sources[i], suffix_drafts[i], k) for i in need_head],
-                        dtype=torch.long,
-                        device=hidden.device,
-                    )
-                drafter = self.graphed if self.graphed is not None else self.head
-                out = drafter.draft(
-                    hidden.index_select(0, index).to(self.head_dtype), last, k, prefix
-                ).tolist()
-                head_out = dict(zip(need_head, out, strict=True))
-            for i in rows:
-                room = min(k, self.max_model_len - 1 - int(num_tokens[i]))
-                source = sources[i]
-                draft = hybrid_pick(source, suffix_drafts[i], head_out.get(i, []), room)
-                drafts[i] = draft
-                if source == "suffix":
-                    self.counters.suffix_drafts += 1
-                elif source == "suffix+head":
-                    self.counters.extended_drafts += 1
+            counts = np.asarray(num_tokens[:n], dtype=np.int64)
+            if (
+                self.suffix is None
+                and k > 0
+                and all(map(len, sampled))  # every row sampled a token
+                and self.max_model_len - 1 - int(counts.max()) >= k
+            ):
+                # the common step, head alone: every row sampled a token and has room for k drafts
+                last = [int(s[-1]) for s in sampled]
+                drafts = self._run_head(hidden, None, last, k, n, None, to_host=not self.device_drafts)
+                self.counters.head_drafts += n
+                self.counters.drafted_tokens += n * k
+            else:
+                # each row's room: at most k tokens, never past max_model_len; rows that sampled
+                # nothing this step (a prefill chunk) do not draft
+                rooms = np.minimum(k, self.max_model_len - 1 - counts)
+                has_token = np.fromiter((len(s) > 0 for s in sampled), dtype=bool, count=n)
+                rows = np.flatnonzero(has_token & (rooms > 0))
+                if self.suffix is None:
+                    self._head_only(drafts, rows, rooms, sampled, k, n, hidden)
                 else:
-                    self.counters.head_drafts += 1
-                self.counters.drafted_tokens += len(draft)
+                    self._hybrid(drafts, rows.tolist(), rooms, sampled, suffix_drafts, scores, k, hidden)
         self.counters.steps += 1
         self.counters.rows += n
         self.counters.step_ns += time.perf_counter_ns() - started
         return drafts
 
+    def _run_head(
+        self,
+        hidden: Any,
+        index: list[int] | None,
+        last: list[int],
+        k: int,
+        n: int,
+        prefix: Any,
+        *,
+        to_host: bool = True,
+    ) -> Any:
+        """The head's drafts for the rows ``index`` (sorted; None: all ``n``) of ``hidden``, fed
+        ``last``: as lists (``to_host``; waits for the device) or as the device tensor."""
+        import torch
+
+        device = hidden.device
+        if index is None or len(index) == n:  # every row drafts: no gather
+            rows = hidden[:n]
+        else:
+            rows = hidden.index_select(0, torch.tensor(index, dtype=torch.long).to(device, non_blocking=True))
+        tokens = torch.tensor(last, dtype=torch.long).to(device, non_blocking=True)
+        drafter = self.graphed if self.graphed is not None else self.head
+        out = drafter.draft(rows.to(self.head_dtype), tokens, k, prefix)
+        return out.tolist() if to_host else out
+
+    def _head_only(
+        self,
+        drafts: list[list[int]],
+        rows: Any,
+        rooms: Any,
+        sampled: Sequence[Sequence[int]],
+        k: int,
+        n: int,
+        hidden: Any,
+    ) -> None:
+        if not rows.size:
+            return
+        index = rows.tolist()
+        out = self._run_head(hidden, index, [int(sampled[i][-1]) for i in index], k, n, None)
+        cut = rooms[rows]
+        for j in np.flatnonzero(cut < k).tolist():  # near max_model_len: shorter drafts
+            out[j] = out[j][: int(cut[j])]
+        for i, draft in zip(index, out, strict=True):
+            drafts[i] = draft
+        self.counters.head_drafts += len(index)
+        self.counters.drafted_tokens += int(cut.sum())
+
+    def _hybrid(
+        self,
+        drafts: list[list[int]],
+        rows: list[int],
+        rooms: Any,
+        sampled: Sequence[Sequence[int]],
+        suffix_drafts: list[list[int]],
+        scores: list[float],
+        k: int,
+        hidden: Any,
+    ) -> None:
+        import torch
+
+        threshold = self.threshold
+        sources = {i: hybrid_source(len(suffix_drafts[i]), scores[i], k, threshold) for i in rows}
+        need_head = [i for i in rows if sources[i] != "suffix"]
+        head_out: dict[int, list[int]] = {}
+        if need_head and k > 0:
+            prefix = None
+            if any(sources[i] == "suffix+head" for i in need_head):
+                prefix = torch.tensor(
+                    [forced_prefix(sources[i], suffix_drafts[i], k) for i in need_head],
+                    dtype=torch.long,
+                ).to(hidden.device, non_blocking=True)
+            last = [int(sampled[i][-1]) for i in need_head]
+            out = self._run_head(hidden, need_head, last, k, len(sampled), prefix)
+            head_out = dict(zip(need_head, out, strict=True))
+        for i in rows:
+            source = sources[i]
+            draft = hybrid_pick(source, suffix_drafts[i], head_out.get(i, []), int(rooms[i]))
+            drafts[i] = draft
+            if source == "suffix":
+                self.counters.suffix_drafts += 1
+            elif source == "suffix+head":
+                self.counters.extended_drafts += 1
+            else:
+                self.counters.head_drafts += 1
+            self.counters.drafted_tokens += len(draft)
+
     @property
     def head_dtype(self) -> Any:
-        return next(self.head.parameters()).dtype
+        if self._dtype is None:  # read once: walking the parameters costs microseconds every step
+            self._dtype = next(self.head.parameters()).dtype
+        return self._dtype
 
     def state(self) -> dict[str, Any]:
         out: dict[str, Any] = {
