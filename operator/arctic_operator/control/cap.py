@@ -77,7 +77,8 @@ class CapPolicy:
     """One fixed curve instead of ``costs`` at the pod's draft length (tests, the CPU engine)."""
     ttft_budget: float | None = 0.02
     """Fraction: drafting may add at most this to a new request's expected time to first token,
-    by the cost model (``ttft_soft_cap``). Drafting lengthens every step it is in, and a new
+    by the cost model (``ttft_soft_cap``), against not drafting at the batch that not drafting
+    would leave. Drafting lengthens every step it is in, and a new
     request waits for the step under way and, in vLLM, for its own prefill step, which verifies the
     others' drafts too; the tokens drafting gains go to the decoding requests only. 0.02: the
     issue's bar (p95 TTFT within 2 % of never drafting); the extra time is about the same for
@@ -339,9 +340,7 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
     break_even = break_even_batch(policy, accepted, model)
     pays = break_even > 0
     even = max(low, min(high, break_even))
-    budget = (
-        ttft_soft_cap(policy, model, obs.running, state.last_prompt_tokens, accepted) if pays else None
-    )
+    budget = ttft_soft_cap(policy, model, obs.running, state.last_prompt_tokens, accepted) if pays else None
     # within the TTFT budget: fewer draft (the soft cap), up to the break-even size (the hard cap);
     # when not even one may draft, nobody does, as when drafting does not pay
     limited = budget is not None and budget < even
