@@ -356,9 +356,10 @@ class CapControllerSpec(ApiModel):
     above it, drafting rarely pays on current GPUs."""
     ttft_budget_percent: float = Field(default=2.0, ge=0, le=100)
     """Percent: drafting may add at most this to a new request's expected time to first token, by
-    the cost model (only the first requests of a batch draft, up to the break-even size; when not
-    one fits, nobody drafts). 2: first tokens at most 2 % later than with drafting off. 0: nobody
-    drafts; 100: nearly always the break-even size (the most goodput, later first tokens)."""
+    the cost model, over drafting off at the batch drafting off would leave (only the first requests
+    of a batch draft, up to the break-even size; when not one fits, nobody drafts). 2: first tokens
+    at most 2 % later than with drafting off. 0: drafting only where it delays no first token;
+    100: nearly always the break-even size (the most goodput, later first tokens)."""
 
 
 class SpeculationSpec(ApiModel):

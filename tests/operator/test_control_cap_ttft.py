@@ -7,7 +7,14 @@ import dataclasses
 
 import pytest
 
-from arctic_operator.control.cap import CapObservation, CapPolicy, CapState, decide_cap, ttft_soft_cap
+from arctic_operator.control.cap import (
+    CapObservation,
+    CapPolicy,
+    CapState,
+    decide_cap,
+    ttft_soft_cap,
+    undrafted_batch,
+)
 from arctic_operator.control.cost import VerifyCosts
 
 COSTS = VerifyCosts(
@@ -47,16 +54,16 @@ def test_ttft_step_ratio_is_half_a_step_plus_the_prefill_step() -> None:
 def test_the_budget_bounds_how_many_of_the_batch_draft() -> None:
     model = POLICY.model_for(None)
     # 2 % of 5.5 steps over 1.5 delayed steps = 7.33 % longer steps; each of 16 drafting adds 0.5 / 16
-    assert ttft_soft_cap(POLICY, model, 16.0, PROMPT) == 2  # floor(0.0733 x 16 / 0.5) = floor(2.35)
-    assert ttft_soft_cap(POLICY, model, 32.0, PROMPT) == 4  # floor(4.69)
-    assert ttft_soft_cap(POLICY, model, 1.0, PROMPT) == 0  # floor(0.0733 / 0.25)
+    assert ttft_soft_cap(POLICY, model, 16.0, PROMPT, 1.0) == 2  # floor(0.0733 x 16 / 0.5) = floor(2.35)
+    assert ttft_soft_cap(POLICY, model, 32.0, PROMPT, 1.0) == 4  # floor(4.69)
+    assert ttft_soft_cap(POLICY, model, 1.0, PROMPT, 1.0) == 0  # floor(0.0733 / 0.25)
     # a runtime that drops drafts in prefill steps delays a first token by half a step only: 3x more
     dropping = dataclasses.replace(POLICY, drafts_with_prefill=False)
-    assert ttft_soft_cap(dropping, model, 16.0, PROMPT) == 7  # floor(0.22 x 16 / 0.5) = floor(7.04)
+    assert ttft_soft_cap(dropping, model, 16.0, PROMPT, 1.0) == 7  # floor(0.22 x 16 / 0.5) = floor(7.04)
     looser = dataclasses.replace(POLICY, ttft_budget=0.1)
-    assert ttft_soft_cap(looser, model, 16.0, PROMPT) == 11  # floor(0.3667 x 32) = floor(11.7)
-    assert ttft_soft_cap(dataclasses.replace(POLICY, ttft_budget=None), model, 16.0, PROMPT) is None
-    assert ttft_soft_cap(POLICY, model, 16.0, None) is None  # prompt length not measured yet
+    assert ttft_soft_cap(looser, model, 16.0, PROMPT, 1.0) == 11  # floor(0.3667 x 32) = floor(11.7)
+    assert ttft_soft_cap(dataclasses.replace(POLICY, ttft_budget=None), model, 16.0, PROMPT, 1.0) is None
+    assert ttft_soft_cap(POLICY, model, 16.0, None, 1.0) is None  # prompt length not measured yet
 
 
 def test_within_the_budget_few_draft_and_the_hard_cap_stays_at_break_even() -> None:
@@ -143,3 +150,93 @@ def test_the_inputs_are_rounded_for_status() -> None:
     assert (inputs["acceptedPerDraft"], inputs["acceptedPerDraftUsed"]) == (1.612, 1.612)
     assert (inputs["draftLen"], inputs["draftLenUsed"]) == (2.346, 2.346)
     assert inputs["promptTokensUsed"] == 812.3
+
+
+GROWING = VerifyCosts(
+    batch_sizes=(16, 64),
+    by_draft_len=((3, (1.5, 1.5)),),
+    decode_step_s=(0.01, 0.02),
+    prefill_s_per_token=1e-5,
+)
+"""Verify cost 1.5 at every batch; the decode step grows from 10 ms at 16 running to 20 ms at 64
+(15 ms at 32, linear in log(batch)): not drafting, whose requests run longer, pays a longer step."""
+GROWING_POLICY = dataclasses.replace(POLICY, costs=GROWING)
+
+
+def test_the_undrafted_batch_carries_the_same_tokens_per_second() -> None:
+    # 8 of 16 draft at 1.0 accepted: 24 tokens a step, in 1 + 8 x 0.5 / 16 = 1.25 steps
+    assert undrafted_batch(16.0, 8, 1.0, 0.5) == pytest.approx(19.2)  # 24 / 1.25
+    assert undrafted_batch(16.0, 0, 1.0, 0.5) == 16.0
+    assert undrafted_batch(32.0, 32, 2.0, 0.25) == pytest.approx(76.8)  # 96 / 1.25
+
+
+def test_not_drafting_is_priced_at_the_batch_it_would_leave() -> None:
+    model = GROWING_POLICY.model_for(None)
+    # 5 of 16 drafting: 1.5 x 10 ms x (1 + 5 x 0.5 / 16) + 40 ms = 57.34 ms to a first token;
+    # not drafting leaves 21 / 1.15625 = 18.16 running, steps of 10.91 ms: 1.02 x (16.37 + 40) = 57.50
+    # 6: 57.81 ms against 1.02 x (1.5 x 11.06 + 40) = 57.72 ms, over the budget
+    # (priced at the present batch, as before: floor(0.0733 x 16 / 0.5) = 2)
+    assert ttft_soft_cap(GROWING_POLICY, model, 16.0, PROMPT, 1.0) == 5
+    assert ttft_soft_cap(GROWING_POLICY, model, 32.0, PROMPT, 1.0) == 6
+    assert ttft_soft_cap(GROWING_POLICY, model, 32.0, PROMPT, 2.0) == 20  # more gained, more may draft
+    # the whole batch: 62.5 ms against 1.02 x (1.5 x 17.08 + 40) = 66.93 ms (64 / 1.5 = 42.67 running)
+    assert ttft_soft_cap(GROWING_POLICY, model, 16.0, PROMPT, 3.0) is None
+    assert ttft_soft_cap(GROWING_POLICY, model, 16.0, PROMPT, 2.0) is None
+    # from 64 running on the step is flat (the largest measured batch): the budget at a fixed batch,
+    # floor(0.02 x (1.5 + 40 / 20) / 1.5 x 64 / 0.5) = floor(5.97)
+    assert ttft_soft_cap(GROWING_POLICY, model, 64.0, PROMPT, 3.0) == 5
+    dropping = dataclasses.replace(GROWING_POLICY, drafts_with_prefill=False)
+    assert ttft_soft_cap(dropping, model, 64.0, PROMPT, 1.0) == 17  # floor(0.07 / 0.5 x 128)
+    assert ttft_soft_cap(dropping, model, 16.0, PROMPT, 1.0) is None
+
+
+def test_a_first_token_at_the_budget_s_edge_is_within_it() -> None:
+    model = POLICY.model_for(None)
+    # 10 ms steps, 78.75 ms of prefill: 4 of 16 drafting add 1.5 x 10 x 4 x 0.5 / 16 = 1.875 ms,
+    # exactly 2 % of 93.75 ms
+    assert ttft_soft_cap(POLICY, model, 16.0, 7875.0, 1.0) == 4
+    assert ttft_soft_cap(POLICY, model, 16.0, 7874.0, 1.0) == 3
+
+
+def test_a_batch_that_may_draft_whole_keeps_the_break_even_caps() -> None:
+    obs = dataclasses.replace(observe(0.0, 16.0), accepted_per_draft=3.0)
+    decision, _ = decide_cap(GROWING_POLICY, obs, CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.reason) == (32, 33, "Initial")
+    assert decision.inputs["ttftBudgetCap"] is None
+    assert decision.message == (
+        "Soft cap None -> 32: drafting pays up to 32 running at 3.00 accepted per draft."
+    )
+    decision, _ = decide_cap(GROWING_POLICY, observe(0.0, 16.0), CapState())
+    assert (decision.soft_cap, decision.hard_cap, decision.inputs["ttftBudgetCap"]) == (5, 33, 5)
+    assert decision.message == (
+        "Soft cap None -> 5: drafting pays up to 32 running at 1.00 accepted per draft; 5 of 16.0 "
+        "running may draft within the TTFT budget (2% at 4000 prompt tokens)."
+    )
+
+
+def test_budget_edges_and_what_cannot_be_priced() -> None:
+    model = POLICY.model_for(None)
+    # 3 of 16 drafting add 1.5 x 10 x 3 x 0.5 / 16 = 1.40625 ms, 2 % of 70.3125 ms (15 ms + 5,531.25
+    # prompt tokens): equal in exact arithmetic, 1.4e-17 s over it in floating point, still within
+    assert ttft_soft_cap(POLICY, model, 16.0, 5531.25, 1.0) == 3
+    # dyadic numbers, equal in floating point too: a 25 % budget, 1/64 s steps, no prompt;
+    # 8 of 16 drafting add 1.5 x 8 x 0.5 / 16 = 0.375 steps, 25 % of 1.5
+    dyadic = VerifyCosts(
+        batch_sizes=(16,), by_draft_len=((3, (1.5,)),), decode_step_s=(1 / 64,), prefill_s_per_token=1e-5
+    )
+    quarter = dataclasses.replace(POLICY, costs=dyadic, ttft_budget=0.25)
+    assert ttft_soft_cap(quarter, quarter.model_for(None), 16.0, 0.0, 0.0) == 8
+    # no prefill rate in the cost file: not priced
+    unpriced = VerifyCosts(batch_sizes=(1, 16), by_draft_len=((3, (1.25, 1.5)),), decode_step_s=(0.01, 0.01))
+    assert ttft_soft_cap(dataclasses.replace(POLICY, costs=unpriced), model, 16.0, PROMPT, 1.0) is None
+    # fewer than one running is priced as one: a 5 % longer step for the lone request fits
+    # (0.0733 >= 0.05); at two it would be 50 % for one of two, which does not
+    cheap = VerifyCosts(
+        batch_sizes=(1, 2),
+        by_draft_len=((3, (1.05, 1.5)),),
+        decode_step_s=(0.01, 0.01),
+        prefill_s_per_token=1e-5,
+    )
+    lone = dataclasses.replace(POLICY, costs=cheap)
+    assert ttft_soft_cap(lone, lone.model_for(None), 0.5, PROMPT, 1.0) is None
+    assert ttft_soft_cap(lone, lone.model_for(None), 2.0, PROMPT, 1.0) == 0

@@ -77,7 +77,8 @@ class CapPolicy:
     """One fixed curve instead of ``costs`` at the pod's draft length (tests, the CPU engine)."""
     ttft_budget: float | None = 0.02
     """Fraction: drafting may add at most this to a new request's expected time to first token,
-    by the cost model (``ttft_soft_cap``). Drafting lengthens every step it is in, and a new
+    by the cost model (``ttft_soft_cap``), against not drafting at the batch that not drafting
+    would leave. Drafting lengthens every step it is in, and a new
     request waits for the step under way and, in vLLM, for its own prefill step, which verifies the
     others' drafts too; the tokens drafting gains go to the decoding requests only. 0.02: the
     issue's bar (p95 TTFT within 2 % of never drafting); the extra time is about the same for
@@ -196,24 +197,56 @@ def break_even_batch(
     return 0
 
 
+def undrafted_batch(batch: float, drafting: float, accepted_per_draft: float, extra: float) -> float:
+    """The running requests that would carry the same tokens per second without drafting, when
+    ``drafting`` of ``batch`` draft: the batch makes ``batch + drafting x accepted_per_draft`` tokens
+    per step, in a step ``1 + drafting x extra / batch`` times as long (``extra``: the verify cost
+    at ``batch`` less 1); without drafting each running request makes one token a step. At the
+    same step time, so a lower bound: the larger batch's step is longer, which needs more."""
+    return (batch + drafting * accepted_per_draft) / (1 + drafting * extra / batch)
+
+
 def ttft_soft_cap(
-    policy: CapPolicy, model: VerifyCostModel, running: float, prompt_tokens: float | None
+    policy: CapPolicy,
+    model: VerifyCostModel,
+    running: float,
+    prompt_tokens: float | None,
+    accepted_per_draft: float,
 ) -> int | None:
-    """The most of ``running`` requests that may draft within the TTFT budget, or None when there
-    is no budget or it cannot be priced. Drafting s of b requests lengthens a step by
-    s x (cost(b) - 1) / b decode steps; a new request's first token takes ``1.5 + prefill / step``
-    decode steps without drafting (``VerifyCosts.ttft_step_ratio``) and is delayed by 1.5 (0.5
-    when the runtime drops drafts in prefill steps) lengthened steps."""
-    if policy.ttft_budget is None or prompt_tokens is None:
+    """The most of ``running`` requests that may draft within the TTFT budget; None when there is
+    no budget, it cannot be priced, or the whole batch may draft. Drafting s of b requests lengthens
+    a step by s x (cost(b) - 1) / b, and a new request's first token waits for 1.5 such steps (half
+    the step under way and its own prefill step; 0.5 when the runtime drops drafts in prefill
+    steps), plus its prefill. The alternative is not drafting at the batch that not drafting would
+    leave (``undrafted_batch``: the requests that stop drafting run longer, so more run at once),
+    whose steps are longer where the decode step grows with the batch. Drafting s fits when the
+    first token with drafting takes at most (1 + budget) x the first token without it, at that
+    batch. With a decode step that does not grow with the batch this is the budget at a fixed
+    batch: s <= budget x (1.5 + prefill / step) / 1.5 x b / (cost(b) - 1)."""
+    costs = policy.costs
+    if policy.ttft_budget is None or prompt_tokens is None or costs.prefill_s_per_token is None:
         return None
     batch = max(1.0, running)
-    ttft_steps = policy.costs.ttft_step_ratio(batch, prompt_tokens)
+    step = costs.decode_step(batch)
     extra = model.cost(batch) - 1
-    if ttft_steps is None or extra <= 0:
+    if step is None or extra <= 0:
         return None
+    prefill = prompt_tokens * costs.prefill_s_per_token
     delayed_steps = 1.5 if policy.drafts_with_prefill else 0.5
-    lengthening = policy.ttft_budget * ttft_steps / delayed_steps
-    return math.floor(lengthening * batch / extra + 1e-9)
+    allowed = 1 + policy.ttft_budget
+
+    def fits(drafting: float) -> bool:
+        undrafted_batch_size = undrafted_batch(batch, drafting, accepted_per_draft, extra)
+        undrafted = interpolate_log(costs.batch_sizes, costs.decode_step_s, undrafted_batch_size)
+        with_drafts = 1.5 * step + delayed_steps * step * drafting * extra / batch + prefill
+        return with_drafts <= allowed * (1.5 * undrafted + prefill) * (1 + 1e-9)
+
+    if fits(batch):
+        return None
+    drafting = math.floor(batch)
+    while drafting > 0 and not fits(drafting):
+        drafting -= 1
+    return drafting
 
 
 def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple[CapDecision, CapState]:
@@ -307,7 +340,7 @@ def decide_cap(policy: CapPolicy, obs: CapObservation, state: CapState) -> tuple
     break_even = break_even_batch(policy, accepted, model)
     pays = break_even > 0
     even = max(low, min(high, break_even))
-    budget = ttft_soft_cap(policy, model, obs.running, state.last_prompt_tokens) if pays else None
+    budget = ttft_soft_cap(policy, model, obs.running, state.last_prompt_tokens, accepted) if pays else None
     # within the TTFT budget: fewer draft (the soft cap), up to the break-even size (the hard cap);
     # when not even one may draft, nobody does, as when drafting does not pay
     limited = budget is not None and budget < even

@@ -118,13 +118,20 @@ class VerifyCosts:
         ratios = tuple(a + weight * (b - a) for a, b in zip(curves[lower], curves[upper], strict=True))
         return VerifyCostModel(self.batch_sizes, ratios)
 
+    def decode_step(self, batch: float) -> float | None:
+        """Seconds per vanilla decode step of ``batch`` running requests (at least one); None when
+        the step times were not measured."""
+        if not self.decode_step_s:
+            return None
+        return interpolate_log(self.batch_sizes, self.decode_step_s, max(1.0, batch))
+
     def ttft_step_ratio(self, batch: float, prompt_tokens: float) -> float | None:
         """A new request's time to first token without drafting, in decode steps at ``batch``:
         half a step waiting for the step under way, then the step that carries its prefill
         (one decode step plus ``prompt_tokens`` of prefill). None without the timings."""
-        if not self.decode_step_s or self.prefill_s_per_token is None:
+        step = self.decode_step(batch)
+        if step is None or self.prefill_s_per_token is None:
             return None
-        step = interpolate_log(self.batch_sizes, self.decode_step_s, max(1.0, batch))
         return 1.5 + prompt_tokens * self.prefill_s_per_token / step
 
     def to_json(self) -> dict[str, Any]:
