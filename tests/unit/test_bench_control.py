@@ -273,9 +273,13 @@ def test_a_prefill_timed_with_prefix_caching_on_is_not_used(tmp_path: Path) -> N
         "engines": {"vanilla": {"start_s": 30.0, "cases": {"prompt-2k": {"ttft_ms": {"median": 51.0}}}}},
     }
     (tmp_path / "swiftkv-8b-20261203T111317Z.json").write_text(json.dumps(swiftkv))
+    # a later swiftkv-8b run does not move the calibration: its source is pinned
+    later = {**swiftkv, "engines": {"vanilla": {"cases": {"prompt-2k": {"ttft_ms": {"median": 60.0}}}}}}
+    (tmp_path / "swiftkv-8b-20261204T164953Z.json").write_text(json.dumps(later))
     cal = control.load_calibration_h200(tmp_path)
     assert cal.prefill_s_per_token == pytest.approx(0.051 / 2000)
     assert cal.sources["prefill_s_per_token"].startswith("swiftkv-8b-20261203T111317Z.json vanilla prompt-2k")
+    assert control.H200_PREFILL_RUN == "swiftkv-8b-20261203T111317Z.json"
 
 
 def test_a_replayed_replica_count_overrides_the_policy(cal: Calibration) -> None:
