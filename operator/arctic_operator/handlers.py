@@ -12,6 +12,11 @@ status.autoscaling/capController/pods). A daemon rather than a timer: its in-mem
 with the resource (or when the spec turns the loop off), and comes back fresh when the operator
 restarts.
 
+Children and engine pods are read from kopf indexes (``arctic_operator.cache``: one per child kind
+and one for the pods, fed by kopf's watches, holding a few fields of each object), not listed from
+the API server on every pass: a settled resource's resync sends one read (its admin Secret). kopf
+fills every index before any handler runs, so a pass after a restart sees the children that exist.
+
 ``register(registry, settings)`` adds the handlers to a kopf registry (a fresh one in tests, kopf's
 default one in ``arctic-serve operator``).
 """
@@ -31,9 +36,17 @@ import kopf
 from prometheus_client import Counter, Histogram
 
 from arctic_operator.api import GROUP, PLURAL, VERSION
+from arctic_operator.cache import COMMON_LABELS, IndexCache, index_child, index_pod
 from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
-from arctic_operator.reconcile import Cluster, Settled, first_pass, reconcile
+from arctic_operator.reconcile import (
+    CHILD_KINDS,
+    NETWORK_POLICY_KIND,
+    Cluster,
+    Settled,
+    first_pass,
+    reconcile,
+)
 from arctic_operator.settings import OperatorSettings
 from arctic_operator.status import reconcile_status_patch
 
@@ -64,6 +77,22 @@ APPLIED = Counter(
     "Child objects created, updated or deleted, by action.",
     ["action"],
 )
+
+
+#: The plural of each kind of child (``reconcile.CHILD_KINDS``, ``NETWORK_POLICY_KIND``): kopf watches
+#: them by (group, version, plural).
+PLURALS = {
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
+}
+
+
+def cache_id(kind: str) -> str:
+    """The id of the kopf index of ``kind`` (kopf hands each index to the handlers by its id)."""
+    return f"cache_{kind}"
 
 
 #: Requests one reconcile sends side by side (the Cluster's threads, shared by all reconciles).
@@ -115,13 +144,16 @@ def register(
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         settings.watching.server_timeout = 300
 
-    def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    kinds = (*CHILD_KINDS, NETWORK_POLICY_KIND) if op_settings.network_policy else CHILD_KINDS
+
+    def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
         uid = str(body.get("metadata", {}).get("uid"))
+        cache = IndexCache({k: kwargs[cache_id(k)] for _, k in kinds}, kwargs[cache_id("Pod")])
         started = time.monotonic()
         with RECONCILE_SECONDS.time(), locks[uid]:
             first = first_pass(settled, uid)
             try:
-                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC), settled)
+                outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC), settled, cache)
             except Exception:
                 RECONCILES.labels(result="error").inc()
                 raise  # kopf retries with backoff and logs it
@@ -176,7 +208,26 @@ def register(
         for key in [k for k in list(settled) if k[0] == uid]:
             settled.pop(key, None)
 
+    def cached_child(body: kopf.Body, **_: Any) -> Any:
+        return index_child(body)
+
+    def cached_pod(body: kopf.Body, **_: Any) -> Any:
+        return index_pod(body)
+
     kopf.on.startup(registry=registry)(configure)
+    for api_version, kind in kinds:
+        group, _, version = api_version.rpartition("/")
+        kopf.index(
+            group=group,
+            version=version,
+            plural=PLURALS[kind],
+            id=cache_id(kind),
+            labels=COMMON_LABELS,
+            registry=registry,
+        )(cached_child)
+    kopf.index(
+        group="", version="v1", plural="pods", id=cache_id("Pod"), labels=COMMON_LABELS, registry=registry
+    )(cached_pod)
     kopf.daemon(
         GROUP,
         VERSION,
