@@ -23,19 +23,20 @@ default one in ``arctic-serve operator``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import kopf
 from prometheus_client import Counter, Histogram
 
-from arctic_operator.api import GROUP, PLURAL, VERSION
+from arctic_operator.api import GROUP, KIND, PLURAL, VERSION
 from arctic_operator.cache import COMMON_LABELS, IndexCache, index_child, index_pod
 from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
@@ -43,6 +44,7 @@ from arctic_operator.reconcile import (
     CHILD_KINDS,
     NETWORK_POLICY_KIND,
     Cluster,
+    Outcome,
     Settled,
     first_pass,
     reconcile,
@@ -146,9 +148,12 @@ def register(
 
     kinds = (*CHILD_KINDS, NETWORK_POLICY_KIND) if op_settings.network_policy else CHILD_KINDS
 
-    def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
+    # per resource uid: the workload's ready replicas as its status last reported them (``refresh``)
+    reported: dict[str, int] = {}
+
+    def one_pass(body: Mapping[str, Any], cache: IndexCache) -> Outcome:
+        """One reconcile pass under the resource's lock, counted in the metrics."""
         uid = str(body.get("metadata", {}).get("uid"))
-        cache = IndexCache({k: kwargs[cache_id(k)] for _, k in kinds}, kwargs[cache_id("Pod")])
         started = time.monotonic()
         with RECONCILE_SECONDS.time(), locks[uid]:
             first = first_pass(settled, uid)
@@ -156,14 +161,22 @@ def register(
                 outcome = reconcile(body, cluster(), op_settings, dt.datetime.now(dt.UTC), settled, cache)
             except Exception:
                 RECONCILES.labels(result="error").inc()
-                raise  # kopf retries with backoff and logs it
+                raise
             finally:
                 if first:
                     FIRST_RECONCILE_SECONDS.observe(time.monotonic() - started)
+            reported[uid] = int(outcome.status.get("readyReplicas") or 0)
         invalid = any(reason == "InvalidSpec" for _, reason, _ in outcome.events)
         RECONCILES.labels(result="invalid_spec" if invalid else "ok").inc()
         for action in ("created", "updated", "deleted"):
             APPLIED.labels(action=action).inc(sum(a.endswith(action) for a in outcome.applied))
+        return outcome
+
+    def cache_of(kwargs: Mapping[str, Any]) -> IndexCache:
+        return IndexCache({k: kwargs[cache_id(k)] for _, k in kinds}, kwargs[cache_id("Pod")])
+
+    def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
+        outcome = one_pass(body, cache_of(kwargs))  # an error: kopf retries with backoff and logs it
         # only what changed: an unchanged status (every resync of a settled resource) is no request;
         # kopf sends it as a merge patch, nulls included (they remove keys gone from status.engine)
         patch.status.update(reconcile_status_patch(body.get("status"), outcome.status))
@@ -202,16 +215,56 @@ def register(
             except Exception as exc:
                 logger.warning("could not clear the control loop's status: %s", exc)
 
+    async def refresh(body: kopf.Body, type: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
+        """A workload's ready replicas changed (its pods became ready, or stopped being): a pass over
+        its resource now, not at the next resync, so the resource is Ready when its pods are. Only
+        for a resource this process has reconciled (its first pass comes anyway) whose status
+        reports another count; the resource is read live (its spec and status as they are now).
+        Every workload event comes here: the check runs in kopf's event loop, only the pass in a
+        thread (not one of kopf's handler threads, which the reconciles of events and resyncs use)."""
+        if type in (None, "DELETED"):  # None: kopf's initial listing
+            return
+        ready = int((body.get("status") or {}).get("readyReplicas") or 0)
+        owner = next(
+            (r for r in body.get("metadata", {}).get("ownerReferences") or [] if r.get("controller")), None
+        )
+        uid = str((owner or {}).get("uid"))
+        if owner is None or owner.get("kind") != KIND or reported.get(uid, ready) == ready:
+            return
+        name, namespace = str(owner.get("name")), str(body.get("metadata", {}).get("namespace"))
+        await asyncio.to_thread(refresh_pass, uid, name, namespace, ready, logger, cache_of(kwargs))
+
+    def refresh_pass(
+        uid: str, name: str, namespace: str, ready: int, logger: kopf.Logger, cache: IndexCache
+    ) -> None:
+        api = cluster()
+        resource = api.get(f"{GROUP}/{VERSION}", KIND, name, namespace)
+        meta = (resource or {}).get("metadata") or {}
+        if resource is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
+            return
+        outcome = one_pass(resource, cache)
+        status = reconcile_status_patch(resource.get("status"), outcome.status)
+        if status:
+            api.patch_status(f"{GROUP}/{VERSION}", KIND, name, namespace, status)
+        for kind, reason, message in outcome.events:
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, resource)), type=kind, reason=reason, message=message[:1024]
+            )
+        logger.debug("%s/%s: ready replicas %d, status refreshed", namespace, name, ready)
+
     def forget(body: kopf.Body, **_: Any) -> None:
         uid = str(body.get("metadata", {}).get("uid"))
         locks.pop(uid, None)
+        reported.pop(uid, None)
         for key in [k for k in list(settled) if k[0] == uid]:
             settled.pop(key, None)
 
-    def cached_child(body: kopf.Body, **_: Any) -> Any:
+    # async: a few fields and two digests per event, in kopf's event loop (a sync function would wait
+    # for one of kopf's handler threads, behind the reconciles, and the cache would lag)
+    async def cached_child(body: kopf.Body, **_: Any) -> Any:
         return index_child(body)
 
-    def cached_pod(body: kopf.Body, **_: Any) -> Any:
+    async def cached_pod(body: kopf.Body, **_: Any) -> Any:
         return index_pod(body)
 
     kopf.on.startup(registry=registry)(configure)
@@ -225,6 +278,16 @@ def register(
             labels=COMMON_LABELS,
             registry=registry,
         )(cached_child)
+    for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+        group, _, version = api_version.rpartition("/")
+        kopf.on.event(
+            group=group,
+            version=version,
+            plural=PLURALS[kind],
+            id=f"refresh-{kind.lower()}",
+            labels=COMMON_LABELS,
+            registry=registry,
+        )(refresh)
     kopf.index(
         group="", version="v1", plural="pods", id=cache_id("Pod"), labels=COMMON_LABELS, registry=registry
     )(cached_pod)

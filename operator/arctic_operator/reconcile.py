@@ -204,6 +204,17 @@ class Cluster:
             content_type="application/merge-patch+json",
         )
 
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any]
+    ) -> None:
+        """A JSON merge patch of the object's status subresource."""
+        self._request(
+            "PATCH",
+            self._path(api_version, kind, name, namespace) + "/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
     def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply ``obj`` as the operator's one field manager (fields it applied before and
         no longer sends are removed; fields changed by hand are taken back); the object as stored
