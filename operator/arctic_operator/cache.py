@@ -9,10 +9,12 @@ what a pass reads (1,000 resources' Deployments, Services, PDBs and pods stay in
 
 * a child: its apiVersion, kind, name, namespace, uid, resourceVersion and controller
   ownerReference; a workload's ``spec.replicas`` and the status fields ``status.compute_status``
-  reads; and two digests of the whole object (``SUMMARY``): ``reconcile.content_digest`` (is it
+  reads (its replica counts, and only the conditions it reads: a rollout past its deadline, a
+  ReplicaFailure); and two digests of the whole object (``SUMMARY``): ``reconcile.content_digest`` (is it
   still as the last apply left it?) and the digest of what ``reconcile.same_object`` compares (would
   a dry-run apply's answer change it?), both computed from the object as watched;
-* a pod: its name and the status fields ``status.pod_failures`` reads.
+* a pod: its name and the status fields ``status.pod_failures`` reads, and only while it reports
+  a failure (a healthy pod adds nothing to the status: it is not kept).
 
 A cache can lag the API server, like the listings from its watch cache it replaces: a child
 created a moment ago may be missing (its dry run shows it exists, and it is read by name before
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 
 from arctic_operator.plan import MANAGED_BY
 from arctic_operator.reconcile import SUMMARY, _comparable_digest, content_digest
+from arctic_operator.status import pod_failures
 
 INSTANCE = "app.kubernetes.io/instance"
 #: The labels every child and engine pod carries whatever its resource (kopf's filter: objects
@@ -47,6 +50,15 @@ def index_key(obj: Mapping[str, Any]) -> IndexKey | None:
     if not instance or any((meta.get("labels") or {}).get(k) != v for k, v in COMMON_LABELS.items()):
         return None
     return (str(meta.get("namespace") or ""), str(instance))
+
+
+def _read_condition(c: Mapping[str, Any]) -> bool:
+    """Whether ``status.compute_status`` reads a workload condition (``_rollout_stuck``,
+    ``_replica_failure``)."""
+    return (c.get("type"), c.get("reason")) == ("Progressing", "ProgressDeadlineExceeded") or (
+        c.get("type"),
+        c.get("status"),
+    ) == ("ReplicaFailure", "True")
 
 
 def _conditions(conditions: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -78,8 +90,9 @@ def child_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
             summary["spec"] = {"replicas": replicas}
         status = obj.get("status") or {}
         summary["status"] = {k: status[k] for k in _WORKLOAD_STATUS if k in status}
-        if status.get("conditions"):
-            summary["status"]["conditions"] = _conditions(status["conditions"])
+        read = [c for c in status.get("conditions") or [] if _read_condition(c)]
+        if read:
+            summary["status"]["conditions"] = _conditions(read)
     return summary
 
 
@@ -120,9 +133,13 @@ def index_child(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
 
 
 def index_pod(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
-    """A kopf index function's answer for a pod: {(namespace, resource): summary}, {} for others."""
+    """A kopf index function's answer for a pod: {(namespace, resource): summary} while the pod
+    reports a failure (``status.pod_failures``), {} for a healthy pod and for others' pods."""
     key = index_key(obj)
-    return {} if key is None else {key: pod_summary(obj)}
+    if key is None:
+        return {}
+    summary = pod_summary(obj)
+    return {} if pod_failures([summary]) is None else {key: summary}
 
 
 class Cache(Protocol):
@@ -161,4 +178,5 @@ class IndexCache:
         return _values(self._children[kind], (namespace, name))
 
     def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return _values(self._pods, (namespace, name))
+        """The resource's failing pods, by name (as a listing orders them)."""
+        return sorted(_values(self._pods, (namespace, name)), key=lambda p: str(p["metadata"]["name"]))

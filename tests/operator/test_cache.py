@@ -124,16 +124,18 @@ def test_a_child_is_kept_as_what_a_pass_reads_of_it_and_two_digests() -> None:
             "replicas": 2,
             "readyReplicas": 1,
             "updatedReplicas": 2,
-            "conditions": [
-                {
-                    "type": "Progressing",
-                    "status": "True",
-                    "reason": "NewReplicaSetAvailable",
-                    "message": "done",
-                }
-            ],
-        },
+        },  # no condition: compute_status reads only a stuck rollout's and a ReplicaFailure
     }
+    stuck = deployment()
+    stuck["status"]["conditions"] += [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "late"},
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "forbidden"},
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no"},
+    ]
+    assert child_summary(stuck)["status"]["conditions"] == [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "late"},
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "forbidden"},
+    ]
     # a pass decides from the summary as from the whole object
     assert content_digest(summary) == content_digest(full)
     answer = copy.deepcopy(full)
@@ -209,6 +211,9 @@ def test_only_objects_with_the_operators_labels_are_indexed_by_namespace_and_res
     assert index_key(deployment()) == ("models", "svc")
     assert set(index_child(deployment())) == {("models", "svc")}
     assert set(index_pod(crashing_pod())) == {("models", "svc")}
+    healthy = crashing_pod()
+    healthy["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    assert index_pod(healthy) == {}  # adds nothing to the status: not kept
     someone_elses = deployment()
     someone_elses["metadata"]["labels"] = {"app.kubernetes.io/instance": "svc"}  # not managed by us
     assert index_child(someone_elses) == {} and index_pod(someone_elses) == {}
