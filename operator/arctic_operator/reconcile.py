@@ -11,17 +11,20 @@ It never writes the resource's spec. Running it twice, or after a restart in the
 previous run, creates nothing twice: children have fixed names and apply is idempotent.
 
 Requests per pass (issue 15: the operator at 1,000 resources), in rounds of requests side by side:
-the reads (the children by their labels, one listing per kind, and the admin Secret, from the API
-server's watch cache; the pods); the checks (a dry run of each child that may have changed); the
-creates and applies something needs; the deletes, if any. A child not listed is not read by name:
-its dry run answers whether it exists (``absent``: a dry run that would create it), and only a
-child that exists unlisted, or whose dry run failed, is read by name before anything is written
-(``unresolved``: a name taken by an object without the resource's labels, reported as
-``NameConflict``). A first pass (no child known settled: a new resource, or the first pass after a
+the reads (the admin Secret, from the API server's watch cache; the children by their labels and
+the pods: from the operator's own watches, ``arctic_operator.cache``, where the handlers keep them,
+else one listing per kind from the API server's watch cache); the checks (a dry run of each child
+that may have changed); the creates and applies something needs; the deletes, if any. A child not
+listed is not read by name: its dry run answers whether it exists (``absent``: a dry run that would
+create it), and only a child that exists unlisted, or whose dry run failed, is read by name before
+anything is written (``unresolved``: a name taken by an object without the resource's labels,
+reported as ``NameConflict``; also a child whose dry run shows another object than the one seen,
+``replaced``). A delete reads the child by name first and deletes only that object, still this
+resource's. A first pass (no child known settled: a new resource, or the first pass after a
 restart) sends its dry runs with the reads: two round trips (reads and checks, writes); a settled
-resource waits for the reads only. (With autoscaling, a workload not listed is read by name
-before planning, the plan keeps its replicas; with monitoring, the plan needs the monitor CRDs:
-there the checks wait for the reads.)
+resource waits for the reads only. (With autoscaling, a workload not listed is read by name before
+planning, the plan keeps its replicas; with monitoring, the plan needs the monitor CRDs: there the
+checks wait for the reads.)
 
 ``Cluster`` sends plain JSON requests through the Kubernetes client (the dynamic client's discovery
 gives the paths, so any kind works, ServiceMonitor included); tests run the same code against the
@@ -41,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from arctic_operator.api import EngineStatus
 from arctic_operator.plan import (
@@ -56,6 +59,9 @@ from arctic_operator.plan import (
 from arctic_operator.settings import OperatorSettings
 from arctic_operator.status import POD_FAILURE_REASONS, compute_status
 from arctic_operator.validation import parse, validate
+
+if TYPE_CHECKING:
+    from arctic_operator.cache import Cache
 
 MONITOR_CRDS = {
     "ServiceMonitor": "servicemonitors.monitoring.coreos.com",
@@ -73,6 +79,9 @@ CHILD_KINDS = (
 )
 #: With network policies on (the chart grants their RBAC only then), also this kind.
 NETWORK_POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")
+#: The key of a cached child's digests (``cache.child_summary``): a summary holds only what a pass
+#: reads, and these stand for the rest (``content_digest``, ``same_object``).
+SUMMARY = "arctic-serve.dev/digests"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -195,6 +204,17 @@ class Cluster:
             content_type="application/merge-patch+json",
         )
 
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any]
+    ) -> None:
+        """A JSON merge patch of the object's status subresource."""
+        self._request(
+            "PATCH",
+            self._path(api_version, kind, name, namespace) + "/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
     def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply ``obj`` as the operator's one field manager (fields it applied before and
         no longer sends are removed; fields changed by hand are taken back); the object as stored
@@ -211,15 +231,26 @@ class Cluster:
             content_type="application/apply-patch+yaml",
         )
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        uid: str = "",
+        resource_version: str = "",
+    ) -> None:
+        """Delete the object (gone already: nothing to do). ``uid``/``resource_version``: only that
+        object as it was read (the API server answers 409 if it has changed or been replaced)."""
         from kubernetes.client.exceptions import NotFoundException
 
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            body["preconditions"] = preconditions
         with contextlib.suppress(NotFoundException):
-            self._request(
-                "DELETE",
-                self._path(api_version, kind, name, namespace),
-                body={"propagationPolicy": "Background"},
-            )
+            self._request("DELETE", self._path(api_version, kind, name, namespace), body=body)
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """The objects of ``kind`` in ``namespace`` matching ``label_selector``, from the API server's
@@ -314,23 +345,39 @@ def observe(
     kinds: tuple[tuple[str, str], ...],
     monitoring: bool,
     checks: Sequence[Request] = (),
+    cache: Cache | None = None,
 ) -> Observed:
     """Read what the plan and the status need: every listing, the admin Secret and the monitor CRDs
     at once (the operator's RBAC has no list on Secrets: the Secret is read by name, from the
     watch cache like the listings). ``checks`` (a first pass's dry runs, see ``reconcile``) go in
-    the same round; their answers (an exception is an answer) are in ``Observed.checked``."""
+    the same round; their answers (an exception is an answer) are in ``Observed.checked``.
+    ``cache``: the children and pods from the operator's own watches (``arctic_operator.cache``)
+    instead of a listing each: then the Secret (and the monitor CRDs) are the only reads."""
     selector = selector_string(labels(name))
     secret_name = f"{name}-admin"
     reads: list[Callable[[], Any]] = [
-        partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True),
-        partial(cluster.list, "v1", "Pod", namespace, selector),
-        *(partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds),
+        partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True)
     ]
+    if cache is None:
+        reads.append(partial(cluster.list, "v1", "Pod", namespace, selector))
+        reads += [
+            partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds
+        ]
+    else:
+        reads.append(partial(cache.pods, namespace, name))
+        reads += [partial(cache.children, namespace, name, kind) for _, kind in kinds]
     if monitoring:
         reads += [partial(cluster.has_crd, crd) for crd in MONITOR_CRDS.values()]
-    answers = cluster.map(
-        lambda read: read(), [*reads, *(_attempt(partial(send, cluster, c)) for c in checks)]
-    )
+    if cache is None:
+        answers = cluster.map(
+            lambda read: read(), [*reads, *(_attempt(partial(send, cluster, c)) for c in checks)]
+        )
+    else:  # the cache answers at once: only the Secret, the CRDs and the checks go to the API server
+        sent = cluster.map(
+            lambda read: read(),
+            [reads[0], *reads[2 + len(kinds) :], *(_attempt(partial(send, cluster, c)) for c in checks)],
+        )
+        answers = [sent[0], *(read() for read in reads[1 : 2 + len(kinds)]), *sent[1:]]
     checked = list(zip(checks, answers[len(reads) :], strict=True))
     secret, pods, *rest = answers[: len(reads)]
     listed: dict[Key, tuple[str, dict[str, Any]]] = {}
@@ -358,6 +405,7 @@ def current_of(
 
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A child as ``same_object`` compares it (all but its status, resourceVersion, apiVersion, kind)."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
     return {**{k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}, "metadata": meta}
 
@@ -366,8 +414,15 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
     """Whether a server-side dry-run apply's answer (``would_be``) leaves ``current`` as it is: every
     field but the status (the workload's controller writes it meanwhile) and the resourceVersion
     (which a write changes) the same, field owners (managedFields) included. Then the real apply
-    would be a no-op the API server does not store, and it is not sent."""
+    would be a no-op the API server does not store, and it is not sent. A cached child (its
+    ``SUMMARY``) is compared by the digest of what this compares."""
+    if SUMMARY in current or SUMMARY in would_be:
+        return _comparable_digest(current) == _comparable_digest(would_be)
     return _comparable(current) == _comparable(would_be)
+
+
+def _comparable_digest(obj: Mapping[str, Any]) -> str:
+    return str(obj[SUMMARY][1]) if SUMMARY in obj else manifest_digest(_comparable(obj))
 
 
 #: (resource uid, kind, name) -> (digest of the manifest applied, ``content_digest`` of the child
@@ -398,7 +453,10 @@ def content_digest(obj: Mapping[str, Any]) -> str:
     alone do not (the workload controller's status and its revision annotation, a label someone
     else adds: the apply would keep them as they are). A child with no such entry (managedFields
     cleared, or an API server that keeps none) is digested whole, less its status and the status
-    subresource's field owners: then any other write changes it."""
+    subresource's field owners: then any other write changes it. A cached child (``SUMMARY``) carries
+    its digest, computed from the whole object as watched."""
+    if SUMMARY in obj:
+        return str(obj[SUMMARY][0])
     meta = obj.get("metadata") or {}
     ours = [m for m in meta.get("managedFields") or [] if m.get("manager") == FIELD_MANAGER]
     if ours:
@@ -489,6 +547,16 @@ def absent(obj: Mapping[str, Any], answer: Any) -> bool:
     if create_only(obj):
         return answer is True
     return isinstance(answer, Mapping) and not (answer.get("metadata") or {}).get("resourceVersion")
+
+
+def replaced(known: Mapping[str, Any] | None, answer: Any) -> bool:
+    """Whether a dry-run apply's ``answer`` is about another object than the one listed or cached
+    (``known``): the name's object was deleted and made again meanwhile. Then what was seen does
+    not count: the child is read by name (``unresolved``) before anything is written."""
+    if known is None or not isinstance(answer, Mapping):
+        return False
+    uid = (answer.get("metadata") or {}).get("uid")
+    return bool(uid) and uid != (known.get("metadata") or {}).get("uid")
 
 
 def unresolved(
@@ -604,8 +672,23 @@ def send(cluster: Cluster, request: Request) -> Any:
         return cluster.create(obj)
     if request.verb == "apply":
         return cluster.apply(obj)
-    cluster.delete(api_version, kind, name, namespace)
-    return None
+    # a delete: a listed (or cached) child the plan no longer has. Read it live first: only that
+    # object, still controlled by the same resource, is deleted (preconditions: as read), so a
+    # listing or cache that lags never deletes an object replaced or released meanwhile.
+    owner = next((r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    live = cluster.get(api_version, kind, name, namespace)
+    if live is None or owner is None or not owned_by(live, str(owner)):
+        return None
+    live_meta = live.get("metadata") or {}
+    cluster.delete(
+        api_version,
+        kind,
+        name,
+        namespace,
+        uid=str(live_meta.get("uid") or ""),
+        resource_version=str(live_meta.get("resourceVersion") or ""),
+    )
+    return True
 
 
 def apply_children(
@@ -650,10 +733,11 @@ def apply_children(
         checks = check_round(objects, observed.known, uid, settled)
         results = cluster.map(lambda r: _attempt(lambda: send(cluster, r))(), checks)
         answers = {r.key: result for r, result in zip(checks, results, strict=True)}
-    reads = unresolved(objects, observed.known, answers)
     for obj in objects:
-        if absent(obj, answers.get(key_of(obj))):
-            observed.known[key_of(obj)] = None  # live, where a listing or the cache may lag
+        key = key_of(obj)
+        if absent(obj, answers.get(key)) or replaced(observed.known.get(key), answers.get(key)):
+            observed.known[key] = None  # live, where a listing or the cache may lag
+    reads = unresolved(objects, observed.known, answers)
     # (errors raise: not 404, which is None, so whether the name is taken is not known)
     for request, found in zip(reads, cluster.map(partial(send, cluster), reads), strict=True):
         observed.known[request.key] = found  # live
@@ -689,7 +773,11 @@ def apply_children(
         else:
             action = "updated"
         done.append(f"{_where(obj)}: {action}")
-    done += [f"{kind}/{name}: deleted" for verb, (kind, name) in written if verb == "delete"]
+    done += [
+        f"{kind}/{name}: deleted"
+        for (verb, (kind, name)), result in written.items()
+        if verb == "delete" and result
+    ]
     return done, None, after
 
 
@@ -699,9 +787,11 @@ def reconcile(
     settings: OperatorSettings,
     now: datetime,
     settled: Settled | None = None,
+    cache: Cache | None = None,
 ) -> Outcome:
     """One level-based pass over one ArcticInferenceService (see the module docstring).
-    ``settled``: what earlier passes of this process applied (see ``apply_children``)."""
+    ``settled``: what earlier passes of this process applied (see ``apply_children``); ``cache``:
+    the children and pods from the operator's watches, instead of listing them (see ``observe``)."""
     meta = body.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace"))
     uid = str(meta.get("uid") or "")
@@ -754,7 +844,7 @@ def reconcile(
                 obj["metadata"]["namespace"] = namespace
             checks = first_checks(guess.objects, uid, settled)
 
-    observed = observe(cluster, name, namespace, kinds, settings.monitoring, checks)
+    observed = observe(cluster, name, namespace, kinds, settings.monitoring, checks, cache)
     kind = workload_kind(resource.spec)
     if plan_reads_replicas(resource.spec):
         # the plan keeps the workload's replicas: read it now if the listing did not show it

@@ -115,8 +115,8 @@ def test_the_operator_gets_exactly_the_verbs_it_needs(rendered: Docs, scenario: 
         # the admin token: no list/watch, so other Secrets of the namespace cannot be enumerated
         "secrets": {"get", "create"},
         "events": {"create", "patch"},
-        # the control loop finds the engine pods to scrape (read only)
-        "pods": {"get", "list"},
+        # engine pods, read only: watched for the status (a kopf index), listed by the control loop
+        "pods": READ_VERBS,
     }
     if "monitoring" in scenario:
         expected["servicemonitors.monitoring.coreos.com"] = crud

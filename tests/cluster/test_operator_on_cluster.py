@@ -266,6 +266,9 @@ def test_rbac_is_least_privilege(ready: Kube) -> None:
     assert can("create", "deployments") and can("patch", "services") and can("create", "secrets")
     assert not can("list", "secrets") and not can("update", "secrets") and not can("patch", "secrets")
     assert not can("delete", "secrets") and not can("create", "pods") and not can("get", "nodes")
+    # the children and engine pods are watched (the operator's cache); pods are never written
+    assert can("watch", "pods") and can("watch", "deployments") and not can("delete", "pods")
+    assert not can("watch", "secrets")
 
 
 def test_helm_upgrade_with_a_changed_crd(ready: Kube, tmp_path: Path) -> None:

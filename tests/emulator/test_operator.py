@@ -43,10 +43,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 
 @contextmanager
-def operator(api: EmulatedApiServer, api_client: client.ApiClient) -> Iterator[KopfRunner]:
+def operator(
+    api: EmulatedApiServer, api_client: client.ApiClient, resync_seconds: float = 1.0
+) -> Iterator[KopfRunner]:
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(api.kopf_login)
-    register(registry, OperatorSettings(resync_seconds=1.0, metrics_port=0), lambda: Cluster(api_client))
+    settings = OperatorSettings(resync_seconds=resync_seconds, metrics_port=0)
+    register(registry, settings, lambda: Cluster(api_client))
     with KopfRunner(["run", "--standalone", "--namespace", NS], registry=registry, timeout=60) as runner:
         yield runner
     assert runner.exit_code == 0, runner.output[-3000:]
@@ -238,6 +241,36 @@ def test_resyncs_do_not_flood_the_events(
         assert reasons.count("Created") == 1, reasons
         assert len(reasons) <= 2, reasons  # Created (+ a status-change Updated at most); no per-resync events
         custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "quiet")
+
+
+def test_a_resource_is_ready_when_its_workload_is_not_at_the_next_resync(
+    emulated_api: EmulatedApiServer, api_client: client.ApiClient
+) -> None:
+    """The workload's ready replicas changing (its pods became ready) brings a pass over its
+    resource at once: Ready long before a resync (here 10 minutes away)."""
+    custom = client.CustomObjectsApi(api_client)
+    apps = client.AppsV1Api(api_client)
+    body = yaml.safe_load(SAMPLE.read_text())
+    body["metadata"]["name"] = "eager"
+
+    def ready() -> str | None:
+        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "eager")
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c["status"] for c in conditions if c["type"] == "Ready"), None)
+
+    with operator(emulated_api, api_client, resync_seconds=600.0):
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+        wait_for("the first pass's status", ready)
+        assert ready() == "False"
+        time.sleep(8)  # past the timer's first pass (once the resource is 5 s idle): the next in 10 min
+        # the test plays the workload controller: one replica, up to date and ready
+        apps.patch_namespaced_deployment_status(
+            "eager", NS, {"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}}
+        )
+        wait_for("Ready from the workload's event", lambda: ready() == "True", timeout=10.0)
+        status: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "eager")
+        assert status["status"]["readyReplicas"] == 1
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "eager")
 
 
 def test_shift_parallel_sample_is_served(

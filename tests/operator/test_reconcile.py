@@ -90,6 +90,7 @@ class RecordingCluster(Cluster):
         self.rv += 1
         stored = copy.deepcopy(obj)
         stored["metadata"]["resourceVersion"] = str(self.rv)
+        stored["metadata"].setdefault("uid", f"child-{self.rv}")
         self.objects[(obj["kind"], obj["metadata"]["name"])] = stored
         return copy.deepcopy(stored)
 
@@ -128,14 +129,30 @@ class RecordingCluster(Cluster):
         ]
         if before is not None:
             would_be["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"]
+            would_be["metadata"]["uid"] = before["metadata"]["uid"]
             if "status" in before:
                 would_be["status"] = before["status"]
             if would_be == before:
                 return copy.deepcopy(before)  # a no-op is not stored
         return would_be if dry_run else self._store(would_be)
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        uid: str = "",
+        resource_version: str = "",
+    ) -> None:
         self._record("delete", kind, name)
+        found = self.objects.get((kind, name))
+        meta = (found or {}).get("metadata") or {}
+        if (uid and uid != meta.get("uid")) or (
+            resource_version and resource_version != meta.get("resourceVersion")
+        ):
+            raise ApiException(status=409, reason="Conflict")  # the precondition fails
         self.objects.pop((kind, name), None)
 
     def edit(self, kind: str, name: str, change: Callable[[dict[str, Any]], None], *, ours: bool) -> None:
@@ -372,7 +389,8 @@ def test_a_dropped_child_is_deleted_after_the_applies() -> None:
         [*READS],
         [("dry-run", "Deployment", "svc")],
         [("apply", "Deployment", "svc")],
-        [("delete", "PodDisruptionBudget", "svc")],
+        # read by name first: only the object listed, still this resource's, is deleted
+        [("get", "PodDisruptionBudget", "svc"), ("delete", "PodDisruptionBudget", "svc")],
     ]
     assert "PodDisruptionBudget/svc: deleted" in outcome.applied
     assert ("PodDisruptionBudget", "svc") not in cluster.objects

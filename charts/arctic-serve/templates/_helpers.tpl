@@ -88,7 +88,8 @@ The operator's workload permissions: the same rules whether they land in the Clu
   resources: [arcticinferenceservices/finalizers]
   verbs: [update]
 # The children it owns (deleted with their parent by ownerReference garbage collection; the operator
-# deletes them itself only when the spec no longer asks for them). The engines run as a Deployment
+# deletes them itself only when the spec no longer asks for them). list/watch: the operator keeps a
+# watch-based cache of its children (a kopf index per kind), instead of listing them every pass. The engines run as a Deployment
 # (model cache on an emptyDir) or a StatefulSet (a cache PVC per replica, which the StatefulSet
 # controller creates: the operator needs no PVC rights).
 - apiGroups: [apps]
@@ -106,11 +107,13 @@ The operator's workload permissions: the same rules whether they land in the Clu
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
-# The control loop (spec.autoscaling, capController) lists a resource's engine pods by label to
-# scrape their /metrics and reach their admin API. Read only, no watch.
+# Engine pods, read only: the operator watches them (a kopf index of the few status fields a
+# reconcile reads: crash loops, image pulls, unschedulable pods), and the control loop
+# (spec.autoscaling, capController) lists a resource's engine pods by label to scrape their /metrics
+# and reach their admin API.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 # kopf posts handler progress and errors as core/v1 Events on the objects it handles.
 - apiGroups: [""]
   resources: [events]

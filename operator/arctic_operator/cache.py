@@ -1,0 +1,182 @@
+"""The watch-based cache of children and engine pods (issue 15): what ``reconcile.observe`` would
+otherwise list from the API server on every pass.
+
+kopf keeps one index per child kind and one for the engine pods (``handlers.register``), fed by its
+watches; the index functions are ``index_child`` and ``index_pod`` here, pure functions from one
+object to its entry. Each entry is keyed by (namespace, ArcticInferenceService name), the
+``app.kubernetes.io/instance`` label every child and pod carries (``plan.labels``), and holds only
+what a pass reads (1,000 resources' Deployments, Services, PDBs and pods stay in memory):
+
+* a child: its apiVersion, kind, name, namespace, uid, resourceVersion and controller
+  ownerReference; a workload's ``spec.replicas`` and the status fields ``status.compute_status``
+  reads (its replica counts, and only the conditions it reads: a rollout past its deadline, a
+  ReplicaFailure); and two digests of the whole object (``SUMMARY``): ``reconcile.content_digest`` (is it
+  still as the last apply left it?) and the digest of what ``reconcile.same_object`` compares (would
+  a dry-run apply's answer change it?), both computed from the object as watched;
+* a pod: its name and the status fields ``status.pod_failures`` reads, and only while it reports
+  a failure (a healthy pod adds nothing to the status: it is not kept).
+
+A cache can lag the API server, like the listings from its watch cache it replaces: a child
+created a moment ago may be missing (its dry run shows it exists, and it is read by name before
+anything is written: ``reconcile.unresolved``), and one deleted a moment ago may still be there (a
+delete is confirmed by reading the child by name first: ``reconcile.send``). The next pass sees
+what this one missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from arctic_operator.plan import MANAGED_BY
+from arctic_operator.reconcile import SUMMARY, _comparable_digest, content_digest
+from arctic_operator.status import pod_failures
+
+INSTANCE = "app.kubernetes.io/instance"
+#: The labels every child and engine pod carries whatever its resource (kopf's filter: objects
+#: without them are not indexed).
+COMMON_LABELS = {"app.kubernetes.io/name": "arctic-serve", "app.kubernetes.io/managed-by": MANAGED_BY}
+WORKLOADS = ("Deployment", "StatefulSet")
+_WORKLOAD_STATUS = ("replicas", "readyReplicas", "updatedReplicas")
+_CONDITION = ("type", "status", "reason", "message")
+
+IndexKey = tuple[str, str]  # (namespace, resource name)
+
+
+def index_key(obj: Mapping[str, Any]) -> IndexKey | None:
+    """(namespace, resource name) of a child or engine pod; None without the instance label."""
+    meta = obj.get("metadata") or {}
+    instance = (meta.get("labels") or {}).get(INSTANCE)
+    if not instance or any((meta.get("labels") or {}).get(k) != v for k, v in COMMON_LABELS.items()):
+        return None
+    return (str(meta.get("namespace") or ""), str(instance))
+
+
+def _read_condition(c: Mapping[str, Any]) -> bool:
+    """Whether ``status.compute_status`` reads a workload condition (``_rollout_stuck``,
+    ``_replica_failure``)."""
+    return (c.get("type"), c.get("reason")) == ("Progressing", "ProgressDeadlineExceeded") or (
+        c.get("type"),
+        c.get("status"),
+    ) == ("ReplicaFailure", "True")
+
+
+def _conditions(conditions: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{k: c[k] for k in _CONDITION if k in c} for c in conditions or []]
+
+
+def child_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass reads of a child (see the module docstring), in the object's own shape."""
+    meta = obj.get("metadata") or {}
+    summary: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "ownerReferences": [
+                {"uid": r.get("uid"), "controller": True}
+                for r in meta.get("ownerReferences") or []
+                if r.get("controller")
+            ],
+        },
+        SUMMARY: (content_digest(obj), _comparable_digest(obj)),
+    }
+    if obj.get("kind") in WORKLOADS:
+        replicas = (obj.get("spec") or {}).get("replicas")
+        if replicas is not None:
+            summary["spec"] = {"replicas": replicas}
+        status = obj.get("status") or {}
+        summary["status"] = {k: status[k] for k in _WORKLOAD_STATUS if k in status}
+        read = [c for c in status.get("conditions") or [] if _read_condition(c)]
+        if read:
+            summary["status"]["conditions"] = _conditions(read)
+    return summary
+
+
+def _container(cs: Mapping[str, Any]) -> dict[str, Any]:
+    waiting = (cs.get("state") or {}).get("waiting")
+    terminated = (cs.get("lastState") or {}).get("terminated")
+    out: dict[str, Any] = {"name": cs.get("name"), "restartCount": cs.get("restartCount", 0)}
+    if waiting:
+        out["state"] = {"waiting": {k: waiting[k] for k in ("reason", "message") if k in waiting}}
+    if terminated:
+        out["lastState"] = {
+            "terminated": {k: terminated[k] for k in ("reason", "exitCode") if k in terminated}
+        }
+    return out
+
+
+def pod_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass reads of an engine pod: its name and the status ``status.pod_failures`` reads."""
+    status = obj.get("status") or {}
+    summary: dict[str, Any] = {k: status[k] for k in ("phase", "reason", "message") if k in status}
+    unschedulable = [
+        c
+        for c in status.get("conditions") or []
+        if c.get("type") == "PodScheduled" and c.get("status") == "False"
+    ]
+    if unschedulable:
+        summary["conditions"] = _conditions(unschedulable)
+    for field in ("initContainerStatuses", "containerStatuses"):
+        if status.get(field):
+            summary[field] = [_container(cs) for cs in status[field]]
+    return {"metadata": {"name": (obj.get("metadata") or {}).get("name")}, "status": summary}
+
+
+def index_child(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
+    """A kopf index function's answer for a child: {(namespace, resource): summary}, {} for others."""
+    key = index_key(obj)
+    return {} if key is None else {key: child_summary(obj)}
+
+
+def index_pod(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
+    """A kopf index function's answer for a pod: {(namespace, resource): summary} while the pod
+    reports a failure (``status.pod_failures``), {} for a healthy pod and for others' pods."""
+    key = index_key(obj)
+    if key is None:
+        return {}
+    summary = pod_summary(obj)
+    return {} if pod_failures([summary]) is None else {key: summary}
+
+
+class Cache(Protocol):
+    """What ``reconcile.observe`` reads instead of listing (``IndexCache``: kopf's indexes)."""
+
+    def children(self, namespace: str, name: str, kind: str) -> list[dict[str, Any]]: ...
+
+    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
+
+
+def _values(index: Mapping[IndexKey, Iterable[dict[str, Any]]], key: IndexKey) -> list[dict[str, Any]]:
+    """The values under ``key``, copied (kopf changes its index in its own thread meanwhile: a copy of
+    a dict's values is one step under the GIL; a rare race is retried)."""
+    for _ in range(10):
+        try:
+            store = index.get(key)
+            return [dict(v) for v in tuple(store or ())]
+        except RuntimeError:  # changed while copied
+            continue
+    store = index.get(key)
+    return [dict(v) for v in tuple(store or ())]
+
+
+class IndexCache:
+    """``Cache`` over kopf's indexes: ``children`` by kind (``{kind: index}``) and ``pods``."""
+
+    def __init__(
+        self,
+        children: Mapping[str, Mapping[IndexKey, Iterable[dict[str, Any]]]],
+        pods: Mapping[IndexKey, Iterable[dict[str, Any]]],
+    ) -> None:
+        self._children = children
+        self._pods = pods
+
+    def children(self, namespace: str, name: str, kind: str) -> list[dict[str, Any]]:
+        return _values(self._children[kind], (namespace, name))
+
+    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The resource's failing pods, by name (as a listing orders them)."""
+        return sorted(_values(self._pods, (namespace, name)), key=lambda p: str(p["metadata"]["name"]))
