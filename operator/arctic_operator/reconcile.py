@@ -355,33 +355,28 @@ def observe(
     instead of a listing each: then the Secret (and the monitor CRDs) are the only reads."""
     selector = selector_string(labels(name))
     secret_name = f"{name}-admin"
-    reads: list[Callable[[], Any]] = [
-        partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True)
-    ]
+    secret_read: Callable[[], Any] = partial(cluster.get, "v1", "Secret", secret_name, namespace, cached=True)
+    crd_reads: list[Callable[[], Any]] = (
+        [partial(cluster.has_crd, crd) for crd in MONITOR_CRDS.values()] if monitoring else []
+    )
+    sent_checks: list[Callable[[], Any]] = [_attempt(partial(send, cluster, c)) for c in checks]
     if cache is None:
-        reads.append(partial(cluster.list, "v1", "Pod", namespace, selector))
-        reads += [
-            partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds
+        listings: list[Callable[[], Any]] = [
+            partial(cluster.list, "v1", "Pod", namespace, selector),
+            *(partial(cluster.list, api_version, kind, namespace, selector) for api_version, kind in kinds),
         ]
-    else:
-        reads.append(partial(cache.pods, namespace, name))
-        reads += [partial(cache.children, namespace, name, kind) for _, kind in kinds]
-    if monitoring:
-        reads += [partial(cluster.has_crd, crd) for crd in MONITOR_CRDS.values()]
-    if cache is None:
-        answers = cluster.map(
-            lambda read: read(), [*reads, *(_attempt(partial(send, cluster, c)) for c in checks)]
+        secret, pods, *rest = cluster.map(
+            lambda read: read(), [secret_read, *listings, *crd_reads, *sent_checks]
         )
+        found, rest = rest[: len(kinds)], rest[len(kinds) :]
     else:  # the cache answers at once: only the Secret, the CRDs and the checks go to the API server
-        sent = cluster.map(
-            lambda read: read(),
-            [reads[0], *reads[2 + len(kinds) :], *(_attempt(partial(send, cluster, c)) for c in checks)],
-        )
-        answers = [sent[0], *(read() for read in reads[1 : 2 + len(kinds)]), *sent[1:]]
-    checked = list(zip(checks, answers[len(reads) :], strict=True))
-    secret, pods, *rest = answers[: len(reads)]
+        secret, *rest = cluster.map(lambda read: read(), [secret_read, *crd_reads, *sent_checks])
+        pods = cache.pods(namespace, name)
+        found = [cache.children(namespace, name, kind) for _, kind in kinds]
+    crds = rest[: len(crd_reads)] if monitoring else [False, False]
+    checked = list(zip(checks, rest[len(crd_reads) :], strict=True))
     listed: dict[Key, tuple[str, dict[str, Any]]] = {}
-    for (api_version, kind), items in zip(kinds, rest, strict=False):
+    for (api_version, kind), items in zip(kinds, found, strict=False):
         for item in items:
             # items of a list carry no apiVersion/kind of their own
             listed[(kind, item["metadata"]["name"])] = (
@@ -390,7 +385,6 @@ def observe(
             )
     known: dict[Key, dict[str, Any] | None] = {key: obj for key, (_, obj) in listed.items()}
     known[("Secret", secret_name)] = secret
-    crds = rest[len(kinds) :] if monitoring else [False, False]
     return Observed(known, listed, pods, bool(crds[0]), bool(crds[1]), checked)
 
 
