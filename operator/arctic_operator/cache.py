@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from arctic_operator.plan import MANAGED_BY
-from arctic_operator.reconcile import SUMMARY, _comparable_digest, content_digest
+from arctic_operator.reconcile import SUMMARY, comparable_digest, content_digest
 from arctic_operator.status import pod_failures
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -82,7 +82,7 @@ def child_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
                 if r.get("controller")
             ],
         },
-        SUMMARY: (content_digest(obj), _comparable_digest(obj)),
+        SUMMARY: (content_digest(obj), comparable_digest(obj)),
     }
     if obj.get("kind") in WORKLOADS:
         replicas = (obj.get("spec") or {}).get("replicas")

@@ -411,11 +411,12 @@ def same_object(current: Mapping[str, Any], would_be: Mapping[str, Any]) -> bool
     would be a no-op the API server does not store, and it is not sent. A cached child (its
     ``SUMMARY``) is compared by the digest of what this compares."""
     if SUMMARY in current or SUMMARY in would_be:
-        return _comparable_digest(current) == _comparable_digest(would_be)
+        return comparable_digest(current) == comparable_digest(would_be)
     return _comparable(current) == _comparable(would_be)
 
 
-def _comparable_digest(obj: Mapping[str, Any]) -> str:
+def comparable_digest(obj: Mapping[str, Any]) -> str:
+    """The digest of what ``same_object`` compares (a cached child carries it: ``SUMMARY``)."""
     return str(obj[SUMMARY][1]) if SUMMARY in obj else manifest_digest(_comparable(obj))
 
 
