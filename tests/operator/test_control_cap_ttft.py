@@ -44,13 +44,6 @@ def observe(time: float, running: float, prompt_tokens: float | None = PROMPT) -
     )
 
 
-def test_ttft_step_ratio_is_half_a_step_plus_the_prefill_step() -> None:
-    assert COSTS.ttft_step_ratio(16, PROMPT) == pytest.approx(5.5)
-    assert COSTS.ttft_step_ratio(0.2, 0.0) == 1.5  # at least one running
-    untimed = VerifyCosts(batch_sizes=(1, 16), by_draft_len=((3, (1.25, 1.5)),))
-    assert untimed.ttft_step_ratio(16, PROMPT) is None
-
-
 def test_the_budget_bounds_how_many_of_the_batch_draft() -> None:
     model = POLICY.model_for(None)
     # 2 % of 5.5 steps over 1.5 delayed steps = 7.33 % longer steps; each of 16 drafting adds 0.5 / 16

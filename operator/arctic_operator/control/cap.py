@@ -237,7 +237,7 @@ def ttft_soft_cap(
 
     def fits(drafting: float) -> bool:
         undrafted_batch_size = undrafted_batch(batch, drafting, accepted_per_draft, extra)
-        undrafted = interpolate_log(costs.batch_sizes, costs.decode_step_s, undrafted_batch_size)
+        undrafted = costs.decode_step(undrafted_batch_size) or step  # measured: step is not None
         with_drafts = 1.5 * step + delayed_steps * step * drafting * extra / batch + prefill
         return with_drafts <= allowed * (1.5 * undrafted + prefill) * (1 + 1e-9)
 

@@ -70,7 +70,7 @@ class VerifyCosts:
     """The result files the curves came from."""
     decode_step_s: tuple[float, ...] = ()
     """Seconds per vanilla decode step at each of batch_sizes; () when not measured. With
-    ``prefill_s_per_token`` it prices drafting in time to first token (``ttft_step_ratio``)."""
+    ``prefill_s_per_token`` it prices drafting in time to first token (``cap.ttft_soft_cap``)."""
     prefill_s_per_token: float | None = None
     """Seconds of prefill per prompt token (the vanilla engine's TTFT of one long prompt / its
     length); None when not measured."""
@@ -124,15 +124,6 @@ class VerifyCosts:
         if not self.decode_step_s:
             return None
         return interpolate_log(self.batch_sizes, self.decode_step_s, max(1.0, batch))
-
-    def ttft_step_ratio(self, batch: float, prompt_tokens: float) -> float | None:
-        """A new request's time to first token without drafting, in decode steps at ``batch``:
-        half a step waiting for the step under way, then the step that carries its prefill
-        (one decode step plus ``prompt_tokens`` of prefill). None without the timings."""
-        step = self.decode_step(batch)
-        if step is None or self.prefill_s_per_token is None:
-            return None
-        return 1.5 + prompt_tokens * self.prefill_s_per_token / step
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
