@@ -139,6 +139,37 @@ def wrap_create_engine_config(original: Callable[..., Any]) -> Callable[..., Any
     return create_engine_config
 
 
+def wrap_vllm_config_post_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    """VllmConfig.__post_init__: a draft head alone (no suffix decoding beside it) keeps vLLM's
+    asynchronous scheduling. vLLM 0.26 schedules asynchronously only for its EAGLE-like methods
+    (``EagleModelTypes``, read by ``__post_init__``), and the head travels as method ``suffix``;
+    while a head-alone config is built, ``suffix`` counts as EAGLE-like, so vLLM makes the same
+    choice (on unless the user turned it off, the platform or executor cannot, ...) and checks
+    what it checks for EAGLE. The hybrid keeps synchronous scheduling: its suffix cache reads
+    every sampled token on the host."""
+    import typing
+
+    import vllm.config.vllm as module
+
+    if typing.get_origin(getattr(module, "EagleModelTypes", None)) is not typing.Literal:
+        raise patching.PatchError("vllm.config.vllm.EagleModelTypes: not a Literal of method names")
+
+    def __post_init__(self: Any) -> None:
+        heads = parse_engine_settings(self.additional_config).heads
+        spec = self.speculative_config
+        if heads is None or heads.hybrid or spec is None or spec.method != "suffix":
+            original(self)
+            return
+        eagle_like = module.EagleModelTypes
+        module.EagleModelTypes = typing.Literal[(*typing.get_args(eagle_like), "suffix")]
+        try:
+            original(self)
+        finally:
+            module.EagleModelTypes = eagle_like
+
+    return __post_init__
+
+
 def check_swiftkv(config: Any) -> None:
     """SwiftKV asked for a model that is not a SwiftKV checkpoint, or a bad L_kv: one line."""
     from arctic_runtime import swiftkv
@@ -357,12 +388,69 @@ def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
     return args[index] if len(args) > index else kwargs.get(name)
 
 
+def async_heads(runner: Any) -> Any:
+    """The runner's draft head when it drafts on the asynchronous path (head alone under vLLM's
+    asynchronous scheduling, see ``wrap_vllm_config_post_init``), else None."""
+    heads = getattr(getattr(runner, "drafter", None), "_arctic_heads", None)
+    if heads is None or heads.suffix is not None or not getattr(runner, "use_async_scheduling", False):
+        return None
+    return heads
+
+
+def wrap_bookkeeping_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Asynchronous head path, part 1: before the step's bookkeeping, find each request's last
+    valid sampled token and count on the device and hand them to vLLM's asynchronous
+    speculative-decoding state (``_copy_valid_sampled_token_count``: the next step's inputs and
+    its correction of the optimistic token counts read them), as vLLM does for its EAGLE-like
+    drafters; the draft itself follows in ``propose_draft_token_ids``."""
+
+    def _bookkeeping_sync(
+        self: Any, scheduler_output: Any, sampler_output: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        heads = async_heads(self)
+        if heads is not None:
+            heads.accepted = _accepted_on_device(self, sampler_output.sampled_token_ids)
+        return original(self, scheduler_output, sampler_output, *args, **kwargs)
+
+    return _bookkeeping_sync
+
+
+def _accepted_on_device(runner: Any, sampled: Any) -> tuple[Any, Any]:
+    import numpy as np
+    import torch
+
+    from arctic_runtime.heads.engine import accepted_tokens
+
+    batch = runner.input_batch
+    n = int(sampled.shape[0])
+    discarded = runner.discard_request_mask
+    chunks = np.flatnonzero(discarded.np[:n]).tolist()
+    backup = sampled[:, 0]  # read only for discarded rows: with none, no copy to the device
+    if chunks:  # prefill chunks: their last known token
+        on_host = torch.zeros(n, dtype=torch.int32)
+        for i in chunks:
+            on_host[i] = runner.requests[batch.req_ids[i]].get_token_id(int(batch.num_tokens_no_spec[i]) - 1)
+        backup = on_host.to(sampled.device, non_blocking=True)
+    next_ids, counts = accepted_tokens(sampled, discarded.gpu[:n], backup, int(batch.vocab_size))
+    runner._copy_valid_sampled_token_count(next_ids, counts)
+    return next_ids, counts
+
+
 def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., Any]:
     def propose_draft_token_ids(self: Any, *args: Any, **kwargs: Any) -> Any:
         spec = self.speculative_config
         if spec is not None:
             req_ids = self.input_batch.req_ids
             drafting = _runner_cap(self).drafting_slots(len(req_ids)) > 0
+            heads = async_heads(self)
+            if heads is not None:
+                return _draft_on_device(
+                    self,
+                    heads,
+                    _argument(args, kwargs, "sample_hidden_states"),
+                    _argument(args, kwargs, "spec_decode_metadata"),
+                    drafting,
+                )
             if spec.method in STATELESS_PROPOSERS and not drafting:
                 return empty_drafts(req_ids)
             if spec.method == "suffix":
@@ -383,6 +471,32 @@ def wrap_propose_draft_token_ids(original: Callable[..., Any]) -> Callable[..., 
     return propose_draft_token_ids
 
 
+def _draft_on_device(
+    runner: Any, heads: Any, sample_hidden_states: Any, spec_meta: Any, drafting: bool
+) -> Any:
+    """Asynchronous head path, part 2 (vLLM calls the proposer after bookkeeping, with no host
+    lists under asynchronous scheduling): the head's drafts from the accepted tokens found in
+    part 1, as a device tensor vLLM scatters into the next step's inputs."""
+    from arctic_runtime.heads.engine import last_accepted_rows
+
+    _load_head(runner, heads, sample_hidden_states)
+    next_ids, counts = heads.accepted
+    heads.accepted = None
+    rows = None
+    if sample_hidden_states.shape[0] != next_ids.shape[0]:  # drafts verified: (drafts + 1) rows each
+        rows = last_accepted_rows(counts, spec_meta.cu_num_sampled_tokens)
+    return heads.propose_on_device(sample_hidden_states, rows, next_ids, runner.num_spec_tokens, drafting)
+
+
+def _load_head(runner: Any, heads: Any, sample_hidden_states: Any) -> None:
+    if heads.head is None:
+        model = runner.get_model()
+        embedding = model.model.embed_tokens.weight
+        lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
+        heads.load(embedding, lm_head, sample_hidden_states.dtype, sample_hidden_states.device)
+        logger.info("arctic-serve: draft head %s loaded", heads.settings.model)
+
+
 def _last_accepted_hidden(
     runner: Any,
     heads: Any,
@@ -394,12 +508,7 @@ def _last_accepted_hidden(
     """The base model's final hidden state at each request's last accepted position: one row of
     ``sample_hidden_states`` per request, or (with drafts verified this step) the row of its last
     accepted draft position (vLLM computes logits for every draft position plus one)."""
-    if heads.head is None:
-        model = runner.get_model()
-        embedding = model.model.embed_tokens.weight
-        lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
-        heads.load(embedding, lm_head, sample_hidden_states.dtype, sample_hidden_states.device)
-        logger.info("arctic-serve: draft head %s loaded", heads.settings.model)
+    _load_head(runner, heads, sample_hidden_states)
     if not drafting:
         return None
     if sample_hidden_states.shape[0] == len(sampled):

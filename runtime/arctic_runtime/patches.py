@@ -46,6 +46,38 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         implementation=hooks.wrap_create_engine_config,
     ),
     PatchPoint(
+        target="vllm.config.vllm:VllmConfig.__post_init__",
+        action="wrap",
+        params=("self",),
+        process="front end",
+        reason=(
+            "A draft head alone keeps asynchronous scheduling: while its config is built, method "
+            "suffix counts among vLLM's EAGLE-like methods (vllm.config.vllm.EagleModelTypes, the "
+            "list __post_init__ reads), so vLLM decides and checks as it does for EAGLE."
+        ),
+        implementation=hooks.wrap_vllm_config_post_init,
+    ),
+    PatchPoint(
+        target="vllm.v1.worker.gpu_model_runner:GPUModelRunner._bookkeeping_sync",
+        action="wrap",
+        params=(
+            "self",
+            "scheduler_output",
+            "sampler_output",
+            "logits",
+            "hidden_states",
+            "num_scheduled_tokens",
+        ),
+        process="worker",
+        reason=(
+            "Asynchronous draft-head path: before bookkeeping, each request's last valid sampled "
+            "token and count on the device, handed to vLLM's asynchronous spec-decode state "
+            "(_copy_valid_sampled_token_count) as vLLM does for EAGLE; the head then drafts on the "
+            "device in propose_draft_token_ids."
+        ),
+        implementation=hooks.wrap_bookkeeping_sync,
+    ),
+    PatchPoint(
         target="vllm.v1.core.sched.scheduler:Scheduler.schedule",
         action="wrap",
         params=("self", "throttle_prefills"),
@@ -108,7 +140,9 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
             "batch: the scheduler would drop every draft anyway. Only stateless proposers are "
             "skipped; suffix decoding is told to update its tries without drafting. Draft heads: "
             "hand the proposer the base model's final hidden state at each request's last "
-            "accepted position (loading the head on first use, tied to the base embedding)."
+            "accepted position (loading the head on first use, tied to the base embedding); "
+            "under asynchronous scheduling (head alone) draft on the device and return the "
+            "drafts as a tensor vLLM feeds to the next step."
         ),
         implementation=hooks.wrap_propose_draft_token_ids,
     ),

@@ -1,8 +1,9 @@
 """Draft heads (Arctic's LSTM/MLP speculators) behind ``method: arctic | mlp_speculator`` in a real
-engine with the real SmolLM2: greedy answers identical with and without drafts (head alone, and
-hybrid with suffix decoding), the live cap, and bad configs failing at startup naming the key.
+engine with the real SmolLM2: greedy answers identical with and without drafts (head alone,
+synchronous and asynchronous, and hybrid with suffix decoding), the live cap, and bad configs
+failing at startup naming the key.
 
-Two engine processes (one per module fixture); the heads are small seeded random ones made here
+Three engine processes (one per module fixture); the heads are small seeded random ones made here
 (tied to the base model's embedding, so only their projections and norms are written), or the
 trained SmolLM2 heads when ``models/speculators`` has them.
 """
@@ -70,6 +71,25 @@ def lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 @pytest.fixture(scope="module")
+def async_lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The LSTM head alone with vLLM's own scheduling decision kept on this CPU (the runner path a
+    GPU takes: asynchronous scheduling, drafts on the device), and the live cap."""
+    tmp = tmp_path_factory.mktemp("heads-async")
+    spec = {"method": "arctic", "model": str(head_dir(tmp, "lstm")), "num_speculative_tokens": 3}
+    request = {
+        "model": str(smollm2_dir),
+        "speculative_config": spec,
+        "prompts": PROMPTS,
+        "max_tokens": MAX_TOKENS,
+        "cap": True,
+        "keep_async_decision": True,
+    }
+    return run_module(
+        "tests.engine.heads_runner", request, enabled=True, timeout=900, VLLM_ENABLE_V1_MULTIPROCESSING="0"
+    )
+
+
+@pytest.fixture(scope="module")
 def hybrid_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("hybrid")
     mlp = head_dir(tmp, "mlp")
@@ -93,6 +113,7 @@ def hybrid_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         "max_tokens": MAX_TOKENS,
         "bad": bad,
         "cap": True,
+        "keep_async_decision": True,
     }
     return run_module("tests.engine.heads_runner", request, enabled=True, timeout=900)
 
@@ -108,6 +129,21 @@ def test_lstm_head_drafts_and_greedy_answers_are_unchanged(
     assert spec["spec_decode_num_draft_tokens"] >= 3 * 20, spec  # every decoding step drafted 3
 
 
+def test_a_head_alone_schedules_asynchronously_with_the_same_drafts_and_answers(
+    async_lstm_run: dict[str, Any], lstm_run: dict[str, Any], vanilla: dict[str, Any]
+) -> None:
+    """Head alone keeps vLLM's asynchronous scheduling and drafts on the device: greedy answers
+    unchanged, and the same drafts accepted as on the synchronous path (the same head on the
+    same hidden states and tokens); the live cap still stops every draft."""
+    assert async_lstm_run["async_scheduling"] is True and lstm_run["async_scheduling"] is False
+    assert async_lstm_run["token_ids"] == vanilla["token_ids"]
+    assert async_lstm_run["spec"] == lstm_run["spec"], (async_lstm_run["spec"], lstm_run["spec"])
+    assert async_lstm_run["spec"]["spec_decode_num_accepted_tokens"] > 0
+    assert async_lstm_run["heads"]["counters"]["head_drafts"] > 0
+    assert async_lstm_run["capped_token_ids"] == vanilla["token_ids"]
+    assert async_lstm_run["capped_spec"]["spec_decode_num_draft_tokens"] == 0, async_lstm_run["capped_spec"]
+
+
 def test_hybrid_uses_both_sources_and_greedy_answers_are_unchanged(
     hybrid_run: dict[str, Any], vanilla: dict[str, Any]
 ) -> None:
@@ -117,6 +153,8 @@ def test_hybrid_uses_both_sources_and_greedy_answers_are_unchanged(
     assert counters["suffix_drafts"] > 0 and counters["head_drafts"] > 0, counters
     assert hybrid_run["heads"]["threshold"] == 1.0  # the measured default (Arctic's rule: n_predict)
     assert hybrid_run["method"] == "mlp_speculator+suffix"  # what the admin API reports
+    # the suffix cache reads every sampled token on the host: vLLM's decision stays synchronous
+    assert hybrid_run["async_scheduling"] is False
     assert hybrid_run["spec"]["spec_decode_num_accepted_tokens"] > 0
 
 

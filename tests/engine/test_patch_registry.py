@@ -22,18 +22,21 @@ def test_target_exists_with_expected_signature(point: patches.PatchPoint) -> Non
     patches.check(point)
 
 
+SCHEDULE = next(p for p in patches.PATCH_POINTS if p.target.endswith(":Scheduler.schedule"))
+
+
 def test_registry_catches_a_changed_signature() -> None:
-    point = patches.PATCH_POINTS[1]
+    point = SCHEDULE
     moved = replace(point, params=(*point.params, "new_arg"))
     with pytest.raises(patches.PatchError, match=r"Scheduler\.schedule: expected parameters"):
         patches.check(moved)
 
 
 def test_registry_catches_a_missing_target() -> None:
-    gone = replace(patches.PATCH_POINTS[1], target="vllm.v1.core.sched.scheduler:Scheduler.schedule_v2")
+    gone = replace(SCHEDULE, target="vllm.v1.core.sched.scheduler:Scheduler.schedule_v2")
     with pytest.raises(patches.PatchError, match="schedule_v2: not defined"):
         patches.check(gone)
-    no_module = replace(patches.PATCH_POINTS[1], target="vllm.v1.core.sched.nowhere:Scheduler.schedule")
+    no_module = replace(SCHEDULE, target="vllm.v1.core.sched.nowhere:Scheduler.schedule")
     with pytest.raises(patches.PatchError, match="not importable"):
         patches.check(no_module)
 

@@ -457,3 +457,100 @@ def test_device_drafts_leave_the_common_steps_drafts_on_the_device() -> None:
     lists = drafter.propose(list("abc"), None, near_end, near_end, sampled, 3, True, hidden)
     assert lists == [out[0].tolist(), out[1, :1].tolist(), out[2].tolist()]
     assert drafter.counters.drafted_tokens == 3 + 3 + 3 + 3 + 3 + 3 + 7
+
+
+# --- the asynchronous path (head alone under vLLM's asynchronous scheduling) ---
+
+
+def test_accepted_tokens_count_the_valid_prefix_and_take_its_last_token() -> None:
+    """A step's sampled tokens (rows, 1 + drafts; -1 after the first rejection, ids >= vocab are
+    padding): each row's count of valid tokens and the last of them; a discarded row (a prefill
+    chunk) counts 0 and takes its backup token, whatever it sampled."""
+    from arctic_runtime.heads.engine import accepted_tokens
+
+    sampled = torch.tensor(
+        [[5, 6, 7, 8], [9, -1, -1, -1], [10, 11, -1, -1], [12, -1, -1, -1], [13, 99, -1, -1]]
+    )
+    discarded = torch.tensor([False, False, False, True, False])
+    backup = torch.tensor([0, 0, 0, 42, 0], dtype=torch.int32)
+    next_ids, counts = accepted_tokens(sampled, discarded, backup, vocab_size=50)
+    assert counts.tolist() == [4, 1, 2, 0, 1] and counts.dtype == torch.int32
+    assert next_ids.tolist() == [8, 9, 11, 42, 13] and next_ids.dtype == torch.int32
+    # a step without drafts: one token per row
+    next_ids, counts = accepted_tokens(torch.tensor([[3], [4]]), torch.tensor([False, False]), backup[:2], 50)
+    assert (next_ids.tolist(), counts.tolist()) == ([3, 4], [1, 1])
+
+
+def test_last_accepted_rows_index_each_requests_span_of_hidden_states() -> None:
+    """vLLM computes logits (and keeps hidden states) at every verified draft position plus one:
+    request i's rows start at cu_num_sampled[i - 1]; its last accepted token is count - 1 rows in.
+    A request with no valid token points at its first row."""
+    from arctic_runtime.heads.engine import last_accepted_rows
+
+    cu_num_sampled = torch.tensor([4, 5, 8, 9], dtype=torch.int32)  # drafts 3, 0, 2, 0
+    counts = torch.tensor([2, 1, 3, 0], dtype=torch.int32)
+    rows = last_accepted_rows(counts, cu_num_sampled)
+    assert rows.tolist() == [1, 4, 7, 8] and rows.dtype == torch.long
+
+
+def test_drafts_on_the_device_are_the_heads_and_zeros_when_not_drafting() -> None:
+    """``propose_on_device``: every row's k drafts from its own hidden state row and last token, as
+    one tensor (rows gathered when given); with drafting off the head does not run and the drafts
+    are zeros (the scheduler verifies none of them: the cap cleared the requests' placeholders)."""
+    drafter, recording = _drafter("lstm")
+    hidden = torch.randn(6, 16, generator=torch.Generator().manual_seed(12))
+    next_ids = torch.tensor([3, 4, 5], dtype=torch.int32)
+    out = drafter.propose_on_device(hidden, None, next_ids, 3, True)
+    assert torch.equal(out, drafter.head.draft(hidden[:3], next_ids.long(), 3))
+    rows = torch.tensor([1, 3, 5])
+    out = drafter.propose_on_device(hidden, rows, next_ids, 3, True)
+    assert torch.equal(out, drafter.head.draft(hidden[[1, 3, 5]], next_ids.long(), 3))
+    off = drafter.propose_on_device(hidden, rows, next_ids, 3, False)
+    assert off.shape == (3, 3) and not off.any() and len(recording.calls) == 2
+    counters = drafter.counters.as_dict()
+    assert (counters["steps"], counters["rows"], counters["head_drafts"], counters["drafted_tokens"]) == (
+        3,
+        9,
+        6,
+        18,
+    )
+
+
+def test_a_head_alone_config_is_built_as_eagle_like_and_nothing_else_is() -> None:
+    """The front end's one change to vLLM's scheduling decision: while a head-alone config runs
+    VllmConfig.__post_init__, method ``suffix`` is among vLLM's EAGLE-like methods (so vLLM keeps
+    asynchronous scheduling, or refuses it, exactly as for EAGLE); for the hybrid, plain suffix
+    decoding and other methods the list is vLLM's own, and it is restored afterwards, also when
+    __post_init__ raises."""
+    import typing
+    from types import SimpleNamespace
+
+    import vllm.config.vllm as module
+
+    from arctic_runtime.hooks import wrap_vllm_config_post_init
+
+    seen: list[bool] = []
+
+    def original(self: Any) -> None:
+        seen.append("suffix" in typing.get_args(module.EagleModelTypes))
+        if self.fail:
+            raise ValueError("vLLM refused")
+
+    wrapped = wrap_vllm_config_post_init(original)
+    vllm_own = module.EagleModelTypes
+
+    def config(heads: dict[str, Any] | None, method: str = "suffix", fail: bool = False) -> Any:
+        extra = {} if heads is None else {"arctic": {"heads": heads}}
+        return SimpleNamespace(
+            additional_config=extra, speculative_config=SimpleNamespace(method=method), fail=fail
+        )
+
+    head = {"model": "m", "method": "arctic", "num_speculative_tokens": 3, "hybrid": False}
+    wrapped(config(head))
+    wrapped(config({**head, "hybrid": True}))
+    wrapped(config(None))
+    wrapped(config(None, method="ngram"))
+    assert seen == [True, False, False, False]
+    with pytest.raises(ValueError, match="vLLM refused"):
+        wrapped(config(head, fail=True))
+    assert seen[-1] is True and module.EagleModelTypes is vllm_own

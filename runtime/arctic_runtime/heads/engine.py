@@ -4,18 +4,21 @@ hybrid rule, and a drafter kept in step with the engine's batch. No vLLM import 
 **How it is wired.** vLLM 0.26 has no V1 proposer for MLP speculators and no ``"arctic"`` method,
 so the front end rewrites ``{"method": "arctic" | "mlp_speculator", "model": DIR,
 "num_speculative_tokens": k, "enable_suffix_decoding": bool, ...}`` into vLLM's ``method:
-"suffix"`` (whose proposer the plugin already replaces: CPU drafter after bookkeeping, V1 runner,
-synchronous scheduling, the live cap) plus our ``additional_config["arctic"]["heads"]`` section.
-Each step the runner hook hands the drafter the base model's final hidden state at every
-request's last accepted position and the token sampled from it; the drafter runs the head (and,
-in hybrid mode, suffix decoding) and returns one draft per request.
+"suffix"`` (whose proposer the plugin already replaces) plus our
+``additional_config["arctic"]["heads"]`` section. Each step the runner hook hands the drafter the
+base model's final hidden state at every request's last accepted position and the token sampled
+from it; the drafter runs the head (and, in hybrid mode, suffix decoding) and returns one draft per
+request.
 
-**What the suffix slot costs.** vLLM schedules method ``suffix`` synchronously (it has an
-asynchronous path only for EAGLE-like methods), so each step's host work (scheduling, input
-preparation, bookkeeping) and the whole drafting (after bookkeeping, ending with the drafts on the
-host) lie on the step's critical path with the device idle. Arctic Inference's proposer instead
-registers its method as EAGLE-like and drafts on the device before bookkeeping, under asynchronous
-scheduling. ``bench.suites``' ``heads-8b-sync`` measures both under the same scheduling.
+**Two paths.** vLLM schedules asynchronously (the host prepares step n + 1 while the device runs
+step n) only for its EAGLE-like methods. *Head alone*: while its config is built, ``suffix``
+counts as EAGLE-like (``hooks.wrap_vllm_config_post_init``), so vLLM keeps asynchronous scheduling
+where it would for EAGLE; the step's last valid tokens and counts are found on the device before
+bookkeeping (``accepted_tokens``, handed to vLLM's asynchronous spec-decode state) and the head
+drafts on the device (``propose_on_device``); vLLM scatters the drafts into the next step's inputs
+without the host waiting. *Hybrid* (and any engine where vLLM decides synchronous scheduling): the
+drafter runs after bookkeeping from the host's lists (``propose``), on the step's critical path,
+because the suffix cache reads every sampled token on the host.
 
 **Hybrid** (``enable_suffix_decoding``, Arctic's key): per request and step the suffix cache is
 updated and searched; its draft is used when its score (the expected number of accepted tokens)
@@ -181,6 +184,32 @@ def hybrid_pick(
     return list(head_draft)[: max(0, room)]
 
 
+def accepted_tokens(sampled: Any, discarded: Any, backup: Any, vocab_size: int) -> tuple[Any, Any]:
+    """On the device, from a step's sampled tokens (rows, 1 + drafts; -1 after the first rejected
+    draft): each row's number of valid tokens and the last of them (the token the next draft
+    follows), without waiting for the device. ``discarded`` rows (a prefill chunk that samples
+    nothing) count 0 and take ``backup`` (the request's last known token). The asynchronous
+    path's version of what the synchronous one reads from the host lists."""
+    import torch
+
+    valid = (sampled >= 0) & (sampled < vocab_size)
+    counts = torch.where(discarded, 0, valid.sum(dim=1)).to(torch.int32)
+    last = sampled.gather(1, (counts.clamp(min=1) - 1).long().unsqueeze(1)).squeeze(1)
+    next_ids = torch.where(counts > 0, last.to(torch.int32), backup.to(torch.int32))
+    return next_ids, counts
+
+
+def last_accepted_rows(counts: Any, cu_num_sampled: Any) -> Any:
+    """On the device: each request's row of ``sample_hidden_states`` at its last accepted token.
+    ``cu_num_sampled``: vLLM's cumulative (drafts + 1) per request of a step that verified drafts
+    (request i's rows start where request i - 1's end); a request with no valid token gets its
+    first row (never read)."""
+    import torch
+
+    starts = torch.nn.functional.pad(cu_num_sampled[:-1], (1, 0))
+    return (starts + (counts.to(starts.dtype) - 1).clamp(min=0)).long()
+
+
 @dataclass
 class HeadCounters:
     steps: int = 0
@@ -220,6 +249,9 @@ class HeadDrafter:
     #: instead of the host waiting for them here (``propose``).
     device_drafts: bool = False
     counters: HeadCounters = field(default_factory=HeadCounters)
+    #: Asynchronous path: the step's (last valid token, valid count) per row, on the device,
+    #: between vLLM's bookkeeping and its call to the proposer (``hooks.wrap_bookkeeping_sync``).
+    accepted: Any = None
     _dtype: Any = field(default=None, repr=False)  # the head's parameters' dtype (head_dtype)
 
     @property
@@ -305,6 +337,31 @@ class HeadDrafter:
         self.counters.rows += n
         self.counters.step_ns += time.perf_counter_ns() - started
         return drafts
+
+    def propose_on_device(self, hidden: Any, rows: Any, next_ids: Any, k: int, drafting: bool) -> Any:
+        """The asynchronous path (head alone): every row's k drafts as one (rows, k) tensor on the
+        device, queued behind the step's sampling and never waited for here; vLLM feeds them to
+        the next step on the device. ``hidden``: the step's ``sample_hidden_states``; ``rows``: each
+        request's row in it (None: row i is request i); ``next_ids``: each request's last valid
+        token. Rows that will not verify drafts (a prefill chunk, the cap) get drafts all the
+        same: the scheduler decides how many of them the next step verifies. With ``drafting``
+        off (the hard cap holds for the whole batch) the drafts are zeros and the head does not run."""
+        import torch
+
+        started = time.perf_counter_ns()
+        n = int(next_ids.shape[0])
+        if not drafting or n == 0:
+            out = torch.zeros((1, k), dtype=torch.long, device=next_ids.device).expand(n, k)
+        else:
+            states = hidden[:n] if rows is None else hidden.index_select(0, rows)
+            drafter = self.graphed if self.graphed is not None else self.head
+            out = drafter.draft(states.to(self.head_dtype), next_ids.long(), k, None)
+            self.counters.head_drafts += n
+            self.counters.drafted_tokens += n * k
+        self.counters.steps += 1
+        self.counters.rows += n
+        self.counters.step_ns += time.perf_counter_ns() - started
+        return out
 
     def _run_head(
         self,
