@@ -21,6 +21,10 @@ Details:
   observed pods only: it can only understate the need, so a scale-up it shows is real, and it is
   recorded as at least the current count so that it never votes for a later scale-down.
 * A current count outside [min, max] (the spec's bounds changed) moves into range at once.
+* With ``running_as_undrafted`` the running target counts the running requests as they would be
+  without drafting (``ReplicaObservation.running_undrafted_total``, computed per pod by
+  ``control.loop.undrafted_running``), never fewer than counted: drafting's shorter requests do not
+  release replicas.
 """
 
 from __future__ import annotations
