@@ -423,22 +423,13 @@ class AutoscalingTargets(ApiModel):
     requests wait for a batch slot: scale before it grows."""
     running_requests_per_replica: float | None = Field(default=None, gt=0, le=100_000)
     """Requests in the running batch per replica (vllm:num_requests_running)."""
-    running_requests_as_undrafted: bool = True
-    """Count each pod's running requests for ``runningRequestsPerReplica`` as they would be without
-    drafting: drafting finishes a request in fewer, longer steps, so fewer run at once for the same
-    load, and a count of them alone would release replicas because drafting works. The pod's
-    measured speedup (tokens per request-step from vLLM's generation and accepted-token counters,
-    over the verify cost of its drafts at its batch from the cost curves) scales the count up,
-    never down. So turning drafting on never removes a replica the same load would hold without
-    it. false: the running requests as vLLM counts them."""
     kv_cache_usage: float | None = Field(default=None, gt=0, le=1)
     """Fraction of the KV cache in use, averaged over replicas (vllm:kv_cache_usage_perc). Near 1
     the engine preempts requests."""
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AutoscalingTargets:
-        targets = ("waiting_requests_per_replica", "running_requests_per_replica", "kv_cache_usage")
-        if all(getattr(self, name) is None for name in targets):
+        if all(getattr(self, name) is None for name in type(self).model_fields):
             raise ValueError(
                 "must set at least one of waitingRequestsPerReplica, runningRequestsPerReplica, kvCacheUsage"
             )
@@ -501,6 +492,14 @@ class AutoscalingSpec(ApiModel):
     """Scale-down stabilization."""
     burst: BurstSpec = Field(default_factory=BurstSpec)
     """Scale-up on the load's growth rate and spare replicas for bursts (off by default)."""
+    running_requests_as_undrafted: bool = True
+    """Count each pod's running requests for ``targets.runningRequestsPerReplica`` as they would be without
+    drafting: drafting finishes a request in fewer, longer steps, so fewer run at once for the same
+    load, and a count of them alone would release replicas because drafting works. The pod's
+    measured speedup (tokens per request-step from vLLM's generation and accepted-token counters,
+    over the verify cost of its drafts at its batch from the cost curves) scales the count up,
+    never down. So turning drafting on never removes a replica the same load would hold without
+    it. false: the running requests as vLLM counts them."""
 
 
 # --------------------------------------------------------------------------------------------

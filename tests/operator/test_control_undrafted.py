@@ -1,4 +1,4 @@
-"""The running target counted as without drafting (targets.runningRequestsAsUndrafted): worked
+"""The running target counted as without drafting (spec.autoscaling.runningRequestsAsUndrafted): worked
 examples with exact numbers, from the scraped counters to the replica decision."""
 
 from __future__ import annotations
@@ -171,18 +171,20 @@ def test_the_spec_field_defaults_on_and_carries_the_costs() -> None:
     spec = AutoscalingSpec.model_validate(
         {"minReplicas": 1, "maxReplicas": 4, "targets": {"runningRequestsPerReplica": 32}}
     )
-    assert spec.targets.running_requests_as_undrafted is True
+    assert spec.running_requests_as_undrafted is True
     policy = ReplicaPolicy.from_spec(spec, COSTS)
     assert (policy.running_as_undrafted, policy.costs) == (True, COSTS)
     off = AutoscalingSpec.model_validate(
         {
             "minReplicas": 1,
             "maxReplicas": 4,
-            "targets": {"runningRequestsPerReplica": 32, "runningRequestsAsUndrafted": False},
+            "targets": {"runningRequestsPerReplica": 32},
+            "runningRequestsAsUndrafted": False,
         }
     )
     assert ReplicaPolicy.from_spec(off).running_as_undrafted is False
-    with pytest.raises(ValueError, match="at least one of"):
+    # it is not a target: it belongs to spec.autoscaling, not to its targets
+    with pytest.raises(ValueError, match="runningRequestsAsUndrafted"):
         AutoscalingSpec.model_validate(
             {"minReplicas": 1, "maxReplicas": 4, "targets": {"runningRequestsAsUndrafted": True}}
         )

@@ -76,7 +76,7 @@ class ReplicaPolicy:
     """Replicas (spec.autoscaling.burst.headroomReplicas) kept beyond what the load needs, so that a
     burst lands on spare capacity while new replicas load (minutes). 0: none."""
     running_as_undrafted: bool = False
-    """spec.autoscaling.targets.runningRequestsAsUndrafted: the running target counts each pod's
+    """spec.autoscaling.runningRequestsAsUndrafted: the running target counts each pod's
     running requests as they would be without drafting (``ReplicaObservation.running_undrafted_total``),
     so drafting's shorter requests do not release replicas. False here (a bare policy counts what
     vLLM reports); the spec's default is True."""
@@ -96,7 +96,7 @@ class ReplicaPolicy:
             scale_down_window_s=float(spec.scale_down.stabilization_window_seconds),
             queue_growth_lead_s=float(spec.burst.queue_growth_lead_seconds),
             burst_headroom=spec.burst.headroom_replicas,
-            running_as_undrafted=spec.targets.running_requests_as_undrafted,
+            running_as_undrafted=spec.running_requests_as_undrafted,
             costs=costs,
         )
 
