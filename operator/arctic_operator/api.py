@@ -492,6 +492,14 @@ class AutoscalingSpec(ApiModel):
     """Scale-down stabilization."""
     burst: BurstSpec = Field(default_factory=BurstSpec)
     """Scale-up on the load's growth rate and spare replicas for bursts (off by default)."""
+    running_requests_as_undrafted: bool = True
+    """Count each pod's running requests for ``targets.runningRequestsPerReplica`` as they would be without
+    drafting: drafting finishes a request in fewer, longer steps, so fewer run at once for the same
+    load, and a count of them alone would release replicas because drafting works. The pod's
+    measured speedup (tokens per request-step from vLLM's generation and accepted-token counters,
+    over the verify cost of its drafts at its batch from the cost curves) scales the count up,
+    never down. So turning drafting on never removes a replica the same load would hold without
+    it. false: the running requests as vLLM counts them."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -169,6 +169,9 @@ def test_the_simulated_operator_is_the_operators_control_loop(cal: Calibration) 
     assert ours.loop.cap_policy is not None and ours.loop.cap_policy.costs == cal.costs()
     assert ours.loop.replica_policy is not None and ours.loop.replica_policy.burst_headroom == 1
     assert ours.loop.cap_policy.ttft_budget == 0.02  # the CR's default ttftBudgetPercent, 2
+    # the CR's default runningRequestsAsUndrafted, priced with the calibration's verify costs
+    assert ours.loop.replica_policy.running_as_undrafted is True
+    assert ours.loop.replica_policy.costs == cal.costs()
     unbudgeted = control.make_controller("ours-no-ttft-budget", cal=cal)
     assert isinstance(unbudgeted, control.OperatorController) and unbudgeted.loop.cap_policy is not None
     assert unbudgeted.loop.cap_policy == replace(ours.loop.cap_policy, ttft_budget=None)
@@ -315,6 +318,14 @@ def test_scrapes_count_prompt_tokens_and_finished_requests(cal: Calibration) -> 
     sample = pod.sample(cluster.now).pod_sample()
     assert sample.requests_finished == len(requests)
     assert sample.prompt_tokens == sum(r.prompt_tokens for r in requests)
+    # never drafting: one token per decode request-step, every output token after the first
+    assert sample.generation_tokens == sum(r.output_tokens - 1 for r in requests)
+    drafting = Cluster(cal, control.EngineConfig(), Fixed((None, None)), 1, pod_start_s=0.0)
+    drafting.run(requests, 3600.0)
+    pod = drafting.pods[0]
+    sample = pod.sample(drafting.now).pod_sample()
+    assert sample.accepted_tokens is not None and sample.accepted_tokens > 0
+    assert sample.generation_tokens == pytest.approx(pod.decode_request_steps + sample.accepted_tokens)
 
 
 def flat_cal(**changes: object) -> Calibration:

@@ -146,7 +146,9 @@ def policies(
     """The policies a parsed spec asks for (None: that half is off)."""
     replica = None
     if spec.autoscaling is not None:
-        replica = dataclasses.replace(ReplicaPolicy.from_spec(spec.autoscaling), **tuning.replica_overrides)
+        replica = dataclasses.replace(
+            ReplicaPolicy.from_spec(spec.autoscaling, tuning.costs), **tuning.replica_overrides
+        )
     cap = None
     if spec.speculation.cap_controller.enabled and spec.speculation.method != "none":
         cap = dataclasses.replace(CapPolicy.from_spec(spec.speculation, tuning.costs), **tuning.cap_overrides)

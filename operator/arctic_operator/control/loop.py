@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from arctic_operator.control.cap import CapDecision, CapObservation, CapPolicy, CapState, decide_cap
+from arctic_operator.control.cap import (
+    CapDecision,
+    CapObservation,
+    CapPolicy,
+    CapState,
+    decide_cap,
+    undrafted_batch,
+)
+from arctic_operator.control.cost import VerifyCosts
 from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
 from arctic_operator.control.replicas import (
     ReplicaDecision,
@@ -23,6 +31,27 @@ from arctic_operator.control.replicas import (
 )
 
 
+def undrafted_running(window: PodWindow, costs: VerifyCosts) -> float:
+    """The pod's running requests as they would be without drafting, for the same load: at least
+    its running requests. Of its request-steps a share d / n drafted (d drafts, n request-steps over
+    the window), each gaining a accepted tokens, in steps 1 + (d / n) x (c - 1) times as long as a
+    plain one (c: the verify cost at the pod's batch and mean draft length, at least 1: a verify
+    step is never shorter than a plain one). Without drafting each running request makes one token a
+    step, so the same tokens per second take ``cap.undrafted_batch`` running requests: b x (1 + (d /
+    n) x a) / (1 + (d / n) x (c - 1)), at the same step time (a lower bound: the larger batch's step
+    is longer). Without drafts, accepted tokens or request-steps in the window: the running requests
+    as counted."""
+    batch = window.running
+    if batch <= 0 or window.accepted_per_draft is None or window.request_steps is None or window.drafts <= 0:
+        return batch
+    share = min(1.0, window.drafts / window.request_steps)
+    draft_len = None
+    if window.acceptance_rate:
+        draft_len = window.accepted_per_draft / window.acceptance_rate
+    extra = max(0.0, costs.model_for(draft_len).cost(max(1.0, batch)) - 1)
+    return max(batch, undrafted_batch(batch, share * batch, window.accepted_per_draft, extra))
+
+
 def replica_observation(
     now: float,
     current: int,
@@ -30,8 +59,10 @@ def replica_observation(
     loading: int,
     windows: Sequence[PodWindow],
     waiting_growth: float | None = None,
+    costs: VerifyCosts | None = None,
 ) -> ReplicaObservation:
-    """The autoscaler's input: totals over the observed pods' windows."""
+    """The autoscaler's input: totals over the observed pods' windows; with ``costs``, also their
+    running requests as they would be without drafting (``undrafted_running``)."""
     kv = [w.kv_cache_usage for w in windows if w.kv_cache_usage is not None]
     return ReplicaObservation(
         time=now,
@@ -43,6 +74,7 @@ def replica_observation(
         running_total=sum(w.running for w in windows),
         kv_cache_usage_mean=sum(kv) / len(kv) if kv else None,
         waiting_growth=waiting_growth,
+        running_undrafted_total=None if costs is None else sum(undrafted_running(w, costs) for w in windows),
     )
 
 
@@ -158,8 +190,15 @@ class ControlLoop:
             self.waiting_history.append((now, sum(w.waiting_last for w in totals)))
         self.waiting_history = [(t, w) for t, w in self.waiting_history if t >= now - self.window.window_s]
         if self.replica_policy is not None:
+            policy = self.replica_policy
             obs = replica_observation(
-                now, current, len(ready), loading, totals, waiting_growth(self.waiting_history)
+                now,
+                current,
+                len(ready),
+                loading,
+                totals,
+                waiting_growth(self.waiting_history),
+                policy.costs if policy.running_as_undrafted else None,
             )
             decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
             result.replica_observation, result.replicas = obs, decision

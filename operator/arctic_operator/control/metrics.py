@@ -27,6 +27,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "drafts": ("vllm:spec_decode_num_drafts",),
     "draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
     "accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
+    "generation_tokens": ("vllm:generation_tokens",),
     "prompt_tokens": ("vllm:prompt_tokens",),
     "requests_finished": ("vllm:request_success",),
     "soft_cap": (METRIC_SOFT_CAP,),
@@ -73,6 +74,9 @@ class PodSample:
     """Counter: prompt tokens of the requests processed (vllm:prompt_tokens_total)."""
     requests_finished: float | None = None
     """Counter: requests finished, over every finish reason (vllm:request_success_total)."""
+    generation_tokens: float | None = None
+    """Counter: tokens generated, accepted draft tokens included (vllm:generation_tokens_total);
+    less the accepted tokens, one per request-step."""
 
     @property
     def complete(self) -> bool:
@@ -148,6 +152,7 @@ def parse_metrics(text: str, time: float) -> PodSample:
         accepted_tokens=_total(values, "accepted_tokens"),
         prompt_tokens=_total(values, "prompt_tokens"),
         requests_finished=_total(values, "requests_finished"),
+        generation_tokens=_total(values, "generation_tokens"),
         soft_cap=_cap(values, "soft_cap"),
         hard_cap=_cap(values, "hard_cap"),
         cap_reported=_lookup(values, "soft_cap") is not None or _lookup(values, "hard_cap") is not None,
@@ -186,6 +191,10 @@ class PodWindow:
     prompt_tokens_per_request: float | None = None
     """Prompt tokens over requests finished in the window (counter deltas); None when none
     finished. What a new request's prefill costs, on average."""
+    request_steps: float | None = None
+    """Request-steps in the window: generated tokens less accepted draft tokens (counter deltas;
+    each running request makes one token a step, plus what its draft got accepted). None when the
+    engine does not report generated tokens or made none."""
 
 
 def counter_increase(values: Sequence[float]) -> float:
@@ -266,6 +275,10 @@ class MetricsWindow:
         finished = counter_increase(
             [sample.requests_finished for sample in window if sample.requests_finished is not None]
         )
+        generated = [sample for sample in window if sample.generation_tokens is not None]
+        # the accepted tokens of the same samples, so that both increases span the same scrapes
+        steps = counter_increase([s.generation_tokens for s in generated if s.generation_tokens is not None])
+        steps -= counter_increase([s.accepted_tokens or 0.0 for s in generated])
         return PodWindow(
             pod=pod,
             samples=len(window),
@@ -280,4 +293,5 @@ class MetricsWindow:
             hard_cap=newest.hard_cap,
             newest=newest.time,
             prompt_tokens_per_request=prompt / finished if finished > 0 else None,
+            request_steps=steps if steps > 0 else None,
         )

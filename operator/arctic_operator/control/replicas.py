@@ -21,6 +21,10 @@ Details:
   observed pods only: it can only understate the need, so a scale-up it shows is real, and it is
   recorded as at least the current count so that it never votes for a later scale-down.
 * A current count outside [min, max] (the spec's bounds changed) moves into range at once.
+* With ``running_as_undrafted`` the running target counts the running requests as they would be
+  without drafting (``ReplicaObservation.running_undrafted_total``, computed per pod by
+  ``control.loop.undrafted_running``), never fewer than counted: drafting's shorter requests do not
+  release replicas.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arctic_operator.api import AutoscalingSpec
+from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCosts
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,17 @@ class ReplicaPolicy:
     burst_headroom: int = 0
     """Replicas (spec.autoscaling.burst.headroomReplicas) kept beyond what the load needs, so that a
     burst lands on spare capacity while new replicas load (minutes). 0: none."""
+    running_as_undrafted: bool = False
+    """spec.autoscaling.runningRequestsAsUndrafted: the running target counts each pod's
+    running requests as they would be without drafting (``ReplicaObservation.running_undrafted_total``),
+    so drafting's shorter requests do not release replicas. False here (a bare policy counts what
+    vLLM reports); the spec's default is True."""
+    costs: VerifyCosts = DEFAULT_COSTS
+    """Verify-cost curves (the operator's cost file): what a drafting step costs, for
+    ``running_as_undrafted``."""
 
     @classmethod
-    def from_spec(cls, spec: AutoscalingSpec) -> ReplicaPolicy:
+    def from_spec(cls, spec: AutoscalingSpec, costs: VerifyCosts = DEFAULT_COSTS) -> ReplicaPolicy:
         return cls(
             min_replicas=spec.min_replicas,
             max_replicas=spec.max_replicas,
@@ -83,6 +96,8 @@ class ReplicaPolicy:
             scale_down_window_s=float(spec.scale_down.stabilization_window_seconds),
             queue_growth_lead_s=float(spec.burst.queue_growth_lead_seconds),
             burst_headroom=spec.burst.headroom_replicas,
+            running_as_undrafted=spec.running_requests_as_undrafted,
+            costs=costs,
         )
 
 
@@ -108,6 +123,9 @@ class ReplicaObservation:
     waiting_growth: float | None = None
     """Requests per second: growth rate of the requests in the engines (running + waiting) over
     the window; None when unknown."""
+    running_undrafted_total: float | None = None
+    """Sum over observed pods of their running requests as they would be without drafting
+    (``control.loop.undrafted_running``, at least their running requests); None when not computed."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +181,10 @@ def load_in_replicas(policy: ReplicaPolicy, obs: ReplicaObservation) -> dict[str
         grown = ahead if policy.running_per_replica is None else 0.0
         needs["waiting"] = (obs.waiting_total + grown) / policy.waiting_per_replica + headroom
     if policy.running_per_replica is not None:
-        needs["running"] = (obs.running_total + ahead) / policy.running_per_replica + headroom
+        running = obs.running_total
+        if policy.running_as_undrafted and obs.running_undrafted_total is not None:
+            running = max(running, obs.running_undrafted_total)
+        needs["running"] = (running + ahead) / policy.running_per_replica + headroom
     if policy.kv_cache_usage is not None and obs.kv_cache_usage_mean is not None:
         needs["kvCacheUsage"] = obs.ready * obs.kv_cache_usage_mean / policy.kv_cache_usage + headroom
     return needs
@@ -206,6 +227,9 @@ def decide_replicas(
         "observed": obs.observed,
         "waitingTotal": round(obs.waiting_total, 3),
         "runningTotal": round(obs.running_total, 3),
+        "runningUndraftedTotal": None
+        if obs.running_undrafted_total is None
+        else round(obs.running_undrafted_total, 3),
         "kvCacheUsageMean": None if obs.kv_cache_usage_mean is None else round(obs.kv_cache_usage_mean, 3),
         "waitingGrowth": None if obs.waiting_growth is None else round(obs.waiting_growth, 3),
         "minReplicas": low,
