@@ -1475,6 +1475,10 @@ def pod_start_s(cal: Calibration, levers: Levers) -> float:
 
 
 def _commit() -> str | None:
+    """The code's commit: ARCTIC_BENCH_COMMIT when set (a device's git copy can lag the working tree
+    it received, bench/gpu/README.md), else the checkout's HEAD."""
+    if os.environ.get("ARCTIC_BENCH_COMMIT"):
+        return os.environ["ARCTIC_BENCH_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "HEAD"],
