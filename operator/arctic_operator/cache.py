@@ -1,20 +1,23 @@
-"""The watch-based cache of children and engine pods (issue 15): what ``reconcile.observe`` would
-otherwise list from the API server on every pass.
+"""The watch-based cache of children (issue 15): what ``reconcile.observe`` would otherwise list
+from the API server on every pass.
 
-kopf keeps one index per child kind and one for the engine pods (``handlers.register``), fed by its
-watches; the index functions are ``index_child`` and ``index_pod`` here, pure functions from one
-object to its entry. Each entry is keyed by (namespace, ArcticInferenceService name), the
-``app.kubernetes.io/instance`` label every child and pod carries (``plan.labels``), and holds only
-what a pass reads (1,000 resources' Deployments, Services, PDBs and pods stay in memory):
+kopf keeps one index per child kind (``handlers.register``), fed by its watches; the index function
+is ``index_child`` here, a pure function from one object to its entry. Each entry is keyed by
+(namespace, ArcticInferenceService name), the ``app.kubernetes.io/instance`` label every child
+carries (``plan.labels``), and holds only what a pass reads (1,000 resources' Deployments, Services
+and PDBs stay in memory):
 
 * a child: its apiVersion, kind, name, namespace, uid, resourceVersion and controller
   ownerReference; a workload's ``spec.replicas`` and the status fields ``status.compute_status``
   reads (its replica counts, and only the conditions it reads: a rollout past its deadline, a
   ReplicaFailure); and two digests of the whole object (``SUMMARY``): ``reconcile.content_digest`` (is it
   still as the last apply left it?) and the digest of what ``reconcile.same_object`` compares (would
-  a dry-run apply's answer change it?), both computed from the object as watched;
-* a pod: its name and the status fields ``status.pod_failures`` reads, and only while it reports
-  a failure (a healthy pod adds nothing to the status: it is not kept).
+  a dry-run apply's answer change it?), both computed from the object as watched.
+
+Engine pods are not watched: a pass lists a resource's pods from the API server only while its
+workload exists and is not all ready (``status.all_replicas_ready``); a fully ready workload's pods
+have nothing to report. A watch of every pod costs the operator an event (a whole Pod) for each of
+their status changes, and kopf's bookkeeping for each pod.
 
 A cache can lag the API server, like the listings from its watch cache it replaces: a child
 created a moment ago may be missing (its dry run shows it exists, and it is read by name before
@@ -29,14 +32,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from arctic_operator.plan import MANAGED_BY
-from arctic_operator.reconcile import SUMMARY, comparable_digest, content_digest
-from arctic_operator.status import pod_failures
+from arctic_operator.reconcile import SUMMARY, WORKLOADS, comparable_digest, content_digest
 
 INSTANCE = "app.kubernetes.io/instance"
-#: The labels every child and engine pod carries whatever its resource (kopf's filter: objects
+#: The labels every child carries whatever its resource (kopf's filter: objects
 #: without them are not indexed).
 COMMON_LABELS = {"app.kubernetes.io/name": "arctic-serve", "app.kubernetes.io/managed-by": MANAGED_BY}
-WORKLOADS = ("Deployment", "StatefulSet")
 _WORKLOAD_STATUS = ("replicas", "readyReplicas", "updatedReplicas")
 _CONDITION = ("type", "status", "reason", "message")
 
@@ -44,7 +45,7 @@ IndexKey = tuple[str, str]  # (namespace, resource name)
 
 
 def index_key(obj: Mapping[str, Any]) -> IndexKey | None:
-    """(namespace, resource name) of a child or engine pod; None without the instance label."""
+    """(namespace, resource name) of a child; None without the instance label."""
     meta = obj.get("metadata") or {}
     instance = (meta.get("labels") or {}).get(INSTANCE)
     if not instance or any((meta.get("labels") or {}).get(k) != v for k, v in COMMON_LABELS.items()):
@@ -96,58 +97,16 @@ def child_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _container(cs: Mapping[str, Any]) -> dict[str, Any]:
-    waiting = (cs.get("state") or {}).get("waiting")
-    terminated = (cs.get("lastState") or {}).get("terminated")
-    out: dict[str, Any] = {"name": cs.get("name"), "restartCount": cs.get("restartCount", 0)}
-    if waiting:
-        out["state"] = {"waiting": {k: waiting[k] for k in ("reason", "message") if k in waiting}}
-    if terminated:
-        out["lastState"] = {
-            "terminated": {k: terminated[k] for k in ("reason", "exitCode") if k in terminated}
-        }
-    return out
-
-
-def pod_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What a pass reads of an engine pod: its name and the status ``status.pod_failures`` reads."""
-    status = obj.get("status") or {}
-    summary: dict[str, Any] = {k: status[k] for k in ("phase", "reason", "message") if k in status}
-    unschedulable = [
-        c
-        for c in status.get("conditions") or []
-        if c.get("type") == "PodScheduled" and c.get("status") == "False"
-    ]
-    if unschedulable:
-        summary["conditions"] = _conditions(unschedulable)
-    for field in ("initContainerStatuses", "containerStatuses"):
-        if status.get(field):
-            summary[field] = [_container(cs) for cs in status[field]]
-    return {"metadata": {"name": (obj.get("metadata") or {}).get("name")}, "status": summary}
-
-
 def index_child(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
     """A kopf index function's answer for a child: {(namespace, resource): summary}, {} for others."""
     key = index_key(obj)
     return {} if key is None else {key: child_summary(obj)}
 
 
-def index_pod(obj: Mapping[str, Any]) -> dict[IndexKey, dict[str, Any]]:
-    """A kopf index function's answer for a pod: {(namespace, resource): summary} while the pod
-    reports a failure (``status.pod_failures``), {} for a healthy pod and for others' pods."""
-    key = index_key(obj)
-    if key is None:
-        return {}
-    summary = pod_summary(obj)
-    return {} if pod_failures([summary]) is None else {key: summary}
-
-
 class Cache(Protocol):
     """What ``reconcile.observe`` reads instead of listing (``IndexCache``: kopf's indexes)."""
 
     def children(self, namespace: str, name: str, kind: str) -> list[dict[str, Any]]: ...
-
-    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
 
 
 def _values(index: Mapping[IndexKey, Iterable[dict[str, Any]]], key: IndexKey) -> list[dict[str, Any]]:
@@ -164,19 +123,10 @@ def _values(index: Mapping[IndexKey, Iterable[dict[str, Any]]], key: IndexKey) -
 
 
 class IndexCache:
-    """``Cache`` over kopf's indexes: ``children`` by kind (``{kind: index}``) and ``pods``."""
+    """``Cache`` over kopf's indexes of the children, by kind (``{kind: index}``)."""
 
-    def __init__(
-        self,
-        children: Mapping[str, Mapping[IndexKey, Iterable[dict[str, Any]]]],
-        pods: Mapping[IndexKey, Iterable[dict[str, Any]]],
-    ) -> None:
+    def __init__(self, children: Mapping[str, Mapping[IndexKey, Iterable[dict[str, Any]]]]) -> None:
         self._children = children
-        self._pods = pods
 
     def children(self, namespace: str, name: str, kind: str) -> list[dict[str, Any]]:
         return _values(self._children[kind], (namespace, name))
-
-    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """The resource's failing pods, by name (as a listing orders them)."""
-        return sorted(_values(self._pods, (namespace, name)), key=lambda p: str(p["metadata"]["name"]))

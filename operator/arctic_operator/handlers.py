@@ -12,10 +12,11 @@ status.autoscaling/capController/pods). A daemon rather than a timer: its in-mem
 with the resource (or when the spec turns the loop off), and comes back fresh when the operator
 restarts.
 
-Children and engine pods are read from kopf indexes (``arctic_operator.cache``: one per child kind
-and one for the pods, fed by kopf's watches, holding a few fields of each object), not listed from
-the API server on every pass: a settled resource's resync sends one read (its admin Secret). kopf
-fills every index before any handler runs, so a pass after a restart sees the children that exist.
+Children are read from kopf indexes (``arctic_operator.cache``: one per child kind, fed by kopf's
+watches, holding a few fields of each object), not listed from the API server on every pass: a
+settled resource's resync sends one read (its admin Secret). Engine pods are not watched: a pass
+lists them only while the workload is not all ready. kopf fills every index before any handler
+runs, so a pass after a restart sees the children that exist.
 
 ``register(registry, settings)`` adds the handlers to a kopf registry (a fresh one in tests, kopf's
 default one in ``arctic-serve operator``).
@@ -36,7 +37,7 @@ import kopf
 from prometheus_client import Counter, Histogram
 
 from arctic_operator.api import GROUP, KIND, PLURAL, VERSION
-from arctic_operator.cache import COMMON_LABELS, IndexCache, index_child, index_pod
+from arctic_operator.cache import COMMON_LABELS, IndexCache, index_child
 from arctic_operator.control.controller import ServiceController
 from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
 from arctic_operator.reconcile import (
@@ -103,6 +104,41 @@ FAN_OUT = 16
 CONNECTIONS = 64
 
 
+#: kopf's own connections to the API server: its watches (one per watched kind, at most 7) and its
+#: patches and Events. kopf's default session opens one per concurrent request, without a limit, and
+#: keeps each idle connection with asyncio's 256 KiB TLS read buffer: after the first burst of 300
+#: resources it held ~140 of them, 18 MB of buffers alone (tracemalloc). Beyond this many a request
+#: waits for a free connection.
+KOPF_CONNECTIONS = 24
+
+
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's login handler: the credentials ``kopf.login_via_client`` finds (the pod's
+    service-account token in a cluster, $KUBECONFIG elsewhere, as the Kubernetes client does) in a
+    session of at most ``KOPF_CONNECTIONS`` connections. None without credentials (kopf tries its
+    other login handlers, then stops)."""
+    import asyncio
+
+    import aiohttp
+
+    info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=KOPF_CONNECTIONS, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
+
+
 def cluster_from_environment() -> Cluster:
     """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config)."""
     from kubernetes import client, config
@@ -145,7 +181,7 @@ def register(
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         settings.watching.server_timeout = 300
         # kopf's per-object worker keeps the last event (the whole object) while it waits for the
-        # next one, 5 s by default: with the children and pods watched, thousands of objects have
+        # next one, 5 s by default: with the children and pods watched, thousands of objects had
         # events in a burst (1,000 resources: peak RSS 161.6 MB with 5 s, 155.7 MB with 0.5 s, one
         # run each, bench/results/operator-scale-20261204T172302Z.json and T173001Z)
         settings.queueing.idle_timeout = 0.5
@@ -177,7 +213,7 @@ def register(
         return outcome
 
     def cache_of(kwargs: Mapping[str, Any]) -> IndexCache:
-        return IndexCache({k: kwargs[cache_id(k)] for _, k in kinds}, kwargs[cache_id("Pod")])
+        return IndexCache({k: kwargs[cache_id(k)] for _, k in kinds})
 
     def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
         outcome = one_pass(body, cache_of(kwargs))  # an error: kopf retries with backoff and logs it
@@ -264,9 +300,6 @@ def register(
     async def cached_child(body: kopf.Body, **_: Any) -> Any:
         return index_child(body)
 
-    async def cached_pod(body: kopf.Body, **_: Any) -> Any:
-        return index_pod(body)
-
     kopf.on.startup(registry=registry)(configure)
     for api_version, kind in kinds:
         group, _, version = api_version.rpartition("/")
@@ -289,9 +322,6 @@ def register(
             when=ready_changed,
             registry=registry,
         )(refresh)
-    kopf.index(
-        group="", version="v1", plural="pods", id=cache_id("Pod"), labels=COMMON_LABELS, registry=registry
-    )(cached_pod)
     kopf.daemon(
         GROUP,
         VERSION,

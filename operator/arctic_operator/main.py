@@ -20,7 +20,7 @@ def run(overrides: Mapping[str, str] | None = None) -> int:
         return 2
     import kopf
 
-    from arctic_operator.handlers import register
+    from arctic_operator.handlers import login, register
 
     # one JSON object per line (kopf's formatter: timestamp, level, message, and the object it is about)
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "debug")
@@ -32,8 +32,9 @@ def run(overrides: Mapping[str, str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     # kopf's own login handlers live in its default registry only: a fresh one has none, and the
     # operator would never authenticate. Log in the way the Kubernetes client does (the pod's
-    # service-account token in a cluster, $KUBECONFIG elsewhere), as Cluster does.
-    kopf.on.login(registry=registry)(kopf.login_via_client)
+    # service-account token in a cluster, $KUBECONFIG elsewhere), as Cluster does, with a bounded
+    # connection pool (handlers.KOPF_CONNECTIONS).
+    kopf.on.login(registry=registry)(login)
     register(registry, settings)
     namespaces = [settings.watch_namespace] if settings.watch_namespace else []
     kopf.run(

@@ -57,7 +57,7 @@ from arctic_operator.plan import (
     workload_kind,
 )
 from arctic_operator.settings import OperatorSettings
-from arctic_operator.status import POD_FAILURE_REASONS, compute_status
+from arctic_operator.status import POD_FAILURE_REASONS, all_replicas_ready, compute_status
 from arctic_operator.validation import parse, validate
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
 )
+#: The kinds of child that run the engines' pods (one of them per resource, by its model cache).
+WORKLOADS = ("Deployment", "StatefulSet")
 #: With network policies on (the chart grants their RBAC only then), also this kind.
 NETWORK_POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")
 #: The key of a cached child's digests (``cache.child_summary``): a summary holds only what a pass
@@ -369,10 +371,20 @@ def observe(
             lambda read: read(), [secret_read, *listings, *crd_reads, *sent_checks]
         )
         found, rest = rest[: len(kinds)], rest[len(kinds) :]
-    else:  # the cache answers at once: only the Secret, the CRDs and the checks go to the API server
-        secret, *rest = cluster.map(lambda read: read(), [secret_read, *crd_reads, *sent_checks])
-        pods = cache.pods(namespace, name)
+    else:  # the cache answers at once: only the Secret, the CRDs and the checks go to the API server,
+        # and the pods while a workload exists that is not all ready (``status.all_replicas_ready``;
+        # no workload, no pods: a first pass creates it)
         found = [cache.children(namespace, name, kind) for _, kind in kinds]
+        workloads = [
+            c for (_, kind), items in zip(kinds, found, strict=True) if kind in WORKLOADS for c in items
+        ]
+        pod_reads: list[Callable[[], Any]] = (
+            [partial(cluster.list, "v1", "Pod", namespace, selector)]
+            if not all(all_replicas_ready(w) for w in workloads)
+            else []
+        )
+        secret, *rest = cluster.map(lambda read: read(), [secret_read, *pod_reads, *crd_reads, *sent_checks])
+        pods = rest.pop(0) if pod_reads else []
     crds = rest[: len(crd_reads)] if monitoring else [False, False]
     checked = list(zip(checks, rest[len(crd_reads) :], strict=True))
     listed: dict[Key, tuple[str, dict[str, Any]]] = {}

@@ -111,6 +111,18 @@ def _replica_failure(workload: Mapping[str, Any]) -> str | None:
     return None
 
 
+def all_replicas_ready(workload: Mapping[str, Any]) -> bool:
+    """Whether a Deployment or StatefulSet (the object, or its cached summary) runs every replica
+    it asks for, ready and on its current template: then its pods have no failure to report that
+    matters (``pod_failures``), and the operator does not read them. A leftover failed pod beside
+    such a workload (an evicted one, say) is not reported; a pod that fails makes the workload's
+    ready count drop, and then the pods are read again."""
+    wanted = (workload.get("spec") or {}).get("replicas")
+    status = workload.get("status") or {}
+    counts = [int(status.get(k) or 0) for k in ("replicas", "readyReplicas", "updatedReplicas")]
+    return wanted is not None and counts == [int(wanted)] * 3
+
+
 #: Degraded reasons that come from the pods (the kopf layer posts a Warning event when one appears).
 POD_FAILURE_REASONS = ("EngineCrashLooping", "ImagePullFailing", "Unschedulable", "PodsFailing")
 _IMAGE_ERRORS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}

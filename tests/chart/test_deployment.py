@@ -100,6 +100,7 @@ def test_operator_is_told_its_scope_ports_and_runtime_image(
     assert env["ARCTIC_OPERATOR_RUNTIME_CPU_IMAGE"] == "ghcr.io/arctic-serve/runtime-cpu:0.1.0"
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert (env["ARCTIC_OPERATOR_SCRAPE_SECONDS"], env["ARCTIC_OPERATOR_RESYNC_SECONDS"]) == ("5", "60")
+    assert env["MALLOC_ARENA_MAX"] == "2"  # the operator's memory (issue 15: RSS < 150 MB at scale)
 
 
 def test_loop_intervals_reach_the_operator_and_it_accepts_them(chart: Path) -> None:

@@ -115,8 +115,9 @@ def test_the_operator_gets_exactly_the_verbs_it_needs(rendered: Docs, scenario: 
         # the admin token: no list/watch, so other Secrets of the namespace cannot be enumerated
         "secrets": {"get", "create"},
         "events": {"create", "patch"},
-        # engine pods, read only: watched for the status (a kopf index), listed by the control loop
-        "pods": READ_VERBS,
+        # engine pods, read only and never watched: listed by a reconcile (while the workload is
+        # not all ready) and by the control loop
+        "pods": {"get", "list"},
     }
     if "monitoring" in scenario:
         expected["servicemonitors.monitoring.coreos.com"] = crud

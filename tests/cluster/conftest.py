@@ -182,10 +182,25 @@ class OperatorProcess:
         self.kubeconfig = workdir / "operator-kubeconfig"
         cl = kube.cluster
         self.kubeconfig.write_text(kubeconfig(cl.server, cl.workdir / "pki", {"token": token}))
+        deployment = json.loads(kube.kubectl("get", "deployment", "-n", OPERATOR_NS, "-o", "json").stdout)[
+            "items"
+        ][0]
+        (container,) = [
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
+        ]
+        self.process_env = {
+            e["name"]: e["value"]
+            for e in container.get("env", [])
+            if "value" in e and not e["name"].startswith("ARCTIC_OPERATOR_")
+        }
+        """The chart's process settings for the operator's container (its literal env values other
+        than the operator's own settings, e.g. MALLOC_ARENA_MAX): the local process runs as the
+        chart's Deployment would."""
 
     def start(self) -> None:
         env = {
             **os.environ,
+            **self.process_env,
             "KUBECONFIG": str(self.kubeconfig),
             "ARCTIC_OPERATOR_RESYNC_SECONDS": str(self.RESYNC_SECONDS),
             "ARCTIC_OPERATOR_HEALTH_PORT": str(_free_port()),

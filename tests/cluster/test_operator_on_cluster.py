@@ -254,6 +254,42 @@ def test_operator_restart_mid_reconcile(ready: Kube, operator: OperatorProcess) 
     assert len(replica_sets) == 1
 
 
+def test_ready_follows_the_workload_by_its_event_not_by_the_resync(
+    ready: Kube, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """With a resync of an hour, a resource becomes Ready seconds after its pod does: the workload's
+    watch event starts a pass (handlers.refresh), not the periodic resync. The pod waits for a node
+    with a label until the test gives one that label, after the resource's first passes are done."""
+    operator.stop()
+    slow = OperatorProcess(ready, tmp_path, env={"ARCTIC_OPERATOR_RESYNC_SECONDS": "3600"})
+    slow.start()
+    pool = "arctic-serve.dev/test-pool"
+    try:
+        ready.apply(cpu_service("evented", scheduling={"nodeSelector": {pool: "evented"}}))
+        ready.wait_condition("evented", "Ready", "False", "NoReadyReplicas", timeout=60)
+
+        def resynced() -> bool:  # the timer's first run (kopf runs it at once); the next: in 3600 s
+            return any(
+                "Timer 'resync' succeeded" in line and '"name": "evented"' in line
+                for line in slow.log.read_text(errors="replace").splitlines()
+            )
+
+        ready.wait_for("the first resync of ais/evented", resynced, timeout=60)
+        ready.kubectl("label", "node", "gpu-node-0", f"{pool}=evented")
+
+        def pod_ready() -> bool:
+            return ((ready.get("deployment", "evented") or {}).get("status") or {}).get("readyReplicas") == 1
+
+        ready.wait_for("the pod ready on the labelled node", pod_ready, timeout=60)
+        ready.wait_condition("evented", "Ready", "True", "ReplicasReady", timeout=10)
+        assert not slow.forbidden(), slow.forbidden()
+    finally:
+        ready.kubectl("label", "node", "gpu-node-0", f"{pool}-")
+        ready.kubectl("delete", "ais", "evented", "-n", APPS_NS, "--wait=true", "--timeout=60s", check=False)
+        slow.stop()
+        operator.start()
+
+
 def test_rbac_is_least_privilege(ready: Kube) -> None:
     who = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 
@@ -266,8 +302,9 @@ def test_rbac_is_least_privilege(ready: Kube) -> None:
     assert can("create", "deployments") and can("patch", "services") and can("create", "secrets")
     assert not can("list", "secrets") and not can("update", "secrets") and not can("patch", "secrets")
     assert not can("delete", "secrets") and not can("create", "pods") and not can("get", "nodes")
-    # the children and engine pods are watched (the operator's cache); pods are never written
-    assert can("watch", "pods") and can("watch", "deployments") and not can("delete", "pods")
+    # the children are watched (the operator's cache); engine pods are listed, never watched or written
+    assert can("watch", "deployments") and can("list", "pods")
+    assert not can("watch", "pods") and not can("delete", "pods")
     assert not can("watch", "secrets")
 
 

@@ -1,7 +1,7 @@
-"""The watch-based cache of children and pods (``arctic_operator.cache``): what it keeps of an
-object, that a pass decides the same from it as from the whole object, the one read a settled
-resource then costs, and that a cache behind the API server never makes a pass take over or delete
-an object that is not the resource's."""
+"""The watch-based cache of children (``arctic_operator.cache``): what it keeps of an object, that a
+pass decides the same from it as from the whole object, the one read a settled and ready resource
+then costs (its pods are listed only while its workload is not all ready), and that a cache behind
+the API server never makes a pass take over or delete an object that is not the resource's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import copy
 from collections import defaultdict
 from typing import Any
 
-from arctic_operator.cache import IndexCache, child_summary, index_child, index_key, index_pod, pod_summary
+from arctic_operator.cache import IndexCache, child_summary, index_child, index_key
 from arctic_operator.plan import Plan, labels
 from arctic_operator.reconcile import (
     FIELD_MANAGER,
@@ -21,7 +21,7 @@ from arctic_operator.reconcile import (
     same_object,
 )
 from arctic_operator.settings import OperatorSettings
-from arctic_operator.status import compute_status, pod_failures
+from arctic_operator.status import all_replicas_ready, compute_status
 from tests.operator.status_checks import assert_typed_status
 from tests.operator.test_reconcile import CHECKS, CREATES, NOW, UID, RecordingCluster, body, degraded
 
@@ -148,10 +148,10 @@ def test_a_child_is_kept_as_what_a_pass_reads_of_it_and_two_digests() -> None:
     assert set(child_summary(service)) == {"apiVersion", "kind", "metadata", SUMMARY}
 
 
-def test_the_status_is_the_same_from_summaries() -> None:
+def test_the_status_is_the_same_from_a_summary() -> None:
     plan = Plan(replicas=2, selector=labels("svc"))
 
-    def status(workload: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any]:
+    def status(workload: dict[str, Any]) -> dict[str, Any]:
         return compute_status(
             name="svc",
             namespace="models",
@@ -162,76 +162,52 @@ def test_the_status_is_the_same_from_summaries() -> None:
             plan=plan,
             workload=workload,
             service_port=8000,
-            pods=pods,
+            pods=[crashing_pod()],
         )
 
-    full, pod = deployment(), crashing_pod()
-    from_summaries = status(child_summary(full)["status"], [pod_summary(pod)])
-    assert from_summaries == status(full["status"], [pod])
-    assert degraded_reason(from_summaries) == "EngineCrashLooping"
-    unschedulable = copy.deepcopy(pod)
-    unschedulable["status"] = {
-        "phase": "Pending",
-        "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}
-        ],
-    }
-    assert pod_failures([pod_summary(unschedulable)]) == pod_failures([unschedulable])
-    failed = copy.deepcopy(pod)
-    failed["status"] = {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}
-    assert pod_failures([pod_summary(failed)]) == pod_failures([failed]) == ("PodsFailing", failed_message())
-
-
-def failed_message() -> str:
-    return "pod svc-7c9-abcde failed: Evicted low on memory"
+    full = deployment()
+    from_summary = status(child_summary(full)["status"])
+    assert from_summary == status(full["status"])
+    assert degraded_reason(from_summary) == "EngineCrashLooping"
 
 
 def degraded_reason(status: dict[str, Any]) -> str:
     return str(next(c for c in status["conditions"] if c["type"] == "Degraded")["reason"])
 
 
-def test_a_pod_is_kept_as_its_name_and_the_status_fields_read_for_failures() -> None:
-    assert pod_summary(crashing_pod()) == {
-        "metadata": {"name": "svc-7c9-abcde"},
-        "status": {
-            "phase": "Running",
-            "containerStatuses": [
-                {
-                    "name": "engine",
-                    "restartCount": 4,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
-                    "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
-                }
-            ],
-        },
-    }
+def test_a_workload_is_all_ready_with_every_replica_it_asks_for_ready_and_updated() -> None:
+    full = deployment()  # 2 asked for, 2 running the current template, 1 ready
+    assert not all_replicas_ready(full) and not all_replicas_ready(child_summary(full))
+    full["status"]["readyReplicas"] = 2
+    assert all_replicas_ready(full) and all_replicas_ready(child_summary(full))
+    for field, value in (("updatedReplicas", 1), ("replicas", 3)):  # a rollout, a surplus pod
+        other = copy.deepcopy(full)
+        other["status"][field] = value
+        assert not all_replicas_ready(other)
+    scaling = copy.deepcopy(full)
+    scaling["spec"]["replicas"] = 3
+    assert not all_replicas_ready(scaling)
+    zero = {"spec": {"replicas": 0}, "status": {"observedGeneration": 4}}  # no counts: all zero
+    assert all_replicas_ready(zero)
+    assert not all_replicas_ready({"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}})
 
 
 def test_only_objects_with_the_operators_labels_are_indexed_by_namespace_and_resource() -> None:
     assert index_key(deployment()) == ("models", "svc")
     assert set(index_child(deployment())) == {("models", "svc")}
-    assert set(index_pod(crashing_pod())) == {("models", "svc")}
-    healthy = crashing_pod()
-    healthy["status"]["containerStatuses"][0]["state"] = {"running": {}}
-    assert index_pod(healthy) == {}  # adds nothing to the status: not kept
     someone_elses = deployment()
     someone_elses["metadata"]["labels"] = {"app.kubernetes.io/instance": "svc"}  # not managed by us
-    assert index_child(someone_elses) == {} and index_pod(someone_elses) == {}
+    assert index_child(someone_elses) == {}
 
 
 def cache_of(cluster: RecordingCluster) -> IndexCache:
     """The cache as the watches would have it now (index functions over the fake's objects)."""
     children: dict[str, dict[Any, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    pods: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for obj in cluster.objects.values():
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": "models"}}
-        if obj["kind"] == "Pod":
-            for key, value in index_pod(obj).items():
-                pods[key].append(value)
-        else:
-            for key, value in index_child(obj).items():
-                children[obj["kind"]][key].append(value)
-    return IndexCache(children, pods)
+        for key, value in index_child(obj).items():
+            children[obj["kind"]][key].append(value)
+    return IndexCache(children)
 
 
 def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled, cache: IndexCache) -> Any:
@@ -242,19 +218,32 @@ def run(cluster: RecordingCluster, resource: dict[str, Any], settled: Settled, c
     return outcome
 
 
-def test_with_the_cache_a_settled_resource_reads_only_its_secret() -> None:
+def ready(cluster: RecordingCluster, replicas: int = 1) -> None:
+    """The workload's controller reports every replica ready (the fake has no controller)."""
+    counts = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+    cluster.objects[("Deployment", "svc")]["status"] = counts
+
+
+def test_with_the_cache_a_settled_ready_resource_reads_only_its_secret() -> None:
     cluster, resource, settled = RecordingCluster(), body(), Settled()
     run(cluster, resource, settled, cache_of(cluster))
-    # a first pass: the Secret read, the checks with it, then the writes; no listing
+    # a first pass: the Secret read, the checks with it, then the writes; no listing (no workload
+    # yet: no pods to read)
+    pods = ("list", "Pod", "svc")
     assert cluster.rounds == [[("cached get", "Secret", "svc-admin"), *CHECKS], CREATES]
+    # settled, its replica not ready yet: the pods are read for their failures
+    outcome = run(cluster, resource, settled, cache_of(cluster))
+    assert cluster.rounds == [[("cached get", "Secret", "svc-admin"), pods]]
+    ready(cluster)
     outcome = run(cluster, resource, settled, cache_of(cluster))
     assert cluster.rounds == [[("cached get", "Secret", "svc-admin")]]
     assert all(a.endswith("unchanged") for a in outcome.applied)
-    # a hand edit of the operator's field shows in the cached digest: one dry run, one apply
+    # a hand edit of the operator's field shows in the cached digest: one dry run, one apply (and
+    # the pods are read: 5 replicas asked for, 1 ready)
     cluster.edit("Deployment", "svc", lambda d: d["spec"].update(replicas=5), ours=True)
     outcome = run(cluster, resource, settled, cache_of(cluster))
     assert cluster.rounds == [
-        [("cached get", "Secret", "svc-admin")],
+        [("cached get", "Secret", "svc-admin"), pods],
         [("dry-run", "Deployment", "svc")],
         [("apply", "Deployment", "svc")],
     ]
@@ -304,8 +293,8 @@ def test_a_stale_cache_never_deletes_an_object_that_is_no_longer_the_resources()
 
 def test_the_index_cache_copies_what_kopf_holds() -> None:
     held = {"uid": "x", "metadata": {"name": "a"}}
-    cache = IndexCache({"Service": {("ns", "svc"): [held]}}, {})
+    cache = IndexCache({"Service": {("ns", "svc"): [held]}})
     got = cache.children("ns", "svc", "Service")
     assert got == [held] and got[0] is not held
-    assert cache.children("ns", "other", "Service") == [] and cache.pods("ns", "svc") == []
+    assert cache.children("ns", "other", "Service") == []
     assert manifest_digest(held) == manifest_digest(got[0])

@@ -107,13 +107,12 @@ The operator's workload permissions: the same rules whether they land in the Clu
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
-# Engine pods, read only: the operator watches them (a kopf index of the few status fields a
-# reconcile reads: crash loops, image pulls, unschedulable pods), and the control loop
-# (spec.autoscaling, capController) lists a resource's engine pods by label to scrape their /metrics
-# and reach their admin API.
+# Engine pods, read only, never watched: a reconcile lists a resource's engine pods by label while
+# its workload is not all ready (crash loops, image pulls, unschedulable pods), and the control loop
+# (spec.autoscaling, capController) lists them to scrape their /metrics and reach their admin API.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list]
 # kopf posts handler progress and errors as core/v1 Events on the objects it handles.
 - apiGroups: [""]
   resources: [events]
