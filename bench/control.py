@@ -429,19 +429,29 @@ def load_calibration_h200(results_dir: Path = RESULTS) -> Calibration:
     )
 
 
-def _served_file(results_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The newest GPU ``control-served-<time>.json`` (a CPU dry run's is not a calibration)."""
-    for path in sorted(results_dir.glob("control-served-[0-9]*.json"), reverse=True):
-        data: dict[str, Any] = json.loads(path.read_text())
-        if data.get("device") == "gpu":
-            return path, data
-    raise FileNotFoundError(
-        f"no control-served-<time>.json from a GPU in {results_dir}: run bench/gpu/validate.sh on the H200 "
-        "(python -m bench.control_validate writes it from its probe of the served engine)"
-    )
+SERVED_RUN = "control-served-20261203T211517Z.json"
+"""The validation run whose probe of the served engine is the served calibration (the second run
+of 2026-12-03, validated within 15 percent). Pinned, not the newest such file, so that a later
+validation run (2026-12-04's at the knee wrote another probe) does not move every served result;
+change it with a recalibration."""
 
 
-def load_calibration_served(results_dir: Path = RESULTS) -> Calibration:
+def _served_file(results_dir: Path, run: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The GPU ``control-served-<time>.json`` named ``run`` (default ``SERVED_RUN``; a CPU dry run's is
+    not a calibration)."""
+    run = run or SERVED_RUN
+    path = results_dir / run
+    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if data.get("device") != "gpu":
+        raise FileNotFoundError(
+            f"{run} (bench.control.SERVED_RUN) is not a GPU control-served file in {results_dir}: run "
+            "bench/gpu/validate.sh on the H200 (python -m bench.control_validate writes it from its probe "
+            "of the served engine) and name its file"
+        )
+    return path, data
+
+
+def load_calibration_served(results_dir: Path = RESULTS, run: str | None = None) -> Calibration:
     """The served engine's calibration (``control-served-<time>.json``: bench.control_validate's
     probe of the engine the operator deploys, through its OpenAI server, speculation configured):
     decode steps at zero context and the context's cost per KV token, the verify cost at the
@@ -451,7 +461,7 @@ def load_calibration_served(results_dir: Path = RESULTS) -> Calibration:
     H200 curves (control-h200) at each batch size: cost_k'(b) = 1 + (served_k(b) - 1) x
     (offline_k'(b) - 1) / (offline_k(b) - 1). Engine starts from the control-h200 files (a start
     with warm caches and the first one), else the validation run's start for both."""
-    path, data = _served_file(results_dir)
+    path, data = _served_file(results_dir, run)
     c = data["calibration"]
     batches = tuple(int(b) for b in c["decode_batches"])
     served_costs = {int(k): tuple(float(r) for r in v) for k, v in c["verify_cost"].items()}

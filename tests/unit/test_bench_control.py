@@ -285,6 +285,14 @@ def test_a_prefill_timed_with_prefix_caching_on_is_not_used(tmp_path: Path) -> N
     assert control.H200_PREFILL_RUN == "swiftkv-8b-20261203T111317Z.json"
 
 
+def test_the_served_calibration_is_the_pinned_probe_not_the_newest() -> None:
+    """The committed served results came from SERVED_RUN's probe; 2026-12-04's validation at the
+    knee wrote a newer probe, which must not move them (it did, before the pin)."""
+    assert control.SERVED_RUN == "control-served-20261203T211517Z.json"
+    assert sorted(control.RESULTS.glob("control-served-2*.json"))[-1].name != control.SERVED_RUN
+    assert control.load_calibration_served().sources["decode_step_s"].startswith(control.SERVED_RUN)
+
+
 def test_a_replayed_replica_count_overrides_the_policy(cal: Calibration) -> None:
     trace = _short("steady", 120)
     requests = control.generate_requests(trace, cal, seed=3)
@@ -448,15 +456,21 @@ def _served_file(path: Path, device: str = "gpu") -> None:
     path.write_text(json.dumps(record))
 
 
-def test_the_served_calibration_comes_from_the_validation_runs_probe(tmp_path: Path) -> None:
+def test_the_served_calibration_comes_from_the_validation_runs_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("verify-8b", "overhead-8b", "throughput-8b", "suffix-accept"):  # acceptance etc.
         for source in control.RESULTS.glob(f"{name}-2*.json"):
             (tmp_path / source.name).write_text(source.read_text())
+    run = "control-served-20261204T100000Z.json"
     with pytest.raises(FileNotFoundError, match=r"run bench/gpu/validate\.sh"):
-        control.load_calibration_served(tmp_path)
-    _served_file(tmp_path / "control-served-20261204T100000Z.json")
+        control.load_calibration_served(tmp_path, run)
     _served_file(tmp_path / "control-served-20261204T110000Z.json", device="cpu")  # a dry run: not used
-    cal = control.load_calibration_served(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"not a GPU control-served file"):
+        control.load_calibration_served(tmp_path, "control-served-20261204T110000Z.json")
+    _served_file(tmp_path / run)
+    _served_file(tmp_path / "control-served-20261205T100000Z.json")  # a later run does not move it
+    cal = control.load_calibration_served(tmp_path, run)
     assert (cal.decode_batches, cal.decode_step_s) == ((1, 256), (0.007, 0.014))
     assert (cal.kv_s_per_token, cal.prefill_s_per_token, cal.request_overhead_s) == (3e-8, 2.4e-5, 0.005)
     assert cal.prefill_marginal and cal.kv_capacity_tokens == 893000 and cal.gpu == "H200"
@@ -472,12 +486,13 @@ def test_the_served_calibration_comes_from_the_validation_runs_probe(tmp_path: P
         {"verify-k1": (1.2, 0), "vanilla-restart": (1.0, 0)},
         60,
     )
-    cal = control.load_calibration_served(tmp_path)
+    cal = control.load_calibration_served(tmp_path, run)
     assert cal.verify_cost[3] == (1.1, 2.0)
     assert cal.verify_cost[1] == pytest.approx((1 + 0.1 * 0.4, 1 + 1.0 * 0.4))
     assert (cal.engine_start_s, cal.cold_engine_start_s) == (61, 170)
     assert "k=1 scaled from k=3" in cal.sources["verify_cost"]
     out = tmp_path / "served.json"
+    monkeypatch.setattr(control, "SERVED_RUN", run)
     assert (
         control.main(["--calibration", "served", "--results", str(tmp_path), "--write-costs", str(out)]) == 0
     )
