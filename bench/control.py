@@ -32,7 +32,10 @@ Model (deterministic for a seed; pure Python; the whole comparison runs in secon
   over a 30 s window of 5 s scrapes, as the controller runs them; ``static-cap-N`` keeps our
   replica policy and fixes the soft cap at N (no hard cap), so that it isolates the cap;
   ``keda-waiting-5`` is KEDA's Prometheus trigger on the summed waiting requests with the HPA's
-  default behaviour and the soft cap fixed at 64 (Arctic Inference's default), no hard cap.
+  default behaviour and the soft cap fixed at 64 (Arctic Inference's default), no hard cap;
+  ``schedule-<name>`` is vLLM's Dynamic SD (draft length by running requests, no caps) on our
+  replica policy. With ``--policies`` only: ``ours-draft-K`` is ours with every pod's drafts cut to
+  K tokens (a per-pod draft length fixed in hindsight).
 
 Engine time between events is fast-forwarded: while nothing changes in a replica's batch (no
 admission, prefill or completion) its steps are identical, so an "epoch" of n steps is one update.
