@@ -32,7 +32,10 @@ Model (deterministic for a seed; pure Python; the whole comparison runs in secon
   over a 30 s window of 5 s scrapes, as the controller runs them; ``static-cap-N`` keeps our
   replica policy and fixes the soft cap at N (no hard cap), so that it isolates the cap;
   ``keda-waiting-5`` is KEDA's Prometheus trigger on the summed waiting requests with the HPA's
-  default behaviour and the soft cap fixed at 64 (Arctic Inference's default), no hard cap.
+  default behaviour and the soft cap fixed at 64 (Arctic Inference's default), no hard cap;
+  ``schedule-<name>`` is vLLM's Dynamic SD (draft length by running requests, no caps) on our
+  replica policy. With ``--policies`` only: ``ours-draft-K`` is ours with every pod's drafts cut to
+  K tokens (a per-pod draft length fixed in hindsight).
 
 Engine time between events is fast-forwarded: while nothing changes in a replica's batch (no
 admission, prefill or completion) its steps are identical, so an "epoch" of n steps is one update.
@@ -1166,6 +1169,18 @@ NO_BUDGET = "ours-no-ttft-budget"
 """Ours without the cap policy's TTFT budget (``capController.ttftBudgetPercent`` unset): not in
 the default runs; ``--policies`` and ``--what-if-replicas`` use it."""
 
+OURS_DRAFT = "ours-draft-"
+"""``ours-draft-K``: ours (caps and replicas) with every pod's drafts cut to at most K tokens at any
+batch size, K one of ``SCHEDULE_SETTINGS`` (the lengths whose acceptance was measured) other than
+our default of ``DEFAULT_DRAFT_CAP``: a per-pod draft length fixed in hindsight, the upper bound of
+a second knob that picks one length per pod. Not in the default runs; ``--policies`` uses it."""
+
+
+def ours_draft_schedule(k: int) -> Schedule:
+    """``ours-draft-K``'s draft length: K tokens up to any number of running requests."""
+    return ((EngineConfig.max_num_seqs, k),)
+
+
 RUNNING_TARGET = 32
 """Requests, spec.autoscaling.targets.runningRequestsPerReplica of ours, static-cap-N and
 schedule-N, on top of the CR's default targets (5 waiting per replica, 80 % KV cache). Why:
@@ -1335,6 +1350,16 @@ def make_controller(
         if policy == NO_BUDGET:
             cap_policy = replace(cap_policy, ttft_budget=None)
         return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers, costs=costs)
+    if policy.startswith(OURS_DRAFT) and policy.removeprefix(OURS_DRAFT) in {
+        str(k) for k in SCHEDULE_SETTINGS if k != DEFAULT_DRAFT_CAP
+    }:
+        cap_policy = replace(
+            CapPolicy.from_spec(speculation_spec(), costs), drafts_with_prefill=drafts_with_prefill
+        )
+        schedule = ours_draft_schedule(int(policy.removeprefix(OURS_DRAFT)))
+        return OperatorController(
+            cap_policy, (FIXED_CAP, None), running_target, schedule, levers, costs=costs
+        )
     if policy.startswith("static-cap-"):
         name = policy.removeprefix("static-cap-")
         cap = None if name == "none" else int(name)
@@ -1344,7 +1369,7 @@ def make_controller(
         return OperatorController(None, (None, None), running_target, schedule, levers, costs=costs)
     if policy == "keda-waiting-5":
         return KedaController((FIXED_CAP, None))
-    raise ValueError(f"unknown policy {policy!r} (known: {', '.join((*POLICIES, NO_BUDGET))})")
+    raise ValueError(f"unknown policy {policy!r} (known: {', '.join((*POLICIES, NO_BUDGET))}, {OURS_DRAFT}K)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1543,6 +1568,8 @@ def config_record(
             f"{[static_name(n) for n in STATIC_CAPS]}",
             "schedule-NAME": "ours' replica policy; no caps; draft length by running requests "
             "(vLLM Dynamic SD); see schedules",
+            "ours-draft-K": "ours (when run): caps and replicas as ours, every pod's drafts at most K "
+            "tokens at any batch size",
             "keda-waiting-5": {
                 "trigger": "sum(vllm:num_requests_waiting), AverageValue 5",
                 "sync_s": HPA_SYNC_S,

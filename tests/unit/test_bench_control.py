@@ -182,6 +182,14 @@ def test_the_simulated_operator_is_the_operators_control_loop(cal: Calibration) 
     assert isinstance(schedule, control.OperatorController) and schedule.schedule == ((8, 5), (32, 3))
     with pytest.raises(ValueError, match="unknown policy"):
         control.make_controller("schedule-nope")
+    # ours with every pod's drafts cut to 3 tokens: ours' own cap policy, one length at any batch
+    short = control.make_controller("ours-draft-3", cal=cal)
+    assert isinstance(short, control.OperatorController) and short.loop.cap_policy == ours.loop.cap_policy
+    assert short.schedule == ((256, 3),) and short.initial_caps() == ours.initial_caps() == (64, None)
+    assert ours.schedule is None
+    for unmeasured in ("ours-draft-16", "ours-draft-4", "ours-draft-"):
+        with pytest.raises(ValueError, match="unknown policy"):
+            control.make_controller(unmeasured)
 
 
 def test_schedules_pick_the_draft_length_by_running_requests() -> None:
