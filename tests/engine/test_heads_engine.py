@@ -57,16 +57,21 @@ def head_dir(tmp: Path, kind: str) -> Path:
     return trained if (trained / "config.json").is_file() else make_head(tmp / kind, kind)
 
 
-@pytest.fixture(scope="module")
-def lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("heads")
+def lstm_head_alone(model: Path, tmp: Path, **extra: Any) -> dict[str, Any]:
+    """The heads runner's request for the LSTM head alone (k = 3) on PROMPTS, plus ``extra``."""
     spec = {"method": "arctic", "model": str(head_dir(tmp, "lstm")), "num_speculative_tokens": 3}
-    request = {
-        "model": str(smollm2_dir),
+    return {
+        "model": str(model),
         "speculative_config": spec,
         "prompts": PROMPTS,
         "max_tokens": MAX_TOKENS,
+        **extra,
     }
+
+
+@pytest.fixture(scope="module")
+def lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    request = lstm_head_alone(smollm2_dir, tmp_path_factory.mktemp("heads"))
     return run_module("tests.engine.heads_runner", request, enabled=True, timeout=900)
 
 
@@ -74,16 +79,9 @@ def lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def async_lstm_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The LSTM head alone with vLLM's own scheduling decision kept on this CPU (the runner path a
     GPU takes: asynchronous scheduling, drafts on the device), and the live cap."""
-    tmp = tmp_path_factory.mktemp("heads-async")
-    spec = {"method": "arctic", "model": str(head_dir(tmp, "lstm")), "num_speculative_tokens": 3}
-    request = {
-        "model": str(smollm2_dir),
-        "speculative_config": spec,
-        "prompts": PROMPTS,
-        "max_tokens": MAX_TOKENS,
-        "cap": True,
-        "keep_async_decision": True,
-    }
+    request = lstm_head_alone(
+        smollm2_dir, tmp_path_factory.mktemp("heads-async"), cap=True, keep_async_decision=True
+    )
     return run_module(
         "tests.engine.heads_runner", request, enabled=True, timeout=900, VLLM_ENABLE_V1_MULTIPROCESSING="0"
     )
