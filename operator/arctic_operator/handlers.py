@@ -1,16 +1,21 @@
-"""kopf handlers: thin adapters from kopf's events and timer to ``reconcile``.
+"""kopf handlers: thin adapters from kopf's events to ``reconcile``, and the operator's own loops.
 
-Every event (create, update, resume after an operator restart) and a timer every
+Every event (create, update, resume after an operator restart) and a resync every
 ``resync_seconds`` run the same level-based pass, so a lost event costs one interval, not
 correctness. Handlers only ever patch ``status`` and post events; the spec belongs to the user.
 
-The control loop (``control``, issue 6) is a kopf daemon per resource with spec.autoscaling or
-spec.speculation.capController.enabled: every ``scrape_seconds`` it runs ``control.kube.control_pass``
-(scrape the pods, decide, set replicas on the workload and caps on the pods, patch
-status.autoscaling/capController/pods). A daemon rather than a timer: its in-memory state
-(``ServiceController``: metric windows, recent decisions) lives in the daemon's frame, so it goes
-with the resource (or when the spec turns the loop off), and comes back fresh when the operator
-restarts.
+The resync and the control loop (``control``, issue 6) are the operator's own asyncio tasks
+(``arctic_operator.loops``), started at kopf's startup over a kopf index of the resources that keeps
+a few fields of each: kopf keeps the whole latest body of every object of a kind that has a kopf
+timer or daemon, ~40 MB at 1,000 resources (issue 15). The resync reads each due resource live and
+runs ``live_pass``, the pass the workload events run too. The control loop is a task per resource
+with spec.autoscaling or spec.speculation.capController.enabled: every ``scrape_seconds`` it runs
+``control.kube.control_pass`` (scrape the pods, decide, set replicas on the workload and caps on the
+pods, patch status.autoscaling/capController/pods). Its in-memory state (``ServiceController``:
+metric windows, recent decisions) lives in the task, so it goes with the resource (or when the spec
+turns the loop off, which also clears its status fields), and comes back fresh when the operator
+restarts. Outside kopf's handlers, Events are posted through the operator's own client
+(``post_event``), in kopf's format.
 
 Children are read from kopf indexes (``arctic_operator.cache``: one per child kind, fed by kopf's
 watches, holding a few fields of each object), not listed from the API server on every pass: a
@@ -24,6 +29,8 @@ default one in ``arctic-serve operator``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -39,7 +46,8 @@ from prometheus_client import Counter, Histogram
 from arctic_operator.api import GROUP, KIND, PLURAL, VERSION
 from arctic_operator.cache import COMMON_LABELS, IndexCache, index_child
 from arctic_operator.control.controller import ServiceController
-from arctic_operator.control.kube import ControlTuning, clear_status, control_pass, wants_control
+from arctic_operator.control.kube import ControlTuning, clear_status, control_pass
+from arctic_operator.loops import ControlTasks, ServiceEntry, index_service, resync_loop
 from arctic_operator.reconcile import (
     CHILD_KINDS,
     NETWORK_POLICY_KIND,
@@ -90,6 +98,16 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "NetworkPolicy": "networkpolicies",
 }
+
+
+#: The id of kopf's index of the ArcticInferenceServices (``loops.index_service``).
+SERVICES_INDEX = "service_index"
+#: An Event's type for a log line's level (as kopf's per-object logger posts them).
+LOG_EVENT_TYPES = {logging.INFO: "Normal", logging.WARNING: "Warning", logging.ERROR: "Error"}
+#: Posts an Event: (object, type, reason, message).
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
+
+log = logging.getLogger("arctic_operator")
 
 
 def cache_id(kind: str) -> str:
@@ -226,11 +244,101 @@ def register(
         if changed:
             logger.info("applied: %s", ", ".join(changed))
 
-    async def control(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
-        uid = str(body.get("metadata", {}).get("uid"))
+    def live_pass(
+        name: str, namespace: str, uid: str, cache: IndexCache, post: EventPoster
+    ) -> Outcome | None:
+        """A pass over a resource read live (its spec and status as they are now), its status patched
+        here and its events posted with ``post``: the workload-event pass (``refresh``) and the resync
+        (``loops.resync_loop``). None when the resource is gone, replaced or being deleted."""
+        api = cluster()
+        resource = api.get(f"{GROUP}/{VERSION}", KIND, name, namespace)
+        meta = (resource or {}).get("metadata") or {}
+        if resource is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
+            return None
+        outcome = one_pass(resource, cache)
+        status = reconcile_status_patch(resource.get("status"), outcome.status)
+        if status:
+            api.patch_status(f"{GROUP}/{VERSION}", KIND, name, namespace, status)
+        for kind, reason, message in outcome.events:
+            post(resource, kind, reason, message[:1024])
+        return outcome
+
+    # set at kopf's startup (``start``): kopf's posting settings and handler threads
+    posting: list[kopf.OperatorSettings] = []
+
+    def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event about ``body`` through the operator's own client, as kopf posts one (the
+        loops run outside kopf's handlers, where ``kopf.event`` has no queue). A failure is logged."""
+        settings = posting[0].posting if posting else kopf.OperatorSettings().posting
+        now = dt.datetime.now(dt.UTC).isoformat()
+        meta = body.get("metadata") or {}
+        ref = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": meta.get("name"),
+            "uid": meta.get("uid"),
+            "namespace": meta.get("namespace"),
+        }
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"namespace": meta.get("namespace"), "generateName": settings.event_name_prefix},
+            "action": "Action?",
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "reportingComponent": settings.reporting_component,
+            "reportingInstance": settings.reporting_instance,
+            "source": {"component": settings.reporting_component},
+            "involvedObject": {k: v for k, v in ref.items() if v},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now,
+        }
+        try:
+            cluster().create(event)
+        except Exception as exc:
+            log.warning("could not post an event (%s %s: %s): %s", type_, reason, message, exc)
+
+    def note(body: Mapping[str, Any], level: int, message: str) -> None:
+        """A log line about ``body``, also posted as an Event (as kopf's per-object logger does at
+        ``posting.level`` INFO: reason Logging)."""
+        meta = body.get("metadata") or {}
+        log.log(level, "%s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+        post_event(body, LOG_EVENT_TYPES.get(level, "Normal"), "Logging", message)
+
+    def ref_of(entry: ServiceEntry) -> dict[str, Any]:
+        """The fields of a resource an Event names (``post_event``)."""
+        meta = {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid}
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": meta}
+
+    def resync(entry: ServiceEntry, cache: IndexCache) -> None:
+        """A resync pass (``loops.resync_loop``): ``live_pass``, and the objects it changed logged."""
+        outcome = live_pass(entry.name, entry.namespace, entry.uid, cache, post_event)
+        changed = [a for a in (outcome.applied if outcome else []) if not a.endswith("unchanged")]
+        if changed:
+            note(ref_of(entry), logging.INFO, f"applied: {', '.join(changed)}")
+
+    def post_soon(body: Mapping[str, Any]) -> Callable[[str, str, str], None]:
+        """``post_event`` about ``body`` in a worker thread (the control pass does not wait for it)."""
+        loop = asyncio.get_running_loop()
+
+        def post(type_: str, reason: str, message: str) -> None:
+            loop.run_in_executor(None, post_event, body, type_, reason, message)
+
+        return post
+
+    async def control(uid: str, latest: Callable[[], ServiceEntry | None], stopped: asyncio.Event) -> None:
+        """One resource's control loop (``loops.ControlTasks``): a pass every ``scrape_seconds`` over
+        its newest body until ``stopped``; its in-memory state lives here, so it goes with the
+        resource (or when the spec turns the loop off) and comes back fresh after a restart."""
         controller = ServiceController(config=tuning.config)
         last_error = ""
-        while not stopped:
+        while not stopped.is_set():
+            entry = latest()
+            if entry is None or entry.body is None:
+                return
+            body = entry.body
             started = time.monotonic()
             try:
                 await control_pass(
@@ -240,20 +348,54 @@ def register(
                     tuning,
                     locks[uid],
                     time.time(),
-                    lambda t, r, m: kopf.event(body, type=t, reason=r, message=m),
+                    post_soon(body),
                 )
                 last_error = ""
             except Exception as exc:  # log it, keep the loop alive: the next interval tries again
                 error = f"{type(exc).__name__}: {exc}"
                 if error != last_error:  # one log line (and Event) per new error, not per interval
-                    logger.exception("control loop failed: %s", error)
+                    log.exception("control loop failed")
+                    await asyncio.to_thread(note, body, logging.ERROR, f"control loop failed: {error}")
                 last_error = error
-            await stopped.wait(max(0.0, op_settings.scrape_seconds - (time.monotonic() - started)))
-        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH:
-            try:  # the spec turned the loop off: its status fields go too
+            with contextlib.suppress(TimeoutError):
+                wait = max(0.0, op_settings.scrape_seconds - (time.monotonic() - started))
+                await asyncio.wait_for(stopped.wait(), wait)
+
+    async def turned_off(entry: ServiceEntry) -> None:
+        """The spec turned the control loop off: its status fields go too (read live)."""
+        try:
+            body = await asyncio.to_thread(
+                cluster().get, f"{GROUP}/{VERSION}", KIND, entry.name, entry.namespace
+            )
+            if body is not None and (body.get("metadata") or {}).get("uid") == entry.uid:
                 await clear_status(cluster(), body)
-            except Exception as exc:
-                logger.warning("could not clear the control loop's status: %s", exc)
+        except Exception as exc:
+            message = f"could not clear the control loop's status: {exc}"
+            await asyncio.to_thread(note, ref_of(entry), logging.WARNING, message)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        """kopf's startup: the resync loop and the control tasks, over kopf's index of the resources
+        (empty now; kopf fills it as its watch lists them)."""
+        posting.append(settings)
+        index = kwargs[SERVICES_INDEX]
+        cache = cache_of(kwargs)
+        executor = settings.execution.executor
+
+        async def resync_one(entry: ServiceEntry) -> None:
+            await asyncio.get_running_loop().run_in_executor(executor, resync, entry, cache)
+
+        control_tasks = ControlTasks(loop=control, turned_off=turned_off)
+        tasks.append(asyncio.create_task(resync_loop(index, op_settings.resync_seconds, resync_one, FAN_OUT)))
+        tasks.append(asyncio.create_task(control_tasks.run(index)))
+
+    async def stop(**_: Any) -> None:
+        """kopf's cleanup: the loops end (a control pass in flight is cancelled)."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
 
     def controller_of(body: Mapping[str, Any]) -> Mapping[str, Any]:
         refs = (body.get("metadata") or {}).get("ownerReferences") or []
@@ -273,20 +415,13 @@ def register(
         its resource now, not at the next resync, so the resource is Ready when its pods are. The
         resource is read live (its spec and status as they are now); its status is patched here."""
         owner = controller_of(body)
-        name, namespace = str(owner.get("name")), str(body.get("metadata", {}).get("namespace"))
-        api = cluster()
-        resource = api.get(f"{GROUP}/{VERSION}", KIND, name, namespace)
-        meta = (resource or {}).get("metadata") or {}
-        if resource is None or meta.get("uid") != owner.get("uid") or meta.get("deletionTimestamp"):
-            return
-        outcome = one_pass(resource, cache_of(kwargs))
-        status = reconcile_status_patch(resource.get("status"), outcome.status)
-        if status:
-            api.patch_status(f"{GROUP}/{VERSION}", KIND, name, namespace, status)
-        for kind, reason, message in outcome.events:
-            kopf.event(
-                kopf.Body(cast(kopf.RawBody, resource)), type=kind, reason=reason, message=message[:1024]
-            )
+        live_pass(
+            str(owner.get("name")),
+            str(body.get("metadata", {}).get("namespace")),
+            str(owner.get("uid")),
+            cache_of(kwargs),
+            lambda obj, t, r, m: kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=t, reason=r, message=m),
+        )
 
     def forget(body: kopf.Body, **_: Any) -> None:
         uid = str(body.get("metadata", {}).get("uid"))
@@ -322,30 +457,19 @@ def register(
             when=ready_changed,
             registry=registry,
         )(refresh)
-    kopf.daemon(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="control",
-        when=lambda spec, **_: wants_control(spec),
-        # on stop, let the pass in flight finish (it ends at its next wait), then cancel it
-        cancellation_backoff=15.0,
-        cancellation_timeout=5.0,
-    )(control)
-    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget", optional=True)(forget)
+
+    async def service_entry(body: kopf.Body, **_: Any) -> Any:
+        return index_service(body)
+
+    kopf.index(GROUP, VERSION, PLURAL, id=SERVICES_INDEX, registry=registry)(service_entry)
+    kopf.on.startup(registry=registry)(start)
+    kopf.on.cleanup(registry=registry)(stop)
+    # not optional: the finalizer stays on each resource, as when the resync timer and the control
+    # daemon (which kopf gives one) were kopf's
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget")(forget)
     for decorator in (
         kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-create"),
         kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-update", field="spec"),
         kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-resume"),
-        kopf.timer(
-            GROUP,
-            VERSION,
-            PLURAL,
-            registry=registry,
-            id="resync",
-            interval=op_settings.resync_seconds,
-            idle=5,
-        ),
     ):
         decorator(run)

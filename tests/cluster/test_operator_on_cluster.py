@@ -268,13 +268,13 @@ def test_ready_follows_the_workload_by_its_event_not_by_the_resync(
         ready.apply(cpu_service("evented", scheduling={"nodeSelector": {pool: "evented"}}))
         ready.wait_condition("evented", "Ready", "False", "NoReadyReplicas", timeout=60)
 
-        def resynced() -> bool:  # the timer's first run (kopf runs it at once); the next: in 3600 s
+        def created() -> bool:  # the first pass done; the resync's first: in 3600 s
             return any(
-                "Timer 'resync' succeeded" in line and '"name": "evented"' in line
+                "Handler 'reconcile-create' succeeded" in line and '"name": "evented"' in line
                 for line in slow.log.read_text(errors="replace").splitlines()
             )
 
-        ready.wait_for("the first resync of ais/evented", resynced, timeout=60)
+        ready.wait_for("the first pass over ais/evented", created, timeout=60)
         ready.kubectl("label", "node", "gpu-node-0", f"{pool}=evented")
 
         def pod_ready() -> bool:

@@ -29,7 +29,7 @@ from kubernetes import client
 
 from arctic_operator.api import GROUP, PLURAL, VERSION
 from arctic_operator.control.controller import ControllerConfig
-from arctic_operator.control.kube import ControlTuning
+from arctic_operator.control.kube import TICKS, ControlTuning
 from arctic_operator.handlers import register
 from arctic_operator.plan import labels
 from arctic_operator.reconcile import Cluster
@@ -270,3 +270,41 @@ def test_replicas_and_caps_follow_the_engines_metrics(
         wait_for(
             "the loop's status to go", lambda: not {"autoscaling", "capController", "pods"} & status().keys()
         )
+
+
+def ticks() -> float:
+    """Control passes so far in this process, any result (``control.kube.TICKS``)."""
+    return float(sum(TICKS.labels(result=r)._value.get() for r in ("ok", "skipped", "error")))
+
+
+def test_the_control_loop_starts_with_the_resource_and_stops_when_it_is_deleted(
+    emulated_api: EmulatedApiServer, api_client: client.ApiClient
+) -> None:
+    """The control loop is the operator's own task (no kopf daemon): it starts when a resource with
+    autoscaling appears, and no pass runs after the resource is deleted."""
+    custom = client.CustomObjectsApi(api_client)
+    with operator(emulated_api, api_client), kubelet(api_client):
+        time.sleep(1.0)
+        before = ticks()
+        time.sleep(0.75)  # three intervals without a resource: no pass
+        assert ticks() == before
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, RESOURCE)
+        wait_for("the loop's first passes", lambda: ticks() >= before + 2, timeout=15)
+        wait_for("status.autoscaling", lambda: "autoscaling" in (_status(custom) or {}), timeout=15)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME)
+        wait_for("the resource to go", lambda: _status(custom) is None, timeout=15)
+        time.sleep(0.5)  # a pass in flight at the delete may end
+        after = ticks()
+        time.sleep(1.0)  # four intervals
+        assert ticks() == after
+
+
+def _status(custom: client.CustomObjectsApi) -> dict[str, Any] | None:
+    """The resource's status ({} without one); None once it is gone."""
+    try:
+        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME)
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(obj.get("status") or {})
