@@ -354,8 +354,7 @@ class HeadDrafter:
             out = torch.zeros((1, k), dtype=torch.long, device=next_ids.device).expand(n, k)
         else:
             states = hidden[:n] if rows is None else hidden.index_select(0, rows)
-            drafter = self.graphed if self.graphed is not None else self.head
-            out = drafter.draft(states.to(self.head_dtype), next_ids.long(), k, None)
+            out = self._draft(states, next_ids.long(), k, None)
             self.counters.head_drafts += n
             self.counters.drafted_tokens += n * k
         self.counters.steps += 1
@@ -384,9 +383,13 @@ class HeadDrafter:
         else:
             rows = hidden.index_select(0, torch.tensor(index, dtype=torch.long).to(device, non_blocking=True))
         tokens = torch.tensor(last, dtype=torch.long).to(device, non_blocking=True)
-        drafter = self.graphed if self.graphed is not None else self.head
-        out = drafter.draft(rows.to(self.head_dtype), tokens, k, prefix)
+        out = self._draft(rows, tokens, k, prefix)
         return out.tolist() if to_host else out
+
+    def _draft(self, states: Any, tokens: Any, k: int, prefix: Any) -> Any:
+        """The head's drafts of ``states`` fed ``tokens`` (its CUDA graphs when it has them)."""
+        drafter = self.graphed if self.graphed is not None else self.head
+        return drafter.draft(states.to(self.head_dtype), tokens, k, prefix)
 
     def _head_only(
         self,
