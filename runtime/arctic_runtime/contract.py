@@ -627,6 +627,36 @@ STEP_MODES = ("open", "soft_capped", "hard_capped", "prefill")
 STEP_PHASES = ("prefill", "decode")
 
 
+#: Batch-size buckets of the decode-step timings (``SpeculationCountersView.decode_steps``, the
+#: ``arctic_decode_step*`` series' ``batch`` label): a step of n decoding requests counts in the
+#: first bucket >= n, a larger one in the last. Powers of two: a GPU's step time grows about with
+#: log(batch), so each bucket spans about the same change of step time.
+DECODE_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def decode_batch_bucket(requests: int) -> int:
+    """The ``DECODE_BATCH_BUCKETS`` bucket of a decode step with ``requests`` (>= 1) requests."""
+    for bucket in DECODE_BATCH_BUCKETS:
+        if requests <= bucket:
+            return bucket
+    return DECODE_BATCH_BUCKETS[-1]
+
+
+class DecodeStepTotals(TypedDict):
+    """Running totals over the decode-only steps of one batch bucket and drafting state, each
+    timed from the end of the previous step to its own end while the engine stayed busy."""
+
+    steps: int
+    seconds: float
+    """Sum of the steps' wall times (scheduling, the forward pass, sampling, bookkeeping)."""
+    requests: int
+    """Sum over the steps of their decoding requests (mean batch = requests / steps)."""
+    drafting: int
+    """Sum over the steps of the requests that had draft tokens verified."""
+    draft_tokens: int
+    """Sum over the steps of the draft tokens verified."""
+
+
 class SpeculationCountersView(TypedDict):
     steps: dict[str, int]
     steps_drafting: int
@@ -637,6 +667,10 @@ class SpeculationCountersView(TypedDict):
     phase_steps: dict[str, dict[str, int]]
     """Steps by what vLLM scheduled (``STEP_PHASES``) and whether drafts were verified in them
     (``"on"``/``"off"``), read from the scheduler's output."""
+    decode_steps: dict[str, dict[str, DecodeStepTotals]]
+    """Decode-only steps by batch bucket (``DECODE_BATCH_BUCKETS``, as a string) and whether drafts
+    were verified in them (``"on"``/``"off"``): their count and wall time, for the operator to refine
+    the cost file's step times and verify costs from the pod's own steps."""
 
 
 class SpeculationView(TypedDict):
@@ -679,6 +713,21 @@ METRIC_DRAFTING_STEPS = "arctic_speculation_drafting_steps"
 METRIC_REQUEST_STEPS = "arctic_speculation_request_steps"
 METRIC_CAP_CHANGES = "arctic_speculation_cap_changes"
 METRIC_PHASE_STEPS = "arctic_speculation_phase_steps"
+#: Decode-only steps by ``batch`` bucket and ``drafting`` (on/off): their count, wall seconds,
+#: decoding requests, requests with drafts verified and draft tokens verified (``DecodeStepTotals``).
+METRIC_DECODE_STEPS = "arctic_decode_steps"
+METRIC_DECODE_STEP_SECONDS = "arctic_decode_step_seconds"
+METRIC_DECODE_STEP_REQUESTS = "arctic_decode_step_requests"
+METRIC_DECODE_STEP_DRAFTING = "arctic_decode_step_drafting_requests"
+METRIC_DECODE_STEP_DRAFT_TOKENS = "arctic_decode_step_draft_tokens"
+#: ``DecodeStepTotals`` key -> its series name.
+DECODE_STEP_METRICS: dict[str, str] = {
+    "steps": METRIC_DECODE_STEPS,
+    "seconds": METRIC_DECODE_STEP_SECONDS,
+    "requests": METRIC_DECODE_STEP_REQUESTS,
+    "drafting": METRIC_DECODE_STEP_DRAFTING,
+    "draft_tokens": METRIC_DECODE_STEP_DRAFT_TOKENS,
+}
 METRIC_PARALLEL_INFO = "arctic_parallel_info"
 METRIC_PARALLEL_STEPS = "arctic_parallel_steps"
 METRIC_PARALLEL_TOKENS = "arctic_parallel_tokens"
