@@ -360,6 +360,11 @@ class CapControllerSpec(ApiModel):
     of a batch draft, up to the break-even size; when not one fits, nobody drafts). 2: first tokens
     at most 2 % later than with drafting off. 0: drafting only where it delays no first token;
     100: nearly always the break-even size (the most goodput, later first tokens)."""
+    refine_costs: bool = True
+    """Refine the cost file (the chart's operator.costProfile: decode step times and verify costs
+    by batch size) from the pods' own decode steps, which the runtime times by batch size and
+    drafting (arctic_decode_step* series): a bucket counts once it holds 200 steps, the factors are
+    bounded to 1/4..4, and older steps fade with a 10-minute half-life. false: the file as shipped."""
 
 
 class SpeculationSpec(ApiModel):
@@ -858,11 +863,35 @@ class CapChangeRecord(ApiModel):
     interval)."""
 
 
+class RefinementPoint(ApiModel):
+    """One batch size at which the pods' decode steps were compared with the cost file."""
+
+    batch: float = Field(ge=0)
+    """Mean decoding requests of the steps compared."""
+    factor: float = Field(ge=0)
+    """Measured over the file's: the plain decode step time, or a verify step's extra time over a
+    plain one."""
+
+
+class CostRefinementStatus(ApiModel):
+    """The cost file as refined from the pods' own decode steps (docs/control.md)."""
+
+    steps: int = Field(ge=0)
+    """Decode steps behind the factors (older steps count less: a 10-minute half-life)."""
+    decode_step: list[RefinementPoint] | None = Field(default=None, max_length=16)
+    """Plain decode step time, measured over the file's, by batch size (steps without drafts)."""
+    verify_cost: list[RefinementPoint] | None = Field(default=None, max_length=16)
+    """A verify step's extra time over a plain step, measured over the file's, by batch size."""
+
+
 class CapControllerStatus(ApiModel):
     """What the operator's cap controller (spec.speculation.capController) changed."""
 
     last_changes: list[CapChangeRecord] | None = Field(default=None, max_length=MAX_STATUS_HISTORY)
     """The latest cap changes over all pods, oldest first."""
+    cost_refinement: CostRefinementStatus | None = None
+    """How the cost file is refined from the pods' decode steps (capController.refineCosts);
+    absent while no batch size has enough steps, or with refineCosts false."""
 
 
 class PodControlStatus(ApiModel):

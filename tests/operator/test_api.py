@@ -65,6 +65,7 @@ def test_dump_is_camel_case_and_leaves_unset_fields_out() -> None:
         "min": 1,
         "max": 64,
         "ttftBudgetPercent": 2.0,
+        "refineCosts": True,
     }
 
 

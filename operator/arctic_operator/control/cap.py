@@ -92,6 +92,11 @@ class CapPolicy:
     the step under way, and its prefill step); by half a step when the runtime drops drafts in
     such steps. spec.speculation.draftsInPrefillSteps."""
 
+    refine_costs: bool = True
+    """Refine ``costs`` (decode step times, verify costs) from the pods' own decode steps
+    (``refine.refine_costs``; the control loop does it, for this policy and the replica policy).
+    spec.speculation.capController.refineCosts."""
+
     @classmethod
     def from_spec(cls, spec: SpeculationSpec, costs: VerifyCosts = DEFAULT_COSTS) -> CapPolicy:
         return cls(
@@ -101,6 +106,7 @@ class CapPolicy:
             costs=costs,
             ttft_budget=spec.cap_controller.ttft_budget_percent / 100,
             drafts_with_prefill=spec.drafts_in_prefill_steps,
+            refine_costs=spec.cap_controller.refine_costs,
         )
 
     def bounds(self) -> tuple[int, int]:

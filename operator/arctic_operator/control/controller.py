@@ -34,7 +34,9 @@ from arctic_operator.api import (
     AutoscalingStatus,
     CapChangeRecord,
     CapControllerStatus,
+    CostRefinementStatus,
     PodControlStatus,
+    RefinementPoint,
     ReplicaDecisionRecord,
 )
 from arctic_operator.control.admin_client import AdminError, EffectiveCap, put_cap
@@ -43,6 +45,7 @@ from arctic_operator.control.loop import ControlLoop
 from arctic_operator.control.loop import cap_observation as cap_observation
 from arctic_operator.control.loop import replica_observation as replica_observation
 from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
+from arctic_operator.control.refine import Refinement
 from arctic_operator.control.replicas import ReplicaDecision, ReplicaObservation, ReplicaPolicy, ReplicaState
 from arctic_operator.control.scrape import scrape
 from arctic_operator.plan import ADMIN_PORT_NAME, ENGINE_CONTAINER, ENGINE_PORT_NAME
@@ -235,6 +238,21 @@ class CapChange:
     """"Ok", or the error of pushing it."""
 
 
+def refinement_status(refinement: Refinement | None) -> CostRefinementStatus | None:
+    """status.capController.costRefinement; None while nothing is refined."""
+    if refinement is None or not refinement.refined:
+        return None
+
+    def points(found: tuple[tuple[float, float], ...]) -> list[RefinementPoint] | None:
+        return [RefinementPoint(batch=round(b, 2), factor=round(f, 3)) for b, f in found][:16] or None
+
+    return CostRefinementStatus(
+        steps=round(refinement.steps),
+        decode_step=points(refinement.decode_points),
+        verify_cost=points(refinement.verify_points),
+    )
+
+
 def cap_change_record(change: CapChange) -> CapChangeRecord:
     """One entry of status.capController.lastChanges."""
     d = change.decision
@@ -420,7 +438,8 @@ class ServiceController:
             if self.cap_policy is not None:
                 await self._caps(session, ready, windows, decided.caps, samples, now, result)
                 cap_controller = CapControllerStatus(
-                    last_changes=[cap_change_record(c) for c in self.cap_changes]
+                    last_changes=[cap_change_record(c) for c in self.cap_changes],
+                    cost_refinement=refinement_status(decided.refinement),
                 )
         self._scrape_events(ready, result)
         pods_status = [

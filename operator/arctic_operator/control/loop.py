@@ -9,6 +9,7 @@ the simulator measures is what the operator runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from arctic_operator.control.cap import (
 )
 from arctic_operator.control.cost import VerifyCosts
 from arctic_operator.control.metrics import MetricsWindow, PodSample, PodWindow
+from arctic_operator.control.refine import Refinement, StepTimes, refine_costs
 from arctic_operator.control.replicas import (
     ReplicaDecision,
     ReplicaObservation,
@@ -132,6 +134,8 @@ class LoopDecisions:
     """None when autoscaling is off."""
     caps: dict[str, CapDecision] = field(default_factory=dict)
     """Ready pod -> its cap decision (cap controller on)."""
+    refinement: Refinement | None = None
+    """The cost file as refined from the pods' decode steps, when the cap policy asks for it."""
 
 
 class ControlLoop:
@@ -154,14 +158,19 @@ class ControlLoop:
         self.cap_states: dict[str, CapState] = {}
         self.waiting_history: list[tuple[float, float]] = []
         """(time, total waiting over observed pods) of the last window: the queue's growth rate."""
+        self.step_times = StepTimes()
+        """The pods' decode steps, for ``refine_costs`` (the cap policy's ``refine_costs``)."""
 
     def observe(self, pod: str, sample: PodSample) -> None:
         self.window.add(pod, sample)
+        if sample.decode_steps is not None:
+            self.step_times.add(pod, sample.time, sample.decode_steps)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the memory of pods not in ``keep``."""
         kept = set(keep)
         self.window.forget(kept)
+        self.step_times.forget(kept)
         for pod in [p for p in self.cap_states if p not in kept]:
             del self.cap_states[pod]
 
@@ -189,8 +198,14 @@ class ControlLoop:
         if result.windows and len(result.windows) == len(ready):
             self.waiting_history.append((now, sum(w.waiting_last for w in totals)))
         self.waiting_history = [(t, w) for t, w in self.waiting_history if t >= now - self.window.window_s]
-        if self.replica_policy is not None:
-            policy = self.replica_policy
+        replica_policy, cap_policy = self.replica_policy, self.cap_policy
+        if cap_policy is not None and cap_policy.refine_costs and cap_policy.cost_model is None:
+            result.refinement = refine_costs(cap_policy.costs, self.step_times.totals())
+            cap_policy = dataclasses.replace(cap_policy, costs=result.refinement.costs)
+            if replica_policy is not None:
+                replica_policy = dataclasses.replace(replica_policy, costs=result.refinement.costs)
+        if replica_policy is not None:
+            policy = replica_policy
             obs = replica_observation(
                 now,
                 current,
@@ -200,12 +215,12 @@ class ControlLoop:
                 waiting_growth(self.waiting_history),
                 policy.costs if policy.running_as_undrafted else None,
             )
-            decision, self.replica_state = decide_replicas(self.replica_policy, obs, self.replica_state)
+            decision, self.replica_state = decide_replicas(policy, obs, self.replica_state)
             result.replica_observation, result.replicas = obs, decision
-        if self.cap_policy is not None:
+        if cap_policy is not None:
             for pod in ready:
                 decision_, state = decide_cap(
-                    self.cap_policy,
+                    cap_policy,
                     cap_observation(now, result.windows.get(pod)),
                     self.cap_states.get(pod, CapState()),
                 )

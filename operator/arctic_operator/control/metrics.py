@@ -11,12 +11,14 @@ import dataclasses
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from arctic_runtime.contract import METRIC_HARD_CAP, METRIC_SOFT_CAP
+from arctic_operator.control.refine import StepKey, StepTotals
+from arctic_runtime.contract import DECODE_STEP_METRICS, METRIC_HARD_CAP, METRIC_SOFT_CAP
 
 #: quantity -> the series names it has had, newest first. Counters are listed without ``_total``
 #: (prometheus_client's parser strips it from the family name).
@@ -77,19 +79,25 @@ class PodSample:
     generation_tokens: float | None = None
     """Counter: tokens generated, accepted draft tokens included (vllm:generation_tokens_total);
     less the accepted tokens, one per request-step."""
+    decode_steps: Mapping[StepKey, StepTotals] | None = None
+    """Counters: the engine's decode-only steps by (batch bucket, drafts verified) (the runtime's
+    ``arctic_decode_step*`` series); None when the engine does not report them."""
 
     @property
     def complete(self) -> bool:
         return not self.missing
 
 
-def _series_values(text: str) -> dict[str, list[float]]:
-    """Sample name -> its values over label sets, for the series that carry a metric's value (a
-    gauge's own series, a counter's ``_total``); histogram parts and ``_created`` are left out."""
+def _families(text: str) -> list[Metric]:
     try:
-        families = list(text_string_to_metric_families(text))
+        return list(text_string_to_metric_families(text))
     except Exception as exc:  # the parser raises ValueError, and others on odd input
         raise MetricsParseError(f"not Prometheus text format: {exc}") from exc
+
+
+def _series_values(families: list[Metric]) -> dict[str, list[float]]:
+    """Sample name -> its values over label sets, for the series that carry a metric's value (a
+    gauge's own series, a counter's ``_total``); histogram parts and ``_created`` are left out."""
     values: dict[str, list[float]] = {}
     for family in families:
         for sample in family.samples:
@@ -100,6 +108,28 @@ def _series_values(text: str) -> dict[str, list[float]]:
                 continue
             values.setdefault(sample.name, []).append(value)
     return values
+
+
+def _decode_steps(families: list[Metric]) -> dict[StepKey, StepTotals] | None:
+    """The ``arctic_decode_step*`` counters by (batch bucket, drafting on); None when the engine
+    exports none of them. A series with a batch label that is not an integer, a drafting label
+    other than on/off, or a value that is not a finite non-negative number is skipped."""
+    fields = {name: key for key, name in DECODE_STEP_METRICS.items()}
+    found: dict[StepKey, dict[str, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            # a counter's series is name_total, however the exposition's TYPE line names it
+            key = fields.get(sample.name.removesuffix("_total")) if sample.name.endswith("_total") else None
+            if key is None:
+                continue
+            batch, drafting = sample.labels.get("batch", ""), sample.labels.get("drafting")
+            value = float(sample.value)
+            if not batch.isdigit() or drafting not in ("on", "off") or not math.isfinite(value) or value < 0:
+                continue
+            found.setdefault((int(batch), drafting == "on"), {})[key] = value
+    if not found:
+        return None
+    return {step_key: StepTotals(**values) for step_key, values in found.items()}
 
 
 def observed(values: list[float], quantity: str) -> list[float] | None:
@@ -140,7 +170,8 @@ def parse_metrics(text: str, time: float) -> PodSample:
     Gauges and counters are summed over their label sets, except the KV cache usage, a fraction,
     which is averaged (summing would exceed 1 with two engines in a pod). NaN values are skipped.
     """
-    values = _series_values(text)
+    families = _families(text)
+    values = _series_values(families)
     kv = _lookup(values, "kv_cache_usage")
     sample = PodSample(
         time=time,
@@ -153,6 +184,7 @@ def parse_metrics(text: str, time: float) -> PodSample:
         prompt_tokens=_total(values, "prompt_tokens"),
         requests_finished=_total(values, "requests_finished"),
         generation_tokens=_total(values, "generation_tokens"),
+        decode_steps=_decode_steps(families),
         soft_cap=_cap(values, "soft_cap"),
         hard_cap=_cap(values, "hard_cap"),
         cap_reported=_lookup(values, "soft_cap") is not None or _lookup(values, "hard_cap") is not None,

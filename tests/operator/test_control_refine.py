@@ -1,0 +1,236 @@
+"""control.refine: the cost file refined from the pods' decode steps (exact results on worked
+examples), their parsing from /metrics, and the control loop and status that use them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from arctic_operator.control.cap import CapPolicy, break_even_batch
+from arctic_operator.control.controller import refinement_status
+from arctic_operator.control.cost import VerifyCosts
+from arctic_operator.control.loop import ControlLoop
+from arctic_operator.control.metrics import PodSample, parse_metrics
+from arctic_operator.control.refine import StepTimes, StepTotals, refine_costs
+from arctic_operator.control.replicas import ReplicaPolicy
+
+COSTS = VerifyCosts(
+    batch_sizes=(1, 4, 16, 64),
+    by_draft_len=((1, (1.1, 1.15, 1.2, 1.3)), (3, (1.2, 1.3, 1.4, 1.6))),
+    decode_step_s=(0.010, 0.010, 0.012, 0.016),
+    prefill_s_per_token=1e-5,
+    source="test file",
+)
+
+
+def flat(points: tuple[tuple[float, float], ...]) -> list[float]:
+    return [value for point in points for value in point]
+
+
+def plain(steps: float, batch: float, step_s: float) -> StepTotals:
+    return StepTotals(steps=steps, seconds=steps * step_s, requests=steps * batch)
+
+
+def drafting(steps: float, batch: float, share: float, draft_len: float, step_s: float) -> StepTotals:
+    drafted = steps * batch * share
+    return StepTotals(
+        steps=steps,
+        seconds=steps * step_s,
+        requests=steps * batch,
+        drafting=drafted,
+        draft_tokens=drafted * draft_len,
+    )
+
+
+def test_nothing_measured_leaves_the_file_as_it_is() -> None:
+    result = refine_costs(COSTS, {})
+    assert result.costs is COSTS
+    assert not result.refined
+    assert result.factor_at(4) == (None, None)
+    # too few steps in a bucket: not counted
+    few = refine_costs(COSTS, {(4, False): plain(199, 4, 0.02), (4, True): drafting(199, 4, 1, 3, 0.05)})
+    assert few.costs is COSTS and not few.refined
+
+
+def test_one_bucket_scales_the_whole_decode_curve_and_the_verify_extra() -> None:
+    # plain steps at 4 running take 15 ms where the file says 10: factor 1.5 at every batch size
+    # half of the requests draft 3 tokens at 4 running; their steps take 19.5 ms: 1.3 plain steps,
+    # so a verify step's extra is (1.3 - 1) / 0.5 = 0.6 against the file's 0.3: factor 2
+    totals = {(4, False): plain(400, 4, 0.015), (4, True): drafting(300, 4, 0.5, 3, 0.0195)}
+    result = refine_costs(COSTS, totals)
+    assert result.refined and result.steps == 700
+    assert flat(result.decode_points) == pytest.approx([4.0, 1.5])
+    assert flat(result.verify_points) == pytest.approx([4.0, 2.0])
+    assert result.costs.decode_step_s == pytest.approx((0.015, 0.015, 0.018, 0.024))
+    refined = dict(result.costs.by_draft_len)
+    assert refined[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
+    assert refined[1] == pytest.approx((1.2, 1.3, 1.4, 1.6))
+    assert result.costs.prefill_s_per_token == COSTS.prefill_s_per_token
+    assert result.costs.batch_sizes == COSTS.batch_sizes
+    assert "refined from 700 of the pods' decode steps" in result.costs.source
+
+
+def test_factors_are_interpolated_in_log_batch_between_buckets() -> None:
+    # plain steps: at 1 running as the file says, at 16 running twice as long
+    totals = {(1, False): plain(500, 1, 0.010), (16, False): plain(500, 16, 0.024)}
+    result = refine_costs(COSTS, totals)
+    assert flat(result.decode_points) == pytest.approx([1.0, 1.0, 16.0, 2.0])
+    # at 4 running: halfway in log(batch) between 1 and 16
+    assert result.factor_at(4) == (pytest.approx(1.5), None)
+    assert result.costs.decode_step_s == pytest.approx((0.010, 0.015, 0.024, 0.032))
+    assert result.costs.by_draft_len == COSTS.by_draft_len  # nothing drafted: verify costs as shipped
+
+
+def test_the_bucket_mean_batch_is_used_not_the_bucket_edge() -> None:
+    # bucket 16 holds steps of 10 running on average: the file's step there is interpolated
+    file_step = COSTS.decode_step(10)
+    assert file_step is not None
+    result = refine_costs(COSTS, {(16, False): plain(300, 10, 2 * file_step)})
+    assert flat(result.decode_points) == pytest.approx([10.0, 2.0])
+
+
+def test_factors_are_bounded() -> None:
+    # plain steps 50 times the file's: bounded to 4 times, 40 ms at 4 running
+    totals = {(4, False): plain(400, 4, 0.5), (4, True): drafting(300, 4, 1.0, 3, 0.04)}
+    result = refine_costs(COSTS, totals, max_factor=4.0)
+    assert flat(result.decode_points) == pytest.approx([4.0, 4.0])
+    # drafting steps as long as the (bounded) plain step: no extra at all, bounded below at 1/4
+    assert flat(result.verify_points) == pytest.approx([4.0, 0.25])
+
+
+def test_without_file_step_times_drafting_steps_compare_with_the_same_bucket() -> None:
+    bare = VerifyCosts(batch_sizes=(1, 4, 16, 64), by_draft_len=((3, (1.2, 1.3, 1.4, 1.6)),))
+    totals = {(4, False): plain(400, 4, 0.020), (4, True): drafting(300, 4, 1.0, 3, 0.032)}
+    result = refine_costs(bare, totals)
+    assert result.decode_points == ()  # nothing to scale
+    assert flat(result.verify_points) == pytest.approx([4.0, 2.0])  # extra 0.6 against 0.3
+    assert result.costs.decode_step_s == ()
+    # drafting steps alone, without plain steps of their bucket: nothing to compare with
+    alone = refine_costs(bare, {(4, True): drafting(300, 4, 1.0, 3, 0.032)})
+    assert not alone.refined
+    assert alone.notes == ("batch <= 4: no plain step to compare the drafting steps with",)
+
+
+def test_a_costlier_verify_lowers_the_break_even_batch() -> None:
+    policy = CapPolicy(min_cap=1, max_cap=64, costs=COSTS, ttft_budget=None)
+    shipped = break_even_batch(policy, 0.5, COSTS.model_for(3))
+    totals = {(4, False): plain(400, 4, 0.010), (4, True): drafting(300, 4, 1.0, 3, 0.010 * 1.6)}
+    refined = refine_costs(COSTS, totals).costs
+    assert dict(refined.by_draft_len)[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
+    # 1.5 tokens per step pays while the cost is at most 1.5 / 1.1 = 1.364: the file's curve
+    # reaches it between 4 (1.3) and 16 (1.4) running, at 4 x 4^0.636 = 9.7; the refined one
+    # is above it already for one request (1.4): drafting does not pay
+    assert shipped == 9
+    assert break_even_batch(policy, 0.5, refined.model_for(3)) == 0
+
+
+def test_step_totals_grow_reset_and_decay() -> None:
+    assert StepTotals(10, 1.0, 40, 4, 12).increase_since(StepTotals(4, 0.5, 16, 1, 3)) == StepTotals(
+        6, 0.5, 24, 3, 9
+    )
+    # a counter that went down: the engine restarted, it counts from zero
+    assert StepTotals(3, 0.2, 12, 0, 0).increase_since(StepTotals(10, 1.0, 40, 4, 12)) == StepTotals(
+        3, 0.2, 12, 0, 0
+    )
+    times = StepTimes(half_life_s=600.0)
+    key = (4, False)
+    times.add("a", 0.0, {key: plain(1000, 4, 0.01)})  # the baseline only
+    assert times.totals() == {}
+    times.add("a", 10.0, {key: plain(1100, 4, 0.01)})
+    assert times.totals()[key].steps == pytest.approx(100)
+    times.add("b", 20.0, {key: plain(50, 4, 0.01)})  # another pod's baseline
+    times.add("a", 610.0, {key: plain(1200, 4, 0.01)})  # 600 s later: the first 100 count half
+    assert times.totals()[key].steps == pytest.approx(100 * 0.5 + 100)
+    times.add("b", 620.0, {key: plain(80, 4, 0.01)})
+    assert times.totals()[key].steps == pytest.approx((150) * 0.5 ** (10 / 600) + 30)
+    times.add("a", 300.0, {key: plain(5000, 4, 0.01)})  # older than the last scrape: ignored
+    assert times.totals()[key].steps == pytest.approx(150 * 0.5 ** (10 / 600) + 30)
+    times.forget(["b"])
+    times.add("a", 700.0, {key: plain(1300, 4, 0.01)})  # forgotten: a new baseline
+    assert times.totals()[key].steps == pytest.approx((150 * 0.5 ** (10 / 600) + 30) * 0.5 ** (80 / 600))
+
+
+METRICS = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 4
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m"} 0
+# HELP arctic_decode_steps_total Decode-only steps
+# TYPE arctic_decode_steps_total counter
+arctic_decode_steps_total{batch="4",drafting="on"} 300
+arctic_decode_steps_total{batch="4",drafting="off"} 400
+arctic_decode_steps_total{batch="x",drafting="off"} 9
+arctic_decode_steps_total{batch="8",drafting="maybe"} 9
+# TYPE arctic_decode_step_seconds counter
+arctic_decode_step_seconds_total{batch="4",drafting="on"} 5.85
+arctic_decode_step_seconds_total{batch="4",drafting="off"} 6.0
+# TYPE arctic_decode_step_requests counter
+arctic_decode_step_requests_total{batch="4",drafting="on"} 1200
+arctic_decode_step_requests_total{batch="4",drafting="off"} 1600
+# TYPE arctic_decode_step_drafting_requests counter
+arctic_decode_step_drafting_requests_total{batch="4",drafting="on"} 600
+arctic_decode_step_drafting_requests_total{batch="4",drafting="off"} 0
+# TYPE arctic_decode_step_draft_tokens counter
+arctic_decode_step_draft_tokens_total{batch="4",drafting="on"} 1800
+arctic_decode_step_draft_tokens_total{batch="4",drafting="off"} NaN
+"""
+
+
+def test_decode_steps_are_parsed_by_bucket_and_drafting() -> None:
+    sample = parse_metrics(METRICS, 1.0)
+    assert sample.decode_steps == {
+        (4, True): StepTotals(steps=300, seconds=5.85, requests=1200, drafting=600, draft_tokens=1800),
+        (4, False): StepTotals(steps=400, seconds=6.0, requests=1600, drafting=0, draft_tokens=0),
+    }
+    assert sample.complete
+    without = parse_metrics(METRICS.split("# TYPE arctic_decode_steps")[0], 1.0)
+    assert without.decode_steps is None
+
+
+def pod_sample(time: float, totals: dict[tuple[int, bool], StepTotals]) -> PodSample:
+    return PodSample(
+        time=time,
+        running=4.0,
+        waiting=0.0,
+        kv_cache_usage=0.2,
+        drafts=0.0,
+        draft_tokens=0.0,
+        accepted_tokens=0.0,
+        soft_cap=None,
+        hard_cap=None,
+        cap_reported=True,
+        decode_steps=totals,
+    )
+
+
+def test_the_loop_refines_the_costs_for_both_policies_when_asked() -> None:
+    before = {(4, False): StepTotals(), (4, True): StepTotals()}
+    after = {(4, False): plain(400, 4, 0.015), (4, True): drafting(300, 4, 0.5, 3, 0.0195)}
+    policy = CapPolicy(min_cap=1, max_cap=64, costs=COSTS)
+    replicas = ReplicaPolicy(min_replicas=1, max_replicas=4, running_per_replica=32.0, costs=COSTS)
+    loop = ControlLoop(replicas, policy)
+    loop.observe("p", pod_sample(0.0, before))
+    loop.observe("p", pod_sample(5.0, after))
+    decided = loop.decide(5.0, 1, ["p"], 0)
+    assert decided.refinement is not None and decided.refinement.refined
+    assert dict(decided.refinement.costs.by_draft_len)[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
+    assert loop.cap_policy is policy  # the policy as set stays; the refined costs are per decision
+    off = ControlLoop(replicas, CapPolicy(min_cap=1, max_cap=64, costs=COSTS, refine_costs=False))
+    off.observe("p", pod_sample(0.0, before))
+    off.observe("p", pod_sample(5.0, after))
+    assert off.decide(5.0, 1, ["p"], 0).refinement is None
+    status = refinement_status(decided.refinement)
+    assert status is not None and status.steps == 700
+    assert [(p.batch, p.factor) for p in status.decode_step or []] == [(4.0, 1.5)]
+    assert [(p.batch, p.factor) for p in status.verify_cost or []] == [(4.0, 2.0)]
+    assert refinement_status(off.decide(6.0, 1, ["p"], 0).refinement) is None
+    assert math.isclose(decided.refinement.steps, 700)
+
+
+def test_the_spec_field_turns_the_refinement_off() -> None:
+    from arctic_operator.api import SpeculationSpec
+
+    assert CapPolicy.from_spec(SpeculationSpec()).refine_costs is True
+    spec = SpeculationSpec.model_validate({"capController": {"enabled": True, "refineCosts": False}})
+    assert CapPolicy.from_spec(spec).refine_costs is False
