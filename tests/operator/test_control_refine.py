@@ -77,7 +77,8 @@ def test_factors_are_interpolated_in_log_batch_between_buckets() -> None:
     result = refine_costs(COSTS, totals)
     assert flat(result.decode_points) == pytest.approx([1.0, 1.0, 16.0, 2.0])
     # at 4 running: halfway in log(batch) between 1 and 16
-    assert result.factor_at(4) == (pytest.approx(1.5), None)
+    decode_factor, verify_factor = result.factor_at(4)
+    assert decode_factor == pytest.approx(1.5) and verify_factor is None
     assert result.costs.decode_step_s == pytest.approx((0.010, 0.015, 0.024, 0.032))
     assert result.costs.by_draft_len == COSTS.by_draft_len  # nothing drafted: verify costs as shipped
 
