@@ -361,10 +361,11 @@ class CapControllerSpec(ApiModel):
     at most 2 % later than with drafting off. 0: drafting only where it delays no first token;
     100: nearly always the break-even size (the most goodput, later first tokens)."""
     refine_costs: bool = True
-    """Refine the cost file (the chart's operator.costProfile: decode step times and verify costs
-    by batch size) from the pods' own decode steps, which the runtime times by batch size and
-    drafting (arctic_decode_step* series): a bucket counts once it holds 200 steps, the factors are
-    bounded to 1/4..4, and older steps fade with a 10-minute half-life. false: the file as shipped."""
+    """Refine the cost file's verify costs (the chart's operator.costProfile) from the pods' own
+    decode steps, which the runtime times by batch size and drafting (arctic_decode_step* series):
+    where a batch size has 200 steps with drafts and 200 without, their measured cost replaces the
+    file's (within one plain step of it); older steps fade with a 10-minute half-life. false: the
+    file as shipped."""
 
 
 class SpeculationSpec(ApiModel):
@@ -864,24 +865,22 @@ class CapChangeRecord(ApiModel):
 
 
 class RefinementPoint(ApiModel):
-    """One batch size at which the pods' decode steps were compared with the cost file."""
+    """One batch size at which the pods' decode steps with and without drafts were compared."""
 
     batch: float = Field(ge=0)
-    """Mean decoding requests of the steps compared."""
-    factor: float = Field(ge=0)
-    """Measured over the file's: the plain decode step time, or a verify step's extra time over a
-    plain one."""
+    """Mean decoding requests of the steps with drafts."""
+    change: float
+    """The verify cost measured (a step with drafts over one without, as if every request drafted)
+    less the cost file's."""
 
 
 class CostRefinementStatus(ApiModel):
-    """The cost file as refined from the pods' own decode steps (docs/control.md)."""
+    """The cost file's verify costs as refined from the pods' own decode steps (docs/control.md)."""
 
     steps: int = Field(ge=0)
-    """Decode steps behind the factors (older steps count less: a 10-minute half-life)."""
-    decode_step: list[RefinementPoint] | None = Field(default=None, max_length=16)
-    """Plain decode step time, measured over the file's, by batch size (steps without drafts)."""
+    """Decode steps behind the changes (older steps count less: a 10-minute half-life)."""
     verify_cost: list[RefinementPoint] | None = Field(default=None, max_length=16)
-    """A verify step's extra time over a plain step, measured over the file's, by batch size."""
+    """By batch size; between them the change is interpolated, outside them the nearest holds."""
 
 
 class CapControllerStatus(ApiModel):

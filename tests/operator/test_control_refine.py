@@ -12,7 +12,7 @@ from arctic_operator.control.controller import refinement_status
 from arctic_operator.control.cost import VerifyCosts
 from arctic_operator.control.loop import ControlLoop
 from arctic_operator.control.metrics import PodSample, parse_metrics
-from arctic_operator.control.refine import StepTimes, StepTotals, refine_costs
+from arctic_operator.control.refine import MIN_VERIFY_COST, StepTimes, StepTotals, refine_costs
 from arctic_operator.control.replicas import ReplicaPolicy
 
 COSTS = VerifyCosts(
@@ -47,70 +47,74 @@ def test_nothing_measured_leaves_the_file_as_it_is() -> None:
     result = refine_costs(COSTS, {})
     assert result.costs is COSTS
     assert not result.refined
-    assert result.factor_at(4) == (None, None)
-    # too few steps in a bucket: not counted
-    few = refine_costs(COSTS, {(4, False): plain(199, 4, 0.02), (4, True): drafting(199, 4, 1, 3, 0.05)})
+    assert result.change_at(4) is None
+    # too few steps of either kind in a bucket: not counted
+    few = refine_costs(COSTS, {(4, False): plain(199, 4, 0.01), (4, True): drafting(500, 4, 1, 3, 0.05)})
     assert few.costs is COSTS and not few.refined
+    few = refine_costs(COSTS, {(4, False): plain(500, 4, 0.01), (4, True): drafting(199, 4, 1, 3, 0.05)})
+    assert few.costs is COSTS and not few.refined
+    # steps with drafts but none without in their bucket (a small batch under a cap): as the file
+    alone = refine_costs(COSTS, {(4, True): drafting(500, 4, 1, 3, 0.05), (16, False): plain(500, 16, 0.01)})
+    assert alone.costs is COSTS and not alone.refined
 
 
-def test_one_bucket_scales_the_whole_decode_curve_and_the_verify_extra() -> None:
-    # plain steps at 4 running take 15 ms where the file says 10: factor 1.5 at every batch size
-    # half of the requests draft 3 tokens at 4 running; their steps take 19.5 ms: 1.3 plain steps,
-    # so a verify step's extra is (1.3 - 1) / 0.5 = 0.6 against the file's 0.3: factor 2
+def test_one_bucket_moves_every_curve_by_the_measured_difference() -> None:
+    # at 4 running: plain steps 15 ms; half of the requests draft 3 tokens in steps of 19.5 ms,
+    # 1.3 plain steps, so the verify cost is 1 + (1.3 - 1) / 0.5 = 1.6, the file's 1.3 + 0.3
     totals = {(4, False): plain(400, 4, 0.015), (4, True): drafting(300, 4, 0.5, 3, 0.0195)}
     result = refine_costs(COSTS, totals)
     assert result.refined and result.steps == 700
-    assert flat(result.decode_points) == pytest.approx([4.0, 1.5])
-    assert flat(result.verify_points) == pytest.approx([4.0, 2.0])
-    assert result.costs.decode_step_s == pytest.approx((0.015, 0.015, 0.018, 0.024))
+    assert flat(result.points) == pytest.approx([4.0, 0.3])
     refined = dict(result.costs.by_draft_len)
-    assert refined[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
-    assert refined[1] == pytest.approx((1.2, 1.3, 1.4, 1.6))
+    assert refined[3] == pytest.approx((1.5, 1.6, 1.7, 1.9))
+    assert refined[1] == pytest.approx((1.4, 1.45, 1.5, 1.6))
+    # the rest of the file as shipped
+    assert result.costs.decode_step_s == COSTS.decode_step_s
     assert result.costs.prefill_s_per_token == COSTS.prefill_s_per_token
     assert result.costs.batch_sizes == COSTS.batch_sizes
-    assert "refined from 700 of the pods' decode steps" in result.costs.source
+    assert "verify costs refined from 700 of the pods' decode steps" in result.costs.source
 
 
-def test_factors_are_interpolated_in_log_batch_between_buckets() -> None:
-    # plain steps: at 1 running as the file says, at 16 running twice as long
-    totals = {(1, False): plain(500, 1, 0.010), (16, False): plain(500, 16, 0.024)}
+def test_the_plain_steps_move_to_the_drafting_steps_batch_along_the_file() -> None:
+    # bucket 16: plain steps of 16 running take 24 ms (the file: 12 ms); the steps with drafts
+    # hold 10 running on average, every request drafting 3 tokens. The file's decode step at 10
+    # running over its step at 16 moves the 24 ms plain step to 10 running.
+    at_10, at_16 = COSTS.decode_step(10), COSTS.decode_step(16)
+    assert at_10 is not None and at_16 is not None
+    base = 0.024 * at_10 / at_16
+    totals = {(16, False): plain(300, 16, 0.024), (16, True): drafting(300, 10, 1.0, 3, base * 1.5)}
     result = refine_costs(COSTS, totals)
-    assert flat(result.decode_points) == pytest.approx([1.0, 1.0, 16.0, 2.0])
-    # at 4 running: halfway in log(batch) between 1 and 16
-    decode_factor, verify_factor = result.factor_at(4)
-    assert decode_factor == pytest.approx(1.5) and verify_factor is None
-    assert result.costs.decode_step_s == pytest.approx((0.010, 0.015, 0.024, 0.032))
-    assert result.costs.by_draft_len == COSTS.by_draft_len  # nothing drafted: verify costs as shipped
-
-
-def test_the_bucket_mean_batch_is_used_not_the_bucket_edge() -> None:
-    # bucket 16 holds steps of 10 running on average: the file's step there is interpolated
-    file_step = COSTS.decode_step(10)
-    assert file_step is not None
-    result = refine_costs(COSTS, {(16, False): plain(300, 10, 2 * file_step)})
-    assert flat(result.decode_points) == pytest.approx([10.0, 2.0])
-
-
-def test_factors_are_bounded() -> None:
-    # plain steps 50 times the file's: bounded to 4 times, 40 ms at 4 running
-    totals = {(4, False): plain(400, 4, 0.5), (4, True): drafting(300, 4, 1.0, 3, 0.04)}
-    result = refine_costs(COSTS, totals, max_factor=4.0)
-    assert flat(result.decode_points) == pytest.approx([4.0, 4.0])
-    # drafting steps as long as the (bounded) plain step: no extra at all, bounded below at 1/4
-    assert flat(result.verify_points) == pytest.approx([4.0, 0.25])
-
-
-def test_without_file_step_times_drafting_steps_compare_with_the_same_bucket() -> None:
+    file_cost = COSTS.model_for(3).cost(10)
+    assert flat(result.points) == pytest.approx([10.0, 1.5 - file_cost])
+    # without the file's decode steps the plain steps are taken as they are
     bare = VerifyCosts(batch_sizes=(1, 4, 16, 64), by_draft_len=((3, (1.2, 1.3, 1.4, 1.6)),))
-    totals = {(4, False): plain(400, 4, 0.020), (4, True): drafting(300, 4, 1.0, 3, 0.032)}
-    result = refine_costs(bare, totals)
-    assert result.decode_points == ()  # nothing to scale
-    assert flat(result.verify_points) == pytest.approx([4.0, 2.0])  # extra 0.6 against 0.3
-    assert result.costs.decode_step_s == ()
-    # drafting steps alone, without plain steps of their bucket: nothing to compare with
-    alone = refine_costs(bare, {(4, True): drafting(300, 4, 1.0, 3, 0.032)})
-    assert not alone.refined
-    assert alone.notes == ("batch <= 4: no plain step to compare the drafting steps with",)
+    result = refine_costs(
+        bare, {(16, False): plain(300, 16, 0.020), (16, True): drafting(300, 10, 1.0, 3, 0.03)}
+    )
+    assert flat(result.points) == pytest.approx([10.0, 1.5 - bare.model_for(3).cost(10)])
+
+
+def test_changes_are_interpolated_in_log_batch_and_bounded() -> None:
+    totals = {
+        # 1 running: the request drafts in steps 2.6 plain steps long: 1.4 over the file, bounded to 1
+        (1, False): plain(500, 1, 0.010),
+        (1, True): drafting(500, 1, 1.0, 3, 0.026),
+        # 16 running: steps with drafts as long as plain ones: 1.0, 0.4 under the file's 1.4
+        (16, False): plain(500, 16, 0.012),
+        (16, True): drafting(500, 16, 1.0, 3, 0.012),
+    }
+    result = refine_costs(COSTS, totals)
+    assert flat(result.points) == pytest.approx([1.0, 1.0, 16.0, -0.4])
+    # at 4 running, halfway in log(batch): 0.3; flat outside the measured batches
+    assert result.change_at(4) == pytest.approx(0.3)
+    assert result.change_at(64) == pytest.approx(-0.4)
+    assert dict(result.costs.by_draft_len)[3] == pytest.approx((2.2, 1.6, 1.0, 1.2))
+    # never below MIN_VERIFY_COST: steps with drafts much shorter than plain ones
+    faster = {(4, False): plain(400, 4, 0.010), (4, True): drafting(300, 4, 1.0, 3, 0.005)}
+    result = refine_costs(COSTS, faster)
+    assert flat(result.points) == pytest.approx([4.0, -0.8])  # 0.5 against 1.3
+    assert dict(result.costs.by_draft_len)[1] == pytest.approx((MIN_VERIFY_COST, 0.5, 0.5, 0.5))
+    assert dict(result.costs.by_draft_len)[3] == pytest.approx((MIN_VERIFY_COST, 0.5, 0.6, 0.8))
 
 
 def test_a_costlier_verify_lowers_the_break_even_batch() -> None:
@@ -118,10 +122,10 @@ def test_a_costlier_verify_lowers_the_break_even_batch() -> None:
     shipped = break_even_batch(policy, 0.5, COSTS.model_for(3))
     totals = {(4, False): plain(400, 4, 0.010), (4, True): drafting(300, 4, 1.0, 3, 0.010 * 1.6)}
     refined = refine_costs(COSTS, totals).costs
-    assert dict(refined.by_draft_len)[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
+    assert dict(refined.by_draft_len)[3] == pytest.approx((1.5, 1.6, 1.7, 1.9))
     # 1.5 tokens per step pays while the cost is at most 1.5 / 1.1 = 1.364: the file's curve
     # reaches it between 4 (1.3) and 16 (1.4) running, at 4 x 4^0.636 = 9.7; the refined one
-    # is above it already for one request (1.4): drafting does not pay
+    # is above it already for one request (1.5): drafting does not pay
     assert shipped == 9
     assert break_even_batch(policy, 0.5, refined.model_for(3)) == 0
 
@@ -215,7 +219,7 @@ def test_the_loop_refines_the_costs_for_both_policies_when_asked() -> None:
     loop.observe("p", pod_sample(5.0, after))
     decided = loop.decide(5.0, 1, ["p"], 0)
     assert decided.refinement is not None and decided.refinement.refined
-    assert dict(decided.refinement.costs.by_draft_len)[3] == pytest.approx((1.4, 1.6, 1.8, 2.2))
+    assert dict(decided.refinement.costs.by_draft_len)[3] == pytest.approx((1.5, 1.6, 1.7, 1.9))
     assert loop.cap_policy is policy  # the policy as set stays; the refined costs are per decision
     off = ControlLoop(replicas, CapPolicy(min_cap=1, max_cap=64, costs=COSTS, refine_costs=False))
     off.observe("p", pod_sample(0.0, before))
@@ -223,8 +227,7 @@ def test_the_loop_refines_the_costs_for_both_policies_when_asked() -> None:
     assert off.decide(5.0, 1, ["p"], 0).refinement is None
     status = refinement_status(decided.refinement)
     assert status is not None and status.steps == 700
-    assert [(p.batch, p.factor) for p in status.decode_step or []] == [(4.0, 1.5)]
-    assert [(p.batch, p.factor) for p in status.verify_cost or []] == [(4.0, 2.0)]
+    assert [(p.batch, p.change) for p in status.verify_cost or []] == [(4.0, 0.3)]
     assert refinement_status(off.decide(6.0, 1, ["p"], 0).refinement) is None
     assert math.isclose(decided.refinement.steps, 700)
 

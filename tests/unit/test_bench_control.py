@@ -12,6 +12,7 @@ from bench import control
 from bench.control import Calibration, Cluster, Trace
 
 from arctic_operator.control.loop import ControlLoop
+from arctic_operator.control.refine import StepTotals
 
 REQUIRED_KEYS = {"policy", "trace", "p50_ttft_s", "p95_ttft_s", "p95_e2e_s", "gpu_seconds"}
 
@@ -419,6 +420,41 @@ def test_a_decode_step_pays_for_its_requests_contexts() -> None:
     assert pod.plan(0.005) == pytest.approx(0.005 + 2 * (0.01 + 51e-4))
     [done] = pod.finish_epoch()
     assert done.done_at == pytest.approx(0.0352)
+
+
+def test_scrapes_count_decode_only_steps_as_the_runtime_does() -> None:
+    """The simulated pod's arctic_decode_step* counters: decode-only steps by batch bucket and
+    drafting, with the epoch's step time; a step that carries prefill is not counted, and a scrape
+    within an epoch counts its steps done so far."""
+    pod = control.Replica(
+        0, 0.0, 0.0, flat_cal(), control.EngineConfig(), (None, None), control.draft_table(flat_cal())
+    )
+    pod.waiting.extend(_live(i, 10, 20) for i in range(3))
+    pod.plan(0.0)  # the three prompts: prefill, not counted
+    pod.finish_epoch()
+    assert pod.sample(0.003).decode_steps == {}
+    end = pod.plan(0.003)  # 3 decoding, all drafting 3 tokens at cost 1.5: 10 ms x 1.5 a step
+    assert end is not None and pod.step_s == pytest.approx(0.015)
+    assert pod.sample(0.003 + 2.5 * 0.015).decode_steps == {
+        (4, True): StepTotals(steps=2, seconds=0.03, requests=6, drafting=6, draft_tokens=18)
+    }
+    pod.finish_epoch()
+    counted = pod.sample(end).decode_steps[(4, True)]
+    assert counted.steps == pod.steps and counted.seconds == pytest.approx(pod.steps * 0.015)
+    assert counted.requests == 3 * pod.steps and counted.draft_tokens == 9 * pod.steps
+    # with drafting off: the same steps counted as plain ones
+    plain = control.Replica(
+        0, 0.0, 0.0, flat_cal(), control.EngineConfig(), (0, 0), control.draft_table(flat_cal())
+    )
+    plain.waiting.extend(_live(i, 10, 20) for i in range(3))
+    plain.plan(0.0)
+    plain.finish_epoch()
+    plain.plan(0.003)
+    plain.finish_epoch()
+    assert plain.sample(1.0).decode_steps == {
+        (4, False): StepTotals(steps=plain.steps, seconds=plain.steps * 0.01, requests=3 * plain.steps)
+    }
+    assert plain.sample(1.0).pod_sample().decode_steps == plain.sample(1.0).decode_steps
 
 
 def test_a_marginal_prefill_cost_pays_the_steps_fixed_cost_once() -> None:

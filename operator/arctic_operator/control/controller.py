@@ -242,14 +242,11 @@ def refinement_status(refinement: Refinement | None) -> CostRefinementStatus | N
     """status.capController.costRefinement; None while nothing is refined."""
     if refinement is None or not refinement.refined:
         return None
-
-    def points(found: tuple[tuple[float, float], ...]) -> list[RefinementPoint] | None:
-        return [RefinementPoint(batch=round(b, 2), factor=round(f, 3)) for b, f in found][:16] or None
-
     return CostRefinementStatus(
         steps=round(refinement.steps),
-        decode_step=points(refinement.decode_points),
-        verify_cost=points(refinement.verify_points),
+        verify_cost=[
+            RefinementPoint(batch=round(b, 2), change=round(c, 3)) for b, c in refinement.points[:16]
+        ],
     )
 
 

@@ -1,32 +1,35 @@
-"""The cost file refined from the pods' own decode steps. Pure.
+"""The cost file's verify costs refined from the pods' own decode steps. Pure.
 
-The chart ships step times and verify costs measured once per GPU and model shape
-(``cost.VerifyCosts``); a pod's real steps differ: other contexts, another driver, another
-draft method's host work, a profile picked for the wrong GPU. The runtime times every decode-only
-step by batch bucket and by whether drafts were verified in it (``arctic_decode_step*``,
-``contract.DecodeStepTotals``). From those totals:
+The chart ships verify costs (a decode step with k-token drafts over one without, by batch size)
+measured once per GPU and model shape (``cost.VerifyCosts``); a pod's real steps differ: another
+draft method's host work, another driver, a profile picked for the wrong GPU. The runtime times
+every decode-only step by batch bucket and by whether drafts were verified in it
+(``arctic_decode_step*``, ``contract.DecodeStepTotals``). In a bucket that holds both kinds:
 
-* **Decode step.** Steps without drafts, of mean batch b and mean time T: the factor T / the
-  file's decode step at b. Between the buckets measured the factor is interpolated in log(batch),
-  flat outside them; the refined decode step at each of the file's batch sizes is the file's times
-  that factor.
-* **Verify cost.** Steps with drafts, of mean batch b, a share f of whose requests drafted, of mean
-  time T: a step with f of its requests drafting takes 1 + f x (c(b) - 1) plain steps (the cost
-  model the policies use), so the measured verify cost is c = 1 + (T / the refined decode step at
-  b - 1) / f. Its extra over a plain step against the file's (at the bucket's mean draft length)
-  gives a factor on every draft length's extra, interpolated the same way.
+* the plain steps, of mean batch b0 and mean time T0, and the steps with drafts, of mean batch b,
+  a share f of whose requests drafted, of mean time T. A step with f of its requests drafting takes
+  1 + f x (c(b) - 1) plain steps (the cost model the policies use), so the measured verify cost is
+  c = 1 + (T / T0' - 1) / f, where T0' is T0 moved from b0 to b along the file's decode steps
+  (T0 itself without them).
+* Its difference from the file's cost at b (at the bucket's mean draft length) is added to every
+  draft length's curve, interpolated in log(batch) between the buckets measured and flat outside
+  them. A difference, not a factor: measured costs near 1 (the served H200 file has some below 1,
+  within its noise) leave no extra to scale.
 
-A bucket counts once it holds ``min_steps`` steps of its kind; factors are bounded to
-[``1 / max_factor``, ``max_factor``], so one odd bucket cannot turn the policy upside down. Without
-the file's decode step times, the verify cost is measured against the same bucket's steps without
-drafts. Totals decay with a half-life (``StepTimes``), so the refinement follows a pod whose load or
-contexts change, and the service's pods (one GPU kind and model) pool their steps.
+Both kinds come from the same bucket, so what the cost model leaves out (the contexts' attention
+reads, which grow with the load, not with drafting) cancels. A bucket counts once it holds
+``min_steps`` steps of each kind; differences are bounded to +-``max_change`` plain steps and a
+refined cost is never below ``MIN_VERIFY_COST``, so one odd bucket cannot turn the policy upside
+down. A bucket with steps of one kind only (under a cap every request of a small batch drafts) is
+left as the file says. The decode step times themselves are not refined. Totals decay with a
+half-life (``StepTimes``), so the refinement follows a pod whose drafts or contexts change, and the
+service's pods (one GPU kind and model) pool their steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from arctic_operator.control.cost import VerifyCosts, interpolate_log
 
@@ -121,38 +124,25 @@ class Refinement:
     """The refined curves and what they came from."""
 
     costs: VerifyCosts
-    decode_points: tuple[tuple[float, float], ...] = ()
-    """(mean batch, measured / file decode step) of the buckets measured without drafts."""
-    verify_points: tuple[tuple[float, float], ...] = ()
-    """(mean batch, measured / file extra of a verify step over a plain one) of the buckets measured
-    with drafts."""
+    points: tuple[tuple[float, float], ...] = ()
+    """(mean batch, measured - file verify cost, in plain steps) of the buckets measured, batch
+    increasing."""
     steps: float = 0.0
     """Decode steps (decayed) in the buckets used."""
-    notes: tuple[str, ...] = field(default_factory=tuple)
-    """Buckets left out, and why."""
 
     @property
     def refined(self) -> bool:
-        return bool(self.decode_points or self.verify_points)
+        return bool(self.points)
 
-    def factor_at(self, batch: float) -> tuple[float | None, float | None]:
-        """(decode step factor, verify extra factor) at ``batch``; None where nothing was measured."""
-        return (_factor(self.decode_points, batch), _factor(self.verify_points, batch))
-
-
-def _factor(points: tuple[tuple[float, float], ...], batch: float) -> float | None:
-    if not points:
-        return None
-    return interpolate_log([b for b, _ in points], [f for _, f in points], max(1.0, batch))
+    def change_at(self, batch: float) -> float | None:
+        """The verify cost's change at ``batch``; None when nothing was measured."""
+        if not self.points:
+            return None
+        return interpolate_log([b for b, _ in self.points], [c for _, c in self.points], max(1.0, batch))
 
 
-def _points(raw: list[tuple[float, float, float]]) -> tuple[tuple[float, float], ...]:
-    """(batch, factor, weight) -> one point per distinct batch (weighted mean), batch increasing."""
-    merged: dict[float, tuple[float, float]] = {}
-    for batch, factor, weight in raw:
-        total, weights = merged.get(batch, (0.0, 0.0))
-        merged[batch] = (total + factor * weight, weights + weight)
-    return tuple((batch, total / weights) for batch, (total, weights) in sorted(merged.items()))
+MIN_VERIFY_COST = 0.5
+"""The lowest refined verify cost (a step with drafts over one without)."""
 
 
 def refine_costs(
@@ -160,77 +150,51 @@ def refine_costs(
     totals: Mapping[StepKey, StepTotals],
     *,
     min_steps: float = 200.0,
-    max_factor: float = 4.0,
+    max_change: float = 1.0,
 ) -> Refinement:
-    """``costs`` with decode step times and verify costs scaled to the measured steps (see the
-    module docstring); ``costs`` itself where nothing counts yet."""
-    low, high = 1 / max_factor, max_factor
-    notes: list[str] = []
-    decode_raw: list[tuple[float, float, float]] = []
+    """``costs`` with verify costs moved to the ones measured (see the module docstring);
+    ``costs`` itself where no bucket counts yet."""
+    raw: dict[float, tuple[float, float]] = {}  # mean batch -> (sum of change x steps, steps)
     used = 0.0
-    plain = {bucket: t for (bucket, drafting), t in totals.items() if not drafting}
-    for _bucket, t in sorted(plain.items()):
-        if t.steps < min_steps or t.requests <= 0 or t.seconds <= 0:
-            continue
-        batch, step = t.requests / t.steps, t.seconds / t.steps
-        file_step = costs.decode_step(batch)
-        if file_step is None:
-            break  # the file has no step times: nothing to scale
-        decode_raw.append((batch, min(high, max(low, step / file_step)), t.steps))
-        used += t.steps
-    decode_points = _points(decode_raw)
-    steps_s = costs.decode_step_s
-    if decode_points:
-        steps_s = tuple(
-            s * (_factor(decode_points, b) or 1.0) for b, s in zip(costs.batch_sizes, steps_s, strict=True)
-        )
-
-    def plain_step(bucket: int, batch: float) -> float | None:
-        if steps_s:
-            return interpolate_log(costs.batch_sizes, steps_s, max(1.0, batch))
-        same = plain.get(bucket)
-        if same is None or same.steps < min_steps or same.seconds <= 0:
-            return None
-        return same.seconds / same.steps
-
-    verify_raw: list[tuple[float, float, float]] = []
     for (bucket, drafting), t in sorted(totals.items()):
-        if not drafting or t.steps < min_steps or t.requests <= 0 or t.drafting <= 0 or t.seconds <= 0:
+        plain = totals.get((bucket, False))
+        if not drafting or plain is None:
             continue
-        batch, share = t.requests / t.steps, min(1.0, t.drafting / t.requests)
-        base = plain_step(bucket, batch)
-        if base is None:
-            notes.append(f"batch <= {bucket}: no plain step to compare the drafting steps with")
+        if min(t.steps, plain.steps) < min_steps or min(t.requests, plain.requests, t.drafting) <= 0:
             continue
-        measured_extra = max(0.0, (t.seconds / t.steps / base - 1) / share)
-        file_extra = costs.model_for(t.draft_tokens / t.drafting).cost(max(1.0, batch)) - 1
-        if file_extra <= 0:
-            notes.append(f"batch <= {bucket}: the file's verify cost is not above a plain step")
+        if min(t.seconds, plain.seconds) <= 0:
             continue
-        verify_raw.append((batch, min(high, max(low, measured_extra / file_extra)), t.steps))
-        used += t.steps
-    verify_points = _points(verify_raw)
-    by_k = costs.by_draft_len
-    if verify_points:
-        by_k = tuple(
+        batch, plain_batch = t.requests / t.steps, plain.requests / plain.steps
+        base = plain.seconds / plain.steps
+        here, there = costs.decode_step(batch), costs.decode_step(plain_batch)
+        if here is not None and there is not None:
+            base *= here / there
+        share = min(1.0, t.drafting / t.requests)
+        measured = 1 + (t.seconds / t.steps / base - 1) / share
+        change = measured - costs.model_for(t.draft_tokens / t.drafting).cost(max(1.0, batch))
+        total, weight = raw.get(batch, (0.0, 0.0))
+        raw[batch] = (total + max(-max_change, min(max_change, change)) * t.steps, weight + t.steps)
+        used += t.steps + plain.steps
+    if not raw:
+        return Refinement(costs)
+    points = tuple((batch, total / weight) for batch, (total, weight) in sorted(raw.items()))
+    result = Refinement(costs, points, used)
+    refined = VerifyCosts(
+        batch_sizes=costs.batch_sizes,
+        by_draft_len=tuple(
             (
                 k,
                 tuple(
-                    1 + (r - 1) * (_factor(verify_points, b) or 1.0)
+                    max(MIN_VERIFY_COST, r + (result.change_at(b) or 0.0))
                     for b, r in zip(costs.batch_sizes, ratios, strict=True)
                 ),
             )
             for k, ratios in costs.by_draft_len
-        )
-    if not (decode_points or verify_points):
-        return Refinement(costs, notes=tuple(notes))
-    refined = VerifyCosts(
-        batch_sizes=costs.batch_sizes,
-        by_draft_len=by_k,
+        ),
         gpu=costs.gpu,
         model_shape=costs.model_shape,
-        source=f"{costs.source}; refined from {used:.0f} of the pods' decode steps",
-        decode_step_s=steps_s,
+        source=f"{costs.source}; verify costs refined from {used:.0f} of the pods' decode steps",
+        decode_step_s=costs.decode_step_s,
         prefill_s_per_token=costs.prefill_s_per_token,
     )
-    return Refinement(refined, decode_points, verify_points, used, tuple(notes))
+    return Refinement(refined, points, used)
