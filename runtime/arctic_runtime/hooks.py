@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,10 +26,12 @@ from arctic_runtime.contract import (
 )
 from arctic_runtime.parallel import hooks as parallel_hooks
 from arctic_runtime.speculation import (
+    DecodeStepTimer,
     QueueView,
     SpeculationCounters,
     apply_cap,
     carries_prefill,
+    decode_step,
     empty_drafts,
     scheduled_phase,
     split_arctic_keys,
@@ -195,6 +198,9 @@ class EngineSpeculationState:
     cap: SpeculationCap
     drafts_in_prefill_steps: bool = True
     counters: SpeculationCounters = field(default_factory=SpeculationCounters)
+    decode_timer: DecodeStepTimer = field(default_factory=DecodeStepTimer)
+    running_after_output: bool = False
+    """The scheduler still had running requests after the last step's output was processed."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -290,6 +296,51 @@ def wrap_schedule(original: Callable[..., Any]) -> Callable[..., Any]:
         return output
 
     return schedule
+
+
+def wrap_update_from_output(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Scheduler.update_from_output: time decode-only steps (``speculation.DecodeStepTimer``).
+
+    vLLM's EngineCore calls update_from_output once per scheduled step, in the order the steps
+    were scheduled, in both of its loops: ``step`` (synchronous scheduling) schedules, executes and
+    processes one step per call; ``step_with_batch_queue`` (asynchronous scheduling, pipeline
+    parallelism) schedules step k+1 and launches it before it blocks on step k's result and
+    processes it (the batch queue is first in, first out). So the interval between two consecutive
+    calls is one step's time, whenever the engine went straight on between them (it had running
+    requests after the first, so it did not block waiting for input; ``running_after_output``):
+
+    * synchronous: the next step's scheduling, its forward pass and sampling (with an n-gram or
+      suffix draft in the worker), the previous step's post_step (draft tokens taken) and this
+      step's output bookkeeping, i.e. everything one step costs;
+    * asynchronous: the next step was launched before the previous output was processed, so the
+      device runs it back to back and the interval is the device-bound step, the host's work
+      (scheduling, bookkeeping) overlapped; a host slower than the device shows as its own cycle,
+      which is then the real step time.
+
+    The clock is read once the step's output is processed, so a step's interval includes its own
+    bookkeeping, which grows with its batch. The step's attributes come from its own
+    SchedulerOutput (a few ``len`` calls, see ``speculation.decode_step``). Counted for every
+    engine, with or without a draft method.
+    """
+
+    def update_from_output(self: Any, scheduler_output: Any, model_runner_output: Any) -> Any:
+        outputs = original(self, scheduler_output, model_runner_output)
+        now = time.perf_counter()
+        state = engine_state(self)
+        out = scheduler_output
+        step = decode_step(
+            len(out.num_scheduled_tokens),
+            out.total_num_scheduled_tokens,
+            map(len, out.scheduled_spec_decode_tokens.values()),
+            admitted=bool(out.scheduled_new_reqs) or bool(out.scheduled_cached_reqs.resumed_req_ids),
+        )
+        seconds = state.decode_timer.observe(now, step, state.running_after_output)
+        if step is not None and seconds is not None:
+            state.counters.record_decode_step(step, seconds)
+        state.running_after_output = bool(self.running)
+        return outputs
+
+    return update_from_output
 
 
 def wrap_engine_core_collective_rpc(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -92,6 +92,20 @@ PATCH_POINTS: tuple[PatchPoint, ...] = (
         implementation=hooks.wrap_schedule,
     ),
     PatchPoint(
+        target="vllm.v1.core.sched.scheduler:Scheduler.update_from_output",
+        action="wrap",
+        params=("self", "scheduler_output", "model_runner_output"),
+        process="engine core",
+        reason=(
+            "Decode-step timings for the operator's cost file (arctic_decode_step* series): the "
+            "EngineCore processes each step's output here once, in step order, under synchronous "
+            "and asynchronous scheduling alike, so the interval between two calls while requests "
+            "keep running is one step's time. Decode-only steps (read from the step's "
+            "SchedulerOutput) are counted by batch bucket and drafting."
+        ),
+        implementation=hooks.wrap_update_from_output,
+    ),
+    PatchPoint(
         target="vllm.v1.engine.core:EngineCore.collective_rpc",
         action="wrap",
         params=("self", "method", "timeout", "args", "kwargs"),

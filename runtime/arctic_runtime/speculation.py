@@ -18,6 +18,10 @@ verification of the others' drafts. The cap's type and its one validating parser
 runtime/operator contract (``arctic_runtime.contract.SpeculationCap``, ``parse_cap``), so every entry
 point (engine arguments, the admin API, the engine-side RPC, the operator) gives the same errors;
 this module applies the cap to the scheduler's running requests and counts what it did.
+
+It also times decode-only steps (``decode_step``, ``DecodeStepTimer``) into ``decode_steps`` by
+batch bucket and drafting, so that the operator can refine its cost file (decode step time by
+batch size, the verify cost of k-token drafts) from each pod's own steps.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from collections.abc import Collection, Iterable, Mapping, MutableSequence, Sequ
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from arctic_runtime.contract import ARCTIC_CAP_ALIASES, STEP_MODES, STEP_PHASES, SpeculationCap
+from arctic_runtime.contract import (
+    ARCTIC_CAP_ALIASES,
+    DECODE_BATCH_BUCKETS,
+    STEP_MODES,
+    STEP_PHASES,
+    DecodeStepTotals,
+    SpeculationCap,
+    decode_batch_bucket,
+)
 
 
 def split_arctic_keys(speculative_config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,11 +163,82 @@ def apply_cap(running: Sequence[HasDrafts], cap: SpeculationCap, *, prefill: boo
     return StepOutcome(mode=mode, drafted=drafted, dropped=dropped)
 
 
+@dataclass(frozen=True)
+class DecodeStep:
+    """What a decode-only step scheduled (``decode_step``)."""
+
+    requests: int  # scheduled (decoding) requests, >= 1
+    drafting: int  # of them, requests with draft tokens to verify
+    draft_tokens: int  # draft tokens verified, summed over the requests
+
+
+def decode_step(
+    requests: int, tokens: int, draft_lengths: Iterable[int], admitted: bool
+) -> DecodeStep | None:
+    """The step as a ``DecodeStep`` when it was decode-only, else None.
+
+    ``requests``: the scheduled requests (``len(num_scheduled_tokens)``); ``tokens``: the tokens
+    they scheduled in all (``total_num_scheduled_tokens``); ``draft_lengths``: the length of each
+    request's scheduled draft (``scheduled_spec_decode_tokens``); ``admitted``: a request was newly
+    admitted or resumed after a preemption in this step.
+
+    Decode-only: nobody admitted, and every scheduled request scheduled exactly 1 + its own draft
+    tokens (no prompt chunk). vLLM schedules a running request at least 1 + its drafts tokens (the
+    token sampled last, then the drafts), so that holds for each request exactly when it holds for
+    the sum, ``tokens == requests + sum(draft_lengths)``: a few ``len`` calls instead of a pass over
+    the batch. An admitted request's placeholder drafts (vLLM pads it with ``-1`` drafts under
+    asynchronous scheduling) never count: a step that admits is not decode-only. A running
+    request's last prompt chunk of exactly one token looks like a decode token, and costs like one.
+    An empty step (nothing scheduled) is not a decode step.
+    """
+    if admitted or requests <= 0:
+        return None
+    lengths = list(draft_lengths)
+    draft_tokens = sum(lengths)
+    if tokens != requests + draft_tokens:
+        return None
+    return DecodeStep(requests=requests, drafting=len(lengths) - lengths.count(0), draft_tokens=draft_tokens)
+
+
+@dataclass
+class DecodeStepTimer:
+    """Times engine steps from the moments their outputs are processed (a monotonic clock).
+
+    A step's time is the interval from the previous step's output to its own: in the engine core's
+    loop that is everything the step costs (scheduling, the forward pass and sampling, or under
+    asynchronous scheduling the device-bound step with the host work overlapped, and the output's
+    bookkeeping; see ``hooks.wrap_update_from_output``). The interval is the step's time only when
+    the engine was busy since the previous output (it still had running requests then, so it went
+    straight on to the next step instead of waiting for input); after an idle engine it includes
+    the wait and is not counted. The first output ever only starts the clock.
+    """
+
+    last_output: float | None = None
+
+    def observe(self, now: float, step: DecodeStep | None, busy: bool) -> float | None:
+        """The step's seconds when it counts (decode-only, the engine busy since the previous
+        output, a previous output seen), else None. Every call restarts the interval at ``now``."""
+        last, self.last_output = self.last_output, now
+        if step is None or not busy or last is None:
+            return None
+        return max(0.0, now - last)
+
+
+def _zero_totals() -> DecodeStepTotals:
+    return {"steps": 0, "seconds": 0.0, "requests": 0, "drafting": 0, "draft_tokens": 0}
+
+
+def _zero_decode_steps() -> dict[str, dict[str, DecodeStepTotals]]:
+    return {str(bucket): {"on": _zero_totals(), "off": _zero_totals()} for bucket in DECODE_BATCH_BUCKETS}
+
+
 @dataclass
 class SpeculationCounters:
     """Running totals kept in the EngineCore process and exported as ``arctic_*`` metrics.
 
-    Only steps with at least one running request count.
+    Only steps with at least one running request count, and only with a draft method, except
+    ``decode_steps``: decode-step timings count with or without one (all ``off`` without), since
+    the step time of a batch is what the operator's cost file needs either way.
     """
 
     steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STEP_MODES, 0))
@@ -168,6 +251,10 @@ class SpeculationCounters:
     phase_steps: dict[str, dict[str, int]] = field(
         default_factory=lambda: {phase: {"on": 0, "off": 0} for phase in STEP_PHASES}
     )
+    # decode-only steps timed while the engine stayed busy, by batch bucket and drafting on/off:
+    # every bucket and state from the start (zeros until seen), so that a consumer's deltas and
+    # Prometheus' rate() see each series from its first step on
+    decode_steps: dict[str, dict[str, DecodeStepTotals]] = field(default_factory=_zero_decode_steps)
 
     def record(self, outcome: StepOutcome) -> None:
         self.steps[outcome.mode] += 1
@@ -182,6 +269,15 @@ class SpeculationCounters:
         """What vLLM scheduled in a step: prefill work or decode only, with drafts verified or not."""
         self.phase_steps[phase]["on" if drafted else "off"] += 1
 
+    def record_decode_step(self, step: DecodeStep, seconds: float) -> None:
+        """A timed decode-only step: into its batch bucket, ``on`` when a request verified drafts."""
+        totals = self.decode_steps[str(decode_batch_bucket(step.requests))]["on" if step.drafting else "off"]
+        totals["steps"] += 1
+        totals["seconds"] += seconds
+        totals["requests"] += step.requests
+        totals["drafting"] += step.drafting
+        totals["draft_tokens"] += step.draft_tokens
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "steps": dict(self.steps),
@@ -191,6 +287,10 @@ class SpeculationCounters:
             "request_steps_dropped": self.request_steps_dropped,
             "cap_changes": self.cap_changes,
             "phase_steps": {phase: dict(counts) for phase, counts in self.phase_steps.items()},
+            "decode_steps": {
+                bucket: {state: DecodeStepTotals(**totals) for state, totals in states.items()}
+                for bucket, states in self.decode_steps.items()
+            },
         }
 
 

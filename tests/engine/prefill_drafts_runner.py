@@ -27,7 +27,9 @@ def main() -> None:
     request = json.loads(sys.argv[1])
     from vllm import SamplingParams
 
-    llm = cpu_llm({**request, "speculative_config": SPEC}, additional_config=ADDITIONAL, max_num_seqs=2)
+    llm = cpu_llm(
+        {**request, "speculative_config": SPEC}, additional_config=ADDITIONAL, max_num_seqs=MAX_NUM_SEQS
+    )
     params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
 
     def run() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -88,12 +89,15 @@ def fake_scheduler(method: str | None, additional: dict[str, Any]) -> Any:
 
 
 def scheduler_output(
-    scheduled: dict[str, int], drafts: dict[str, list[int]] | None = None, new: tuple[str, ...] = ()
+    scheduled: dict[str, int],
+    drafts: dict[str, list[int]] | None = None,
+    new: tuple[str, ...] = (),
+    resumed: tuple[str, ...] = (),
 ) -> Any:
     """vLLM's SchedulerOutput as the hook reads it."""
     return SimpleNamespace(
         scheduled_new_reqs=[SimpleNamespace(req_id=rid) for rid in new],
-        scheduled_cached_reqs=SimpleNamespace(resumed_req_ids=set()),
+        scheduled_cached_reqs=SimpleNamespace(resumed_req_ids=set(resumed)),
         num_scheduled_tokens=scheduled,
         scheduled_spec_decode_tokens=drafts or {},
         total_num_scheduled_tokens=sum(scheduled.values()),
@@ -185,6 +189,49 @@ def test_schedule_keeps_drafts_in_prefill_steps_by_default_and_counts_them() -> 
     counters = hooks.engine_state(sched).counters
     assert sched.running[0].spec_token_ids == [7]
     assert counters.steps["open"] == 1 and counters.phase_steps["prefill"] == {"on": 1, "off": 0}
+
+
+@pytest.mark.parametrize("method", ["ngram", None])
+def test_update_from_output_times_decode_steps_of_a_busy_engine(
+    method: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter([1.0, 1.5, 2.0, 9.0, 9.25, 9.5, 9.625])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))  # the clock the hook reads
+    update = hooks.wrap_update_from_output(lambda self, output, runner_output: {"outputs": runner_output})
+    sched = fake_scheduler(method, {})
+    steps = [
+        # at 1.0: a and b admitted, with vLLM's placeholder drafts: the clock starts
+        scheduler_output({"a": 5, "b": 5}, {"a": [-1, -1, -1], "b": [-1, -1, -1]}, new=("a", "b")),
+        # at 1.5: a verifies 3 drafts, b none: 0.5 s in bucket 2, on
+        scheduler_output({"a": 4, "b": 1}, {"a": [1, 2, 3]}),
+        # at 2.0: no drafts: 0.5 s in bucket 2, off; then both finish (the engine goes idle)
+        scheduler_output({"a": 1, "b": 1}),
+        # at 9.0: after the idle gap: not counted
+        scheduler_output({"c": 1}),
+        # at 9.25: c resumed after a preemption: not decode-only
+        scheduler_output({"c": 1}, resumed=("c",)),
+        # at 9.5: 0.25 s in bucket 1, off
+        scheduler_output({"c": 1}),
+        # at 9.625: c's prompt chunk: not decode-only
+        scheduler_output({"c": 40}),
+    ]
+    # the running requests once each output is processed (vLLM's update_from_output removes the
+    # finished ones)
+    running = [["a", "b"], ["a", "b"], [], ["c"], ["c"], ["c"], ["c"]]
+    for i, (output, after) in enumerate(zip(steps, running, strict=True)):
+        sched.running = [Req([], rid) for rid in after]
+        assert update(sched, output, i) == {"outputs": i}
+    decode = hooks.engine_state(sched).as_dict()["counters"]["decode_steps"]
+    zero = {"steps": 0, "seconds": 0.0, "requests": 0, "drafting": 0, "draft_tokens": 0}
+    assert decode["2"] == {
+        "on": {"steps": 1, "seconds": 0.5, "requests": 2, "drafting": 1, "draft_tokens": 3},
+        "off": {"steps": 1, "seconds": 0.5, "requests": 2, "drafting": 0, "draft_tokens": 0},
+    }
+    assert decode["1"] == {
+        "on": zero,
+        "off": {"steps": 1, "seconds": 0.25, "requests": 1, "drafting": 0, "draft_tokens": 0},
+    }
+    assert sum(states[s]["steps"] for states in decode.values() for s in ("on", "off")) == 3
 
 
 def test_engine_rpc_sets_the_cap_and_forwards_to_workers() -> None:

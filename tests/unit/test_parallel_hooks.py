@@ -19,6 +19,7 @@ from arctic_runtime.parallel.hooks import (
 )
 from arctic_runtime.server.admin import parallel_view
 from arctic_runtime.server.metrics import ArcticCollector
+from arctic_runtime.speculation import DecodeStep, SpeculationCounters
 
 SP2 = ParallelSettings(ulysses=2, shift=True, shift_threshold=256)
 LLAMA = EngineFacts(tensor=2, architectures=("LlamaForCausalLM",), num_heads=32, num_kv_heads=8)
@@ -232,3 +233,37 @@ def test_metrics_show_prefill_steps_and_phases() -> None:
         'arctic_speculation_phase_steps_total{drafting="off",phase="decode"} 1.0',
     ):
         assert line in lines, line
+
+
+def test_metrics_show_decode_step_timings_by_batch_and_drafting() -> None:
+    spec = STATE["speculation"]
+    counters = SpeculationCounters()
+    counters.record_decode_step(DecodeStep(requests=3, drafting=2, draft_tokens=5), 0.5)
+    counters.record_decode_step(DecodeStep(requests=4, drafting=1, draft_tokens=3), 0.25)
+    counters.record_decode_step(DecodeStep(requests=1, drafting=0, draft_tokens=0), 0.125)
+    collector = ArcticCollector()
+    collector.update({**STATE, "speculation": {**spec, "counters": counters.as_dict()}})
+    registry = CollectorRegistry()
+    registry.register(collector)
+    lines = generate_latest(registry).decode().splitlines()
+    for line in (
+        'arctic_decode_steps_total{batch="4",drafting="on"} 2.0',
+        'arctic_decode_step_seconds_total{batch="4",drafting="on"} 0.75',
+        'arctic_decode_step_requests_total{batch="4",drafting="on"} 7.0',
+        'arctic_decode_step_drafting_requests_total{batch="4",drafting="on"} 3.0',
+        'arctic_decode_step_draft_tokens_total{batch="4",drafting="on"} 8.0',
+        'arctic_decode_steps_total{batch="1",drafting="off"} 1.0',
+        'arctic_decode_step_seconds_total{batch="1",drafting="off"} 0.125',
+        'arctic_decode_step_requests_total{batch="1",drafting="off"} 1.0',
+        'arctic_decode_steps_total{batch="512",drafting="off"} 0.0',
+    ):
+        assert line in lines, line
+    # five series, each with every bucket (10) and drafting state (2), buckets in numeric order
+    samples = [line for line in lines if line.startswith("arctic_decode_")]
+    assert len(samples) == 5 * 10 * 2
+    batches = [line.split('"')[1] for line in samples if line.startswith("arctic_decode_steps_total")]
+    assert batches == [b for b in ("1", "2", "4", "8", "16", "32", "64", "128", "256", "512") for _ in "xy"]
+    # an engine too old to report them: no decode-step series, the rest as before
+    collector.update(STATE)
+    text = generate_latest(registry).decode()
+    assert "arctic_decode_" not in text and "arctic_speculation_phase_steps_total" in text

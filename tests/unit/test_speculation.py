@@ -8,13 +8,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arctic_runtime.contract import InvalidSetting, SpeculationCap, parse_cap
+from arctic_runtime.contract import (
+    DECODE_BATCH_BUCKETS,
+    InvalidSetting,
+    SpeculationCap,
+    decode_batch_bucket,
+    parse_cap,
+)
 from arctic_runtime.speculation import (
+    DecodeStep,
+    DecodeStepTimer,
     QueueView,
     SpeculationCounters,
     admission_blocks,
     apply_cap,
     carries_prefill,
+    decode_step,
     scheduled_phase,
     split_arctic_keys,
 )
@@ -216,3 +225,75 @@ def test_scheduled_phase_reads_what_vllm_scheduled() -> None:
         "prefill": {"on": 0, "off": 1},
         "decode": {"on": 2, "off": 0},
     }
+
+
+def test_decode_step_is_one_token_plus_drafts_per_request_and_nobody_admitted() -> None:
+    # three requests, one with 3 drafts and one with 1: 3 + 4 tokens
+    assert decode_step(3, 7, [3, 1], admitted=False) == DecodeStep(requests=3, drafting=2, draft_tokens=4)
+    assert decode_step(2, 2, [], admitted=False) == DecodeStep(requests=2, drafting=0, draft_tokens=0)
+    assert decode_step(1, 1, [0], admitted=False) == DecodeStep(requests=1, drafting=0, draft_tokens=0)
+    # a running request's prompt chunk (2 requests, 1 + 100 tokens): not decode-only
+    assert decode_step(2, 101, [], admitted=False) is None
+    # a chunk beside a drafting request: 1 + 2 drafts and a 50-token chunk
+    assert decode_step(2, 53, [2], admitted=False) is None
+    # an admitted or resumed request, with vLLM's placeholder drafts: not decode-only either
+    assert decode_step(2, 4, [1, 1], admitted=True) is None
+    assert decode_step(0, 0, [], admitted=False) is None  # an empty step
+
+
+def test_decode_batch_buckets_at_their_edges() -> None:
+    assert [decode_batch_bucket(n) for n in (1, 2, 3, 4, 5, 511, 512, 513, 600)] == [
+        1, 2, 4, 4, 8, 512, 512, 512, 512,
+    ]  # fmt: skip
+
+
+def test_timer_counts_decode_steps_of_a_busy_engine_only() -> None:
+    timer = DecodeStepTimer()
+    one = DecodeStep(requests=1, drafting=0, draft_tokens=0)
+    assert timer.observe(10.0, one, busy=True) is None  # the first output only starts the clock
+    assert timer.observe(10.5, one, busy=True) == 0.5
+    assert timer.observe(10.75, None, busy=True) is None  # a prefill step: not counted ...
+    assert timer.observe(11.0, one, busy=True) == 0.25  # ... but the next step starts at its end
+    assert timer.observe(30.0, one, busy=False) is None  # idle since the last output: the gap is no step
+    assert timer.observe(30.125, one, busy=True) == 0.125
+    assert timer.last_output == 30.125
+
+
+def test_decode_steps_split_by_bucket_and_drafting_and_sum() -> None:
+    counters = SpeculationCounters()
+    zero = {"steps": 0, "seconds": 0.0, "requests": 0, "drafting": 0, "draft_tokens": 0}
+    # every bucket and state from the start, as strings
+    assert counters.as_dict()["decode_steps"] == {
+        str(bucket): {"on": zero, "off": zero} for bucket in DECODE_BATCH_BUCKETS
+    }
+    counters.record_decode_step(DecodeStep(requests=1, drafting=0, draft_tokens=0), 0.5)
+    counters.record_decode_step(DecodeStep(requests=1, drafting=1, draft_tokens=3), 0.75)
+    counters.record_decode_step(DecodeStep(requests=2, drafting=0, draft_tokens=0), 0.25)
+    counters.record_decode_step(DecodeStep(requests=3, drafting=2, draft_tokens=5), 1.0)
+    counters.record_decode_step(DecodeStep(requests=4, drafting=1, draft_tokens=2), 0.5)
+    counters.record_decode_step(DecodeStep(requests=512, drafting=0, draft_tokens=0), 2.0)
+    counters.record_decode_step(DecodeStep(requests=600, drafting=0, draft_tokens=0), 3.0)
+    steps = counters.as_dict()["decode_steps"]
+    assert steps["1"] == {
+        "on": {"steps": 1, "seconds": 0.75, "requests": 1, "drafting": 1, "draft_tokens": 3},
+        "off": {"steps": 1, "seconds": 0.5, "requests": 1, "drafting": 0, "draft_tokens": 0},
+    }
+    assert steps["2"] == {
+        "on": zero,
+        "off": {"steps": 1, "seconds": 0.25, "requests": 2, "drafting": 0, "draft_tokens": 0},
+    }
+    # 3 and 4 requests share bucket 4
+    assert steps["4"]["on"] == {"steps": 2, "seconds": 1.5, "requests": 7, "drafting": 3, "draft_tokens": 7}
+    assert steps["4"]["off"] == zero
+    # 512 and 600 requests: the last bucket
+    assert steps["512"]["off"] == {
+        "steps": 2,
+        "seconds": 5.0,
+        "requests": 1112,
+        "drafting": 0,
+        "draft_tokens": 0,
+    }
+    assert all(steps[str(b)] == {"on": zero, "off": zero} for b in (8, 16, 32, 64, 128, 256))
+    # the snapshot is a copy
+    steps["1"]["on"]["steps"] = 99
+    assert counters.decode_steps["1"]["on"]["steps"] == 1

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from arctic_runtime import __version__
 from arctic_runtime.contract import (
+    DECODE_STEP_METRICS,
     METRIC_CAP_CHANGES,
     METRIC_DRAFTING_STEPS,
     METRIC_HARD_CAP,
@@ -40,6 +41,32 @@ POLL_INTERVAL_S = 1.0
 
 def _cap_value(value: int | None) -> float:
     return math.inf if value is None else float(value)
+
+
+#: Help text of each ``DecodeStepTotals`` key's series (names: ``contract.DECODE_STEP_METRICS``).
+DECODE_STEP_HELP: dict[str, str] = {
+    "steps": "Decode-only steps timed while the engine stayed busy, by batch bucket and drafting",
+    "seconds": "Wall seconds of those steps (previous step's output to their own)",
+    "requests": "Decoding requests summed over those steps (mean batch: requests / steps)",
+    "drafting": "Requests with drafts verified, summed over those steps",
+    "draft_tokens": "Draft tokens verified, summed over those steps",
+}
+
+
+def _decode_step_metrics(
+    decode_steps: Mapping[str, Mapping[str, Mapping[str, float]]] | None,
+) -> Iterator[Metric]:
+    """The ``arctic_decode_step*`` series, labels ``batch`` (the bucket) and ``drafting`` (on/off),
+    from the counters' ``decode_steps``; none from an engine too old to report them."""
+    if decode_steps is None:
+        return
+    rows = sorted(decode_steps.items(), key=lambda item: int(item[0]))
+    for key, name in DECODE_STEP_METRICS.items():
+        family = CounterMetricFamily(name, DECODE_STEP_HELP[key], labels=["batch", "drafting"])
+        for bucket, states in rows:
+            for drafting, totals in sorted(states.items()):
+                family.add_metric([bucket, drafting], float(totals[key]))
+        yield family
 
 
 class ArcticCollector(Collector):
@@ -119,6 +146,7 @@ class ArcticCollector(Collector):
             "Times the speculation cap was changed while serving",
             value=float(counters["cap_changes"]),
         )
+        yield from _decode_step_metrics(counters.get("decode_steps"))
         yield from self._parallel_metrics()
 
     def _parallel_metrics(self) -> Iterator[Metric]:
