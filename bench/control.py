@@ -788,6 +788,9 @@ class Replica:
         self._draft_tokens_per_step = 0.0
         self._tokens_per_step = 0.0
         self._decode_only = False
+        self._slots_for: int | None = None
+        """The running requests the current epoch's drafting slots were counted for (None: nobody
+        could draft in it whatever the caps)."""
 
     @property
     def epoch_end(self) -> float:
@@ -825,14 +828,15 @@ class Replica:
             return None
         running = len(self.running)
         slots = drafting_slots(running, self.soft_cap, self.hard_cap)
-        if not self.engine.drafts_with_prefill and (
+        forced_off = not self.engine.drafts_with_prefill and (
             any(live.prefill_left > 0 for live in self.running) or self.head_fits()
-        ):
-            slots = 0  # the runtime's carries_prefill: this step will carry prefill work
+        )  # the runtime's carries_prefill: this step will carry prefill work
         draft_cap = DEFAULT_DRAFT_CAP
         if self.schedule is not None:
             draft_cap = schedule_draft_cap(self.schedule, running)
-            slots = slots if draft_cap > 0 else 0
+            forced_off = forced_off or draft_cap <= 0
+        slots = 0 if forced_off else slots
+        self._slots_for = None if forced_off else running
         classes = self.table.get(draft_cap, {})
         budget = self.engine.max_num_batched_tokens
         rates, chunks = [0.0] * running, [0] * running
@@ -889,6 +893,15 @@ class Replica:
         self._tokens_per_step = sum(rates)
         self.version += 1
         return self.epoch_end
+
+    def caps_change_epoch(self, soft: int | None, hard: int | None) -> bool:
+        """Whether caps ``soft``/``hard`` would let another number of requests draft in the current
+        epoch than the caps it was planned with (else it runs on unchanged, as the engine's steps
+        would: the new caps apply from the next step that counts them differently)."""
+        if not self.busy or self._slots_for is None:
+            return False
+        before = drafting_slots(self._slots_for, self.soft_cap, self.hard_cap)
+        return drafting_slots(self._slots_for, soft, hard) != before
 
     def cut(self, now: float) -> bool:
         """End the epoch at the first step boundary at or after ``now`` (an arrival or a cap change
@@ -1087,8 +1100,9 @@ class Cluster:
         if (soft, hard) == (pod.soft_cap, pod.hard_cap):
             return
         self.cap_changes += 1
+        changes_epoch = pod.caps_change_epoch(soft, hard)
         pod.soft_cap, pod.hard_cap = soft, hard
-        if pod.cut(now):
+        if changes_epoch and pod.cut(now):
             self._schedule(pod, pod.epoch_end)
 
     # -- requests

@@ -64,7 +64,7 @@ def test_dump_is_camel_case_and_leaves_unset_fields_out() -> None:
         "enabled": False,
         "min": 1,
         "max": 64,
-        "ttftBudgetPercent": 2.0,
+        "ttftBudgetPercent": 1.0,
         "refineCosts": True,
     }
 

@@ -360,7 +360,7 @@ def test_from_spec() -> None:
     assert (policy.min_cap, policy.max_cap, policy.hard_cap_limit) == (2, 32, 48)
     assert policy.costs == DEFAULT_COSTS and policy.cost_model is None
     assert CapPolicy.from_spec(SpeculationSpec()).hard_cap_limit is None
-    assert CapPolicy.from_spec(SpeculationSpec()).ttft_budget == 0.02
+    assert CapPolicy.from_spec(SpeculationSpec()).ttft_budget == 0.01
     loose = SpeculationSpec.model_validate({"capController": {"ttftBudgetPercent": 25}})
     assert CapPolicy.from_spec(loose).ttft_budget == 0.25
     # the engine's draftsInPrefillSteps is what the TTFT budget prices

@@ -24,7 +24,7 @@ COSTS = VerifyCosts(
     prefill_s_per_token=1e-5,
 )
 """Verify cost 1.25 at batch 1, 1.5 at 16 and above; 10 ms decode steps; 10 us of prefill per token."""
-POLICY = CapPolicy(min_cap=1, max_cap=32, costs=COSTS)
+POLICY = CapPolicy(min_cap=1, max_cap=32, costs=COSTS, ttft_budget=0.02)
 """TTFT budget 2 %, vLLM's behaviour (drafts in prefill steps); at 1.0 accepted per draft drafting
 pays at every batch size (2 / 1.5 >= 1.1): the break-even size is the maximum, 32."""
 PROMPT = 4000.0

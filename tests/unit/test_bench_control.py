@@ -169,7 +169,7 @@ def test_the_simulated_operator_is_the_operators_control_loop(cal: Calibration) 
     assert isinstance(ours.loop, ControlLoop)
     assert ours.loop.cap_policy is not None and ours.loop.cap_policy.costs == cal.costs()
     assert ours.loop.replica_policy is not None and ours.loop.replica_policy.burst_headroom == 1
-    assert ours.loop.cap_policy.ttft_budget == 0.02  # the CR's default ttftBudgetPercent, 2
+    assert ours.loop.cap_policy.ttft_budget == 0.01  # the CR's default ttftBudgetPercent, 1
     # the CR's default runningRequestsAsUndrafted, priced with the calibration's verify costs
     assert ours.loop.replica_policy.running_as_undrafted is True
     assert ours.loop.replica_policy.costs == cal.costs()
@@ -320,7 +320,7 @@ def test_ours_prices_drafts_in_prefill_steps_as_the_engines_do(cal: Calibration)
     ours = control.make_controller("ours", cal=cal, drafts_with_prefill=False)
     assert isinstance(ours, control.OperatorController) and ours.loop.cap_policy is not None
     assert ours.loop.cap_policy.drafts_with_prefill is False
-    assert ours.loop.cap_policy.ttft_budget == 0.02  # the CR's default
+    assert ours.loop.cap_policy.ttft_budget == 0.01  # the CR's default
     costs = cal.costs()
     assert costs.prefill_s_per_token == cal.prefill_s_per_token
     assert costs.decode_step_s == cal.decode_step_s[: len(cal.verify_batches)]
