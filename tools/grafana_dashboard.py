@@ -183,6 +183,20 @@ def dashboard() -> dict[str, Any]:
             (12, 24, 12, 8),
             "Decisions that moved a cap (holds left out); status.capController.lastChanges has the messages.",
         ),
+        _panel(
+            12,
+            "Decode step time by batch bucket, with and without drafts (5m, the verify cost's evidence)",
+            [
+                _target(
+                    f"sum by (batch, drafting) (rate(arctic_decode_step_seconds_total{{{ENGINE}}}[5m])) / "
+                    f"sum by (batch, drafting) (rate(arctic_decode_steps_total{{{ENGINE}}}[5m]))",
+                    "batch <= {{batch}}, drafts {{drafting}}",
+                    "A",
+                )
+            ],
+            (0, 32, 24, 8),
+            "s",
+        ),
     ]
     return {
         "uid": "arctic-serve-control",

@@ -50,6 +50,9 @@ import pytest
 
 from arctic_operator.control.cap import CapPolicy, VerifyCostModel
 from arctic_operator.control.controller import ControllerConfig, PodTarget, ServiceController
+from arctic_operator.control.cost import VerifyCosts
+from arctic_operator.control.metrics import parse_metrics
+from arctic_operator.control.refine import refine_costs
 from tests.engine.loadgen import Load, LoadStats
 from tests.engine.prompts import PROMPTS
 from tests.engine.server import Server, metric_sum, serve
@@ -369,3 +372,68 @@ def test_cap_controller_follows_load_on_a_real_engine(server: Server) -> None:
     assert stats.failures == [], stats.failures[:5]
     assert stats.ok == stats.sent > 0
     assert set(loop.pushes) == {"ok"}, loop.pushes
+
+
+def _until_idle_snapshot(server: Server, timeout_s: float = 30.0) -> tuple[str, dict[str, Any]]:
+    """/metrics and the admin API's counters once the engine is idle and the arctic_* snapshot was
+    refreshed after it went idle (the API server polls the engine core every second), so both show
+    the same totals."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, text = server.request("GET", "/metrics", token=None)
+        assert status == 200
+        idle = "vllm:num_requests_running" in text and all(
+            line.split()[-1] in ("0", "0.0")
+            for line in text.splitlines()
+            if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))
+        )
+        if idle:
+            time.sleep(2.5)  # two snapshot refreshes while idle
+            _, text = server.request("GET", "/metrics", token=None)
+            _, again = server.request("GET", "/arctic/v1/speculation")
+            return str(text), dict(again)
+        assert time.monotonic() < deadline, "the engine did not go idle"
+        time.sleep(0.5)
+
+
+def test_the_operator_refines_verify_costs_from_the_engines_own_steps(server: Server) -> None:
+    """The runtime's decode-step series on a real engine, read by the operator's parser, give the
+    refinement a measured verify cost: n-gram drafts only where the text repeats, so one running
+    request makes steps with and without drafts."""
+    for prompt in REPETITIVE:  # steps at one running request, whatever ran before in this module
+        status, body = server.request(
+            "POST", "/v1/completions", {"model": MODEL, "prompt": prompt, "max_tokens": MAX_TOKENS}
+        )
+        assert status == 200, body
+    text, view = _until_idle_snapshot(server)
+    totals = parse_metrics(text, time.time()).decode_steps
+    assert totals is not None, "the engine exports no arctic_decode_step* series"
+    # /metrics and the admin API count the same steps
+    counters = view["counters"]["decode_steps"]
+    for (bucket, drafting), found in totals.items():
+        expected = counters[str(bucket)]["on" if drafting else "off"]
+        assert (found.steps, found.requests, found.drafting, found.draft_tokens) == (
+            expected["steps"],
+            expected["requests"],
+            expected["drafting"],
+            expected["draft_tokens"],
+        )
+        assert found.seconds == pytest.approx(expected["seconds"])
+    alone, plain = totals[(1, True)], totals[(1, False)]
+    print(
+        f"batch 1: {alone.steps:g} steps with drafts, {alone.seconds / alone.steps * 1e3:.1f} ms; "
+        f"{plain.steps:g} without, {plain.seconds / plain.steps * 1e3:.1f} ms"
+    )
+    assert alone.steps >= 10 and plain.steps >= 10, totals
+    assert alone.requests == alone.steps and alone.drafting == alone.steps  # one request, drafting
+    assert alone.draft_tokens <= 3 * alone.drafting
+    # the operator's refinement, this engine as its only pod, against a file that says drafts are free
+    free = VerifyCosts(batch_sizes=(1, MAX_NUM_SEQS), by_draft_len=((3, (1.0, 1.0)),))
+    refinement = refine_costs(free, totals, min_steps=10)
+    assert refinement.refined
+    measured = 1.0 + (refinement.change_at(1) or 0.0)
+    print(f"verify cost at one running request, measured: {measured:.2f}")
+    # a step that verifies drafts does the plain step's work and more (the drafts' forward pass,
+    # their sampling)
+    assert measured > 1.0
+    assert dict(refinement.costs.by_draft_len)[3][0] == pytest.approx(measured)
