@@ -1216,6 +1216,10 @@ batch size, K one of ``SCHEDULE_SETTINGS`` (the lengths whose acceptance was mea
 our default of ``DEFAULT_DRAFT_CAP``: a per-pod draft length fixed in hindsight, the upper bound of
 a second knob that picks one length per pod. Not in the default runs; ``--policies`` uses it."""
 
+OURS_TTFT = "ours-ttft-"
+"""``ours-ttft-P``: ours with ``capController.ttftBudgetPercent`` P (the default's rows are ``ours``),
+to compare budgets on the same requests. Not in the default runs; ``--policies`` uses it."""
+
 
 def ours_draft_schedule(k: int) -> Schedule:
     """``ours-draft-K``'s draft length: K tokens up to any number of running requests."""
@@ -1272,12 +1276,15 @@ def autoscaling_spec(
     )
 
 
-def speculation_spec() -> SpeculationSpec:
-    return SpeculationSpec(
-        method="suffix",
-        soft_cap=FIXED_CAP,
-        cap_controller=CapControllerSpec(enabled=True, min=CAP_MIN, max=CAP_MAX),
-    )
+def speculation_spec(ttft_budget_percent: float | None = None) -> SpeculationSpec:
+    """The CR's spec.speculation of ours: suffix decoding, the cap controller on with its default
+    bounds and (None) its default TTFT budget."""
+    controller = CapControllerSpec(enabled=True, min=CAP_MIN, max=CAP_MAX)
+    if ttft_budget_percent is not None:
+        controller = CapControllerSpec(
+            enabled=True, min=CAP_MIN, max=CAP_MAX, ttft_budget_percent=ttft_budget_percent
+        )
+    return SpeculationSpec(method="suffix", soft_cap=FIXED_CAP, cap_controller=controller)
 
 
 class OperatorController:
@@ -1391,6 +1398,15 @@ def make_controller(
         if policy == NO_BUDGET:
             cap_policy = replace(cap_policy, ttft_budget=None)
         return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers, costs=costs)
+    if policy.startswith(OURS_TTFT):
+        try:
+            percent = float(policy.removeprefix(OURS_TTFT))
+        except ValueError:
+            raise ValueError(f"{policy!r}: {OURS_TTFT}<percent>, a number (ttftBudgetPercent)") from None
+        cap_policy = replace(
+            CapPolicy.from_spec(speculation_spec(percent), costs), drafts_with_prefill=drafts_with_prefill
+        )
+        return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers, costs=costs)
     if policy.startswith(OURS_DRAFT) and policy.removeprefix(OURS_DRAFT) in {
         str(k) for k in SCHEDULE_SETTINGS if k != DEFAULT_DRAFT_CAP
     }:
@@ -1410,7 +1426,9 @@ def make_controller(
         return OperatorController(None, (None, None), running_target, schedule, levers, costs=costs)
     if policy == "keda-waiting-5":
         return KedaController((FIXED_CAP, None))
-    raise ValueError(f"unknown policy {policy!r} (known: {', '.join((*POLICIES, NO_BUDGET))}, {OURS_DRAFT}K)")
+    raise ValueError(
+        f"unknown policy {policy!r} (known: {', '.join((*POLICIES, NO_BUDGET))}, {OURS_DRAFT}K, {OURS_TTFT}P)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
