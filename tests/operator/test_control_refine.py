@@ -238,3 +238,22 @@ def test_the_spec_field_turns_the_refinement_off() -> None:
     assert CapPolicy.from_spec(SpeculationSpec()).refine_costs is True
     spec = SpeculationSpec.model_validate({"capController": {"enabled": True, "refineCosts": False}})
     assert CapPolicy.from_spec(spec).refine_costs is False
+
+
+def test_boundaries_a_bucket_of_exactly_min_steps_and_a_fractional_mean_batch() -> None:
+    # 200 steps of each kind count (the default min_steps); the mean batch 3.5 is not rounded
+    totals = {(4, False): plain(200, 3.5, 0.010), (4, True): drafting(200, 3.5, 1.0, 3, 0.016)}
+    result = refine_costs(COSTS, totals)
+    assert result.refined and result.steps == 400
+    assert flat(result.points) == pytest.approx([3.5, 1.6 - COSTS.model_for(3).cost(3.5)])
+
+
+def test_a_scrape_behind_the_newest_time_does_not_grow_the_totals() -> None:
+    times = StepTimes(half_life_s=600.0)
+    key = (4, False)
+    times.add("a", 0.0, {key: plain(0, 4, 0.01)})
+    times.add("a", 600.0, {key: plain(100, 4, 0.01)})
+    times.add("b", 300.0, {key: plain(0, 4, 0.01)})  # another pod's first scrape, older than a's
+    assert times.totals()[key].steps == pytest.approx(100)  # no decay backwards
+    times.add("b", 500.0, {key: plain(10, 4, 0.01)})
+    assert times.totals()[key].steps == pytest.approx(110)
