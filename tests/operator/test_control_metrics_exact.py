@@ -170,3 +170,40 @@ vllm:request_success_total{finished_reason="length"} 3
         idle.add("p", dataclasses.replace(sample(t), prompt_tokens=100, requests_finished=1))
     summary = idle.summary("p", now=5, max_age_s=5)
     assert summary is not None and summary.prompt_tokens_per_request is None  # none finished
+
+
+def test_one_request_finished_measures_the_prompt_and_fewer_tokens_than_accepted_are_no_steps() -> None:
+    window = MetricsWindow(window_s=30)
+    for t, prompt, finished in ((0, 0, 0), (5, 700, 1)):
+        window.add("p", dataclasses.replace(sample(t), prompt_tokens=prompt, requests_finished=finished))
+    summary = window.summary("p", now=5, max_age_s=5)
+    assert summary is not None and summary.prompt_tokens_per_request == 700.0
+    # generated tokens grew by 2 while accepted draft tokens grew by 5: an inconsistent pair of
+    # counters (read at different moments) gives no request-steps rather than a negative count
+    odd = MetricsWindow(window_s=30)
+    for t, generated, accepted in ((0, 10, 0), (5, 12, 5)):
+        odd.add("p", dataclasses.replace(sample(t, accepted=accepted), generation_tokens=generated))
+    summary = odd.summary("p", now=5, max_age_s=5)
+    assert summary is not None and summary.request_steps is None
+
+
+def test_a_scraped_sample_cannot_be_changed_by_whoever_holds_it() -> None:
+    got = parse_metrics("vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n", time=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.running = 5.0  # type: ignore[misc]
+
+
+def test_a_decode_step_series_with_odd_labels_first_does_not_hide_the_rest() -> None:
+    body = """\
+vllm:num_requests_running 1
+vllm:num_requests_waiting 0
+# TYPE arctic_decode_steps_total counter
+arctic_decode_steps_total{batch="",drafting="on"} 5
+arctic_decode_steps_total{batch="2",drafting="on"} 7
+# TYPE arctic_decode_step_seconds_total counter
+arctic_decode_step_seconds_total{batch="2",drafting="sometimes"} 1
+arctic_decode_step_seconds_total{batch="2",drafting="on"} 0.5
+"""
+    steps = parse_metrics(body, time=0).decode_steps
+    assert steps is not None and set(steps) == {(2, True)}
+    assert (steps[(2, True)].steps, steps[(2, True)].seconds) == (7.0, 0.5)
