@@ -3,6 +3,7 @@ examples), their parsing from /metrics, and the control loop and status that use
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -257,3 +258,37 @@ def test_a_scrape_behind_the_newest_time_does_not_grow_the_totals() -> None:
     assert times.totals()[key].steps == pytest.approx(100)  # no decay backwards
     times.add("b", 500.0, {key: plain(10, 4, 0.01)})
     assert times.totals()[key].steps == pytest.approx(110)
+
+
+def test_a_wrong_cost_file_is_corrected_by_the_pods_steps_and_drafting_stops() -> None:
+    """The file says a 3-token verify costs 1.2 plain steps at any batch; the engine's steps say 1.8.
+    At 0.8 accepted tokens per draft drafting pays by the file (1.8 / 1.2 = 1.5 tokens per step-time)
+    but not by the engine (1.8 / 1.8 = 1.0, under the 1.1 the policy asks): with the refinement the
+    loop stops drafting, without it drafting goes on at the highest cap."""
+    wrong = VerifyCosts(batch_sizes=(1, 64), by_draft_len=((3, (1.2, 1.2)),))
+
+    def scrape(time: float, scale: float) -> PodSample:
+        drafts = 600 * scale  # 4 running, every step drafting 3 tokens each, 0.8 accepted per draft
+        steps = {
+            (4, False): plain(300 * scale, 4, 0.010),
+            (4, True): drafting(150 * scale, 4, 1.0, 3, 0.018),
+        }
+        return dataclasses.replace(
+            pod_sample(time, steps),
+            drafts=drafts,
+            draft_tokens=3 * drafts,
+            accepted_tokens=0.8 * drafts,
+        )
+
+    decided = {}
+    for refine in (True, False):
+        policy = CapPolicy(min_cap=1, max_cap=64, costs=wrong, ttft_budget=None, refine_costs=refine)
+        loop = ControlLoop(None, policy)
+        for tick, time in enumerate((0.0, 5.0, 10.0)):
+            loop.observe("p", scrape(time, tick))
+        decided[refine] = loop.decide(10.0, 1, ["p"], 0).caps["p"]
+    assert (decided[False].soft_cap, decided[False].hard_cap, decided[False].reason) == (64, 65, "Initial")
+    # refined: 1.2 + (1.8 - 1.2) = 1.8 at every batch: drafting does not pay even for one request
+    assert (decided[True].soft_cap, decided[True].hard_cap, decided[True].reason) == (1, 1, "Initial")
+    assert decided[True].inputs["breakEvenBatch"] == 0
+    assert decided[True].inputs["costAtRunning"] == pytest.approx(1.8)
