@@ -71,8 +71,7 @@ from arctic_operator.api import (
 from arctic_operator.control.cap import CapPolicy
 from arctic_operator.control.cost import DEFAULT_COSTS, VerifyCostModel, VerifyCosts, interpolate_log
 from arctic_operator.control.loop import ControlLoop
-from arctic_operator.control.metrics import PodSample
-from arctic_operator.control.refine import StepKey, StepTotals
+from arctic_operator.control.metrics import PodSample, StepKey, StepTotals
 from arctic_operator.control.replicas import ReplicaPolicy
 from arctic_runtime.contract import decode_batch_bucket
 
@@ -1279,11 +1278,11 @@ def autoscaling_spec(
 def speculation_spec(ttft_budget_percent: float | None = None) -> SpeculationSpec:
     """The CR's spec.speculation of ours: suffix decoding, the cap controller on with its default
     bounds and (None) its default TTFT budget."""
-    controller = CapControllerSpec(enabled=True, min=CAP_MIN, max=CAP_MAX)
-    if ttft_budget_percent is not None:
-        controller = CapControllerSpec(
-            enabled=True, min=CAP_MIN, max=CAP_MAX, ttft_budget_percent=ttft_budget_percent
-        )
+    if ttft_budget_percent is None:
+        ttft_budget_percent = CapControllerSpec.model_fields["ttft_budget_percent"].default
+    controller = CapControllerSpec(
+        enabled=True, min=CAP_MIN, max=CAP_MAX, ttft_budget_percent=ttft_budget_percent
+    )
     return SpeculationSpec(method="suffix", soft_cap=FIXED_CAP, cap_controller=controller)
 
 
@@ -1391,21 +1390,18 @@ def make_controller(
     """The policy's controller; ``drafts_with_prefill``: whether ours' cap policy prices drafts in
     prefill steps (the engines' behaviour, EngineConfig.drafts_with_prefill)."""
     costs = cal.costs() if cal is not None else DEFAULT_COSTS
-    if policy in ("ours", NO_BUDGET):
-        cap_policy = replace(
-            CapPolicy.from_spec(speculation_spec(), costs), drafts_with_prefill=drafts_with_prefill
-        )
-        if policy == NO_BUDGET:
-            cap_policy = replace(cap_policy, ttft_budget=None)
-        return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers, costs=costs)
-    if policy.startswith(OURS_TTFT):
-        try:
-            percent = float(policy.removeprefix(OURS_TTFT))
-        except ValueError:
-            raise ValueError(f"{policy!r}: {OURS_TTFT}<percent>, a number (ttftBudgetPercent)") from None
+    if policy in ("ours", NO_BUDGET) or policy.startswith(OURS_TTFT):
+        percent = None
+        if policy.startswith(OURS_TTFT):
+            try:
+                percent = float(policy.removeprefix(OURS_TTFT))
+            except ValueError:
+                raise ValueError(f"{policy!r}: {OURS_TTFT}<percent>, a number (ttftBudgetPercent)") from None
         cap_policy = replace(
             CapPolicy.from_spec(speculation_spec(percent), costs), drafts_with_prefill=drafts_with_prefill
         )
+        if policy == NO_BUDGET:
+            cap_policy = replace(cap_policy, ttft_budget=None)
         return OperatorController(cap_policy, (FIXED_CAP, None), running_target, levers=levers, costs=costs)
     if policy.startswith(OURS_DRAFT) and policy.removeprefix(OURS_DRAFT) in {
         str(k) for k in SCHEDULE_SETTINGS if k != DEFAULT_DRAFT_CAP

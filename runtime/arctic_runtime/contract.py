@@ -670,7 +670,7 @@ class SpeculationCountersView(TypedDict):
     decode_steps: dict[str, dict[str, DecodeStepTotals]]
     """Decode-only steps by batch bucket (``DECODE_BATCH_BUCKETS``, as a string) and whether drafts
     were verified in them (``"on"``/``"off"``): their count and wall time, for the operator to refine
-    the cost file's step times and verify costs from the pod's own steps."""
+    the cost file's verify costs from the pod's own steps (with drafts against without)."""
 
 
 class SpeculationView(TypedDict):

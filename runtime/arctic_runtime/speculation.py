@@ -20,8 +20,8 @@ point (engine arguments, the admin API, the engine-side RPC, the operator) gives
 this module applies the cap to the scheduler's running requests and counts what it did.
 
 It also times decode-only steps (``decode_step``, ``DecodeStepTimer``) into ``decode_steps`` by
-batch bucket and drafting, so that the operator can refine its cost file (decode step time by
-batch size, the verify cost of k-token drafts) from each pod's own steps.
+batch bucket and drafting, so that the operator can refine its cost file's verify cost of k-token
+drafts from each pod's own steps (those with drafts against those without).
 """
 
 from __future__ import annotations
@@ -237,8 +237,8 @@ class SpeculationCounters:
     """Running totals kept in the EngineCore process and exported as ``arctic_*`` metrics.
 
     Only steps with at least one running request count, and only with a draft method, except
-    ``decode_steps``: decode-step timings count with or without one (all ``off`` without), since
-    the step time of a batch is what the operator's cost file needs either way.
+    ``decode_steps``: decode-step timings count with or without one (all ``off`` without): the plain
+    steps are what the operator compares the steps with drafts against.
     """
 
     steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STEP_MODES, 0))

@@ -380,14 +380,12 @@ def _until_idle_snapshot(server: Server, timeout_s: float = 30.0) -> tuple[str, 
     the same totals."""
     deadline = time.monotonic() + timeout_s
     while True:
-        status, text = server.request("GET", "/metrics", token=None)
-        assert status == 200
-        idle = "vllm:num_requests_running" in text and all(
-            line.split()[-1] in ("0", "0.0")
-            for line in text.splitlines()
-            if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))
+        samples = server.metrics()
+        reported = any(key.startswith("vllm:num_requests_running") for key in samples)
+        queued = metric_sum(samples, "vllm:num_requests_running") + metric_sum(
+            samples, "vllm:num_requests_waiting"
         )
-        if idle:
+        if reported and queued == 0:
             time.sleep(2.5)  # two snapshot refreshes while idle
             _, text = server.request("GET", "/metrics", token=None)
             _, again = server.request("GET", "/arctic/v1/speculation")

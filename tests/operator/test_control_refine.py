@@ -12,8 +12,8 @@ from arctic_operator.control.cap import CapPolicy, break_even_batch
 from arctic_operator.control.controller import refinement_status
 from arctic_operator.control.cost import VerifyCosts
 from arctic_operator.control.loop import ControlLoop
-from arctic_operator.control.metrics import PodSample, parse_metrics
-from arctic_operator.control.refine import MIN_VERIFY_COST, StepTimes, StepTotals, refine_costs
+from arctic_operator.control.metrics import PodSample, StepTotals, parse_metrics
+from arctic_operator.control.refine import MIN_VERIFY_COST, StepTimes, refine_costs
 from arctic_operator.control.replicas import ReplicaPolicy
 
 COSTS = VerifyCosts(

@@ -12,7 +12,7 @@ from bench import control
 from bench.control import Calibration, Cluster, Trace
 
 from arctic_operator.control.loop import ControlLoop
-from arctic_operator.control.refine import StepTotals
+from arctic_operator.control.metrics import StepTotals
 
 REQUIRED_KEYS = {"policy", "trace", "p50_ttft_s", "p95_ttft_s", "p95_e2e_s", "gpu_seconds"}
 

@@ -94,7 +94,7 @@ class CapPolicy:
     such steps. spec.speculation.draftsInPrefillSteps."""
 
     refine_costs: bool = True
-    """Refine ``costs`` (decode step times, verify costs) from the pods' own decode steps
+    """Refine the verify costs of ``costs`` from the pods' own decode steps
     (``refine.refine_costs``; the control loop does it, for this policy and the replica policy).
     spec.speculation.capController.refineCosts."""
 

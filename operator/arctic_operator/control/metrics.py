@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from arctic_operator.control.refine import StepKey, StepTotals
 from arctic_runtime.contract import DECODE_STEP_METRICS, METRIC_HARD_CAP, METRIC_SOFT_CAP
 
 #: quantity -> the series names it has had, newest first. Counters are listed without ``_total``
@@ -36,12 +35,58 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "hard_cap": (METRIC_HARD_CAP,),
 }
 
+#: ``arctic_decode_step*`` series name -> its ``StepTotals`` field.
+_DECODE_STEP_FIELDS: dict[str, str] = {name: key for key, name in DECODE_STEP_METRICS.items()}
+
 #: Quantities without which a sample is incomplete (the policies hold their last decision).
 REQUIRED: tuple[str, ...] = ("running", "waiting")
 
 
 class MetricsParseError(ValueError):
     """The body is not Prometheus text exposition format (the message says where it broke)."""
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """Totals over decode steps of one batch bucket and drafting state (``DecodeStepTotals``)."""
+
+    steps: float = 0.0
+    seconds: float = 0.0
+    requests: float = 0.0
+    """Sum over the steps of their decoding requests."""
+    drafting: float = 0.0
+    """Sum over the steps of the requests with drafts verified."""
+    draft_tokens: float = 0.0
+
+    def plus(self, other: StepTotals, weight: float = 1.0) -> StepTotals:
+        """self + weight x other."""
+        return StepTotals(
+            self.steps + weight * other.steps,
+            self.seconds + weight * other.seconds,
+            self.requests + weight * other.requests,
+            self.drafting + weight * other.drafting,
+            self.draft_tokens + weight * other.draft_tokens,
+        )
+
+    def scaled(self, factor: float) -> StepTotals:
+        return StepTotals().plus(self, factor)
+
+    def increase_since(self, before: StepTotals) -> StepTotals:
+        """Counters' growth from ``before`` (``counter_increase`` of each: a counter that went
+        down was reset, the engine restarted, and counts from zero)."""
+        return StepTotals(
+            *(
+                counter_increase((then, now))
+                for now, then in zip(self._values(), before._values(), strict=True)
+            )
+        )
+
+    def _values(self) -> tuple[float, float, float, float, float]:
+        return (self.steps, self.seconds, self.requests, self.drafting, self.draft_tokens)
+
+
+StepKey = tuple[int, bool]
+"""(batch bucket, drafts verified in the steps)."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +159,12 @@ def _decode_steps(families: list[Metric]) -> dict[StepKey, StepTotals] | None:
     """The ``arctic_decode_step*`` counters by (batch bucket, drafting on); None when the engine
     exports none of them. A series with a batch label that is not an integer, a drafting label
     other than on/off, or a value that is not a finite non-negative number is skipped."""
-    fields = {name: key for key, name in DECODE_STEP_METRICS.items()}
     found: dict[StepKey, dict[str, float]] = {}
     for family in families:
         for sample in family.samples:
             # a counter's series is name_total, however the exposition's TYPE line names it
-            key = fields.get(sample.name.removesuffix("_total")) if sample.name.endswith("_total") else None
+            name = sample.name.removesuffix("_total")
+            key = _DECODE_STEP_FIELDS.get(name) if name != sample.name else None
             if key is None:
                 continue
             batch, drafting = sample.labels.get("batch", ""), sample.labels.get("drafting")

@@ -32,49 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from arctic_operator.control.cost import VerifyCosts, interpolate_log
-
-
-@dataclass(frozen=True)
-class StepTotals:
-    """Totals over decode steps of one batch bucket and drafting state (``DecodeStepTotals``)."""
-
-    steps: float = 0.0
-    seconds: float = 0.0
-    requests: float = 0.0
-    """Sum over the steps of their decoding requests."""
-    drafting: float = 0.0
-    """Sum over the steps of the requests with drafts verified."""
-    draft_tokens: float = 0.0
-
-    def plus(self, other: StepTotals, weight: float = 1.0) -> StepTotals:
-        """self + weight x other."""
-        return StepTotals(
-            self.steps + weight * other.steps,
-            self.seconds + weight * other.seconds,
-            self.requests + weight * other.requests,
-            self.drafting + weight * other.drafting,
-            self.draft_tokens + weight * other.draft_tokens,
-        )
-
-    def scaled(self, factor: float) -> StepTotals:
-        return StepTotals().plus(self, factor)
-
-    def increase_since(self, before: StepTotals) -> StepTotals:
-        """Counters' growth from ``before``; a counter that went down was reset (the engine
-        restarted) and counts from zero."""
-        return StepTotals(
-            *(
-                now - then if now >= then else now
-                for now, then in zip(self._values(), before._values(), strict=True)
-            )
-        )
-
-    def _values(self) -> tuple[float, float, float, float, float]:
-        return (self.steps, self.seconds, self.requests, self.drafting, self.draft_tokens)
-
-
-StepKey = tuple[int, bool]
-"""(batch bucket, drafts verified in the steps)."""
+from arctic_operator.control.metrics import StepKey, StepTotals
 
 
 class StepTimes:
